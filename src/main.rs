@@ -1,1 +1,38 @@
-fn main() {}
+//! `enigmadb`: one binary, one subcommand per tool. Today: `embedded`, the storage engine of a
+//! node run in-process against a data directory (the server, shell, admin, sstable and stress
+//! subcommands follow as their issues land).
+
+mod embedded;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "enigmadb", version, about = "EnigmaDB: a thread-per-core, LSM-tree column-family store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node's storage engine in this process against a data directory.
+    Embedded(embedded::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ENIGMADB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embedded(args) => embedded::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

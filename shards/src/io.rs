@@ -28,9 +28,7 @@ const DMA_PROBE_SIZE: usize = 4096;
 pub async fn prepare_executor_io(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(DMA_PROBE_FILE);
-    let fresh = std::fs::metadata(&path)
-        .map(|m| m.len() < DMA_PROBE_SIZE as u64)
-        .unwrap_or(true);
+    let fresh = std::fs::metadata(&path).map(|m| m.len() < DMA_PROBE_SIZE as u64).unwrap_or(true);
     if fresh {
         std::fs::write(&path, vec![0xA5u8; DMA_PROBE_SIZE])?;
     }
@@ -76,13 +74,7 @@ mod tests {
             .spawn(move || async move {
                 prepare_executor_io(&path).await.unwrap();
                 let file_path = path.join("fresh.bin");
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .dma_open(&file_path)
-                    .await
-                    .unwrap();
+                let file = OpenOptions::new().read(true).write(true).create(true).dma_open(&file_path).await.unwrap();
                 let mut buf = file.alloc_dma_buffer(4096);
                 buf.as_bytes_mut().fill(0x5C);
                 file.write_at(buf, 0).await.unwrap();

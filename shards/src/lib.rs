@@ -4,5 +4,17 @@
 //! record framing) has no glommio import; glommio lives in `io`, the WAL's file handling and
 //! `runtime`.
 
+pub mod catalog;
+pub mod cell;
+pub mod durable_file;
+pub mod hlc;
 pub mod io;
+pub mod key;
+pub mod memtable;
+pub mod mutation;
+pub mod node;
+pub mod node_meta;
+pub mod read;
+pub mod row;
+pub mod shard;
 pub mod wal;

@@ -1,1 +1,16 @@
+//! EnigmaDB's shared vocabulary and the bytes that cross a process boundary: column types and
+//! values, table schemas, partition tokens, and the binary codec they are written with.
+//!
+//! This crate never depends on glommio: the client library, the CLI and the tests use it from
+//! any Rust program, and the storage engine (`shards`) builds on the same definitions.
 
+pub mod codec;
+pub mod ring;
+pub mod schema;
+pub mod token;
+pub mod value;
+
+pub use codec::{DecodeError, Reader, Writer};
+pub use schema::{ClusteringColumn, ClusteringOrder, ColumnDef, SchemaError, TableId, TableOptions, TableSchema};
+pub use token::{token_of, Token};
+pub use value::{ColumnType, Value, ValueError};

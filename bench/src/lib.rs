@@ -1,0 +1,12 @@
+//! Shared pieces of EnigmaDB's benchmark programs (`src/bin/*`): latency histograms and their
+//! summaries, CPU and disk counters of the machine, a description of the machine, and JSON
+//! report writing.
+//!
+//! Benchmarks print numbers and write reports; nothing here asserts a performance figure.
+
+pub mod latency;
+pub mod machine;
+pub mod rendezvous;
+pub mod report;
+pub mod surge;
+pub mod usage;

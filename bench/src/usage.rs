@@ -1,0 +1,300 @@
+//! Where the time went while a benchmark ran: CPU time of a thread or of the process
+//! (getrusage), busy and iowait shares of the whole machine (/proc/stat), and the counters of
+//! the block device under a directory (/proc/diskstats: writes, flushes, busy time).
+//! Parsers are pure functions; only the `read`/`now` constructors touch the system.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// CPU time consumed, and the events that show what else the CPU was doing: minor page faults
+/// (first touch of fresh heap memory) and context switches (voluntary: the thread parked;
+/// involuntary: something else needed the CPU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuUsage {
+    pub user: Duration,
+    pub system: Duration,
+    pub minor_faults: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+}
+
+impl CpuUsage {
+    /// Usage of the calling thread so far (`getrusage(RUSAGE_THREAD)`). Work the kernel hands
+    /// to its own threads (io_uring's io-wq workers, block-device completion) is not counted.
+    pub fn this_thread() -> std::io::Result<CpuUsage> {
+        rusage(libc::RUSAGE_THREAD)
+    }
+
+    /// Usage of the whole process so far (all threads).
+    pub fn this_process() -> std::io::Result<CpuUsage> {
+        rusage(libc::RUSAGE_SELF)
+    }
+
+    /// User plus system time.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was consumed between `earlier` and `self`.
+    pub fn since(&self, earlier: &CpuUsage) -> CpuUsage {
+        CpuUsage {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
+            voluntary_switches: self.voluntary_switches.saturating_sub(earlier.voluntary_switches),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(earlier.involuntary_switches),
+        }
+    }
+}
+
+fn rusage(who: libc::c_int) -> std::io::Result<CpuUsage> {
+    // SAFETY: all-zero bytes are a valid `rusage` (plain integers), and getrusage only writes
+    // into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed rusage for the call's duration.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    let count = |n: libc::c_long| n.max(0) as u64;
+    Ok(CpuUsage {
+        user: tv(usage.ru_utime),
+        system: tv(usage.ru_stime),
+        minor_faults: count(usage.ru_minflt),
+        voluntary_switches: count(usage.ru_nvcsw),
+        involuntary_switches: count(usage.ru_nivcsw),
+    })
+}
+
+/// The machine-wide CPU counters of /proc/stat's first line, in clock ticks (USER_HZ).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemCpu {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+/// Shares of all CPUs' time over a window (0.0..=1.0 each; they add up to 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CpuShares {
+    pub user: f64,
+    pub system: f64,
+    /// irq + softirq.
+    pub interrupts: f64,
+    /// Idle with I/O outstanding.
+    pub iowait: f64,
+    pub idle: f64,
+    /// Taken by the hypervisor.
+    pub steal: f64,
+}
+
+impl SystemCpu {
+    pub fn now() -> std::io::Result<SystemCpu> {
+        let text = std::fs::read_to_string("/proc/stat")?;
+        parse_proc_stat(&text)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no aggregate cpu line in /proc/stat"))
+    }
+
+    /// How the machine's CPU time between `earlier` and `self` was spent.
+    pub fn shares_since(&self, earlier: &SystemCpu) -> CpuShares {
+        let d = |a: u64, b: u64| a.saturating_sub(b) as f64;
+        let user = d(self.user, earlier.user) + d(self.nice, earlier.nice);
+        let system = d(self.system, earlier.system);
+        let interrupts = d(self.irq, earlier.irq) + d(self.softirq, earlier.softirq);
+        let iowait = d(self.iowait, earlier.iowait);
+        let idle = d(self.idle, earlier.idle);
+        let steal = d(self.steal, earlier.steal);
+        let total = user + system + interrupts + iowait + idle + steal;
+        if total == 0.0 {
+            return CpuShares::default();
+        }
+        CpuShares {
+            user: user / total,
+            system: system / total,
+            interrupts: interrupts / total,
+            iowait: iowait / total,
+            idle: idle / total,
+            steal: steal / total,
+        }
+    }
+}
+
+/// The aggregate `cpu` line of /proc/stat.
+pub fn parse_proc_stat(text: &str) -> Option<SystemCpu> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    (v.len() >= 4).then(|| SystemCpu {
+        user: at(0),
+        nice: at(1),
+        system: at(2),
+        idle: at(3),
+        iowait: at(4),
+        irq: at(5),
+        softirq: at(6),
+        steal: at(7),
+    })
+}
+
+/// Counters of one block device from /proc/diskstats (kernel 5.5+ field layout).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DiskCounters {
+    pub device: String,
+    pub writes: u64,
+    pub sectors_written: u64,
+    pub write_ms: u64,
+    /// Time the device had I/O in flight.
+    pub busy_ms: u64,
+    /// Flush requests completed (what an fdatasync turns into on a write-back-cache device).
+    pub flushes: u64,
+    pub flush_ms: u64,
+}
+
+/// What a device did over a window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DiskActivity {
+    pub device: String,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub flushes: u64,
+    /// Share of the window the device had I/O in flight (0.0..=1.0).
+    pub busy_share: f64,
+    /// Mean time of one flush request.
+    pub mean_flush_ms: f64,
+    /// Mean time of one write request.
+    pub mean_write_ms: f64,
+}
+
+impl DiskCounters {
+    /// The counters of the whole disk holding `path` (the parent disk when the file system
+    /// sits on a partition). `None` when they cannot be found (tmpfs, overlay, containers).
+    pub fn for_path(path: &Path) -> Option<DiskCounters> {
+        use std::os::unix::fs::MetadataExt;
+        let (major, minor) = split_dev(std::fs::metadata(path).ok()?.dev());
+        let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+        // A partition's sysfs directory sits inside its disk's directory.
+        let disk = if sys.join("partition").exists() { sys.parent()? } else { sys.as_path() };
+        let name = disk.file_name()?.to_str()?.to_owned();
+        let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+        parse_diskstats(&text, &name)
+    }
+
+    /// Re-reads the same device.
+    pub fn reread(&self) -> Option<DiskCounters> {
+        let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+        parse_diskstats(&text, &self.device)
+    }
+
+    /// Activity between `earlier` and `self`, over a window of `wall`.
+    pub fn activity_since(&self, earlier: &DiskCounters, wall: Duration) -> DiskActivity {
+        let writes = self.writes.saturating_sub(earlier.writes);
+        let flushes = self.flushes.saturating_sub(earlier.flushes);
+        let per = |ms: u64, n: u64| if n == 0 { 0.0 } else { ms as f64 / n as f64 };
+        let wall_ms = wall.as_secs_f64() * 1e3;
+        DiskActivity {
+            device: self.device.clone(),
+            writes,
+            bytes_written: self.sectors_written.saturating_sub(earlier.sectors_written) * 512,
+            flushes,
+            busy_share: if wall_ms > 0.0 {
+                (self.busy_ms.saturating_sub(earlier.busy_ms) as f64 / wall_ms).min(1.0)
+            } else {
+                0.0
+            },
+            mean_flush_ms: per(self.flush_ms.saturating_sub(earlier.flush_ms), flushes),
+            mean_write_ms: per(self.write_ms.saturating_sub(earlier.write_ms), writes),
+        }
+    }
+}
+
+/// (major, minor) of a Linux `dev_t` (glibc's encoding).
+pub fn split_dev(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// The line of `device` in /proc/diskstats.
+pub fn parse_diskstats(text: &str, device: &str) -> Option<DiskCounters> {
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(2) != Some(&device) {
+            return None;
+        }
+        let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // Fields after major, minor, name: reads(3..7), writes completed 7, merged 8,
+        // sectors 9, ms 10, in flight 11, io ms 12, weighted 13, discards 14..18, flushes 18, ms 19.
+        Some(DiskCounters {
+            device: device.to_owned(),
+            writes: at(7),
+            sectors_written: at(9),
+            write_ms: at(10),
+            busy_ms: at(12),
+            flushes: at(18),
+            flush_ms: at(19),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_aggregate_line_is_parsed_and_shared_out() {
+        let before = "cpu  100 0 50 800 40 5 5 0 0 0\ncpu0 50 0 25 400 20 2 3 0 0 0\n";
+        let after = "cpu  200 0 150 900 140 5 5 0 0 0\n";
+        let (a, b) = (parse_proc_stat(before).unwrap(), parse_proc_stat(after).unwrap());
+        assert_eq!(a.iowait, 40);
+        let s = b.shares_since(&a);
+        assert!((s.user - 0.25).abs() < 1e-9 && (s.system - 0.25).abs() < 1e-9);
+        assert!((s.iowait - 0.25).abs() < 1e-9 && (s.idle - 0.25).abs() < 1e-9);
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn diskstats_line_of_the_device_is_parsed() {
+        let text = " 253       0 vda 1000 0 8000 50 2000 10 64000 300 0 900 350 0 0 0 0 120 80\n\
+                    253       1 vda1 10 0 80 5 20 1 640 3 0 9 8 0 0 0 0 0 0\n";
+        let d = parse_diskstats(text, "vda").unwrap();
+        assert_eq!((d.writes, d.sectors_written, d.write_ms), (2000, 64000, 300));
+        assert_eq!((d.busy_ms, d.flushes, d.flush_ms), (900, 120, 80));
+        assert_eq!(parse_diskstats(text, "vda1").unwrap().writes, 20);
+        assert_eq!(parse_diskstats(text, "sda"), None);
+    }
+
+    #[test]
+    fn dev_numbers_split_into_major_and_minor() {
+        assert_eq!(split_dev((253 << 8) | 1), (253, 1));
+        assert_eq!(split_dev((259 << 8) | (300 & 0xff) | ((300 & !0xff) << 12)), (259, 300));
+    }
+
+    #[test]
+    fn thread_cpu_time_grows_with_work() {
+        let before = CpuUsage::this_thread().unwrap();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
+        }
+        std::hint::black_box(x);
+        let used = CpuUsage::this_thread().unwrap().since(&before);
+        assert!(used.total() >= Duration::from_millis(10), "{used:?}");
+        let faults = CpuUsage::this_thread().unwrap().minor_faults;
+        let page = vec![1u8; 8 << 20];
+        std::hint::black_box(&page);
+        let more = CpuUsage::this_thread().unwrap().minor_faults - faults;
+        assert!(more >= 1, "touching 8 MiB of fresh memory faults");
+    }
+}

@@ -1,0 +1,508 @@
+//! The embedded node: one glommio executor per shard in this process, each owning its shard
+//! outright, and a thread-safe handle that routes each partition's work to its shard by token
+//! over flume channels. The server's coordinator builds on the same handle.
+//!
+//! Shards never share memory: they are reached only through their request channels, whose
+//! capacity bounds the work queued at each shard.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use wire::ring::Ring;
+use wire::schema::{TableId, TableSchema};
+use wire::{Token, Value};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::cell::Timestamp;
+use crate::key::{ClusteringKey, KeyError, PartitionKey};
+use crate::mutation::{Write, WriteError};
+use crate::node_meta::{NodeMeta, NodeMetaError};
+use crate::read::{now_secs, visible_rows, ResultRow};
+use crate::row::{ClusteringSlice, Partition};
+use crate::shard::{Shard, ShardConfig, ShardError, ShardStats};
+use crate::wal::ReplayReport;
+
+/// Settings of an embedded node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Shard (executor) count; fixed when the data directory is created.
+    pub shards: usize,
+    /// Vnode tokens per shard, chosen at random when the directory is created.
+    pub num_tokens: usize,
+    /// Pin shard i to CPU i (production); unpinned for local clusters and tests.
+    pub pin_shards: bool,
+    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
+    pub io_memory: usize,
+    /// Busy-wait before parking an idle executor: trades CPU for cross-core wake-up latency
+    /// (GLOMMIO.md, pitfall 4). None parks at once.
+    pub spin_before_park: Option<Duration>,
+    /// Bound on requests queued at each shard.
+    pub channel_capacity: usize,
+    pub shard: ShardConfig,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            num_tokens: 8,
+            pin_shards: false,
+            io_memory: 512 * 1024,
+            spin_before_park: None,
+            channel_capacity: 1024,
+            shard: ShardConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("data directory {0} is in use by another process")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Meta(#[from] NodeMetaError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("unknown table '{0}'")]
+    UnknownTable(String),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("shard {shard}: {source}")]
+    Shard { shard: u16, source: ShardError },
+    #[error("shard {shard} failed to start: {reason}")]
+    ShardStart { shard: u16, reason: String },
+    #[error("shard {0} has stopped")]
+    ShardStopped(u16),
+}
+
+enum Request {
+    Apply {
+        writes: Vec<Write>,
+        ts: Option<Timestamp>,
+        reply: flume::Sender<Result<Timestamp, ShardError>>,
+    },
+    Read {
+        table: TableId,
+        key: PartitionKey,
+        slice: ClusteringSlice,
+        reply: flume::Sender<Result<Option<Partition>, ShardError>>,
+    },
+    Scan {
+        table: TableId,
+        start: Token,
+        end: Token,
+        limit: usize,
+        reply: flume::Sender<Result<Vec<(PartitionKey, Partition)>, ShardError>>,
+    },
+    AddTable {
+        schema: TableSchema,
+        reply: flume::Sender<()>,
+    },
+    Stats {
+        reply: flume::Sender<ShardStats>,
+    },
+    Sync {
+        reply: flume::Sender<Result<(), ShardError>>,
+    },
+    Shutdown {
+        reply: flume::Sender<Result<(), ShardError>>,
+    },
+}
+
+struct Inner {
+    dir: PathBuf,
+    ring: Ring<u16>,
+    senders: Vec<flume::Sender<Request>>,
+    /// DDL only: serializes catalog changes and their persistence.
+    catalog: Mutex<Catalog>,
+    /// Read per request to resolve names; written only by DDL.
+    tables: RwLock<HashMap<String, Arc<TableSchema>>>,
+    threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
+    _lock: std::fs::File,
+}
+
+/// A handle to an embedded node; cheap to clone and usable from any thread or executor.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+/// What opening a node found.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    pub shards: usize,
+    pub replay: Vec<ReplayReport>,
+}
+
+impl Node {
+    /// Opens (creating if needed) the node directory and starts one executor per shard; each
+    /// replays its WAL before this returns. Blocks the calling thread.
+    pub fn open(config: NodeConfig) -> Result<(Node, OpenReport), NodeError> {
+        let dir = config.data_dir.clone();
+        let dir_err = |source| NodeError::DataDir { path: dir.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(dir_err)?;
+        let lock = std::fs::File::create(dir.join("LOCK")).map_err(dir_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(NodeError::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
+        }
+        let meta = NodeMeta::load_or_create(&dir, config.shards, config.num_tokens)?;
+        let catalog = Catalog::load(&dir)?;
+        let schemas = catalog.tables().to_vec();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for shard in 0..meta.shards() {
+            let (tx, rx) = flume::bounded(config.channel_capacity);
+            senders.push(tx);
+            let placement = if config.pin_shards { Placement::Fixed(shard) } else { Placement::Unbound };
+            let mut builder =
+                LocalExecutorBuilder::new(placement).name(&format!("shard-{shard}")).io_memory(config.io_memory);
+            if let Some(spin) = config.spin_before_park {
+                builder = builder.spin_before_park(spin);
+            }
+            let shard_dir = dir.join(format!("shard-{shard:03}"));
+            let (shard_config, schemas, ready) = (config.shard.clone(), schemas.clone(), ready_tx.clone());
+            let handle = builder
+                .spawn(move || run_shard(shard as u16, shard_dir, shard_config, schemas, rx, ready))
+                .map_err(|e| NodeError::ShardStart { shard: shard as u16, reason: e.to_string() })?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut replay = vec![None; meta.shards()];
+        let mut failure = None;
+        for _ in 0..meta.shards() {
+            match ready_rx.recv() {
+                Ok((shard, Ok(report))) => replay[shard as usize] = Some(report),
+                Ok((shard, Err(reason))) => {
+                    failure.get_or_insert(NodeError::ShardStart { shard, reason });
+                }
+                Err(_) => {
+                    failure.get_or_insert(NodeError::ShardStart { shard: 0, reason: "executor exited".into() });
+                    break;
+                }
+            }
+        }
+        let tables = schemas.iter().map(|s| (s.name.to_ascii_lowercase(), Arc::new(s.clone()))).collect();
+        let node = Node {
+            inner: Arc::new(Inner {
+                dir,
+                ring: meta.local_ring(),
+                senders,
+                catalog: Mutex::new(catalog),
+                tables: RwLock::new(tables),
+                threads: Mutex::new(threads),
+                _lock: lock,
+            }),
+        };
+        if let Some(err) = failure {
+            // Stop the shards that did start; their error (if any) is secondary.
+            let _ = futures_lite::future::block_on(node.shutdown());
+            return Err(err);
+        }
+        let shards = replay.len();
+        Ok((node, OpenReport { shards, replay: replay.into_iter().flatten().collect() }))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inner.senders.len()
+    }
+
+    /// The shard that owns `token`.
+    pub fn shard_of(&self, token: Token) -> u16 {
+        *self.inner.ring.owner(token)
+    }
+
+    /// Creates a table (its id is assigned by the catalog) on every shard.
+    pub async fn create_table(&self, schema: TableSchema) -> Result<Arc<TableSchema>, NodeError> {
+        let created = {
+            let mut catalog = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            catalog.create_table(&self.inner.dir, schema)?
+        };
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::AddTable { schema: created.clone(), reply }).await?;
+        }
+        let created = Arc::new(created);
+        let mut tables = self.inner.tables.write().unwrap_or_else(|p| p.into_inner());
+        tables.insert(created.name.to_ascii_lowercase(), created.clone());
+        Ok(created)
+    }
+
+    pub fn table(&self, name: &str) -> Result<Arc<TableSchema>, NodeError> {
+        let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.get(&name.to_ascii_lowercase()).cloned().ok_or_else(|| NodeError::UnknownTable(name.to_owned()))
+    }
+
+    pub fn tables(&self) -> Vec<Arc<TableSchema>> {
+        let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.values().cloned().collect()
+    }
+
+    /// Applies writes (a batch) with one timestamp: `ts` if given, else one issued by the HLC
+    /// of the shard of the first write. Atomic per shard; a batch spanning shards is applied
+    /// shard by shard (an unlogged batch in Cassandra's terms).
+    pub async fn write(&self, writes: Vec<Write>, ts: Option<Timestamp>) -> Result<Timestamp, NodeError> {
+        let mut groups: Vec<(u16, Vec<Write>)> = Vec::new();
+        for w in writes {
+            let shard = self.shard_of(w.key.token());
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, g)) => g.push(w),
+                None => groups.push((shard, vec![w])),
+            }
+        }
+        let mut groups = groups.into_iter();
+        let Some((first_shard, first)) = groups.next() else {
+            return Err(NodeError::Write(WriteError::EmptyBatch));
+        };
+        let ts = self.apply_on(first_shard, first, ts).await?;
+        let rest: Vec<_> = groups.map(|(shard, g)| self.apply_on(shard, g, Some(ts))).collect();
+        for pending in rest {
+            pending.await?;
+        }
+        Ok(ts)
+    }
+
+    fn apply_on(
+        &self,
+        shard: u16,
+        writes: Vec<Write>,
+        ts: Option<Timestamp>,
+    ) -> impl std::future::Future<Output = Result<Timestamp, NodeError>> + '_ {
+        let reply = self.send(shard, |reply| Request::Apply { writes, ts, reply });
+        async move {
+            reply?
+                .recv_async()
+                .await
+                .map_err(|_| NodeError::ShardStopped(shard))?
+                .map_err(|source| NodeError::Shard { shard, source })
+        }
+    }
+
+    /// INSERT of one row (`columns` by name; None is null).
+    pub async fn insert(
+        &self,
+        table: &str,
+        partition: &[Value],
+        clustering: &[Value],
+        columns: &[(&str, Option<Value>)],
+        ttl: u32,
+    ) -> Result<Timestamp, NodeError> {
+        let schema = self.table(table)?;
+        let ttl = if ttl == 0 { schema.options.default_ttl_seconds } else { ttl };
+        let write = Write::upsert(&schema, partition, clustering, columns, ttl, true)?;
+        self.write(vec![write], None).await
+    }
+
+    /// DELETE of a partition, a row, or some columns of a row.
+    pub async fn delete(
+        &self,
+        table: &str,
+        partition: &[Value],
+        clustering: &[Value],
+        columns: &[&str],
+    ) -> Result<Timestamp, NodeError> {
+        let schema = self.table(table)?;
+        let write = Write::delete(&schema, partition, clustering, columns)?;
+        self.write(vec![write], None).await
+    }
+
+    /// The visible rows of one partition whose clustering key starts with `clustering` (all
+    /// rows when empty).
+    pub async fn get(
+        &self,
+        table: &str,
+        partition: &[Value],
+        clustering: &[Value],
+    ) -> Result<Vec<ResultRow>, NodeError> {
+        let schema = self.table(table)?;
+        let key = PartitionKey::from_values(&schema, partition)?;
+        let slice = if clustering.is_empty() {
+            ClusteringSlice::ALL
+        } else {
+            ClusteringSlice::prefix(ClusteringKey::from_values(&schema, clustering, false)?)
+        };
+        let Some(stored) = self.read_partition(schema.id, key.clone(), slice).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(visible_rows(&schema, &key, &stored, now_secs())?)
+    }
+
+    /// The stored versions (tombstones included) of one partition's rows in `slice`.
+    pub async fn read_partition(
+        &self,
+        table: TableId,
+        key: PartitionKey,
+        slice: ClusteringSlice,
+    ) -> Result<Option<Partition>, NodeError> {
+        let shard = self.shard_of(key.token());
+        self.call(shard, |reply| Request::Read { table, key, slice, reply })
+            .await?
+            .map_err(|source| NodeError::Shard { shard, source })
+    }
+
+    /// Up to `limit` partitions of one shard with tokens in (start, end], in storage order.
+    pub async fn scan_shard(
+        &self,
+        shard: u16,
+        table: TableId,
+        start: Token,
+        end: Token,
+        limit: usize,
+    ) -> Result<Vec<(PartitionKey, Partition)>, NodeError> {
+        self.call(shard, |reply| Request::Scan { table, start, end, limit, reply })
+            .await?
+            .map_err(|source| NodeError::Shard { shard, source })
+    }
+
+    pub async fn stats(&self) -> Result<Vec<ShardStats>, NodeError> {
+        let mut out = Vec::new();
+        for shard in 0..self.shard_count() as u16 {
+            out.push(self.call(shard, |reply| Request::Stats { reply }).await?);
+        }
+        Ok(out)
+    }
+
+    /// fdatasync every shard's WAL.
+    pub async fn sync(&self) -> Result<(), NodeError> {
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::Sync { reply })
+                .await?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
+    }
+
+    /// Stops every shard: in-flight writes finish, WALs are synced and closed, executors exit.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        let mut first_err = None;
+        for shard in 0..self.shard_count() as u16 {
+            match self.call(shard, |reply| Request::Shutdown { reply }).await {
+                Ok(Ok(())) | Err(NodeError::ShardStopped(_)) => {}
+                Ok(Err(source)) => {
+                    first_err.get_or_insert(NodeError::Shard { shard, source });
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            // An executor that panicked has already lost its in-memory state; its WAL is intact.
+            if t.join().is_err() {
+                tracing::error!("a shard executor panicked");
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn send<T>(
+        &self,
+        shard: u16,
+        make: impl FnOnce(flume::Sender<T>) -> Request,
+    ) -> Result<flume::Receiver<T>, NodeError> {
+        let (tx, rx) = flume::bounded(1);
+        let sender = &self.inner.senders[shard as usize];
+        sender.send(make(tx)).map_err(|_| NodeError::ShardStopped(shard))?;
+        Ok(rx)
+    }
+
+    async fn call<T>(&self, shard: u16, make: impl FnOnce(flume::Sender<T>) -> Request) -> Result<T, NodeError> {
+        let (tx, rx) = flume::bounded(1);
+        let sender = &self.inner.senders[shard as usize];
+        sender.send_async(make(tx)).await.map_err(|_| NodeError::ShardStopped(shard))?;
+        rx.recv_async().await.map_err(|_| NodeError::ShardStopped(shard))
+    }
+}
+
+type Ready = std::sync::mpsc::Sender<(u16, Result<ReplayReport, String>)>;
+
+/// The life of one shard's executor: prepare I/O, open (replay), then serve requests until
+/// told to shut down or every handle is gone.
+async fn run_shard(
+    id: u16,
+    dir: PathBuf,
+    config: ShardConfig,
+    schemas: Vec<TableSchema>,
+    requests: flume::Receiver<Request>,
+    ready: Ready,
+) {
+    if let Err(e) = crate::io::prepare_executor_io(&dir).await {
+        let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
+        return;
+    }
+    let shard = match Shard::open(id, &dir, config, &schemas).await {
+        Ok((shard, report)) => {
+            let _ = ready.send((id, Ok(report)));
+            Rc::new(shard)
+        }
+        Err(e) => {
+            let _ = ready.send((id, Err(e.to_string())));
+            return;
+        }
+    };
+    drop(ready);
+    let in_flight = glommio::sync::Gate::new();
+    let mut shutdown_reply = None;
+    while let Ok(request) = requests.recv_async().await {
+        match request {
+            Request::Apply { writes, ts, reply } => {
+                let shard = shard.clone();
+                let task = in_flight.spawn(async move {
+                    let _ = reply.send(shard.apply(writes, ts).await);
+                });
+                // The gate is open until shutdown, which ends this loop first.
+                if let Ok(task) = task {
+                    task.detach();
+                }
+            }
+            Request::Read { table, key, slice, reply } => {
+                let _ = reply.send(shard.read(table, &key, &slice));
+            }
+            Request::Scan { table, start, end, limit, reply } => {
+                let _ = reply.send(shard.scan(table, start, end, limit));
+            }
+            Request::AddTable { schema, reply } => {
+                shard.add_table(schema);
+                let _ = reply.send(());
+            }
+            Request::Stats { reply } => {
+                let _ = reply.send(shard.stats());
+            }
+            Request::Sync { reply } => {
+                let _ = reply.send(shard.sync().await);
+            }
+            Request::Shutdown { reply } => {
+                shutdown_reply = Some(reply);
+                break;
+            }
+        }
+    }
+    let _ = in_flight.close().await;
+    let result = match Rc::try_unwrap(shard) {
+        Ok(shard) => shard.close().await,
+        // Every task holding a clone has finished (the gate is closed); sync what we can.
+        Err(shard) => shard.sync().await,
+    };
+    if let Err(e) = &result {
+        tracing::error!(shard = id, error = %e, "closing shard");
+    }
+    if let Some(reply) = shutdown_reply {
+        let _ = reply.send(result);
+    }
+}

@@ -1,0 +1,312 @@
+//! Segment files on disk: naming, creation (pre-allocated, directory synced), reading whole
+//! segments in bounded chunks, and the append-only O_DIRECT writer of the active segment.
+//! Every write is block aligned and rewrites the last partial block from the in-memory tail;
+//! nothing here decides what a record means.
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::format::{align_down, align_up, SegmentHeader, SegmentId, BLOCK_SIZE};
+use super::{Lsn, WalError};
+use crate::io::{sync_dir, PathIoError};
+
+/// Largest single read or write issued to the device (GLOMMIO.md pitfall 3: reads beyond the
+/// device's `max_sectors_kb` can hang; writes are kept to the same bound).
+pub const MAX_IO_SIZE: usize = 1 << 20;
+
+/// Largest segment file this code will read or create (bounds replay memory: a segment is read
+/// whole).
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+
+/// File name extension of segments.
+const SEGMENT_EXTENSION: &str = ".wal";
+
+/// Digits of the zero-padded decimal segment id in a file name (u64::MAX has 20).
+const SEGMENT_ID_DIGITS: usize = 20;
+
+/// `<id as 20 decimal digits>.wal`: names sort like ids.
+pub fn segment_file_name(id: SegmentId) -> String {
+    format!("{id:0width$}{SEGMENT_EXTENSION}", width = SEGMENT_ID_DIGITS)
+}
+
+/// The id in a segment file name, or `None` if the name is not one.
+pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
+    let digits = name.strip_suffix(SEGMENT_EXTENSION)?;
+    if digits.len() != SEGMENT_ID_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Segment files in `dir`, in id order. Other files are ignored.
+pub fn list_segments(dir: &Path) -> Result<Vec<(SegmentId, PathBuf)>, WalError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PathIoError::new("list", dir, e))?;
+    let mut segments = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PathIoError::new("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(parse_segment_file_name) else {
+            continue;
+        };
+        let is_file = entry.file_type().map_err(|e| PathIoError::new("stat", entry.path(), e))?.is_file();
+        if is_file {
+            segments.push((id, entry.path()));
+        }
+    }
+    segments.sort_by_key(|(id, _)| *id);
+    Ok(segments)
+}
+
+pub(crate) fn io_error(op: &'static str, path: &Path, err: impl Into<std::io::Error>) -> WalError {
+    WalError::Io(PathIoError::new(op, path, err.into()))
+}
+
+/// Reads a whole segment file, in reads of at most [`MAX_IO_SIZE`].
+pub async fn read_segment(path: &Path) -> Result<Vec<u8>, WalError> {
+    let file = OpenOptions::new().read(true).dma_open(path).await.map_err(|e| io_error("open", path, e))?;
+    let result = read_all(&file, path).await;
+    let closed = file.close().await.map_err(|e| io_error("close", path, e));
+    let bytes = result?;
+    closed?;
+    Ok(bytes)
+}
+
+async fn read_all(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
+    let size = file.file_size().await.map_err(|e| io_error("stat", path, e))?;
+    if size > MAX_SEGMENT_SIZE {
+        return Err(WalError::BadSegmentHeader {
+            segment: path.to_path_buf(),
+            reason: format!("file is {size} bytes, larger than the {MAX_SEGMENT_SIZE}-byte limit"),
+        });
+    }
+    // Cannot truncate: size <= MAX_SEGMENT_SIZE (1 GiB).
+    let size = size as usize;
+    let mut bytes = Vec::with_capacity(size);
+    while bytes.len() < size {
+        let want = MAX_IO_SIZE.min(size - bytes.len());
+        let chunk = file.read_at(bytes.len() as u64, want).await.map_err(|e| io_error("read", path, e))?;
+        if chunk.is_empty() {
+            let err = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("file shrank to {} bytes while reading", bytes.len()),
+            );
+            return Err(io_error("read", path, err));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// I/O counters the segment writer feeds (the WAL's stats).
+#[derive(Default)]
+pub struct IoCounters {
+    pub writes: Cell<u64>,
+    pub bytes_written: Cell<u64>,
+    pub syncs: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get() + by);
+}
+
+/// The segment currently appended to, owned by the writer task.
+///
+/// Invariant: `tail` holds exactly the bytes `[align_down(write_end), write_end)` as they are on
+/// disk (or about to be), so the next write can rewrite that block with them unchanged.
+pub struct ActiveSegment {
+    file: DmaFile,
+    pub id: SegmentId,
+    pub path: PathBuf,
+    write_end: u64,
+    tail: Vec<u8>,
+}
+
+impl ActiveSegment {
+    /// Creates segment `id`, pre-allocates `segment_size` bytes and makes its directory entry
+    /// durable. Its header is not written yet: the caller passes the encoded header as the first
+    /// bytes of its first [`ActiveSegment::append`].
+    pub async fn create(dir: &Path, id: SegmentId, segment_size: u64) -> Result<ActiveSegment, WalError> {
+        let path = dir.join(segment_file_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(|e| io_error("create", &path, e))?;
+        let mut segment = ActiveSegment { file, id, path, write_end: 0, tail: Vec::new() };
+        segment.prepare(segment_size).await?;
+        sync_dir(dir).map_err(|e| io_error("sync directory of", &segment.path, e))?;
+        Ok(segment)
+    }
+
+    /// Reopens an existing segment whose good records end at `write_end`; `tail` is the content
+    /// of the partial block before it (`write_end % BLOCK_SIZE` bytes).
+    pub async fn reopen(
+        path: &Path,
+        id: SegmentId,
+        write_end: u64,
+        tail: Vec<u8>,
+        segment_size: u64,
+    ) -> Result<ActiveSegment, WalError> {
+        assert_eq!(tail.len() as u64, write_end % BLOCK_SIZE as u64, "tail must be the partial block");
+        let file =
+            OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(|e| io_error("open", path, e))?;
+        let mut segment = ActiveSegment { file, id, path: path.to_path_buf(), write_end, tail };
+        segment.prepare(segment_size).await?;
+        Ok(segment)
+    }
+
+    async fn prepare(&mut self, segment_size: u64) -> Result<(), WalError> {
+        assert!(
+            (BLOCK_SIZE as u64).is_multiple_of(self.file.alignment()),
+            "device alignment {} does not divide the WAL block size",
+            self.file.alignment()
+        );
+        // Allocating the extent up front keeps later fdatasyncs free of block allocation, and
+        // the file size stays put (keep_size = false sets it to segment_size once).
+        self.file.pre_allocate(segment_size, false).await.map_err(|e| io_error("pre-allocate", &self.path, e))
+    }
+
+    /// Offset where the next record goes.
+    pub fn write_end(&self) -> u64 {
+        self.write_end
+    }
+
+    /// Writes `parts` (concatenated) at `write_end`, rewriting the partial last block first.
+    /// One write in flight at a time, each at most [`MAX_IO_SIZE`].
+    pub async fn append(&mut self, parts: &[&[u8]], io: &IoCounters) -> Result<(), WalError> {
+        let body_len: usize = parts.iter().map(|p| p.len()).sum();
+        let start = align_down(self.write_end, BLOCK_SIZE as u64);
+        let total = self.tail.len() + body_len;
+        let mut done = 0;
+        while done < total {
+            let len = MAX_IO_SIZE.min(total - done);
+            let padded = align_up(len as u64, BLOCK_SIZE as u64) as usize;
+            let mut buf = self.file.alloc_dma_buffer(padded);
+            let dst = buf.as_bytes_mut();
+            copy_concatenated(&self.tail, parts, done, &mut dst[..len]);
+            dst[len..].fill(0);
+            self.write_block_aligned(buf, start + done as u64, padded, io).await?;
+            done += len;
+        }
+        self.write_end += body_len as u64;
+        let keep = (self.write_end % BLOCK_SIZE as u64) as usize;
+        let mut tail = vec![0u8; keep];
+        copy_concatenated(&self.tail, parts, total - keep, &mut tail);
+        self.tail = tail;
+        Ok(())
+    }
+
+    /// Overwrites `[write_end, through)` with zeros (keeping the partial block's good bytes), so
+    /// no stale bytes from a torn write can later be mistaken for records. Does not move
+    /// `write_end`.
+    pub async fn zero_after_end(&mut self, through: u64, io: &IoCounters) -> Result<(), WalError> {
+        let mut pos = align_down(self.write_end, BLOCK_SIZE as u64);
+        let stop = align_up(through, BLOCK_SIZE as u64);
+        while pos < stop {
+            let len = (MAX_IO_SIZE as u64).min(stop - pos) as usize;
+            let mut buf = self.file.alloc_dma_buffer(len);
+            let dst = buf.as_bytes_mut();
+            dst.fill(0);
+            if pos < self.write_end {
+                dst[..self.tail.len()].copy_from_slice(&self.tail);
+            }
+            self.write_block_aligned(buf, pos, len, io).await?;
+            pos += len as u64;
+        }
+        Ok(())
+    }
+
+    async fn write_block_aligned(
+        &self,
+        buf: glommio::io::DmaBuffer,
+        pos: u64,
+        len: usize,
+        io: &IoCounters,
+    ) -> Result<(), WalError> {
+        debug_assert!(pos.is_multiple_of(BLOCK_SIZE as u64) && len.is_multiple_of(BLOCK_SIZE));
+        let written = self.file.write_at(buf, pos).await.map_err(|e| io_error("write", &self.path, e))?;
+        bump(&io.writes, 1);
+        bump(&io.bytes_written, written as u64);
+        if written != len {
+            let err = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at offset {pos}"),
+            );
+            return Err(io_error("write", &self.path, err));
+        }
+        Ok(())
+    }
+
+    pub async fn sync(&self, io: &IoCounters) -> Result<(), WalError> {
+        self.file.fdatasync().await.map_err(|e| io_error("fdatasync", &self.path, e))?;
+        bump(&io.syncs, 1);
+        Ok(())
+    }
+
+    pub async fn close(self) -> Result<(), WalError> {
+        self.file.close().await.map_err(|e| io_error("close", &self.path, e))
+    }
+}
+
+/// Encodes the header block of a new segment, stamped with the current time.
+pub fn new_segment_header(id: SegmentId, first_lsn: Lsn) -> Vec<u8> {
+    let created_at_micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    SegmentHeader { segment_id: id, first_lsn, created_at_micros }.encode()
+}
+
+/// Copies `dst.len()` bytes starting at offset `from` of the concatenation `first ++ rest[0] ++
+/// rest[1] ...` into `dst`. The caller guarantees the range lies inside the concatenation.
+fn copy_concatenated(first: &[u8], rest: &[&[u8]], from: usize, dst: &mut [u8]) {
+    let mut skip = from;
+    let mut filled = 0;
+    for part in std::iter::once(first).chain(rest.iter().copied()) {
+        if filled == dst.len() {
+            break;
+        }
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        let n = (part.len() - skip).min(dst.len() - filled);
+        dst[filled..filled + n].copy_from_slice(&part[skip..skip + n]);
+        filled += n;
+        skip = 0;
+    }
+    assert_eq!(filled, dst.len(), "copy range outside the concatenated parts");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_file_names_round_trip_and_sort_like_ids() {
+        assert_eq!(segment_file_name(7), "00000000000000000007.wal");
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_file_name("7.wal"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000a.wal"), None);
+        assert_eq!(parse_segment_file_name("00000000000000000007.log"), None);
+        assert_eq!(parse_segment_file_name("99999999999999999999.wal"), None); // > u64::MAX
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn copy_concatenated_spans_parts() {
+        let all: Vec<u8> = (0u8..30).collect();
+        let (a, rest) = all.split_at(5);
+        let (b, c) = rest.split_at(0);
+        let (c, d) = c.split_at(12);
+        for from in 0..all.len() {
+            for len in 0..=all.len() - from {
+                let mut dst = vec![0xEEu8; len];
+                copy_concatenated(a, &[b, c, d], from, &mut dst);
+                assert_eq!(dst, &all[from..from + len], "from {from} len {len}");
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Helpers shared by the multi-process tests: the `enigmadb` binary, scratch directories, and
+//! reading a node directory back in-process.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use shards::node::{Node, NodeConfig};
+use shards::read::{now_secs, visible_rows};
+use wire::Value;
+
+pub fn enigmadb() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_enigmadb"))
+}
+
+/// Runs `enigmadb embedded --data-dir DIR ARGS...` to completion.
+pub fn embedded(dir: &Path, args: &[&str]) -> Output {
+    enigmadb().arg("embedded").arg("--data-dir").arg(dir).args(args).output().expect("running enigmadb")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh directory under the target dir (kept on failure for inspection, removed on success
+/// by the caller).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating scratch dir");
+    dir
+}
+
+/// Every visible (key, value) of a two-column text table, read by opening the node directory
+/// in this process (which replays the WAL, as a restarted server would).
+pub fn dump_key_value_table(dir: &Path, shards: usize, table: &str) -> HashMap<String, String> {
+    let mut config = NodeConfig::new(dir);
+    config.shards = shards;
+    let (node, _) = Node::open(config).expect("reopening the node directory");
+    let schema = node.table(table).expect("table exists");
+    let mut out = HashMap::new();
+    for shard in 0..node.shard_count() as u16 {
+        let parts = futures_lite::future::block_on(node.scan_shard(shard, schema.id, i64::MIN, i64::MAX, usize::MAX))
+            .expect("scanning a shard");
+        for (key, partition) in parts {
+            for row in visible_rows(&schema, &key, &partition, now_secs()).expect("decodable rows") {
+                let (Value::Text(k), Some(Value::Text(v))) = (&row.partition_key[0], &row.columns[0]) else {
+                    panic!("unexpected row shape {row:?}");
+                };
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    futures_lite::future::block_on(node.shutdown()).expect("clean shutdown");
+    out
+}

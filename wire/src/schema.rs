@@ -1,0 +1,246 @@
+//! Table schemas: a partition key (one or more columns), optional clustering columns that sort
+//! the rows of a partition, and named, typed regular columns, plus table options.
+//!
+//! A regular column is addressed by its position in `columns` (its column id), so ids stay
+//! stable as long as columns are only ever appended. The binary encoding is versioned.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::value::ColumnType;
+
+/// Identifies a table inside a node; assigned when the table is created, never reused.
+pub type TableId = u32;
+
+/// Longest table or column name (Cassandra's limit for table names).
+pub const MAX_NAME_LEN: usize = 48;
+/// Bound on the number of columns of one table (all kinds together).
+pub const MAX_COLUMNS: usize = 1024;
+
+/// Version of [`TableSchema::encode`]'s layout.
+pub const SCHEMA_ENCODING_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusteringOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusteringColumn {
+    pub column: ColumnDef,
+    pub order: ClusteringOrder,
+}
+
+/// Per-table options, with Cassandra's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableOptions {
+    pub replication_factor: u8,
+    /// How long a tombstone must be kept before compaction may drop it (Cassandra: 10 days).
+    pub gc_grace_seconds: u32,
+    /// TTL applied to writes that give none; 0 = no expiry.
+    pub default_ttl_seconds: u32,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions { replication_factor: 1, gc_grace_seconds: 864_000, default_ttl_seconds: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub id: TableId,
+    pub name: String,
+    pub partition_key: Vec<ColumnDef>,
+    pub clustering: Vec<ClusteringColumn>,
+    pub columns: Vec<ColumnDef>,
+    pub options: TableOptions,
+}
+
+/// A schema that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("invalid name '{0}': names are 1-48 characters of letters, digits and '_', starting with a letter")]
+    InvalidName(String),
+    #[error("table '{0}' needs at least one partition key column")]
+    NoPartitionKey(String),
+    #[error("column '{column}' is declared twice in table '{table}'")]
+    DuplicateColumn { table: String, column: String },
+    #[error("table '{table}' has {count} columns, more than the limit of {limit}")]
+    TooManyColumns { table: String, count: usize, limit: usize },
+    #[error("replication factor must be at least 1")]
+    ZeroReplicationFactor,
+    #[error("undecodable schema: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("schema encoding version {0} is not supported (this build reads version {SCHEMA_ENCODING_VERSION})")]
+    UnsupportedVersion(u8),
+}
+
+/// True for names Cassandra accepts unquoted: a letter, then letters, digits or '_'.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_NAME_LEN
+}
+
+impl TableSchema {
+    /// Checks names, uniqueness and bounds.
+    pub fn validate(&self) -> Result<(), SchemaError> {
+        if !is_valid_name(&self.name) {
+            return Err(SchemaError::InvalidName(self.name.clone()));
+        }
+        if self.partition_key.is_empty() {
+            return Err(SchemaError::NoPartitionKey(self.name.clone()));
+        }
+        if self.options.replication_factor == 0 {
+            return Err(SchemaError::ZeroReplicationFactor);
+        }
+        let count = self.partition_key.len() + self.clustering.len() + self.columns.len();
+        if count > MAX_COLUMNS {
+            return Err(SchemaError::TooManyColumns { table: self.name.clone(), count, limit: MAX_COLUMNS });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for col in self.all_columns() {
+            if !is_valid_name(&col.name) {
+                return Err(SchemaError::InvalidName(col.name.clone()));
+            }
+            if !seen.insert(col.name.to_ascii_lowercase()) {
+                return Err(SchemaError::DuplicateColumn { table: self.name.clone(), column: col.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Partition key, then clustering, then regular columns.
+    pub fn all_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        self.partition_key.iter().chain(self.clustering.iter().map(|c| &c.column)).chain(self.columns.iter())
+    }
+
+    /// The column id of a regular column.
+    pub fn column_id(&self, name: &str) -> Option<u16> {
+        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name)).map(|i| i as u16)
+    }
+
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(SCHEMA_ENCODING_VERSION).u32(self.id).str(&self.name);
+        let put_cols = |w: &mut Writer, cols: &mut dyn Iterator<Item = (&ColumnDef, u8)>, n: usize| {
+            w.u32(n as u32);
+            for (c, extra) in cols {
+                w.str(&c.name).u8(c.ty.code()).u8(extra);
+            }
+        };
+        put_cols(w, &mut self.partition_key.iter().map(|c| (c, 0)), self.partition_key.len());
+        put_cols(
+            w,
+            &mut self.clustering.iter().map(|c| (&c.column, u8::from(c.order == ClusteringOrder::Desc))),
+            self.clustering.len(),
+        );
+        put_cols(w, &mut self.columns.iter().map(|c| (c, 0)), self.columns.len());
+        w.u8(self.options.replication_factor).u32(self.options.gc_grace_seconds).u32(self.options.default_ttl_seconds);
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<TableSchema, SchemaError> {
+        let version = r.u8()?;
+        if version != SCHEMA_ENCODING_VERSION {
+            return Err(SchemaError::UnsupportedVersion(version));
+        }
+        let id = r.u32()?;
+        let name = r.str()?.to_owned();
+        let cols = |r: &mut Reader<'_>| -> Result<Vec<(ColumnDef, u8)>, DecodeError> {
+            let n = r.count(7)?;
+            (0..n)
+                .map(|_| {
+                    let name = r.str()?.to_owned();
+                    let code = r.u8()?;
+                    let ty = ColumnType::from_code(code)
+                        .ok_or_else(|| r.invalid("column type", format!("unknown type code {code}")))?;
+                    let extra = r.u8()?;
+                    Ok((ColumnDef { name, ty }, extra))
+                })
+                .collect()
+        };
+        let partition_key = cols(r)?.into_iter().map(|(c, _)| c).collect();
+        let clustering = cols(r)?
+            .into_iter()
+            .map(|(column, desc)| ClusteringColumn {
+                column,
+                order: if desc == 1 { ClusteringOrder::Desc } else { ClusteringOrder::Asc },
+            })
+            .collect();
+        let columns = cols(r)?.into_iter().map(|(c, _)| c).collect();
+        let options =
+            TableOptions { replication_factor: r.u8()?, gc_grace_seconds: r.u32()?, default_ttl_seconds: r.u32()? };
+        let schema = TableSchema { id, name, partition_key, clustering, columns, options };
+        schema.validate()?;
+        Ok(schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> TableSchema {
+        TableSchema {
+            id: 7,
+            name: "events".into(),
+            partition_key: vec![
+                ColumnDef { name: "tenant".into(), ty: ColumnType::Text },
+                ColumnDef { name: "day".into(), ty: ColumnType::Int },
+            ],
+            clustering: vec![ClusteringColumn {
+                column: ColumnDef { name: "at".into(), ty: ColumnType::Timestamp },
+                order: ClusteringOrder::Desc,
+            }],
+            columns: vec![
+                ColumnDef { name: "payload".into(), ty: ColumnType::Blob },
+                ColumnDef { name: "score".into(), ty: ColumnType::Double },
+            ],
+            options: TableOptions { replication_factor: 3, gc_grace_seconds: 60, default_ttl_seconds: 0 },
+        }
+    }
+
+    #[test]
+    fn schema_round_trips_and_every_truncation_is_an_error() {
+        let schema = sample();
+        let mut w = Writer::new();
+        schema.encode(&mut w);
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(TableSchema::decode(&mut r).unwrap(), schema);
+        r.finish().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(TableSchema::decode(&mut Reader::new(&bytes[..cut])).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut w = Writer::new();
+        sample().encode(&mut w);
+        let mut bytes = w.into_bytes();
+        bytes[0] = 99;
+        assert_eq!(TableSchema::decode(&mut Reader::new(&bytes)), Err(SchemaError::UnsupportedVersion(99)));
+    }
+
+    #[test]
+    fn invalid_schemas_are_rejected_with_reasons() {
+        let mut s = sample();
+        s.name = "1bad".into();
+        assert!(matches!(s.validate(), Err(SchemaError::InvalidName(_))));
+        let mut s = sample();
+        s.partition_key.clear();
+        assert!(matches!(s.validate(), Err(SchemaError::NoPartitionKey(_))));
+        let mut s = sample();
+        s.columns.push(ColumnDef { name: "Tenant".into(), ty: ColumnType::Int });
+        assert!(matches!(s.validate(), Err(SchemaError::DuplicateColumn { .. })));
+        assert_eq!(sample().column_id("score"), Some(1));
+        assert_eq!(sample().column_id("nope"), None);
+    }
+}
