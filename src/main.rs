@@ -20,6 +20,12 @@ enum Command {
 }
 
 fn main() {
+    // Die quietly on a closed stdout (`enigmadb ... | head`), as command-line tools do, instead
+    // of panicking in println!.
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

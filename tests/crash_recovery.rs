@@ -37,7 +37,9 @@ fn every_acknowledged_write_survives_kill_9_during_a_surge() {
         let mut child = common::enigmadb()
             .args(["embedded", "--data-dir"])
             .arg(&dir)
-            .args(["--shards", &SHARDS.to_string(), "--sync-mode", "batch", "surge", "--writers", "16"])
+            .args(["--shards", &SHARDS.to_string(), "--sync-mode", "batch"])
+            // Small segments, so kills also land during rotation and replay crosses segments.
+            .args(["--wal-segment-bytes", "262144", "surge", "--writers", "16"])
             .args(["--start", &start.to_string(), "--rows", "10000000", "--tag", &tag])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

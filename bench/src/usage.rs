@@ -44,9 +44,7 @@ impl CpuUsage {
             system: self.system.saturating_sub(earlier.system),
             minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
             voluntary_switches: self.voluntary_switches.saturating_sub(earlier.voluntary_switches),
-            involuntary_switches: self
-                .involuntary_switches
-                .saturating_sub(earlier.involuntary_switches),
+            involuntary_switches: self.involuntary_switches.saturating_sub(earlier.involuntary_switches),
         }
     }
 }
@@ -59,9 +57,8 @@ fn rusage(who: libc::c_int) -> std::io::Result<CpuUsage> {
     if unsafe { libc::getrusage(who, &mut usage) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
+    let tv =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64);
     let count = |n: libc::c_long| n.max(0) as u64;
     Ok(CpuUsage {
         user: tv(usage.ru_utime),

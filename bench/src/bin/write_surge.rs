@@ -17,30 +17,22 @@ use bench::latency::{format_us, LatencyHistogram, LatencySummary};
 use bench::machine::Machine;
 use bench::rendezvous::Rendezvous;
 use bench::report::{megabytes, per_second, ratio, thousands, write_json};
-use bench::usage::{CpuShares, CpuTime, DiskActivity, DiskCounters, SystemCpu};
+use bench::surge::{insert, surge_schema, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::usage::{CpuShares, CpuUsage, DiskActivity, DiskCounters, SystemCpu};
 use clap::{Parser, ValueEnum};
 use glommio::{LocalExecutorBuilder, Placement};
-use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use shards::io::prepare_executor_io;
-use shards::mutation::Write;
 use shards::shard::{Shard, ShardConfig};
 use shards::wal::{SyncMode, WalConfig, WalStats};
-use wire::{ColumnDef, ColumnType, TableOptions, TableSchema, Value};
+use wire::TableSchema;
 
-/// Key size the issue fixes: 16 bytes (8 scrambled + 8 of the row number, so keys are distinct
-/// and spread over the ring).
-const KEY_BYTES: usize = 16;
-
-/// Pseudo-random bytes values are cut from (a window per row), generated once per run so the
-/// benchmark spends its CPU on the engine, not on a random number generator.
-const VALUE_POOL_BYTES: usize = 1 << 20;
+/// The id the benchmark gives its one table (there is no catalog: the shard is driven directly).
+const SURGE_TABLE_ID: u32 = 1;
 
 #[derive(Parser, Debug)]
-#[command(
-    about = "Write surge: rows/s, WAL MB/s and fdatasyncs/s of one and two shards in batch and \
-             periodic sync modes (prints numbers, asserts nothing)"
-)]
+#[command(about = "Write surge: rows/s, WAL MB/s and fdatasyncs/s of one and two shards in batch and \
+             periodic sync modes (prints numbers, asserts nothing)")]
 struct Args {
     /// Rows per scenario, split evenly over its shards.
     #[arg(long, default_value_t = 1_000_000)]
@@ -77,6 +69,10 @@ struct Args {
     /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
     #[arg(long, default_value_t = 512 * 1024)]
     io_memory: usize,
+    /// Busy-poll this long before an idle executor parks (0 = park at once, the node's
+    /// default). Parking costs a wake-up when the write completes (GLOMMIO.md, pitfall 4).
+    #[arg(long, default_value_t = 0)]
+    spin_before_park_us: u64,
     /// Pin shard i to CPU i: auto pins when there are at least as many CPUs as shards.
     #[arg(long, value_enum, default_value_t = Pinning::Auto)]
     pin: Pinning,
@@ -132,36 +128,6 @@ enum Pinning {
     No,
 }
 
-/// `surge (key blob PRIMARY KEY, value blob)`.
-fn surge_schema() -> Result<TableSchema> {
-    let schema = TableSchema {
-        id: 1,
-        name: "surge".into(),
-        partition_key: vec![ColumnDef { name: "key".into(), ty: ColumnType::Blob }],
-        clustering: Vec::new(),
-        columns: vec![ColumnDef { name: "value".into(), ty: ColumnType::Blob }],
-        options: TableOptions::default(),
-    };
-    schema.validate()?;
-    Ok(schema)
-}
-
-/// SplitMix64: a bijection on u64 that scatters consecutive row numbers.
-fn scramble(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// The key of global row `row`: distinct per row (the row number is in it).
-fn row_key(row: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(KEY_BYTES);
-    key.extend_from_slice(&scramble(row).to_be_bytes());
-    key.extend_from_slice(&row.to_be_bytes());
-    key
-}
-
 /// Everything one shard thread needs (sent to it, so plain data only).
 struct ShardPlan {
     id: u16,
@@ -174,8 +140,7 @@ struct ShardPlan {
     periodic_sync: Duration,
     segment_size: u64,
     memtable_budget: usize,
-    value_bytes: usize,
-    values: Arc<Vec<u8>>,
+    values: Arc<ValuePool>,
     meet: Arc<Rendezvous>,
 }
 
@@ -187,7 +152,7 @@ struct ShardOutcome {
     started: Instant,
     finished: Instant,
     close: Duration,
-    cpu: CpuTime,
+    cpu: CpuUsage,
     wal: WalStats,
     memtable_bytes: usize,
     partitions: usize,
@@ -198,8 +163,7 @@ struct ShardOutcome {
 struct RowSource {
     next: Cell<u64>,
     end: u64,
-    value_bytes: usize,
-    values: Arc<Vec<u8>>,
+    values: Arc<ValuePool>,
 }
 
 impl RowSource {
@@ -209,13 +173,6 @@ impl RowSource {
             self.next.set(row + 1);
             row
         })
-    }
-
-    /// `value_bytes` pseudo-random bytes for `row`, a window of the pool chosen by the row.
-    fn value(&self, row: u64) -> Vec<u8> {
-        let windows = (self.values.len() - self.value_bytes + 1) as u64;
-        let at = (scramble(!row) % windows) as usize;
-        self.values[at..at + self.value_bytes].to_vec()
     }
 }
 
@@ -252,8 +209,7 @@ async fn run_shard(plan: ShardPlan) -> Result<ShardOutcome> {
     plan.meet.wait();
     let (shard, result) = driven?;
     let close_started = Instant::now();
-    let shard = Rc::try_unwrap(shard)
-        .map_err(|_| anyhow!("shard {}: a writer task still holds the shard", plan.id))?;
+    let shard = Rc::try_unwrap(shard).map_err(|_| anyhow!("shard {}: a writer task still holds the shard", plan.id))?;
     shard.close().await.with_context(|| format!("closing shard {}", plan.id))?;
     let close = close_started.elapsed();
     let mut outcome = result?;
@@ -263,28 +219,25 @@ async fn run_shard(plan: ShardPlan) -> Result<ShardOutcome> {
 }
 
 async fn open_shard(plan: &ShardPlan) -> Result<Shard> {
-    prepare_executor_io(&plan.dir)
-        .await
-        .with_context(|| format!("preparing I/O in {}", plan.dir.display()))?;
+    prepare_executor_io(&plan.dir).await.with_context(|| format!("preparing I/O in {}", plan.dir.display()))?;
     let (shard, _replay) = Shard::open(plan.id, &plan.dir, shard_config(plan), &[])
         .await
         .with_context(|| format!("opening shard {} in {}", plan.id, plan.dir.display()))?;
-    shard.add_table(surge_schema()?);
+    shard.add_table(surge_schema(SURGE_TABLE_ID)?);
     Ok(shard)
 }
 
 /// Runs the writer tasks to the end of the shard's quota.
 async fn drive(shard: &Rc<Shard>, plan: &ShardPlan) -> Result<ShardOutcome> {
-    let schema = Rc::new(surge_schema()?);
+    let schema = Rc::new(surge_schema(SURGE_TABLE_ID)?);
     let rows = Rc::new(RowSource {
         next: Cell::new(plan.first_row),
         end: plan.first_row + plan.rows,
-        value_bytes: plan.value_bytes,
         values: plan.values.clone(),
     });
     let latency = Rc::new(RefCell::new(LatencyHistogram::new()));
     let wal_before = shard.stats().wal;
-    let cpu_before = CpuTime::this_thread()?;
+    let cpu_before = CpuUsage::this_thread()?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..plan.writers)
         .map(|_| glommio::spawn_local(writer(shard.clone(), schema.clone(), rows.clone(), latency.clone())))
@@ -296,7 +249,7 @@ async fn drive(shard: &Rc<Shard>, plan: &ShardPlan) -> Result<ShardOutcome> {
         }
     }
     let finished = Instant::now();
-    let cpu = CpuTime::this_thread()?.since(&cpu_before);
+    let cpu = CpuUsage::this_thread()?.since(&cpu_before);
     if let Some(e) = first_error {
         return Err(e.context(format!("shard {}", plan.id)));
     }
@@ -325,14 +278,7 @@ async fn writer(
     latency: Rc<RefCell<LatencyHistogram>>,
 ) -> Result<()> {
     while let Some(row) = rows.take() {
-        let write = Write::upsert(
-            &schema,
-            &[Value::Blob(row_key(row))],
-            &[],
-            &[("value", Some(Value::Blob(rows.value(row))))],
-            0,
-            true,
-        )?;
+        let write = insert(&schema, &rows.values, row)?;
         let sent = Instant::now();
         shard.apply(vec![write], None).await?;
         latency.borrow_mut().record(sent.elapsed());
@@ -390,6 +336,7 @@ struct Parameters {
     wal_max_pending_bytes: usize,
     memtable_budget_bytes: usize,
     io_memory_bytes: usize,
+    spin_before_park_us: u64,
     pin: Pinning,
     data_dir: String,
     seed: u64,
@@ -445,6 +392,12 @@ struct ShardReport {
     /// Thread CPU time / this shard's wall time: near 1.0 means CPU-bound.
     cpu_busy_share: f64,
     cpu_us_per_row: f64,
+    /// First touches of fresh heap pages by the shard thread (each costs a kernel entry).
+    minor_faults: u64,
+    /// The thread parked (nothing to run: waiting on the disk).
+    voluntary_switches: u64,
+    /// The thread was preempted (another thread or process wanted its CPU).
+    involuntary_switches: u64,
     memtable_bytes: usize,
     partitions: usize,
     wal: WalFigures,
@@ -485,7 +438,7 @@ impl Scenario {
 /// Counters read by the driver thread around the write phase.
 struct Snapshot {
     at: Instant,
-    process: CpuTime,
+    process: CpuUsage,
     machine: Option<SystemCpu>,
     disk: Option<DiskCounters>,
 }
@@ -494,7 +447,7 @@ impl Snapshot {
     fn take(disk_of: &Path, previous: Option<&DiskCounters>) -> Result<Snapshot> {
         Ok(Snapshot {
             at: Instant::now(),
-            process: CpuTime::this_process()?,
+            process: CpuUsage::this_process()?,
             machine: SystemCpu::now().ok(),
             disk: match previous {
                 Some(d) => d.reread(),
@@ -504,7 +457,7 @@ impl Snapshot {
     }
 }
 
-fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<Vec<u8>>) -> Result<ScenarioReport> {
+fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<ValuePool>) -> Result<ScenarioReport> {
     let dir = run_dir.join(scenario.name());
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = match args.pin {
@@ -528,16 +481,17 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
             periodic_sync: Duration::from_millis(args.periodic_sync_ms),
             segment_size: args.segment_mib << 20,
             memtable_budget: args.memtable_budget_mib << 20,
-            value_bytes: args.value_bytes,
             values: values.clone(),
             meet: meet.clone(),
         };
         first_row += rows;
         let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
-        let spawned = LocalExecutorBuilder::new(placement)
-            .name(&format!("surge-{i}"))
-            .io_memory(args.io_memory)
-            .spawn(move || run_shard(plan));
+        let mut builder =
+            LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.io_memory);
+        if args.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(args.spin_before_park_us));
+        }
+        let spawned = builder.spawn(move || run_shard(plan));
         match spawned {
             Ok(handle) => handles.push(handle),
             Err(e) => {
@@ -573,7 +527,13 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
     Ok(summarize(scenario, pin, &outcomes, &before, &after))
 }
 
-fn summarize(scenario: &Scenario, pin: bool, outcomes: &[ShardOutcome], before: &Snapshot, after: &Snapshot) -> ScenarioReport {
+fn summarize(
+    scenario: &Scenario,
+    pin: bool,
+    outcomes: &[ShardOutcome],
+    before: &Snapshot,
+    after: &Snapshot,
+) -> ScenarioReport {
     let started = outcomes.iter().map(|o| o.started).min().unwrap_or(before.at);
     let finished = outcomes.iter().map(|o| o.finished).max().unwrap_or(after.at);
     let wall = finished.saturating_duration_since(started).as_secs_f64();
@@ -599,6 +559,9 @@ fn summarize(scenario: &Scenario, pin: bool, outcomes: &[ShardOutcome], before: 
                 cpu_system_seconds: o.cpu.system.as_secs_f64(),
                 cpu_busy_share: ratio(o.cpu.total().as_secs_f64(), own_wall),
                 cpu_us_per_row: ratio(o.cpu.total().as_secs_f64() * 1e6, o.rows as f64),
+                minor_faults: o.cpu.minor_faults,
+                voluntary_switches: o.cpu.voluntary_switches,
+                involuntary_switches: o.cpu.involuntary_switches,
                 memtable_bytes: o.memtable_bytes,
                 partitions: o.partitions,
                 wal: WalFigures::new(&o.wal, o.rows, own_wall),
@@ -685,8 +648,20 @@ fn print_scenario(s: &ScenarioReport) {
             p.cpu_us_per_row,
             thousands(p.wal.fdatasyncs as f64),
         );
+        println!(
+            "  shard {} events      {} minor faults ({:.2}/row), {} parks, {} preemptions; MemTable {:.0} MB",
+            p.shard,
+            thousands(p.minor_faults as f64),
+            ratio(p.minor_faults as f64, p.rows as f64),
+            thousands(p.voluntary_switches as f64),
+            thousands(p.involuntary_switches as f64),
+            megabytes(p.memtable_bytes as f64),
+        );
         if p.partitions as u64 != p.rows {
-            println!("  shard {}: WARNING {} partitions for {} rows (keys not distinct?)", p.shard, p.partitions, p.rows);
+            println!(
+                "  shard {}: WARNING {} partitions for {} rows (keys not distinct?)",
+                p.shard, p.partitions, p.rows
+            );
         }
     }
     println!("  process CPU         {:.2} s (all threads)", s.process_cpu_seconds);
@@ -720,15 +695,20 @@ fn print_summary(scenarios: &[ScenarioReport]) {
     println!("== summary ==");
     println!(
         "{:<18} {:>8} {:>12} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "scenario", "writers", "rows/s", "rows/s/shard", "WAL MB/s", "fsyncs/s", "rows/fsync", "p50", "p99", "shard CPU"
+        "scenario",
+        "writers",
+        "rows/s",
+        "rows/s/shard",
+        "WAL MB/s",
+        "fsyncs/s",
+        "rows/fsync",
+        "p50",
+        "p99",
+        "shard CPU"
     );
     for s in scenarios {
-        let busy = s
-            .per_shard
-            .iter()
-            .map(|p| format!("{:.0}%", p.cpu_busy_share * 100.0))
-            .collect::<Vec<_>>()
-            .join("/");
+        let busy =
+            s.per_shard.iter().map(|p| format!("{:.0}%", p.cpu_busy_share * 100.0)).collect::<Vec<_>>().join("/");
         println!(
             "{:<18} {:>8} {:>12} {:>12} {:>8.1} {:>10.1} {:>10.1} {:>10} {:>10} {:>10}",
             s.name,
@@ -753,15 +733,12 @@ fn main() -> Result<()> {
     if args.shards.iter().any(|&s| s == 0 || s > usize::from(u16::MAX)) {
         bail!("--shards: each count must be between 1 and {}", u16::MAX);
     }
-    if args.value_bytes == 0 || args.value_bytes > VALUE_POOL_BYTES {
-        bail!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}");
-    }
     let batch_writers = args.writers.unwrap_or(args.batch_writers);
     let periodic_writers = args.writers.unwrap_or(args.periodic_writers);
     if batch_writers == 0 || periodic_writers == 0 {
         bail!("writer counts must be positive");
     }
-    surge_schema()?;
+    surge_schema(SURGE_TABLE_ID)?;
 
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let run_dir = args.dir.join(format!("write-surge-{stamp}-{}", std::process::id()));
@@ -784,9 +761,10 @@ fn main() -> Result<()> {
         args.periodic_sync_ms, args.segment_mib
     );
 
-    let mut pool = vec![0u8; VALUE_POOL_BYTES];
-    rand::rngs::StdRng::seed_from_u64(args.seed).fill_bytes(&mut pool);
-    let values = Arc::new(pool);
+    let values = Arc::new(
+        ValuePool::new(args.seed, args.value_bytes)
+            .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?,
+    );
 
     let mut scenarios = Vec::new();
     for &shards in &args.shards {
@@ -825,6 +803,7 @@ fn main() -> Result<()> {
             wal_max_pending_bytes: WalConfig::default().max_pending_bytes,
             memtable_budget_bytes: args.memtable_budget_mib << 20,
             io_memory_bytes: args.io_memory,
+            spin_before_park_us: args.spin_before_park_us,
             pin: args.pin,
             data_dir: run_dir.display().to_string(),
             seed: args.seed,
@@ -835,22 +814,4 @@ fn main() -> Result<()> {
     println!();
     println!("report: {}", args.report.display());
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn row_keys_are_distinct_and_sixteen_bytes() {
-        let keys: std::collections::HashSet<Vec<u8>> = (0..10_000).map(row_key).collect();
-        assert_eq!(keys.len(), 10_000);
-        assert!(keys.iter().all(|k| k.len() == KEY_BYTES));
-    }
-
-    #[test]
-    fn the_surge_table_is_a_valid_schema() {
-        let s = surge_schema().unwrap();
-        assert_eq!((s.partition_key.len(), s.clustering.len(), s.columns.len()), (1, 0, 1));
-    }
 }

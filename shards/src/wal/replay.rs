@@ -91,7 +91,18 @@ pub fn find_later_record(bytes: &[u8], from: usize, last_lsn: Lsn) -> Option<u64
 
 /// Offset just past the last non-zero byte (0 if all bytes are zero).
 pub fn nonzero_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+    // Segments are mostly pre-allocated zeros: skip them a word at a time, then find the last
+    // non-zero byte inside the last non-zero word.
+    let (head, words, tail) = bytemuck::pod_align_to::<u8, u64>(bytes);
+    if let Some(i) = tail.iter().rposition(|b| *b != 0) {
+        return head.len() + words.len() * 8 + i + 1;
+    }
+    if let Some(w) = words.iter().rposition(|w| *w != 0) {
+        let start = head.len() + w * 8;
+        let in_word = bytes[start..start + 8].iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        return start + in_word;
+    }
+    head.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
 }
 
 /// The segment the writer continues in after replay.
