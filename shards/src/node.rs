@@ -128,7 +128,19 @@ struct Inner {
     /// Read per request to resolve names; written only by DDL.
     tables: RwLock<HashMap<String, Arc<TableSchema>>>,
     threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
-    _lock: std::fs::File,
+    /// Held (flock) from open until shutdown has stopped every shard.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without a shutdown: closing the channels ends every shard's
+    /// loop (which syncs and closes its WAL); wait for that before the LOCK is released.
+    fn drop(&mut self) {
+        self.senders.clear();
+        for t in std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner())) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A handle to an embedded node; cheap to clone and usable from any thread or executor.
@@ -203,7 +215,7 @@ impl Node {
                 catalog: Mutex::new(catalog),
                 tables: RwLock::new(tables),
                 threads: Mutex::new(threads),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         };
         if let Some(err) = failure {
@@ -408,6 +420,8 @@ impl Node {
                 tracing::error!("a shard executor panicked");
             }
         }
+        // Every shard has stopped: the directory may be opened again, by us or another process.
+        self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         first_err.map_or(Ok(()), Err)
     }
 

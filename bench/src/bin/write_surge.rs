@@ -52,7 +52,7 @@ struct Args {
     batch_writers: usize,
     /// Writer tasks per shard in periodic mode: enough to keep the CPU busy framing the next
     /// group while the previous write is in flight (see bench/README.md for the sweep).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     periodic_writers: usize,
     /// fdatasync period in periodic mode (Cassandra's default is 10000).
     #[arg(long, default_value_t = 1000)]
@@ -486,8 +486,7 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
         };
         first_row += rows;
         let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
-        let mut builder =
-            LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.io_memory);
+        let mut builder = LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.io_memory);
         if args.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(args.spin_before_park_us));
         }
