@@ -16,5 +16,6 @@ pub mod node;
 pub mod node_meta;
 pub mod read;
 pub mod row;
+pub mod row_codec;
 pub mod shard;
 pub mod wal;

@@ -12,6 +12,7 @@ use wire::Value;
 use crate::cell::{Cell, Deletion, DeletionTime, Timestamp, MAX_TTL_SECONDS};
 use crate::key::{column_value_bytes, ClusteringKey, KeyError, PartitionKey};
 use crate::row::{ColumnId, Partition, Row};
+use crate::row_codec::{decode_deletion, decode_row, encode_deletion, encode_row};
 
 /// Version of the batch encoding ([`encode_batch`]).
 pub const BATCH_ENCODING_VERSION: u8 = 1;
@@ -201,69 +202,20 @@ pub struct PartitionUpdate {
     pub partition: Partition,
 }
 
-const CELL_LIVE: u8 = 0;
-const CELL_EXPIRING: u8 = 1;
-const CELL_TOMBSTONE: u8 = 2;
-const ROW_HAS_MARKER: u8 = 1;
-const ROW_HAS_DELETION: u8 = 2;
-
 /// Encodes a batch of updates (docs/FORMAT.md, "Mutation batch").
 pub fn encode_batch(updates: &[PartitionUpdate], out: &mut Vec<u8>) {
     let mut w = Writer::with_buffer(std::mem::take(out));
     w.u8(BATCH_ENCODING_VERSION).u32(updates.len() as u32);
     for u in updates {
         w.u32(u.table).bytes(u.key.bytes());
-        put_deletion(&mut w, u.partition.deletion);
+        encode_deletion(&mut w, u.partition.deletion);
         w.u32(u.partition.rows.len() as u32);
         for (clustering, row) in &u.partition.rows {
             w.bytes(clustering.as_bytes());
-            let mut flags = 0;
-            if row.marker.is_some() {
-                flags |= ROW_HAS_MARKER;
-            }
-            if row.deletion.is_some() {
-                flags |= ROW_HAS_DELETION;
-            }
-            w.u8(flags);
-            if let Some(m) = &row.marker {
-                put_cell(&mut w, m);
-            }
-            if let Some(d) = row.deletion {
-                w.i64(d.ts).u32(d.deleted_at);
-            }
-            w.u32(row.cells.len() as u32);
-            for (id, cell) in &row.cells {
-                w.u16(*id);
-                put_cell(&mut w, cell);
-            }
+            encode_row(&mut w, row);
         }
     }
     *out = w.into_bytes();
-}
-
-fn put_deletion(w: &mut Writer, d: Option<Deletion>) {
-    match d {
-        None => {
-            w.u8(0);
-        }
-        Some(d) => {
-            w.u8(1).i64(d.ts).u32(d.deleted_at);
-        }
-    }
-}
-
-fn put_cell(w: &mut Writer, cell: &Cell) {
-    match cell {
-        Cell::Live { ts, value } => {
-            w.u8(CELL_LIVE).i64(*ts).bytes(value);
-        }
-        Cell::Expiring { ts, value, ttl, expires_at } => {
-            w.u8(CELL_EXPIRING).i64(*ts).bytes(value).u32(*ttl).u32(*expires_at);
-        }
-        Cell::Tombstone { ts, deleted_at } => {
-            w.u8(CELL_TOMBSTONE).i64(*ts).u32(*deleted_at);
-        }
-    }
 }
 
 /// Decodes a batch written by [`encode_batch`], validating versions, bounds and ordering.
@@ -281,7 +233,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<PartitionUpdate>, DecodeError> {
     for _ in 0..n {
         let table = r.u32()?;
         let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
-        let deletion = get_deletion(&mut r)?;
+        let deletion = decode_deletion(&mut r)?;
         let mut rows = BTreeMap::new();
         let mut last: Option<ClusteringKey> = None;
         for _ in 0..r.count(9)? {
@@ -289,53 +241,14 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<PartitionUpdate>, DecodeError> {
             if last.as_ref().is_some_and(|l| *l >= clustering) {
                 return Err(r.invalid("row order", "clustering keys not strictly increasing"));
             }
-            let flags = r.u8()?;
-            if flags & !(ROW_HAS_MARKER | ROW_HAS_DELETION) != 0 {
-                return Err(r.invalid("row flags", format!("unknown flags {flags:#x}")));
-            }
-            let marker = if flags & ROW_HAS_MARKER != 0 { Some(get_cell(&mut r)?) } else { None };
-            let row_deletion = if flags & ROW_HAS_DELETION != 0 {
-                Some(Deletion { ts: r.i64()?, deleted_at: r.u32()? })
-            } else {
-                None
-            };
-            let mut cells: Vec<(ColumnId, Cell)> = Vec::new();
-            for _ in 0..r.count(15)? {
-                let id = r.u16()?;
-                if cells.last().is_some_and(|(prev, _)| *prev >= id) {
-                    return Err(r.invalid("cell order", "column ids not strictly increasing"));
-                }
-                cells.push((id, get_cell(&mut r)?));
-            }
+            let row = decode_row(&mut r)?;
             last = Some(clustering.clone());
-            rows.insert(clustering, Row { marker, deletion: row_deletion, cells });
+            rows.insert(clustering, row);
         }
         updates.push(PartitionUpdate { table, key, partition: Partition { deletion, rows } });
     }
     r.finish()?;
     Ok(updates)
-}
-
-fn get_deletion(r: &mut Reader<'_>) -> Result<Option<Deletion>, DecodeError> {
-    match r.u8()? {
-        0 => Ok(None),
-        1 => Ok(Some(Deletion { ts: r.i64()?, deleted_at: r.u32()? })),
-        other => Err(r.invalid("deletion flag", format!("{other}"))),
-    }
-}
-
-fn get_cell(r: &mut Reader<'_>) -> Result<Cell, DecodeError> {
-    let kind = r.u8()?;
-    let ts = r.i64()?;
-    Ok(match kind {
-        CELL_LIVE => Cell::Live { ts, value: r.bytes_limited(MAX_VALUE_LEN)?.to_vec() },
-        CELL_EXPIRING => {
-            let value = r.bytes_limited(MAX_VALUE_LEN)?.to_vec();
-            Cell::Expiring { ts, value, ttl: r.u32()?, expires_at: r.u32()? }
-        }
-        CELL_TOMBSTONE => Cell::Tombstone { ts, deleted_at: r.u32()? },
-        other => return Err(r.invalid("cell kind", format!("unknown kind {other}"))),
-    })
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ fn fmix(mut k: u64) -> u64 {
 
 /// MurmurHash3 x64-128 as Cassandra's `MurmurHash.hash3_x64_128` computes it (tail bytes
 /// sign-extended). Returns (h1, h2).
-fn murmur3_x64_128_cassandra(key: &[u8], seed: u64) -> (u64, u64) {
+pub fn murmur3_x64_128_cassandra(key: &[u8], seed: u64) -> (u64, u64) {
     let (mut h1, mut h2) = (seed, seed);
     let mut blocks = key.chunks_exact(16);
     for block in blocks.by_ref() {
