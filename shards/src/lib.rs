@@ -19,3 +19,4 @@ pub mod row;
 pub mod row_codec;
 pub mod shard;
 pub mod wal;
+pub mod manifest;
