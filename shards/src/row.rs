@@ -178,7 +178,7 @@ impl ClusteringSlice {
         ClusteringSlice { start: Bound::Included(prefix.clone()), end: Bound::Included(prefix) }
     }
 
-    fn before_end(&self, key: &ClusteringKey) -> bool {
+    pub fn before_end(&self, key: &ClusteringKey) -> bool {
         let k = key.as_bytes();
         match &self.end {
             Bound::Unbounded => true,

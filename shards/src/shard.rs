@@ -91,10 +91,8 @@ impl Shard {
         config: ShardConfig,
         schemas: &[TableSchema],
     ) -> Result<(Shard, ReplayReport), ShardError> {
-        let mut tables: AHashMap<TableId, Table> = schemas
-            .iter()
-            .map(|s| (s.id, Table { schema: Rc::new(s.clone()), memtable: MemTable::new(config.memtable_budget) }))
-            .collect();
+        let mut tables: AHashMap<TableId, Table> =
+            schemas.iter().map(|s| (s.id, Table { schema: Rc::new(s.clone()), memtable: MemTable::new() })).collect();
         let mut hlc = Hlc::new(SystemClock, config.max_clock_drift);
         let mut max_seen = i64::MIN;
         let (wal, report) = Wal::open(&dir.join("wal"), config.wal.clone(), |lsn, payload| {
@@ -136,11 +134,10 @@ impl Shard {
 
     /// Makes a new table known to this shard.
     pub fn add_table(&self, schema: TableSchema) {
-        let budget = self.config.memtable_budget;
         self.tables
             .borrow_mut()
             .entry(schema.id)
-            .or_insert_with(|| Table { schema: Rc::new(schema), memtable: MemTable::new(budget) });
+            .or_insert_with(|| Table { schema: Rc::new(schema), memtable: MemTable::new() });
     }
 
     /// Applies a batch of writes to partitions this shard owns, all stamped with one timestamp:
@@ -219,7 +216,7 @@ impl Shard {
     ) -> Result<Vec<(PartitionKey, Partition)>, ShardError> {
         let tables = self.tables.borrow();
         let t = tables.get(&table).ok_or(ShardError::UnknownTable(table))?;
-        Ok(t.memtable.token_range(start, end).take(limit).map(|(k, p)| (k.clone(), p.clone())).collect())
+        Ok(t.memtable.range(start, end, None).take(limit).collect())
     }
 
     pub fn stats(&self) -> ShardStats {

@@ -99,7 +99,7 @@ fn main() -> Result<()> {
     let values = ValuePool::new(args.seed, args.value_bytes)
         .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?;
     // Large enough for any run: this measures inserting, not refusing.
-    let mut memtable = MemTable::new(usize::MAX);
+    let mut memtable = MemTable::new();
 
     let (mut build, mut stamp, mut encode, mut frame, mut apply) =
         (Spent::default(), Spent::default(), Spent::default(), Spent::default(), Spent::default());

@@ -50,8 +50,9 @@ struct Args {
     /// so it sets the group size of group commit.
     #[arg(long, default_value_t = 256)]
     batch_writers: usize,
-    /// Writer tasks per shard in periodic mode: enough to keep the CPU busy framing the next
-    /// group while the previous write is in flight (see bench/README.md for the sweep).
+    /// Writer tasks per shard in periodic mode: all of them end up in one group, and the shard
+    /// idles while that group's write is in flight, so larger groups hide the wait better but
+    /// make each write wait longer (1024 is the knee of the sweep in bench/README.md).
     #[arg(long, default_value_t = 1024)]
     periodic_writers: usize,
     /// fdatasync period in periodic mode (Cassandra's default is 10000).
