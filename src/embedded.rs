@@ -27,6 +27,9 @@ pub struct Args {
     sync_mode: SyncModeArg,
     #[arg(long, global = true, default_value_t = 10_000)]
     periodic_sync_ms: u64,
+    /// Pin shard i to CPU i (what a production node does; leave off when nodes share cores).
+    #[arg(long, global = true)]
+    pin_shards: bool,
     /// Size of one WAL segment file (Cassandra's commitlog_segment_size).
     #[arg(long, global = true, default_value_t = 32 * 1024 * 1024)]
     wal_segment_bytes: u64,
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     config.shard.wal.periodic_sync = Duration::from_millis(args.periodic_sync_ms);
     config.shard.wal.truncate_corrupt = args.wal_truncate_corrupt;
     config.shard.wal.segment_size = args.wal_segment_bytes;
+    config.pin_shards = args.pin_shards;
     let started = Instant::now();
     let (node, report) = Node::open(config).with_context(|| format!("opening {}", args.data_dir.display()))?;
     let opened_in = started.elapsed();
