@@ -33,7 +33,6 @@ struct RowKey {
 pub struct MemTable {
     rows: BTreeMap<RowKey, Row>,
     deletions: BTreeMap<PartitionKey, Deletion>,
-    partitions: usize,
     /// Approximate bytes held; only ever grows (merges may free memory, which is not credited
     /// back, so accounting is conservative).
     bytes: usize,
@@ -53,7 +52,6 @@ impl MemTable {
         MemTable {
             rows: BTreeMap::new(),
             deletions: BTreeMap::new(),
-            partitions: 0,
             bytes: 0,
             updates: 0,
             min_timestamp: i64::MAX,
@@ -63,17 +61,14 @@ impl MemTable {
 
     /// Merges one stamped update.
     pub fn apply(&mut self, update: PartitionUpdate) {
-        if let Some(ts) = update.partition.max_timestamp() {
+        if let Some(ts) = update.max_timestamp() {
             self.max_timestamp = self.max_timestamp.max(ts);
             self.min_timestamp = self.min_timestamp.min(ts);
         }
         self.updates += 1;
-        let PartitionUpdate { key, partition, .. } = update;
-        if !self.holds_partition(&key) {
-            self.partitions += 1;
-        }
-        let deletion = self.merge_partition_deletion(&key, partition.deletion);
-        let mut rows = partition.rows.into_iter().peekable();
+        let PartitionUpdate { key, deletion, rows, .. } = update;
+        let deletion = self.merge_partition_deletion(&key, deletion);
+        let mut rows = rows.into_iter().peekable();
         let mut key = Some(key);
         while let Some((clustering, row)) = rows.next() {
             // The last row takes the key itself; earlier ones clone it.
@@ -98,10 +93,6 @@ impl MemTable {
                 }
             }
         }
-    }
-
-    fn holds_partition(&self, key: &PartitionKey) -> bool {
-        self.deletions.contains_key(key) || self.partition_rows(key).next().is_some()
     }
 
     /// Records a partition deletion and drops the rows it shadows; returns the partition's
@@ -188,9 +179,10 @@ impl MemTable {
         self.bytes
     }
 
-    /// Distinct partitions (with rows or a partition deletion).
+    /// Distinct partitions (with rows or a partition deletion). Counted on demand (flushes and
+    /// statistics), keeping the write path free of the extra lookups.
     pub fn partitions(&self) -> usize {
-        self.partitions
+        self.range(i64::MIN, i64::MAX, None).count()
     }
 
     pub fn updates(&self) -> u64 {
@@ -366,7 +358,7 @@ mod tests {
                     Write::upsert(&s, &pk, &[Value::BigInt(at), Value::Int(0)], &[("body", Some(Value::Text(format!("{ts}"))))], 0, true).unwrap()
                 };
                 let u = w.stamp(ts, 0);
-                model.entry(u.key.clone()).or_default().merge(u.partition.clone());
+                model.entry(u.key.clone()).or_default().merge(u.clone().into_partition());
                 mt.apply(u);
             }
             model.retain(|_, p| !p.is_empty());

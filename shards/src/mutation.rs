@@ -3,8 +3,6 @@
 //! ([`PartitionUpdate`]), plus the versioned binary encoding of a batch of updates (the payload of
 //! a WAL record).
 
-use std::collections::BTreeMap;
-
 use wire::codec::{DecodeError, Reader, Writer};
 use wire::schema::{TableId, TableSchema};
 use wire::Value;
@@ -171,12 +169,8 @@ impl Write {
             }
             WriteOp::DeletePartition => (None, Row::default(), Some(deletion)),
         };
-        let rows = clustering.map(|c| (c, row)).into_iter().collect::<BTreeMap<_, _>>();
-        PartitionUpdate {
-            table: self.table,
-            key: self.key,
-            partition: Partition { deletion: partition_deletion, rows },
-        }
+        let rows = clustering.map(|c| (c, row)).into_iter().collect();
+        PartitionUpdate { table: self.table, key: self.key, deletion: partition_deletion, rows }
     }
 }
 
@@ -194,12 +188,28 @@ fn sort_unique<T>(schema: &TableSchema, items: &mut [T], id: impl Fn(&T) -> Colu
     }
 }
 
-/// A stamped write to one partition: what the WAL records and the MemTable merges.
+/// A stamped write to one partition: what the WAL records and the MemTable merges. Rows are
+/// a vector sorted by clustering key with no duplicates (a write usually holds one row; a map
+/// per write would cost a B-tree node).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionUpdate {
     pub table: TableId,
     pub key: PartitionKey,
-    pub partition: Partition,
+    pub deletion: Option<Deletion>,
+    pub rows: Vec<(ClusteringKey, Row)>,
+}
+
+impl PartitionUpdate {
+    /// The newest timestamp in the update.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let rows = self.rows.iter().filter_map(|(_, r)| r.max_timestamp());
+        rows.chain(self.deletion.map(|d| d.ts)).max()
+    }
+
+    /// The update as a partition version (for merging with other versions).
+    pub fn into_partition(self) -> Partition {
+        Partition { deletion: self.deletion, rows: self.rows.into_iter().collect() }
+    }
 }
 
 /// Encodes a batch of updates (docs/FORMAT.md, "Mutation batch").
@@ -208,9 +218,10 @@ pub fn encode_batch(updates: &[PartitionUpdate], out: &mut Vec<u8>) {
     w.u8(BATCH_ENCODING_VERSION).u32(updates.len() as u32);
     for u in updates {
         w.u32(u.table).bytes(u.key.bytes());
-        encode_deletion(&mut w, u.partition.deletion);
-        w.u32(u.partition.rows.len() as u32);
-        for (clustering, row) in &u.partition.rows {
+        debug_assert!(u.rows.windows(2).all(|w| w[0].0 < w[1].0), "rows sorted and unique");
+        encode_deletion(&mut w, u.deletion);
+        w.u32(u.rows.len() as u32);
+        for (clustering, row) in &u.rows {
             w.bytes(clustering.as_bytes());
             encode_row(&mut w, row);
         }
@@ -234,18 +245,15 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<PartitionUpdate>, DecodeError> {
         let table = r.u32()?;
         let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
         let deletion = decode_deletion(&mut r)?;
-        let mut rows = BTreeMap::new();
-        let mut last: Option<ClusteringKey> = None;
+        let mut rows: Vec<(ClusteringKey, Row)> = Vec::new();
         for _ in 0..r.count(9)? {
             let clustering = ClusteringKey::from_encoded(r.bytes()?.to_vec());
-            if last.as_ref().is_some_and(|l| *l >= clustering) {
+            if rows.last().is_some_and(|(l, _)| *l >= clustering) {
                 return Err(r.invalid("row order", "clustering keys not strictly increasing"));
             }
-            let row = decode_row(&mut r)?;
-            last = Some(clustering.clone());
-            rows.insert(clustering, row);
+            rows.push((clustering, decode_row(&mut r)?));
         }
-        updates.push(PartitionUpdate { table, key, partition: Partition { deletion, rows } });
+        updates.push(PartitionUpdate { table, key, deletion, rows });
     }
     r.finish()?;
     Ok(updates)
@@ -279,7 +287,8 @@ mod tests {
             .prop_map(|(table, key, deletion, rows)| PartitionUpdate {
                 table,
                 key: PartitionKey::from_serialized(key),
-                partition: Partition { deletion, rows },
+                deletion,
+                rows: rows.into_iter().collect(),
             })
     }
 
@@ -334,7 +343,7 @@ mod tests {
         )
         .unwrap();
         let u = w.stamp(42, 1000);
-        let row = u.partition.rows.values().next().unwrap();
+        let row = &u.rows[0].1;
         assert!(matches!(row.marker, Some(Cell::Expiring { ts: 42, expires_at: 1010, .. })));
         assert_eq!(row.live_cells(1009), Some(vec![(0, b"x".to_vec())]));
         assert_eq!(row.live_cells(1010), None);

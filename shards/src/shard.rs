@@ -101,7 +101,7 @@ impl Shard {
                 let table = tables
                     .get_mut(&update.table)
                     .ok_or_else(|| WalError::Apply(format!("record {lsn}: unknown table id {}", update.table)))?;
-                if let Some(ts) = update.partition.max_timestamp() {
+                if let Some(ts) = update.max_timestamp() {
                     max_seen = max_seen.max(ts);
                 }
                 table.memtable.apply(update);
