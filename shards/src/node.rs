@@ -206,6 +206,15 @@ impl Node {
                 }
             }
         }
+        if let Some(err) = failure {
+            // Closing the channels stops the shards that did start (each closes its WAL);
+            // no request was ever queued, so none can be left waiting for an answer.
+            drop(senders);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(err);
+        }
         let tables = schemas.iter().map(|s| (s.name.to_ascii_lowercase(), Arc::new(s.clone()))).collect();
         let node = Node {
             inner: Arc::new(Inner {
@@ -218,11 +227,6 @@ impl Node {
                 lock: Mutex::new(Some(lock)),
             }),
         };
-        if let Some(err) = failure {
-            // Stop the shards that did start; their error (if any) is secondary.
-            let _ = futures_lite::future::block_on(node.shutdown());
-            return Err(err);
-        }
         let shards = replay.len();
         Ok((node, OpenReport { shards, replay: replay.into_iter().flatten().collect() }))
     }
@@ -507,6 +511,9 @@ async fn run_shard(
             }
         }
     }
+    // Requests queued behind the shutdown get no answer: drop them now so their callers see
+    // the shard as stopped instead of waiting on a reply channel kept alive by the queue.
+    drop(requests.drain());
     let _ = in_flight.close().await;
     let result = match Rc::try_unwrap(shard) {
         Ok(shard) => shard.close().await,
