@@ -27,9 +27,6 @@ pub struct Args {
     sync_mode: SyncModeArg,
     #[arg(long, global = true, default_value_t = 10_000)]
     periodic_sync_ms: u64,
-    /// Pin shard i to CPU i (what a production node does; leave off when nodes share cores).
-    #[arg(long, global = true)]
-    pin_shards: bool,
     /// Size of one WAL segment file (Cassandra's commitlog_segment_size).
     #[arg(long, global = true, default_value_t = 32 * 1024 * 1024)]
     wal_segment_bytes: u64,
@@ -94,7 +91,6 @@ pub fn run(args: Args) -> Result<()> {
     config.shard.wal.periodic_sync = Duration::from_millis(args.periodic_sync_ms);
     config.shard.wal.truncate_corrupt = args.wal_truncate_corrupt;
     config.shard.wal.segment_size = args.wal_segment_bytes;
-    config.pin_shards = args.pin_shards;
     let started = Instant::now();
     let (node, report) = Node::open(config).with_context(|| format!("opening {}", args.data_dir.display()))?;
     let opened_in = started.elapsed();
@@ -285,8 +281,17 @@ fn info(node: &Node, report: &OpenReport) -> Result<()> {
     println!("data directory {}: {} shard(s), tables: {}", node.data_dir().display(), report.shards, tables.join(", "));
     for s in futures_lite::future::block_on(node.stats())? {
         println!(
-            "shard {}: {} partitions, {} MemTable bytes, {} writes; WAL {} records, {} fdatasyncs, {} segments",
-            s.shard, s.partitions, s.memtable_bytes, s.writes, s.wal.records, s.wal.syncs, s.wal.segments_created
+            "shard {}: {} writes; MemTables {} partitions, {} bytes ({} waiting to flush); {} SSTables, {} bytes, {} flushes; WAL {} records, {} fdatasyncs",
+            s.shard,
+            s.writes,
+            s.memtable_partitions,
+            s.memtable_bytes,
+            s.immutable_memtables,
+            s.sstables,
+            s.sstable_bytes,
+            s.flushes,
+            s.wal.records,
+            s.wal.syncs
         );
     }
     Ok(())

@@ -19,4 +19,6 @@ pub mod read;
 pub mod row;
 pub mod row_codec;
 pub mod shard;
+pub mod signal;
+pub mod sstable;
 pub mod wal;

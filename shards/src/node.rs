@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -101,8 +100,12 @@ enum Request {
         table: TableId,
         start: Token,
         end: Token,
+        after: Option<PartitionKey>,
         limit: usize,
         reply: flume::Sender<Result<Vec<(PartitionKey, Partition)>, ShardError>>,
+    },
+    Flush {
+        reply: flume::Sender<Result<(), ShardError>>,
     },
     AddTable {
         schema: TableSchema,
@@ -371,18 +374,42 @@ impl Node {
             .map_err(|source| NodeError::Shard { shard, source })
     }
 
-    /// Up to `limit` partitions of one shard with tokens in (start, end], in storage order.
-    pub async fn scan_shard(
+    /// Up to `limit` partitions with tokens in (start, end] and keys after `after`, in storage
+    /// order, from every shard. Pass the last key of a page as `after` to get the next page.
+    pub async fn scan(
         &self,
-        shard: u16,
         table: TableId,
         start: Token,
         end: Token,
+        after: Option<PartitionKey>,
         limit: usize,
     ) -> Result<Vec<(PartitionKey, Partition)>, NodeError> {
-        self.call(shard, |reply| Request::Scan { table, start, end, limit, reply })
-            .await?
-            .map_err(|source| NodeError::Shard { shard, source })
+        let mut pages = Vec::new();
+        for shard in 0..self.shard_count() as u16 {
+            let after = after.clone();
+            pages.push(self.send(shard, |reply| Request::Scan { table, start, end, after, limit, reply })?);
+        }
+        let mut out = Vec::new();
+        for (shard, page) in pages.into_iter().enumerate() {
+            let shard = shard as u16;
+            let page = page.recv_async().await.map_err(|_| NodeError::ShardStopped(shard))?;
+            out.extend(page.map_err(|source| NodeError::Shard { shard, source })?);
+        }
+        // Shards own disjoint partitions: the first `limit` keys overall are among each
+        // shard's first `limit`.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Flushes every shard's MemTables to SSTables and waits for it.
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::Flush { reply })
+                .await?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
     }
 
     pub async fn stats(&self) -> Result<Vec<ShardStats>, NodeError> {
@@ -467,7 +494,7 @@ async fn run_shard(
     let shard = match Shard::open(id, &dir, config, &schemas).await {
         Ok((shard, report)) => {
             let _ = ready.send((id, Ok(report)));
-            Rc::new(shard)
+            shard
         }
         Err(e) => {
             let _ = ready.send((id, Err(e.to_string())));
@@ -478,48 +505,49 @@ async fn run_shard(
     let in_flight = glommio::sync::Gate::new();
     let mut shutdown_reply = None;
     while let Ok(request) = requests.recv_async().await {
-        match request {
-            Request::Apply { writes, ts, reply } => {
-                let shard = shard.clone();
-                let task = in_flight.spawn(async move {
-                    let _ = reply.send(shard.apply(writes, ts).await);
-                });
-                // The gate is open until shutdown, which ends this loop first.
-                if let Ok(task) = task {
-                    task.detach();
-                }
-            }
-            Request::Read { table, key, slice, reply } => {
-                let _ = reply.send(shard.read(table, &key, &slice));
-            }
-            Request::Scan { table, start, end, limit, reply } => {
-                let _ = reply.send(shard.scan(table, start, end, limit));
-            }
+        let shard = shard.clone();
+        // Requests that may wait (on the disk, the WAL or a flush) run as tasks, so one slow
+        // request never holds up the others; the gate lets shutdown wait for them.
+        let task = match request {
+            Request::Apply { writes, ts, reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.apply(writes, ts).await);
+            }),
+            Request::Read { table, key, slice, reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.read(table, &key, &slice).await);
+            }),
+            Request::Scan { table, start, end, after, limit, reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.scan(table, start, end, after, limit).await);
+            }),
+            Request::Flush { reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.flush().await);
+            }),
+            Request::Sync { reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.sync().await);
+            }),
             Request::AddTable { schema, reply } => {
                 shard.add_table(schema);
                 let _ = reply.send(());
+                continue;
             }
             Request::Stats { reply } => {
                 let _ = reply.send(shard.stats());
-            }
-            Request::Sync { reply } => {
-                let _ = reply.send(shard.sync().await);
+                continue;
             }
             Request::Shutdown { reply } => {
                 shutdown_reply = Some(reply);
                 break;
             }
+        };
+        // The gate is open until shutdown, which ends this loop first.
+        if let Ok(task) = task {
+            task.detach();
         }
     }
     // Requests queued behind the shutdown get no answer: drop them now so their callers see
     // the shard as stopped instead of waiting on a reply channel kept alive by the queue.
     drop(requests.drain());
     let _ = in_flight.close().await;
-    let result = match Rc::try_unwrap(shard) {
-        Ok(shard) => shard.close().await,
-        // Every task holding a clone has finished (the gate is closed); sync what we can.
-        Err(shard) => shard.sync().await,
-    };
+    let result = shard.close().await;
     if let Err(e) = &result {
         tracing::error!(shard = id, error = %e, "closing shard");
     }

@@ -76,7 +76,7 @@ fn writes_deletes_and_batches_read_back_and_survive_restart() {
     let ts = block_on(node.write(batch, None)).unwrap();
     assert!(ts > 0);
     let stats = block_on(node.stats()).unwrap();
-    assert!(stats.iter().all(|s| s.partitions > 0), "partitions spread over both shards: {stats:?}");
+    assert!(stats.iter().all(|s| s.memtable_partitions > 0), "partitions spread over both shards: {stats:?}");
 
     // A partition deletion hides everything written before it.
     block_on(node.delete("events", &[t("p3")], &[], &[])).unwrap();

@@ -41,10 +41,13 @@ pub fn dump_key_value_table(dir: &Path, shards: usize, table: &str) -> HashMap<S
     let (node, _) = Node::open(config).expect("reopening the node directory");
     let schema = node.table(table).expect("table exists");
     let mut out = HashMap::new();
-    for shard in 0..node.shard_count() as u16 {
-        let parts = futures_lite::future::block_on(node.scan_shard(shard, schema.id, i64::MIN, i64::MAX, usize::MAX))
-            .expect("scanning a shard");
-        for (key, partition) in parts {
+    let mut after = None;
+    loop {
+        let page = futures_lite::future::block_on(node.scan(schema.id, i64::MIN, i64::MAX, after.clone(), 1000))
+            .expect("scanning the table");
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, partition) in page {
             for row in visible_rows(&schema, &key, &partition, now_secs()).expect("decodable rows") {
                 let (Value::Text(k), Some(Value::Text(v))) = (&row.partition_key[0], &row.columns[0]) else {
                     panic!("unexpected row shape {row:?}");

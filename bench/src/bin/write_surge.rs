@@ -199,7 +199,6 @@ async fn run_shard(plan: ShardPlan) -> Result<ShardOutcome> {
     let met = plan.meet.wait() && plan.meet.wait();
     let driven = match opened {
         Ok(shard) if met => {
-            let shard = Rc::new(shard);
             let result = drive(&shard, &plan).await;
             Ok((shard, result))
         }
@@ -210,7 +209,6 @@ async fn run_shard(plan: ShardPlan) -> Result<ShardOutcome> {
     plan.meet.wait();
     let (shard, result) = driven?;
     let close_started = Instant::now();
-    let shard = Rc::try_unwrap(shard).map_err(|_| anyhow!("shard {}: a writer task still holds the shard", plan.id))?;
     shard.close().await.with_context(|| format!("closing shard {}", plan.id))?;
     let close = close_started.elapsed();
     let mut outcome = result?;
@@ -219,7 +217,7 @@ async fn run_shard(plan: ShardPlan) -> Result<ShardOutcome> {
     Ok(outcome)
 }
 
-async fn open_shard(plan: &ShardPlan) -> Result<Shard> {
+async fn open_shard(plan: &ShardPlan) -> Result<Rc<Shard>> {
     prepare_executor_io(&plan.dir).await.with_context(|| format!("preparing I/O in {}", plan.dir.display()))?;
     let (shard, _replay) = Shard::open(plan.id, &plan.dir, shard_config(plan), &[])
         .await
@@ -266,7 +264,7 @@ async fn drive(shard: &Rc<Shard>, plan: &ShardPlan) -> Result<ShardOutcome> {
         cpu,
         wal: wal_delta(&stats.wal, &wal_before),
         memtable_bytes: stats.memtable_bytes,
-        partitions: stats.partitions,
+        partitions: stats.memtable_partitions,
         latency,
     })
 }
