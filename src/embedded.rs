@@ -27,6 +27,12 @@ pub struct Args {
     sync_mode: SyncModeArg,
     #[arg(long, global = true, default_value_t = 10_000)]
     periodic_sync_ms: u64,
+    /// Bytes of MemTable per shard before a flush to SSTables (suffixes: KiB, MiB, GiB).
+    #[arg(long, global = true, value_parser = parse_size, default_value = "64MiB")]
+    memtable_budget: usize,
+    /// Pin shard i to CPU i (what a production node does; leave off when nodes share cores).
+    #[arg(long, global = true)]
+    pin_shards: bool,
     /// Size of one WAL segment file (Cassandra's commitlog_segment_size).
     #[arg(long, global = true, default_value_t = 32 * 1024 * 1024)]
     wal_segment_bytes: u64,
@@ -91,6 +97,8 @@ pub fn run(args: Args) -> Result<()> {
     config.shard.wal.periodic_sync = Duration::from_millis(args.periodic_sync_ms);
     config.shard.wal.truncate_corrupt = args.wal_truncate_corrupt;
     config.shard.wal.segment_size = args.wal_segment_bytes;
+    config.pin_shards = args.pin_shards;
+    config.shard.memtable_budget = args.memtable_budget;
     let started = Instant::now();
     let (node, report) = Node::open(config).with_context(|| format!("opening {}", args.data_dir.display()))?;
     let opened_in = started.elapsed();
@@ -106,6 +114,22 @@ pub fn run(args: Args) -> Result<()> {
     let closed = futures_lite::future::block_on(node.shutdown());
     result?;
     Ok(closed?)
+}
+
+/// A byte size: plain bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("'{text}' is not a size (e.g. 65536, 64KiB, 256MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        other => return Err(format!("unknown size unit '{other}' in '{text}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1usize << shift).ok_or_else(|| format!("'{text}' is too large"))
 }
 
 fn print_replay(report: &OpenReport, opened_in: Duration) {

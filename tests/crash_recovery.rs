@@ -21,11 +21,22 @@ const STRIDE: u64 = 300;
 
 #[test]
 fn every_acknowledged_write_survives_kill_9_during_a_surge() {
+    kill_cycles("crash-surge", "64MiB");
+}
+
+/// With a 32 KiB MemTable budget the shards flush every few hundred rows, so kills land during
+/// SSTable writes and manifest updates too; after every restart no leftover file remains.
+#[test]
+fn every_acknowledged_write_survives_kill_9_during_flushes() {
+    kill_cycles("crash-flush", "32KiB");
+}
+
+fn kill_cycles(name: &str, memtable_budget: &str) {
     let cycles: u64 = std::env::var("ENIGMADB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let seed: u64 = std::env::var("ENIGMADB_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash test: {cycles} cycles, seed {seed} (ENIGMADB_CRASH_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = common::scratch_dir("crash-surge");
+    let dir = common::scratch_dir(name);
 
     // key -> (value of the last acknowledged write, cycle of that ack)
     let mut acked: HashMap<String, (String, u64)> = HashMap::new();
@@ -39,7 +50,8 @@ fn every_acknowledged_write_survives_kill_9_during_a_surge() {
             .arg(&dir)
             .args(["--shards", &SHARDS.to_string(), "--sync-mode", "batch"])
             // Small segments, so kills also land during rotation and replay crosses segments.
-            .args(["--wal-segment-bytes", "262144", "surge", "--writers", "16"])
+            .args(["--wal-segment-bytes", "262144", "--memtable-budget", memtable_budget])
+            .args(["surge", "--writers", "16"])
             .args(["--start", &start.to_string(), "--rows", "10000000", "--tag", &tag])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -74,6 +86,7 @@ fn every_acknowledged_write_survives_kill_9_during_a_surge() {
 
         let stored = common::dump_key_value_table(&dir, SHARDS, "surge");
         check(&acked, &stored, cycle, seed);
+        common::assert_no_leftover_files(&dir, SHARDS);
     }
     assert!(total_acks > 0, "no write was ever acknowledged (seed {seed})");
     eprintln!(

@@ -179,7 +179,12 @@ impl ClusteringSlice {
     }
 
     pub fn before_end(&self, key: &ClusteringKey) -> bool {
-        let k = key.as_bytes();
+        self.encoded_before_end(key.as_bytes())
+    }
+
+    /// [`ClusteringSlice::before_end`] on an encoded clustering key. Monotone: once false for a
+    /// key, false for every later key.
+    pub fn encoded_before_end(&self, k: &[u8]) -> bool {
         match &self.end {
             Bound::Unbounded => true,
             Bound::Included(p) => k <= p.as_bytes() || k.starts_with(p.as_bytes()),

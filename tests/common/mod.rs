@@ -59,3 +59,20 @@ pub fn dump_key_value_table(dir: &Path, shards: usize, table: &str) -> HashMap<S
     futures_lite::future::block_on(node.shutdown()).expect("clean shutdown");
     out
 }
+
+/// Every SSTable file of every shard is named by that shard's manifest (the node was opened
+/// and closed since the last crash, which removes leftovers).
+pub fn assert_no_leftover_files(dir: &Path, shards: usize) {
+    for shard in 0..shards {
+        let shard_dir = dir.join(format!("shard-{shard:03}"));
+        let manifest = shards::manifest::Manifest::load(&shard_dir).expect("manifest");
+        let mut listed: Vec<String> = manifest.sstables.iter().map(|s| s.file_name()).collect();
+        let mut on_disk: Vec<String> = match std::fs::read_dir(shard_dir.join(shards::manifest::SSTABLE_DIR)) {
+            Ok(entries) => entries.map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned()).collect(),
+            Err(_) => Vec::new(),
+        };
+        listed.sort();
+        on_disk.sort();
+        assert_eq!(listed, on_disk, "shard {shard}: files on disk vs manifest");
+    }
+}

@@ -414,14 +414,9 @@ impl<'s> RowCollector<'s> {
     }
 }
 
-/// True when `row` and every row after it lie beyond the slice's end (the negation of the slice's
-/// end test, which is monotone in the row key).
+/// True when `row` and every row after it lie beyond the slice's end.
 fn past_end(slice: &ClusteringSlice, row: &[u8]) -> bool {
-    match &slice.end {
-        Bound::Unbounded => false,
-        Bound::Included(p) => !(row <= p.as_bytes() || row.starts_with(p.as_bytes())),
-        Bound::Excluded(p) => row >= p.as_bytes(),
-    }
+    !slice.encoded_before_end(row)
 }
 
 /// True when every row sorting before `row` lies before the slice's start.
