@@ -32,7 +32,9 @@ use crate::mutation::{decode_batch, encode_batch, PartitionUpdate, Write};
 use crate::read::now_secs;
 use crate::row::{ClusteringSlice, Partition};
 use crate::signal::Signal;
-use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableScan, SstableWriter};
+use crate::sstable::{
+    BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableScan, SstableWriter,
+};
 use crate::wal::{Lsn, ReplayReport, Wal, WalConfig, WalError, WalStats};
 
 /// A shard's settings.
@@ -100,6 +102,8 @@ pub struct ShardStats {
     pub sstable_bytes: u64,
     pub wal: WalStats,
     pub cache: CacheStats,
+    /// Read counters summed over the live SSTables.
+    pub sstable_reads: SstableReadStats,
     pub flush_error: Option<String>,
 }
 
@@ -589,6 +593,10 @@ impl Shard {
             sstable_bytes: sstables.values().flatten().map(|s| s.file_size()).sum(),
             wal: self.wal.stats(),
             cache: self.cache.stats(),
+            sstable_reads: sstables.values().flatten().fold(SstableReadStats::default(), |mut total, s| {
+                total.add(&s.stats());
+                total
+            }),
             flush_error: self.flush_error.borrow().clone(),
         }
     }

@@ -44,6 +44,19 @@ pub struct SstableReadStats {
     pub range_rejects: u64,
 }
 
+impl SstableReadStats {
+    /// Adds another SSTable's counters (for per-shard totals).
+    pub fn add(&mut self, other: &SstableReadStats) {
+        self.blocks_read += other.blocks_read;
+        self.bytes_read += other.bytes_read;
+        self.cache_hits += other.cache_hits;
+        self.bloom_negatives += other.bloom_negatives;
+        self.bloom_positives += other.bloom_positives;
+        self.bloom_false_positives += other.bloom_false_positives;
+        self.range_rejects += other.range_rejects;
+    }
+}
+
 /// An open SSTable (`!Send`: lives on its shard's executor).
 pub struct Sstable {
     id: SstableId,
