@@ -27,6 +27,10 @@ pub struct Args {
     sync_mode: SyncModeArg,
     #[arg(long, global = true, default_value_t = 10_000)]
     periodic_sync_ms: u64,
+    /// At start, move SSTables that fail their checksums to quarantine/ (their rows are lost
+    /// on this node) instead of refusing to start.
+    #[arg(long, global = true)]
+    quarantine_corrupt_sstables: bool,
     /// Bytes of MemTable per shard before a flush to SSTables (suffixes: KiB, MiB, GiB).
     #[arg(long, global = true, value_parser = parse_size, default_value = "64MiB")]
     memtable_budget: usize,
@@ -99,6 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     config.shard.wal.segment_size = args.wal_segment_bytes;
     config.pin_shards = args.pin_shards;
     config.shard.memtable_budget = args.memtable_budget;
+    config.shard.quarantine_corrupt_sstables = args.quarantine_corrupt_sstables;
     let started = Instant::now();
     let (node, report) = Node::open(config).with_context(|| format!("opening {}", args.data_dir.display()))?;
     let opened_in = started.elapsed();

@@ -52,6 +52,9 @@ pub struct ShardConfig {
     pub max_clock_drift: Duration,
     /// Shares of the flush task queue (foreground work has 1000).
     pub flush_shares: usize,
+    /// At start, move an SSTable that fails its checksums to `quarantine/` and drop it from
+    /// the manifest (losing its rows on this node) instead of refusing to start.
+    pub quarantine_corrupt_sstables: bool,
 }
 
 impl Default for ShardConfig {
@@ -64,6 +67,7 @@ impl Default for ShardConfig {
             sstable: SstableConfig::default(),
             max_clock_drift: crate::hlc::DEFAULT_MAX_DRIFT,
             flush_shares: 250,
+            quarantine_corrupt_sstables: false,
         }
     }
 }
@@ -84,7 +88,12 @@ pub enum ShardError {
     FlushFailed { shard: u16, reason: String, waiting: usize },
     #[error("shard {0} is closing")]
     Closing(u16),
+    #[error("quarantining {path}: {source}")]
+    Quarantine { path: PathBuf, source: std::io::Error },
 }
+
+/// Where corrupt SSTables are moved (inside the shard directory, outside `sstables/`).
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// Counters of one shard.
 #[derive(Debug, Clone, Default)]
@@ -202,17 +211,35 @@ impl Shard {
         config: ShardConfig,
         schemas: &[TableSchema],
     ) -> Result<(Rc<Shard>, ReplayReport), ShardError> {
-        let manifest = Manifest::load(dir)?;
+        let mut manifest = Manifest::load(dir)?;
         manifest.remove_leftovers(dir)?;
         let cache = BlockCache::new(config.block_cache_bytes);
         let mut hlc = Hlc::new(SystemClock, config.max_clock_drift);
         let mut max_seen = i64::MIN;
         let mut sstables: AHashMap<TableId, Vec<Rc<Sstable>>> = AHashMap::new();
-        for entry in &manifest.sstables {
+        let mut quarantined = Vec::new();
+        for entry in manifest.sstables.clone() {
             let path = dir.join(SSTABLE_DIR).join(entry.file_name());
-            let sst = Sstable::open(&path, entry.generation, cache.clone()).await?;
-            max_seen = max_seen.max(sst.meta().max_timestamp);
-            sstables.entry(entry.table).or_default().push(Rc::new(sst));
+            match Sstable::open(&path, entry.generation, cache.clone()).await {
+                Ok(sst) => {
+                    max_seen = max_seen.max(sst.meta().max_timestamp);
+                    sstables.entry(entry.table).or_default().push(Rc::new(sst));
+                }
+                Err(e @ (SstableError::Corrupt { .. } | SstableError::UnsupportedVersion { .. }))
+                    if config.quarantine_corrupt_sstables =>
+                {
+                    quarantine_sstable(dir, &path, &e)?;
+                    quarantined.push(entry.generation);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !quarantined.is_empty() {
+            // The operator chose to lose these files' rows (other replicas or a backup may hold
+            // them) rather than keep the shard down.
+            manifest.sstables.retain(|s| !quarantined.contains(&s.generation));
+            manifest.version += 1;
+            manifest.save(dir)?;
         }
         for list in sstables.values_mut() {
             list.sort_by_key(|s| std::cmp::Reverse(s.meta().generation));
@@ -621,6 +648,19 @@ impl Shard {
             Err(shard) => shard.sync().await,
         }
     }
+}
+
+/// Moves a corrupt SSTable out of the live set into `<shard>/quarantine/`, never deleting it.
+fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &SstableError) -> Result<(), ShardError> {
+    let target_dir = shard_dir.join(QUARANTINE_DIR);
+    let io = |source| ShardError::Quarantine { path: path.to_path_buf(), source };
+    std::fs::create_dir_all(&target_dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+    std::fs::rename(path, target_dir.join(name)).map_err(io)?;
+    crate::io::sync_dir(&target_dir).map_err(io)?;
+    crate::io::sync_dir(path.parent().unwrap_or(shard_dir)).map_err(io)?;
+    tracing::error!(file = %path.display(), error = %why, "corrupt SSTable quarantined; its rows are no longer served");
+    Ok(())
 }
 
 enum ScanSource {
