@@ -138,14 +138,15 @@ fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 fn print_replay(report: &OpenReport, opened_in: Duration) {
-    let records: u64 = report.replay.iter().map(|r| r.records).sum();
+    let applied: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
+    let sstables: usize = report.shard_reports.iter().map(|r| r.sstables).sum();
     println!(
-        "opened {} shard(s) in {:.1} ms: replayed {records} WAL records",
+        "opened {} shard(s) in {:.1} ms: {sstables} SSTables, replayed {applied} WAL records",
         report.shards,
         opened_in.as_secs_f64() * 1e3
     );
-    for r in &report.replay {
-        if let Some(torn) = &r.torn_tail {
+    for r in &report.shard_reports {
+        if let Some(torn) = &r.wal.torn_tail {
             println!(
                 "torn tail discarded: {} at offset {} ({} bytes): {}",
                 torn.segment.display(),
@@ -154,7 +155,7 @@ fn print_replay(report: &OpenReport, opened_in: Duration) {
                 torn.reason
             );
         }
-        if let Some(cut) = &r.truncated_corruption {
+        if let Some(cut) = &r.wal.truncated_corruption {
             println!(
                 "corruption truncated as requested: {} at offset {}: {}; {} later segment(s) moved to quarantine",
                 cut.segment.display(),
@@ -162,6 +163,9 @@ fn print_replay(report: &OpenReport, opened_in: Duration) {
                 cut.reason,
                 cut.quarantined.len()
             );
+        }
+        for path in &r.quarantined {
+            println!("corrupt SSTable quarantined as requested: {}", path.display());
         }
     }
 }

@@ -22,8 +22,7 @@ use crate::mutation::{Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
 use crate::row::{ClusteringSlice, Partition};
-use crate::shard::{Shard, ShardConfig, ShardError, ShardStats};
-use crate::wal::ReplayReport;
+use crate::shard::{self, Shard, ShardConfig, ShardError, ShardStats};
 
 /// Settings of an embedded node.
 #[derive(Debug, Clone)]
@@ -156,7 +155,8 @@ pub struct Node {
 #[derive(Debug, Clone)]
 pub struct OpenReport {
     pub shards: usize,
-    pub replay: Vec<ReplayReport>,
+    /// One per shard, in shard order.
+    pub shard_reports: Vec<shard::OpenReport>,
 }
 
 impl Node {
@@ -231,7 +231,7 @@ impl Node {
             }),
         };
         let shards = replay.len();
-        Ok((node, OpenReport { shards, replay: replay.into_iter().flatten().collect() }))
+        Ok((node, OpenReport { shards, shard_reports: replay.into_iter().flatten().collect() }))
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -475,7 +475,7 @@ impl Node {
     }
 }
 
-type Ready = std::sync::mpsc::Sender<(u16, Result<ReplayReport, String>)>;
+type Ready = std::sync::mpsc::Sender<(u16, Result<shard::OpenReport, String>)>;
 
 /// The life of one shard's executor: prepare I/O, open (replay), then serve requests until
 /// told to shut down or every handle is gone.

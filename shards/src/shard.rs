@@ -95,6 +95,17 @@ pub enum ShardError {
 /// Where corrupt SSTables are moved (inside the shard directory, outside `sstables/`).
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// What a shard found when it opened.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub wal: ReplayReport,
+    /// WAL records applied to the MemTable (records already in SSTables are skipped).
+    pub applied_records: u64,
+    pub sstables: usize,
+    /// Corrupt SSTables moved to quarantine (only with `quarantine_corrupt_sstables`).
+    pub quarantined: Vec<PathBuf>,
+}
+
 /// Counters of one shard.
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
@@ -210,7 +221,7 @@ impl Shard {
         dir: &Path,
         config: ShardConfig,
         schemas: &[TableSchema],
-    ) -> Result<(Rc<Shard>, ReplayReport), ShardError> {
+    ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
         let mut manifest = Manifest::load(dir)?;
         manifest.remove_leftovers(dir)?;
         let cache = BlockCache::new(config.block_cache_bytes);
@@ -229,7 +240,7 @@ impl Shard {
                     if config.quarantine_corrupt_sstables =>
                 {
                     quarantine_sstable(dir, &path, &e)?;
-                    quarantined.push(entry.generation);
+                    quarantined.push((entry.generation, path));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -237,7 +248,7 @@ impl Shard {
         if !quarantined.is_empty() {
             // The operator chose to lose these files' rows (other replicas or a backup may hold
             // them) rather than keep the shard down.
-            manifest.sstables.retain(|s| !quarantined.contains(&s.generation));
+            manifest.sstables.retain(|s| !quarantined.iter().any(|(g, _)| *g == s.generation));
             manifest.version += 1;
             manifest.save(dir)?;
         }
@@ -247,7 +258,8 @@ impl Shard {
         let known: AHashMap<TableId, Rc<TableSchema>> = schemas.iter().map(|s| (s.id, Rc::new(s.clone()))).collect();
         let active = Generation::default();
         let flushed_through = manifest.flushed_through;
-        let (wal, report) = Wal::open(&dir.join("wal"), config.wal.clone(), |lsn, payload| {
+        let mut applied_records = 0;
+        let (wal, replay) = Wal::open(&dir.join("wal"), config.wal.clone(), |lsn, payload| {
             if lsn <= flushed_through {
                 return Ok(()); // already in an SSTable; the segment outlived its flush
             }
@@ -261,9 +273,16 @@ impl Shard {
                 }
             }
             active.apply(updates);
+            applied_records += 1;
             Ok(())
         })
         .await?;
+        let report = OpenReport {
+            wal: replay,
+            applied_records,
+            sstables: sstables.values().map(Vec::len).sum(),
+            quarantined: quarantined.into_iter().map(|(_, p)| p).collect(),
+        };
         if max_seen > i64::MIN && hlc.advance_past(max_seen) {
             tracing::warn!(
                 shard = id,
