@@ -21,4 +21,6 @@ pub mod row_codec;
 pub mod shard;
 pub mod signal;
 pub mod sstable;
+#[cfg(test)]
+mod test_support;
 pub mod wal;

@@ -3,12 +3,10 @@
 //! what it reads against an in-memory model (a `BTreeMap` of the partitions written).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::LocalExecutorBuilder;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -18,51 +16,11 @@ use super::bloom::BloomFilter;
 use super::format::{block_for_header, decode_index, DataBlock, Footer, FooterError, FOOTER_LEN};
 use super::*;
 use crate::cell::{Cell, Deletion};
-use crate::io::prepare_executor_io;
 use crate::key::{ClusteringKey, PartitionKey};
 use crate::row::{ClusteringSlice, Partition, Row};
+use crate::test_support::{on_executor, Seed};
 
 type Model = BTreeMap<PartitionKey, Partition>;
-
-/// Runs `body(dir)` on a fresh executor after the device probe.
-fn on_executor<T, F, Fut>(dir: &Path, body: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    let dir = dir.to_path_buf();
-    LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            prepare_executor_io(&dir).await.expect("probe the device");
-            body(dir).await
-        })
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread")
-}
-
-/// Prints the seed if the test fails, so the run can be repeated with `SSTABLE_TEST_SEED`.
-struct Seed(u64);
-
-impl Seed {
-    fn new() -> Seed {
-        let seed = std::env::var("SSTABLE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        Seed(seed)
-    }
-
-    fn rng(&self) -> StdRng {
-        StdRng::seed_from_u64(self.0)
-    }
-}
-
-impl Drop for Seed {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSTable test failed with SSTABLE_TEST_SEED={}", self.0);
-        }
-    }
-}
 
 /// Small blocks and buffers, so that a few hundred partitions make many blocks, partitions span
 /// blocks and the writer goes through many buffers.
@@ -190,7 +148,7 @@ fn random_slice(rng: &mut StdRng) -> ClusteringSlice {
 
 #[test]
 fn written_partitions_read_back_equal_with_slices_and_scans() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let model = random_model(&mut rng, 300);
@@ -267,7 +225,7 @@ fn written_partitions_read_back_equal_with_slices_and_scans() {
 
 #[test]
 fn metadata_describes_what_was_written() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let model = random_model(&mut seed.rng(), 100);
     on_executor(dir.path(), move |dir| async move {
@@ -301,7 +259,7 @@ fn metadata_describes_what_was_written() {
 
 #[test]
 fn bloom_false_positive_rate_on_absent_keys_is_near_the_setting() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let mut model = Model::new();
@@ -329,7 +287,7 @@ fn bloom_false_positive_rate_on_absent_keys_is_near_the_setting() {
 
 #[test]
 fn point_read_of_a_small_partition_touches_at_most_one_block() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let mut model = Model::new();
@@ -398,7 +356,7 @@ fn slices_of_a_wide_partition_read_only_the_blocks_they_need() {
 
 #[test]
 fn second_read_is_a_cache_hit_and_the_budget_holds_under_eviction() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let mut model = Model::new();
@@ -523,7 +481,7 @@ fn open_error(dir: &Path, bytes: Vec<u8>) -> SstableError {
 
 #[test]
 fn a_flipped_byte_in_index_bloom_metadata_or_footer_fails_open_naming_the_section() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let (_, bytes, _) = sample_file(dir.path(), &seed);
     let footer = footer_of(&bytes);
@@ -546,7 +504,7 @@ fn a_flipped_byte_in_index_bloom_metadata_or_footer_fails_open_naming_the_sectio
 
 #[test]
 fn unknown_version_and_truncation_are_typed_errors() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let (_, bytes, _) = sample_file(dir.path(), &seed);
     let footer_at = bytes.len() - FOOTER_LEN;
@@ -565,7 +523,7 @@ fn unknown_version_and_truncation_are_typed_errors() {
 
 #[test]
 fn a_corrupt_data_block_fails_only_the_reads_that_need_it() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let (path, bytes, model) = sample_file(dir.path(), &seed);
     let footer = footer_of(&bytes);
@@ -641,7 +599,7 @@ fn decode_file(bytes: &[u8]) {
 
 #[test]
 fn decoders_never_panic_on_mutated_files() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("SSTABLE_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let (_, bytes, _) = sample_file(dir.path(), &seed);
     decode_file(&bytes);
@@ -649,7 +607,7 @@ fn decoders_never_panic_on_mutated_files() {
     let len = bytes.len();
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
         cases: 200,
-        rng_seed: proptest::test_runner::RngSeed::Fixed(seed.0),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(seed.value()),
         ..Default::default()
     });
     let strategy = (proptest::collection::vec((0..len, any::<u8>()), 1..8), any::<bool>(), 0..len);

@@ -2,59 +2,17 @@
 //! temporary directory, probing the device first (`crate::io::prepare_executor_io`).
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::LocalExecutorBuilder;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use super::format::{framed_len, SegmentHeader, SEGMENT_HEADER_SIZE};
 use super::segment::list_segments;
 use super::*;
-use crate::io::prepare_executor_io;
-
-/// Runs `body(dir)` on a fresh executor after the device probe.
-fn on_executor<T, F, Fut>(dir: &Path, body: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce(PathBuf) -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    let dir = dir.to_path_buf();
-    LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            prepare_executor_io(&dir).await.expect("probe the device");
-            body(dir).await
-        })
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread")
-}
-
-/// Prints the seed if the test fails, so the run can be repeated with `WAL_TEST_SEED`.
-struct Seed(u64);
-
-impl Seed {
-    fn new() -> Seed {
-        let seed = std::env::var("WAL_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        Seed(seed)
-    }
-
-    fn rng(&self) -> StdRng {
-        StdRng::seed_from_u64(self.0)
-    }
-}
-
-impl Drop for Seed {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("WAL test failed with WAL_TEST_SEED={}", self.0);
-        }
-    }
-}
+use crate::test_support::{on_executor, Seed};
 
 fn payload(rng: &mut StdRng, max_len: usize) -> Vec<u8> {
     sized_payload(rng, 0, max_len)
@@ -165,7 +123,7 @@ fn flip_byte(path: &Path, offset: u64) {
 fn concurrent_batch_appends_replay_in_lsn_order_with_fewer_syncs_than_records() {
     const TASKS: usize = 16;
     const PER_TASK: usize = 25;
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<Vec<u8>>> =
@@ -216,7 +174,7 @@ fn concurrent_batch_appends_replay_in_lsn_order_with_fewer_syncs_than_records() 
 
 #[test]
 fn appends_get_lsns_in_call_order_even_under_back_pressure() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..60).map(|_| payload(&mut rng, 1500)).collect();
@@ -303,7 +261,7 @@ fn dropping_the_wal_still_writes_admitted_records_and_refuses_waiting_ones() {
 
 #[test]
 fn periodic_mode_acknowledges_after_the_write_and_records_survive_a_killed_process() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..20).map(|_| payload(&mut rng, 3000)).collect();
@@ -347,7 +305,7 @@ fn periodic_timer_syncs_when_idle_and_dirty_and_then_rests() {
 
 #[test]
 fn rotation_spreads_records_over_segments_and_replay_crosses_them() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..150).map(|_| sized_payload(&mut rng, 1500, 2500)).collect();
@@ -374,7 +332,7 @@ fn rotation_spreads_records_over_segments_and_replay_crosses_them() {
 
 #[test]
 fn release_through_deletes_only_fully_flushed_sealed_segments() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..150).map(|_| sized_payload(&mut rng, 1500, 2500)).collect();
@@ -453,7 +411,7 @@ fn ten_payloads(seed: &Seed) -> Vec<Vec<u8>> {
 
 #[test]
 fn replay_stops_at_torn_tail_and_keeps_earlier_records() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let payloads = ten_payloads(&seed);
     let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
@@ -467,7 +425,7 @@ fn replay_stops_at_torn_tail_and_keeps_earlier_records() {
 
 #[test]
 fn zeroed_tail_is_recovered_as_torn_tail() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let payloads = ten_payloads(&seed);
     let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
@@ -481,7 +439,7 @@ fn zeroed_tail_is_recovered_as_torn_tail() {
 
 #[test]
 fn garbage_after_the_last_record_is_recovered_as_torn_tail() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let payloads = ten_payloads(&seed);
     let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
@@ -495,7 +453,7 @@ fn garbage_after_the_last_record_is_recovered_as_torn_tail() {
 
 #[test]
 fn flipped_byte_in_the_middle_of_the_newest_segment_is_corruption() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let payloads: Vec<Vec<u8>> = ten_payloads(&seed)
         .into_iter()
@@ -543,7 +501,7 @@ fn offset_of(segment: &Path, acked: &Replayed, lsn: Lsn) -> u64 {
 
 #[test]
 fn damaged_last_record_of_an_older_segment_is_corruption() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let acked = write_segments(dir.path(), &seed, 150);
     let segments = segment_paths(dir.path());
@@ -565,7 +523,7 @@ fn damaged_last_record_of_an_older_segment_is_corruption() {
 
 #[test]
 fn truncate_corrupt_keeps_records_before_and_quarantines_later_segments() {
-    let seed = Seed::new();
+    let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let acked = write_segments(dir.path(), &seed, 150);
     let segments = segment_paths(dir.path());
