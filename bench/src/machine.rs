@@ -1,6 +1,6 @@
 //! What a report says about where it was measured: CPUs, memory, kernel, date, source revision
 //! and build profile. Read from /proc and a few commands; anything unreadable is left out
-//! (`None`), never guessed.
+//! (`None`), never guessed. Also how the programs place their shard executors on the CPUs.
 
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +41,27 @@ impl Machine {
             date: utc_iso8601(SystemTime::now()),
             git: command_output("git", &["describe", "--always", "--dirty"], Some(source_dir)),
             build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        }
+    }
+}
+
+/// Whether shard executors are pinned to CPUs (executor i to CPU i): a command-line choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pinning {
+    /// Pin when there are at least as many CPUs as executors.
+    Auto,
+    Yes,
+    No,
+}
+
+impl Pinning {
+    /// True when `executors` executors are to be pinned on a machine with `nproc` CPUs.
+    pub fn pins(self, executors: usize, nproc: usize) -> bool {
+        match self {
+            Pinning::Auto => executors <= nproc,
+            Pinning::Yes => true,
+            Pinning::No => false,
         }
     }
 }
@@ -101,6 +122,14 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_709_251_199), "2024-02-29T23:59:59Z");
         assert_eq!(at(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn auto_pins_only_when_every_executor_gets_its_own_cpu() {
+        assert!(Pinning::Auto.pins(2, 2));
+        assert!(!Pinning::Auto.pins(3, 2));
+        assert!(Pinning::Yes.pins(3, 2));
+        assert!(!Pinning::No.pins(1, 2));
     }
 
     #[test]

@@ -1,10 +1,21 @@
 //! The write-surge workload, shared by the programs that drive it: the table
-//! `surge (key blob PRIMARY KEY, value blob)`, distinct 16-byte keys spread over the ring, and
-//! pseudo-random values cut from a pre-generated pool (so generating data costs next to no CPU).
+//! `surge (key blob PRIMARY KEY, value blob)`, distinct 16-byte keys spread over the ring,
+//! pseudo-random values cut from a pre-generated pool (so generating data costs next to no CPU),
+//! and the concurrent writer tasks that load rows into a shard ([`write_rows`]).
+
+use std::cell::{Cell, RefCell};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use rand::{RngCore, SeedableRng};
+use shards::key::{KeyError, PartitionKey};
 use shards::mutation::{Write, WriteError};
+use shards::shard::Shard;
 use wire::{ColumnDef, ColumnType, SchemaError, TableOptions, TableSchema, Value};
+
+use crate::latency::LatencyHistogram;
 
 /// Key size the issue fixes: 8 scrambled bytes, then the 8 bytes of the row number (so keys are
 /// distinct and spread over the ring).
@@ -43,6 +54,17 @@ pub fn row_key(row: u64) -> Vec<u8> {
     key
 }
 
+/// The row number of a key made by [`row_key`] (its last 8 bytes), if it is one.
+pub fn row_of_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(KEY_BYTES - 8..KEY_BYTES).filter(|_| key.len() == KEY_BYTES)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The partition key of row `row` in the surge table (what a point read looks up).
+pub fn partition_key(schema: &TableSchema, row: u64) -> Result<PartitionKey, KeyError> {
+    PartitionKey::from_values(schema, &[Value::Blob(row_key(row))])
+}
+
 /// Pseudo-random value bytes, generated once from a seed.
 #[derive(Clone, Debug)]
 pub struct ValuePool {
@@ -67,9 +89,14 @@ impl ValuePool {
 
     /// The value of row `row`: a window of the pool chosen by the row.
     pub fn value(&self, row: u64) -> Vec<u8> {
+        self.value_ref(row).to_vec()
+    }
+
+    /// [`ValuePool::value`] without the copy (to check what a read returned).
+    pub fn value_ref(&self, row: u64) -> &[u8] {
         let windows = (self.bytes.len() - self.value_bytes + 1) as u64;
         let at = (scramble(!row) % windows) as usize;
-        self.bytes[at..at + self.value_bytes].to_vec()
+        &self.bytes[at..at + self.value_bytes]
     }
 }
 
@@ -85,6 +112,63 @@ pub fn insert(schema: &TableSchema, values: &ValuePool, row: u64) -> Result<Writ
     )
 }
 
+/// The rows still to be written, handed out one at a time to the writer tasks.
+struct RowSource {
+    next: Cell<u64>,
+    end: u64,
+}
+
+impl RowSource {
+    fn take(&self) -> Option<u64> {
+        let row = self.next.get();
+        (row < self.end).then(|| {
+            self.next.set(row + 1);
+            row
+        })
+    }
+}
+
+/// Writes rows `rows` of the surge table into `shard` with `writers` concurrent tasks on the
+/// calling glommio executor, as clients would: each task takes the next row number, builds its
+/// INSERT and awaits `shard.apply(vec![write], None)`, one row at a time, until none are left.
+/// Returns the latency of every write (`apply` to its acknowledgement). On an error the other
+/// tasks still finish their rows, and the first error is returned.
+pub async fn write_rows(
+    shard: &Rc<Shard>,
+    schema: &Rc<TableSchema>,
+    values: &Arc<ValuePool>,
+    rows: Range<u64>,
+    writers: usize,
+) -> anyhow::Result<LatencyHistogram> {
+    let source = Rc::new(RowSource { next: Cell::new(rows.start), end: rows.end });
+    let latency = Rc::new(RefCell::new(LatencyHistogram::new()));
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (shard, schema, values) = (shard.clone(), schema.clone(), values.clone());
+            let (source, latency) = (source.clone(), latency.clone());
+            glommio::spawn_local(async move {
+                while let Some(row) = source.take() {
+                    let write = insert(&schema, &values, row)?;
+                    let sent = Instant::now();
+                    shard.apply(vec![write], None).await?;
+                    latency.borrow_mut().record(sent.elapsed());
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut first_error = None;
+    for task in tasks {
+        if let Err(e) = task.await {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(latency.take()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,11 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn row_numbers_come_back_out_of_keys() {
+        for row in [0, 1, 4_999_999, u64::MAX] {
+            assert_eq!(row_of_key(&row_key(row)), Some(row));
+        }
+        assert_eq!(row_of_key(b"short"), None);
+        let s = surge_schema(1).unwrap();
+        assert_eq!(partition_key(&s, 7).unwrap().bytes(), row_key(7).as_slice(), "one blob component: its bytes");
+    }
+
+    #[test]
     fn the_surge_table_is_a_valid_schema_and_takes_inserts() {
         let s = surge_schema(1).unwrap();
         assert_eq!((s.partition_key.len(), s.clustering.len(), s.columns.len()), (1, 0, 1));
         let pool = ValuePool::new(7, 100).unwrap();
         assert_eq!(pool.value(3).len(), 100);
+        assert_eq!(pool.value(3), pool.value_ref(3));
         assert_eq!(pool.value(3), ValuePool::new(7, 100).unwrap().value(3), "seeded");
         insert(&s, &pool, 3).unwrap();
         assert!(ValuePool::new(7, 0).is_none());

@@ -1,10 +1,11 @@
 //! Where the time went while a benchmark ran: CPU time of a thread or of the process
 //! (getrusage), busy and iowait shares of the whole machine (/proc/stat), and the counters of
-//! the block device under a directory (/proc/diskstats: writes, flushes, busy time).
-//! Parsers are pure functions; only the `read`/`now` constructors touch the system.
+//! the block device under a directory (/proc/diskstats: reads, writes, flushes, busy time), and
+//! a [`Snapshot`] of all of them to measure a phase between two moments.
+//! Parsers are pure functions; only the `read`/`now`/`take` constructors touch the system.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -148,6 +149,10 @@ pub fn parse_proc_stat(text: &str) -> Option<SystemCpu> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DiskCounters {
     pub device: String,
+    /// Read requests completed.
+    pub reads: u64,
+    pub sectors_read: u64,
+    pub read_ms: u64,
     pub writes: u64,
     pub sectors_written: u64,
     pub write_ms: u64,
@@ -162,6 +167,10 @@ pub struct DiskCounters {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct DiskActivity {
     pub device: String,
+    pub reads: u64,
+    pub bytes_read: u64,
+    /// Mean time of one read request.
+    pub mean_read_ms: f64,
     pub writes: u64,
     pub bytes_written: u64,
     pub flushes: u64,
@@ -195,12 +204,16 @@ impl DiskCounters {
 
     /// Activity between `earlier` and `self`, over a window of `wall`.
     pub fn activity_since(&self, earlier: &DiskCounters, wall: Duration) -> DiskActivity {
+        let reads = self.reads.saturating_sub(earlier.reads);
         let writes = self.writes.saturating_sub(earlier.writes);
         let flushes = self.flushes.saturating_sub(earlier.flushes);
         let per = |ms: u64, n: u64| if n == 0 { 0.0 } else { ms as f64 / n as f64 };
         let wall_ms = wall.as_secs_f64() * 1e3;
         DiskActivity {
             device: self.device.clone(),
+            reads,
+            bytes_read: self.sectors_read.saturating_sub(earlier.sectors_read) * 512,
+            mean_read_ms: per(self.read_ms.saturating_sub(earlier.read_ms), reads),
             writes,
             bytes_written: self.sectors_written.saturating_sub(earlier.sectors_written) * 512,
             flushes,
@@ -230,10 +243,14 @@ pub fn parse_diskstats(text: &str, device: &str) -> Option<DiskCounters> {
             return None;
         }
         let at = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        // Fields after major, minor, name: reads(3..7), writes completed 7, merged 8,
-        // sectors 9, ms 10, in flight 11, io ms 12, weighted 13, discards 14..18, flushes 18, ms 19.
+        // Fields after major, minor, name: reads completed 3, merged 4, sectors 5, ms 6,
+        // writes completed 7, merged 8, sectors 9, ms 10, in flight 11, io ms 12, weighted 13,
+        // discards 14..18, flushes 18, ms 19.
         Some(DiskCounters {
             device: device.to_owned(),
+            reads: at(3),
+            sectors_read: at(5),
+            read_ms: at(6),
             writes: at(7),
             sectors_written: at(9),
             write_ms: at(10),
@@ -242,6 +259,43 @@ pub fn parse_diskstats(text: &str, device: &str) -> Option<DiskCounters> {
             flush_ms: at(19),
         })
     })
+}
+
+/// The counters of the process, the machine and one disk at one moment: two of them bracket a
+/// phase of a benchmark.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub process: CpuUsage,
+    pub machine: Option<SystemCpu>,
+    pub disk: Option<DiskCounters>,
+}
+
+impl Snapshot {
+    /// Reads the counters now. The disk is the one holding `disk_of`, or `previous` (the device
+    /// an earlier snapshot found) re-read, which skips looking the device up again.
+    pub fn take(disk_of: &Path, previous: Option<&DiskCounters>) -> std::io::Result<Snapshot> {
+        Ok(Snapshot {
+            at: Instant::now(),
+            process: CpuUsage::this_process()?,
+            machine: SystemCpu::now().ok(),
+            disk: match previous {
+                Some(d) => d.reread(),
+                None => DiskCounters::for_path(disk_of),
+            },
+        })
+    }
+
+    /// How the machine's CPUs spent the time since `earlier` (None when /proc/stat was unreadable).
+    pub fn machine_since(&self, earlier: &Snapshot) -> Option<CpuShares> {
+        self.machine.zip(earlier.machine).map(|(a, b)| a.shares_since(&b))
+    }
+
+    /// What the disk did since `earlier` (None when its counters were unreadable).
+    pub fn disk_since(&self, earlier: &Snapshot) -> Option<DiskActivity> {
+        let window = self.at.saturating_duration_since(earlier.at);
+        self.disk.as_ref().zip(earlier.disk.as_ref()).map(|(a, b)| a.activity_since(b, window))
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +319,7 @@ mod tests {
         let text = " 253       0 vda 1000 0 8000 50 2000 10 64000 300 0 900 350 0 0 0 0 120 80\n\
                     253       1 vda1 10 0 80 5 20 1 640 3 0 9 8 0 0 0 0 0 0\n";
         let d = parse_diskstats(text, "vda").unwrap();
+        assert_eq!((d.reads, d.sectors_read, d.read_ms), (1000, 8000, 50));
         assert_eq!((d.writes, d.sectors_written, d.write_ms), (2000, 64000, 300));
         assert_eq!((d.busy_ms, d.flushes, d.flush_ms), (900, 120, 80));
         assert_eq!(parse_diskstats(text, "vda1").unwrap().writes, 20);
@@ -279,14 +334,21 @@ mod tests {
 
     #[test]
     fn thread_cpu_time_grows_with_work() {
+        // Spin until the thread's CPU counter shows 10 ms (a broken counter never does); wall
+        // time is no measure on a loaded machine, where the thread may wait for a core.
         let before = CpuUsage::this_thread().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_millis(30) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
-        }
+        let used = loop {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
+            }
+            let used = CpuUsage::this_thread().unwrap().since(&before);
+            if used.total() >= Duration::from_millis(10) || std::time::Instant::now() > deadline {
+                break used;
+            }
+        };
         std::hint::black_box(x);
-        let used = CpuUsage::this_thread().unwrap().since(&before);
         assert!(used.total() >= Duration::from_millis(10), "{used:?}");
         let faults = CpuUsage::this_thread().unwrap().minor_faults;
         let page = vec![1u8; 8 << 20];

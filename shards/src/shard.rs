@@ -564,7 +564,8 @@ impl Shard {
             imm.generation.merge_into(table, key, slice, &mut found);
         }
         let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
-        for sst in sstables.iter().filter(|s| s.may_contain(key)) {
+        // read_partition checks the token range and the bloom filter first (and counts both).
+        for sst in &sstables {
             if let Some(p) = sst.read_partition(key, slice).await? {
                 merge_found(&mut found, p);
             }

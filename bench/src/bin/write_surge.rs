@@ -6,7 +6,6 @@
 //! Prints rows/s, WAL MB/s, fdatasyncs/s, rows per fdatasync, write latency percentiles and the
 //! CPU time of every shard thread, and writes a JSON report. It measures; it asserts nothing.
 
-use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,18 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
-use bench::machine::Machine;
+use bench::machine::{Machine, Pinning};
 use bench::rendezvous::Rendezvous;
 use bench::report::{megabytes, per_second, ratio, thousands, write_json};
-use bench::surge::{insert, surge_schema, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
-use bench::usage::{CpuShares, CpuUsage, DiskActivity, DiskCounters, SystemCpu};
+use bench::surge::{surge_schema, write_rows, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::usage::{CpuShares, CpuUsage, DiskActivity, Snapshot};
 use clap::{Parser, ValueEnum};
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 use shards::io::prepare_executor_io;
 use shards::shard::{Shard, ShardConfig};
 use shards::wal::{SyncMode, WalConfig, WalStats};
-use wire::TableSchema;
 
 /// The id the benchmark gives its one table (there is no catalog: the shard is driven directly).
 const SURGE_TABLE_ID: u32 = 1;
@@ -121,14 +119,6 @@ impl std::fmt::Display for Mode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Pinning {
-    Auto,
-    Yes,
-    No,
-}
-
 /// Everything one shard thread needs (sent to it, so plain data only).
 struct ShardPlan {
     id: u16,
@@ -158,23 +148,6 @@ struct ShardOutcome {
     memtable_bytes: usize,
     partitions: usize,
     latency: LatencyHistogram,
-}
-
-/// The rows one shard still has to write, handed out one at a time to its writer tasks.
-struct RowSource {
-    next: Cell<u64>,
-    end: u64,
-    values: Arc<ValuePool>,
-}
-
-impl RowSource {
-    fn take(&self) -> Option<u64> {
-        let row = self.next.get();
-        (row < self.end).then(|| {
-            self.next.set(row + 1);
-            row
-        })
-    }
 }
 
 fn shard_config(plan: &ShardPlan) -> ShardConfig {
@@ -229,31 +202,15 @@ async fn open_shard(plan: &ShardPlan) -> Result<Rc<Shard>> {
 /// Runs the writer tasks to the end of the shard's quota.
 async fn drive(shard: &Rc<Shard>, plan: &ShardPlan) -> Result<ShardOutcome> {
     let schema = Rc::new(surge_schema(SURGE_TABLE_ID)?);
-    let rows = Rc::new(RowSource {
-        next: Cell::new(plan.first_row),
-        end: plan.first_row + plan.rows,
-        values: plan.values.clone(),
-    });
-    let latency = Rc::new(RefCell::new(LatencyHistogram::new()));
     let wal_before = shard.stats().wal;
     let cpu_before = CpuUsage::this_thread()?;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..plan.writers)
-        .map(|_| glommio::spawn_local(writer(shard.clone(), schema.clone(), rows.clone(), latency.clone())))
-        .collect();
-    let mut first_error = None;
-    for task in tasks {
-        if let Err(e) = task.await {
-            first_error.get_or_insert(e);
-        }
-    }
+    let written =
+        write_rows(shard, &schema, &plan.values, plan.first_row..plan.first_row + plan.rows, plan.writers).await;
     let finished = Instant::now();
     let cpu = CpuUsage::this_thread()?.since(&cpu_before);
-    if let Some(e) = first_error {
-        return Err(e.context(format!("shard {}", plan.id)));
-    }
+    let latency = written.map_err(|e| e.context(format!("shard {}", plan.id)))?;
     let stats = shard.stats();
-    let latency = latency.take();
     Ok(ShardOutcome {
         id: plan.id,
         rows: latency.count(),
@@ -267,22 +224,6 @@ async fn drive(shard: &Rc<Shard>, plan: &ShardPlan) -> Result<ShardOutcome> {
         partitions: stats.memtable_partitions,
         latency,
     })
-}
-
-/// One client: writes rows one at a time, each acknowledged before the next, until none are left.
-async fn writer(
-    shard: Rc<Shard>,
-    schema: Rc<TableSchema>,
-    rows: Rc<RowSource>,
-    latency: Rc<RefCell<LatencyHistogram>>,
-) -> Result<()> {
-    while let Some(row) = rows.take() {
-        let write = insert(&schema, &rows.values, row)?;
-        let sent = Instant::now();
-        shard.apply(vec![write], None).await?;
-        latency.borrow_mut().record(sent.elapsed());
-    }
-    Ok(())
 }
 
 fn wal_delta(after: &WalStats, before: &WalStats) -> WalStats {
@@ -434,36 +375,10 @@ impl Scenario {
     }
 }
 
-/// Counters read by the driver thread around the write phase.
-struct Snapshot {
-    at: Instant,
-    process: CpuUsage,
-    machine: Option<SystemCpu>,
-    disk: Option<DiskCounters>,
-}
-
-impl Snapshot {
-    fn take(disk_of: &Path, previous: Option<&DiskCounters>) -> Result<Snapshot> {
-        Ok(Snapshot {
-            at: Instant::now(),
-            process: CpuUsage::this_process()?,
-            machine: SystemCpu::now().ok(),
-            disk: match previous {
-                Some(d) => d.reread(),
-                None => DiskCounters::for_path(disk_of),
-            },
-        })
-    }
-}
-
 fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<ValuePool>) -> Result<ScenarioReport> {
     let dir = run_dir.join(scenario.name());
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = match args.pin {
-        Pinning::Auto => scenario.shards <= nproc,
-        Pinning::Yes => true,
-        Pinning::No => false,
-    };
+    let pin = args.pin.pins(scenario.shards, nproc);
     let meet = Arc::new(Rendezvous::new(scenario.shards + 1));
     let mut handles = Vec::new();
     let mut first_row = 0;
@@ -567,7 +482,6 @@ fn summarize(
             }
         })
         .collect();
-    let window = after.at.saturating_duration_since(before.at);
     ScenarioReport {
         name: scenario.name(),
         shards: scenario.shards,
@@ -580,8 +494,8 @@ fn summarize(
         wal: WalFigures::new(&wal, rows, wall),
         latency_us: latency.summary(),
         process_cpu_seconds: after.process.since(&before.process).total().as_secs_f64(),
-        machine_cpu: after.machine.zip(before.machine).map(|(a, b)| a.shares_since(&b)),
-        device: after.disk.as_ref().zip(before.disk.as_ref()).map(|(a, b)| a.activity_since(b, window)),
+        machine_cpu: after.machine_since(before),
+        device: after.disk_since(before),
         per_shard,
     }
 }
