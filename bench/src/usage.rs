@@ -97,6 +97,21 @@ pub struct CpuShares {
     pub steal: f64,
 }
 
+impl std::fmt::Display for CpuShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "user {:.0}%  sys {:.0}%  irq {:.0}%  iowait {:.0}%  idle {:.0}%  steal {:.0}%",
+            self.user * 100.0,
+            self.system * 100.0,
+            self.interrupts * 100.0,
+            self.iowait * 100.0,
+            self.idle * 100.0,
+            self.steal * 100.0
+        )
+    }
+}
+
 impl SystemCpu {
     pub fn now() -> std::io::Result<SystemCpu> {
         let text = std::fs::read_to_string("/proc/stat")?;

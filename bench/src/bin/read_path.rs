@@ -1052,15 +1052,7 @@ fn print_usage(u: &Usage, per: f64, unit: &str) {
     );
     println!("  process CPU       {:.2} s (all threads)", u.process_cpu_seconds);
     if let Some(m) = &u.machine_cpu {
-        println!(
-            "  machine CPU       user {:.0}%  sys {:.0}%  irq {:.0}%  iowait {:.0}%  idle {:.0}%  steal {:.0}%",
-            m.user * 100.0,
-            m.system * 100.0,
-            m.interrupts * 100.0,
-            m.iowait * 100.0,
-            m.idle * 100.0,
-            m.steal * 100.0
-        );
+        println!("  machine CPU       {m}");
     }
     if let Some(d) = &u.device {
         println!(

@@ -578,15 +578,7 @@ fn print_scenario(s: &ScenarioReport) {
     }
     println!("  process CPU         {:.2} s (all threads)", s.process_cpu_seconds);
     if let Some(m) = &s.machine_cpu {
-        println!(
-            "  machine CPU         user {:.0}%  sys {:.0}%  irq {:.0}%  iowait {:.0}%  idle {:.0}%  steal {:.0}%",
-            m.user * 100.0,
-            m.system * 100.0,
-            m.interrupts * 100.0,
-            m.iowait * 100.0,
-            m.idle * 100.0,
-            m.steal * 100.0
-        );
+        println!("  machine CPU         {m}");
     }
     if let Some(d) = &s.device {
         println!(
