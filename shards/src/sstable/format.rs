@@ -412,6 +412,9 @@ pub struct DataBlock {
     pub entries: u32,
     /// The whole block as read: header, payload, checksum.
     raw: Box<[u8]>,
+    /// Payload offset of every run, found while verifying the block: point reads binary-search
+    /// them instead of walking the runs.
+    run_starts: Box<[u32]>,
 }
 
 /// One run of a block (see [`BlockBuilder`]).
@@ -459,8 +462,8 @@ impl DataBlock {
         if payload_len != body.len() - BLOCK_HEADER_LEN {
             return Err(damage(4, format!("payload length {payload_len} != {}", body.len() - BLOCK_HEADER_LEN)));
         }
-        let block = DataBlock { offset, entries, raw: bytes.into_boxed_slice() };
-        block.check_structure(expected_first)?;
+        let mut block = DataBlock { offset, entries, raw: bytes.into_boxed_slice(), run_starts: Box::new([]) };
+        block.run_starts = block.check_structure(expected_first)?.into_boxed_slice();
         Ok(block)
     }
 
@@ -471,13 +474,33 @@ impl DataBlock {
 
     /// Bytes held in memory.
     pub fn memory(&self) -> usize {
-        self.raw.len()
+        self.raw.len() + self.run_starts.len() * std::mem::size_of::<u32>()
+    }
+
+    /// The run holding `key`, if this block has one (binary search over the verified runs).
+    pub fn find_run(&self, key: &PartitionKey) -> Result<Option<Run<'_>>, Damage> {
+        let (mut lo, mut hi) = (0, self.run_starts.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let run = self.run_at(self.run_starts[mid] as usize)?;
+            match run.cmp_partition(key) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Ok(Some(run)),
+            }
+        }
+        Ok(None)
     }
 
     /// A block of `len` zero payload bytes that was never verified (cache tests only).
     #[cfg(test)]
     pub fn unverified_for_tests(offset: u64, len: usize) -> DataBlock {
-        DataBlock { offset, entries: 1, raw: vec![0; BLOCK_HEADER_LEN + len + CRC_LEN].into() }
+        DataBlock {
+            offset,
+            entries: 1,
+            raw: vec![0; BLOCK_HEADER_LEN + len + CRC_LEN].into(),
+            run_starts: Box::new([]),
+        }
     }
 
     fn damage(&self, payload_offset: usize, reason: impl Into<String>) -> Damage {
@@ -489,13 +512,14 @@ impl DataBlock {
     }
 
     /// Runs tile the payload, their partitions strictly increase, there are no more runs than
-    /// entries, and the first entry is the block's index position.
-    fn check_structure(&self, expected_first: &EntryPosition) -> Result<(), Damage> {
+    /// entries, and the first entry is the block's index position. Returns the run offsets.
+    fn check_structure(&self, expected_first: &EntryPosition) -> Result<Vec<u32>, Damage> {
         if self.payload().is_empty() || self.entries == 0 {
             return Err(self.damage(0, "empty block"));
         }
         let mut pos = 0;
         let mut runs = 0u64;
+        let mut starts = Vec::new();
         let mut previous: Option<(Token, &[u8])> = None;
         while pos < self.payload().len() {
             let run = self.run_at(pos)?;
@@ -506,6 +530,8 @@ impl DataBlock {
             }
             previous = Some((run.token, run.key));
             runs += 1;
+            // A block is at most MAX_DATA_BLOCK_LEN (< 4 GiB) bytes, so offsets fit in u32.
+            starts.push(pos as u32);
             pos = run.end;
         }
         if runs > u64::from(self.entries) {
@@ -525,7 +551,7 @@ impl DataBlock {
         if !matches {
             return Err(self.damage(0, "first entry does not match the block's index entry"));
         }
-        Ok(())
+        Ok(starts)
     }
 
     /// The run starting at payload offset `pos` (which must be a run boundary).

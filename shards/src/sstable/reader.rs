@@ -177,17 +177,8 @@ impl Sstable {
     ) -> Result<Option<Partition>, SstableError> {
         let Some(mut i) = block_for_header(&self.index, key) else { return Ok(None) };
         let block = self.block(i).await?;
-        let mut pos = 0;
-        let run = loop {
-            if pos >= block.payload().len() {
-                return Ok(None);
-            }
-            let run = block.run_at(pos).map_err(|d| SstableError::corrupt(&self.path, d))?;
-            match run.cmp_partition(key) {
-                Ordering::Less => pos = run.end,
-                Ordering::Equal => break run,
-                Ordering::Greater => return Ok(None),
-            }
+        let Some(run) = block.find_run(key).map_err(|d| SstableError::corrupt(&self.path, d))? else {
+            return Ok(None);
         };
         let mut rows = RowCollector::new(slice);
         let mut entries = block.entries(&run);
