@@ -908,8 +908,11 @@ async fn run(args: Args, dir: PathBuf, values: Arc<ValuePool>) -> Result<Outcome
     let warm_cache_bytes = if args.warm_cache_mib > 0 {
         args.warm_cache_mib * MIB
     } else {
-        // Every data block with its cache overhead (whole files: an upper bound), plus a MiB.
+        // Every data block with its cache overhead (whole files: an upper bound), plus the run
+        // offsets a decoded block keeps (4 bytes a run: under 1/16 of a block for rows of ~100
+        // bytes), plus a MiB.
         let blocks = (sstable_bytes + data.data_blocks * CACHE_ENTRY_OVERHEAD as u64) as usize;
+        let blocks = blocks + blocks / 16;
         (blocks.div_ceil(MIB) + 1) * MIB
     };
     drop(ssts);
