@@ -1,7 +1,8 @@
 //! Where the time went while a benchmark ran: CPU time of a thread or of the process
-//! (getrusage), busy and iowait shares of the whole machine (/proc/stat), and the counters of
-//! the block device under a directory (/proc/diskstats: reads, writes, flushes, busy time), and
-//! a [`Snapshot`] of all of them to measure a phase between two moments.
+//! (getrusage), of every thread of another process (/proc/PID/task), busy and iowait shares of
+//! the whole machine (/proc/stat), and the counters of the block device under a directory
+//! (/proc/diskstats: reads, writes, flushes, busy time), and a [`Snapshot`] of all of them to
+//! measure a phase between two moments.
 //! Parsers are pure functions; only the `read`/`now`/`take` constructors touch the system.
 
 use std::path::Path;
@@ -68,6 +69,104 @@ fn rusage(who: libc::c_int) -> std::io::Result<CpuUsage> {
         voluntary_switches: count(usage.ru_nvcsw),
         involuntary_switches: count(usage.ru_nivcsw),
     })
+}
+
+/// CPU usage of one thread of a process, as /proc/PID/task/TID/{stat,status} report it (so of
+/// any process, not only this one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadUsage {
+    pub tid: u32,
+    /// The thread's name (`comm`: at most 15 bytes; glommio executors carry their builder's name).
+    pub name: String,
+    pub cpu: CpuUsage,
+}
+
+/// Another process's CPU usage at one moment: the whole process (threads that have exited
+/// included) and each live thread. Two of them bracket a phase.
+#[derive(Clone, Debug)]
+pub struct ProcessUsage {
+    pub at: Instant,
+    /// User and system time and minor faults of all threads, dead ones included. Context
+    /// switches are only counted per thread (`threads`), so they are 0 here.
+    pub total: CpuUsage,
+    pub threads: Vec<ThreadUsage>,
+}
+
+impl ProcessUsage {
+    /// Reads /proc/`pid`/stat and every /proc/`pid`/task/*/{stat,status}. A thread that exits
+    /// while being read is skipped (its time stays in `total`).
+    pub fn read(pid: u32) -> std::io::Result<ProcessUsage> {
+        let at = Instant::now();
+        let tick = clock_tick()?;
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let stat_path = format!("/proc/{pid}/stat");
+        let (_, total) = parse_task_stat(&std::fs::read_to_string(&stat_path)?, tick)
+            .ok_or_else(|| invalid(format!("{stat_path}: unexpected format")))?;
+        let mut threads = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let entry = entry?;
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+            let (Ok(stat), Ok(status)) = (
+                std::fs::read_to_string(entry.path().join("stat")),
+                std::fs::read_to_string(entry.path().join("status")),
+            ) else {
+                continue; // exited meanwhile
+            };
+            let (name, mut cpu) = parse_task_stat(&stat, tick)
+                .ok_or_else(|| invalid(format!("/proc/{pid}/task/{tid}/stat: unexpected format")))?;
+            (cpu.voluntary_switches, cpu.involuntary_switches) = parse_status_switches(&status);
+            threads.push(ThreadUsage { tid, name, cpu });
+        }
+        threads.sort_by_key(|t| t.tid);
+        Ok(ProcessUsage { at, total, threads })
+    }
+
+    /// What each thread used since `earlier`, matched by thread id; a thread born in between
+    /// counts from zero. Ordered by thread id.
+    pub fn threads_since(&self, earlier: &ProcessUsage) -> Vec<ThreadUsage> {
+        self.threads
+            .iter()
+            .map(|t| {
+                let before = earlier.threads.iter().find(|e| e.tid == t.tid).map(|e| e.cpu).unwrap_or_default();
+                ThreadUsage { tid: t.tid, name: t.name.clone(), cpu: t.cpu.since(&before) }
+            })
+            .collect()
+    }
+}
+
+/// Length of a clock tick, the unit of /proc's CPU times (`sysconf(_SC_CLK_TCK)`, 100 Hz on
+/// nearly every Linux system).
+fn clock_tick() -> std::io::Result<Duration> {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return Err(std::io::Error::other("sysconf(_SC_CLK_TCK) failed"));
+    }
+    Ok(Duration::from_nanos(1_000_000_000 / hz as u64))
+}
+
+/// The name, user and system time (in ticks of `tick`) and minor faults of a
+/// /proc/PID[/task/TID]/stat line. The name is in parentheses and may itself hold spaces and
+/// parentheses, so the fields are counted from the last `)`.
+pub fn parse_task_stat(text: &str, tick: Duration) -> Option<(String, CpuUsage)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let name = text.get(open + 1..close)?.to_owned();
+    // After the name: state (field 3) ... minflt (10) ... utime (14), stime (15).
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let at = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<u64>().ok());
+    let ticks = |n: u64| tick.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+    let usage = CpuUsage { user: ticks(at(14)?), system: ticks(at(15)?), minor_faults: at(10)?, ..CpuUsage::default() };
+    Some((name, usage))
+}
+
+/// (voluntary, involuntary) context switches of a /proc/PID/task/TID/status text; 0 for a
+/// line that is missing.
+pub fn parse_status_switches(text: &str) -> (u64, u64) {
+    let count = |key: &str| {
+        text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':')?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    (count("voluntary_ctxt_switches"), count("nonvoluntary_ctxt_switches"))
 }
 
 /// The machine-wide CPU counters of /proc/stat's first line, in clock ticks (USER_HZ).
@@ -339,6 +438,50 @@ mod tests {
         assert_eq!((d.busy_ms, d.flushes, d.flush_ms), (900, 120, 80));
         assert_eq!(parse_diskstats(text, "vda1").unwrap().writes, 20);
         assert_eq!(parse_diskstats(text, "sda"), None);
+    }
+
+    #[test]
+    fn task_stat_fields_are_counted_after_the_name() {
+        let tick = Duration::from_millis(10);
+        let line = "4242 (shard-0 (x) y) S 1 4242 4242 0 -1 4194624 1234 0 5 0 250 75 0 0 20 0 3 0 99 0 0\n";
+        let (name, usage) = parse_task_stat(line, tick).unwrap();
+        assert_eq!(name, "shard-0 (x) y");
+        assert_eq!((usage.user, usage.system), (Duration::from_millis(2_500), Duration::from_millis(750)));
+        assert_eq!(usage.minor_faults, 1234);
+        assert_eq!(parse_task_stat("4242 (cut) S 1 2 3", tick), None);
+        assert_eq!(parse_task_stat("no name at all", tick), None);
+    }
+
+    #[test]
+    fn status_switch_counts_are_found_by_key() {
+        let text = "Name:\tshard-1\nvoluntary_ctxt_switches:\t812\nnonvoluntary_ctxt_switches:\t9\n";
+        assert_eq!(parse_status_switches(text), (812, 9));
+        assert_eq!(parse_status_switches("Name:\tx\n"), (0, 0));
+    }
+
+    #[test]
+    fn this_process_threads_are_listed_by_name_with_their_cpu() {
+        let spinner = std::thread::Builder::new()
+            .name("usage-probe".into())
+            .spawn(|| {
+                let before = CpuUsage::this_thread().unwrap();
+                let mut x = 0u64;
+                while CpuUsage::this_thread().unwrap().since(&before).total() < Duration::from_millis(30) {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(std::hint::black_box(1));
+                }
+                std::hint::black_box(x);
+                let usage = ProcessUsage::read(std::process::id()).unwrap();
+                let me = usage.threads.iter().find(|t| t.name == "usage-probe").cloned();
+                (usage, me)
+            })
+            .unwrap();
+        let (usage, me) = spinner.join().unwrap();
+        let me = me.expect("the probe thread is listed under its name");
+        // /proc counts in 10 ms ticks; the thread used at least 30 ms.
+        assert!(me.cpu.total() >= Duration::from_millis(20), "{me:?}");
+        assert!(usage.total.total() >= me.cpu.total(), "the process total covers the thread");
+        let later = ProcessUsage::read(std::process::id()).unwrap();
+        assert!(later.threads_since(&usage).iter().all(|t| t.cpu.total() <= later.total.total()));
     }
 
     #[test]
