@@ -5,12 +5,16 @@
 //! any Rust program, and the storage engine (`shards`) builds on the same definitions.
 
 pub mod codec;
+pub mod frame;
+pub mod protocol;
 pub mod ring;
 pub mod schema;
 pub mod token;
 pub mod value;
 
 pub use codec::{DecodeError, Reader, Writer};
+pub use frame::{Frame, FrameDecoder, FrameError, Opcode};
+pub use protocol::{Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Request, Response};
 pub use schema::{ClusteringColumn, ClusteringOrder, ColumnDef, SchemaError, TableId, TableOptions, TableSchema};
 pub use token::{token_of, Token};
 pub use value::{ColumnType, Value, ValueError};
