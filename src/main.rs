@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run a node's storage engine in this process against a data directory.
     Embedded(embedded::Args),
+    /// Inspect an SSTable file: dump its rows, print its metadata, or check it.
+    Sstable(enigmadb::sstable_tool::Args),
 }
 
 fn main() {
@@ -36,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embedded(args) => embedded::run(args),
+        Command::Sstable(args) => enigmadb::sstable_tool::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -13,6 +13,7 @@
 mod bloom;
 mod cache;
 pub mod format;
+pub mod inspect;
 mod meta;
 mod reader;
 mod writer;

@@ -20,11 +20,11 @@ use crate::key::{ClusteringKey, PartitionKey};
 use crate::row::{ClusteringSlice, Partition, Row};
 use crate::test_support::{on_executor, Seed};
 
-type Model = BTreeMap<PartitionKey, Partition>;
+pub(super) type Model = BTreeMap<PartitionKey, Partition>;
 
 /// Small blocks and buffers, so that a few hundred partitions make many blocks, partitions span
 /// blocks and the writer goes through many buffers.
-fn small_config() -> SstableConfig {
+pub(super) fn small_config() -> SstableConfig {
     SstableConfig { block_size: 512, bloom_fp_rate: 0.01, write_buffer: 8192 }
 }
 
@@ -82,7 +82,7 @@ fn random_partition(rng: &mut StdRng, max_rows: usize, max_value: usize) -> Part
 
 /// `n` partitions: most small, some wide (spanning many 512-byte blocks), one with a row larger
 /// than a block, one empty.
-fn random_model(rng: &mut StdRng, n: usize) -> Model {
+pub(super) fn random_model(rng: &mut StdRng, n: usize) -> Model {
     let mut model = Model::new();
     while model.len() < n {
         let wide = rng.gen_bool(0.05);
@@ -97,7 +97,7 @@ fn random_model(rng: &mut StdRng, n: usize) -> Model {
     model
 }
 
-async fn write(path: &Path, model: &Model, config: &SstableConfig) -> SstableMeta {
+pub(super) async fn write(path: &Path, model: &Model, config: &SstableConfig) -> SstableMeta {
     let mut w = SstableWriter::create(path, 7, 3, 42, model.len(), config).await.expect("create");
     for (k, p) in model {
         w.add(k, p).await.expect("add");

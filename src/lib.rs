@@ -1,0 +1,5 @@
+//! The server side of an EnigmaDB node, built on the storage engine (`shards`) and the wire
+//! vocabulary (`wire`): the query language and, as they land, the coordinator, the server and
+//! the tools of the `enigmadb` binary. `src/main.rs` is only the command line in front of it.
+
+pub mod sstable_tool;
