@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod cell;
+pub mod compaction;
 pub mod durable_file;
 pub mod hlc;
 pub mod io;

@@ -17,6 +17,7 @@ use wire::{Token, Value};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cell::Timestamp;
+use crate::compaction::CompactionReport;
 use crate::key::{ClusteringKey, KeyError, PartitionKey};
 use crate::mutation::{Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
@@ -105,6 +106,9 @@ enum Request {
     },
     Flush {
         reply: flume::Sender<Result<(), ShardError>>,
+    },
+    Compact {
+        reply: flume::Sender<Result<CompactionReport, ShardError>>,
     },
     AddTable {
         schema: TableSchema,
@@ -412,6 +416,17 @@ impl Node {
         Ok(())
     }
 
+    /// Manual major compaction: every shard flushes, then merges each table's SSTables into
+    /// one. Returns what each shard did, in shard order.
+    pub async fn compact(&self) -> Result<Vec<CompactionReport>, NodeError> {
+        let mut out = Vec::new();
+        for shard in 0..self.shard_count() as u16 {
+            let report = self.call(shard, |reply| Request::Compact { reply }).await?;
+            out.push(report.map_err(|source| NodeError::Shard { shard, source })?);
+        }
+        Ok(out)
+    }
+
     pub async fn stats(&self) -> Result<Vec<ShardStats>, NodeError> {
         let mut out = Vec::new();
         for shard in 0..self.shard_count() as u16 {
@@ -520,6 +535,9 @@ async fn run_shard(
             }),
             Request::Flush { reply } => in_flight.spawn(async move {
                 let _ = reply.send(shard.flush().await);
+            }),
+            Request::Compact { reply } => in_flight.spawn(async move {
+                let _ = reply.send(shard.compact_major().await);
             }),
             Request::Sync { reply } => in_flight.spawn(async move {
                 let _ = reply.send(shard.sync().await);

@@ -11,19 +11,31 @@
 //! them and the new WAL position in the manifest, publishes them and only then drops the
 //! MemTable and the WAL segments it covered. Writes wait (back-pressure) while a bounded number
 //! of generations is waiting to be flushed.
+//!
+//! Compaction: after each flush (and when asked) a background task in its own, lower-share
+//! task queue lets the strategy pick SSTables of one table, merges them into one, and replaces
+//! them in one manifest edit; the inputs are deleted once no read holds them any more.
 
 use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
 use ahash::AHashMap;
-use glommio::{Latency, Shares};
+use glommio::{Latency, Shares, TaskQueueHandle};
 use wire::schema::{TableId, TableSchema};
 use wire::Token;
 
 use crate::cell::Timestamp;
+use crate::compaction::merge::PartitionMerge;
+use crate::compaction::purge::min_timestamp;
+use crate::compaction::run::{merge_sstables, CompactionError, MergeJob};
+use crate::compaction::{
+    CompactionConfig, CompactionReport, CompactionStats, CompactionStrategy, InvalidCompactionConfig, Purger,
+    SstableSummary, Throttle,
+};
 use crate::hlc::{Hlc, HlcError, SystemClock};
 use crate::key::PartitionKey;
 use crate::manifest::{sstable_file_name, Manifest, ManifestError, SstableEntry, SSTABLE_DIR};
@@ -32,9 +44,7 @@ use crate::mutation::{decode_batch, encode_batch, PartitionUpdate, Write};
 use crate::read::now_secs;
 use crate::row::{ClusteringSlice, Partition};
 use crate::signal::Signal;
-use crate::sstable::{
-    BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableScan, SstableWriter,
-};
+use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter};
 use crate::wal::{Lsn, ReplayReport, Wal, WalConfig, WalError, WalStats};
 
 /// A shard's settings.
@@ -55,6 +65,7 @@ pub struct ShardConfig {
     /// At start, move an SSTable that fails its checksums to `quarantine/` and drop it from
     /// the manifest (losing its rows on this node) instead of refusing to start.
     pub quarantine_corrupt_sstables: bool,
+    pub compaction: CompactionConfig,
 }
 
 impl Default for ShardConfig {
@@ -68,6 +79,7 @@ impl Default for ShardConfig {
             max_clock_drift: crate::hlc::DEFAULT_MAX_DRIFT,
             flush_shares: 250,
             quarantine_corrupt_sstables: false,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -90,6 +102,12 @@ pub enum ShardError {
     Closing(u16),
     #[error("quarantining {path}: {source}")]
     Quarantine { path: PathBuf, source: std::io::Error },
+    #[error("compaction: {0}")]
+    Compaction(#[from] CompactionError),
+    #[error(transparent)]
+    CompactionConfig(#[from] InvalidCompactionConfig),
+    #[error("shard {shard}: starting a background task: {reason}")]
+    Task { shard: u16, reason: String },
 }
 
 /// Where corrupt SSTables are moved (inside the shard directory, outside `sstables/`).
@@ -125,6 +143,7 @@ pub struct ShardStats {
     /// Read counters summed over the live SSTables.
     pub sstable_reads: SstableReadStats,
     pub flush_error: Option<String>,
+    pub compaction: CompactionStats,
 }
 
 /// The MemTables that take the writes logged between two flush points.
@@ -209,6 +228,30 @@ pub struct Shard {
     closing: Cell<bool>,
     flush_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
     writes: Cell<u64>,
+    /// The next SSTable generation to hand out (flushes and compactions both take from it;
+    /// every manifest edit records it).
+    next_generation: Cell<u64>,
+    /// None when background compaction is off.
+    strategy: Option<Box<dyn CompactionStrategy>>,
+    compaction_queue: TaskQueueHandle,
+    /// Notified when compaction is requested, when a compaction ends and when closing.
+    compaction_wake: Signal,
+    /// Bumped by every request for a background compaction (after a flush, at start).
+    compaction_requests: Cell<u64>,
+    /// A compaction is running (one at a time per shard).
+    compacting: Cell<bool>,
+    compaction_stats: RefCell<CompactionStats>,
+    compaction_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
+}
+
+/// Holds the shard's one compaction slot; releasing it wakes the next waiter.
+struct CompactionSlot<'a>(&'a Shard);
+
+impl Drop for CompactionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.compacting.set(false);
+        self.0.compaction_wake.notify_all();
+    }
 }
 
 impl Shard {
@@ -222,6 +265,7 @@ impl Shard {
         config: ShardConfig,
         schemas: &[TableSchema],
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
+        config.compaction.validate()?;
         let mut manifest = Manifest::load(dir)?;
         manifest.remove_leftovers(dir)?;
         let cache = BlockCache::new(config.block_cache_bytes);
@@ -277,6 +321,8 @@ impl Shard {
             Ok(())
         })
         .await?;
+        let manifest_next_generation = manifest.next_generation;
+        let config_strategy = config.compaction.strategy();
         let report = OpenReport {
             wal: replay,
             applied_records,
@@ -290,6 +336,11 @@ impl Shard {
                 "stored timestamps are ahead of the wall clock beyond the drift bound"
             );
         }
+        let compaction_queue = glommio::executor().create_task_queue(
+            Shares::Static(config.compaction.shares),
+            Latency::NotImportant,
+            &format!("compaction-{id}"),
+        );
         let shard = Rc::new(Shard {
             id,
             dir: dir.to_path_buf(),
@@ -308,6 +359,14 @@ impl Shard {
             closing: Cell::new(false),
             flush_task: RefCell::new(None),
             writes: Cell::new(0),
+            next_generation: Cell::new(manifest_next_generation),
+            strategy: config_strategy,
+            compaction_queue,
+            compaction_wake: Signal::default(),
+            compaction_requests: Cell::new(0),
+            compacting: Cell::new(false),
+            compaction_stats: RefCell::new(CompactionStats::default()),
+            compaction_task: RefCell::new(None),
         });
         let queue = glommio::executor().create_task_queue(
             Shares::Static(shard.config.flush_shares),
@@ -318,6 +377,12 @@ impl Shard {
         let task = glommio::spawn_local_into(async move { flusher.flush_loop().await }, queue)
             .map_err(|e| ShardError::FlushFailed { shard: id, reason: e.to_string(), waiting: 0 })?;
         *shard.flush_task.borrow_mut() = Some(task.detach());
+        let compactor = shard.clone();
+        let task = glommio::spawn_local_into(async move { compactor.compaction_loop().await }, compaction_queue)
+            .map_err(|e| ShardError::Task { shard: id, reason: e.to_string() })?;
+        *shard.compaction_task.borrow_mut() = Some(task.detach());
+        // SSTables left by an earlier run may already call for a compaction.
+        shard.request_compaction();
         Ok((shard, report))
     }
 
@@ -468,10 +533,8 @@ impl Shard {
         let mut tables: Vec<TableId> = generation.tables.borrow().keys().copied().collect();
         tables.sort_unstable();
         let mut written: Vec<(SstableEntry, Rc<Sstable>)> = Vec::new();
-        let mut next_generation = self.manifest.borrow().next_generation;
         for table in tables {
-            let result = self.write_sstable(generation, table, next_generation).await;
-            next_generation += 1;
+            let result = self.write_sstable(generation, table, self.allocate_generation()).await;
             match result {
                 Ok(Some(done)) => written.push(done),
                 Ok(None) => {}
@@ -487,7 +550,7 @@ impl Shard {
         let mut next = self.manifest.borrow().clone();
         next.version += 1;
         next.flushed_through = next.flushed_through.max(flushed_through);
-        next.next_generation = next_generation;
+        next.next_generation = self.next_generation.get();
         next.sstables.extend(written.iter().map(|(entry, _)| *entry));
         next.save(&self.dir)?;
         // Published in one step with dropping the generation: readers see the rows in exactly
@@ -502,6 +565,7 @@ impl Shard {
             self.flushes.set(self.flushes.get() + 1);
         }
         self.flush_state.notify_all();
+        self.request_compaction();
         let released = self.wal.release_through(flushed_through).await?;
         tracing::debug!(shard = self.id, flushed_through, released, "flushed a MemTable generation");
         Ok(())
@@ -587,36 +651,253 @@ impl Shard {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
-        let mut sources: Vec<ScanSource> = Vec::new();
+        let mut merge = PartitionMerge::new();
         let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
             .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
             .collect();
         for g in generations {
             let tables = g.tables.borrow();
             let Some(memtable) = tables.get(&table) else { continue };
-            let page: VecDeque<_> = memtable.range(start, end, after.as_ref()).take(limit).collect();
-            sources.push(ScanSource::Memory(page));
+            merge.push_memory(memtable.range(start, end, after.as_ref()).take(limit).collect());
         }
         let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
         for sst in sstables {
-            let mut scan = sst.scan(start, end, after.clone());
-            let head = scan.next().await?;
-            sources.push(ScanSource::Disk { scan, head });
+            merge.push_scan(sst.scan(start, end, after.clone())).await?;
         }
         let mut out: Vec<(PartitionKey, Partition)> = Vec::new();
         while out.len() < limit {
-            let Some(min) = sources.iter().filter_map(ScanSource::head_key).min().cloned() else { break };
-            let mut merged: Option<Partition> = None;
-            for source in &mut sources {
-                if source.head_key() == Some(&min) {
-                    merge_found(&mut merged, source.pop().await?);
-                }
-            }
-            if let Some(partition) = merged {
-                out.push((min, partition));
-            }
+            let Some(next) = merge.next().await? else { break };
+            out.push(next);
         }
         Ok(out)
+    }
+
+    fn allocate_generation(&self) -> u64 {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        generation
+    }
+
+    /// Asks the background compaction task to look for work.
+    fn request_compaction(&self) {
+        self.compaction_requests.set(self.compaction_requests.get() + 1);
+        self.compaction_wake.notify_all();
+    }
+
+    /// Waits for the shard's one compaction slot.
+    async fn compaction_slot(&self) -> CompactionSlot<'_> {
+        self.compaction_wake.wait_until(|| !self.compacting.get()).await;
+        self.compacting.set(true);
+        CompactionSlot(self)
+    }
+
+    /// The background compaction task: on each request, runs what the strategy picks until it
+    /// finds nothing. A failure (logged, kept in the counters; it changed nothing) waits for
+    /// the next request rather than retrying the same inputs in a loop.
+    async fn compaction_loop(self: Rc<Self>) {
+        let Some(strategy) = self.strategy.as_deref() else { return };
+        let mut seen = 0;
+        loop {
+            self.compaction_wake.wait_until(|| self.compaction_requests.get() != seen || self.closing.get()).await;
+            seen = self.compaction_requests.get();
+            loop {
+                let _slot = self.compaction_slot().await;
+                if self.closing.get() {
+                    return;
+                }
+                let picked = self.pick_compaction(strategy);
+                let Some((table, inputs)) = picked else { break };
+                if self.run_compaction(table, inputs).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The first table (by id) for which the strategy picks SSTables to merge.
+    fn pick_compaction(&self, strategy: &dyn CompactionStrategy) -> Option<(TableId, Vec<Rc<Sstable>>)> {
+        let sstables = self.sstables.borrow();
+        let mut tables: Vec<TableId> = sstables.keys().copied().collect();
+        tables.sort_unstable();
+        tables.into_iter().find_map(|table| {
+            let list = &sstables[&table];
+            let picked = strategy.pick(&summaries(list))?;
+            let inputs = list.iter().filter(|s| picked.contains(&s.meta().generation)).cloned().collect();
+            Some((table, inputs))
+        })
+    }
+
+    /// Runs one compaction and keeps the counters; the caller holds the compaction slot.
+    async fn run_compaction(&self, table: TableId, inputs: Vec<Rc<Sstable>>) -> Result<CompactionReport, ShardError> {
+        let result = self.compact(table, inputs).await;
+        match &result {
+            Ok(report) => {
+                let mut stats = self.compaction_stats.borrow_mut();
+                if report.compactions > 0 {
+                    stats.record(report);
+                }
+                stats.last_error = None;
+            }
+            Err(ShardError::Compaction(CompactionError::Cancelled)) => {}
+            Err(e) => {
+                tracing::error!(shard = self.id, table, error = %e, "compaction failed; the SSTables stay as they were");
+                self.compaction_stats.borrow_mut().last_error = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Merges `inputs` (SSTables of `table`) into one new SSTable and replaces them with it in
+    /// one manifest edit. A crash before the edit leaves the old set (the new file is a
+    /// leftover), after it the new set (the old files are leftovers). If the inputs left the
+    /// live set meanwhile (truncate, drop), the result is thrown away.
+    async fn compact(&self, table: TableId, inputs: Vec<Rc<Sstable>>) -> Result<CompactionReport, ShardError> {
+        let Some(schema) = self.schema(table) else { return Ok(CompactionReport::default()) };
+        let generation = self.allocate_generation();
+        let path = self.dir.join(SSTABLE_DIR).join(sstable_file_name(table, generation));
+        let input_generations: Vec<u64> = inputs.iter().map(|s| s.meta().generation).collect();
+        let job = MergeJob {
+            inputs: &inputs,
+            output: &path,
+            table,
+            shard: self.id,
+            generation,
+            sstable: &self.config.sstable,
+            purger: Purger::new(now_secs(), schema.options.gc_grace_seconds),
+        };
+        let mut throttle = Throttle::new(self.config.compaction.throughput_bytes());
+        let (meta, mut report) = merge_sstables(
+            job,
+            &mut throttle,
+            |key| self.oldest_outside(table, key, &input_generations),
+            || self.closing.get(),
+        )
+        .await?;
+        let output = match meta {
+            Some(meta) => match Sstable::open(&path, generation, self.cache.clone()).await {
+                Ok(sst) => Some((SstableEntry { table, generation, file_size: meta.file_size }, Rc::new(sst))),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        // From here to the publication below nothing awaits: no flush, truncate or drop can
+        // change the live set in between.
+        let inputs_live = {
+            let sstables = self.sstables.borrow();
+            let live = sstables.get(&table).map(Vec::as_slice).unwrap_or_default();
+            input_generations.iter().all(|g| live.iter().any(|s| s.meta().generation == *g))
+        };
+        if !inputs_live || self.schema(table).is_none() {
+            drop(output);
+            let _ = std::fs::remove_file(&path);
+            tracing::info!(shard = self.id, table, "compaction result discarded: its inputs were removed meanwhile");
+            return Ok(CompactionReport::default());
+        }
+        let mut next = self.manifest.borrow().clone();
+        next.version += 1;
+        next.next_generation = self.next_generation.get();
+        next.sstables.retain(|e| !input_generations.contains(&e.generation));
+        next.sstables.extend(output.as_ref().map(|(entry, _)| *entry));
+        // On failure the output file stays: whichever manifest is on disk, the next start
+        // keeps the files it names and removes the others.
+        next.save(&self.dir)?;
+        {
+            let mut sstables = self.sstables.borrow_mut();
+            let list = sstables.entry(table).or_default();
+            list.retain(|s| !input_generations.contains(&s.meta().generation));
+            list.extend(output.map(|(_, sst)| sst));
+            list.sort_by_key(|s| Reverse(s.meta().generation));
+            *self.manifest.borrow_mut() = next;
+        }
+        report.compactions = 1;
+        tracing::debug!(shard = self.id, table, ?report, "compaction published");
+        self.retire(inputs).await;
+        Ok(report)
+    }
+
+    /// The smallest timestamp any version of `key` outside the SSTables `compacting` may have:
+    /// in the other SSTables that may hold it (their minimum timestamp) and in the MemTables.
+    fn oldest_outside(&self, table: TableId, key: &PartitionKey, compacting: &[u64]) -> Timestamp {
+        let mut oldest = i64::MAX;
+        if let Some(list) = self.sstables.borrow().get(&table) {
+            for sst in list.iter().filter(|s| !compacting.contains(&s.meta().generation)) {
+                if sst.may_contain(key) {
+                    oldest = oldest.min(sst.meta().min_timestamp);
+                }
+            }
+        }
+        let generations = std::iter::once(self.active.borrow().clone())
+            .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
+            .collect::<Vec<_>>();
+        for generation in generations {
+            let tables = generation.tables.borrow();
+            let found = tables.get(&table).and_then(|m| m.get(key, &ClusteringSlice::ALL));
+            if let Some(ts) = found.as_ref().and_then(min_timestamp) {
+                oldest = oldest.min(ts);
+            }
+        }
+        oldest
+    }
+
+    /// Deletes the files of SSTables that left the live set, each once no read holds it any
+    /// more. Stops early when the shard closes (the next start removes what is left).
+    async fn retire(&self, retired: Vec<Rc<Sstable>>) {
+        /// How often to look again at SSTables a read still holds.
+        const POLL: Duration = Duration::from_millis(10);
+        let mut held = retired;
+        let dir = self.dir.join(SSTABLE_DIR);
+        loop {
+            let (free, still_held): (Vec<_>, Vec<_>) = held.into_iter().partition(|s| Rc::strong_count(s) == 1);
+            for sst in free {
+                self.cache.forget_sstable(sst.id());
+                let path = sst.path().to_path_buf();
+                drop(sst);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), error = %e, "could not delete a replaced SSTable");
+                }
+            }
+            if let Err(e) = crate::io::sync_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "syncing the SSTable directory");
+            }
+            held = still_held;
+            if held.is_empty() || self.closing.get() {
+                return;
+            }
+            glommio::timer::sleep(POLL).await;
+        }
+    }
+
+    /// Manual major compaction (`nodetool compact`): flushes the MemTables, then merges all
+    /// SSTables of each table into one (a table with one SSTable is rewritten only if it holds
+    /// tombstones or TTL cells to purge). Runs in the compaction task queue, after the
+    /// background compaction in progress, if any.
+    pub async fn compact_major(self: &Rc<Self>) -> Result<CompactionReport, ShardError> {
+        self.flush().await?;
+        let shard = self.clone();
+        let task = glommio::spawn_local_into(async move { shard.compact_all().await }, self.compaction_queue)
+            .map_err(|e| ShardError::Task { shard: self.id, reason: e.to_string() })?;
+        task.await
+    }
+
+    async fn compact_all(&self) -> Result<CompactionReport, ShardError> {
+        let _slot = self.compaction_slot().await;
+        let mut tables: Vec<TableId> = self.sstables.borrow().keys().copied().collect();
+        tables.sort_unstable();
+        let mut total = CompactionReport::default();
+        for table in tables {
+            if self.closing.get() {
+                return Err(ShardError::Closing(self.id));
+            }
+            let inputs: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
+            let purgeable = |s: &Rc<Sstable>| s.meta().tombstones > 0 || s.meta().expiring_cells > 0;
+            if inputs.len() >= 2 || inputs.iter().any(purgeable) {
+                total.add(&self.run_compaction(table, inputs).await?);
+            }
+        }
+        Ok(total)
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -645,6 +926,14 @@ impl Shard {
                 total
             }),
             flush_error: self.flush_error.borrow().clone(),
+            compaction: CompactionStats {
+                pending: self
+                    .strategy
+                    .as_ref()
+                    .map_or(0, |strategy| sstables.values().map(|list| strategy.pending(&summaries(list))).sum()),
+                running: self.compacting.get(),
+                ..self.compaction_stats.borrow().clone()
+            },
         }
     }
 
@@ -658,8 +947,9 @@ impl Shard {
     pub async fn close(self: Rc<Self>) -> Result<(), ShardError> {
         self.closing.set(true);
         self.flush_state.notify_all();
-        let task = self.flush_task.borrow_mut().take();
-        if let Some(task) = task {
+        self.compaction_wake.notify_all();
+        let tasks = [self.flush_task.borrow_mut().take(), self.compaction_task.borrow_mut().take()];
+        for task in tasks.into_iter().flatten() {
             task.await;
         }
         match Rc::try_unwrap(self) {
@@ -683,28 +973,135 @@ fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &SstableError) -> Resu
     Ok(())
 }
 
-enum ScanSource {
-    Memory(VecDeque<(PartitionKey, Partition)>),
-    Disk { scan: SstableScan, head: Option<(PartitionKey, Partition)> },
+fn summaries(list: &[Rc<Sstable>]) -> Vec<SstableSummary> {
+    list.iter().map(|s| SstableSummary { generation: s.meta().generation, size: s.file_size() }).collect()
 }
 
-impl ScanSource {
-    fn head_key(&self) -> Option<&PartitionKey> {
-        match self {
-            ScanSource::Memory(page) => page.front().map(|(k, _)| k),
-            ScanSource::Disk { head, .. } => head.as_ref().map(|(k, _)| k),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compaction::StrategyKind;
+    use crate::read::visible_rows;
+    use crate::test_support::on_executor;
+    use wire::schema::{ColumnDef, TableOptions};
+    use wire::{ColumnType, Value};
+
+    fn kv(gc_grace_seconds: u32) -> TableSchema {
+        TableSchema {
+            id: 1,
+            name: "kv".into(),
+            partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Text }],
+            clustering: vec![],
+            columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
+            options: TableOptions { gc_grace_seconds, ..TableOptions::default() },
         }
     }
 
-    /// Takes the head partition and advances. Only called when there is a head.
-    async fn pop(&mut self) -> Result<Partition, ShardError> {
-        match self {
-            ScanSource::Memory(page) => Ok(page.pop_front().map(|(_, p)| p).unwrap_or_default()),
-            ScanSource::Disk { scan, head } => {
-                let taken = head.take().map(|(_, p)| p).unwrap_or_default();
-                *head = scan.next().await?;
-                Ok(taken)
-            }
+    fn manual_compaction() -> ShardConfig {
+        let compaction = CompactionConfig { strategy: StrategyKind::None, ..CompactionConfig::default() };
+        ShardConfig { compaction, ..ShardConfig::default() }
+    }
+
+    async fn put(shard: &Shard, schema: &TableSchema, k: &str, v: &str, ts: Timestamp) {
+        let columns = [("v", Some(Value::Text(v.into())))];
+        let write = Write::upsert(schema, &[Value::Text(k.into())], &[], &columns, 0, true).unwrap();
+        shard.apply(vec![write], Some(ts)).await.unwrap();
+    }
+
+    async fn delete(shard: &Shard, schema: &TableSchema, k: &str, ts: Timestamp) {
+        let write = Write::delete(schema, &[Value::Text(k.into())], &[], &[]).unwrap();
+        shard.apply(vec![write], Some(ts)).await.unwrap();
+    }
+
+    async fn visible(shard: &Shard, schema: &TableSchema, k: &str) -> usize {
+        let key = PartitionKey::from_values(schema, &[Value::Text(k.into())]).unwrap();
+        match shard.read(schema.id, &key, &ClusteringSlice::ALL).await.unwrap() {
+            Some(p) => visible_rows(schema, &key, &p, now_secs()).unwrap().len(),
+            None => 0,
         }
+    }
+
+    fn live(shard: &Shard, table: TableId) -> Vec<Rc<Sstable>> {
+        shard.sstables.borrow().get(&table).cloned().unwrap_or_default()
+    }
+
+    /// Old live data in an SSTable outside the compaction keeps an expired (past gc grace)
+    /// tombstone alive; once that SSTable takes part, the tombstone and the data go together.
+    #[test]
+    fn a_tombstone_shadowing_data_outside_the_compaction_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = kv(0);
+            let (shard, _) = Shard::open(0, &dir, manual_compaction(), std::slice::from_ref(&schema)).await.unwrap();
+            put(&shard, &schema, "x", "old", 100).await;
+            shard.flush().await.unwrap(); // SSTable A: x = old @100
+            delete(&shard, &schema, "x", 200).await;
+            put(&shard, &schema, "y", "other", 200).await;
+            shard.flush().await.unwrap(); // SSTable B: x deleted @200, y
+                                          // gc grace 0: the tombstone is purgeable once its second has passed.
+            glommio::timer::sleep(Duration::from_millis(1100)).await;
+            let newest = live(&shard, 1)[0].clone();
+            assert!(newest.meta().tombstones > 0);
+
+            let report = shard.run_compaction(1, vec![newest]).await.unwrap();
+            assert_eq!(report.purged.tombstones, 0, "{report:?}");
+            assert_eq!(report.purged.kept_for_older_data, 1, "{report:?}");
+            assert_eq!(visible(&shard, &schema, "x").await, 0, "the deleted value must not come back");
+
+            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            assert_eq!((report.purged.tombstones, report.purged.kept_for_older_data), (1, 0), "{report:?}");
+            assert_eq!((report.sstables_in, report.sstables_out, report.partitions_out), (2, 1, 1), "{report:?}");
+            assert_eq!(visible(&shard, &schema, "x").await, 0);
+            assert_eq!(visible(&shard, &schema, "y").await, 1);
+            let out = live(&shard, 1);
+            assert_eq!(out.len(), 1);
+            assert_eq!((out[0].meta().tombstones, out[0].meta().partitions), (0, 1), "only y is left on disk");
+            shard.close().await.unwrap();
+        });
+    }
+
+    /// The same with the older data in the MemTable (a late write with an old timestamp).
+    #[test]
+    fn a_tombstone_shadowing_memtable_data_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = kv(0);
+            let (shard, _) = Shard::open(0, &dir, manual_compaction(), std::slice::from_ref(&schema)).await.unwrap();
+            delete(&shard, &schema, "x", 200).await;
+            shard.flush().await.unwrap();
+            put(&shard, &schema, "x", "late", 100).await; // older than the deletion: hidden
+            glommio::timer::sleep(Duration::from_millis(1100)).await;
+            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            assert_eq!(report.purged.kept_for_older_data, 1, "{report:?}");
+            assert_eq!(visible(&shard, &schema, "x").await, 0);
+            shard.flush().await.unwrap();
+            assert_eq!(visible(&shard, &schema, "x").await, 0);
+            // Everything of x is now inside one compaction: nothing is left of it.
+            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            assert_eq!((report.purged.tombstones, report.partitions_out, report.sstables_out), (1, 0, 0), "{report:?}");
+            assert!(live(&shard, 1).is_empty());
+            assert_eq!(visible(&shard, &schema, "x").await, 0);
+            shard.close().await.unwrap();
+        });
+    }
+
+    /// Inside gc grace nothing is purged, even with nothing outside the compaction.
+    #[test]
+    fn tombstones_within_gc_grace_survive_major_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = kv(864_000);
+            let (shard, _) = Shard::open(0, &dir, manual_compaction(), std::slice::from_ref(&schema)).await.unwrap();
+            put(&shard, &schema, "x", "old", 100).await;
+            shard.flush().await.unwrap();
+            delete(&shard, &schema, "x", 200).await;
+            let report = shard.compact_major().await.unwrap();
+            assert_eq!((report.sstables_in, report.sstables_out, report.purged.tombstones), (2, 1, 0), "{report:?}");
+            assert_eq!(live(&shard, 1)[0].meta().tombstones, 1);
+            assert_eq!(visible(&shard, &schema, "x").await, 0);
+            let stats = shard.stats().compaction;
+            assert_eq!((stats.completed, stats.sstables_in, stats.sstables_out), (1, 2, 1), "{stats:?}");
+            shard.close().await.unwrap();
+        });
     }
 }

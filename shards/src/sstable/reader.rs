@@ -235,6 +235,11 @@ impl Sstable {
 
     /// Data block `i`, from the cache or read from the device and verified (then cached).
     async fn block(&self, i: usize) -> Result<Rc<DataBlock>, SstableError> {
+        self.block_filling_cache(i, true).await
+    }
+
+    /// Data block `i`; a block read from the device is put in the cache only if `fill`.
+    async fn block_filling_cache(&self, i: usize, fill: bool) -> Result<Rc<DataBlock>, SstableError> {
         let entry = &self.index[i];
         if let Some(block) = self.cache.get(self.id, entry.offset) {
             self.bump(|s| s.cache_hits += 1);
@@ -248,7 +253,9 @@ impl Sstable {
         let block =
             DataBlock::decode(entry.offset, bytes, &entry.first).map_err(|d| SstableError::corrupt(&self.path, d))?;
         let block = Rc::new(block);
-        self.cache.insert(self.id, block.clone());
+        if fill {
+            self.cache.insert(self.id, block.clone());
+        }
         Ok(block)
     }
 
@@ -265,6 +272,7 @@ impl Sstable {
             block: None,
             pos: 0,
             done: start >= end,
+            fill_cache: true,
         };
         if let Some(after) = after {
             if after >= scan.lower {
@@ -323,18 +331,8 @@ async fn read_range(file: &DmaFile, path: &Path, offset: u64, len: usize) -> Res
 
 /// Reads and verifies everything but the data blocks.
 async fn load(file: &DmaFile, path: &Path) -> Result<(u64, SstableMeta, Vec<IndexEntry>, BloomFilter), SstableError> {
+    let corrupt = |d| SstableError::corrupt(path, d);
     let file_size = file.file_size().await.map_err(|e| io_error("stat", path, e))?;
-    check_file_size(path, file_size)?;
-    let footer_bytes = read_range(file, path, Footer::position(file_size), FOOTER_LEN).await?;
-    let footer = decode_footer(path, &footer_bytes, file_size)?;
-    // Index, bloom and metadata are contiguous and end before the footer (checked by decode).
-    let tail = read_range(file, path, footer.index.offset, (footer.meta.end() - footer.index.offset) as usize).await?;
-    let (meta, index, bloom) = decode_sections(path, file_size, &footer, &tail)?;
-    Ok((file_size, meta, index, bloom))
-}
-
-/// An SSTable's size is a positive multiple of [`FILE_ALIGN`]; anything else is truncated.
-pub(super) fn check_file_size(path: &Path, file_size: u64) -> Result<(), SstableError> {
     if file_size < FILE_ALIGN || !file_size.is_multiple_of(FILE_ALIGN) {
         return Err(SstableError::Corrupt {
             path: path.to_path_buf(),
@@ -343,29 +341,17 @@ pub(super) fn check_file_size(path: &Path, file_size: u64) -> Result<(), Sstable
             reason: format!("file size {file_size} is not a positive multiple of {FILE_ALIGN} (truncated?)"),
         });
     }
-    Ok(())
-}
-
-/// The footer (the last [`FOOTER_LEN`] bytes of a file of `file_size` bytes), as an SSTable error.
-pub(super) fn decode_footer(path: &Path, bytes: &[u8], file_size: u64) -> Result<Footer, SstableError> {
-    Footer::decode(bytes, file_size).map_err(|e| match e {
+    let footer_at = Footer::position(file_size);
+    let footer_bytes = read_range(file, path, footer_at, FOOTER_LEN).await?;
+    let footer = Footer::decode(&footer_bytes, file_size).map_err(|e| match e {
         FooterError::UnsupportedVersion(version) => {
             SstableError::UnsupportedVersion { path: path.to_path_buf(), version }
         }
-        FooterError::Damaged(d) => SstableError::corrupt(path, d),
-    })
-}
-
-/// Decodes the index, bloom and metadata sections (`tail`: the bytes from the index's offset to
-/// the metadata's end) and checks them against each other, the footer and the file size.
-pub(super) fn decode_sections(
-    path: &Path,
-    file_size: u64,
-    footer: &Footer,
-    tail: &[u8],
-) -> Result<(SstableMeta, Vec<IndexEntry>, BloomFilter), SstableError> {
-    let corrupt = |d| SstableError::corrupt(path, d);
+        FooterError::Damaged(d) => corrupt(d),
+    })?;
+    // Index, bloom and metadata are contiguous and end before the footer (checked by decode).
     let tail_start = footer.index.offset;
+    let tail = read_range(file, path, tail_start, (footer.meta.end() - tail_start) as usize).await?;
     let section = |s: super::format::Section| {
         let from = (s.offset - tail_start) as usize;
         &tail[from..from + s.len as usize]
@@ -393,7 +379,7 @@ pub(super) fn decode_sections(
     if !first_matches || !last_block_in_range {
         return Err(inconsistent("first/last key disagree with the index".into()));
     }
-    Ok((meta, index, bloom))
+    Ok((file_size, meta, index, bloom))
 }
 
 /// Collects the rows of a partition inside a slice, across runs (blocks), checking order.
@@ -466,9 +452,18 @@ pub struct SstableScan {
     /// Payload offset of the next unread run of `block`.
     pos: usize,
     done: bool,
+    /// Put blocks read from the device into the block cache.
+    fill_cache: bool,
 }
 
 impl SstableScan {
+    /// Blocks this scan reads from the device are not cached (cached blocks are still used):
+    /// for a compaction, which reads each block once and would only evict what reads need.
+    pub fn without_cache_fill(mut self) -> SstableScan {
+        self.fill_cache = false;
+        self
+    }
+
     /// The next partition of the range, whole (every row, its deletion), or `None` at the end.
     /// After an error the scan is over.
     pub async fn next(&mut self) -> Result<Option<(PartitionKey, Partition)>, SstableError> {
@@ -510,7 +505,7 @@ impl SstableScan {
         }
         // A long scan must not stall the shard's other tasks.
         glommio::yield_if_needed().await;
-        let block = sstable.block(self.block_index).await?;
+        let block = sstable.block_filling_cache(self.block_index, self.fill_cache).await?;
         self.block = Some(block.clone());
         self.pos = 0;
         Ok(Some(block))
