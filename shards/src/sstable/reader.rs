@@ -331,8 +331,18 @@ async fn read_range(file: &DmaFile, path: &Path, offset: u64, len: usize) -> Res
 
 /// Reads and verifies everything but the data blocks.
 async fn load(file: &DmaFile, path: &Path) -> Result<(u64, SstableMeta, Vec<IndexEntry>, BloomFilter), SstableError> {
-    let corrupt = |d| SstableError::corrupt(path, d);
     let file_size = file.file_size().await.map_err(|e| io_error("stat", path, e))?;
+    check_file_size(path, file_size)?;
+    let footer_bytes = read_range(file, path, Footer::position(file_size), FOOTER_LEN).await?;
+    let footer = decode_footer(path, &footer_bytes, file_size)?;
+    // Index, bloom and metadata are contiguous and end before the footer (checked by decode).
+    let tail = read_range(file, path, footer.index.offset, (footer.meta.end() - footer.index.offset) as usize).await?;
+    let (meta, index, bloom) = decode_sections(path, file_size, &footer, &tail)?;
+    Ok((file_size, meta, index, bloom))
+}
+
+/// An SSTable's size is a positive multiple of [`FILE_ALIGN`]; anything else is truncated.
+pub(super) fn check_file_size(path: &Path, file_size: u64) -> Result<(), SstableError> {
     if file_size < FILE_ALIGN || !file_size.is_multiple_of(FILE_ALIGN) {
         return Err(SstableError::Corrupt {
             path: path.to_path_buf(),
@@ -341,17 +351,29 @@ async fn load(file: &DmaFile, path: &Path) -> Result<(u64, SstableMeta, Vec<Inde
             reason: format!("file size {file_size} is not a positive multiple of {FILE_ALIGN} (truncated?)"),
         });
     }
-    let footer_at = Footer::position(file_size);
-    let footer_bytes = read_range(file, path, footer_at, FOOTER_LEN).await?;
-    let footer = Footer::decode(&footer_bytes, file_size).map_err(|e| match e {
+    Ok(())
+}
+
+/// The footer (the last [`FOOTER_LEN`] bytes of a file of `file_size` bytes), as an SSTable error.
+pub(super) fn decode_footer(path: &Path, bytes: &[u8], file_size: u64) -> Result<Footer, SstableError> {
+    Footer::decode(bytes, file_size).map_err(|e| match e {
         FooterError::UnsupportedVersion(version) => {
             SstableError::UnsupportedVersion { path: path.to_path_buf(), version }
         }
-        FooterError::Damaged(d) => corrupt(d),
-    })?;
-    // Index, bloom and metadata are contiguous and end before the footer (checked by decode).
+        FooterError::Damaged(d) => SstableError::corrupt(path, d),
+    })
+}
+
+/// Decodes the index, bloom and metadata sections (`tail`: the bytes from the index's offset to
+/// the metadata's end) and checks them against each other, the footer and the file size.
+pub(super) fn decode_sections(
+    path: &Path,
+    file_size: u64,
+    footer: &Footer,
+    tail: &[u8],
+) -> Result<(SstableMeta, Vec<IndexEntry>, BloomFilter), SstableError> {
+    let corrupt = |d| SstableError::corrupt(path, d);
     let tail_start = footer.index.offset;
-    let tail = read_range(file, path, tail_start, (footer.meta.end() - tail_start) as usize).await?;
     let section = |s: super::format::Section| {
         let from = (s.offset - tail_start) as usize;
         &tail[from..from + s.len as usize]
@@ -379,7 +401,7 @@ async fn load(file: &DmaFile, path: &Path) -> Result<(u64, SstableMeta, Vec<Inde
     if !first_matches || !last_block_in_range {
         return Err(inconsistent("first/last key disagree with the index".into()));
     }
-    Ok((file_size, meta, index, bloom))
+    Ok((meta, index, bloom))
 }
 
 /// Collects the rows of a partition inside a slice, across runs (blocks), checking order.
