@@ -4,6 +4,7 @@
 //! This crate never depends on glommio: the client library, the CLI and the tests use it from
 //! any Rust program, and the storage engine (`shards`) builds on the same definitions.
 
+pub mod client;
 pub mod codec;
 pub mod frame;
 pub mod protocol;
@@ -12,6 +13,7 @@ pub mod schema;
 pub mod token;
 pub mod value;
 
+pub use client::{Client, ClientError, ClientOptions, Prepared};
 pub use codec::{DecodeError, Reader, Writer};
 pub use frame::{Frame, FrameDecoder, FrameError, Opcode};
 pub use protocol::{Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Request, Response};
