@@ -3,10 +3,16 @@
 //! over flume channels. The server's coordinator builds on the same handle.
 //!
 //! Shards never share memory: they are reached only through their request channels, whose
-//! capacity bounds the work queued at each shard.
+//! capacity bounds the work queued at each shard. Code running on a shard's own executor (the
+//! server's coordinator on shard 0) reaches that shard directly, without a channel hop.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -19,7 +25,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::cell::Timestamp;
 use crate::compaction::CompactionReport;
 use crate::key::{ClusteringKey, KeyError, PartitionKey};
-use crate::mutation::{Write, WriteError};
+use crate::mutation::{PartitionUpdate, Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
 use crate::row::{ClusteringSlice, Partition};
@@ -90,6 +96,10 @@ enum Request {
         ts: Option<Timestamp>,
         reply: flume::Sender<Result<Timestamp, ShardError>>,
     },
+    ApplyStamped {
+        updates: Vec<PartitionUpdate>,
+        reply: flume::Sender<Result<(), ShardError>>,
+    },
     Read {
         table: TableId,
         key: PartitionKey,
@@ -125,7 +135,22 @@ enum Request {
     },
 }
 
+/// Work a caller runs on one shard's executor next to that shard (the server's coordinator):
+/// built on the executor thread from the node's handle once every shard has opened.
+pub type LocalService = Box<dyn FnOnce(Node) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Tells nodes of one process apart (tests open several), so that a shard is only ever
+/// reached directly by handles of its own node.
+static NEXT_NODE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The shard this executor thread runs, with its node's id; None on other threads.
+    static LOCAL_SHARD: RefCell<Option<(u64, Rc<Shard>)>> = const { RefCell::new(None) };
+}
+
 struct Inner {
+    /// From NEXT_NODE_ID.
+    id: u64,
     dir: PathBuf,
     ring: Ring<u16>,
     senders: Vec<flume::Sender<Request>>,
@@ -167,6 +192,17 @@ impl Node {
     /// Opens (creating if needed) the node directory and starts one executor per shard; each
     /// replays its WAL before this returns. Blocks the calling thread.
     pub fn open(config: NodeConfig) -> Result<(Node, OpenReport), NodeError> {
+        Node::open_with_service(config, None)
+    }
+
+    /// [`Node::open`], and once every shard is open, runs `service` on the executor of shard
+    /// `.0` (as a task beside the shard's request loop). The service ends with that executor,
+    /// when the node shuts down; it should stop its own work first.
+    pub fn open_with_service(
+        config: NodeConfig,
+        service: Option<(u16, LocalService)>,
+    ) -> Result<(Node, OpenReport), NodeError> {
+        let node_id = NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed);
         let dir = config.data_dir.clone();
         let dir_err = |source| NodeError::DataDir { path: dir.clone(), source };
         std::fs::create_dir_all(&dir).map_err(dir_err)?;
@@ -182,6 +218,8 @@ impl Node {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
+        let (node_tx, node_rx) = flume::bounded::<Node>(1);
+        let mut service = service.filter(|(shard, _)| (*shard as usize) < meta.shards());
         for shard in 0..meta.shards() {
             let (tx, rx) = flume::bounded(config.channel_capacity);
             senders.push(tx);
@@ -193,8 +231,11 @@ impl Node {
             }
             let shard_dir = dir.join(format!("shard-{shard:03}"));
             let (shard_config, schemas, ready) = (config.shard.clone(), schemas.clone(), ready_tx.clone());
+            let local_service =
+                service.take_if(|(at, _)| *at as usize == shard).map(|(_, start)| (node_rx.clone(), start));
+            let ids = (node_id, shard as u16);
             let handle = builder
-                .spawn(move || run_shard(shard as u16, shard_dir, shard_config, schemas, rx, ready))
+                .spawn(move || run_shard(ids, shard_dir, shard_config, schemas, rx, ready, local_service))
                 .map_err(|e| NodeError::ShardStart { shard: shard as u16, reason: e.to_string() })?;
             threads.push(handle);
         }
@@ -225,6 +266,7 @@ impl Node {
         let tables = schemas.iter().map(|s| (s.name.to_ascii_lowercase(), Arc::new(s.clone()))).collect();
         let node = Node {
             inner: Arc::new(Inner {
+                id: node_id,
                 dir,
                 ring: meta.local_ring(),
                 senders,
@@ -234,6 +276,8 @@ impl Node {
                 lock: Mutex::new(Some(lock)),
             }),
         };
+        // Received only by the shard that runs the service, if any.
+        let _ = node_tx.try_send(node.clone());
         let shards = replay.len();
         Ok((node, OpenReport { shards, shard_reports: replay.into_iter().flatten().collect() }))
     }
@@ -280,15 +324,7 @@ impl Node {
     /// of the shard of the first write. Atomic per shard; a batch spanning shards is applied
     /// shard by shard (an unlogged batch in Cassandra's terms).
     pub async fn write(&self, writes: Vec<Write>, ts: Option<Timestamp>) -> Result<Timestamp, NodeError> {
-        let mut groups: Vec<(u16, Vec<Write>)> = Vec::new();
-        for w in writes {
-            let shard = self.shard_of(w.key.token());
-            match groups.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, g)) => g.push(w),
-                None => groups.push((shard, vec![w])),
-            }
-        }
-        let mut groups = groups.into_iter();
+        let mut groups = self.group_by_shard(writes, |w| w.key.token()).into_iter();
         let Some((first_shard, first)) = groups.next() else {
             return Err(NodeError::Write(WriteError::EmptyBatch));
         };
@@ -298,6 +334,19 @@ impl Node {
             pending.await?;
         }
         Ok(ts)
+    }
+
+    /// `items` grouped by the shard owning each one's token, in order of first appearance.
+    fn group_by_shard<T>(&self, items: Vec<T>, token: impl Fn(&T) -> Token) -> Vec<(u16, Vec<T>)> {
+        let mut groups: Vec<(u16, Vec<T>)> = Vec::new();
+        for item in items {
+            let shard = self.shard_of(token(&item));
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, g)) => g.push(item),
+                None => groups.push((shard, vec![item])),
+            }
+        }
+        groups
     }
 
     fn apply_on(
@@ -314,6 +363,24 @@ impl Node {
                 .map_err(|_| NodeError::ShardStopped(shard))?
                 .map_err(|source| NodeError::Shard { shard, source })
         }
+    }
+
+    /// Applies updates already stamped with their timestamps (a logged batch replayed from
+    /// the batchlog), each shard's part atomically, as [`Node::write`] does.
+    pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), NodeError> {
+        let pending: Vec<_> = self
+            .group_by_shard(updates, |u| u.key.token())
+            .into_iter()
+            .map(|(shard, updates)| (shard, self.send(shard, |reply| Request::ApplyStamped { updates, reply })))
+            .collect();
+        for (shard, reply) in pending {
+            reply?
+                .recv_async()
+                .await
+                .map_err(|_| NodeError::ShardStopped(shard))?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
     }
 
     /// INSERT of one row (`columns` by name; None is null).
@@ -471,22 +538,50 @@ impl Node {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// The shard `shard` of this node, if the calling thread is its executor.
+    fn local_shard(&self, shard: u16) -> Option<Rc<Shard>> {
+        LOCAL_SHARD.with(|local| match &*local.borrow() {
+            Some((node, s)) if *node == self.inner.id && s.id() == shard => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    /// Queues a request at `shard` (served in place, as a task of this executor, when the
+    /// caller runs on that shard's executor) and returns where its answer arrives.
     fn send<T>(
         &self,
         shard: u16,
         make: impl FnOnce(flume::Sender<T>) -> Request,
     ) -> Result<flume::Receiver<T>, NodeError> {
         let (tx, rx) = flume::bounded(1);
+        let request = make(tx);
+        if let Some(local) = self.local_shard(shard).filter(|_| request.is_data()) {
+            glommio::spawn_local(serve(local, request)).detach();
+            return Ok(rx);
+        }
         let sender = &self.inner.senders[shard as usize];
-        sender.send(make(tx)).map_err(|_| NodeError::ShardStopped(shard))?;
+        sender.send(request).map_err(|_| NodeError::ShardStopped(shard))?;
         Ok(rx)
     }
 
     async fn call<T>(&self, shard: u16, make: impl FnOnce(flume::Sender<T>) -> Request) -> Result<T, NodeError> {
         let (tx, rx) = flume::bounded(1);
-        let sender = &self.inner.senders[shard as usize];
-        sender.send_async(make(tx)).await.map_err(|_| NodeError::ShardStopped(shard))?;
+        let request = make(tx);
+        if let Some(local) = self.local_shard(shard).filter(|_| request.is_data()) {
+            serve(local, request).await;
+        } else {
+            let sender = &self.inner.senders[shard as usize];
+            sender.send_async(request).await.map_err(|_| NodeError::ShardStopped(shard))?;
+        }
         rx.recv_async().await.map_err(|_| NodeError::ShardStopped(shard))
+    }
+}
+
+impl Request {
+    /// Work on the shard's data, which a caller on the shard's own executor may run in place.
+    /// The others (shutdown) change the shard's request loop and always go through it.
+    fn is_data(&self) -> bool {
+        !matches!(self, Request::Shutdown { .. })
     }
 }
 
@@ -495,12 +590,13 @@ type Ready = std::sync::mpsc::Sender<(u16, Result<shard::OpenReport, String>)>;
 /// The life of one shard's executor: prepare I/O, open (replay), then serve requests until
 /// told to shut down or every handle is gone.
 async fn run_shard(
-    id: u16,
+    (node_id, id): (u64, u16),
     dir: PathBuf,
     config: ShardConfig,
     schemas: Vec<TableSchema>,
     requests: flume::Receiver<Request>,
     ready: Ready,
+    service: Option<(flume::Receiver<Node>, LocalService)>,
 ) {
     if let Err(e) = crate::io::prepare_executor_io(&dir).await {
         let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
@@ -517,50 +613,30 @@ async fn run_shard(
         }
     };
     drop(ready);
+    LOCAL_SHARD.with(|local| *local.borrow_mut() = Some((node_id, shard.clone())));
+    if let Some((node, start)) = service {
+        glommio::spawn_local(async move {
+            if let Ok(node) = node.recv_async().await {
+                start(node).await;
+            }
+        })
+        .detach();
+    }
     let in_flight = glommio::sync::Gate::new();
     let mut shutdown_reply = None;
     while let Ok(request) = requests.recv_async().await {
-        let shard = shard.clone();
-        // Requests that may wait (on the disk, the WAL or a flush) run as tasks, so one slow
-        // request never holds up the others; the gate lets shutdown wait for them.
-        let task = match request {
-            Request::Apply { writes, ts, reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.apply(writes, ts).await);
-            }),
-            Request::Read { table, key, slice, reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.read(table, &key, &slice).await);
-            }),
-            Request::Scan { table, start, end, after, limit, reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.scan(table, start, end, after, limit).await);
-            }),
-            Request::Flush { reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.flush().await);
-            }),
-            Request::Compact { reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.compact_major().await);
-            }),
-            Request::Sync { reply } => in_flight.spawn(async move {
-                let _ = reply.send(shard.sync().await);
-            }),
-            Request::AddTable { schema, reply } => {
-                shard.add_table(schema);
-                let _ = reply.send(());
-                continue;
-            }
-            Request::Stats { reply } => {
-                let _ = reply.send(shard.stats());
-                continue;
-            }
-            Request::Shutdown { reply } => {
-                shutdown_reply = Some(reply);
-                break;
-            }
-        };
-        // The gate is open until shutdown, which ends this loop first.
-        if let Ok(task) = task {
+        if let Request::Shutdown { reply } = request {
+            shutdown_reply = Some(reply);
+            break;
+        }
+        // Requests run as tasks, so one that waits (on the disk, the WAL or a flush) never
+        // holds up the others; the gate lets shutdown wait for them. It is open until
+        // shutdown, which ends this loop first.
+        if let Ok(task) = in_flight.spawn(serve(shard.clone(), request)) {
             task.detach();
         }
     }
+    LOCAL_SHARD.with(|local| local.borrow_mut().take());
     // Requests queued behind the shutdown get no answer: drop them now so their callers see
     // the shard as stopped instead of waiting on a reply channel kept alive by the queue.
     drop(requests.drain());
@@ -571,5 +647,43 @@ async fn run_shard(
     }
     if let Some(reply) = shutdown_reply {
         let _ = reply.send(result);
+    }
+}
+
+/// Serves one data request on `shard` and sends the answer to its reply channel.
+async fn serve(shard: Rc<Shard>, request: Request) {
+    match request {
+        Request::Apply { writes, ts, reply } => {
+            let _ = reply.send(shard.apply(writes, ts).await);
+        }
+        Request::ApplyStamped { updates, reply } => {
+            let _ = reply.send(shard.apply_stamped(updates).await);
+        }
+        Request::Read { table, key, slice, reply } => {
+            let _ = reply.send(shard.read(table, &key, &slice).await);
+        }
+        Request::Scan { table, start, end, after, limit, reply } => {
+            let _ = reply.send(shard.scan(table, start, end, after, limit).await);
+        }
+        Request::Flush { reply } => {
+            let _ = reply.send(shard.flush().await);
+        }
+        Request::Compact { reply } => {
+            let _ = reply.send(shard.compact_major().await);
+        }
+        Request::Sync { reply } => {
+            let _ = reply.send(shard.sync().await);
+        }
+        Request::AddTable { schema, reply } => {
+            shard.add_table(schema);
+            let _ = reply.send(());
+        }
+        Request::Stats { reply } => {
+            let _ = reply.send(shard.stats());
+        }
+        Request::Shutdown { reply } => {
+            // Never routed here (`Request::is_data`); answering keeps the caller from hanging.
+            let _ = reply.send(Err(ShardError::Closing(shard.id())));
+        }
     }
 }

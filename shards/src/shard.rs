@@ -408,8 +408,29 @@ impl Shard {
     /// Resolves once the batch is durable under the sync mode; returns the timestamp used.
     pub async fn apply(&self, writes: Vec<Write>, ts: Option<Timestamp>) -> Result<Timestamp, ShardError> {
         let (ts, updates) = self.stamp(writes, ts)?;
+        self.log_and_apply(updates).await?;
+        Ok(ts)
+    }
+
+    /// Applies updates stamped elsewhere (a logged batch replayed from the batchlog), exactly
+    /// as [`Shard::apply`] applies its own: one WAL record, atomic. Their timestamps advance
+    /// this shard's clock.
+    pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), ShardError> {
+        {
+            let schemas = self.schemas.borrow();
+            if let Some(u) = updates.iter().find(|u| !schemas.contains_key(&u.table)) {
+                return Err(ShardError::UnknownTable(u.table));
+            }
+        }
+        if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
+            self.hlc.borrow_mut().observe(ts)?;
+        }
+        self.log_and_apply(updates).await
+    }
+
+    async fn log_and_apply(&self, updates: Vec<PartitionUpdate>) -> Result<(), ShardError> {
         if updates.is_empty() {
-            return Ok(ts);
+            return Ok(());
         }
         self.make_room().await?;
         let mut payload = Vec::new();
@@ -421,7 +442,7 @@ impl Shard {
         in_flight.0.apply(updates);
         drop(in_flight);
         self.writes.set(self.writes.get() + 1);
-        Ok(ts)
+        Ok(())
     }
 
     fn stamp(

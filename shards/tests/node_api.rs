@@ -147,3 +147,41 @@ fn schemas_survive_restart() {
     assert_eq!(*node.table("EVENTS").unwrap(), *created);
     block_on(node.shutdown()).unwrap();
 }
+
+/// A service run on shard 0's executor (how the server's coordinator runs) reaches every
+/// shard through the node handle: its own shard in place, the others over their channels.
+#[test]
+fn service_on_a_shard_executor_reads_and_writes_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NodeConfig::new(dir.path());
+    config.shards = 2;
+    let (done_tx, done_rx) = flume::bounded(1);
+    let service: shards::node::LocalService = Box::new(move |node: Node| {
+        Box::pin(async move {
+            let result: Result<Vec<(u16, usize)>, NodeError> = async {
+                node.create_table(events()).await?;
+                let mut seen = Vec::new();
+                for i in 0..32 {
+                    let tenant = format!("tenant-{i}");
+                    let cols = [("body", Some(t("b"))), ("score", None)];
+                    node.insert("events", &[t(&tenant)], &[Value::Int(1)], &cols, 0).await?;
+                    let found = node.get("events", &[t(&tenant)], &[]).await?.len();
+                    let key = shards::key::PartitionKey::from_values(&events(), &[t(&tenant)])?;
+                    seen.push((node.shard_of(key.token()), found));
+                }
+                node.flush().await?;
+                Ok(seen)
+            }
+            .await;
+            let _ = done_tx.send(result.map_err(|e| e.to_string()));
+        })
+    });
+    let (node, _) = Node::open_with_service(config, Some((0, service))).expect("open node");
+    let seen = done_rx.recv_timeout(Duration::from_secs(60)).expect("the service finished").expect("no error");
+    assert!(seen.iter().all(|(_, found)| *found == 1), "{seen:?}");
+    assert!(seen.iter().any(|(s, _)| *s == 0) && seen.iter().any(|(s, _)| *s == 1), "keys on both shards: {seen:?}");
+    for i in 0..32 {
+        assert_eq!(rows(&node, &format!("tenant-{i}")).len(), 1);
+    }
+    block_on(node.shutdown()).unwrap();
+}
