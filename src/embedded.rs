@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
+use shards::compaction::{CompactionConfig, StrategyKind};
 use shards::node::{Node, NodeConfig, OpenReport};
 use shards::wal::SyncMode;
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
@@ -44,6 +45,21 @@ pub struct Args {
     /// wal/quarantine/) instead of refusing to start. Data after the damage is not replayed.
     #[arg(long, global = true)]
     wal_truncate_corrupt: bool,
+    /// Background compaction strategy (`none`: only `compact` merges SSTables).
+    #[arg(long, global = true, value_enum, default_value_t = CompactionArg::SizeTiered)]
+    compaction_strategy: CompactionArg,
+    /// Fewest similar-sized SSTables that make a size-tiered compaction.
+    #[arg(long, global = true, default_value_t = 4)]
+    compaction_min_threshold: usize,
+    /// Most SSTables one size-tiered compaction merges.
+    #[arg(long, global = true, default_value_t = 32)]
+    compaction_max_threshold: usize,
+    /// SSTables below this size share one size tier (suffixes: KiB, MiB, GiB).
+    #[arg(long, global = true, value_parser = parse_size, default_value = "50MiB")]
+    compaction_min_sstable_size: usize,
+    /// Compaction write throughput per shard in MiB/s (0 = unlimited).
+    #[arg(long, global = true, default_value_t = 64)]
+    compaction_throughput_mib: u64,
     #[command(subcommand)]
     action: Action,
 }
@@ -52,6 +68,12 @@ pub struct Args {
 enum SyncModeArg {
     Batch,
     Periodic,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompactionArg {
+    SizeTiered,
+    None,
 }
 
 #[derive(Subcommand)]
@@ -85,6 +107,9 @@ enum Action {
     },
     /// List the tables and per-shard counters.
     Info,
+    /// Major compaction: flush, then merge each table's SSTables into one per shard, and print
+    /// what each shard did.
+    Compact,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -104,6 +129,18 @@ pub fn run(args: Args) -> Result<()> {
     config.pin_shards = args.pin_shards;
     config.shard.memtable_budget = args.memtable_budget;
     config.shard.quarantine_corrupt_sstables = args.quarantine_corrupt_sstables;
+    config.shard.compaction = CompactionConfig {
+        strategy: match args.compaction_strategy {
+            CompactionArg::SizeTiered => StrategyKind::SizeTiered,
+            CompactionArg::None => StrategyKind::None,
+        },
+        min_threshold: args.compaction_min_threshold,
+        max_threshold: args.compaction_max_threshold,
+        min_sstable_size: args.compaction_min_sstable_size as u64,
+        throughput_mib: args.compaction_throughput_mib,
+        ..CompactionConfig::default()
+    };
+    config.shard.compaction.validate()?;
     let started = Instant::now();
     let (node, report) = Node::open(config).with_context(|| format!("opening {}", args.data_dir.display()))?;
     let opened_in = started.elapsed();
@@ -115,6 +152,7 @@ pub fn run(args: Args) -> Result<()> {
             print_replay(&report, opened_in);
             info(&node, &report)
         }
+        Action::Compact => compact(&node),
     };
     let closed = futures_lite::future::block_on(node.shutdown());
     result?;
@@ -308,6 +346,29 @@ fn get(node: &Node, table: &str, key: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn compact(node: &Node) -> Result<()> {
+    let started = Instant::now();
+    let reports = futures_lite::future::block_on(node.compact())?;
+    for (shard, r) in reports.iter().enumerate() {
+        println!(
+            "shard {shard}: {} compaction(s): {} SSTables ({} bytes) -> {} SSTables ({} bytes); {} partitions -> {}; \
+             purged {} tombstones and {} expired cells, kept {} that may shadow older data",
+            r.compactions,
+            r.sstables_in,
+            r.bytes_in,
+            r.sstables_out,
+            r.bytes_out,
+            r.partitions_in,
+            r.partitions_out,
+            r.purged.tombstones,
+            r.purged.expired,
+            r.purged.kept_for_older_data
+        );
+    }
+    println!("compacted in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn info(node: &Node, report: &OpenReport) -> Result<()> {
     let mut tables: Vec<_> = node.tables().iter().map(|t| t.name.clone()).collect();
     tables.sort();
@@ -325,6 +386,21 @@ fn info(node: &Node, report: &OpenReport) -> Result<()> {
             s.flushes,
             s.wal.records,
             s.wal.syncs
+        );
+        let c = &s.compaction;
+        println!(
+            "shard {}: compactions {} done, {} pending{}; SSTables {} in -> {} out; {} bytes read, {} written; purged {} tombstones, {} expired cells{}",
+            s.shard,
+            c.completed,
+            c.pending,
+            if c.running { ", one running" } else { "" },
+            c.sstables_in,
+            c.sstables_out,
+            c.bytes_read,
+            c.bytes_written,
+            c.purged.tombstones,
+            c.purged.expired,
+            c.last_error.as_ref().map_or(String::new(), |e| format!("; last error: {e}"))
         );
     }
     Ok(())

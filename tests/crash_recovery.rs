@@ -21,17 +21,39 @@ const STRIDE: u64 = 300;
 
 #[test]
 fn every_acknowledged_write_survives_kill_9_during_a_surge() {
-    kill_cycles("crash-surge", "64MiB");
+    let dir = kill_cycles("crash-surge", "64MiB", &[]);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// With a 32 KiB MemTable budget the shards flush every few hundred rows, so kills land during
 /// SSTable writes and manifest updates too; after every restart no leftover file remains.
 #[test]
 fn every_acknowledged_write_survives_kill_9_during_flushes() {
-    kill_cycles("crash-flush", "32KiB");
+    let dir = kill_cycles("crash-flush", "32KiB", &["--compaction-strategy", "none"]);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
-fn kill_cycles(name: &str, memtable_budget: &str) {
+/// Flushes every few hundred rows and a compaction after every second flush (all files share
+/// one size tier below 1 MiB), unthrottled: kills land while compactions merge, publish their
+/// manifest edit and delete the replaced files. After every restart no file is left over, and
+/// compaction keeps the SSTable count far below the flush count.
+#[test]
+fn every_acknowledged_write_survives_kill_9_during_compactions() {
+    let compaction = ["--compaction-min-threshold", "2", "--compaction-min-sstable-size", "1MiB"];
+    let dir =
+        kill_cycles("crash-compaction", "32KiB", &[&compaction[..], &["--compaction-throughput-mib", "0"]].concat());
+    for shard in 0..SHARDS {
+        let manifest = shards::manifest::Manifest::load(&dir.join(format!("shard-{shard:03}"))).expect("manifest");
+        assert!(
+            manifest.sstables.len() <= 8 && manifest.next_generation > 3 * manifest.sstables.len() as u64,
+            "shard {shard}: compaction kept up with the flushes: {manifest:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs the kill cycles and returns the data directory (removed by the caller).
+fn kill_cycles(name: &str, memtable_budget: &str, extra: &[&str]) -> std::path::PathBuf {
     let cycles: u64 = std::env::var("ENIGMADB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let seed: u64 = std::env::var("ENIGMADB_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("crash test: {cycles} cycles, seed {seed} (ENIGMADB_CRASH_SEED={seed} replays it)");
@@ -51,6 +73,7 @@ fn kill_cycles(name: &str, memtable_budget: &str) {
             .args(["--shards", &SHARDS.to_string(), "--sync-mode", "batch"])
             // Small segments, so kills also land during rotation and replay crosses segments.
             .args(["--wal-segment-bytes", "262144", "--memtable-budget", memtable_budget])
+            .args(extra)
             .args(["surge", "--writers", "16"])
             .args(["--start", &start.to_string(), "--rows", "10000000", "--tag", &tag])
             .stdout(Stdio::piped())
@@ -92,7 +115,7 @@ fn kill_cycles(name: &str, memtable_budget: &str) {
     eprintln!(
         "{total_acks} acknowledged writes over {cycles} cycles ({kills_before_first_ack} kills before the first ack)"
     );
-    std::fs::remove_dir_all(&dir).ok();
+    dir
 }
 
 /// Every acknowledged key must hold its acknowledged value, or the value of a later cycle's
