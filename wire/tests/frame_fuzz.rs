@@ -320,3 +320,34 @@ fn huge_declared_length_allocates_nothing() {
         }
     }
 }
+
+/// The densest encodings (one-byte nulls, empty statements) decode within the amplification
+/// bound the fuzzer checks, at sizes where a doubling vector would show.
+#[test]
+fn densest_bodies_stay_within_the_memory_bound() {
+    let int = ColumnSpec { name: "n".into(), ty: ColumnType::Int };
+    let rows = Response::Result(QueryResult::Rows(Rows {
+        columns: vec![int],
+        rows: vec![vec![None]; 200_000],
+        paging_state: None,
+    }));
+    let execute = Request::Execute {
+        id: PreparedId([1; 16]),
+        values: vec![None; wire::protocol::MAX_BOUND_VALUES],
+        params: QueryParams::default(),
+    };
+    let batch = Request::Batch(BatchRequest {
+        kind: BatchKind::Unlogged,
+        statements: vec![BatchStatement::Query(String::new(), vec![]); wire::protocol::MAX_BATCH_STATEMENTS],
+        consistency: Consistency::One,
+        timestamp: None,
+    });
+    for frame in [rows.to_frame(1), execute.to_frame(2), batch.to_frame(3)] {
+        let (decoded, total, _) =
+            measured(|| (Request::from_frame(&frame).is_ok(), Response::from_frame(&frame).is_ok()));
+        assert!(decoded.0 || decoded.1, "{:?} decodes", frame.opcode);
+        let limit = MAX_DECODE_AMPLIFICATION * frame.body.len() + DECODE_ALLOCATION_SLACK;
+        assert!(total <= limit, "{:?}: {} body bytes allocated {total}", frame.opcode, frame.body.len());
+        println!("{:?}: {} body bytes, {total} bytes allocated to decode", frame.opcode, frame.body.len());
+    }
+}

@@ -264,7 +264,21 @@ fn read_values(r: &mut Reader<'_>, budget: &mut usize) -> Result<Vec<Option<Valu
         return Err(DecodeError::TooLong { offset: at, len: n, limit: *budget });
     }
     *budget -= n;
-    (0..n).map(|_| read_value(r)).collect()
+    read_list(r, n, |r, _| read_value(r))
+}
+
+/// Reads `n` items (a count already checked against the input left) into a vector allocated
+/// once: growing by doubling would allocate up to twice the memory the items need.
+fn read_list<T>(
+    r: &mut Reader<'_>,
+    n: usize,
+    mut read: impl FnMut(&mut Reader<'_>, usize) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(read(r, i)?);
+    }
+    Ok(out)
 }
 
 /// Text with a u32 length prefix, at most `limit` bytes.

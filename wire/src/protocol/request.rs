@@ -3,7 +3,7 @@
 //! server's business.
 
 use super::{
-    decode_body, read_opt_i64, read_text, read_values, write_opt_i64, write_values, Consistency, PreparedId,
+    decode_body, read_list, read_opt_i64, read_text, read_values, write_opt_i64, write_values, Consistency, PreparedId,
     ProtocolError, QueryParams, MAX_BATCH_STATEMENTS, MAX_BOUND_VALUES, MAX_NAME_BYTES,
 };
 use crate::codec::{DecodeError, Reader, Writer, MAX_FIELD_LEN};
@@ -168,13 +168,11 @@ impl BatchRequest {
         if n > MAX_BATCH_STATEMENTS {
             return Err(DecodeError::TooLong { offset: at, len: n, limit: MAX_BATCH_STATEMENTS });
         }
-        let statements = (0..n)
-            .map(|_| match r.u8()? {
-                STATEMENT_QUERY => Ok(BatchStatement::Query(read_text(r, MAX_FIELD_LEN)?, read_values(r, budget)?)),
-                STATEMENT_PREPARED => Ok(BatchStatement::Prepared(PreparedId::read(r)?, read_values(r, budget)?)),
-                t => Err(r.invalid("batch statement kind", format!("unknown kind {t}"))),
-            })
-            .collect::<Result<_, _>>()?;
+        let statements = read_list(r, n, |r, _| match r.u8()? {
+            STATEMENT_QUERY => Ok(BatchStatement::Query(read_text(r, MAX_FIELD_LEN)?, read_values(r, budget)?)),
+            STATEMENT_PREPARED => Ok(BatchStatement::Prepared(PreparedId::read(r)?, read_values(r, budget)?)),
+            t => Err(r.invalid("batch statement kind", format!("unknown kind {t}"))),
+        })?;
         Ok(BatchRequest { kind, statements, consistency: Consistency::read(r)?, timestamp: read_opt_i64(r)? })
     }
 }

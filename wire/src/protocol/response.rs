@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::{
-    decode_body, read_bool, read_text, read_value, write_value, Consistency, PreparedId, ProtocolError, MAX_NAME_BYTES,
-    MAX_PAGING_STATE_BYTES,
+    decode_body, read_bool, read_list, read_text, read_value, write_value, Consistency, PreparedId, ProtocolError,
+    MAX_NAME_BYTES, MAX_PAGING_STATE_BYTES,
 };
 use crate::codec::{DecodeError, Reader, Writer, MAX_FIELD_LEN};
 use crate::frame::{Frame, FrameError, Opcode};
@@ -233,15 +233,13 @@ fn write_specs(w: &mut Writer, specs: &[ColumnSpec]) {
 
 fn read_specs(r: &mut Reader<'_>) -> Result<Vec<ColumnSpec>, DecodeError> {
     let n = r.count(MIN_COLUMN_SPEC_BYTES)?;
-    (0..n)
-        .map(|_| {
-            let name = read_text(r, MAX_NAME_BYTES)?;
-            let code = r.u8()?;
-            let ty = ColumnType::from_code(code)
-                .ok_or_else(|| r.invalid("column type", format!("unknown type code {code}")))?;
-            Ok(ColumnSpec { name, ty })
-        })
-        .collect()
+    read_list(r, n, |r, _| {
+        let name = read_text(r, MAX_NAME_BYTES)?;
+        let code = r.u8()?;
+        let ty =
+            ColumnType::from_code(code).ok_or_else(|| r.invalid("column type", format!("unknown type code {code}")))?;
+        Ok(ColumnSpec { name, ty })
+    })
 }
 
 impl Rows {
@@ -270,25 +268,21 @@ impl Rows {
         if columns.is_empty() && n > 0 {
             return Err(DecodeError::Invalid { offset: at, what: "rows", detail: format!("{n} rows without columns") });
         }
-        let rows = (0..n)
-            .map(|_| {
-                columns
-                    .iter()
-                    .map(|spec| {
-                        let at = r.offset();
-                        let cell = read_value(r)?;
-                        match &cell {
-                            Some(v) if v.column_type() != spec.ty => Err(DecodeError::Invalid {
-                                offset: at,
-                                what: "cell",
-                                detail: format!("column {} is {}, got a {} value", spec.name, spec.ty, v.column_type()),
-                            }),
-                            _ => Ok(cell),
-                        }
-                    })
-                    .collect()
+        let rows = read_list(r, n, |r, _| {
+            read_list(r, columns.len(), |r, i| {
+                // read_list calls with i < columns.len().
+                let (at, spec) = (r.offset(), &columns[i]);
+                let cell = read_value(r)?;
+                match &cell {
+                    Some(v) if v.column_type() != spec.ty => Err(DecodeError::Invalid {
+                        offset: at,
+                        what: "cell",
+                        detail: format!("column {} is {}, got a {} value", spec.name, spec.ty, v.column_type()),
+                    }),
+                    _ => Ok(cell),
+                }
             })
-            .collect::<Result<_, _>>()?;
+        })?;
         let paging_state = match read_bool(r, "paging state presence")? {
             true => Some(r.bytes_limited(MAX_PAGING_STATE_BYTES)?.to_vec()),
             false => None,
