@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use shards::cell::DeletionTime;
+use shards::compaction::{CompactionConfig, StrategyKind};
 use shards::io::prepare_executor_io;
 use shards::key::PartitionKey;
 use shards::manifest::{Manifest, SSTABLE_DIR};
@@ -125,6 +126,19 @@ struct Args {
     /// Seed of the value bytes and of the key sequences.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Background compaction while loading (the load then waits for it to settle before the
+    /// reads). `none` keeps every flushed SSTable, as the reports before compaction measured.
+    #[arg(long, value_enum, default_value_t = CompactionArg::None)]
+    compaction: CompactionArg,
+    /// Compaction throughput limit in MiB/s (0 = unlimited; the engine's default is 64).
+    #[arg(long, default_value_t = 64)]
+    compaction_throughput_mib: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CompactionArg {
+    None,
+    SizeTiered,
 }
 
 /// The measured runs (the load, when there is one, always comes first).
@@ -167,6 +181,14 @@ impl Args {
             memtable_budget: self.memtable_budget_mib * MIB,
             block_cache_bytes: cache_bytes,
             sstable: self.sstable_config(),
+            compaction: CompactionConfig {
+                strategy: match self.compaction {
+                    CompactionArg::None => StrategyKind::None,
+                    CompactionArg::SizeTiered => StrategyKind::SizeTiered,
+                },
+                throughput_mib: self.compaction_throughput_mib,
+                ..CompactionConfig::default()
+            },
             ..ShardConfig::default()
         }
     }
@@ -297,6 +319,10 @@ struct LoadPhase {
     final_flush_seconds: f64,
     flushes: u64,
     sstables: usize,
+    /// After the final flush: until no compaction runs or is pending (0 without compaction).
+    compaction_settle_seconds: f64,
+    compactions: u64,
+    compaction_bytes_written: u64,
     wal_bytes_written: u64,
     wal_fdatasyncs: u64,
     thread_cpu_us_per_row: f64,
@@ -522,6 +548,11 @@ async fn load(ctx: &Ctx) -> Result<LoadPhase> {
     let written = ctx.probe(&shard)?;
     shard.flush().await.context("flushing after the load")?;
     let flushed = ctx.probe(&shard)?;
+    let settle_started = Instant::now();
+    while shard.stats().compaction.pending > 0 || shard.stats().compaction.running {
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+    let compaction_settle_seconds = settle_started.elapsed().as_secs_f64();
     let stats = shard.stats();
     shard.close().await.context("closing after the load")?;
     let write_usage = usage(&before, &written);
@@ -535,6 +566,9 @@ async fn load(ctx: &Ctx) -> Result<LoadPhase> {
         final_flush_seconds: flush_usage.wall_seconds,
         flushes: stats.flushes,
         sstables: stats.sstables,
+        compaction_settle_seconds,
+        compactions: stats.compaction.completed,
+        compaction_bytes_written: stats.compaction.bytes_written,
         wal_bytes_written: stats.wal.bytes_written - wal_before.bytes_written,
         wal_fdatasyncs: stats.wal.syncs - wal_before.syncs,
         thread_cpu_us_per_row: ratio(thread_cpu_seconds(&write_usage) * 1e6, latency.count() as f64),
@@ -1100,6 +1134,14 @@ fn print_load(l: &LoadPhase) {
         megabytes(l.wal_bytes_written as f64),
         thousands(l.wal_fdatasyncs as f64)
     );
+    if l.compactions > 0 {
+        println!(
+            "  compaction        {} compactions wrote {:.1} MB; settled {:.2} s after the final flush",
+            l.compactions,
+            megabytes(l.compaction_bytes_written as f64),
+            l.compaction_settle_seconds
+        );
+    }
 }
 
 fn print_data(d: &DataFigures) {
