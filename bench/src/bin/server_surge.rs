@@ -1,0 +1,1219 @@
+//! The loopback server surge: starts a real `enigmadb server` process, then writes N rows
+//! (16-byte key, 100-byte value) through the client library with a fixed number of requests in
+//! flight, then reads M random written rows back, in `periodic` and `batch` sync modes (a fresh
+//! server and data directory each), optionally with several connection counts and cross-core
+//! wake-up (spin-before-park) settings.
+//!
+//! Prints ops/s, latency percentiles, errors by type, the CPU share of every server thread (the
+//! coordinator shard against the others), the client's and the machine's CPU, and compares with
+//! the embedded engine's reports; writes a JSON report. It measures; it asserts nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bench::latency::{format_us, LatencyHistogram, LatencySummary};
+use bench::machine::Machine;
+use bench::rendezvous::Rendezvous;
+use bench::report::{per_second, ratio, thousands, write_json};
+use bench::surge::{row_key, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::usage::{CpuShares, DiskActivity, ProcessUsage, Snapshot, ThreadUsage};
+use clap::{Parser, ValueEnum};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use wire::client::{Client, ClientError, MAX_IN_FLIGHT};
+use wire::protocol::{PreparedId, QueryParams, QueryResult, Request, Response};
+use wire::Value;
+
+/// The table of the surge, as the issue states it.
+const CREATE_TABLE: &str = "CREATE TABLE surge (key blob PRIMARY KEY, value blob)";
+const INSERT: &str = "INSERT INTO surge (key, value) VALUES (?, ?)";
+const SELECT: &str = "SELECT value FROM surge WHERE key = ?";
+
+/// How long the server may take to print its ready line.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the server may take to stop after SIGTERM (it syncs every WAL) before it is killed.
+const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Parser, Debug)]
+#[command(about = "Loopback server surge: inserts and point reads through the client library against a real \
+             `enigmadb server` process, in periodic and batch sync modes (prints numbers, asserts nothing)")]
+struct Args {
+    /// The `enigmadb` binary (build it with `cargo build --release`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/enigmadb"))]
+    enigmadb: PathBuf,
+    /// Rows inserted per scenario.
+    #[arg(long, default_value_t = 2_000_000)]
+    inserts: u64,
+    /// Point reads of random written rows per scenario, after the inserts (0 skips them).
+    #[arg(long, default_value_t = 500_000)]
+    reads: u64,
+    /// Requests kept in flight, over all connections (exactly this many until the last ones).
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Connection counts to run, comma-separated; the in-flight requests are split over them.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1])]
+    connections: Vec<usize>,
+    /// Sync modes to run, comma-separated.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = vec![Mode::Periodic, Mode::Batch])]
+    modes: Vec<Mode>,
+    /// The server's `--spin-before-park-us` values to run, comma-separated (the cross-core
+    /// wake-up policy: 0 parks an idle shard at once; the server's default is 50).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![50])]
+    spin_before_park_us: Vec<u64>,
+    /// Shards of the server.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// The server's fdatasync period in periodic mode (Redis's `appendfsync everysec` is 1 s).
+    #[arg(long, default_value_t = 1000)]
+    periodic_sync_ms: u64,
+    /// The server's MemTable budget per shard (a size with a suffix, as the server takes it).
+    #[arg(long, default_value = "64MiB")]
+    memtable_budget: String,
+    /// The server's block cache per shard.
+    #[arg(long, default_value = "64MiB")]
+    cache_budget: String,
+    /// Pin the server's shard i to CPU i. Off by default: the client shares the two CPUs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pin_shards: bool,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Longest wait for one answer before the connection is given up.
+    #[arg(long, default_value_t = 60)]
+    answer_timeout_s: u64,
+    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
+    /// Must be on the disk you mean to measure (not tmpfs).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
+    dir: PathBuf,
+    /// Keep the data directories after the run.
+    #[arg(long)]
+    keep: bool,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/server-surge.json"))]
+    report: PathBuf,
+    /// The embedded engine's write-surge report to compare with (skipped when absent).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/write-surge.json"))]
+    embedded_write_report: PathBuf,
+    /// The embedded engine's read-path report to compare with (skipped when absent).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/read-path.json"))]
+    embedded_read_report: PathBuf,
+    /// Seed of the value bytes and of the rows the reads pick.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Batch,
+    Periodic,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Batch => "batch",
+            Mode::Periodic => "periodic",
+        }
+    }
+
+    /// The issue's aim for inserts/s end to end on the 2-core machine, 64 in flight.
+    fn insert_aim(self) -> f64 {
+        match self {
+            Mode::Batch => 60_000.0,
+            Mode::Periodic => 150_000.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+struct Scenario {
+    mode: Mode,
+    connections: usize,
+    spin_before_park_us: u64,
+}
+
+impl Scenario {
+    fn name(&self) -> String {
+        format!("{}-c{}-spin{}", self.mode, self.connections, self.spin_before_park_us)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// A running `enigmadb server`; killed (SIGKILL) if dropped before [`ServerProcess::stop`].
+struct ServerProcess {
+    child: Option<Child>,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl ServerProcess {
+    /// Starts the server on a free loopback port and waits for its ready line.
+    fn start(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<ServerProcess> {
+        let mut command = Command::new(&args.enigmadb);
+        command
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--shards", &args.shards.to_string()])
+            .args(["--sync-mode", scenario.mode.name()])
+            .args(["--periodic-sync-ms", &args.periodic_sync_ms.to_string()])
+            .args(["--memtable-budget", &args.memtable_budget])
+            .args(["--cache-budget", &args.cache_budget])
+            .args(["--pin-shards", &args.pin_shards.to_string()])
+            .args(["--spin-before-park-us", &scenario.spin_before_park_us.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().with_context(|| format!("starting {}", args.enigmadb.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("the server's stdout was not captured"))?;
+        let mut server = ServerProcess { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), pid };
+        // A thread forwards stdout lines (so the pipe never fills) until the process ends.
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::Builder::new().name("server-stdout".into()).spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(wait) {
+                Ok(line) => {
+                    if let Some(addr) = ready_address(&line) {
+                        println!("  server pid {pid}: {line}");
+                        server.addr = addr;
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.wait_exit(Duration::from_secs(5));
+                    bail!("the server exited before it was ready ({status:?}; its stderr is above)");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("the server was not ready within {SERVER_START_TIMEOUT:?}")
+                }
+            }
+        }
+        // Later lines ("enigmadb stopped: ...") are printed as they come.
+        std::thread::Builder::new().name("server-lines".into()).spawn(move || {
+            for line in lines {
+                println!("  server: {line}");
+            }
+        })?;
+        Ok(server)
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after [`SERVER_STOP_TIMEOUT`]).
+    fn stop(&mut self) -> Result<ExitStatus> {
+        // SAFETY: kill(2) on our own child, not yet reaped (so its pid is not reused).
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) } != 0 {
+            bail!("sending SIGTERM to the server: {}", std::io::Error::last_os_error());
+        }
+        self.wait_exit(SERVER_STOP_TIMEOUT)
+            .ok_or_else(|| anyhow!("the server did not stop within {SERVER_STOP_TIMEOUT:?}"))
+    }
+
+    /// Waits up to `timeout` for the process to exit; kills it if it has not.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The client address in the server's ready line
+/// (`enigmadb ready: listening on 127.0.0.1:40123, 2 shards, ...`).
+fn ready_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("enigmadb ready: listening on ")?;
+    rest.split([',', ' ']).next()?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side: one thread per connection, pipelining
+
+/// What one connection did in one phase.
+#[derive(Default)]
+struct PhaseOutcome {
+    started: Option<Instant>,
+    finished: Option<Instant>,
+    ok: u64,
+    latency: LatencyHistogram,
+    /// Error answers and failed checks, by kind.
+    errors: BTreeMap<String, u64>,
+}
+
+impl PhaseOutcome {
+    fn error(&mut self, kind: impl Into<String>, n: u64) {
+        *self.errors.entry(kind.into()).or_default() += n;
+    }
+}
+
+/// The work one phase hands out: which request comes next, and whether its answer is right.
+trait Workload {
+    /// The next request and the row it concerns, or `None` when the phase is done.
+    fn next(&mut self) -> Option<(Request, u64)>;
+    /// `Ok` for a right answer, else the kind of error to count.
+    fn check(&self, row: u64, answer: Response) -> Result<(), String>;
+}
+
+/// Inserts rows in the order of a shared counter (so all connections together write rows
+/// `0..end` exactly once).
+struct Inserts<'a> {
+    id: PreparedId,
+    next_row: &'a AtomicU64,
+    end: u64,
+    values: &'a ValuePool,
+}
+
+impl Workload for Inserts<'_> {
+    fn next(&mut self) -> Option<(Request, u64)> {
+        let row = self.next_row.fetch_add(1, Ordering::Relaxed);
+        (row < self.end).then(|| {
+            let values = vec![Some(Value::Blob(row_key(row))), Some(Value::Blob(self.values.value(row)))];
+            (Request::Execute { id: self.id, values, params: QueryParams::default() }, row)
+        })
+    }
+
+    fn check(&self, _row: u64, answer: Response) -> Result<(), String> {
+        match answer {
+            Response::Result(QueryResult::Void) => Ok(()),
+            other => Err(answer_kind(&other)),
+        }
+    }
+}
+
+/// Point reads of random rows among `0..rows`, until the shared count of reads is reached; each
+/// answer must be the row's value.
+struct Reads<'a> {
+    id: PreparedId,
+    taken: &'a AtomicU64,
+    total: u64,
+    rows: u64,
+    rng: rand::rngs::StdRng,
+    values: &'a ValuePool,
+}
+
+impl Workload for Reads<'_> {
+    fn next(&mut self) -> Option<(Request, u64)> {
+        if self.taken.fetch_add(1, Ordering::Relaxed) >= self.total {
+            return None;
+        }
+        let row = self.rng.gen_range(0..self.rows);
+        let values = vec![Some(Value::Blob(row_key(row)))];
+        Some((Request::Execute { id: self.id, values, params: QueryParams::default() }, row))
+    }
+
+    fn check(&self, row: u64, answer: Response) -> Result<(), String> {
+        let Response::Result(QueryResult::Rows(rows)) = answer else { return Err(answer_kind(&answer)) };
+        match rows.rows.as_slice() {
+            [] => Err("read: row missing".into()),
+            [row_values] => match row_values.as_slice() {
+                [Some(Value::Blob(v))] if v.as_slice() == self.values.value_ref(row) => Ok(()),
+                _ => Err("read: wrong value".into()),
+            },
+            _ => Err("read: more than one row".into()),
+        }
+    }
+}
+
+/// How an unexpected answer is counted: error answers by their code's name.
+fn answer_kind(answer: &Response) -> String {
+    match answer {
+        Response::Error(e) => format!("server: {}", e.code.name()),
+        Response::Result(QueryResult::Rows(_)) => "unexpected answer: rows".into(),
+        Response::Result(QueryResult::Void) => "unexpected answer: void".into(),
+        Response::Result(_) => "unexpected answer: other result".into(),
+        _ => "unexpected answer: not a result".into(),
+    }
+}
+
+/// Keeps `window` requests of `work` in flight on `client` until the work runs out and every
+/// request has its answer: a new request goes out as soon as an answer comes back. A failure of
+/// the connection itself ends the phase for this connection; the requests it left unanswered
+/// are counted as errors.
+fn pipeline(client: &mut Client, window: usize, work: &mut impl Workload) -> PhaseOutcome {
+    let mut out = PhaseOutcome { started: Some(Instant::now()), ..PhaseOutcome::default() };
+    let mut pending: HashMap<u16, (Instant, u64)> = HashMap::with_capacity(window);
+    let failed = loop {
+        while pending.len() < window {
+            let Some((request, row)) = work.next() else { break };
+            let sent = Instant::now();
+            match client.send(&request) {
+                Ok(stream) => {
+                    pending.insert(stream, (sent, row));
+                }
+                Err(e) => {
+                    out.error(format!("client: {}", client_error_kind(&e)), 1);
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            break false;
+        }
+        match client.recv() {
+            Ok((stream, answer)) => {
+                let Some((sent, row)) = pending.remove(&stream) else {
+                    out.error("client: answer on an unknown stream", 1);
+                    continue;
+                };
+                out.latency.record(sent.elapsed());
+                match work.check(row, answer) {
+                    Ok(()) => out.ok += 1,
+                    Err(kind) => out.error(kind, 1),
+                }
+            }
+            Err(e) => {
+                out.error(format!("client: {}", client_error_kind(&e)), 1);
+                break true;
+            }
+        }
+    };
+    if failed && !pending.is_empty() {
+        out.error("client: unanswered (connection failed)", pending.len() as u64);
+    }
+    out.finished = Some(Instant::now());
+    out
+}
+
+fn client_error_kind(e: &ClientError) -> String {
+    match e {
+        ClientError::Io(io) => format!("I/O error ({:?})", io.kind()),
+        ClientError::Server(err) => format!("server {}", err.code.name()),
+        other => format!("{other}"),
+    }
+}
+
+/// Everything one connection thread needs (sent to it).
+struct ConnectionPlan {
+    index: usize,
+    addr: SocketAddr,
+    window: usize,
+    answer_timeout: Duration,
+    inserts: u64,
+    reads: u64,
+    next_row: Arc<AtomicU64>,
+    reads_taken: Arc<AtomicU64>,
+    values: Arc<ValuePool>,
+    seed: u64,
+    meet: Arc<Rendezvous>,
+}
+
+struct ConnectionOutcome {
+    insert: PhaseOutcome,
+    read: PhaseOutcome,
+}
+
+/// Connects and prepares, then takes part in every meeting (ready, go, inserts done, go, reads
+/// done) even after a failure, so the driver never waits for it in vain.
+fn run_connection(plan: ConnectionPlan) -> Result<ConnectionOutcome> {
+    let connected = connect(&plan);
+    let met = plan.meet.wait() && plan.meet.wait();
+    let (mut client, insert_id, select_id) = match connected {
+        Ok(connected) if met => connected,
+        other => {
+            plan.meet.wait();
+            plan.meet.wait();
+            plan.meet.wait();
+            other?;
+            bail!("connection {}: the run was abandoned before it started", plan.index);
+        }
+    };
+    let mut inserts = Inserts { id: insert_id, next_row: &plan.next_row, end: plan.inserts, values: &plan.values };
+    let insert = pipeline(&mut client, plan.window, &mut inserts);
+    let met = plan.meet.wait() && plan.meet.wait();
+    let mut read = PhaseOutcome::default();
+    if met && plan.reads > 0 {
+        let mut reads = Reads {
+            id: select_id,
+            taken: &plan.reads_taken,
+            total: plan.reads,
+            rows: plan.inserts,
+            rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ (plan.index as u64 + 1)),
+            values: &plan.values,
+        };
+        read = pipeline(&mut client, plan.window, &mut reads);
+    }
+    plan.meet.wait();
+    Ok(ConnectionOutcome { insert, read })
+}
+
+/// A connection with the INSERT and the SELECT prepared.
+fn connect(plan: &ConnectionPlan) -> Result<(Client, PreparedId, PreparedId)> {
+    let mut client = Client::connect(plan.addr).with_context(|| format!("connection {}: connecting", plan.index))?;
+    client.set_timeout(Some(plan.answer_timeout))?;
+    let insert = client.prepare(INSERT).with_context(|| format!("preparing {INSERT}"))?;
+    let select = client.prepare(SELECT).with_context(|| format!("preparing {SELECT}"))?;
+    Ok((client, insert.id, select.id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring a scenario
+
+/// The server's and the client's counters at one moment.
+struct Moment {
+    client: Snapshot,
+    server: ProcessUsage,
+}
+
+impl Moment {
+    fn take(server: &ServerProcess, data_dir: &Path, previous: Option<&Moment>) -> Result<Moment> {
+        let disk = previous.and_then(|m| m.client.disk.as_ref());
+        Ok(Moment {
+            client: Snapshot::take(data_dir, disk)?,
+            server: ProcessUsage::read(server.pid).context("reading the server's CPU counters")?,
+        })
+    }
+}
+
+/// SSTables and flushed rows of every shard, from the shards' manifests (which the server
+/// replaces atomically, so reading them while it runs is safe).
+#[derive(Clone, Debug, Default, Serialize)]
+struct StorageState {
+    sstables_per_shard: Vec<usize>,
+    /// WAL records covered by SSTables (the manifests' `flushed_through` LSNs, summed): one
+    /// record per insert, plus the few the table creation may write.
+    flushed_records: u64,
+}
+
+impl StorageState {
+    fn read(data_dir: &Path, shards: usize) -> Result<StorageState> {
+        let mut state = StorageState::default();
+        for shard in 0..shards {
+            let dir = data_dir.join(format!("shard-{shard:03}"));
+            let manifest = shards::manifest::Manifest::load(&dir)
+                .with_context(|| format!("reading the manifest of {}", dir.display()))?;
+            state.sstables_per_shard.push(manifest.sstables.len());
+            state.flushed_records += manifest.flushed_through;
+        }
+        Ok(state)
+    }
+}
+
+/// CPU of the server threads that share a name (io_uring's `iou-wrk-*` workers are one group).
+#[derive(Serialize)]
+struct ThreadGroupReport {
+    name: String,
+    threads: usize,
+    user_seconds: f64,
+    system_seconds: f64,
+    /// CPU time / the phase's wall time: 1.0 is one CPU kept busy.
+    busy_share: f64,
+    /// Voluntary context switches: the thread had nothing to run and parked.
+    parks: u64,
+    /// Involuntary context switches: something else wanted the CPU.
+    preemptions: u64,
+    minor_faults: u64,
+}
+
+#[derive(Serialize)]
+struct ServerCpuReport {
+    cpu_seconds: f64,
+    /// Server CPU time / wall time (2.0 = both CPUs of a 2-CPU machine).
+    busy_share: f64,
+    cpu_us_per_op: f64,
+    /// Shard 0's executor thread: it runs the client connections and the coordinator, and its
+    /// own share of the data.
+    coordinator_busy_share: f64,
+    /// The busiest other shard's executor thread.
+    other_shard_busy_share: f64,
+    threads: Vec<ThreadGroupReport>,
+    /// CPU of threads that ended during the phase (io_uring workers come and go).
+    exited_threads_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct PhaseReport {
+    /// Requests answered correctly.
+    ops: u64,
+    /// Error answers, failed checks and connection failures, by kind (there should be none).
+    errors: BTreeMap<String, u64>,
+    /// First request sent to last answer received, all connections.
+    wall_seconds: f64,
+    ops_per_second: f64,
+    /// Request sent to its answer received, measured by the client.
+    latency_us: LatencySummary,
+    server_cpu: ServerCpuReport,
+    /// The benchmark process (the client library and its threads).
+    client_cpu_seconds: f64,
+    client_busy_share: f64,
+    client_cpu_us_per_op: f64,
+    machine_cpu: Option<CpuShares>,
+    device: Option<DiskActivity>,
+}
+
+#[derive(Serialize)]
+struct ScenarioReport {
+    name: String,
+    mode: Mode,
+    connections: usize,
+    in_flight_per_connection: Vec<usize>,
+    spin_before_park_us: u64,
+    inserts: PhaseReport,
+    /// Met when the inserts/s are above the issue's aim for this mode.
+    insert_aim_per_second: f64,
+    insert_aim_met: bool,
+    storage_after_inserts: StorageState,
+    reads: Option<PhaseReport>,
+    storage_after_reads: Option<StorageState>,
+    /// Share of the rows read (drawn uniformly from the written ones) that were in SSTables
+    /// rather than MemTables when the reads ran, estimated from the manifests after them.
+    reads_from_sstables_share: Option<f64>,
+    server_exit: String,
+}
+
+fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<ValuePool>) -> Result<ScenarioReport> {
+    let dir = run_dir.join(scenario.name());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut server = ServerProcess::start(args, scenario, &dir)?;
+    let mut setup = Client::connect(server.addr).context("connecting to create the table")?;
+    setup.set_timeout(Some(Duration::from_secs(args.answer_timeout_s)))?;
+    setup.query(CREATE_TABLE).with_context(|| format!("running {CREATE_TABLE}"))?;
+    drop(setup);
+
+    let windows = split_window(args.in_flight, scenario.connections);
+    let meet = Arc::new(Rendezvous::new(scenario.connections + 1));
+    let (next_row, reads_taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut handles = Vec::new();
+    for (index, &window) in windows.iter().enumerate() {
+        let plan = ConnectionPlan {
+            index,
+            addr: server.addr,
+            window,
+            answer_timeout: Duration::from_secs(args.answer_timeout_s),
+            inserts: args.inserts,
+            reads: args.reads,
+            next_row: next_row.clone(),
+            reads_taken: reads_taken.clone(),
+            values: values.clone(),
+            seed: args.seed,
+            meet: meet.clone(),
+        };
+        let spawned = std::thread::Builder::new().name(format!("client-{index}")).spawn(move || run_connection(plan));
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                meet.abandon();
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                bail!("starting client thread {index}: {e}");
+            }
+        }
+    }
+    meet.wait(); // every connection is up and has prepared its statements
+    let before_inserts = Moment::take(&server, &dir, None)?;
+    meet.wait(); // go
+    meet.wait(); // every insert is answered
+    let after_inserts = Moment::take(&server, &dir, Some(&before_inserts))?;
+    let storage_after_inserts = StorageState::read(&dir, args.shards)?;
+    let before_reads = Moment::take(&server, &dir, Some(&after_inserts))?;
+    meet.wait(); // go
+    meet.wait(); // every read is answered
+    let after_reads = Moment::take(&server, &dir, Some(&before_reads))?;
+    let storage_after_reads = StorageState::read(&dir, args.shards)?;
+
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => failures.push(format!("connection {i}: {e:#}")),
+            Err(_) => failures.push(format!("connection {i}: the thread panicked")),
+        }
+    }
+    let server_exit = match server.stop() {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    if !args.keep {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if !failures.is_empty() {
+        bail!("scenario {} failed: {}", scenario.name(), failures.join("; "));
+    }
+
+    let inserts = phase_report(outcomes.iter().map(|o| &o.insert), &before_inserts, &after_inserts);
+    let reads = (args.reads > 0).then(|| phase_report(outcomes.iter().map(|o| &o.read), &before_reads, &after_reads));
+    let read_share =
+        (args.reads > 0).then(|| (storage_after_reads.flushed_records as f64 / args.inserts as f64).min(1.0));
+    Ok(ScenarioReport {
+        name: scenario.name(),
+        mode: scenario.mode,
+        connections: scenario.connections,
+        in_flight_per_connection: windows,
+        spin_before_park_us: scenario.spin_before_park_us,
+        insert_aim_per_second: scenario.mode.insert_aim(),
+        insert_aim_met: inserts.ops_per_second > scenario.mode.insert_aim(),
+        inserts,
+        storage_after_inserts,
+        reads,
+        storage_after_reads: (args.reads > 0).then_some(storage_after_reads),
+        reads_from_sstables_share: read_share,
+        server_exit,
+    })
+}
+
+/// `total` requests in flight split over `connections`: the first `total % connections`
+/// connections take one more.
+fn split_window(total: usize, connections: usize) -> Vec<usize> {
+    (0..connections).map(|i| total / connections + usize::from(i < total % connections)).collect()
+}
+
+fn phase_report<'a>(phases: impl Iterator<Item = &'a PhaseOutcome>, before: &Moment, after: &Moment) -> PhaseReport {
+    let mut latency = LatencyHistogram::new();
+    let mut errors = BTreeMap::new();
+    let (mut ops, mut started, mut finished) = (0, None::<Instant>, None::<Instant>);
+    for p in phases {
+        latency.merge(&p.latency);
+        ops += p.ok;
+        for (kind, n) in &p.errors {
+            *errors.entry(kind.clone()).or_default() += n;
+        }
+        started = match (started, p.started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        finished = finished.max(p.finished);
+    }
+    let wall = match (started, finished) {
+        (Some(s), Some(f)) => f.saturating_duration_since(s).as_secs_f64(),
+        _ => 0.0,
+    };
+    let window = after.client.at.saturating_duration_since(before.client.at).as_secs_f64();
+    let client_cpu = after.client.process.since(&before.client.process).total().as_secs_f64();
+    PhaseReport {
+        ops,
+        errors,
+        wall_seconds: wall,
+        ops_per_second: per_second(ops as f64, wall),
+        latency_us: latency.summary(),
+        server_cpu: server_cpu_report(&before.server, &after.server, ops),
+        client_cpu_seconds: client_cpu,
+        client_busy_share: ratio(client_cpu, window),
+        client_cpu_us_per_op: ratio(client_cpu * 1e6, ops as f64),
+        machine_cpu: after.client.machine_since(&before.client),
+        device: after.client.disk_since(&before.client),
+    }
+}
+
+/// The group a server thread's CPU is reported under. glommio names an executor's thread
+/// `<name>-<executor id>` (`shard-0-1`), and the helper thread each executor starts for blocking
+/// calls inherits that name, so the first thread of a name (the lowest id) is the executor.
+fn thread_group(name: &str, first_of_its_name: bool) -> String {
+    if name.starts_with("iou-wrk") {
+        return "iou-wrk (io_uring workers)".into();
+    }
+    let executor = match name.rsplit_once('-') {
+        Some((base, id)) if base.starts_with("shard-") && id.parse::<u32>().is_ok() => base,
+        _ => return name.into(),
+    };
+    match first_of_its_name {
+        true => executor.into(),
+        false => format!("{executor} blocking pool"),
+    }
+}
+
+fn server_cpu_report(before: &ProcessUsage, after: &ProcessUsage, ops: u64) -> ServerCpuReport {
+    let window = after.at.saturating_duration_since(before.at).as_secs_f64();
+    let threads: Vec<ThreadUsage> = after.threads_since(before);
+    let mut groups: BTreeMap<String, ThreadGroupReport> = BTreeMap::new();
+    let mut names_seen = std::collections::HashSet::new();
+    for t in &threads {
+        let name = thread_group(&t.name, names_seen.insert(t.name.as_str()));
+        let g = groups.entry(name.clone()).or_insert_with(|| ThreadGroupReport {
+            name,
+            threads: 0,
+            user_seconds: 0.0,
+            system_seconds: 0.0,
+            busy_share: 0.0,
+            parks: 0,
+            preemptions: 0,
+            minor_faults: 0,
+        });
+        g.threads += 1;
+        g.user_seconds += t.cpu.user.as_secs_f64();
+        g.system_seconds += t.cpu.system.as_secs_f64();
+        g.busy_share = ratio(g.user_seconds + g.system_seconds, window);
+        g.parks += t.cpu.voluntary_switches;
+        g.preemptions += t.cpu.involuntary_switches;
+        g.minor_faults += t.cpu.minor_faults;
+    }
+    let total = after.total.since(&before.total).total().as_secs_f64();
+    let listed: f64 = groups.values().map(|g| g.user_seconds + g.system_seconds).sum();
+    let coordinator = groups.get("shard-0").map_or(0.0, |g| g.busy_share);
+    let other_shard = groups
+        .values()
+        .filter(|g| g.name.starts_with("shard-") && !g.name.contains(' ') && g.name != "shard-0")
+        .map(|g| g.busy_share)
+        .fold(0.0, f64::max);
+    let mut threads: Vec<ThreadGroupReport> = groups.into_values().collect();
+    threads.sort_by(|a, b| (b.user_seconds + b.system_seconds).total_cmp(&(a.user_seconds + a.system_seconds)));
+    ServerCpuReport {
+        cpu_seconds: total,
+        busy_share: ratio(total, window),
+        cpu_us_per_op: ratio(total * 1e6, ops as f64),
+        coordinator_busy_share: coordinator,
+        other_shard_busy_share: other_shard,
+        exited_threads_seconds: (total - listed).max(0.0),
+        threads,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded engine's figures, for comparison
+
+/// One figure of an embedded-engine report.
+#[derive(Serialize)]
+struct EmbeddedFigure {
+    report: String,
+    run: String,
+    /// What that run did, in a few words.
+    what: String,
+    ops_per_second: f64,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Comparison {
+    scenario: String,
+    phase: &'static str,
+    ops_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    embedded: EmbeddedFigure,
+    /// Server ops/s / embedded ops/s: what is left after the network path.
+    throughput_ratio: f64,
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The run named `name` in the list `list` of a report, as a figure.
+fn embedded_figure(path: &Path, list: &str, name: &str, what: String) -> Option<EmbeddedFigure> {
+    let report = read_json(path)?;
+    let run = report.get(list)?.as_array()?.iter().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name))?;
+    let ops = run.get("rows_per_second").or_else(|| run.get("reads_per_second"))?.as_f64()?;
+    let latency = run.get("latency_us");
+    let at = |q: &str| latency.and_then(|l| l.get(q)).and_then(|v| v.as_f64());
+    Some(EmbeddedFigure {
+        report: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        run: name.to_owned(),
+        what,
+        ops_per_second: ops,
+        p50_us: at("p50_us"),
+        p99_us: at("p99_us"),
+    })
+}
+
+fn comparisons(args: &Args, scenarios: &[ScenarioReport]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    for s in scenarios {
+        let write_run = format!("{}-shard-{}", args.shards, s.mode);
+        let writers = read_json(&args.embedded_write_report)
+            .and_then(|r| {
+                let runs = r.get("scenarios")?.as_array()?.clone();
+                runs.iter()
+                    .find(|x| x.get("name").and_then(|n| n.as_str()) == Some(&write_run))?
+                    .get("writers_per_shard")?
+                    .as_u64()
+            })
+            .map_or_else(|| "?".to_owned(), |w| w.to_string());
+        let what = format!("Shard::apply on each shard's executor, {writers} writer tasks per shard, no network");
+        if let Some(embedded) = embedded_figure(&args.embedded_write_report, "scenarios", &write_run, what) {
+            out.push(compare(s, "inserts", &s.inserts, embedded));
+        }
+        let Some(reads) = &s.reads else { continue };
+        for (run, what) in [
+            ("warm", "Shard::read, 1 shard, 5M rows in 112 SSTables, every block cached, 32 readers, no network"),
+            ("cold", "Shard::read, 1 shard, 5M rows in 112 SSTables, 64 MiB block cache, 32 readers, no network"),
+        ] {
+            if let Some(embedded) = embedded_figure(&args.embedded_read_report, "point_reads", run, what.to_owned()) {
+                out.push(compare(s, "reads", reads, embedded));
+            }
+        }
+    }
+    out
+}
+
+fn compare(s: &ScenarioReport, phase: &'static str, p: &PhaseReport, embedded: EmbeddedFigure) -> Comparison {
+    Comparison {
+        scenario: s.name.clone(),
+        phase,
+        ops_per_second: p.ops_per_second,
+        p50_us: p.latency_us.p50_us,
+        p99_us: p.latency_us.p99_us,
+        throughput_ratio: ratio(p.ops_per_second, embedded.ops_per_second),
+        embedded,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing
+
+fn latency_line(l: &LatencySummary) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        format_us(l.p50_us),
+        format_us(l.p90_us),
+        format_us(l.p99_us),
+        format_us(l.p999_us),
+        format_us(l.max_us)
+    )
+}
+
+fn errors_line(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".into();
+    }
+    errors.iter().map(|(kind, n)| format!("{kind}: {}", thousands(*n as f64))).collect::<Vec<_>>().join(", ")
+}
+
+fn print_phase(name: &str, p: &PhaseReport) {
+    println!(
+        "  {name:<8} {} ops in {:.2} s = {} ops/s; {}",
+        thousands(p.ops as f64),
+        p.wall_seconds,
+        thousands(p.ops_per_second),
+        latency_line(&p.latency_us)
+    );
+    println!("    errors         {}", errors_line(&p.errors));
+    let c = &p.server_cpu;
+    println!(
+        "    server CPU     {:.2} s = {:.0}% of one CPU, {:.1} us/op; coordinator shard-0 {:.0}%, other shard {:.0}%",
+        c.cpu_seconds,
+        c.busy_share * 100.0,
+        c.cpu_us_per_op,
+        c.coordinator_busy_share * 100.0,
+        c.other_shard_busy_share * 100.0
+    );
+    for t in c.threads.iter().filter(|t| t.user_seconds + t.system_seconds > 0.0) {
+        println!(
+            "      {:<28} x{:<3} {:>5.1}% ({:.2} s user + {:.2} s sys), {} parks, {} preemptions",
+            t.name,
+            t.threads,
+            t.busy_share * 100.0,
+            t.user_seconds,
+            t.system_seconds,
+            thousands(t.parks as f64),
+            thousands(t.preemptions as f64)
+        );
+    }
+    if c.exited_threads_seconds >= 0.01 {
+        println!("      threads that exited          {:.2} s", c.exited_threads_seconds);
+    }
+    println!(
+        "    client CPU     {:.2} s = {:.0}% of one CPU, {:.1} us/op",
+        p.client_cpu_seconds,
+        p.client_busy_share * 100.0,
+        p.client_cpu_us_per_op
+    );
+    if let Some(m) = &p.machine_cpu {
+        println!("    machine CPU    {m}");
+    }
+    if let Some(d) = &p.device {
+        println!(
+            "    device {:<7} {} writes ({:.1} MB), {} flushes, {} reads ({:.1} MB), busy {:.0}%",
+            d.device,
+            thousands(d.writes as f64),
+            d.bytes_written as f64 / 1e6,
+            thousands(d.flushes as f64),
+            thousands(d.reads as f64),
+            d.bytes_read as f64 / 1e6,
+            d.busy_share * 100.0
+        );
+    }
+}
+
+fn print_scenario(args: &Args, s: &ScenarioReport) {
+    println!(
+        "  storage        after inserts: SSTables per shard {:?}, {} WAL records flushed to SSTables",
+        s.storage_after_inserts.sstables_per_shard,
+        thousands(s.storage_after_inserts.flushed_records as f64)
+    );
+    print_phase("inserts", &s.inserts);
+    println!(
+        "    aim            above {} inserts/s in {} mode: {}",
+        thousands(s.insert_aim_per_second),
+        s.mode,
+        if s.insert_aim_met { "met" } else { "NOT MET" }
+    );
+    if let (Some(reads), Some(storage), Some(share)) = (&s.reads, &s.storage_after_reads, s.reads_from_sstables_share) {
+        print_phase("reads", reads);
+        println!(
+            "    storage        after reads: SSTables per shard {:?}; about {:.0}% of the rows read were in SSTables, {:.0}% in MemTables ({} budget per shard)",
+            storage.sstables_per_shard,
+            share * 100.0,
+            (1.0 - share) * 100.0,
+            args.memtable_budget
+        );
+    }
+    println!("  server exit    {}", s.server_exit);
+}
+
+fn print_summary(scenarios: &[ScenarioReport], comparisons: &[Comparison]) {
+    println!();
+    println!("== summary ==");
+    println!(
+        "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8} {:>7}",
+        "scenario", "phase", "ops/s", "p50", "p99", "p99.9", "errors", "shard-0", "shard-1+", "server", "client", "aim"
+    );
+    for s in scenarios {
+        let phases = [("inserts", Some(&s.inserts)), ("reads", s.reads.as_ref())];
+        for (name, p) in phases.into_iter().filter_map(|(n, p)| p.map(|p| (n, p))) {
+            let aim = match name {
+                "inserts" if s.insert_aim_met => "met",
+                "inserts" => "NOT MET",
+                _ => "",
+            };
+            println!(
+                "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8.0}% {:>8.0}% {:>7.0}% {:>7.0}% {:>7}",
+                s.name,
+                name,
+                thousands(p.ops_per_second),
+                format_us(p.latency_us.p50_us),
+                format_us(p.latency_us.p99_us),
+                format_us(p.latency_us.p999_us),
+                thousands(p.errors.values().sum::<u64>() as f64),
+                p.server_cpu.coordinator_busy_share * 100.0,
+                p.server_cpu.other_shard_busy_share * 100.0,
+                p.server_cpu.busy_share * 100.0,
+                p.client_busy_share * 100.0,
+                aim
+            );
+        }
+    }
+    if comparisons.is_empty() {
+        return;
+    }
+    println!();
+    println!("== against the embedded engine (no network) ==");
+    for c in comparisons {
+        let e = &c.embedded;
+        println!(
+            "{:<22} {:<7} {:>9}/s p50 {:>9}  vs {} {:<6} {:>9}/s p50 {:>9}: {:.0}% of its throughput ({})",
+            c.scenario,
+            c.phase,
+            thousands(c.ops_per_second),
+            format_us(c.p50_us),
+            e.report,
+            e.run,
+            thousands(e.ops_per_second),
+            e.p50_us.map_or_else(|| "?".into(), format_us),
+            c.throughput_ratio * 100.0,
+            e.what
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct Report {
+    benchmark: &'static str,
+    machine: Machine,
+    parameters: Parameters,
+    scenarios: Vec<ScenarioReport>,
+    embedded_comparison: Vec<Comparison>,
+}
+
+#[derive(Serialize)]
+struct Parameters {
+    command: Vec<String>,
+    enigmadb: String,
+    table: &'static str,
+    insert: &'static str,
+    select: &'static str,
+    inserts: u64,
+    reads: u64,
+    key_bytes: usize,
+    value_bytes: usize,
+    in_flight: usize,
+    connections: Vec<usize>,
+    modes: Vec<Mode>,
+    spin_before_park_us: Vec<u64>,
+    shards: usize,
+    periodic_sync_ms: u64,
+    memtable_budget: String,
+    cache_budget: String,
+    pin_shards: bool,
+    consistency: &'static str,
+    data_dir: String,
+    seed: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.inserts == 0 || args.modes.is_empty() || args.connections.is_empty() || args.spin_before_park_us.is_empty()
+    {
+        bail!("nothing to run: --inserts, --modes, --connections and --spin-before-park-us must not be empty");
+    }
+    if args.shards == 0 {
+        bail!("--shards must be positive");
+    }
+    for &c in &args.connections {
+        if c == 0 || c > args.in_flight || args.in_flight.div_ceil(c) > MAX_IN_FLIGHT {
+            bail!(
+                "--connections {c} with --in-flight {}: each connection needs 1 to {MAX_IN_FLIGHT} requests in flight",
+                args.in_flight
+            );
+        }
+    }
+    if !args.enigmadb.is_file() {
+        bail!("{} not found: build it with `cargo build --release` or pass --enigmadb", args.enigmadb.display());
+    }
+    let values = Arc::new(
+        ValuePool::new(args.seed, args.value_bytes)
+            .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?,
+    );
+
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let run_dir = args.dir.join(format!("server-surge-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let run_dir = run_dir.canonicalize()?;
+    let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
+    if machine.build == "debug" {
+        println!("WARNING: debug build of the benchmark; run with --release for numbers worth comparing");
+    }
+    println!(
+        "server surge: {} inserts then {} point reads of {KEY_BYTES}-byte keys and {}-byte values; {} in flight; \
+         {} shards; {} CPU(s), kernel {}; data in {}",
+        thousands(args.inserts as f64),
+        thousands(args.reads as f64),
+        args.value_bytes,
+        args.in_flight,
+        args.shards,
+        machine.nproc,
+        machine.kernel.as_deref().unwrap_or("?"),
+        run_dir.display()
+    );
+
+    let mut scenarios = Vec::new();
+    for &mode in &args.modes {
+        for &spin_before_park_us in &args.spin_before_park_us {
+            for &connections in &args.connections {
+                let scenario = Scenario { mode, connections, spin_before_park_us };
+                println!();
+                println!(
+                    "== {}: {} sync, {} in flight over {} connection(s), server spins {} us before parking ==",
+                    scenario.name(),
+                    mode,
+                    args.in_flight,
+                    connections,
+                    spin_before_park_us
+                );
+                let report = run_scenario(&args, &scenario, &run_dir, &values)?;
+                print_scenario(&args, &report);
+                scenarios.push(report);
+            }
+        }
+    }
+    let embedded_comparison = comparisons(&args, &scenarios);
+    print_summary(&scenarios, &embedded_comparison);
+
+    if !args.keep {
+        // Only our own, now empty, run directory: never the user's --dir.
+        std::fs::remove_dir(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    let report = Report {
+        benchmark: "server_surge",
+        machine,
+        parameters: Parameters {
+            command: std::env::args().collect(),
+            enigmadb: args.enigmadb.display().to_string(),
+            table: CREATE_TABLE,
+            insert: INSERT,
+            select: SELECT,
+            inserts: args.inserts,
+            reads: args.reads,
+            key_bytes: KEY_BYTES,
+            value_bytes: args.value_bytes,
+            in_flight: args.in_flight,
+            connections: args.connections.clone(),
+            modes: args.modes.clone(),
+            spin_before_park_us: args.spin_before_park_us.clone(),
+            shards: args.shards,
+            periodic_sync_ms: args.periodic_sync_ms,
+            memtable_budget: args.memtable_budget.clone(),
+            cache_budget: args.cache_budget.clone(),
+            pin_shards: args.pin_shards,
+            consistency: "ONE",
+            data_dir: run_dir.display().to_string(),
+            seed: args.seed,
+        },
+        scenarios,
+        embedded_comparison,
+    };
+    write_json(&args.report, &report).with_context(|| format!("writing {}", args.report.display()))?;
+    println!();
+    println!("report: {}", args.report.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_requests_are_split_over_connections_without_loss() {
+        assert_eq!(split_window(64, 1), vec![64]);
+        assert_eq!(split_window(64, 4), vec![16; 4]);
+        assert_eq!(split_window(10, 3), vec![4, 3, 3]);
+        assert_eq!(split_window(64, 5).iter().sum::<usize>(), 64);
+    }
+
+    #[test]
+    fn the_ready_line_gives_the_address() {
+        let line = "enigmadb ready: listening on 127.0.0.1:40123, 2 shards, data dir /x, sync mode Batch, replayed 0 WAL records";
+        assert_eq!(ready_address(line), Some(SocketAddr::from(([127, 0, 0, 1], 40123))));
+        assert_eq!(ready_address("enigmadb stopped: WALs synced"), None);
+    }
+
+    #[test]
+    fn server_threads_are_grouped_by_role() {
+        assert_eq!(thread_group("iou-wrk-4242", true), thread_group("iou-wrk-4243", false));
+        assert_eq!(thread_group("shard-0-1", true), "shard-0");
+        assert_eq!(thread_group("shard-0-1", false), "shard-0 blocking pool");
+        assert_eq!(thread_group("shard-12-13", true), "shard-12");
+        assert_eq!(thread_group("enigmadb", true), "enigmadb");
+    }
+}
