@@ -2,4 +2,5 @@
 //! vocabulary (`wire`): the query language and, as they land, the coordinator, the server and
 //! the tools of the `enigmadb` binary. `src/main.rs` is only the command line in front of it.
 
+pub mod cql;
 pub mod sstable_tool;
