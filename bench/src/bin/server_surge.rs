@@ -576,6 +576,9 @@ struct PhaseReport {
     client_busy_share: f64,
     client_cpu_us_per_op: f64,
     machine_cpu: Option<CpuShares>,
+    /// CPU the rest of the machine used meanwhile (builds, other tests), as a share of one CPU:
+    /// the machine's busy CPUs (user, system, interrupts) less the server and the client.
+    other_processes_busy_share: Option<f64>,
     device: Option<DiskActivity>,
 }
 
@@ -719,17 +722,25 @@ fn phase_report<'a>(phases: impl Iterator<Item = &'a PhaseOutcome>, before: &Mom
     };
     let window = after.client.at.saturating_duration_since(before.client.at).as_secs_f64();
     let client_cpu = after.client.process.since(&before.client.process).total().as_secs_f64();
+    let server_cpu = server_cpu_report(&before.server, &after.server, ops);
+    let machine_cpu = after.client.machine_since(&before.client);
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let other_processes_busy_share = machine_cpu.map(|m| {
+        let machine_busy = (m.user + m.system + m.interrupts) * nproc;
+        (machine_busy - server_cpu.busy_share - ratio(client_cpu, window)).max(0.0)
+    });
     PhaseReport {
         ops,
         errors,
         wall_seconds: wall,
         ops_per_second: per_second(ops as f64, wall),
         latency_us: latency.summary(),
-        server_cpu: server_cpu_report(&before.server, &after.server, ops),
+        server_cpu,
         client_cpu_seconds: client_cpu,
         client_busy_share: ratio(client_cpu, window),
         client_cpu_us_per_op: ratio(client_cpu * 1e6, ops as f64),
-        machine_cpu: after.client.machine_since(&before.client),
+        machine_cpu,
+        other_processes_busy_share,
         device: after.client.disk_since(&before.client),
     }
 }
@@ -950,6 +961,12 @@ fn print_phase(name: &str, p: &PhaseReport) {
     if let Some(m) = &p.machine_cpu {
         println!("    machine CPU    {m}");
     }
+    if let Some(other) = p.other_processes_busy_share {
+        println!(
+            "    other processes {:.0}% of one CPU (the machine is shared: above ~10% the figures suffer)",
+            other * 100.0
+        );
+    }
     if let Some(d) = &p.device {
         println!(
             "    device {:<7} {} writes ({:.1} MB), {} flushes, {} reads ({:.1} MB), busy {:.0}%",
@@ -994,8 +1011,20 @@ fn print_summary(scenarios: &[ScenarioReport], comparisons: &[Comparison]) {
     println!();
     println!("== summary ==");
     println!(
-        "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8} {:>7}",
-        "scenario", "phase", "ops/s", "p50", "p99", "p99.9", "errors", "shard-0", "shard-1+", "server", "client", "aim"
+        "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7}",
+        "scenario",
+        "phase",
+        "ops/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "errors",
+        "shard-0",
+        "shard-1+",
+        "server",
+        "client",
+        "others",
+        "aim"
     );
     for s in scenarios {
         let phases = [("inserts", Some(&s.inserts)), ("reads", s.reads.as_ref())];
@@ -1006,7 +1035,7 @@ fn print_summary(scenarios: &[ScenarioReport], comparisons: &[Comparison]) {
                 _ => "",
             };
             println!(
-                "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>10} {:>8.0}% {:>8.0}% {:>7.0}% {:>7.0}% {:>7}",
+                "{:<22} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7} {:>8.0}% {:>8.0}% {:>7.0}% {:>7.0}% {:>8} {:>7}",
                 s.name,
                 name,
                 thousands(p.ops_per_second),
@@ -1018,6 +1047,7 @@ fn print_summary(scenarios: &[ScenarioReport], comparisons: &[Comparison]) {
                 p.server_cpu.other_shard_busy_share * 100.0,
                 p.server_cpu.busy_share * 100.0,
                 p.client_busy_share * 100.0,
+                p.other_processes_busy_share.map_or_else(|| "?".to_owned(), |o| format!("{:.0}%", o * 100.0)),
                 aim
             );
         }
