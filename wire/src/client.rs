@@ -833,6 +833,16 @@ mod tests {
     }
 
     #[test]
+    fn a_request_over_the_frame_limit_is_refused_before_sending() {
+        let options = ClientOptions { max_frame_bytes: 4096, ..ClientOptions::default() };
+        let mut client = Client::connect_with(start_server(), options).unwrap();
+        let err = client.query(&format!("ECHO {}", "9".repeat(5000))).unwrap_err();
+        assert!(matches!(err, ClientError::RequestTooLarge { limit: 4096, .. }), "{err:?}");
+        assert_eq!(client.in_flight(), 0);
+        assert_eq!(int_rows(client.query("ECHO 3").unwrap()), vec![3]);
+    }
+
+    #[test]
     fn connecting_to_a_closed_port_is_an_io_error() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         // The listener is dropped: nothing listens there any more.
