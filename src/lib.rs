@@ -2,5 +2,9 @@
 //! vocabulary (`wire`): the query language and, as they land, the coordinator, the server and
 //! the tools of the `enigmadb` binary. `src/main.rs` is only the command line in front of it.
 
+pub mod config;
+pub mod coordinator;
 pub mod cql;
+pub mod server;
+pub mod shell;
 pub mod sstable_tool;

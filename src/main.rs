@@ -1,6 +1,6 @@
-//! `enigmadb`: one binary, one subcommand per tool. Today: `embedded`, the storage engine of a
-//! node run in-process against a data directory (the server, shell, admin, sstable and stress
-//! subcommands follow as their issues land).
+//! `enigmadb`: one binary, one subcommand per tool: `server` (a node), `embedded` (the storage
+//! engine of a node run in-process against a data directory), `sstable` (the inspector), `shell`
+//! (the query shell); the admin and stress subcommands follow as their issues land.
 
 mod embedded;
 
@@ -15,10 +15,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: the client protocol on --listen (default 127.0.0.1:9470), one shard per core.
+    Server(enigmadb::server::Args),
     /// Run a node's storage engine in this process against a data directory.
     Embedded(embedded::Args),
     /// Inspect an SSTable file: dump its rows, print its metadata, or check it.
     Sstable(enigmadb::sstable_tool::Args),
+    /// An interactive query shell (cqlsh-like); -e or -f run statements and exit.
+    Shell(enigmadb::shell::Args),
 }
 
 fn main() {
@@ -37,8 +41,10 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Server(args) => enigmadb::server::run(args),
         Command::Embedded(args) => embedded::run(args),
         Command::Sstable(args) => enigmadb::sstable_tool::run(args),
+        Command::Shell(args) => enigmadb::shell::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,305 @@
+//! The coordinator role of a node (runs on its coordinator shard): takes a client request,
+//! parses and plans its statement, checks the consistency level against the table's replicas,
+//! and runs the plan through the node, which routes every partition's work by token to the
+//! shard that owns it (the coordinator's own shard without a channel hop). Every failure
+//! becomes a typed protocol error; nothing a client sends panics the shard.
+
+mod batchlog;
+mod paging;
+mod select;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use shards::node::{Node, NodeError};
+use shards::shard::ShardError;
+use wire::protocol::{
+    BatchKind, BatchRequest, BatchStatement, ColumnSpec, Consistency, ErrorCode, ErrorResponse, PreparedId,
+    PreparedMeta, QueryParams, QueryResult, Request, Response, Rows,
+};
+use wire::schema::TableSchema;
+use wire::{ColumnType, Value};
+
+use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
+
+pub use batchlog::{Batchlog, BatchlogError};
+pub use paging::{PagingError, PagingState};
+
+/// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client
+/// gets an UNPREPARED error and prepares again, as with Cassandra's prepared cache).
+pub const MAX_PREPARED_STATEMENTS: usize = 4096;
+/// Rows per page when the client does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 5000;
+/// Nodes in this node's ring: one until the cluster layer lands.
+const LIVE_NODES: usize = 1;
+
+pub struct Coordinator {
+    node: Node,
+    batchlog: Batchlog,
+    prepared: RefCell<PreparedCache>,
+}
+
+impl Coordinator {
+    /// Opens the batchlog (replaying the batches a crash left unfinished) and returns the
+    /// coordinator with how many batches were replayed.
+    pub async fn open(node: Node) -> Result<(Coordinator, usize), BatchlogError> {
+        let (batchlog, replayed) = Batchlog::open(&node).await?;
+        Ok((Coordinator { node, batchlog, prepared: RefCell::new(PreparedCache::default()) }, replayed))
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Answers one request (STARTUP and OPTIONS are the connection's business).
+    pub async fn execute(&self, request: Request) -> Response {
+        match self.run(request).await {
+            Ok(result) => Response::Result(result),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn run(&self, request: Request) -> Result<QueryResult, ErrorResponse> {
+        match request {
+            Request::Query { text, params } => {
+                let statement = cql::parse_one(&text).map_err(cql_error)?;
+                let plan = cql::plan(&statement, &self.schemas()).map_err(cql_error)?;
+                self.run_plan(plan, &params).await
+            }
+            Request::Prepare { text } => self.prepare(&text),
+            Request::Execute { id, values, params } => {
+                let plan = self.bind_prepared(id, &values)?;
+                self.run_plan(plan, &params).await
+            }
+            Request::Batch(batch) => self.batch(batch).await,
+            Request::Startup { .. } | Request::Options => {
+                Err(ErrorResponse::new(ErrorCode::Protocol, "STARTUP and OPTIONS are connection requests"))
+            }
+        }
+    }
+
+    /// The tables clients see: the node's own (`system_...`) are hidden.
+    fn schemas(&self) -> impl Fn(&str) -> Option<Arc<TableSchema>> + '_ {
+        |name: &str| if batchlog::is_reserved(name) { None } else { self.node.table(name).ok() }
+    }
+
+    fn prepare(&self, text: &str) -> Result<QueryResult, ErrorResponse> {
+        let statement = cql::parse_one(text).map_err(cql_error)?;
+        let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
+        let id = PreparedId::of_statement(text);
+        self.prepared.borrow_mut().insert(id, statement);
+        let bind = prepared.markers().iter().map(|m| ColumnSpec { name: m.name.clone(), ty: m.ty }).collect();
+        let columns = prepared.projection().map(select::column_specs).unwrap_or_default();
+        Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns }))
+    }
+
+    /// The plan of a prepared statement with its values. The statement is planned again
+    /// against the current schemas, so a table dropped or recreated since PREPARE is seen.
+    fn bind_prepared(&self, id: PreparedId, values: &[Option<Value>]) -> Result<Plan, ErrorResponse> {
+        let statement = self.prepared.borrow().get(id).ok_or_else(|| {
+            ErrorResponse::new(ErrorCode::Unprepared { id }, format!("prepared statement {id} is unknown here"))
+        })?;
+        let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
+        prepared.bind(values).map_err(cql_error)
+    }
+
+    async fn run_plan(&self, plan: Plan, params: &QueryParams) -> Result<QueryResult, ErrorResponse> {
+        match plan {
+            Plan::CreateTable { schema, if_not_exists } => {
+                let name = schema.name.clone();
+                if batchlog::is_reserved(&name) {
+                    return Err(ErrorResponse::new(
+                        ErrorCode::Invalid,
+                        format!("table names starting with '{}' are reserved", batchlog::RESERVED_PREFIX),
+                    ));
+                }
+                if self.node.table(&name).is_ok() {
+                    return match if_not_exists {
+                        true => Ok(QueryResult::Void),
+                        false => Err(ErrorResponse::new(
+                            ErrorCode::AlreadyExists,
+                            format!("Cannot add already existing table \"{name}\""),
+                        )),
+                    };
+                }
+                self.node.create_table(schema).await.map_err(node_error)?;
+                Ok(QueryResult::SchemaChange { change: "CREATED".into(), table: name })
+            }
+            Plan::DropTable { table, if_exists } => {
+                if batchlog::is_reserved(&table) || self.node.table(&table).is_err() {
+                    return match if_exists {
+                        true => Ok(QueryResult::Void),
+                        false => Err(ErrorResponse::new(ErrorCode::Invalid, format!("Table '{table}' doesn't exist"))),
+                    };
+                }
+                self.node.drop_table(&table).await.map_err(node_error)?;
+                Ok(QueryResult::SchemaChange { change: "DROPPED".into(), table })
+            }
+            Plan::Truncate { schema } => {
+                self.node.truncate(&schema.name).await.map_err(node_error)?;
+                Ok(QueryResult::Void)
+            }
+            Plan::DescribeTables => {
+                let mut names: Vec<String> =
+                    self.node.tables().iter().map(|t| t.name.clone()).filter(|n| !batchlog::is_reserved(n)).collect();
+                names.sort();
+                Ok(single_text_column("name", names))
+            }
+            Plan::DescribeTable { schema } => {
+                Ok(single_text_column("create_statement", vec![cql::render_create_table(&schema)]))
+            }
+            Plan::Write(write) => {
+                let schemas = self.tables_of(write.writes.iter().map(|w| w.table))?;
+                for schema in &schemas {
+                    check_replicas(schema, params.consistency)?;
+                }
+                let ts = write.timestamp.or(params.timestamp);
+                // A shard applies its part of a batch atomically (one WAL record); a logged
+                // batch that spans shards goes through the batchlog to be all-or-nothing.
+                if write.batch == Some(cql::ast::BatchKind::Logged) && self.spans_shards(&write.writes) {
+                    self.batchlog.write(&self.node, write.writes, ts).await?;
+                } else {
+                    self.node.write(write.writes, ts).await.map_err(node_error)?;
+                }
+                Ok(QueryResult::Void)
+            }
+            Plan::Select(select) => {
+                check_replicas(&select.schema, params.consistency)?;
+                select::run(&self.node, &select, params).await
+            }
+        }
+    }
+
+    /// A protocol BATCH: every statement planned (from text or prepared) to writes, applied
+    /// with one timestamp.
+    async fn batch(&self, batch: BatchRequest) -> Result<QueryResult, ErrorResponse> {
+        if batch.statements.is_empty() {
+            return Err(ErrorResponse::new(ErrorCode::Invalid, "a BATCH needs at least one statement"));
+        }
+        let mut writes = Vec::new();
+        let mut timestamp = batch.timestamp;
+        for statement in &batch.statements {
+            let plan = match statement {
+                BatchStatement::Query(text, values) => {
+                    let statement = cql::parse_one(text).map_err(cql_error)?;
+                    let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
+                    prepared.bind(values).map_err(cql_error)?
+                }
+                BatchStatement::Prepared(id, values) => self.bind_prepared(*id, values)?,
+            };
+            let Plan::Write(write) = plan else {
+                return Err(ErrorResponse::new(
+                    ErrorCode::Invalid,
+                    "Only INSERT, UPDATE and DELETE statements are allowed in a BATCH",
+                ));
+            };
+            timestamp = timestamp.or(write.timestamp);
+            writes.extend(write.writes);
+        }
+        if writes.len() > shards::mutation::MAX_BATCH_WRITES {
+            return Err(ErrorResponse::new(
+                ErrorCode::Invalid,
+                format!("a BATCH may hold at most {} writes", shards::mutation::MAX_BATCH_WRITES),
+            ));
+        }
+        let kind = match batch.kind {
+            BatchKind::Logged => cql::ast::BatchKind::Logged,
+            BatchKind::Unlogged => cql::ast::BatchKind::Unlogged,
+        };
+        let plan = Plan::Write(cql::plan::WritePlan { writes, timestamp, batch: Some(kind) });
+        self.run_plan(plan, &QueryParams::with_consistency(batch.consistency)).await
+    }
+
+    fn spans_shards(&self, writes: &[shards::mutation::Write]) -> bool {
+        let mut shards = writes.iter().map(|w| self.node.shard_of(w.key.token()));
+        let first = shards.next();
+        shards.any(|s| Some(s) != first)
+    }
+
+    fn tables_of(&self, ids: impl Iterator<Item = wire::TableId>) -> Result<Vec<Arc<TableSchema>>, ErrorResponse> {
+        let mut seen: Vec<wire::TableId> = ids.collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let tables = self.node.tables();
+        seen.iter()
+            .map(|id| {
+                tables.iter().find(|t| t.id == *id).cloned().ok_or_else(|| {
+                    ErrorResponse::new(ErrorCode::Invalid, format!("table id {id} was dropped while planning"))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Unavailable when the consistency level needs more replicas than are alive: the table's RF
+/// is above the number of nodes, or the level asks for more replicas than RF.
+fn check_replicas(schema: &TableSchema, consistency: Consistency) -> Result<(), ErrorResponse> {
+    let rf = usize::from(schema.options.replication_factor.max(1));
+    let required = consistency.block_for(rf);
+    let alive = rf.min(LIVE_NODES);
+    if rf > LIVE_NODES || required > alive {
+        return Err(ErrorResponse::new(
+            ErrorCode::Unavailable { consistency, required: required as u32, alive: alive as u32 },
+            format!(
+                "Cannot achieve consistency level {consistency} for table {} (replication_factor {rf}): \
+                 {required} replicas required, {alive} alive",
+                schema.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn single_text_column(name: &str, values: Vec<String>) -> QueryResult {
+    QueryResult::Rows(Rows {
+        columns: vec![ColumnSpec { name: name.into(), ty: ColumnType::Text }],
+        rows: values.into_iter().map(|v| vec![Some(Value::Text(v))]).collect(),
+        paging_state: None,
+    })
+}
+
+fn cql_error(e: CqlError) -> ErrorResponse {
+    let code = match e.kind {
+        CqlErrorKind::Syntax => ErrorCode::Syntax,
+        CqlErrorKind::Invalid => ErrorCode::Invalid,
+    };
+    ErrorResponse::new(code, e.to_string())
+}
+
+/// The protocol error for a failure of the node: what the client did wrong is an invalid
+/// request; a node that cannot take writes right now is overloaded; the rest is a server error.
+fn node_error(e: NodeError) -> ErrorResponse {
+    let code = match &e {
+        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) => ErrorCode::Invalid,
+        NodeError::Shard { source: ShardError::Clock(_), .. } => ErrorCode::Invalid,
+        NodeError::Shard { source: ShardError::UnknownTable(_), .. } => ErrorCode::Invalid,
+        NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } => ErrorCode::Overloaded,
+        _ => ErrorCode::Server,
+    };
+    ErrorResponse::new(code, e.to_string())
+}
+
+/// Statements by prepared id, oldest forgotten first beyond [`MAX_PREPARED_STATEMENTS`].
+#[derive(Default)]
+struct PreparedCache {
+    statements: HashMap<PreparedId, Statement>,
+    order: VecDeque<PreparedId>,
+}
+
+impl PreparedCache {
+    fn insert(&mut self, id: PreparedId, statement: Statement) {
+        if self.statements.insert(id, statement).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > MAX_PREPARED_STATEMENTS {
+            if let Some(old) = self.order.pop_front() {
+                self.statements.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: PreparedId) -> Option<Statement> {
+        self.statements.get(&id).cloned()
+    }
+}

@@ -1,0 +1,243 @@
+//! `enigmadb server`: one node. Opens the embedded node (one executor per shard), runs the
+//! coordinator and the client listener on shard 0's executor, prints one line when ready, and
+//! on SIGTERM/SIGINT stops accepting, lets in-flight requests finish and syncs every WAL.
+//! The main thread only waits for signals; it never touches a shard.
+
+mod connection;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use shards::node::{LocalService, Node};
+
+use crate::config::{parse_size, ServerConfig, SyncModeSetting};
+use crate::coordinator::Coordinator;
+
+/// Flags of `enigmadb server`; each overrides the same setting of `--config`.
+#[derive(clap::Args, Debug, Default)]
+pub struct Args {
+    /// TOML file of settings (every key documented in docs/enigmadb.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Node data directory [default: ./enigmadb-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client protocol address [default: 127.0.0.1:9470].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Peer protocol address [default: the client address's host, port 7470].
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// Shards [default: one per available core; fixed when the data directory is created].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// When an acknowledged write is durable [default: batch].
+    #[arg(long, value_enum)]
+    sync_mode: Option<SyncModeSetting>,
+    /// fdatasync period in periodic mode, ms [default: 10000].
+    #[arg(long)]
+    periodic_sync_ms: Option<u64>,
+    /// MemTable bytes per shard before a flush (e.g. 67108864 or 64MiB) [default: 64MiB].
+    #[arg(long, value_parser = parse_size)]
+    memtable_budget: Option<usize>,
+    /// Block cache bytes per shard [default: 64MiB].
+    #[arg(long, value_parser = parse_size)]
+    cache_budget: Option<usize>,
+    /// Pin shard i to CPU i [default: true]. Pass false when nodes share cores.
+    #[arg(long)]
+    pin_shards: Option<bool>,
+    /// Microseconds an idle shard spins before parking; trades CPU for cross-core wake-up
+    /// latency (0 parks at once) [default: 50].
+    #[arg(long)]
+    spin_before_park_us: Option<u64>,
+    /// Largest frame accepted from or sent to a client [default: 16MiB].
+    #[arg(long, value_parser = parse_size)]
+    max_frame_bytes: Option<usize>,
+    /// Quarantine SSTables that fail their checksums at start instead of refusing to start.
+    #[arg(long)]
+    quarantine_corrupt_sstables: bool,
+    /// Truncate the WAL at corruption in the middle of the log instead of refusing to start.
+    #[arg(long)]
+    wal_truncate_corrupt: bool,
+}
+
+impl Args {
+    /// The effective configuration: defaults, then the file, then the flags.
+    pub fn resolve(&self) -> Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::load(path)?,
+            None => ServerConfig::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+            if self.peer_listen.is_none() {
+                c.peer_listen = SocketAddr::new(v.ip(), crate::config::DEFAULT_PEER_PORT);
+            }
+        }
+        if let Some(v) = self.peer_listen {
+            c.peer_listen = v;
+        }
+        if let Some(v) = self.shards {
+            c.shards = v;
+        }
+        if let Some(v) = self.sync_mode {
+            c.sync_mode = v;
+        }
+        if let Some(v) = self.periodic_sync_ms {
+            c.periodic_sync_ms = v;
+        }
+        if let Some(v) = self.memtable_budget {
+            c.memtable_budget.0 = v;
+        }
+        if let Some(v) = self.cache_budget {
+            c.cache_budget.0 = v;
+        }
+        if let Some(v) = self.pin_shards {
+            c.pin_shards = v;
+        }
+        if let Some(v) = self.spin_before_park_us {
+            c.spin_before_park_us = v;
+        }
+        if let Some(v) = self.max_frame_bytes {
+            c.max_frame_bytes.0 = v;
+        }
+        c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
+        c.wal_truncate_corrupt |= self.wal_truncate_corrupt;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// What shard 0's executor tells the main thread about the listener.
+enum ServiceEvent {
+    Listening(SocketAddr),
+    Failed(String),
+    /// Every connection has finished after a stop request.
+    Stopped,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let config = args.resolve()?;
+    // Block the termination signals in every thread (executors inherit this mask) so that the
+    // main thread alone receives them, with sigtimedwait.
+    let signals = TerminationSignals::block()?;
+    let (events_tx, events) = flume::bounded(4);
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    let service_config = config.clone();
+    let service: LocalService = Box::new(move |node: Node| {
+        Box::pin(async move {
+            let coordinator = match Coordinator::open(node).await {
+                Ok((coordinator, replayed)) => {
+                    if replayed > 0 {
+                        tracing::info!(replayed, "replayed unfinished logged batches");
+                    }
+                    Rc::new(coordinator)
+                }
+                Err(e) => {
+                    let _ = events_tx.send(ServiceEvent::Failed(format!("opening the batchlog: {e}")));
+                    return;
+                }
+            };
+            let listener = match glommio::net::TcpListener::bind(service_config.listen) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ =
+                        events_tx.send(ServiceEvent::Failed(format!("listening on {}: {e}", service_config.listen)));
+                    return;
+                }
+            };
+            let addr = listener.local_addr().unwrap_or(service_config.listen);
+            let _ = events_tx.send(ServiceEvent::Listening(addr));
+            connection::serve(listener, coordinator, &service_config, stop_rx).await;
+            let _ = events_tx.send(ServiceEvent::Stopped);
+        })
+    });
+    let (node, report) = Node::open_with_service(config.node_config(), Some((0, service)))
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let replayed: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
+    let addr = match events.recv() {
+        Ok(ServiceEvent::Listening(addr)) => addr,
+        Ok(ServiceEvent::Failed(reason)) => {
+            shutdown(&node)?;
+            bail!(reason);
+        }
+        Ok(ServiceEvent::Stopped) | Err(_) => {
+            shutdown(&node)?;
+            bail!("the coordinator stopped before listening");
+        }
+    };
+    println!(
+        "enigmadb ready: listening on {addr}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
+        node.shard_count(),
+        config.data_dir.display(),
+        config.sync_mode,
+    );
+    loop {
+        if let Some(signal) = signals.wait(Duration::from_millis(200))? {
+            tracing::info!(signal, "stopping: no new connections; in-flight requests finish");
+            break;
+        }
+        if !events.is_empty() || events.is_disconnected() {
+            tracing::error!("the coordinator stopped");
+            break;
+        }
+    }
+    let _ = stop_tx.try_send(());
+    // Connections finish their in-flight requests; a stuck client does not hold the node
+    // forever.
+    match events.recv_timeout(Duration::from_secs(30)) {
+        Ok(ServiceEvent::Stopped) => {}
+        _ => tracing::warn!("connections did not finish within 30 s; stopping anyway"),
+    }
+    shutdown(&node)?;
+    println!("enigmadb stopped: WALs synced");
+    Ok(())
+}
+
+/// Syncs and closes every shard (blocking the main thread on the node's executors).
+fn shutdown(node: &Node) -> Result<()> {
+    futures_lite::future::block_on(node.shutdown()).context("shutting down")
+}
+
+/// SIGTERM and SIGINT, blocked in every thread and taken by the main thread.
+struct TerminationSignals {
+    set: libc::sigset_t,
+}
+
+impl TerminationSignals {
+    fn block() -> Result<TerminationSignals> {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the calls only
+        // read and write the set and this thread's mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                bail!("blocking termination signals: {}", std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(TerminationSignals { set })
+        }
+    }
+
+    /// The signal received within `timeout`, if any.
+    fn wait(&self, timeout: Duration) -> Result<Option<i32>> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: `self.set` is an initialised signal set; a null siginfo pointer is allowed.
+        let signal = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        if signal >= 0 {
+            return Ok(Some(signal));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(std::io::Error::last_os_error()).context("waiting for signals"),
+        }
+    }
+}
