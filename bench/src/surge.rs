@@ -102,11 +102,17 @@ impl ValuePool {
 
 /// The INSERT of row `row` (a CQL `INSERT INTO surge (key, value) VALUES (?, ?)`).
 pub fn insert(schema: &TableSchema, values: &ValuePool, row: u64) -> Result<Write, WriteError> {
+    insert_as(schema, values, row, row)
+}
+
+/// The INSERT of the key of row `key_row` with the value of row `value_row` (an overwrite when
+/// that key was written before).
+pub fn insert_as(schema: &TableSchema, values: &ValuePool, key_row: u64, value_row: u64) -> Result<Write, WriteError> {
     Write::upsert(
         schema,
-        &[Value::Blob(row_key(row))],
+        &[Value::Blob(row_key(key_row))],
         &[],
-        &[("value", Some(Value::Blob(values.value(row))))],
+        &[("value", Some(Value::Blob(values.value(value_row))))],
         0,
         true,
     )
@@ -140,15 +146,28 @@ pub async fn write_rows(
     rows: Range<u64>,
     writers: usize,
 ) -> anyhow::Result<LatencyHistogram> {
+    let (schema, values) = (schema.clone(), values.clone());
+    write_rows_with(shard, rows, writers, move |row| insert(&schema, &values, row)).await
+}
+
+/// [`write_rows`] with the write of each row number built by `make` (for example an overwrite
+/// of one of a few keys).
+pub async fn write_rows_with(
+    shard: &Rc<Shard>,
+    rows: Range<u64>,
+    writers: usize,
+    make: impl Fn(u64) -> Result<Write, WriteError> + 'static,
+) -> anyhow::Result<LatencyHistogram> {
     let source = Rc::new(RowSource { next: Cell::new(rows.start), end: rows.end });
     let latency = Rc::new(RefCell::new(LatencyHistogram::new()));
+    let make = Rc::new(make);
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
-            let (shard, schema, values) = (shard.clone(), schema.clone(), values.clone());
+            let (shard, make) = (shard.clone(), make.clone());
             let (source, latency) = (source.clone(), latency.clone());
             glommio::spawn_local(async move {
                 while let Some(row) = source.take() {
-                    let write = insert(&schema, &values, row)?;
+                    let write = make(row)?;
                     let sent = Instant::now();
                     shard.apply(vec![write], None).await?;
                     latency.borrow_mut().record(sent.elapsed());
