@@ -3,6 +3,8 @@
 //!
 //! The catalog is control-plane state: it is changed only by DDL and read at start-up; shards
 //! get their own copy of each schema through their channels and never read this file.
+//! Table ids are never reused: `next_id` only grows, so a table id below it that the catalog
+//! does not list belongs to a dropped table, whose leftover data shards discard.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ pub enum CatalogError {
     Schema { path: PathBuf, source: SchemaError },
     #[error("table '{0}' already exists")]
     TableExists(String),
+    #[error("unknown table '{0}'")]
+    UnknownTable(String),
     #[error("a node holds at most {MAX_TABLES} tables")]
     TooManyTables,
     #[error(transparent)]
@@ -81,6 +85,24 @@ impl Catalog {
         Ok(schema)
     }
 
+    /// Removes a table and persists the catalog before returning the removed schema. Its id is
+    /// never handed out again.
+    pub fn drop_table(&mut self, dir: &Path, name: &str) -> Result<TableSchema, CatalogError> {
+        let Some(at) = self.tables.iter().position(|t| t.name.eq_ignore_ascii_case(name)) else {
+            return Err(CatalogError::UnknownTable(name.to_owned()));
+        };
+        let mut next = self.clone();
+        let dropped = next.tables.remove(at);
+        next.save(dir)?;
+        *self = next;
+        Ok(dropped)
+    }
+
+    /// Every table id below this was handed out (listed tables and dropped ones).
+    pub fn next_id(&self) -> TableId {
+        self.next_id
+    }
+
     pub fn table(&self, name: &str) -> Option<&TableSchema> {
         self.tables.iter().find(|t| t.name.eq_ignore_ascii_case(name))
     }
@@ -117,6 +139,20 @@ mod tests {
         let reloaded = Catalog::load(dir.path()).unwrap();
         assert_eq!(reloaded, c);
         assert_eq!(reloaded.table("B").unwrap().id, b.id);
+    }
+
+    #[test]
+    fn dropped_tables_are_gone_after_reload_and_their_ids_never_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::load(dir.path()).unwrap();
+        let a = c.create_table(dir.path(), kv("a")).unwrap();
+        assert_eq!(c.drop_table(dir.path(), "A").unwrap().id, a.id);
+        assert!(matches!(c.drop_table(dir.path(), "a"), Err(CatalogError::UnknownTable(_))));
+        let mut reloaded = Catalog::load(dir.path()).unwrap();
+        assert!(reloaded.table("a").is_none());
+        assert!(reloaded.next_id() > a.id);
+        let again = reloaded.create_table(dir.path(), kv("a")).unwrap();
+        assert!(again.id > a.id, "a re-created table gets a new id");
     }
 
     #[test]

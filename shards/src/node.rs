@@ -120,6 +120,14 @@ enum Request {
     Compact {
         reply: flume::Sender<Result<CompactionReport, ShardError>>,
     },
+    DropTable {
+        table: TableId,
+        reply: flume::Sender<Result<(), ShardError>>,
+    },
+    Truncate {
+        table: TableId,
+        reply: flume::Sender<Result<(), ShardError>>,
+    },
     AddTable {
         schema: TableSchema,
         reply: flume::Sender<()>,
@@ -215,6 +223,7 @@ impl Node {
         let meta = NodeMeta::load_or_create(&dir, config.shards, config.num_tokens)?;
         let catalog = Catalog::load(&dir)?;
         let schemas = catalog.tables().to_vec();
+        let next_table_id = catalog.next_id();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -230,12 +239,13 @@ impl Node {
                 builder = builder.spin_before_park(spin);
             }
             let shard_dir = dir.join(format!("shard-{shard:03}"));
-            let (shard_config, schemas, ready) = (config.shard.clone(), schemas.clone(), ready_tx.clone());
+            let (shard_config, ready) = (config.shard.clone(), ready_tx.clone());
+            let tables = (schemas.clone(), next_table_id);
             let local_service =
                 service.take_if(|(at, _)| *at as usize == shard).map(|(_, start)| (node_rx.clone(), start));
             let ids = (node_id, shard as u16);
             let handle = builder
-                .spawn(move || run_shard(ids, shard_dir, shard_config, schemas, rx, ready, local_service))
+                .spawn(move || run_shard(ids, shard_dir, shard_config, tables, rx, ready, local_service))
                 .map_err(|e| NodeError::ShardStart { shard: shard as u16, reason: e.to_string() })?;
             threads.push(handle);
         }
@@ -483,6 +493,35 @@ impl Node {
         Ok(())
     }
 
+    /// DROP TABLE: the catalog forgets the table first (durably; its id is never reused), then
+    /// every shard discards its data. A crash in between is finished at the next start: shards
+    /// discard data of table ids the catalog handed out but no longer lists.
+    pub async fn drop_table(&self, name: &str) -> Result<(), NodeError> {
+        let dropped = {
+            let mut catalog = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            catalog.drop_table(&self.inner.dir, name)?
+        };
+        self.inner.tables.write().unwrap_or_else(|p| p.into_inner()).remove(&dropped.name.to_ascii_lowercase());
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::DropTable { table: dropped.id, reply })
+                .await?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
+    }
+
+    /// TRUNCATE: every shard removes all rows of the table written before this call; writes
+    /// after it are kept.
+    pub async fn truncate(&self, name: &str) -> Result<(), NodeError> {
+        let table = self.table(name)?.id;
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::Truncate { table, reply })
+                .await?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
+    }
+
     /// Manual major compaction: every shard flushes, then merges each table's SSTables into
     /// one. Returns what each shard did, in shard order.
     pub async fn compact(&self) -> Result<Vec<CompactionReport>, NodeError> {
@@ -593,7 +632,7 @@ async fn run_shard(
     (node_id, id): (u64, u16),
     dir: PathBuf,
     config: ShardConfig,
-    schemas: Vec<TableSchema>,
+    (schemas, next_table_id): (Vec<TableSchema>, TableId),
     requests: flume::Receiver<Request>,
     ready: Ready,
     service: Option<(flume::Receiver<Node>, LocalService)>,
@@ -602,7 +641,7 @@ async fn run_shard(
         let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
         return;
     }
-    let shard = match Shard::open(id, &dir, config, &schemas).await {
+    let shard = match Shard::open_in_node(id, &dir, config, &schemas, Some(next_table_id)).await {
         Ok((shard, report)) => {
             let _ = ready.send((id, Ok(report)));
             shard
@@ -670,6 +709,12 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         }
         Request::Compact { reply } => {
             let _ = reply.send(shard.compact_major().await);
+        }
+        Request::DropTable { table, reply } => {
+            let _ = reply.send(shard.drop_table(table).await);
+        }
+        Request::Truncate { table, reply } => {
+            let _ = reply.send(shard.truncate(table).await);
         }
         Request::Sync { reply } => {
             let _ = reply.send(shard.sync().await);

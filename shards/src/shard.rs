@@ -265,8 +265,31 @@ impl Shard {
         config: ShardConfig,
         schemas: &[TableSchema],
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
+        Shard::open_in_node(id, dir, config, schemas, None).await
+    }
+
+    /// [`Shard::open`] for a shard of a node whose catalog has handed out every table id below
+    /// `next_table_id`: data of a table below it that `schemas` does not list belongs to a
+    /// dropped table (a crash may have stopped the drop before this shard saw it). Its SSTables
+    /// leave the manifest and the disk, and its WAL updates are skipped.
+    pub async fn open_in_node(
+        id: u16,
+        dir: &Path,
+        config: ShardConfig,
+        schemas: &[TableSchema],
+        next_table_id: Option<TableId>,
+    ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
         config.compaction.validate()?;
+        let dropped =
+            |table: TableId| next_table_id.is_some_and(|n| table < n) && !schemas.iter().any(|s| s.id == table);
         let mut manifest = Manifest::load(dir)?;
+        let listed = manifest.sstables.len();
+        manifest.sstables.retain(|s| !dropped(s.table));
+        if manifest.sstables.len() != listed {
+            tracing::info!(shard = id, files = listed - manifest.sstables.len(), "removing SSTables of dropped tables");
+            manifest.version += 1;
+            manifest.save(dir)?;
+        }
         manifest.remove_leftovers(dir)?;
         let cache = BlockCache::new(config.block_cache_bytes);
         let mut hlc = Hlc::new(SystemClock, config.max_clock_drift);
@@ -307,7 +330,8 @@ impl Shard {
             if lsn <= flushed_through {
                 return Ok(()); // already in an SSTable; the segment outlived its flush
             }
-            let updates = decode_batch(payload).map_err(|e| WalError::Apply(format!("record {lsn}: {e}")))?;
+            let mut updates = decode_batch(payload).map_err(|e| WalError::Apply(format!("record {lsn}: {e}")))?;
+            updates.retain(|u| !dropped(u.table));
             for update in &updates {
                 if !known.contains_key(&update.table) {
                     return Err(WalError::Apply(format!("record {lsn}: unknown table id {}", update.table)));
@@ -552,6 +576,8 @@ impl Shard {
 
     async fn flush_generation(&self, generation: &Generation, flushed_through: Lsn) -> Result<(), ShardError> {
         let mut tables: Vec<TableId> = generation.tables.borrow().keys().copied().collect();
+        // Data of dropped tables is not written; the WAL boundary still moves past it.
+        tables.retain(|t| self.schemas.borrow().contains_key(t));
         tables.sort_unstable();
         let mut written: Vec<(SstableEntry, Rc<Sstable>)> = Vec::new();
         for table in tables {
@@ -567,6 +593,13 @@ impl Shard {
                     return Err(e);
                 }
             }
+        }
+        // A table dropped while its SSTable was being written: the file is not published.
+        let (written, orphans): (Vec<_>, Vec<_>) =
+            written.into_iter().partition(|(entry, _)| self.schemas.borrow().contains_key(&entry.table));
+        for (entry, sst) in orphans {
+            drop(sst);
+            let _ = std::fs::remove_file(self.dir.join(SSTABLE_DIR).join(entry.file_name()));
         }
         let mut next = self.manifest.borrow().clone();
         next.version += 1;
@@ -919,6 +952,44 @@ impl Shard {
             }
         }
         Ok(total)
+    }
+
+    /// DROP TABLE on this shard (after the node's catalog dropped it): the table becomes
+    /// unknown at once, its MemTable data is discarded (skipped by the flushes to come, which
+    /// move the WAL boundary past it), and its SSTables leave the live set in one manifest edit
+    /// and are deleted once no read holds them.
+    pub async fn drop_table(&self, table: TableId) -> Result<(), ShardError> {
+        self.schemas.borrow_mut().remove(&table);
+        self.active.borrow().tables.borrow_mut().remove(&table);
+        self.remove_sstables_of(table).await
+    }
+
+    /// TRUNCATE: removes every row of `table` written before the call. The MemTables are
+    /// flushed first (so the WAL no longer replays those rows), then the table's SSTables leave
+    /// the live set in one manifest edit. Writes that arrive later are kept.
+    pub async fn truncate(&self, table: TableId) -> Result<(), ShardError> {
+        if !self.schemas.borrow().contains_key(&table) {
+            return Err(ShardError::UnknownTable(table));
+        }
+        self.flush().await?;
+        // Nothing awaits between the flush and the manifest edit: every SSTable of the table
+        // now holds only rows written before the truncate.
+        self.remove_sstables_of(table).await
+    }
+
+    async fn remove_sstables_of(&self, table: TableId) -> Result<(), ShardError> {
+        let removed: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let mut next = self.manifest.borrow().clone();
+        next.version += 1;
+        next.sstables.retain(|e| e.table != table);
+        next.save(&self.dir)?;
+        self.sstables.borrow_mut().remove(&table);
+        *self.manifest.borrow_mut() = next;
+        self.retire(removed).await;
+        Ok(())
     }
 
     pub fn stats(&self) -> ShardStats {

@@ -1,0 +1,156 @@
+//! DROP TABLE and TRUNCATE on a node: rows in MemTables and SSTables disappear, nothing comes
+//! back after a restart (WAL replay included), no file of a dropped or truncated SSTable is left,
+//! a re-created table starts empty, and writes after a truncate are kept.
+
+use std::path::Path;
+
+use futures_lite::future::block_on;
+use shards::catalog::Catalog;
+use shards::manifest::{Manifest, SSTABLE_DIR};
+use shards::node::{Node, NodeConfig, NodeError};
+use wire::schema::{ColumnDef, TableOptions, TableSchema};
+use wire::{ColumnType, Value};
+
+const SHARDS: usize = 2;
+
+fn open(dir: &Path) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.shards = SHARDS;
+    config.shard.memtable_budget = 32 * 1024;
+    Node::open(config).expect("open node").0
+}
+
+fn kv(name: &str) -> TableSchema {
+    TableSchema {
+        id: 0,
+        name: name.into(),
+        partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Text }],
+        clustering: vec![],
+        columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
+        options: TableOptions::default(),
+    }
+}
+
+fn put(node: &Node, table: &str, k: &str, v: &str) {
+    let columns = [("v", Some(Value::Text(v.into())))];
+    block_on(node.insert(table, &[Value::Text(k.into())], &[], &columns, 0)).expect("insert");
+}
+
+fn get(node: &Node, table: &str, k: &str) -> Option<String> {
+    let rows = block_on(node.get(table, &[Value::Text(k.into())], &[])).expect("read");
+    rows.first().and_then(|r| match &r.columns[0] {
+        Some(Value::Text(v)) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// Rows 0..n of `table`, enough for several flushes; the last ones stay in the MemTable.
+fn fill(node: &Node, table: &str, tag: &str, n: usize) {
+    for i in 0..n {
+        put(node, table, &format!("k{i:04}"), &format!("{tag}-{i}-{}", "x".repeat(60)));
+    }
+}
+
+fn count(node: &Node, table: &str, n: usize) -> usize {
+    (0..n).filter(|i| get(node, table, &format!("k{i:04}")).is_some()).count()
+}
+
+/// SSTables of `table` named by the manifests, and checks that the files on disk are exactly
+/// the ones the manifests name.
+fn sstables_of(dir: &Path, table: u32) -> usize {
+    let mut total = 0;
+    for shard in 0..SHARDS {
+        let shard_dir = dir.join(format!("shard-{shard:03}"));
+        let manifest = Manifest::load(&shard_dir).unwrap();
+        let mut listed: Vec<String> = manifest.sstables.iter().map(|s| s.file_name()).collect();
+        let mut on_disk: Vec<String> = std::fs::read_dir(shard_dir.join(SSTABLE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        listed.sort();
+        on_disk.sort();
+        assert_eq!(listed, on_disk, "shard {shard}: files on disk vs manifest");
+        total += manifest.sstables.iter().filter(|s| s.table == table).count();
+    }
+    total
+}
+
+#[test]
+fn a_dropped_table_is_gone_and_a_recreated_one_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    let old = block_on(node.create_table(kv("t"))).unwrap();
+    block_on(node.create_table(kv("other"))).unwrap();
+    fill(&node, "t", "old", 800);
+    put(&node, "other", "k0001", "kept");
+    assert!(sstables_of(dir.path(), old.id) > 0, "the test needs flushed SSTables");
+    block_on(node.drop_table("T")).unwrap();
+    assert!(matches!(node.table("t"), Err(NodeError::UnknownTable(_))));
+    assert!(matches!(block_on(node.drop_table("t")), Err(NodeError::Catalog(_))));
+    assert_eq!(sstables_of(dir.path(), old.id), 0, "the dropped table's files are deleted");
+
+    let new = block_on(node.create_table(kv("t"))).unwrap();
+    assert!(new.id > old.id, "table ids are never reused");
+    assert_eq!(count(&node, "t", 800), 0, "the new table sees none of the old rows");
+    put(&node, "t", "k0005", "new");
+    block_on(node.shutdown()).unwrap();
+
+    // Restart: the WAL still holds unflushed writes of the old table; they must not come back.
+    let node = open(dir.path());
+    assert_eq!(count(&node, "t", 800), 1);
+    assert_eq!(get(&node, "t", "k0005").as_deref(), Some("new"));
+    assert_eq!(get(&node, "other", "k0001").as_deref(), Some("kept"));
+    block_on(node.shutdown()).unwrap();
+    assert_eq!(sstables_of(dir.path(), old.id), 0);
+}
+
+/// A crash after the catalog dropped the table but before the shards did: the next start
+/// removes its SSTables and skips its WAL records.
+#[test]
+fn a_drop_interrupted_after_the_catalog_is_finished_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    let t = block_on(node.create_table(kv("t"))).unwrap();
+    fill(&node, "t", "old", 800);
+    block_on(node.shutdown()).unwrap();
+    assert!(sstables_of(dir.path(), t.id) > 0);
+    // What a crash right after the catalog's durable write leaves behind.
+    Catalog::load(dir.path()).unwrap().drop_table(dir.path(), "t").unwrap();
+
+    let node = open(dir.path());
+    assert!(node.table("t").is_err());
+    assert_eq!(sstables_of(dir.path(), t.id), 0, "files of the dropped table are removed at start");
+    block_on(node.create_table(kv("t"))).unwrap();
+    assert_eq!(count(&node, "t", 800), 0);
+    block_on(node.shutdown()).unwrap();
+}
+
+#[test]
+fn truncate_removes_earlier_rows_and_keeps_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    let t = block_on(node.create_table(kv("t"))).unwrap();
+    block_on(node.create_table(kv("other"))).unwrap();
+    fill(&node, "t", "before", 800);
+    put(&node, "other", "k0001", "kept");
+    block_on(node.truncate("t")).unwrap();
+    assert_eq!(count(&node, "t", 800), 0);
+    assert_eq!(sstables_of(dir.path(), t.id), 0);
+    assert!(matches!(block_on(node.truncate("missing")), Err(NodeError::UnknownTable(_))));
+    put(&node, "t", "k0003", "after");
+    put(&node, "t", "k0900", "after");
+    assert_eq!(get(&node, "other", "k0001").as_deref(), Some("kept"), "other tables keep their rows");
+    block_on(node.shutdown()).unwrap();
+
+    let node = open(dir.path());
+    assert_eq!(count(&node, "t", 1000), 2, "only the writes after the truncate are left");
+    assert_eq!(get(&node, "t", "k0003").as_deref(), Some("after"));
+    assert_eq!(get(&node, "other", "k0001").as_deref(), Some("kept"));
+    // The kept writes survive a flush and another restart too.
+    block_on(node.flush()).unwrap();
+    block_on(node.shutdown()).unwrap();
+    let node = open(dir.path());
+    assert_eq!(count(&node, "t", 1000), 2);
+    block_on(node.shutdown()).unwrap();
+    sstables_of(dir.path(), t.id);
+}
