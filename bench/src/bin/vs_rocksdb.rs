@@ -878,6 +878,7 @@ fn markdown(report: &Report) -> String {
         m.build,
         report.parameters.command.join(" ")
     ));
+    md.push_str(&format!("RocksDB: {}.\n\n", report.parameters.rocksdb_version));
     md.push_str(&format!("| {} |\n|{}\n", HEADER.join(" | "), " --- |".repeat(HEADER.len())));
     for r in table_rows(&report.measurements) {
         md.push_str(&format!("| {} |\n", r.join(" | ")));
