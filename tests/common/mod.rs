@@ -1,15 +1,23 @@
-//! Helpers shared by the multi-process tests: the `enigmadb` binary, scratch directories, and
-//! reading a node directory back in-process.
+//! Helpers shared by the multi-process tests: the `enigmadb` binary, scratch directories,
+//! reading a node directory back in-process, and `enigmadb server` processes (a guard that
+//! always kills them) with a raw-frame connection to talk to them.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use shards::node::{Node, NodeConfig};
 use shards::read::{now_secs, visible_rows};
-use wire::Value;
+use wire::client::{Client, ClientError, Prepared};
+use wire::frame::{encode_frame, FrameDecoder, PROTOCOL_VERSION};
+use wire::protocol::{BatchRequest, ColumnSpec, ErrorResponse, QueryParams, QueryResult, Request, Response};
+use wire::{Consistency, Value};
 
 pub fn enigmadb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_enigmadb"))
@@ -79,4 +87,341 @@ pub fn assert_no_leftover_files(dir: &Path, shards: usize) {
         on_disk.sort();
         assert_eq!(listed, on_disk, "shard {shard}: files on disk vs manifest");
     }
+}
+
+/// How long a server may take to print its ready line (it replays its WAL first).
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a server may take to stop after SIGTERM (in-flight requests, then WAL syncs).
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A loopback address of its own for this test process (127.0.0.2..=127.0.0.251, from the
+/// process id), so that parallel tests' servers never share an address; the port is chosen
+/// by the kernel.
+pub fn loopback_host() -> String {
+    format!("127.0.0.{}", 2 + std::process::id() % 250)
+}
+
+/// A running `enigmadb server` child process. Dropping it kills the process (SIGKILL) and
+/// reaps it, so a failing test never leaves a server behind.
+pub struct Server {
+    child: Option<Child>,
+    /// Where it listens for clients (read from its ready line).
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    /// Its stdout lines after the ready line.
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `enigmadb server` on `dir` with `shards` unpinned shards on this process's
+    /// loopback address and waits for its ready line. `extra` adds flags (a small
+    /// `--memtable-budget`, a `--max-frame-bytes`...).
+    pub fn start(dir: &Path, shards: usize, extra: &[&str]) -> Server {
+        let host = loopback_host();
+        let mut child = enigmadb()
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--shards", &shards.to_string(), "--pin-shards", "false"])
+            .args(["--listen", &format!("{host}:0"), "--peer-listen", &format!("{host}:0")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting enigmadb server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            dir: dir.to_owned(),
+            stdout: lines,
+        };
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match server.stdout.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = ready_address(&line) {
+                        server.addr = addr;
+                        return server;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.child.as_mut().expect("running").wait().expect("reaping the server");
+                    server.child = None;
+                    panic!("enigmadb server exited before it was ready: {status} (its stderr is above)");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("enigmadb server not ready within {SERVER_START_TIMEOUT:?}")
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to stop by itself. Returns its exit status and its
+    /// last stdout lines; panics if it does not stop in time (the guard still kills it).
+    pub fn stop(&mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) with a pid of our own, still unreaped child (so not reused).
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "sending SIGTERM: {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
+        let child = self.child.as_mut().expect("the server is running");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for the server") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "enigmadb server did not stop within {SERVER_STOP_TIMEOUT:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        // The stdout reader ends with the process.
+        let lines = self.stdout.iter().collect();
+        (status, lines)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The client address in a server's ready line
+/// (`enigmadb ready: listening on 127.0.0.5:40123, ...`).
+pub fn ready_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("enigmadb ready: listening on ")?;
+    rest.split([',', ' ']).next()?.parse().ok()
+}
+
+/// How long a test waits for one answer from a server before failing.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client connection speaking raw frames, for tests that must send what the client library
+/// never would (garbage, oversized or hand-made frames) and read the answers frame by frame.
+pub struct RawConnection {
+    pub stream: TcpStream,
+    decoder: FrameDecoder,
+    received: Vec<u8>,
+}
+
+impl RawConnection {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<RawConnection> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        Ok(RawConnection { stream, decoder: FrameDecoder::default(), received: Vec::new() })
+    }
+
+    /// Sends raw bytes; false if the server has closed the connection.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    pub fn send(&mut self, request: &Request, stream: u16) -> bool {
+        let mut bytes = Vec::new();
+        encode_frame(&request.to_frame(stream), &mut bytes);
+        self.send_bytes(&bytes)
+    }
+
+    /// The next answer and its stream, or `None` once the server has closed the connection.
+    /// Panics on a frame that does not decode or when no answer comes in time.
+    pub fn receive(&mut self) -> Option<(u16, Response)> {
+        loop {
+            if let Some((frame, used)) = self.decoder.decode(&self.received).expect("a well-formed answer frame") {
+                self.received.drain(..used);
+                return Some((frame.stream, Response::from_frame(&frame).expect("a well-formed answer")));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+                    return None
+                }
+                Err(e) => panic!("reading an answer: {e}"),
+            }
+        }
+    }
+
+    /// STARTUP with this build's protocol version: true once READY comes back, false if the
+    /// server closed the connection; panics on any other answer.
+    pub fn startup(&mut self) -> bool {
+        if !self.send(&Request::Startup { version: PROTOCOL_VERSION, client: "raw-test".into() }, 0) {
+            return false;
+        }
+        match self.receive() {
+            Some((0, Response::Ready { .. })) => true,
+            None => false,
+            other => panic!("STARTUP answered with {other:?}"),
+        }
+    }
+}
+
+/// The value a crash test's writer writes for key `k{n}` in `cycle` (the embedded surge
+/// writer's format), so that a stored value tells which cycle wrote it.
+pub fn written_value(cycle: u64, n: u64) -> String {
+    format!("c{cycle}-{n}-{}", "v".repeat(64))
+}
+
+/// The cycle that wrote `value` for `key`, if it is a value a writer would write for that key.
+pub fn parse_written_value(key: &str, value: &str) -> Option<u64> {
+    let n: u64 = key.strip_prefix('k')?.parse().ok()?;
+    let cycle = value.strip_prefix('c')?.split('-').next()?.parse().ok()?;
+    (written_value(cycle, n) == value).then_some(cycle)
+}
+
+/// After a crash and restart: every acknowledged key (key -> (value, cycle of its ack)) holds
+/// its acknowledged value, or the value of a later cycle's write to it (sent, maybe durable,
+/// killed before its ack); nothing holds a value that was never written.
+pub fn check_acknowledged(
+    acked: &HashMap<String, (String, u64)>,
+    stored: &HashMap<String, String>,
+    restart: u64,
+    seed: u64,
+) {
+    for (key, (value, acked_in)) in acked {
+        let Some(found) = stored.get(key) else {
+            panic!("acknowledged key {key} (cycle {acked_in}) is missing after restart {restart}, seed {seed}");
+        };
+        if found != value {
+            let found_cycle =
+                parse_written_value(key, found).unwrap_or_else(|| panic!("{key} holds foreign value {found:?}"));
+            assert!(
+                found_cycle > *acked_in,
+                "key {key}: acknowledged {value:?} in cycle {acked_in} but found {found:?} after restart {restart}, seed {seed}"
+            );
+        }
+    }
+    for (key, value) in stored {
+        assert!(
+            parse_written_value(key, value).is_some(),
+            "key {key} holds a value never written: {value:?} (seed {seed})"
+        );
+    }
+}
+
+/// Stops a server with SIGTERM and checks it stopped cleanly (exit 0, WALs synced).
+pub fn stop_cleanly(mut server: Server) {
+    let (status, lines) = server.stop();
+    assert!(status.success(), "the server exited with {status} after SIGTERM; stdout {lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("enigmadb stopped")), "no stop line in {lines:?}");
+}
+
+/// Opens a stopped node's directory in this process, flushes every shard's MemTable to
+/// SSTables, and closes it.
+pub fn flush_node(dir: &Path, shards: usize) {
+    let mut config = NodeConfig::new(dir);
+    config.shards = shards;
+    let (node, _) = Node::open(config).expect("reopening the node directory");
+    futures_lite::future::block_on(node.flush()).expect("flushing");
+    futures_lite::future::block_on(node.shutdown()).expect("clean shutdown");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the client library.
+
+pub fn connect(addr: SocketAddr) -> Client {
+    Client::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+}
+
+/// The server's error answer; panics on any other failure (I/O, protocol).
+pub fn server_error(e: ClientError) -> ErrorResponse {
+    match e {
+        ClientError::Server(e) => e,
+        other => panic!("expected an error answer from the server, got: {other}"),
+    }
+}
+
+/// One statement at consistency ONE; the server's error answer as the error.
+pub fn query(client: &mut Client, text: &str) -> Result<QueryResult, ErrorResponse> {
+    query_at(client, text, Consistency::One)
+}
+
+pub fn query_at(client: &mut Client, text: &str, consistency: Consistency) -> Result<QueryResult, ErrorResponse> {
+    client.query_with(text, QueryParams::with_consistency(consistency)).map_err(server_error)
+}
+
+/// A statement that must succeed without rows (a write or a schema change).
+pub fn query_ok(client: &mut Client, text: &str) {
+    match query(client, text) {
+        Ok(QueryResult::Void | QueryResult::SchemaChange { .. }) => {}
+        other => panic!("{text}: {other:?}"),
+    }
+}
+
+/// `query_ok` on a connection of its own.
+pub fn run_ok(addr: SocketAddr, text: &str) {
+    query_ok(&mut connect(addr), text);
+}
+
+pub fn batch_ok(client: &mut Client, batch: BatchRequest) {
+    match client.batch(batch) {
+        Ok(QueryResult::Void) => {}
+        other => panic!("batch: {other:?}"),
+    }
+}
+
+/// Every row of a SELECT, fetched `page_size` rows at a time: (columns, rows, pages fetched).
+pub fn select_all(
+    client: &mut Client,
+    text: &str,
+    page_size: u32,
+) -> (Vec<ColumnSpec>, Vec<Vec<Option<Value>>>, usize) {
+    let mut paged = client.query_paged(text, page_size).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let rows = paged.by_ref().collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{text}: {e}"));
+    (paged.columns().to_vec(), rows, paged.pages_fetched())
+}
+
+/// The rows of a prepared SELECT (one page).
+pub fn execute_rows(client: &mut Client, prepared: &Prepared, values: &[Option<Value>]) -> Vec<Vec<Option<Value>>> {
+    match client.execute(prepared, values, QueryParams::default()) {
+        Ok(QueryResult::Rows(rows)) => rows.rows,
+        other => panic!("EXECUTE: {other:?}"),
+    }
+}
+
+/// Every (k, v) of a table of text keys and int values.
+pub fn key_ints(client: &mut Client, table: &str) -> BTreeMap<String, i32> {
+    let (_, rows, _) = select_all(client, &format!("SELECT k, v FROM {table}"), 5_000);
+    rows.into_iter()
+        .map(|row| match &row[..] {
+            [Some(Value::Text(k)), Some(Value::Int(v))] => (k.clone(), *v),
+            _ => panic!("unexpected row {row:?}"),
+        })
+        .collect()
+}
+
+/// Every (k, v) of a table of text keys and text values, read through the server at `addr`.
+pub fn key_values(addr: SocketAddr, table: &str) -> HashMap<String, String> {
+    let (_, rows, _) = select_all(&mut connect(addr), &format!("SELECT k, v FROM {table}"), 5_000);
+    rows.into_iter()
+        .map(|row| match &row[..] {
+            [Some(Value::Text(k)), Some(Value::Text(v))] => (k.clone(), v.clone()),
+            _ => panic!("unexpected row {row:?}"),
+        })
+        .collect()
 }
