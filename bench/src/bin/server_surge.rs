@@ -839,10 +839,15 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// The entry named `name` in the list `list` of a report.
+fn find_run<'a>(report: &'a serde_json::Value, list: &str, name: &str) -> Option<&'a serde_json::Value> {
+    report.get(list)?.as_array()?.iter().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name))
+}
+
 /// The run named `name` in the list `list` of a report, as a figure.
 fn embedded_figure(path: &Path, list: &str, name: &str, what: String) -> Option<EmbeddedFigure> {
     let report = read_json(path)?;
-    let run = report.get(list)?.as_array()?.iter().find(|r| r.get("name").and_then(|n| n.as_str()) == Some(name))?;
+    let run = find_run(&report, list, name)?;
     let ops = run.get("rows_per_second").or_else(|| run.get("reads_per_second"))?.as_f64()?;
     let latency = run.get("latency_us");
     let at = |q: &str| latency.and_then(|l| l.get(q)).and_then(|v| v.as_f64());
@@ -861,29 +866,34 @@ fn comparisons(args: &Args, scenarios: &[ScenarioReport]) -> Vec<Comparison> {
     for s in scenarios {
         let write_run = format!("{}-shard-{}", args.shards, s.mode);
         let writers = read_json(&args.embedded_write_report)
-            .and_then(|r| {
-                let runs = r.get("scenarios")?.as_array()?.clone();
-                runs.iter()
-                    .find(|x| x.get("name").and_then(|n| n.as_str()) == Some(&write_run))?
-                    .get("writers_per_shard")?
-                    .as_u64()
-            })
+            .and_then(|r| find_run(&r, "scenarios", &write_run)?.get("writers_per_shard")?.as_u64())
             .map_or_else(|| "?".to_owned(), |w| w.to_string());
         let what = format!("Shard::apply on each shard's executor, {writers} writer tasks per shard, no network");
         if let Some(embedded) = embedded_figure(&args.embedded_write_report, "scenarios", &write_run, what) {
             out.push(compare(s, "inserts", &s.inserts, embedded));
         }
         let Some(reads) = &s.reads else { continue };
-        for (run, what) in [
-            ("warm", "Shard::read, 1 shard, 5M rows in 112 SSTables, every block cached, 32 readers, no network"),
-            ("cold", "Shard::read, 1 shard, 5M rows in 112 SSTables, 64 MiB block cache, 32 readers, no network"),
-        ] {
-            if let Some(embedded) = embedded_figure(&args.embedded_read_report, "point_reads", run, what.to_owned()) {
+        let read_report = read_json(&args.embedded_read_report);
+        for run in ["warm", "cold"] {
+            let what = read_report.as_ref().and_then(|r| read_path_run(r, run)).unwrap_or_default();
+            if let Some(embedded) = embedded_figure(&args.embedded_read_report, "point_reads", run, what) {
                 out.push(compare(s, "reads", reads, embedded));
             }
         }
     }
     out
+}
+
+/// What a run of the read-path report did: its data set, cache and readers.
+fn read_path_run(report: &serde_json::Value, name: &str) -> Option<String> {
+    let run = find_run(report, "point_reads", name)?;
+    Some(format!(
+        "Shard::read, 1 shard, {} rows in {} SSTables, {} MiB block cache, {} readers, no network",
+        thousands(report.get("parameters")?.get("rows")?.as_f64()?),
+        report.get("data")?.get("sstables")?.as_u64()?,
+        run.get("cache_budget_bytes")?.as_u64()? >> 20,
+        run.get("readers")?.as_u64()?
+    ))
 }
 
 fn compare(s: &ScenarioReport, phase: &'static str, p: &PhaseReport, embedded: EmbeddedFigure) -> Comparison {
