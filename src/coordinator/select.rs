@@ -123,13 +123,18 @@ impl Cursor {
         let resume = self.resume.take();
         let mut emitted = 0usize;
         let mut cut: Option<PagingState> = None;
+        // Emits the partition's rows while the page has room; false when the page filled up
+        // before the partition's last row (then `cut` names the last row sent). Called only
+        // with room for at least one row.
         let mut feed = |key: &PartitionKey, partition: &Partition, budget: &mut usize| -> Result<bool, ErrorResponse> {
+            debug_assert!(*budget > 0);
             let rows = visible_rows(schema, key, partition, now_secs()).map_err(|e| server_error(&e))?;
             for (i, row) in rows.iter().enumerate() {
-                if *budget == 0 {
-                    // The page is full inside this partition: resume after the last row sent.
-                    let last = &rows[i - 1];
-                    let clustering = ClusteringKey::from_values(schema, &last.clustering, true)
+                emit(key, row);
+                emitted += 1;
+                *budget = budget.saturating_sub(1);
+                if *budget == 0 && i + 1 < rows.len() {
+                    let clustering = ClusteringKey::from_values(schema, &row.clustering, true)
                         .map_err(|e| server_error(&e))?
                         .as_bytes()
                         .to_vec();
@@ -140,9 +145,6 @@ impl Cursor {
                     });
                     return Ok(false);
                 }
-                emit(key, row);
-                emitted += 1;
-                *budget -= 1;
             }
             Ok(true)
         };
@@ -218,6 +220,11 @@ impl Cursor {
                     let got = batch.len();
                     let mut stopped = false;
                     for (key, partition) in &batch {
+                        if budget == 0 {
+                            // Full at a partition boundary: the next page starts at this key.
+                            stopped = true;
+                            break;
+                        }
                         last_key = Some(key.clone());
                         if !feed(key, partition, &mut budget)? {
                             stopped = true;

@@ -4,9 +4,10 @@
 //! answer or closes the connection; nothing a client sends can panic or stall the shard.
 
 use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Gate, Semaphore};
 use shards::signal::Signal;
@@ -205,7 +206,20 @@ impl Connection {
         let conn = self.clone();
         glommio::spawn_local(async move {
             let stream = frame.stream;
-            let response = conn.answer(frame).await;
+            // A bug in serving one request answers that request with a server error; it
+            // never takes down the shard that runs every other connection.
+            let response = match AssertUnwindSafe(conn.answer(frame)).catch_unwind().await {
+                Ok(response) => response,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(stream, panic = %what, "request handler panicked");
+                    Response::error(ErrorCode::Server, format!("internal error serving this request: {what}"))
+                }
+            };
             conn.outbox.push(&response.to_frame(stream));
             drop(permit);
         })
