@@ -141,6 +141,8 @@ enum Request {
     Shutdown {
         reply: flume::Sender<Result<(), ShardError>>,
     },
+    /// Several requests from one executor's round of tasks, in one message.
+    Many(Vec<Request>),
 }
 
 /// Work a caller runs on one shard's executor next to that shard (the server's coordinator):
@@ -154,6 +156,11 @@ static NEXT_NODE_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The shard this executor thread runs, with its node's id; None on other threads.
     static LOCAL_SHARD: RefCell<Option<(u64, Rc<Shard>)>> = const { RefCell::new(None) };
+    /// Requests a shard's executor has queued for other shards in the current round of tasks,
+    /// per destination channel. They leave as one channel message per destination when the
+    /// round ends, so a burst of requests costs one cross-core wake-up, not one each. Bounded
+    /// by what the executor's tasks issue in one round (their own limits bound them).
+    static OUTBOX: RefCell<Vec<(flume::Sender<Request>, Vec<Request>)>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Inner {
@@ -599,7 +606,11 @@ impl Node {
             return Ok(rx);
         }
         let sender = &self.inner.senders[shard as usize];
-        sender.send(request).map_err(|_| NodeError::ShardStopped(shard))?;
+        if request.is_data() && on_shard_executor() {
+            enqueue(sender, request);
+        } else {
+            sender.send(request).map_err(|_| NodeError::ShardStopped(shard))?;
+        }
         Ok(rx)
     }
 
@@ -608,6 +619,8 @@ impl Node {
         let request = make(tx);
         if let Some(local) = self.local_shard(shard).filter(|_| request.is_data()) {
             serve(local, request).await;
+        } else if request.is_data() && on_shard_executor() {
+            enqueue(&self.inner.senders[shard as usize], request);
         } else {
             let sender = &self.inner.senders[shard as usize];
             sender.send_async(request).await.map_err(|_| NodeError::ShardStopped(shard))?;
@@ -620,7 +633,39 @@ impl Request {
     /// Work on the shard's data, which a caller on the shard's own executor may run in place.
     /// The others (shutdown) change the shard's request loop and always go through it.
     fn is_data(&self) -> bool {
-        !matches!(self, Request::Shutdown { .. })
+        !matches!(self, Request::Shutdown { .. } | Request::Many(_))
+    }
+}
+
+fn on_shard_executor() -> bool {
+    LOCAL_SHARD.with(|local| local.borrow().is_some())
+}
+
+/// Queues `request` for `sender`'s shard in this executor's outbox; the first request of a
+/// round starts the task that sends the outbox once the tasks runnable now have run.
+fn enqueue(sender: &flume::Sender<Request>, request: Request) {
+    let first = OUTBOX.with(|outbox| {
+        let mut outbox = outbox.borrow_mut();
+        let first = outbox.is_empty();
+        match outbox.iter_mut().find(|(s, _)| s.same_channel(sender)) {
+            Some((_, queued)) => queued.push(request),
+            None => outbox.push((sender.clone(), vec![request])),
+        }
+        first
+    });
+    if first {
+        glommio::spawn_local(async {
+            let queued = OUTBOX.with(|outbox| std::mem::take(&mut *outbox.borrow_mut()));
+            for (sender, mut requests) in queued {
+                let message = match requests.len() {
+                    1 => requests.pop().unwrap_or_else(|| unreachable!("one request")),
+                    _ => Request::Many(requests),
+                };
+                // A stopped shard drops the requests: their callers see it stopped.
+                let _ = sender.send_async(message).await;
+            }
+        })
+        .detach();
     }
 }
 
@@ -664,15 +709,21 @@ async fn run_shard(
     let in_flight = glommio::sync::Gate::new();
     let mut shutdown_reply = None;
     while let Ok(request) = requests.recv_async().await {
-        if let Request::Shutdown { reply } = request {
-            shutdown_reply = Some(reply);
-            break;
-        }
+        let batch = match request {
+            Request::Shutdown { reply } => {
+                shutdown_reply = Some(reply);
+                break;
+            }
+            Request::Many(batch) => batch,
+            request => vec![request],
+        };
         // Requests run as tasks, so one that waits (on the disk, the WAL or a flush) never
         // holds up the others; the gate lets shutdown wait for them. It is open until
         // shutdown, which ends this loop first.
-        if let Ok(task) = in_flight.spawn(serve(shard.clone(), request)) {
-            task.detach();
+        for request in batch {
+            if let Ok(task) = in_flight.spawn(serve(shard.clone(), request)) {
+                task.detach();
+            }
         }
     }
     LOCAL_SHARD.with(|local| local.borrow_mut().take());
@@ -729,6 +780,11 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::Shutdown { reply } => {
             // Never routed here (`Request::is_data`); answering keeps the caller from hanging.
             let _ = reply.send(Err(ShardError::Closing(shard.id())));
+        }
+        Request::Many(batch) => {
+            for request in batch {
+                glommio::spawn_local(serve(shard.clone(), request)).detach();
+            }
         }
     }
 }
