@@ -2,6 +2,8 @@
 //! "line 1:9 mismatched input 'FORM' expecting 'FROM'". It checks only the grammar; whether
 //! names and values fit a table is the planner's job (`plan.rs`).
 
+use std::fmt;
+
 use wire::schema::ClusteringOrder;
 use wire::ColumnType;
 
@@ -100,13 +102,32 @@ pub fn parse_one(text: &str) -> Result<Statement, CqlError> {
     }
 }
 
+/// Something the parser looked for at a token, for the "expecting ..." of an error.
+#[derive(Debug, Clone, Copy)]
+enum Expected {
+    Keyword(&'static str),
+    Symbol(&'static str),
+    /// A kind of token: "identifier", "a value", "a type".
+    Kind(&'static str),
+}
+
+impl fmt::Display for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expected::Keyword(k) => write!(f, "'{}'", k.to_ascii_uppercase()),
+            Expected::Symbol(s) => write!(f, "'{s}'"),
+            Expected::Kind(k) => f.write_str(k),
+        }
+    }
+}
+
 struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token>,
     at: usize,
     /// What the parser looked for, and did not find, at the current token: the "expecting" of
     /// the next error. Cleared whenever a token is consumed.
-    expected: Vec<String>,
+    expected: Vec<Expected>,
     /// Bind markers seen in the current statement.
     markers: usize,
 }
@@ -128,9 +149,12 @@ impl<'a> Parser<'a> {
         self.tokens.get(self.at + ahead)
     }
 
+    /// Consumes the current token. Its text moves out: the parser never looks back, and error
+    /// messages quote the source text, not the token.
     fn advance(&mut self) -> Token {
         self.expected.clear();
-        let token = self.tokens[self.at].clone();
+        let t = &mut self.tokens[self.at];
+        let token = Token { kind: t.kind, text: std::mem::take(&mut t.text), pos: t.pos, start: t.start, end: t.end };
         self.at += 1;
         token
     }
@@ -145,9 +169,10 @@ impl<'a> Parser<'a> {
             Some(t) => format!("'{}'", &self.text[t.start..t.end]),
             None => "'<EOF>'".to_owned(),
         };
-        let mut expected: Vec<&str> = Vec::new();
+        let mut expected: Vec<String> = Vec::new();
         for e in &self.expected {
-            if !expected.contains(&e.as_str()) {
+            let e = e.to_string();
+            if !expected.contains(&e) {
                 expected.push(e);
             }
         }
@@ -159,15 +184,15 @@ impl<'a> Parser<'a> {
         CqlError::syntax(self.pos(), format!("mismatched input {found}{list}"))
     }
 
-    fn check_keyword(&mut self, k: &str) -> bool {
+    fn check_keyword(&mut self, k: &'static str) -> bool {
         let found = self.peek().is_some_and(|t| t.is_keyword(k));
         if !found {
-            self.expected.push(format!("'{}'", k.to_ascii_uppercase()));
+            self.expected.push(Expected::Keyword(k));
         }
         found
     }
 
-    fn eat_keyword(&mut self, k: &str) -> bool {
+    fn eat_keyword(&mut self, k: &'static str) -> bool {
         let found = self.check_keyword(k);
         if found {
             self.advance();
@@ -175,7 +200,7 @@ impl<'a> Parser<'a> {
         found
     }
 
-    fn expect_keyword(&mut self, k: &str) -> Result<(), CqlError> {
+    fn expect_keyword(&mut self, k: &'static str) -> Result<(), CqlError> {
         if self.eat_keyword(k) {
             Ok(())
         } else {
@@ -183,17 +208,17 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn eat_symbol(&mut self, s: &str) -> bool {
+    fn eat_symbol(&mut self, s: &'static str) -> bool {
         let found = self.peek().is_some_and(|t| t.is_symbol(s));
         if found {
             self.advance();
         } else {
-            self.expected.push(format!("'{s}'"));
+            self.expected.push(Expected::Symbol(s));
         }
         found
     }
 
-    fn expect_symbol(&mut self, s: &str) -> Result<(), CqlError> {
+    fn expect_symbol(&mut self, s: &'static str) -> Result<(), CqlError> {
         if self.eat_symbol(s) {
             Ok(())
         } else {
@@ -213,7 +238,7 @@ impl<'a> Parser<'a> {
                 Ok(Name { text: t.text, pos: t.pos })
             }
             _ => {
-                self.expected.push("identifier".to_owned());
+                self.expected.push(Expected::Kind("identifier"));
                 Err(self.unexpected())
             }
         }
@@ -287,7 +312,7 @@ impl<'a> Parser<'a> {
             self.advance();
             let star = self.eat_symbol("*");
             if !star && !(self.peek().is_some_and(|t| t.kind == TokenKind::Integer && t.text == "1")) {
-                self.expected.push("'1'".to_owned());
+                self.expected.push(Expected::Symbol("1"));
                 return Err(self.unexpected());
             }
             if !star {
@@ -376,7 +401,7 @@ impl<'a> Parser<'a> {
     /// A literal, `?` or NULL.
     fn term(&mut self) -> Result<Term, CqlError> {
         let Some(t) = self.peek() else {
-            self.expected.push("a value".to_owned());
+            self.expected.push(Expected::Kind("a value"));
             return Err(self.unexpected());
         };
         let pos = t.pos;
@@ -404,7 +429,7 @@ impl<'a> Parser<'a> {
                 Term::Marker { index: self.markers - 1, pos }
             }
             _ => {
-                self.expected.push("a value".to_owned());
+                self.expected.push(Expected::Kind("a value"));
                 return Err(self.unexpected());
             }
         };
@@ -625,7 +650,7 @@ impl<'a> Parser<'a> {
                 Ok(ty)
             }
             _ => {
-                self.expected.push("a type".to_owned());
+                self.expected.push(Expected::Kind("a type"));
                 Err(self.unexpected())
             }
         }

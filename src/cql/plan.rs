@@ -1514,7 +1514,44 @@ mod tests {
         }
     }
 
+    const VALID: [&str; 6] = [
+        "INSERT INTO events (tenant, day, at, seq, body) VALUES ('a', 1, '2024-01-02', 3, 'x') USING TTL 10",
+        "UPDATE events SET body = ? WHERE tenant = 'a' AND day = 1 AND at = 5 AND seq = 3",
+        "DELETE body FROM events WHERE tenant = 'a' AND day = 1 AND at = 5 AND seq = 3",
+        "SELECT body, writetime(body), token(tenant, day) FROM events WHERE tenant = 'a' AND day = 1 AND at > 5 LIMIT 3",
+        "SELECT count(*) FROM kv WHERE token(k) > 5 AND token(k) <= ?",
+        "BEGIN BATCH INSERT INTO kv (k, v) VALUES (?, 1); DELETE FROM kv WHERE k IN ('a', 'b'); APPLY BATCH",
+    ];
+
     proptest! {
+        #[test]
+        fn mutated_statements_never_panic_the_planner(
+            which in 0..VALID.len(),
+            edits in proptest::collection::vec((any::<usize>(), proptest::sample::select(vec![
+                "k", "v", "at", "seq", "day", "tenant", "body", "score", "=", ">", "<=", "?", "null", "'x'", "''",
+                "1", "-1", "2147483648", "1.5", "0x00", "true", "token(k)", "AND", ",", "(", ")", "IN", "ttl",
+            ])), 1..4),
+            values in proptest::collection::vec(proptest::option::of(prop_oneof![
+                Just(Value::Int(-1)), Just(Value::Int(1)), Just(Value::BigInt(i64::MIN)), Just(Value::Text(String::new())),
+                Just(Value::Text("a".into())), Just(Value::Timestamp(3)), Just(Value::Double(f64::NAN)),
+            ]), 0..4),
+        ) {
+            let mut words: Vec<String> = VALID[which].split(' ').map(str::to_owned).collect();
+            for (at, word) in edits {
+                let len = words.len();
+                words[at % len] = word.to_owned();
+            }
+            let text = words.join(" ");
+            if let Ok(statement) = parse_one(&text) {
+                if let Ok(prepared) = prepare(&statement, &tables) {
+                    let _ = prepared.bind(&values);
+                    let typed: Vec<Option<Value>> =
+                        prepared.markers().iter().map(|m| values.iter().flatten().find(|v| v.column_type() == m.ty).cloned()).collect();
+                    let _ = prepared.bind(&typed);
+                }
+            }
+        }
+
         #[test]
         fn token_ranges_hold_exactly_the_tokens_the_relation_accepts(
             op in op_strategy(),
