@@ -226,13 +226,7 @@ fn errors_are_typed_and_the_connection_survives_them() {
 /// 1,000 partitions of 100 rows, flushed through a small MemTable into several SSTables, read
 /// back with a full-table SELECT in pages: every row exactly once, partitions in token order,
 /// rows in clustering order; and the shell pages through the same scan.
-///
-/// KNOWN SERVER BUG (reported to the lead): when a page fills exactly at the end of a partition
-/// and the scan goes on to the next one, `src/coordinator/select.rs` (`rows[i - 1]` with
-/// `i == 0`) panics with a subtract overflow on the shard, and the request is never answered
-/// (the client times out). Any page size hits it on this scan.
 #[test]
-#[ignore = "server bug: a page that fills at a partition boundary panics the shard (select.rs rows[i - 1]); reported"]
 fn paging_walks_a_100000_row_scan_once_in_token_order() {
     const PARTITIONS: i32 = 1_000;
     const ROWS_PER_PARTITION: i32 = 100;
