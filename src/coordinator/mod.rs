@@ -8,8 +8,9 @@ mod batchlog;
 mod paging;
 mod select;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use shards::node::{Node, NodeError};
@@ -38,6 +39,10 @@ pub struct Coordinator {
     node: Node,
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
+    /// Changes whenever this coordinator changes a schema; a prepared statement's plan made
+    /// at another epoch is made again. (All DDL of a single node goes through its coordinator;
+    /// the cluster layer will move this to the gossiped schema version.)
+    schema_epoch: Cell<u64>,
 }
 
 impl Coordinator {
@@ -45,7 +50,8 @@ impl Coordinator {
     /// coordinator with how many batches were replayed.
     pub async fn open(node: Node) -> Result<(Coordinator, usize), BatchlogError> {
         let (batchlog, replayed) = Batchlog::open(&node).await?;
-        Ok((Coordinator { node, batchlog, prepared: RefCell::new(PreparedCache::default()) }, replayed))
+        let prepared = RefCell::new(PreparedCache::default());
+        Ok((Coordinator { node, batchlog, prepared, schema_epoch: Cell::new(0) }, replayed))
     }
 
     pub fn node(&self) -> &Node {
@@ -88,19 +94,30 @@ impl Coordinator {
         let statement = cql::parse_one(text).map_err(cql_error)?;
         let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
         let id = PreparedId::of_statement(text);
-        self.prepared.borrow_mut().insert(id, statement);
         let bind = prepared.markers().iter().map(|m| ColumnSpec { name: m.name.clone(), ty: m.ty }).collect();
         let columns = prepared.projection().map(select::column_specs).unwrap_or_default();
+        let planned = RefCell::new(Some((self.schema_epoch.get(), Rc::new(prepared))));
+        self.prepared.borrow_mut().insert(id, Rc::new(PreparedEntry { statement, planned }));
         Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns }))
     }
 
     /// The plan of a prepared statement with its values. The statement is planned again
-    /// against the current schemas, so a table dropped or recreated since PREPARE is seen.
+    /// when a schema changed since it was last planned, so a table dropped or recreated since
+    /// PREPARE is seen.
     fn bind_prepared(&self, id: PreparedId, values: &[Option<Value>]) -> Result<Plan, ErrorResponse> {
-        let statement = self.prepared.borrow().get(id).ok_or_else(|| {
+        let entry = self.prepared.borrow().get(id).ok_or_else(|| {
             ErrorResponse::new(ErrorCode::Unprepared { id }, format!("prepared statement {id} is unknown here"))
         })?;
-        let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
+        let epoch = self.schema_epoch.get();
+        let cached = entry.planned.borrow().as_ref().filter(|(at, _)| *at == epoch).map(|(_, p)| p.clone());
+        let prepared = match cached {
+            Some(prepared) => prepared,
+            None => {
+                let prepared = Rc::new(cql::prepare(&entry.statement, &self.schemas()).map_err(cql_error)?);
+                *entry.planned.borrow_mut() = Some((epoch, prepared.clone()));
+                prepared
+            }
+        };
         prepared.bind(values).map_err(cql_error)
     }
 
@@ -124,6 +141,7 @@ impl Coordinator {
                     };
                 }
                 self.node.create_table(schema).await.map_err(node_error)?;
+                self.schema_epoch.set(self.schema_epoch.get() + 1);
                 Ok(QueryResult::SchemaChange { change: "CREATED".into(), table: name })
             }
             Plan::DropTable { table, if_exists } => {
@@ -134,6 +152,7 @@ impl Coordinator {
                     };
                 }
                 self.node.drop_table(&table).await.map_err(node_error)?;
+                self.schema_epoch.set(self.schema_epoch.get() + 1);
                 Ok(QueryResult::SchemaChange { change: "DROPPED".into(), table })
             }
             Plan::Truncate { schema } => {
@@ -280,16 +299,22 @@ fn node_error(e: NodeError) -> ErrorResponse {
     ErrorResponse::new(code, e.to_string())
 }
 
+/// A prepared statement and its plan against the schemas of one epoch.
+struct PreparedEntry {
+    statement: Statement,
+    planned: RefCell<Option<(u64, Rc<cql::Prepared>)>>,
+}
+
 /// Statements by prepared id, oldest forgotten first beyond [`MAX_PREPARED_STATEMENTS`].
 #[derive(Default)]
 struct PreparedCache {
-    statements: HashMap<PreparedId, Statement>,
+    statements: HashMap<PreparedId, Rc<PreparedEntry>>,
     order: VecDeque<PreparedId>,
 }
 
 impl PreparedCache {
-    fn insert(&mut self, id: PreparedId, statement: Statement) {
-        if self.statements.insert(id, statement).is_none() {
+    fn insert(&mut self, id: PreparedId, entry: Rc<PreparedEntry>) {
+        if self.statements.insert(id, entry).is_none() {
             self.order.push_back(id);
         }
         while self.order.len() > MAX_PREPARED_STATEMENTS {
@@ -299,7 +324,7 @@ impl PreparedCache {
         }
     }
 
-    fn get(&self, id: PreparedId) -> Option<Statement> {
+    fn get(&self, id: PreparedId) -> Option<Rc<PreparedEntry>> {
         self.statements.get(&id).cloned()
     }
 }

@@ -187,6 +187,7 @@ impl Cursor {
                     }
                 }
             }
+            ReadSource::Tokens(range) if range.is_empty() => exhausted = true,
             ReadSource::Tokens(range) => {
                 let mut after = None;
                 if let Some(state) = &resume {

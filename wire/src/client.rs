@@ -306,10 +306,9 @@ impl Client {
         let answer = match self.ready.pop_front() {
             Some(answer) => answer,
             None if self.in_flight.len() == self.abandoned.len() => return Err(ClientError::NothingInFlight),
-            None => {
-                self.flush()?;
-                self.next_answer()?
-            }
+            // Queued requests go out when the answer has to be read from the socket
+            // (`read_frame`): a pipelined loop writes many requests per syscall.
+            None => self.next_answer()?,
         };
         self.in_flight.remove(&answer.0);
         Ok(answer)
@@ -380,6 +379,9 @@ impl Client {
                 // Even a recoverable frame error loses an answer some caller waits for.
                 Err(e) => return Err(self.fail(e.into())),
             }
+            // More bytes are needed: whatever requests are queued must reach the server first,
+            // or their answers would never come.
+            self.flush()?;
             self.read_buf.drain(..self.read_start);
             self.read_start = 0;
             let old = self.read_buf.len();
