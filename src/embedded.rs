@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
+use enigmadb::config::{parse_size, SyncModeSetting};
 use shards::compaction::{CompactionConfig, StrategyKind};
 use shards::node::{Node, NodeConfig, OpenReport};
-use shards::wal::SyncMode;
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
 
@@ -24,8 +24,8 @@ pub struct Args {
     shards: Option<usize>,
     /// When an acknowledged write is durable: `batch` (after fdatasync) or `periodic` (after
     /// the write completes; fdatasync every --periodic-sync-ms).
-    #[arg(long, global = true, value_enum, default_value_t = SyncModeArg::Batch)]
-    sync_mode: SyncModeArg,
+    #[arg(long, global = true, value_enum, default_value_t = SyncModeSetting::Batch)]
+    sync_mode: SyncModeSetting,
     #[arg(long, global = true, default_value_t = 10_000)]
     periodic_sync_ms: u64,
     /// At start, move SSTables that fail their checksums to quarantine/ (their rows are lost
@@ -62,12 +62,6 @@ pub struct Args {
     compaction_throughput_mib: u64,
     #[command(subcommand)]
     action: Action,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SyncModeArg {
-    Batch,
-    Periodic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,10 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     } else if let Some(existing) = shards::node_meta::NodeMeta::existing_shard_count(&args.data_dir)? {
         config.shards = existing;
     }
-    config.shard.wal.sync_mode = match args.sync_mode {
-        SyncModeArg::Batch => SyncMode::Batch,
-        SyncModeArg::Periodic => SyncMode::Periodic,
-    };
+    config.shard.wal.sync_mode = args.sync_mode.into();
     config.shard.wal.periodic_sync = Duration::from_millis(args.periodic_sync_ms);
     config.shard.wal.truncate_corrupt = args.wal_truncate_corrupt;
     config.shard.wal.segment_size = args.wal_segment_bytes;
@@ -160,21 +151,6 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// A byte size: plain bytes, or with a KiB/MiB/GiB (or K/M/G) suffix.
-fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: usize = digits.parse().map_err(|_| format!("'{text}' is not a size (e.g. 65536, 64KiB, 256MiB)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        other => return Err(format!("unknown size unit '{other}' in '{text}' (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(1usize << shift).ok_or_else(|| format!("'{text}' is too large"))
-}
-
 fn print_replay(report: &OpenReport, opened_in: Duration) {
     let applied: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
     let sstables: usize = report.shard_reports.iter().map(|r| r.sstables).sum();

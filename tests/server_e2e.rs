@@ -125,11 +125,8 @@ fn every_statement_kind_answers_through_the_client_library() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// KNOWN SERVER BUG (reported to the lead): the planner (`src/cql/plan.rs`) refuses the CREATE
-/// as an invalid request before the coordinator's AlreadyExists answer is reached, so clients
-/// cannot tell "exists" from "malformed" (Cassandra answers AlreadyExists, 0x2400).
+/// Clients tell "exists" from "malformed": Cassandra answers AlreadyExists (0x2400).
 #[test]
-#[ignore = "server bug: CREATE TABLE of an existing table answers Invalid, not AlreadyExists (reported)"]
 fn creating_an_existing_table_answers_already_exists() {
     let dir = common::scratch_dir("e2e-exists");
     let server = Server::start(&dir, 1, &[]);

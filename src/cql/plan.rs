@@ -164,11 +164,9 @@ pub fn plan(statement: &Statement, schemas: &dyn Schemas) -> Result<Plan, CqlErr
 pub fn prepare(statement: &Statement, schemas: &dyn Schemas) -> Result<Prepared, CqlError> {
     let mut p = Planner { schemas, markers: Vec::new() };
     let body = match statement {
+        // Whether the table exists is the executor's question, answered when it runs
+        // (AlreadyExists, or nothing with IF NOT EXISTS), not the planner's.
         Statement::CreateTable(create) => {
-            let exists = schemas.table(&create.name.text).is_some();
-            if exists && !create.if_not_exists {
-                return Err(CqlError::invalid(create.name.pos, format!("Table {} already exists", create.name.text)));
-            }
             Body::Ready(Plan::CreateTable { schema: create_table_schema(create)?, if_not_exists: create.if_not_exists })
         }
         Statement::DropTable { name, if_exists } => {
@@ -1489,7 +1487,8 @@ mod tests {
         assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH gc_grace_seconds = 'x'")
             .contains("Invalid value for property"));
         assert!(create("CREATE TABLE t (k int PRIMARY KEY, K text)").contains("Multiple definition of identifier k"));
-        assert!(invalid("CREATE TABLE kv (k int PRIMARY KEY)").contains("already exists"));
+        // An existing name plans fine: the executor answers AlreadyExists when it runs.
+        assert!(matches!(ok("CREATE TABLE kv (k int PRIMARY KEY)"), Plan::CreateTable { if_not_exists: false, .. }));
         assert!(matches!(
             ok("CREATE TABLE IF NOT EXISTS kv (k int PRIMARY KEY)"),
             Plan::CreateTable { if_not_exists: true, .. }
