@@ -221,3 +221,33 @@ mod tests {
         assert!(ValuePool::new(7, 0).is_none());
     }
 }
+
+/// The WAL sync mode a scenario runs, as the programs' `--modes` flags take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Batch,
+    Periodic,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Batch => "batch",
+            Mode::Periodic => "periodic",
+        }
+    }
+
+    pub fn sync_mode(self) -> shards::wal::SyncMode {
+        match self {
+            Mode::Batch => shards::wal::SyncMode::Batch,
+            Mode::Periodic => shards::wal::SyncMode::Periodic,
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

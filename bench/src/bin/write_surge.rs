@@ -16,14 +16,14 @@ use bench::latency::{format_us, LatencyHistogram, LatencySummary};
 use bench::machine::{Machine, Pinning};
 use bench::rendezvous::Rendezvous;
 use bench::report::{megabytes, per_second, ratio, thousands, write_json};
-use bench::surge::{surge_schema, write_rows, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::surge::{surge_schema, write_rows, Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, CpuUsage, DiskActivity, Snapshot};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 use shards::io::prepare_executor_io;
 use shards::shard::{Shard, ShardConfig};
-use shards::wal::{SyncMode, WalConfig, WalStats};
+use shards::wal::{WalConfig, WalStats};
 
 /// The id the benchmark gives its one table (there is no catalog: the shard is driven directly).
 const SURGE_TABLE_ID: u32 = 1;
@@ -88,35 +88,6 @@ struct Args {
     /// Seed of the value bytes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Mode {
-    Batch,
-    Periodic,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Batch => "batch",
-            Mode::Periodic => "periodic",
-        }
-    }
-
-    fn sync_mode(self) -> SyncMode {
-        match self {
-            Mode::Batch => SyncMode::Batch,
-            Mode::Periodic => SyncMode::Periodic,
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Everything one shard thread needs (sent to it, so plain data only).
