@@ -3,17 +3,18 @@
 //! after compactions and across a restart, no replaced file is left behind, and a manual major
 //! compaction leaves one SSTable per shard.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::kv;
 use futures_lite::future::block_on;
 use rand::{Rng, SeedableRng};
-use shards::manifest::{Manifest, SSTABLE_DIR};
 use shards::node::{Node, NodeConfig};
 use shards::read::{now_secs, visible_rows};
 use shards::shard::ShardStats;
-use wire::schema::{ColumnDef, TableOptions, TableSchema};
-use wire::{ColumnType, Value};
+use wire::Value;
 
 const SHARDS: usize = 2;
 
@@ -24,17 +25,6 @@ fn open(dir: &std::path::Path) -> Node {
     // Cassandra's defaults otherwise: every file is below min_sstable_size, so they all share
     // one bucket and every 4 flushes make a compaction.
     Node::open(config).expect("open node").0
-}
-
-fn kv() -> TableSchema {
-    TableSchema {
-        id: 0,
-        name: "kv".into(),
-        partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Text }],
-        clustering: vec![],
-        columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
-        options: TableOptions::default(),
-    }
 }
 
 fn value_of(node: &Node, k: &str) -> Option<String> {
@@ -78,16 +68,7 @@ fn settle(node: &Node) -> Vec<ShardStats> {
 
 fn assert_files_match_manifests(dir: &std::path::Path) {
     for shard in 0..SHARDS {
-        let shard_dir = dir.join(format!("shard-{shard:03}"));
-        let mut listed: Vec<String> =
-            Manifest::load(&shard_dir).unwrap().sstables.iter().map(|s| s.file_name()).collect();
-        let mut on_disk: Vec<String> = std::fs::read_dir(shard_dir.join(SSTABLE_DIR))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        listed.sort();
-        on_disk.sort();
-        assert_eq!(listed, on_disk, "shard {shard}");
+        common::assert_sstables_match_manifest(&dir.join(format!("shard-{shard:03}")));
     }
 }
 

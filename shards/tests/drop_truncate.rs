@@ -2,11 +2,12 @@
 //! back after a restart (WAL replay included), no file of a dropped or truncated SSTable is left,
 //! a re-created table starts empty, and writes after a truncate are kept.
 
+mod common;
+
 use std::path::Path;
 
 use futures_lite::future::block_on;
 use shards::catalog::Catalog;
-use shards::manifest::{Manifest, SSTABLE_DIR};
 use shards::node::{Node, NodeConfig, NodeError};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
@@ -60,16 +61,7 @@ fn count(node: &Node, table: &str, n: usize) -> usize {
 fn sstables_of(dir: &Path, table: u32) -> usize {
     let mut total = 0;
     for shard in 0..SHARDS {
-        let shard_dir = dir.join(format!("shard-{shard:03}"));
-        let manifest = Manifest::load(&shard_dir).unwrap();
-        let mut listed: Vec<String> = manifest.sstables.iter().map(|s| s.file_name()).collect();
-        let mut on_disk: Vec<String> = std::fs::read_dir(shard_dir.join(SSTABLE_DIR))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        listed.sort();
-        on_disk.sort();
-        assert_eq!(listed, on_disk, "shard {shard}: files on disk vs manifest");
+        let manifest = common::assert_sstables_match_manifest(&dir.join(format!("shard-{shard:03}")));
         total += manifest.sstables.iter().filter(|s| s.table == table).count();
     }
     total

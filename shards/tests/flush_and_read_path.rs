@@ -2,25 +2,16 @@
 //! manifest, and serves point reads and paged token-range scans that merge MemTables with
 //! every SSTable.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::kv;
 use futures_lite::future::block_on;
-use shards::manifest::{Manifest, SSTABLE_DIR};
+use shards::manifest::SSTABLE_DIR;
 use shards::node::{Node, NodeConfig};
 use shards::read::{now_secs, visible_rows};
-use wire::schema::{ColumnDef, TableOptions, TableSchema};
-use wire::{ColumnType, Value};
-
-fn kv() -> TableSchema {
-    TableSchema {
-        id: 0,
-        name: "kv".into(),
-        partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Text }],
-        clustering: vec![],
-        columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
-        options: TableOptions::default(),
-    }
-}
+use wire::Value;
 
 fn open(dir: &std::path::Path) -> Node {
     open_counting_replay(dir).0
@@ -133,16 +124,7 @@ fn data_beyond_the_memtable_budget_is_flushed_merged_and_survives_restart() {
     assert_eq!(scan_all(&node, 1000), model);
     block_on(node.shutdown()).unwrap();
     for shard in ["shard-000", "shard-001"] {
-        let shard_dir = dir.path().join(shard);
-        let manifest = Manifest::load(&shard_dir).unwrap();
-        let mut listed: Vec<String> = manifest.sstables.iter().map(|s| s.file_name()).collect();
-        let mut on_disk: Vec<String> = std::fs::read_dir(shard_dir.join(SSTABLE_DIR))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        listed.sort();
-        on_disk.sort();
-        assert_eq!(listed, on_disk);
+        common::assert_sstables_match_manifest(&dir.path().join(shard));
     }
 }
 
