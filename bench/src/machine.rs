@@ -26,6 +26,16 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// [`Machine::probe`] of the bench crate's checkout, warning on stdout when the program is
+    /// a debug build (its numbers are not worth comparing).
+    pub fn probe_for_run() -> Machine {
+        let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
+        if machine.build == "debug" {
+            println!("WARNING: debug build; run with --release for numbers worth comparing");
+        }
+        machine
+    }
+
     /// Describes this machine now. `source_dir` is where `git` is asked about the revision.
     pub fn probe(source_dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

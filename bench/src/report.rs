@@ -1,8 +1,18 @@
 //! Writing a benchmark's JSON report, and the number formats the programs print with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use serde::Serialize;
+
+/// Creates the run's own data directory `PARENT/NAME-SECONDS-PID` and returns its absolute path.
+pub fn fresh_run_dir(parent: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let dir = parent.join(format!("{name}-{stamp}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.canonicalize()?)
+}
 
 /// Writes `report` as pretty JSON to `path`, creating its directory. The file is written to a
 /// temporary name and renamed, so a reader never sees half a report.

@@ -14,12 +14,12 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
 use bench::machine::{Machine, Pinning};
-use bench::report::{megabytes, per_second, ratio, thousands, write_json};
+use bench::report::{fresh_run_dir, megabytes, per_second, ratio, thousands, write_json};
 use bench::surge::{partition_key, row_of_key, surge_schema, write_rows, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, CpuUsage, DiskActivity, DiskCounters, Snapshot};
 use clap::Parser;
@@ -1462,18 +1462,12 @@ fn main() -> Result<()> {
     let (run_dir, shard_dir) = match &args.reuse {
         Some(dir) => (None, dir.canonicalize().with_context(|| format!("--reuse {}", dir.display()))?),
         None => {
-            let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let run_dir = args.dir.join(format!("read-path-{stamp}-{}", std::process::id()));
-            std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-            let run_dir = run_dir.canonicalize()?;
+            let run_dir = fresh_run_dir(&args.dir, "read-path")?;
             let shard_dir = run_dir.join("shard-000");
             (Some(run_dir), shard_dir)
         }
     };
-    let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
-    if machine.build == "debug" {
-        println!("WARNING: debug build; run with --release for numbers worth comparing");
-    }
+    let machine = Machine::probe_for_run();
     let pin = args.pin.pins(1, machine.nproc);
     println!(
         "read path: {} rows of {KEY_BYTES}-byte keys and {}-byte values in one shard ({}); {} CPU(s), kernel {}; data in {}",

@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
 use bench::machine::Machine;
 use bench::rendezvous::Rendezvous;
-use bench::report::{per_second, ratio, thousands, write_json};
+use bench::report::{fresh_run_dir, per_second, ratio, thousands, write_json};
 use bench::surge::{row_key, Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, DiskActivity, ProcessUsage, Snapshot, ThreadUsage};
 use clap::Parser;
@@ -1124,14 +1124,8 @@ fn main() -> Result<()> {
             .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?,
     );
 
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let run_dir = args.dir.join(format!("server-surge-{stamp}-{}", std::process::id()));
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let run_dir = run_dir.canonicalize()?;
-    let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
-    if machine.build == "debug" {
-        println!("WARNING: debug build of the benchmark; run with --release for numbers worth comparing");
-    }
+    let run_dir = fresh_run_dir(&args.dir, "server-surge")?;
+    let machine = Machine::probe_for_run();
     println!(
         "server surge: {} inserts then {} point reads of {KEY_BYTES}-byte keys and {}-byte values; {} in flight; \
          {} shards; {} CPU(s), kernel {}; data in {}",

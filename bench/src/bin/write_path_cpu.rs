@@ -7,7 +7,7 @@
 //! Also times two variants of the engine's steps that reuse buffers instead of growing fresh
 //! ones, to show what allocation costs. Prints numbers and writes a JSON report; asserts nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -91,10 +91,7 @@ fn main() -> Result<()> {
     if args.rows == 0 || args.group == 0 {
         bail!("--rows and --group must be positive");
     }
-    let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
-    if machine.build == "debug" {
-        println!("WARNING: debug build; run with --release for numbers worth comparing");
-    }
+    let machine = Machine::probe_for_run();
     let schema = surge_schema(1)?;
     let values = ValuePool::new(args.seed, args.value_bytes)
         .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?;

@@ -9,13 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
 use bench::machine::{Machine, Pinning};
 use bench::rendezvous::Rendezvous;
-use bench::report::{megabytes, per_second, ratio, thousands, write_json};
+use bench::report::{fresh_run_dir, megabytes, per_second, ratio, thousands, write_json};
 use bench::surge::{surge_schema, write_rows, Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, CpuUsage, DiskActivity, Snapshot};
 use clap::Parser;
@@ -615,14 +615,8 @@ fn main() -> Result<()> {
     }
     surge_schema(SURGE_TABLE_ID)?;
 
-    let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let run_dir = args.dir.join(format!("write-surge-{stamp}-{}", std::process::id()));
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let run_dir = run_dir.canonicalize()?;
-    let machine = Machine::probe(Path::new(env!("CARGO_MANIFEST_DIR")));
-    if machine.build == "debug" {
-        println!("WARNING: debug build; run with --release for numbers worth comparing");
-    }
+    let run_dir = fresh_run_dir(&args.dir, "write-surge")?;
+    let machine = Machine::probe_for_run();
     println!(
         "write surge: {} rows of {KEY_BYTES}-byte keys and {}-byte values; {} CPU(s), kernel {}; data in {}",
         thousands(args.rows as f64),
