@@ -332,6 +332,12 @@ impl Node {
         tables.get(&name.to_ascii_lowercase()).cloned().ok_or_else(|| NodeError::UnknownTable(name.to_owned()))
     }
 
+    /// The live table with catalog id `id`.
+    pub fn table_by_id(&self, id: TableId) -> Option<Arc<TableSchema>> {
+        let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.values().find(|t| t.id == id).cloned()
+    }
+
     pub fn tables(&self) -> Vec<Arc<TableSchema>> {
         let tables = self.inner.tables.read().unwrap_or_else(|p| p.into_inner());
         tables.values().cloned().collect()

@@ -169,10 +169,7 @@ impl Coordinator {
                 Ok(single_text_column("create_statement", vec![cql::render_create_table(&schema)]))
             }
             Plan::Write(write) => {
-                let schemas = self.tables_of(write.writes.iter().map(|w| w.table))?;
-                for schema in &schemas {
-                    check_replicas(schema, params.consistency)?;
-                }
+                self.check_write_replicas(&write.writes, params.consistency)?;
                 let ts = write.timestamp.or(params.timestamp);
                 // A shard applies its part of a batch atomically (one WAL record); a logged
                 // batch that spans shards goes through the batchlog to be all-or-nothing.
@@ -236,18 +233,25 @@ impl Coordinator {
         shards.any(|s| Some(s) != first)
     }
 
-    fn tables_of(&self, ids: impl Iterator<Item = wire::TableId>) -> Result<Vec<Arc<TableSchema>>, ErrorResponse> {
-        let mut seen: Vec<wire::TableId> = ids.collect();
-        seen.sort_unstable();
-        seen.dedup();
-        let tables = self.node.tables();
-        seen.iter()
-            .map(|id| {
-                tables.iter().find(|t| t.id == *id).cloned().ok_or_else(|| {
-                    ErrorResponse::new(ErrorCode::Invalid, format!("table id {id} was dropped while planning"))
-                })
-            })
-            .collect()
+    /// Checks the consistency level against the replicas of every table the writes touch.
+    fn check_write_replicas(
+        &self,
+        writes: &[shards::mutation::Write],
+        consistency: Consistency,
+    ) -> Result<(), ErrorResponse> {
+        let mut checked: Option<wire::TableId> = None;
+        for table in writes.iter().map(|w| w.table) {
+            // Writes of one statement share a table: check each run of one table once.
+            if checked == Some(table) {
+                continue;
+            }
+            let schema = self.node.table_by_id(table).ok_or_else(|| {
+                ErrorResponse::new(ErrorCode::Invalid, format!("table id {table} was dropped while planning"))
+            })?;
+            check_replicas(&schema, consistency)?;
+            checked = Some(table);
+        }
+        Ok(())
     }
 }
 
