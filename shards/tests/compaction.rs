@@ -66,9 +66,11 @@ fn settle(node: &Node) -> Vec<ShardStats> {
     }
 }
 
+/// Every shard's SSTable files are the ones its manifest names (replaced files are deleted a
+/// moment after a compaction is published, once no read holds them: wait up to 10 s for that).
 fn assert_files_match_manifests(dir: &std::path::Path) {
     for shard in 0..SHARDS {
-        common::assert_sstables_match_manifest(&dir.join(format!("shard-{shard:03}")));
+        common::await_sstables_match_manifest(&dir.join(format!("shard-{shard:03}")), Duration::from_secs(10));
     }
 }
 

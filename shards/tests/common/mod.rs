@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use shards::manifest::{Manifest, SSTABLE_DIR};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
@@ -24,6 +25,27 @@ pub fn kv() -> TableSchema {
 /// Asserts that the SSTable files in `shard_dir` are exactly the ones its manifest lists (no
 /// leftover, none missing) and returns the manifest.
 pub fn assert_sstables_match_manifest(shard_dir: &Path) -> Manifest {
+    let (manifest, listed, on_disk) = sstables_and_manifest(shard_dir);
+    assert_eq!(listed, on_disk, "{}: files on disk vs manifest", shard_dir.display());
+    manifest
+}
+
+/// On a running node, files a compaction replaced are deleted once no read holds them, a
+/// moment after the compaction is published: waits (up to `patience`) for that, then asserts
+/// as [`assert_sstables_match_manifest`] does.
+pub fn await_sstables_match_manifest(shard_dir: &Path, patience: Duration) -> Manifest {
+    let deadline = Instant::now() + patience;
+    loop {
+        let (_, listed, on_disk) = sstables_and_manifest(shard_dir);
+        if listed == on_disk || Instant::now() >= deadline {
+            return assert_sstables_match_manifest(shard_dir);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The manifest, the SSTable file names it lists and those on disk, both sorted.
+fn sstables_and_manifest(shard_dir: &Path) -> (Manifest, Vec<String>, Vec<String>) {
     let manifest = Manifest::load(shard_dir).unwrap();
     let mut listed: Vec<String> = manifest.sstables.iter().map(|s| s.file_name()).collect();
     let mut on_disk: Vec<String> = std::fs::read_dir(shard_dir.join(SSTABLE_DIR))
@@ -32,6 +54,5 @@ pub fn assert_sstables_match_manifest(shard_dir: &Path) -> Manifest {
         .collect();
     listed.sort();
     on_disk.sort();
-    assert_eq!(listed, on_disk, "{}: files on disk vs manifest", shard_dir.display());
-    manifest
+    (manifest, listed, on_disk)
 }
