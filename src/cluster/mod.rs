@@ -1,0 +1,11 @@
+//! Cluster mode: how nodes find each other (gossip, failure detection), talk (the peer
+//! protocol over `wire` frames), place data (the token ring with replicas) and agree on
+//! schemas. Pure logic here is plain Rust; glommio appears only in the transport and the
+//! service that runs on the coordinator shard. Nothing here touches a shard's storage except
+//! through `shards::node::Node`.
+
+pub mod opcodes;
+
+/// A node's identity in the cluster (`shards::node_meta::NodeMeta::host_id`), fixed when its
+/// data directory is created.
+pub type HostId = u128;
