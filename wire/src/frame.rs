@@ -24,7 +24,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 pub const MIN_MAX_FRAME_BYTES: usize = 4096;
 
 /// Opcodes reserved for the peer (node to node) protocol, which shares this framing.
-/// The client protocol never uses them; the cluster layer adds its opcodes here.
+/// The client protocol never uses them; their table is the cluster layer's
+/// (`enigmadb::cluster::opcodes`), and [`FrameDecoder::decode_peer`] accepts exactly these.
 pub const PEER_OPCODES: std::ops::RangeInclusive<u8> = 0x40..=0x7F;
 
 /// Bit set of frame flags. Version 1 defines none: a frame with any flag set is refused with
@@ -152,22 +153,49 @@ impl Frame {
 /// limit (the decoder on the other side refuses larger ones); a body can never exceed
 /// `u32::MAX` bytes because no limit allows it.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    debug_assert!(frame.body.len() <= u32::MAX as usize);
+    encode_raw(frame.opcode.code(), frame.flags, frame.stream, &frame.body, out);
+}
+
+/// A frame of the peer (node to node) protocol: the same header and checks as [`Frame`], with
+/// an opcode in [`PEER_OPCODES`] that this crate does not interpret (the cluster layer owns the
+/// table) and no flags (version 1 defines none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFrame {
+    pub opcode: u8,
+    pub stream: u16,
+    pub body: Vec<u8>,
+}
+
+impl PeerFrame {
+    /// Bytes this frame occupies on the wire.
+    pub fn wire_len(&self) -> usize {
+        HEADER_BYTES + self.body.len()
+    }
+}
+
+/// Appends a peer frame to `out`, as [`encode_frame`] does a client frame.
+pub fn encode_peer_frame(frame: &PeerFrame, out: &mut Vec<u8>) {
+    debug_assert!(PEER_OPCODES.contains(&frame.opcode), "{:#x} is not a peer opcode", frame.opcode);
+    encode_raw(frame.opcode, 0, frame.stream, &frame.body, out);
+}
+
+fn encode_raw(opcode: u8, flags: u16, stream: u16, body: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(body.len() <= u32::MAX as usize);
     let mut header = FrameHeader {
         magic: FRAME_MAGIC,
         version: PROTOCOL_VERSION,
-        opcode: frame.opcode.code(),
-        flags: frame.flags.to_le_bytes(),
-        stream: frame.stream.to_le_bytes(),
+        opcode,
+        flags: flags.to_le_bytes(),
+        stream: stream.to_le_bytes(),
         reserved: [0; 2],
-        body_len: (frame.body.len() as u32).to_le_bytes(),
-        body_crc: crc32c::crc32c(&frame.body).to_le_bytes(),
+        body_len: (body.len() as u32).to_le_bytes(),
+        body_crc: crc32c::crc32c(body).to_le_bytes(),
         header_crc: [0; 4],
     };
     header.header_crc = header.compute_header_crc().to_le_bytes();
-    out.reserve(frame.wire_len());
+    out.reserve(HEADER_BYTES + body.len());
     out.extend_from_slice(bytemuck::bytes_of(&header));
-    out.extend_from_slice(&frame.body);
+    out.extend_from_slice(body);
 }
 
 /// Why bytes could not be decoded as a frame. [`FrameError::skip`] says whether the connection
@@ -248,6 +276,25 @@ impl FrameDecoder {
     /// newer peer is reported as such), header checksum, reserved bytes, the frame limit, and,
     /// once the whole body is present, opcode, flags and body checksum.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+        let decoded = self.decode_with(buf, Opcode::from_code)?;
+        Ok(decoded.map(|(opcode, flags, stream, body, used)| (Frame { opcode, flags, stream, body }, used)))
+    }
+
+    /// As [`FrameDecoder::decode`], for the peer protocol: an opcode outside [`PEER_OPCODES`]
+    /// (a client opcode included) is `UnknownOpcode`.
+    pub fn decode_peer(&mut self, buf: &[u8]) -> Result<Option<(PeerFrame, usize)>, FrameError> {
+        let decoded = self.decode_with(buf, |code| PEER_OPCODES.contains(&code).then_some(code))?;
+        Ok(decoded.map(|(opcode, _, stream, body, used)| (PeerFrame { opcode, stream, body }, used)))
+    }
+
+    /// The checks of [`FrameDecoder::decode`], with `opcode_of` deciding which opcodes exist.
+    /// Returns the opcode, flags, stream, body and the bytes the frame took.
+    #[allow(clippy::type_complexity)]
+    fn decode_with<O>(
+        &mut self,
+        buf: &[u8],
+        opcode_of: impl Fn(u8) -> Option<O>,
+    ) -> Result<Option<(O, u16, u16, Vec<u8>, usize)>, FrameError> {
         // Reject a wrong magic or version as soon as the bytes that carry them arrive, so a
         // client speaking another protocol gets its answer without having to send 24 bytes.
         let magic_seen = buf.len().min(FRAME_MAGIC.len());
@@ -282,7 +329,7 @@ impl FrameDecoder {
         let Some(body) = buf.get(HEADER_BYTES..consumed) else {
             return Ok(None);
         };
-        let Some(opcode) = Opcode::from_code(header.opcode) else {
+        let Some(opcode) = opcode_of(header.opcode) else {
             return Err(FrameError::UnknownOpcode { stream, opcode: header.opcode, consumed });
         };
         let flags = header.flags();
@@ -293,7 +340,7 @@ impl FrameDecoder {
         if computed != header.body_crc() {
             return Err(FrameError::BodyChecksum { stream, stored: header.body_crc(), computed, consumed });
         }
-        Ok(Some((Frame { opcode, flags, stream, body: body.to_vec() }, consumed)))
+        Ok(Some((opcode, flags, stream, body.to_vec(), consumed)))
     }
 }
 
@@ -463,6 +510,25 @@ pub(crate) mod tests {
         let skip = err.skip().unwrap();
         let (after, _) = decoder.decode(&bytes[skip..]).unwrap().unwrap();
         assert_eq!(after.stream, 6);
+    }
+
+    #[test]
+    fn peer_frames_round_trip_and_refuse_client_opcodes() {
+        let frame = PeerFrame { opcode: 0x48, stream: 513, body: vec![1, 2, 3] };
+        let mut bytes = Vec::new();
+        encode_peer_frame(&frame, &mut bytes);
+        assert_eq!(bytes.len(), frame.wire_len());
+        let mut decoder = FrameDecoder::default();
+        assert_eq!(decoder.decode_peer(&bytes), Ok(Some((frame.clone(), 27))));
+        // The client decoder does not know peer opcodes, and the peer decoder no client ones.
+        assert!(matches!(decoder.decode(&bytes), Err(FrameError::UnknownOpcode { opcode: 0x48, .. })));
+        let client = encoded(&Frame::new(Opcode::Query, 9, vec![]));
+        let err = decoder.decode_peer(&client).unwrap_err();
+        assert_eq!(err, FrameError::UnknownOpcode { stream: 9, opcode: 0x07, consumed: 24 });
+        // Every other check is the client decoder's.
+        bytes[HEADER_BYTES] ^= 1;
+        assert!(matches!(decoder.decode_peer(&bytes), Err(FrameError::BodyChecksum { stream: 513, .. })));
+        assert_eq!(decoder.decode_peer(&bytes[..10]), Ok(None));
     }
 
     #[test]
