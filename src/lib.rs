@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod cql;
+pub mod frame_io;
 pub mod server;
 pub mod shell;
 pub mod sstable_tool;

@@ -32,9 +32,14 @@ pub const SCHEMA: u8 = 0x51;
 pub const SCHEMA_PUSH: u8 = 0x52;
 /// Answer to SCHEMA_PUSH (empty).
 pub const SCHEMA_OK: u8 = 0x53;
+/// First frame of every connection, on stream 0: peer protocol version and the caller's peer
+/// address (`cluster::transport`).
+pub const PEER_HELLO: u8 = 0x7E;
+/// Answer to PEER_HELLO: the agreed peer protocol version.
+pub const PEER_HELLO_OK: u8 = 0x7F;
 
 /// Every code above, for the uniqueness test and the protocol document.
-pub const ALL: [(u8, &str); 15] = [
+pub const ALL: [(u8, &str); 17] = [
     (PEER_ERROR, "PEER_ERROR"),
     (GOSSIP_SYN, "GOSSIP_SYN"),
     (GOSSIP_ACK, "GOSSIP_ACK"),
@@ -50,6 +55,8 @@ pub const ALL: [(u8, &str); 15] = [
     (SCHEMA, "SCHEMA"),
     (SCHEMA_PUSH, "SCHEMA_PUSH"),
     (SCHEMA_OK, "SCHEMA_OK"),
+    (PEER_HELLO, "PEER_HELLO"),
+    (PEER_HELLO_OK, "PEER_HELLO_OK"),
 ];
 
 #[cfg(test)]

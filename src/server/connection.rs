@@ -3,40 +3,20 @@
 //! writer that sends answers in batches. Every frame the decoder rejects gets a typed ERROR
 //! answer or closes the connection; nothing a client sends can panic or stall the shard.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::{Gate, Semaphore};
-use shards::signal::Signal;
+use glommio::sync::Semaphore;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
 use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
 
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
-
-/// Bytes asked of the socket per read; a frame larger than this is read in several.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Answers waiting for the socket beyond which no new request starts: a client that sends
-/// but does not read stops being read instead of growing the server's memory.
-const MAX_OUTBOX_BYTES: usize = 4 << 20;
-
-/// Set once when the node stops: connections stop reading new requests and finish.
-#[derive(Default)]
-struct Stopping {
-    stopped: Cell<bool>,
-    signal: Signal,
-}
-
-impl Stopping {
-    async fn wait(&self) {
-        self.signal.wait_until(|| self.stopped.get()).await
-    }
-}
+use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 
 /// Serves `listener` until `stop` fires (or every sender is gone), then waits for every
 /// connection to finish its in-flight requests.
@@ -46,45 +26,20 @@ pub async fn serve(
     config: &ServerConfig,
     stop: flume::Receiver<()>,
 ) {
-    let connections = Gate::new();
-    let open = Rc::new(Cell::new(0usize));
-    let stopping = Rc::new(Stopping::default());
     let limits = Limits { max_frame_bytes: config.max_frame_bytes.0, max_requests: config.max_requests_per_connection };
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            let _ = stop.recv_async().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // EMFILE and friends: keep serving the connections we have.
-                tracing::warn!(error = %e, "accepting a connection");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if open.get() >= config.max_connections {
-            // Over the limit: answer on stream 0 and close, off the accept loop.
-            glommio::spawn_local(refuse(stream, config.max_connections)).detach();
-            continue;
-        }
-        open.set(open.get() + 1);
-        let (coordinator, open, stopping) = (coordinator.clone(), open.clone(), stopping.clone());
-        let task = connections.spawn(async move {
-            Connection::serve(stream, coordinator, limits, stopping).await;
-            open.set(open.get() - 1);
-        });
-        if let Ok(task) = task {
-            task.detach();
-        }
-    }
-    drop(listener);
-    stopping.stopped.set(true);
-    stopping.signal.notify_all();
-    let _ = connections.close().await;
+    let max_connections = config.max_connections;
+    let stop = async move {
+        let _ = stop.recv_async().await;
+    };
+    accept_loop(
+        listener,
+        max_connections,
+        stop,
+        |stream, stopping| Connection::serve(stream, coordinator.clone(), limits, stopping),
+        // Over the limit: answer on stream 0 and close.
+        |stream| refuse(stream, max_connections),
+    )
+    .await
 }
 
 async fn refuse(mut stream: TcpStream, limit: usize) {
@@ -97,29 +52,6 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
 struct Limits {
     max_frame_bytes: usize,
     max_requests: usize,
-}
-
-/// Answers waiting to be written, in completion order.
-#[derive(Default)]
-struct Outbox {
-    bytes: RefCell<Vec<u8>>,
-    /// Set when the reader is done and every request has answered: the writer drains and ends.
-    closed: Cell<bool>,
-    /// Set when a write failed: the peer is gone; the reader stops.
-    broken: Cell<bool>,
-    signal: Signal,
-}
-
-impl Outbox {
-    fn push(&self, frame: &Frame) {
-        encode_frame(frame, &mut self.bytes.borrow_mut());
-        self.signal.notify_all();
-    }
-
-    fn close(&self) {
-        self.closed.set(true);
-        self.signal.notify_all();
-    }
 }
 
 struct Connection {
@@ -156,42 +88,36 @@ impl Connection {
     /// write, or the node stops.
     async fn read_loop(self: &Rc<Self>, reader: &mut (impl futures_lite::AsyncRead + Unpin), stopping: &Stopping) {
         let mut decoder = FrameDecoder::new(self.limits.max_frame_bytes);
-        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-        let mut start = 0;
+        let mut buf = ReadBuf::default();
         loop {
             loop {
-                match decoder.decode(&buf[start..]) {
+                match decoder.decode(buf.pending()) {
                     Ok(Some((frame, used))) => {
-                        start += used;
+                        buf.consume(used);
                         self.dispatch(frame).await;
                     }
                     Ok(None) => break,
                     Err(e) => {
                         self.outbox.push(&Response::error(ErrorCode::Protocol, e.to_string()).to_frame(e.stream()));
                         match e.skip() {
-                            Some(used) => start += used,
+                            Some(used) => buf.consume(used),
                             None => return,
                         }
                     }
                 }
             }
-            buf.drain(..start);
-            start = 0;
-            if self.outbox.broken.get() || stopping.stopped.get() {
+            if self.outbox.is_broken() || stopping.is_stopped() {
                 return;
             }
-            // Read more into the spare capacity; the decoder bounds how much a frame may need.
-            let filled = buf.len();
-            buf.resize(filled + READ_CHUNK, 0);
-            let read = futures_lite::future::or(async { Some(reader.read(&mut buf[filled..]).await) }, async {
+            // The decoder bounds how much a frame may need.
+            let read = futures_lite::future::or(async { Some(buf.fill(reader).await) }, async {
                 stopping.wait().await;
                 None
             })
             .await;
-            match read {
-                Some(Ok(n)) if n > 0 => buf.truncate(filled + n),
+            if read != Some(true) {
                 // Closed by the peer, a reset, or the node stopping.
-                _ => return,
+                return;
             }
             // A request answered from memory never waits: let the other tasks run between reads.
             glommio::yield_if_needed().await;
@@ -200,8 +126,7 @@ impl Connection {
 
     /// Starts serving one frame as its own task, once a request permit is free.
     async fn dispatch(self: &Rc<Self>, frame: Frame) {
-        let outbox = &self.outbox;
-        outbox.signal.wait_until(|| outbox.bytes.borrow().len() < MAX_OUTBOX_BYTES || outbox.broken.get()).await;
+        self.outbox.wait_below(MAX_OUTBOX_BYTES).await;
         let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return };
         let conn = self.clone();
         glommio::spawn_local(async move {
@@ -211,11 +136,7 @@ impl Connection {
             let response = match AssertUnwindSafe(conn.answer(frame)).catch_unwind().await {
                 Ok(response) => response,
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let what = panic_message(&*panic);
                     tracing::error!(stream, panic = %what, "request handler panicked");
                     Response::error(ErrorCode::Server, format!("internal error serving this request: {what}"))
                 }
@@ -248,28 +169,6 @@ impl Connection {
             request => self.coordinator.execute(request).await,
         }
     }
-}
-
-/// Sends the outbox's bytes as they accumulate: everything answered while one write was in
-/// progress goes out in the next write.
-async fn write_loop(mut writer: impl futures_lite::AsyncWrite + Unpin, outbox: Rc<Outbox>) {
-    let mut sending = Vec::new();
-    loop {
-        outbox.signal.wait_until(|| !outbox.bytes.borrow().is_empty() || outbox.closed.get()).await;
-        std::mem::swap(&mut sending, &mut *outbox.bytes.borrow_mut());
-        // Room in the outbox again: a reader held back by MAX_OUTBOX_BYTES may go on.
-        outbox.signal.notify_all();
-        if sending.is_empty() {
-            break;
-        }
-        if writer.write_all(&sending).await.is_err() || writer.flush().await.is_err() {
-            outbox.broken.set(true);
-            outbox.signal.notify_all();
-            break;
-        }
-        sending.clear();
-    }
-    let _ = writer.close().await;
 }
 
 fn error_frame(stream: u16, code: ErrorCode, message: String) -> Vec<u8> {

@@ -1,0 +1,695 @@
+//! The peer transport (glommio edge): TCP connections between nodes carrying peer frames
+//! (`wire::frame::PeerFrame`). It owns connections, the HELLO handshake, stream ids, pooling,
+//! bounds, reconnects with backoff and timeouts; it never interprets a request or an answer
+//! body (its own HELLO and PEER_ERROR excepted). Layout: docs/PROTOCOL.md, "Peer protocol".
+//!
+//! Calling side: one connection per peer, opened by the first call, carrying up to
+//! `max_in_flight_per_peer` requests matched to answers by stream id. A failed connection
+//! attempt fails every waiting call and starts an exponential backoff during which calls fail
+//! at once with `Unreachable`; a connection lost after it was up fails its waiting calls with
+//! `Closed`, and the next call reconnects. Serving side ([`serve`]): each request runs as its
+//! own task through [`PeerHandler::handle`]; answers go out in batches, in completion order.
+
+mod hello;
+mod streams;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncWriteExt, FutureExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Semaphore;
+use shards::signal::Signal;
+use wire::frame::{FrameDecoder, FrameError, PeerFrame, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, PEER_OPCODES};
+
+pub use hello::{codes, Hello, RemoteError, PEER_PROTOCOL_VERSION, SUPPORTED_PEER_VERSIONS};
+pub use streams::{MAX_ABANDONED_STREAMS, MAX_STREAMS_IN_FLIGHT};
+
+use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
+use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
+use streams::{Completion, Streams};
+
+/// Default bound on requests waiting for answers from one peer.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
+
+/// Default bound on encoded request bytes queued for one peer and not yet written.
+pub const DEFAULT_MAX_QUEUED_BYTES_PER_PEER: usize = 8 << 20;
+
+/// Default bound on connecting to a peer and on its HELLO answer (and, serving, on receiving a
+/// HELLO after accepting).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Wait after the first failed connection attempt before the next; doubled after each further
+/// failure up to [`BACKOFF_MAX`], and reset once a connection is up.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait between connection attempts to a peer that stays unreachable.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Default bound on peer connections a node accepts at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Default bound on requests one accepted connection serves at once; the reader stops reading
+/// while that many run.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: usize = 1024;
+
+/// Peers a transport keeps state for; peers without a connection are forgotten first.
+pub const MAX_PEERS: usize = 4096;
+
+/// Settings of both sides of the peer protocol.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// This node's peer address, sent in HELLO: the `from` a peer's handler sees.
+    pub local_addr: SocketAddr,
+    /// Largest frame (header + body) sent or accepted; at least `wire::frame::MIN_MAX_FRAME_BYTES`.
+    pub max_frame_bytes: usize,
+    /// Requests waiting for answers from one peer; beyond it `call` fails with `Overloaded`.
+    /// At most [`MAX_STREAMS_IN_FLIGHT`].
+    pub max_in_flight_per_peer: usize,
+    /// Request bytes queued for one peer and not yet written; beyond it `Overloaded`.
+    pub max_queued_bytes_per_peer: usize,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Accepted connections served at once; more are answered PEER_ERROR `OVERLOADED`.
+    pub max_connections: usize,
+    pub max_requests_per_connection: usize,
+}
+
+impl TransportConfig {
+    /// The defaults, for a node whose peer listener is at `local_addr`.
+    pub fn new(local_addr: SocketAddr) -> TransportConfig {
+        TransportConfig {
+            local_addr,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
+            max_queued_bytes_per_peer: DEFAULT_MAX_QUEUED_BYTES_PER_PEER,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            backoff_min: BACKOFF_MIN,
+            backoff_max: BACKOFF_MAX,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+        }
+    }
+}
+
+/// Why a call got no answer. Cloned to every call waiting on a connection that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// No connection: the attempt failed, or failed recently and the transport is backing off.
+    #[error("peer {peer} is unreachable: {reason}")]
+    Unreachable { peer: SocketAddr, reason: String },
+    #[error("peer {peer} did not answer within {timeout:?}")]
+    Timeout { peer: SocketAddr, timeout: Duration },
+    /// A bound of this node was reached (requests in flight, queued bytes, peers), or the peer
+    /// refused the connection because it has too many.
+    #[error("peer {peer}: overloaded: {reason}")]
+    Overloaded { peer: SocketAddr, reason: String },
+    /// The peer sent bytes that are not valid peer frames or messages; the connection is closed.
+    #[error("peer {peer} broke the peer protocol: {reason}")]
+    Protocol { peer: SocketAddr, reason: String },
+    /// The peer refused the HELLO (no common peer protocol version).
+    #[error("peer {peer} is incompatible: {reason}")]
+    Incompatible { peer: SocketAddr, reason: String },
+    /// The connection ended while the call waited; the request may or may not have run.
+    #[error("connection to peer {peer} closed before the answer: {reason}")]
+    Closed { peer: SocketAddr, reason: String },
+    /// The peer answered with PEER_ERROR.
+    #[error("peer {peer} answered error {code:#06x}: {message}")]
+    Remote { peer: SocketAddr, code: u16, message: String },
+    #[error("request of {len} bytes to peer {peer} exceeds the frame limit of {limit} bytes")]
+    TooLarge { peer: SocketAddr, len: usize, limit: usize },
+    /// `call` was given an opcode outside `PEER_OPCODES` or one the transport reserves.
+    #[error("opcode {opcode:#04x} is not a peer request (call to {peer})")]
+    NotARequest { peer: SocketAddr, opcode: u8 },
+}
+
+/// A peer opcode a caller may send: the handshake and error codes belong to the transport.
+fn is_request(opcode: u8) -> bool {
+    PEER_OPCODES.contains(&opcode) && !matches!(opcode, PEER_ERROR | PEER_HELLO | PEER_HELLO_OK)
+}
+
+/// What serves requests arriving from peers. `from` is the caller's peer address (from its
+/// HELLO). The answer is (opcode, body); an opcode outside `PEER_OPCODES` or an answer over the
+/// frame limit is replaced by a PEER_ERROR.
+pub trait PeerHandler {
+    fn handle(&self, from: SocketAddr, opcode: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>>;
+}
+
+/// What a transport knows about one peer (for tests, logs and admin output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerStats {
+    pub connect_attempts: u64,
+    pub connected: bool,
+    pub in_flight: usize,
+    /// Requests given up (timed out) whose answers have not arrived.
+    pub abandoned: usize,
+}
+
+/// The calling side: pooled connections to peers. `!Send`: it lives on one executor (the
+/// coordinator shard).
+pub struct Transport {
+    config: TransportConfig,
+    links: RefCell<HashMap<SocketAddr, Rc<Link>>>,
+}
+
+type Answer = Result<(u8, Vec<u8>), PeerError>;
+
+/// The transport's state for one peer.
+struct Link {
+    peer: SocketAddr,
+    /// The connection calls use (being opened, or up); `None` until the next call opens one.
+    conn: RefCell<Option<Rc<Conn>>>,
+    /// After a failed attempt: no new attempt before this instant, and why it failed.
+    backing_off: RefCell<Option<(Instant, String)>>,
+    /// Wait after the next failed attempt.
+    next_backoff: Cell<Duration>,
+    connect_attempts: Cell<u64>,
+}
+
+/// One connection to a peer, from the first call that needed it until it ends.
+struct Conn {
+    outbox: Rc<Outbox>,
+    streams: RefCell<Streams<flume::Sender<Answer>>>,
+    /// The handshake is done: failures from now on are `Closed`, not `Unreachable`.
+    up: Cell<bool>,
+    /// Set (with the reason) to make the reader end the connection.
+    closing: RefCell<Option<String>>,
+    signal: Signal,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig) -> Rc<Transport> {
+        Rc::new(Transport { config, links: RefCell::new(HashMap::new()) })
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// Sends one request frame to `peer` and waits for the frame answering it, at most
+    /// `timeout` in all (connecting included). A PEER_ERROR answer is `Err(Remote)`.
+    pub async fn call(
+        &self,
+        peer: SocketAddr,
+        opcode: u8,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u8, Vec<u8>), PeerError> {
+        if !is_request(opcode) {
+            return Err(PeerError::NotARequest { peer, opcode });
+        }
+        let len = HEADER_BYTES + body.len();
+        if len > self.config.max_frame_bytes {
+            return Err(PeerError::TooLarge { peer, len, limit: self.config.max_frame_bytes });
+        }
+        let conn = self.connection(peer)?;
+        if conn.outbox.len() + len > self.config.max_queued_bytes_per_peer {
+            let reason = format!(
+                "{} request bytes are queued (limit {})",
+                conn.outbox.len(),
+                self.config.max_queued_bytes_per_peer
+            );
+            return Err(PeerError::Overloaded { peer, reason });
+        }
+        let (tx, rx) = flume::bounded(1);
+        let Some(stream) = conn.streams.borrow_mut().insert(tx) else {
+            let reason = format!(
+                "{} requests are in flight (limit {})",
+                conn.streams.borrow().waiting(),
+                self.config.max_in_flight_per_peer
+            );
+            return Err(PeerError::Overloaded { peer, reason });
+        };
+        conn.outbox.push_peer(&PeerFrame { opcode, stream, body });
+        let answer = futures_lite::future::or(async { Some(rx.recv_async().await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        match answer {
+            Some(Ok(answer)) => answer,
+            // Every waiter is answered before its sender is dropped (`Conn::fail_all`).
+            Some(Err(_)) => Err(PeerError::Closed { peer, reason: "the connection task ended".into() }),
+            None => {
+                // The answer may have arrived in the same turn as the timer.
+                if let Ok(answer) = rx.try_recv() {
+                    return answer;
+                }
+                if conn.streams.borrow_mut().abandon(stream) {
+                    conn.close(format!("more than {MAX_ABANDONED_STREAMS} requests timed out without an answer"));
+                }
+                Err(PeerError::Timeout { peer, timeout })
+            }
+        }
+    }
+
+    /// What this transport knows about `peer`; `None` if it never called it.
+    pub fn peer_stats(&self, peer: SocketAddr) -> Option<PeerStats> {
+        let links = self.links.borrow();
+        let link = links.get(&peer)?;
+        let conn = link.conn.borrow();
+        Some(PeerStats {
+            connect_attempts: link.connect_attempts.get(),
+            connected: conn.as_ref().is_some_and(|c| c.up.get()),
+            in_flight: conn.as_ref().map_or(0, |c| c.streams.borrow().waiting()),
+            abandoned: conn.as_ref().map_or(0, |c| c.streams.borrow().abandoned()),
+        })
+    }
+
+    /// The connection a call to `peer` uses: the current one, or a new one being opened;
+    /// `Unreachable` while backing off after a failed attempt.
+    fn connection(&self, peer: SocketAddr) -> Result<Rc<Conn>, PeerError> {
+        let link = self.link(peer)?;
+        // A connection closing (too many timeouts) is replaced at once; it fails its own calls.
+        if let Some(conn) = link.conn.borrow().as_ref().filter(|c| c.closing.borrow().is_none()) {
+            return Ok(conn.clone());
+        }
+        if let Some((until, reason)) = link.backing_off.borrow().as_ref() {
+            let now = Instant::now();
+            if now < *until {
+                let reason = format!("{reason} (next attempt in {:?})", *until - now);
+                return Err(PeerError::Unreachable { peer, reason });
+            }
+        }
+        let conn = Rc::new(Conn {
+            outbox: Rc::new(Outbox::default()),
+            streams: RefCell::new(Streams::new(self.config.max_in_flight_per_peer)),
+            up: Cell::new(false),
+            closing: RefCell::new(None),
+            signal: Signal::default(),
+        });
+        *link.conn.borrow_mut() = Some(conn.clone());
+        link.connect_attempts.set(link.connect_attempts.get() + 1);
+        glommio::spawn_local(run_connection(self.config.clone(), link, conn.clone())).detach();
+        Ok(conn)
+    }
+
+    fn link(&self, peer: SocketAddr) -> Result<Rc<Link>, PeerError> {
+        let mut links = self.links.borrow_mut();
+        if let Some(link) = links.get(&peer) {
+            return Ok(link.clone());
+        }
+        if links.len() >= MAX_PEERS {
+            links.retain(|_, link| link.conn.borrow().is_some());
+            if links.len() >= MAX_PEERS {
+                return Err(PeerError::Overloaded { peer, reason: format!("connected to {MAX_PEERS} peers already") });
+            }
+        }
+        let link = Rc::new(Link {
+            peer,
+            conn: RefCell::new(None),
+            backing_off: RefCell::new(None),
+            next_backoff: Cell::new(self.config.backoff_min),
+            connect_attempts: Cell::new(0),
+        });
+        links.insert(peer, link.clone());
+        Ok(link)
+    }
+}
+
+impl Drop for Transport {
+    /// Ends every connection: calls still waiting get `Closed`.
+    fn drop(&mut self) {
+        for link in self.links.get_mut().values() {
+            if let Some(conn) = link.conn.borrow().as_ref() {
+                conn.close("the transport was dropped".into());
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Asks the connection's reader to end the connection.
+    fn close(&self, reason: String) {
+        self.closing.borrow_mut().get_or_insert(reason);
+        self.signal.notify_all();
+    }
+
+    /// Answers every waiting call with `error` and frees every stream id.
+    fn fail_all(&self, error: &PeerError) {
+        for waiter in self.streams.borrow_mut().take_all() {
+            let _ = waiter.try_send(Err(error.clone()));
+        }
+    }
+
+    /// Hands one answer frame to its call. `Err` says why the connection must end.
+    fn deliver(&self, peer: SocketAddr, frame: PeerFrame) -> Result<(), PeerError> {
+        if frame.stream == 0 {
+            // Connection-level: the peer could not read our frames (or is stopping) and closes.
+            return Err(match (frame.opcode, RemoteError::decode(&frame.body)) {
+                (PEER_ERROR, Ok(e)) => PeerError::Remote { peer, code: e.code, message: e.message },
+                _ => PeerError::Protocol { peer, reason: format!("opcode {:#04x} on stream 0", frame.opcode) },
+            });
+        }
+        let waiter = match self.streams.borrow_mut().complete(frame.stream) {
+            Completion::Waiting(waiter) => waiter,
+            Completion::Abandoned => return Ok(()),
+            Completion::Unknown => {
+                return Err(PeerError::Protocol {
+                    peer,
+                    reason: format!("answer on stream {} with no request", frame.stream),
+                })
+            }
+        };
+        let answer = match frame.opcode {
+            PEER_ERROR => match RemoteError::decode(&frame.body) {
+                Ok(e) => Err(PeerError::Remote { peer, code: e.code, message: e.message }),
+                Err(e) => {
+                    let error = PeerError::Protocol { peer, reason: format!("malformed PEER_ERROR: {e}") };
+                    let _ = waiter.try_send(Err(error.clone()));
+                    return Err(error);
+                }
+            },
+            opcode => Ok((opcode, frame.body)),
+        };
+        // The receiver may be gone (the call was dropped); nobody else wants the answer.
+        let _ = waiter.try_send(answer);
+        Ok(())
+    }
+}
+
+/// Opens `conn`, then reads its answers until it ends; fails every call still waiting.
+async fn run_connection(config: TransportConfig, link: Rc<Link>, conn: Rc<Conn>) {
+    let peer = link.peer;
+    let error = match greet(&config, peer).await {
+        Err(error) => {
+            let backoff = link.next_backoff.get();
+            link.next_backoff.set((backoff * 2).min(config.backoff_max));
+            *link.backing_off.borrow_mut() = Some((Instant::now() + backoff, error.to_string()));
+            tracing::debug!(%peer, %error, ?backoff, "peer connection attempt failed");
+            error
+        }
+        Ok((stream, mut read_buf)) => {
+            link.next_backoff.set(config.backoff_min);
+            *link.backing_off.borrow_mut() = None;
+            conn.up.set(true);
+            let (mut reader, writer) = futures_lite::io::split(stream);
+            let writer = glommio::spawn_local(write_loop(writer, conn.outbox.clone()));
+            let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+            let error = read_answers(peer, &conn, &mut reader, &mut decoder, &mut read_buf).await;
+            tracing::debug!(%peer, %error, "peer connection closed");
+            conn.outbox.discard();
+            writer.await;
+            match error {
+                PeerError::Closed { .. } | PeerError::Protocol { .. } | PeerError::Remote { .. } => error,
+                other => PeerError::Closed { peer, reason: other.to_string() },
+            }
+        }
+    };
+    // A newer connection may already have replaced this one (after too many timeouts).
+    let mut current = link.conn.borrow_mut();
+    if current.as_ref().is_some_and(|c| Rc::ptr_eq(c, &conn)) {
+        *current = None;
+    }
+    drop(current);
+    conn.outbox.discard();
+    conn.fail_all(&error);
+}
+
+/// Connects to `peer` and exchanges HELLO / HELLO_OK, within the connect timeout. Returns the
+/// stream and whatever bytes arrived after HELLO_OK.
+async fn greet(config: &TransportConfig, peer: SocketAddr) -> Result<(TcpStream, ReadBuf), PeerError> {
+    let unreachable = |reason: String| PeerError::Unreachable { peer, reason };
+    let attempt = async {
+        let mut stream = TcpStream::connect(peer).await.map_err(|e| unreachable(format!("connecting: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let hello = Hello { version: PEER_PROTOCOL_VERSION, from: config.local_addr };
+        let mut bytes = Vec::new();
+        wire::frame::encode_peer_frame(&PeerFrame { opcode: PEER_HELLO, stream: 0, body: hello.encode() }, &mut bytes);
+        stream.write_all(&bytes).await.map_err(|e| unreachable(format!("sending HELLO: {e}")))?;
+        let mut read_buf = ReadBuf::default();
+        let frame = read_frame(&mut stream, &mut FrameDecoder::new(config.max_frame_bytes), &mut read_buf)
+            .await
+            .map_err(|e| PeerError::Protocol { peer, reason: e.to_string() })?
+            .ok_or_else(|| unreachable("closed before answering HELLO".into()))?;
+        match (frame.opcode, frame.stream) {
+            (PEER_HELLO_OK, 0) => match hello::decode_hello_ok(&frame.body) {
+                Ok(version) if SUPPORTED_PEER_VERSIONS.contains(&version) => Ok((stream, read_buf)),
+                Ok(version) => Err(PeerError::Incompatible {
+                    peer,
+                    reason: format!(
+                        "it chose peer protocol version {version}; this node speaks {SUPPORTED_PEER_VERSIONS:?}"
+                    ),
+                }),
+                Err(e) => Err(PeerError::Protocol { peer, reason: format!("malformed HELLO_OK: {e}") }),
+            },
+            (PEER_ERROR, 0) => match RemoteError::decode(&frame.body) {
+                Ok(e) if e.code == codes::VERSION => Err(PeerError::Incompatible { peer, reason: e.message }),
+                Ok(e) if e.code == codes::OVERLOADED => Err(PeerError::Overloaded { peer, reason: e.message }),
+                Ok(e) => Err(PeerError::Remote { peer, code: e.code, message: e.message }),
+                Err(e) => Err(PeerError::Protocol { peer, reason: format!("malformed PEER_ERROR: {e}") }),
+            },
+            (opcode, stream) => Err(PeerError::Protocol {
+                peer,
+                reason: format!("answered HELLO with opcode {opcode:#04x} on stream {stream}"),
+            }),
+        }
+    };
+    let timeout = config.connect_timeout;
+    futures_lite::future::or(attempt, async {
+        glommio::timer::sleep(timeout).await;
+        Err(unreachable(format!("no connection and HELLO answer within {timeout:?}")))
+    })
+    .await
+}
+
+/// Reads one whole frame: `Ok(None)` if the other side closed first, `Err` (why) on bytes that
+/// are not a frame.
+async fn read_frame(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    decoder: &mut FrameDecoder,
+    read_buf: &mut ReadBuf,
+) -> Result<Option<PeerFrame>, FrameError> {
+    loop {
+        match decoder.decode_peer(read_buf.pending()) {
+            Ok(Some((frame, used))) => {
+                read_buf.consume(used);
+                return Ok(Some(frame));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+        if !read_buf.fill(reader).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// Delivers answers until the connection ends; returns why it ended.
+async fn read_answers(
+    peer: SocketAddr,
+    conn: &Conn,
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    decoder: &mut FrameDecoder,
+    read_buf: &mut ReadBuf,
+) -> PeerError {
+    let closed = |reason: String| PeerError::Closed { peer, reason };
+    loop {
+        let next = async { Some(read_frame(reader, decoder, read_buf).await) };
+        let ending = async {
+            let outbox = &conn.outbox;
+            futures_lite::future::or(outbox.wait_broken(), conn.signal.wait_until(|| conn.closing.borrow().is_some()))
+                .await;
+            None
+        };
+        match futures_lite::future::or(next, ending).await {
+            Some(Ok(Some(frame))) => {
+                if let Err(error) = conn.deliver(peer, frame) {
+                    return error;
+                }
+            }
+            Some(Ok(None)) => return closed("closed by the peer".into()),
+            // Any bad frame loses an answer some call waits for: the byte stream is not trusted.
+            Some(Err(e)) => return PeerError::Protocol { peer, reason: e.to_string() },
+            None => {
+                let reason = conn.closing.borrow().clone().unwrap_or_else(|| "writing to the peer failed".into());
+                return closed(reason);
+            }
+        }
+    }
+}
+
+/// Accepts peer connections on `listener` and serves their requests through `handler` until
+/// `stop` resolves; then stops reading, lets the requests in progress answer, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Rc<dyn PeerHandler>,
+    config: &TransportConfig,
+    stop: impl Future<Output = ()>,
+) {
+    let limit = config.max_connections;
+    accept_loop(
+        listener,
+        limit,
+        stop,
+        |stream, stopping| serve_connection(stream, handler.clone(), config.clone(), stopping),
+        |stream| {
+            refuse(stream, RemoteError::new(codes::OVERLOADED, format!("too many peer connections (limit {limit})")))
+        },
+    )
+    .await
+}
+
+fn error_frame(stream: u16, error: &RemoteError) -> PeerFrame {
+    PeerFrame { opcode: PEER_ERROR, stream, body: error.encode() }
+}
+
+async fn refuse(mut stream: TcpStream, error: RemoteError) {
+    let mut bytes = Vec::new();
+    wire::frame::encode_peer_frame(&error_frame(0, &error), &mut bytes);
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.close().await;
+}
+
+/// One accepted connection: HELLO, then requests until the caller closes, a bad frame, a
+/// failed write, or the node stops.
+async fn serve_connection(
+    stream: TcpStream,
+    handler: Rc<dyn PeerHandler>,
+    config: TransportConfig,
+    stopping: Rc<Stopping>,
+) {
+    let caller = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let outbox = Rc::new(Outbox::default());
+    let writer = glommio::spawn_local(write_loop(writer, outbox.clone()));
+    let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+    let mut read_buf = ReadBuf::default();
+    let hello =
+        futures_lite::future::or(async { Some(read_frame(&mut reader, &mut decoder, &mut read_buf).await) }, async {
+            glommio::timer::sleep(config.connect_timeout).await;
+            None
+        })
+        .await;
+    let from = match accept_hello(hello) {
+        Ok((from, version)) => {
+            outbox.push_peer(&PeerFrame { opcode: PEER_HELLO_OK, stream: 0, body: hello::encode_hello_ok(version) });
+            Some(from)
+        }
+        Err(refusal) => {
+            tracing::warn!(?caller, reason = %refusal.message, "refusing a peer connection");
+            outbox.push_peer(&error_frame(0, &refusal));
+            None
+        }
+    };
+    if let Some(from) = from {
+        let in_flight = Rc::new(Semaphore::new(config.max_requests_per_connection as u64));
+        let server = Server { handler, outbox: outbox.clone(), from, max_frame_bytes: config.max_frame_bytes };
+        let server = Rc::new(server);
+        let ended = server.read_requests(&mut reader, &mut decoder, &mut read_buf, &in_flight, &stopping).await;
+        if let Err((stream, refusal)) = ended {
+            tracing::warn!(%from, reason = %refusal.message, "closing a peer connection after a bad frame");
+            outbox.push_peer(&error_frame(stream, &refusal));
+        }
+        // Every request started has answered once all permits are back.
+        let _ = in_flight.acquire(config.max_requests_per_connection as u64).await;
+    }
+    outbox.close();
+    writer.await;
+}
+
+/// Checks the first frame of a connection: a HELLO on stream 0 with a version both speak.
+fn accept_hello(first: Option<Result<Option<PeerFrame>, FrameError>>) -> Result<(SocketAddr, u8), RemoteError> {
+    let protocol = |message: String| RemoteError::new(codes::PROTOCOL, message);
+    let frame = match first {
+        None => return Err(protocol("no HELLO within the connect timeout".into())),
+        Some(Ok(None)) => return Err(protocol("closed before HELLO".into())),
+        Some(Err(e)) => return Err(protocol(e.to_string())),
+        Some(Ok(Some(frame))) => frame,
+    };
+    if (frame.opcode, frame.stream) != (PEER_HELLO, 0) {
+        return Err(protocol(format!(
+            "expected HELLO on stream 0, got opcode {:#04x} on stream {}",
+            frame.opcode, frame.stream
+        )));
+    }
+    let hello = Hello::decode(&frame.body).map_err(|e| protocol(format!("malformed HELLO: {e}")))?;
+    Ok((hello.from, hello::negotiate(hello.version)?))
+}
+
+/// The serving side of one connection after its HELLO.
+struct Server {
+    handler: Rc<dyn PeerHandler>,
+    outbox: Rc<Outbox>,
+    from: SocketAddr,
+    max_frame_bytes: usize,
+}
+
+impl Server {
+    /// Starts one task per request until the connection ends. `Err`: a bad frame, to be
+    /// answered on stream 0 before closing.
+    async fn read_requests(
+        self: &Rc<Self>,
+        reader: &mut (impl futures_lite::AsyncRead + Unpin),
+        decoder: &mut FrameDecoder,
+        read_buf: &mut ReadBuf,
+        in_flight: &Rc<Semaphore>,
+        stopping: &Stopping,
+    ) -> Result<(), (u16, RemoteError)> {
+        let protocol = |stream: u16, message: String| Err((stream, RemoteError::new(codes::PROTOCOL, message)));
+        loop {
+            let next = async { Some(read_frame(reader, decoder, read_buf).await) };
+            let ending = async {
+                let broken = self.outbox.wait_broken();
+                futures_lite::future::or(broken, stopping.wait()).await;
+                None
+            };
+            let frame = match futures_lite::future::or(next, ending).await {
+                Some(Ok(Some(frame))) => frame,
+                Some(Err(e)) => return protocol(e.stream(), e.to_string()),
+                // Closed by the caller, a failed write, or the node stopping.
+                Some(Ok(None)) | None => return Ok(()),
+            };
+            if frame.stream == 0 || !is_request(frame.opcode) {
+                return protocol(
+                    frame.stream,
+                    format!("opcode {:#04x} on stream {} is not a request", frame.opcode, frame.stream),
+                );
+            }
+            self.outbox.wait_below(MAX_OUTBOX_BYTES).await;
+            let Ok(permit) = in_flight.acquire_static_permit(1).await else { return Ok(()) };
+            let server = self.clone();
+            glommio::spawn_local(async move {
+                let stream = frame.stream;
+                let (opcode, body) = server.answer(frame).await;
+                server.outbox.push_peer(&PeerFrame { opcode, stream, body });
+                drop(permit);
+            })
+            .detach();
+        }
+    }
+
+    /// The handler's answer to one request, or the PEER_ERROR replacing an answer that cannot
+    /// be sent. A panicking handler fails its request, never the shard.
+    async fn answer(&self, frame: PeerFrame) -> (u8, Vec<u8>) {
+        let opcode = frame.opcode;
+        let handled = AssertUnwindSafe(self.handler.handle(self.from, opcode, frame.body)).catch_unwind().await;
+        let problem = match handled {
+            Ok((answer, _)) if !PEER_OPCODES.contains(&answer) || matches!(answer, PEER_HELLO | PEER_HELLO_OK) => {
+                format!("the handler of {opcode:#04x} answered with opcode {answer:#04x}, not a peer answer")
+            }
+            Ok((_, body)) if HEADER_BYTES + body.len() > self.max_frame_bytes => {
+                format!(
+                    "the answer to {opcode:#04x} ({} bytes) exceeds the frame limit of {} bytes",
+                    body.len(),
+                    self.max_frame_bytes
+                )
+            }
+            Ok(answer) => return answer,
+            Err(panic) => format!("internal error serving {opcode:#04x}: {}", panic_message(&*panic)),
+        };
+        tracing::error!(from = %self.from, %problem, "peer request failed");
+        (PEER_ERROR, RemoteError::new(codes::SERVER, problem).encode())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! Socket plumbing shared by the two frame protocols on glommio sockets (the client listener,
+//! `server::connection`, and the peer transport, `cluster::transport`): the bounded accept
+//! loop, the outbox of encoded frames with its batching write loop, and the buffer frames are
+//! decoded from. It never interprets a frame; what to do with one is the caller's.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Gate;
+use shards::signal::Signal;
+use wire::frame::{encode_frame, encode_peer_frame, Frame, PeerFrame};
+
+/// Bytes asked of the socket per read; a frame larger than this is read in several.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Answers waiting for the socket beyond which a server starts no new request: a peer that
+/// sends but does not read stops being read instead of growing the server's memory.
+pub const MAX_OUTBOX_BYTES: usize = 4 << 20;
+
+/// Encoded frames waiting for the socket, in the order they were pushed.
+#[derive(Default)]
+pub struct Outbox {
+    bytes: RefCell<Vec<u8>>,
+    /// Set when no more frames will be pushed: the writer drains and ends.
+    closed: Cell<bool>,
+    /// Set when a write failed: the other side is gone.
+    broken: Cell<bool>,
+    signal: Signal,
+}
+
+impl Outbox {
+    pub fn push(&self, frame: &Frame) {
+        encode_frame(frame, &mut self.bytes.borrow_mut());
+        self.signal.notify_all();
+    }
+
+    pub fn push_peer(&self, frame: &PeerFrame) {
+        encode_peer_frame(frame, &mut self.bytes.borrow_mut());
+        self.signal.notify_all();
+    }
+
+    /// Bytes pushed and not yet handed to the socket.
+    pub fn len(&self) -> usize {
+        self.bytes.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// Drops what was not sent yet and lets the writer end: nobody waits for those frames.
+    pub fn discard(&self) {
+        self.bytes.borrow_mut().clear();
+        self.close();
+    }
+
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.signal.notify_all();
+    }
+
+    /// Resolves once fewer than `limit` bytes wait for the socket, or the socket broke.
+    pub async fn wait_below(&self, limit: usize) {
+        self.signal.wait_until(|| self.len() < limit || self.broken.get()).await
+    }
+
+    /// Resolves once a write failed.
+    pub async fn wait_broken(&self) {
+        self.signal.wait_until(|| self.broken.get()).await
+    }
+}
+
+/// Sends the outbox's bytes as they accumulate: everything pushed while one write was in
+/// progress goes out in the next write. Ends when the outbox is closed and drained, or a write
+/// fails (then the outbox is marked broken); closes the writer either way.
+pub async fn write_loop(mut writer: impl futures_lite::AsyncWrite + Unpin, outbox: Rc<Outbox>) {
+    let mut sending = Vec::new();
+    loop {
+        outbox.signal.wait_until(|| !outbox.bytes.borrow().is_empty() || outbox.closed.get()).await;
+        std::mem::swap(&mut sending, &mut *outbox.bytes.borrow_mut());
+        // Room in the outbox again: a reader held back by its bound may go on.
+        outbox.signal.notify_all();
+        if sending.is_empty() {
+            break;
+        }
+        if writer.write_all(&sending).await.is_err() || writer.flush().await.is_err() {
+            outbox.broken.set(true);
+            outbox.signal.notify_all();
+            break;
+        }
+        sending.clear();
+    }
+    let _ = writer.close().await;
+}
+
+/// Received bytes not yet decoded. Bounded by one frame plus one [`READ_CHUNK`], because the
+/// frame decoder refuses frames over its limit before their bodies arrive.
+#[derive(Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl ReadBuf {
+    /// The bytes not decoded yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// The first `n` pending bytes were decoded.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(self.start + n <= self.buf.len());
+        self.start += n;
+    }
+
+    /// Reads more bytes from `reader`; false once the other side closed or the read failed.
+    pub async fn fill(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) -> bool {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let filled = self.buf.len();
+        self.buf.resize(filled + READ_CHUNK, 0);
+        let read = reader.read(&mut self.buf[filled..]).await;
+        let n = *read.as_ref().unwrap_or(&0);
+        self.buf.truncate(filled + n);
+        n > 0
+    }
+}
+
+/// The message of a caught panic, for the answer to the request that caused it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Set once when a listener stops: its connections stop reading new requests and finish.
+#[derive(Default)]
+pub struct Stopping {
+    stopped: Cell<bool>,
+    signal: Signal,
+}
+
+impl Stopping {
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.signal.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Resolves once [`Stopping::stop`] was called.
+    pub async fn wait(&self) {
+        self.signal.wait_until(|| self.stopped.get()).await
+    }
+}
+
+/// Accepts connections on `listener` until `stop` resolves, running `serve` for each, at most
+/// `max_connections` at once (beyond it, `refuse` answers and closes the connection, off the
+/// accept loop). Then tells the connections to stop reading and waits until every one is done.
+pub async fn accept_loop<S, R>(
+    listener: TcpListener,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+    serve: impl Fn(TcpStream, Rc<Stopping>) -> S,
+    refuse: impl Fn(TcpStream) -> R,
+) where
+    S: Future<Output = ()> + 'static,
+    R: Future<Output = ()> + 'static,
+{
+    let connections = Gate::new();
+    let open = Rc::new(Cell::new(0usize));
+    let stopping = Rc::new(Stopping::default());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.as_mut().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // EMFILE and friends: keep serving the connections we have.
+                tracing::warn!(error = %e, "accepting a connection");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open.get() >= max_connections {
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        }
+        open.set(open.get() + 1);
+        let (connection, open) = (serve(stream, stopping.clone()), open.clone());
+        let task = connections.spawn(async move {
+            connection.await;
+            open.set(open.get() - 1);
+        });
+        if let Ok(task) = task {
+            task.detach();
+        }
+    }
+    drop(listener);
+    stopping.stop();
+    let _ = connections.close().await;
+}
