@@ -228,25 +228,19 @@ impl Transport {
             return Err(PeerError::Overloaded { peer, reason });
         };
         conn.outbox.push_peer(&PeerFrame { opcode, stream, body });
+        // From here on, a call that ends without its answer (timeout, or the caller dropping
+        // this future) gives its stream up.
+        let _waiting = Waiting { conn: &conn, stream };
         let answer = futures_lite::future::or(async { Some(rx.recv_async().await) }, async {
             glommio::timer::sleep(timeout).await;
             None
         })
         .await;
-        match answer {
+        match answer.or_else(|| rx.try_recv().ok().map(Ok)) {
             Some(Ok(answer)) => answer,
             // Every waiter is answered before its sender is dropped (`Conn::fail_all`).
             Some(Err(_)) => Err(PeerError::Closed { peer, reason: "the connection task ended".into() }),
-            None => {
-                // The answer may have arrived in the same turn as the timer.
-                if let Ok(answer) = rx.try_recv() {
-                    return answer;
-                }
-                if conn.streams.borrow_mut().abandon(stream) {
-                    conn.close(format!("more than {MAX_ABANDONED_STREAMS} requests timed out without an answer"));
-                }
-                Err(PeerError::Timeout { peer, timeout })
-            }
+            None => Err(PeerError::Timeout { peer, timeout }),
         }
     }
 
@@ -311,6 +305,21 @@ impl Transport {
         });
         links.insert(peer, link.clone());
         Ok(link)
+    }
+}
+
+/// A call's stream, abandoned when the call ends: a no-op if the answer (or the connection's
+/// end) already removed it, else its id stays reserved until the late answer arrives.
+struct Waiting<'a> {
+    conn: &'a Conn,
+    stream: u16,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.conn.streams.borrow_mut().abandon(self.stream) {
+            self.conn.close(format!("more than {MAX_ABANDONED_STREAMS} requests timed out without an answer"));
+        }
     }
 }
 

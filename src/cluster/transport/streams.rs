@@ -76,9 +76,10 @@ impl<T> Streams<T> {
         }
     }
 
-    /// The caller of `stream` gave up. Its id stays reserved until the answer arrives. Returns
-    /// true when more than [`MAX_ABANDONED_STREAMS`] are abandoned: the connection should be
-    /// closed (new requests are refused by [`Streams::insert`] once the id space is full).
+    /// The caller of `stream` gave up. If it was still waiting, its id stays reserved until
+    /// the answer arrives (else this does nothing). Returns true when more than
+    /// [`MAX_ABANDONED_STREAMS`] are abandoned: the connection should be closed (new requests
+    /// are refused by [`Streams::insert`] once the id space is full).
     pub fn abandon(&mut self, stream: u16) -> bool {
         if self.waiting.remove(&stream).is_some() {
             self.abandoned.insert(stream);

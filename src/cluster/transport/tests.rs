@@ -480,3 +480,26 @@ fn silence_is_bounded_by_the_connect_timeout_on_both_sides() {
         silent.await;
     });
 }
+
+#[test]
+fn a_dropped_call_gives_its_in_flight_slot_up() {
+    run(|| async {
+        let handler = Rc::new(TestHandler::default());
+        let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
+        let transport = Transport::new(TransportConfig { max_in_flight_per_peer: 1, ..caller_config() });
+        // Polled once (the request is queued), then dropped by its caller.
+        let dropped = futures_lite::future::poll_once(transport.call(peer.addr, MUTATE, vec![], PATIENCE)).await;
+        assert_eq!(dropped, None);
+        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
+        assert_eq!(transport.call(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        // Its answer, when it comes, goes nowhere.
+        handler.open_gate();
+        let deadline = Instant::now() + PATIENCE;
+        while transport.peer_stats(peer.addr).map(|s| s.abandoned) != Some(0) && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 0)));
+        assert_eq!(transport.call(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        peer.stop().await;
+    });
+}
