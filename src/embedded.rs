@@ -197,7 +197,7 @@ fn key_value_schema(name: &str) -> TableSchema {
 
 fn ensure_table(node: &Node, schema: TableSchema) -> Result<()> {
     if node.table(&schema.name).is_err() {
-        futures_lite::future::block_on(node.create_table(schema))?;
+        futures_lite::future::block_on(node.create_table(schema, None))?;
     }
     Ok(())
 }

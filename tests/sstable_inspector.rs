@@ -38,7 +38,7 @@ fn node_with_one_sstable(name: &str) -> (PathBuf, PathBuf) {
         ],
         options: TableOptions::default(),
     };
-    block_on(node.create_table(schema)).expect("create table");
+    block_on(node.create_table(schema, None)).expect("create table");
     let insert = |id: &str, seq: i32, v: &str, n: i64, ttl: u32| {
         let columns = [("v", Some(Value::Text(v.into()))), ("n", Some(Value::BigInt(n)))];
         block_on(node.insert("inspect", &[Value::Text(id.into())], &[Value::Int(seq)], &columns, ttl)).expect("insert");
@@ -94,7 +94,9 @@ fn dump_shows_values_ttls_and_tombstones_as_text() {
     let out = sstable(&["dump"], &sst);
     let dump = common::text(&out.stdout);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
-    assert!(dump.contains("table 1 'inspect' (schema from"), "{dump}");
+    let catalog = shards::catalog::Catalog::load(&dir).expect("catalog");
+    let id = catalog.table("inspect").expect("the table is in the catalog").id;
+    assert!(dump.contains(&format!("table {id} 'inspect' (schema from")), "{dump}");
     let alpha: Vec<&str> = dump.lines().filter(|l| l.starts_with("['alpha'] Row[")).collect();
     assert_eq!(alpha.len(), 2, "{dump}");
     assert!(alpha[0].contains(": 1 | [v='one' ts=") && alpha[0].contains("[n=1 ts="), "{}", alpha[0]);

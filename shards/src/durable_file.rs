@@ -20,7 +20,7 @@ pub enum DurableFileError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a {expected} file (bad magic number)")]
     BadMagic { path: PathBuf, expected: &'static str },
-    #[error("{path}: format version {found} is not supported (this build reads version {supported})")]
+    #[error("{path}: format version {found} is not supported (this build reads up to version {supported})")]
     UnsupportedVersion { path: PathBuf, found: u16, supported: u16 },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -62,6 +62,12 @@ pub fn write(path: &Path, kind: FileKind, payload: &[u8]) -> Result<(), DurableF
 
 /// Reads and verifies a file written by [`write`]; Ok(None) when it does not exist.
 pub fn read(path: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, DurableFileError> {
+    Ok(read_versions(path, kind, kind.version)?.map(|(_, payload)| payload))
+}
+
+/// [`read`] for a kind whose older versions `oldest..=kind.version` are still readable: returns
+/// the file's version with its payload, which the caller decodes by version.
+pub fn read_versions(path: &Path, kind: FileKind, oldest: u16) -> Result<Option<(u16, Vec<u8>)>, DurableFileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -72,7 +78,7 @@ pub fn read(path: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, DurableFileE
         return Err(DurableFileError::BadMagic { path: path.to_path_buf(), expected: kind.name });
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != kind.version {
+    if !(oldest..=kind.version).contains(&version) {
         return Err(DurableFileError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -89,7 +95,7 @@ pub fn read(path: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, DurableFileE
     if stored != actual {
         return Err(corrupt(format!("checksum mismatch (stored {stored:#010x}, computed {actual:#010x})")));
     }
-    Ok(Some(body[HEADER_LEN..].to_vec()))
+    Ok(Some((version, body[HEADER_LEN..].to_vec())))
 }
 
 #[cfg(test)]
@@ -126,5 +132,7 @@ mod tests {
         let other = FileKind { version: 4, ..KIND };
         std::fs::write(&path, &good).unwrap();
         assert!(matches!(read(&path, other), Err(DurableFileError::UnsupportedVersion { found: 3, .. })));
+        assert_eq!(read_versions(&path, other, 3).unwrap(), Some((3, b"payload bytes".to_vec())));
+        assert!(matches!(read_versions(&path, other, 4), Err(DurableFileError::UnsupportedVersion { found: 3, .. })));
     }
 }

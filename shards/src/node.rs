@@ -21,9 +21,10 @@ use wire::ring::Ring;
 use wire::schema::{TableId, TableSchema};
 use wire::{Token, Value};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, DropRecord, SchemaChanges, TableEntry};
 use crate::cell::Timestamp;
 use crate::compaction::CompactionReport;
+use crate::hlc::{SystemClock, WallClock};
 use crate::key::{ClusteringKey, KeyError, PartitionKey};
 use crate::mutation::{PartitionUpdate, Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
@@ -167,10 +168,16 @@ struct Inner {
     /// From NEXT_NODE_ID.
     id: u64,
     dir: PathBuf,
+    /// From the directory's `node.meta`.
+    host_id: u128,
+    /// This start's generation (`node.meta`), above every earlier start's.
+    generation: u64,
     ring: Ring<u16>,
     senders: Vec<flume::Sender<Request>>,
     /// DDL only: serializes catalog changes and their persistence.
     catalog: Mutex<Catalog>,
+    /// Held by each DDL and schema merge from its catalog change until every shard applied it.
+    ddl: DdlLock,
     /// Read per request to resolve names; written only by DDL.
     tables: RwLock<HashMap<String, Arc<TableSchema>>>,
     threads: Mutex<Vec<glommio::ExecutorJoinHandle<()>>>,
@@ -229,8 +236,7 @@ impl Node {
         }
         let meta = NodeMeta::load_or_create(&dir, config.shards, config.num_tokens)?;
         let catalog = Catalog::load(&dir)?;
-        let schemas = catalog.tables().to_vec();
-        let next_table_id = catalog.next_id();
+        let schemas = catalog.tables();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -247,7 +253,7 @@ impl Node {
             }
             let shard_dir = dir.join(format!("shard-{shard:03}"));
             let (shard_config, ready) = (config.shard.clone(), ready_tx.clone());
-            let tables = (schemas.clone(), next_table_id);
+            let tables = catalog.clone();
             let local_service =
                 service.take_if(|(at, _)| *at as usize == shard).map(|(_, start)| (node_rx.clone(), start));
             let ids = (node_id, shard as u16);
@@ -285,9 +291,12 @@ impl Node {
             inner: Arc::new(Inner {
                 id: node_id,
                 dir,
+                host_id: meta.host_id,
+                generation: meta.generation,
                 ring: meta.local_ring(),
                 senders,
                 catalog: Mutex::new(catalog),
+                ddl: DdlLock::new(),
                 tables: RwLock::new(tables),
                 threads: Mutex::new(threads),
                 lock: Mutex::new(Some(lock)),
@@ -307,24 +316,91 @@ impl Node {
         self.inner.senders.len()
     }
 
+    /// The identity of the node's data directory, fixed when it was created.
+    pub fn host_id(&self) -> u128 {
+        self.inner.host_id
+    }
+
+    /// This start's generation: seconds since the Unix epoch at start, above every earlier
+    /// start's (durable in `node.meta` before the node was opened).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
     /// The shard that owns `token`.
     pub fn shard_of(&self, token: Token) -> u16 {
         *self.inner.ring.owner(token)
     }
 
-    /// Creates a table (its id is assigned by the catalog) on every shard.
-    pub async fn create_table(&self, schema: TableSchema) -> Result<Arc<TableSchema>, NodeError> {
-        let created = {
-            let mut catalog = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            catalog.create_table(&self.inner.dir, schema)?
-        };
-        for shard in 0..self.shard_count() as u16 {
-            self.call(shard, |reply| Request::AddTable { schema: created.clone(), reply }).await?;
+    /// Creates a table on every shard, stamped `ts` (the coordinator's clock; None: this
+    /// node's wall clock). The catalog assigns its id, random among ids never used.
+    pub async fn create_table(
+        &self,
+        schema: TableSchema,
+        ts: Option<Timestamp>,
+    ) -> Result<Arc<TableSchema>, NodeError> {
+        let _ddl = self.inner.ddl.acquire().await;
+        let created =
+            self.catalog().create_table(&self.inner.dir, schema, ts.unwrap_or_else(|| SystemClock.now_micros()))?;
+        self.add_table_on_shards(created).await
+    }
+
+    /// Merges a peer's table entries and drop records into the catalog (durably, before any
+    /// shard changes), then makes the shards match: a table the merge dropped loses its data
+    /// as with DROP TABLE, a table learned is created with the peer's id. Returns the changes.
+    pub async fn adopt_schema(&self, entries: &[TableEntry], drops: &[DropRecord]) -> Result<SchemaChanges, NodeError> {
+        let _ddl = self.inner.ddl.acquire().await;
+        let changes = self.catalog().adopt(&self.inner.dir, entries, drops)?;
+        for dropped in &changes.dropped {
+            self.drop_table_on_shards(dropped).await?;
         }
-        let created = Arc::new(created);
+        for created in &changes.created {
+            self.add_table_on_shards(created.clone()).await?;
+        }
+        Ok(changes)
+    }
+
+    /// Digest of the catalog peers see (node-local tables left out); equal on every node
+    /// whose catalogs hold the same tables and drop records.
+    pub fn schema_version(&self) -> u64 {
+        self.catalog().version()
+    }
+
+    /// Every table entry and drop record peers see (node-local tables left out), sorted by id.
+    pub fn schema_snapshot(&self) -> (Vec<TableEntry>, Vec<DropRecord>) {
+        self.catalog().snapshot()
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Catalog> {
+        self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a table the catalog lists known to every shard, then to name lookups.
+    async fn add_table_on_shards(&self, schema: TableSchema) -> Result<Arc<TableSchema>, NodeError> {
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::AddTable { schema: schema.clone(), reply }).await?;
+        }
+        let schema = Arc::new(schema);
         let mut tables = self.inner.tables.write().unwrap_or_else(|p| p.into_inner());
-        tables.insert(created.name.to_ascii_lowercase(), created.clone());
-        Ok(created)
+        tables.insert(schema.name.to_ascii_lowercase(), schema.clone());
+        Ok(schema)
+    }
+
+    /// Removes a table the catalog dropped from name lookups, then every shard discards its data.
+    async fn drop_table_on_shards(&self, dropped: &TableSchema) -> Result<(), NodeError> {
+        {
+            let mut tables = self.inner.tables.write().unwrap_or_else(|p| p.into_inner());
+            let name = dropped.name.to_ascii_lowercase();
+            if tables.get(&name).is_some_and(|t| t.id == dropped.id) {
+                tables.remove(&name);
+            }
+        }
+        for shard in 0..self.shard_count() as u16 {
+            self.call(shard, |reply| Request::DropTable { table: dropped.id, reply })
+                .await?
+                .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
     }
 
     pub fn table(&self, name: &str) -> Result<Arc<TableSchema>, NodeError> {
@@ -506,21 +582,15 @@ impl Node {
         Ok(())
     }
 
-    /// DROP TABLE: the catalog forgets the table first (durably; its id is never reused), then
-    /// every shard discards its data. A crash in between is finished at the next start: shards
-    /// discard data of table ids the catalog handed out but no longer lists.
-    pub async fn drop_table(&self, name: &str) -> Result<(), NodeError> {
-        let dropped = {
-            let mut catalog = self.inner.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            catalog.drop_table(&self.inner.dir, name)?
-        };
-        self.inner.tables.write().unwrap_or_else(|p| p.into_inner()).remove(&dropped.name.to_ascii_lowercase());
-        for shard in 0..self.shard_count() as u16 {
-            self.call(shard, |reply| Request::DropTable { table: dropped.id, reply })
-                .await?
-                .map_err(|source| NodeError::Shard { shard, source })?;
-        }
-        Ok(())
+    /// DROP TABLE at `ts` (the coordinator's clock; None: this node's wall clock): the catalog
+    /// replaces the table with a drop record first (durably; its id is never reused), then every
+    /// shard discards its data. A crash in between is finished at the next start: shards
+    /// discard data of table ids the catalog records as dropped.
+    pub async fn drop_table(&self, name: &str, ts: Option<Timestamp>) -> Result<(), NodeError> {
+        let _ddl = self.inner.ddl.acquire().await;
+        let dropped =
+            self.catalog().drop_table(&self.inner.dir, name, ts.unwrap_or_else(|| SystemClock.now_micros()))?;
+        self.drop_table_on_shards(&dropped).await
     }
 
     /// TRUNCATE: every shard removes all rows of the table written before this call; writes
@@ -675,6 +745,40 @@ fn enqueue(sender: &flume::Sender<Request>, request: Request) {
     }
 }
 
+/// Serializes DDL and schema merges: each holds it from its catalog change until every shard
+/// has applied it, so two never interleave on the shards (a table created and dropped at once
+/// would otherwise end up on a shard after its drop). One permit in a channel of capacity one:
+/// an async mutex that works from any thread or executor.
+struct DdlLock {
+    permit: flume::Sender<()>,
+    waiting: flume::Receiver<()>,
+}
+
+/// Gives the permit back when dropped (also when its DDL's future is dropped midway).
+struct DdlGuard<'a>(&'a flume::Sender<()>);
+
+impl DdlLock {
+    fn new() -> DdlLock {
+        let (permit, waiting) = flume::bounded(1);
+        // The channel is empty with room for one: this cannot fail.
+        let _ = permit.try_send(());
+        DdlLock { permit, waiting }
+    }
+
+    async fn acquire(&self) -> DdlGuard<'_> {
+        // Both ends live in `self`: the channel never disconnects, so this only waits.
+        let _ = self.waiting.recv_async().await;
+        DdlGuard(&self.permit)
+    }
+}
+
+impl Drop for DdlGuard<'_> {
+    fn drop(&mut self) {
+        // The permit taken by `acquire` left room for exactly this one.
+        let _ = self.0.try_send(());
+    }
+}
+
 type Ready = std::sync::mpsc::Sender<(u16, Result<shard::OpenReport, String>)>;
 
 /// The life of one shard's executor: prepare I/O, open (replay), then serve requests until
@@ -683,7 +787,7 @@ async fn run_shard(
     (node_id, id): (u64, u16),
     dir: PathBuf,
     config: ShardConfig,
-    (schemas, next_table_id): (Vec<TableSchema>, TableId),
+    catalog: Catalog,
     requests: flume::Receiver<Request>,
     ready: Ready,
     service: Option<(flume::Receiver<Node>, LocalService)>,
@@ -692,7 +796,7 @@ async fn run_shard(
         let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
         return;
     }
-    let shard = match Shard::open_in_node(id, &dir, config, &schemas, Some(next_table_id)).await {
+    let shard = match Shard::open_in_node(id, &dir, config, &catalog.tables(), |t| catalog.is_dropped(t)).await {
         Ok((shard, report)) => {
             let _ = ready.send((id, Ok(report)));
             shard

@@ -1,6 +1,7 @@
-//! A node directory's identity, fixed when the directory is created: host id, shard count and
-//! each shard's vnode tokens, persisted in `node.meta` (a [`durable_file`](crate::durable_file)).
-//! A node never starts with a shard count other than the one its directory was created with.
+//! A node directory's identity: host id, shard count and each shard's vnode tokens, fixed when
+//! the directory is created, and the generation, raised at every start; persisted in `node.meta`
+//! (a [`durable_file`](crate::durable_file)). A node never starts with a shard count other than
+//! the one its directory was created with, nor with a generation it has used before.
 
 use std::path::Path;
 
@@ -12,7 +13,9 @@ use wire::Token;
 use crate::durable_file::{self, DurableFileError, FileKind};
 
 pub const NODE_META_FILE: &str = "node.meta";
-const KIND: FileKind = FileKind { name: "node metadata", magic: *b"ENIGNODE", version: 1 };
+/// Version 2 added the generation; version 1 is still read (as generation 0).
+const KIND: FileKind = FileKind { name: "node metadata", magic: *b"ENIGNODE", version: 2 };
+const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Bounds on what a directory may declare.
 pub const MAX_SHARDS: usize = 256;
@@ -35,12 +38,17 @@ pub enum NodeMetaError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeMeta {
     pub host_id: u128,
+    /// This start's generation (seconds since the Unix epoch at start, as Cassandra's), strictly
+    /// greater than every earlier start's: peers tell a restarted node from a stale one by it.
+    pub generation: u64,
     /// `tokens[s]` are the vnode tokens of shard `s`.
     pub tokens: Vec<Vec<Token>>,
 }
 
 impl NodeMeta {
-    /// Loads the directory's identity, or creates it (random host id and tokens) for a new one.
+    /// Loads the directory's identity, or creates it (random host id and tokens) for a new one,
+    /// and starts a new generation, durably written before this returns (so before the node
+    /// can announce it).
     pub fn load_or_create(dir: &Path, shards: usize, num_tokens: usize) -> Result<NodeMeta, NodeMetaError> {
         if shards == 0 || shards > MAX_SHARDS {
             return Err(NodeMetaError::BadShardCount(shards));
@@ -49,11 +57,12 @@ impl NodeMeta {
             return Err(NodeMetaError::BadTokenCount(num_tokens));
         }
         let path = dir.join(NODE_META_FILE);
-        if let Some(bytes) = durable_file::read(&path, KIND)? {
-            let meta = Self::decode(&bytes).map_err(|e| NodeMetaError::Corrupt(path.display().to_string(), e))?;
+        if let Some(mut meta) = Self::read(&path)? {
             if meta.tokens.len() != shards {
                 return Err(NodeMetaError::ShardCountMismatch { existing: meta.tokens.len(), requested: shards });
             }
+            meta.generation = next_generation(meta.generation, now_secs());
+            durable_file::write(&path, KIND, &meta.encode())?;
             return Ok(meta);
         }
         let mut rng = rand::thread_rng();
@@ -71,20 +80,22 @@ impl NodeMeta {
                     .collect()
             })
             .collect();
-        let meta = NodeMeta { host_id: rng.gen(), tokens };
+        let meta = NodeMeta { host_id: rng.gen(), generation: next_generation(0, now_secs()), tokens };
         durable_file::write(&path, KIND, &meta.encode())?;
         Ok(meta)
     }
 
     /// The shard count recorded in an existing directory, if any.
     pub fn existing_shard_count(dir: &Path) -> Result<Option<usize>, NodeMetaError> {
-        let path = dir.join(NODE_META_FILE);
-        match durable_file::read(&path, KIND)? {
-            None => Ok(None),
-            Some(bytes) => Self::decode(&bytes)
-                .map(|m| Some(m.tokens.len()))
-                .map_err(|e| NodeMetaError::Corrupt(path.display().to_string(), e)),
-        }
+        Ok(Self::read(&dir.join(NODE_META_FILE))?.map(|m| m.tokens.len()))
+    }
+
+    fn read(path: &Path) -> Result<Option<NodeMeta>, NodeMetaError> {
+        let Some((version, bytes)) = durable_file::read_versions(path, KIND, OLDEST_READABLE_VERSION)? else {
+            return Ok(None);
+        };
+        let meta = Self::decode(&bytes, version).map_err(|e| NodeMetaError::Corrupt(path.display().to_string(), e))?;
+        Ok(Some(meta))
     }
 
     pub fn shards(&self) -> usize {
@@ -101,7 +112,7 @@ impl NodeMeta {
 
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u64((self.host_id >> 64) as u64).u64(self.host_id as u64).u32(self.tokens.len() as u32);
+        w.u64((self.host_id >> 64) as u64).u64(self.host_id as u64).u64(self.generation).u32(self.tokens.len() as u32);
         for shard in &self.tokens {
             w.u32(shard.len() as u32);
             shard.iter().for_each(|t| {
@@ -111,16 +122,18 @@ impl NodeMeta {
         w.into_bytes()
     }
 
-    fn decode(bytes: &[u8]) -> Result<NodeMeta, String> {
+    /// Decodes a payload of format `version` (1 has no generation: it reads as 0).
+    fn decode(bytes: &[u8], version: u16) -> Result<NodeMeta, String> {
         let mut r = Reader::new(bytes);
         let inner = |r: &mut Reader<'_>| -> Result<NodeMeta, wire::DecodeError> {
             let host_id = ((r.u64()? as u128) << 64) | r.u64()? as u128;
+            let generation = if version == 1 { 0 } else { r.u64()? };
             let shards = r.count(4)?;
             let tokens = (0..shards)
                 .map(|_| (0..r.count(8)?).map(|_| r.i64()).collect::<Result<Vec<_>, _>>())
                 .collect::<Result<Vec<_>, _>>()?;
             r.finish()?;
-            Ok(NodeMeta { host_id, tokens })
+            Ok(NodeMeta { host_id, generation, tokens })
         };
         let meta = inner(&mut r).map_err(|e| e.to_string())?;
         if meta.tokens.is_empty() || meta.tokens.iter().any(|t| t.is_empty()) {
@@ -135,18 +148,38 @@ impl NodeMeta {
     }
 }
 
+/// The generation of a start: the wall clock in seconds, but always past the previous one (a
+/// clock set back, or two starts within one second, still give a higher generation).
+pub fn next_generation(previous: u64, now_secs: u64) -> u64 {
+    now_secs.max(previous.saturating_add(1))
+}
+
+fn now_secs() -> u64 {
+    // A clock before the epoch reads as 0; `next_generation` still rises.
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn identity_is_created_once_and_reloaded_unchanged() {
+    fn generations_rise_even_when_the_clock_does_not() {
+        assert_eq!(next_generation(0, 1_700_000_000), 1_700_000_000);
+        assert_eq!(next_generation(1_700_000_000, 1_700_000_000), 1_700_000_001);
+        assert_eq!(next_generation(1_700_000_005, 1_600_000_000), 1_700_000_006, "clock set back");
+        assert_eq!(next_generation(u64::MAX, 0), u64::MAX);
+    }
+
+    #[test]
+    fn identity_is_created_once_and_reloaded_with_a_higher_generation() {
         let dir = tempfile::tempdir().unwrap();
         let a = NodeMeta::load_or_create(dir.path(), 3, 8).unwrap();
         assert_eq!(a.shards(), 3);
         assert!(a.tokens.iter().all(|t| t.len() == 8));
         let b = NodeMeta::load_or_create(dir.path(), 3, 8).unwrap();
-        assert_eq!(a, b);
+        assert!(b.generation > a.generation, "{} then {}", a.generation, b.generation);
+        assert_eq!(NodeMeta { generation: a.generation, ..b.clone() }, a, "host id and tokens are kept");
         assert_eq!(a.local_ring().vnodes().len(), 24);
         assert_eq!(NodeMeta::existing_shard_count(dir.path()).unwrap(), Some(3));
     }
@@ -158,5 +191,20 @@ mod tests {
         let err = NodeMeta::load_or_create(dir.path(), 3, 4).unwrap_err();
         assert!(matches!(err, NodeMetaError::ShardCountMismatch { existing: 2, requested: 3 }), "{err}");
         assert!(matches!(NodeMeta::load_or_create(dir.path(), 0, 4), Err(NodeMetaError::BadShardCount(0))));
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_rewritten_with_a_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::new();
+        w.u64(1).u64(2).u32(1).u32(2).i64(-5).i64(9);
+        let v1 = FileKind { version: 1, ..KIND };
+        durable_file::write(&dir.path().join(NODE_META_FILE), v1, &w.into_bytes()).unwrap();
+        let meta = NodeMeta::load_or_create(dir.path(), 1, 8).unwrap();
+        assert_eq!(meta.host_id, (1 << 64) | 2);
+        assert_eq!(meta.tokens, vec![vec![-5, 9]]);
+        assert!(meta.generation > 0);
+        let again = NodeMeta::load_or_create(dir.path(), 1, 8).unwrap();
+        assert!(again.generation > meta.generation);
     }
 }

@@ -265,23 +265,22 @@ impl Shard {
         config: ShardConfig,
         schemas: &[TableSchema],
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
-        Shard::open_in_node(id, dir, config, schemas, None).await
+        Shard::open_in_node(id, dir, config, schemas, |_| false).await
     }
 
-    /// [`Shard::open`] for a shard of a node whose catalog has handed out every table id below
-    /// `next_table_id`: data of a table below it that `schemas` does not list belongs to a
-    /// dropped table (a crash may have stopped the drop before this shard saw it). Its SSTables
-    /// leave the manifest and the disk, and its WAL updates are skipped.
+    /// [`Shard::open`] for a shard of a node whose catalog says which table ids were dropped
+    /// (`is_dropped`): data of such a table that `schemas` does not list is discarded (a crash
+    /// may have stopped the drop before this shard saw it). Its SSTables leave the manifest and
+    /// the disk, and its WAL updates are skipped.
     pub async fn open_in_node(
         id: u16,
         dir: &Path,
         config: ShardConfig,
         schemas: &[TableSchema],
-        next_table_id: Option<TableId>,
+        is_dropped: impl Fn(TableId) -> bool,
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
         config.compaction.validate()?;
-        let dropped =
-            |table: TableId| next_table_id.is_some_and(|n| table < n) && !schemas.iter().any(|s| s.id == table);
+        let dropped = |table: TableId| is_dropped(table) && !schemas.iter().any(|s| s.id == table);
         let mut manifest = Manifest::load(dir)?;
         let listed = manifest.sstables.len();
         manifest.sstables.retain(|s| !dropped(s.table));

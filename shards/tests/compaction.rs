@@ -81,7 +81,7 @@ fn background_compaction_bounds_sstables_and_keeps_every_row() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    block_on(node.create_table(kv())).unwrap();
+    block_on(node.create_table(kv(), None)).unwrap();
     let mut model: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..6000u32 {
         let k = format!("k{:05}", rng.gen_range(0..2500));

@@ -71,18 +71,18 @@ fn sstables_of(dir: &Path, table: u32) -> usize {
 fn a_dropped_table_is_gone_and_a_recreated_one_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    let old = block_on(node.create_table(kv("t"))).unwrap();
-    block_on(node.create_table(kv("other"))).unwrap();
+    let old = block_on(node.create_table(kv("t"), None)).unwrap();
+    block_on(node.create_table(kv("other"), None)).unwrap();
     fill(&node, "t", "old", 800);
     put(&node, "other", "k0001", "kept");
     assert!(sstables_of(dir.path(), old.id) > 0, "the test needs flushed SSTables");
-    block_on(node.drop_table("T")).unwrap();
+    block_on(node.drop_table("T", None)).unwrap();
     assert!(matches!(node.table("t"), Err(NodeError::UnknownTable(_))));
-    assert!(matches!(block_on(node.drop_table("t")), Err(NodeError::Catalog(_))));
+    assert!(matches!(block_on(node.drop_table("t", None)), Err(NodeError::Catalog(_))));
     assert_eq!(sstables_of(dir.path(), old.id), 0, "the dropped table's files are deleted");
 
-    let new = block_on(node.create_table(kv("t"))).unwrap();
-    assert!(new.id > old.id, "table ids are never reused");
+    let new = block_on(node.create_table(kv("t"), None)).unwrap();
+    assert_ne!(new.id, old.id, "table ids are never reused");
     assert_eq!(count(&node, "t", 800), 0, "the new table sees none of the old rows");
     put(&node, "t", "k0005", "new");
     block_on(node.shutdown()).unwrap();
@@ -102,17 +102,17 @@ fn a_dropped_table_is_gone_and_a_recreated_one_starts_empty() {
 fn a_drop_interrupted_after_the_catalog_is_finished_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    let t = block_on(node.create_table(kv("t"))).unwrap();
+    let t = block_on(node.create_table(kv("t"), None)).unwrap();
     fill(&node, "t", "old", 800);
     block_on(node.shutdown()).unwrap();
     assert!(sstables_of(dir.path(), t.id) > 0);
     // What a crash right after the catalog's durable write leaves behind.
-    Catalog::load(dir.path()).unwrap().drop_table(dir.path(), "t").unwrap();
+    Catalog::load(dir.path()).unwrap().drop_table(dir.path(), "t", i64::MAX).unwrap();
 
     let node = open(dir.path());
     assert!(node.table("t").is_err());
     assert_eq!(sstables_of(dir.path(), t.id), 0, "files of the dropped table are removed at start");
-    block_on(node.create_table(kv("t"))).unwrap();
+    block_on(node.create_table(kv("t"), None)).unwrap();
     assert_eq!(count(&node, "t", 800), 0);
     block_on(node.shutdown()).unwrap();
 }
@@ -121,8 +121,8 @@ fn a_drop_interrupted_after_the_catalog_is_finished_at_start() {
 fn truncate_removes_earlier_rows_and_keeps_later_writes() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    let t = block_on(node.create_table(kv("t"))).unwrap();
-    block_on(node.create_table(kv("other"))).unwrap();
+    let t = block_on(node.create_table(kv("t"), None)).unwrap();
+    block_on(node.create_table(kv("other"), None)).unwrap();
     fill(&node, "t", "before", 800);
     put(&node, "other", "k0001", "kept");
     block_on(node.truncate("t")).unwrap();

@@ -72,7 +72,7 @@ fn scan_all(node: &Node, page: usize) -> BTreeMap<String, String> {
 fn data_beyond_the_memtable_budget_is_flushed_merged_and_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    block_on(node.create_table(kv())).unwrap();
+    block_on(node.create_table(kv(), None)).unwrap();
     let mut model = BTreeMap::new();
     // ~3,000 rows of ~150 bytes: several times the 64 KiB budget of each shard.
     for i in 0..3000 {
@@ -132,7 +132,7 @@ fn data_beyond_the_memtable_budget_is_flushed_merged_and_survives_restart() {
 fn files_the_manifest_does_not_name_are_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    block_on(node.create_table(kv())).unwrap();
+    block_on(node.create_table(kv(), None)).unwrap();
     put(&node, "a", "1");
     block_on(node.flush()).unwrap();
     block_on(node.shutdown()).unwrap();

@@ -53,7 +53,7 @@ fn rows(node: &Node, tenant: &str) -> Vec<(i32, Option<Value>, Option<Value>)> {
 fn writes_deletes_and_batches_read_back_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    block_on(node.create_table(events())).unwrap();
+    block_on(node.create_table(events(), None)).unwrap();
     for seq in 1..=3 {
         let cols = [("body", Some(t(&format!("b{seq}")))), ("score", Some(Value::Double(seq as f64)))];
         block_on(node.insert("events", &[t("acme")], &[Value::Int(seq)], &cols, 0)).unwrap();
@@ -98,7 +98,7 @@ fn writes_deletes_and_batches_read_back_and_survive_restart() {
 fn client_timestamps_decide_last_write_wins_and_far_future_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    let schema = block_on(node.create_table(events())).unwrap();
+    let schema = block_on(node.create_table(events(), None)).unwrap();
     let write =
         |body: &str| Write::upsert(&schema, &[t("k")], &[Value::Int(1)], &[("body", Some(t(body)))], 0, true).unwrap();
     let now = block_on(node.write(vec![write("first")], None)).unwrap();
@@ -123,7 +123,7 @@ fn client_timestamps_decide_last_write_wins_and_far_future_is_refused() {
 fn ttl_cells_expire_and_unknown_tables_and_bad_values_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    block_on(node.create_table(events())).unwrap();
+    block_on(node.create_table(events(), None)).unwrap();
     block_on(node.insert("events", &[t("ttl")], &[Value::Int(1)], &[("body", Some(t("brief")))], 1)).unwrap();
     assert_eq!(rows(&node, "ttl").len(), 1);
     std::thread::sleep(Duration::from_millis(2100));
@@ -132,7 +132,7 @@ fn ttl_cells_expire_and_unknown_tables_and_bad_values_are_typed_errors() {
     assert!(matches!(block_on(node.get("nope", &[t("x")], &[])), Err(NodeError::UnknownTable(_))));
     let wrong_type = block_on(node.insert("events", &[Value::Int(1)], &[Value::Int(1)], &[], 0));
     assert!(matches!(wrong_type, Err(NodeError::Write(_))), "{wrong_type:?}");
-    let dup = block_on(node.create_table(events()));
+    let dup = block_on(node.create_table(events(), None));
     assert!(dup.is_err());
     block_on(node.shutdown()).unwrap();
 }
@@ -141,7 +141,7 @@ fn ttl_cells_expire_and_unknown_tables_and_bad_values_are_typed_errors() {
 fn schemas_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
-    let created = block_on(node.create_table(events())).unwrap();
+    let created = block_on(node.create_table(events(), None)).unwrap();
     block_on(node.shutdown()).unwrap();
     let node = open(dir.path());
     assert_eq!(*node.table("EVENTS").unwrap(), *created);
@@ -159,7 +159,7 @@ fn service_on_a_shard_executor_reads_and_writes_every_shard() {
     let service: shards::node::LocalService = Box::new(move |node: Node| {
         Box::pin(async move {
             let result: Result<Vec<(u16, usize)>, NodeError> = async {
-                node.create_table(events()).await?;
+                node.create_table(events(), None).await?;
                 let mut seen = Vec::new();
                 for i in 0..32 {
                     let tenant = format!("tenant-{i}");

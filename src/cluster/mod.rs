@@ -5,6 +5,7 @@
 //! through `shards::node::Node`.
 
 pub mod opcodes;
+pub mod schema;
 pub mod transport;
 
 /// A node's identity in the cluster (`shards::node_meta::NodeMeta::host_id`), fixed when its

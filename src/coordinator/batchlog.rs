@@ -22,14 +22,11 @@ use wire::{ColumnType, Token, Value};
 
 /// The hidden table holding batches not yet fully applied.
 pub const BATCHLOG_TABLE: &str = "system_batchlog";
-/// Table names with this prefix belong to the node, not to clients.
-pub const RESERVED_PREFIX: &str = "system_";
+/// Table names with this prefix belong to the node, not to clients: node-local tables, which
+/// the catalog never shares with peers.
+pub use shards::catalog::{is_local_table as is_reserved, LOCAL_TABLE_PREFIX as RESERVED_PREFIX};
 /// Entries read per step while replaying.
 const REPLAY_PAGE: usize = 64;
-
-pub fn is_reserved(table: &str) -> bool {
-    table.len() >= RESERVED_PREFIX.len() && table[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX)
-}
 
 /// `system_batchlog (id blob PRIMARY KEY, updates blob)`: `updates` is a stamped mutation
 /// batch (docs/FORMAT.md, "Mutation batch"). Deleted entries need no grace period: the table
@@ -67,7 +64,7 @@ impl Batchlog {
     pub async fn open(node: &Node) -> Result<(Batchlog, usize), BatchlogError> {
         let table = match node.table(BATCHLOG_TABLE) {
             Ok(table) => table,
-            Err(_) => node.create_table(schema()).await?,
+            Err(_) => node.create_table(schema(), None).await?,
         };
         let log = Batchlog { table, hlc: RefCell::new(Hlc::default()), sequence: Cell::new(0) };
         let replayed = log.replay(node).await?;
@@ -179,7 +176,7 @@ mod tests {
     fn batch_logged_before_a_crash_is_applied_whole_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let node = open_node(dir.path());
-        let kv = block_on(node.create_table(kv_schema())).unwrap();
+        let kv = block_on(node.create_table(kv_schema(), None)).unwrap();
         let (log, replayed) = block_on(Batchlog::open(&node)).unwrap();
         assert_eq!(replayed, 0);
         let writes: Vec<Write> = (0..20)
@@ -217,7 +214,7 @@ mod tests {
     fn logged_batch_is_applied_and_its_entry_removed() {
         let dir = tempfile::tempdir().unwrap();
         let node = open_node(dir.path());
-        let kv = block_on(node.create_table(kv_schema())).unwrap();
+        let kv = block_on(node.create_table(kv_schema(), None)).unwrap();
         let (log, _) = block_on(Batchlog::open(&node)).unwrap();
         let writes = (0..8)
             .map(|k| Write::upsert(&kv, &[Value::Int(k)], &[], &[("v", Some(Value::Text("x".into())))], 0, true))

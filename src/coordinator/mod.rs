@@ -140,7 +140,7 @@ impl Coordinator {
                         )),
                     };
                 }
-                self.node.create_table(schema).await.map_err(node_error)?;
+                self.node.create_table(schema, None).await.map_err(node_error)?;
                 self.schema_epoch.set(self.schema_epoch.get() + 1);
                 Ok(QueryResult::SchemaChange { change: "CREATED".into(), table: name })
             }
@@ -151,7 +151,7 @@ impl Coordinator {
                         false => Err(ErrorResponse::new(ErrorCode::Invalid, format!("Table '{table}' doesn't exist"))),
                     };
                 }
-                self.node.drop_table(&table).await.map_err(node_error)?;
+                self.node.drop_table(&table, None).await.map_err(node_error)?;
                 self.schema_epoch.set(self.schema_epoch.get() + 1);
                 Ok(QueryResult::SchemaChange { change: "DROPPED".into(), table })
             }
