@@ -2,18 +2,28 @@
 //! the command-line flags that override both. Unknown keys and bad values are rejected when the
 //! file is read, with a message naming the key; nothing here touches the data directory.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shards::node::NodeConfig;
-use shards::wal::SyncMode;
+use shards::wal::format::BLOCK_SIZE;
+use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
+
+use crate::logging::{self, LogFormat};
 
 /// Default client address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
 /// Default port of the peer protocol (the cluster issue).
 pub const DEFAULT_PEER_PORT: u16 = 7470;
+/// Default port of the metrics endpoint (HTTP, Prometheus text format).
+pub const DEFAULT_METRICS_PORT: u16 = 9471;
+/// Default log level (`info`: one line per notable event, never one per request).
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// A size in bytes: an integer, or a string with a unit ("64MiB").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +31,41 @@ pub struct Size(pub usize);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
+            type Value = Size;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes: an integer, or a string with a unit such as \"64MiB\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+                let n = u64::try_from(n).map_err(|_| E::custom(format!("a size cannot be negative ({n})")))?;
+                self.visit_u64(n)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Size, E> {
+                usize::try_from(n).map(Size).map_err(|_| E::custom(format!("{n} bytes is too large")))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Size, E> {
+                parse_size(text).map(Size).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(n) => usize::try_from(n).map(Size).map_err(serde::de::Error::custom),
-            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+/// Written with the largest binary unit that divides it ("64MiB"), as the file documents.
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0;
+        match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .into_iter()
+            .find(|&(shift, _)| n > 0 && n.is_multiple_of(1 << shift))
+        {
+            Some((shift, unit)) => s.serialize_str(&format!("{}{unit}", n >> shift)),
+            None => s.serialize_u64(n as u64),
         }
     }
 }
@@ -51,7 +87,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 /// When an acknowledged write is durable (docs/ARCHITECTURE.md, Durability).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncModeSetting {
     /// Acknowledge after the fdatasync that covers the write (group commit).
@@ -69,8 +105,59 @@ impl From<SyncModeSetting> for SyncMode {
     }
 }
 
+/// Where the metrics endpoint listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl MetricsListen {
+    pub fn addr(self) -> Option<SocketAddr> {
+        match self {
+            MetricsListen::Off => None,
+            MetricsListen::On(addr) => Some(addr),
+        }
+    }
+}
+
+impl FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MetricsListen, String> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(MetricsListen::Off);
+        }
+        text.trim()
+            .parse()
+            .map(MetricsListen::On)
+            .map_err(|_| format!("'{text}' is neither an address (127.0.0.1:{DEFAULT_METRICS_PORT}) nor off"))
+    }
+}
+
+impl fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            MetricsListen::Off => f.write_str("off"),
+            MetricsListen::On(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetricsListen, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MetricsListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Every setting of `enigmadb server`, with its default. The TOML file uses these names.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Node data directory.
@@ -79,6 +166,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Peer protocol address (used by the cluster layer).
     pub peer_listen: SocketAddr,
+    /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
+    pub metrics_listen: MetricsListen,
+    /// Log lines on stderr: human-readable text or one JSON object per line.
+    pub log_format: LogFormat,
+    /// Log level: `info`, or directives such as `warn,shards=debug`.
+    pub log_level: String,
     /// Shards (one executor each); default one per available core. Fixed when the data
     /// directory is created.
     pub shards: usize,
@@ -118,6 +211,9 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./enigmadb-data"),
             listen: DEFAULT_LISTEN.parse().expect("a valid literal address"),
             peer_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT)),
+            metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            log_format: LogFormat::Text,
+            log_level: DEFAULT_LOG_LEVEL.to_owned(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             num_tokens: 8,
             sync_mode: SyncModeSetting::Batch,
@@ -147,17 +243,44 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+/// A configuration file read: its settings, and which keys it set (the others are defaults).
+pub struct ConfigFile {
+    pub config: ServerConfig,
+    pub keys: BTreeSet<String>,
+}
+
 impl ServerConfig {
     /// The defaults overridden by the TOML file at `path`.
-    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        ServerConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let parse_error = |message| ConfigError::Parse { path: path.to_owned(), message };
+        let config = ServerConfig::parse(&text).map_err(parse_error)?;
+        // It parsed as a ServerConfig, so it is a TOML table.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        Ok(ConfigFile { config, keys: table.keys().cloned().collect() })
     }
 
-    /// Parses a TOML document (toml's messages name the key and the line).
+    /// Parses a TOML document; a refusal names the setting and its line.
     pub fn parse(text: &str) -> Result<ServerConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            let Some(span) = e.span() else { return message.to_owned() };
+            let line_start = text.get(..span.start).unwrap_or(text).rfind('\n').map_or(0, |i| i + 1);
+            let line_no = text[..line_start].matches('\n').count() + 1;
+            let line = text[line_start..].lines().next().unwrap_or_default();
+            match line.split_once('=') {
+                Some((key, _)) if !message.contains("unknown field") => {
+                    format!("setting '{}' (line {line_no}): {message}", key.trim())
+                }
+                _ => format!("line {line_no}: {message}"),
+            }
+        })
+    }
+
+    /// The configuration as a TOML document that [`ServerConfig::parse`] reads back.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Invalid { key: "data_dir", message: e.to_string() })
     }
 
     /// Checks the relations between settings that a single value's type cannot.
@@ -186,6 +309,19 @@ impl ServerConfig {
         }
         if self.memtable_budget.0 < 1 << 20 {
             return invalid("memtable_budget", "must be at least 1MiB");
+        }
+        let segment = self.wal_segment_bytes.0 as u64;
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment) || !segment.is_multiple_of(BLOCK_SIZE as u64) {
+            let message = format!("must be a multiple of {BLOCK_SIZE} between {MIN_SEGMENT_SIZE} and 1GiB");
+            return invalid("wal_segment_bytes", &message);
+        }
+        if let MetricsListen::On(addr) = self.metrics_listen {
+            if addr == self.listen && addr.port() != 0 {
+                return invalid("metrics_listen", "must differ from listen");
+            }
+        }
+        if let Err(e) = logging::parse_level(&self.log_level) {
+            return invalid("log_level", &e.to_string());
         }
         Ok(())
     }
@@ -263,5 +399,46 @@ mod tests {
         assert!(err.contains("memtable_budget"), "{err}");
         let c = ServerConfig { shards: 0, ..ServerConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("'shards'"));
+        let err = ServerConfig::parse("shards = 2\nmemtable_budget = -5\n").unwrap_err();
+        assert_eq!(err, "setting 'memtable_budget' (line 2): a size cannot be negative (-5)");
+        let err = ServerConfig::parse("metrics_listen = \"everywhere\"\n").unwrap_err();
+        assert!(err.starts_with("setting 'metrics_listen' (line 1)"), "{err}");
+        let err = ServerConfig::parse("log_format = \"xml\"\n").unwrap_err();
+        assert!(err.starts_with("setting 'log_format'"), "{err}");
+        let err = ServerConfig::parse("\n\nsync_mode = \"sometimes\"\n").unwrap_err();
+        assert!(err.starts_with("setting 'sync_mode' (line 3)"), "{err}");
+        let c = ServerConfig { log_level: "chatty".into(), ..ServerConfig::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("'log_level'"));
+        let c = ServerConfig { wal_segment_bytes: Size(5000), ..ServerConfig::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("'wal_segment_bytes'"));
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let c = ServerConfig {
+            shards: 3,
+            metrics_listen: MetricsListen::Off,
+            log_format: LogFormat::Json,
+            log_level: "warn,shards=debug".into(),
+            memtable_budget: Size(3 << 20),
+            cache_budget: Size(1_000_001),
+            ..ServerConfig::default()
+        };
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("memtable_budget = \"3MiB\"") && text.contains("cache_budget = 1000001"), "{text}");
+        assert!(text.contains("metrics_listen = \"off\""), "{text}");
+        let back = ServerConfig::parse(&text).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{c:?}"));
+        let defaults = ServerConfig::default();
+        let back = ServerConfig::parse(&defaults.to_toml().unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn metrics_listen_reads_an_address_or_off() {
+        assert_eq!("off".parse(), Ok(MetricsListen::Off));
+        assert_eq!("OFF".parse(), Ok(MetricsListen::Off));
+        assert_eq!("127.0.0.1:9471".parse(), Ok(MetricsListen::On("127.0.0.1:9471".parse().unwrap())));
+        assert!("9471".parse::<MetricsListen>().is_err());
     }
 }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod coordinator;
 pub mod cql;
 pub mod frame_io;
+pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod shell;
 pub mod sstable_tool;

@@ -32,14 +32,16 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ENIGMADB_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    // The server installs its logger from its settings (--log-format, --log-level); the other
+    // tools log warnings and errors as text unless ENIGMADB_LOG says otherwise.
+    if !matches!(cli.command, Command::Server(_)) {
+        let level = enigmadb::logging::level_from_env("warn");
+        if let Err(e) = enigmadb::logging::init(enigmadb::logging::LogFormat::Text, &level) {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
     let result = match cli.command {
         Command::Server(args) => enigmadb::server::run(args),
         Command::Embedded(args) => embedded::run(args),

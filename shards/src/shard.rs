@@ -144,6 +144,16 @@ pub struct ShardStats {
     pub sstable_reads: SstableReadStats,
     pub flush_error: Option<String>,
     pub compaction: CompactionStats,
+    /// The live SSTables of each table that has any, in table id order.
+    pub table_sstables: Vec<TableSstables>,
+}
+
+/// One table's live SSTables on one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSstables {
+    pub table: TableId,
+    pub sstables: usize,
+    pub bytes: u64,
 }
 
 /// The MemTables that take the writes logged between two flush points.
@@ -606,6 +616,7 @@ impl Shard {
         next.next_generation = self.next_generation.get();
         next.sstables.extend(written.iter().map(|(entry, _)| *entry));
         next.save(&self.dir)?;
+        let files = written.len();
         // Published in one step with dropping the generation: readers see the rows in exactly
         // one of the two places.
         {
@@ -620,7 +631,8 @@ impl Shard {
         self.flush_state.notify_all();
         self.request_compaction();
         let released = self.wal.release_through(flushed_through).await?;
-        tracing::debug!(shard = self.id, flushed_through, released, "flushed a MemTable generation");
+        // One line per flush (a notable event, at most one per MemTable budget of writes).
+        tracing::info!(shard = self.id, sstables = files, flushed_through, wal_segments_released = released, "flushed");
         Ok(())
     }
 
@@ -866,7 +878,15 @@ impl Shard {
             *self.manifest.borrow_mut() = next;
         }
         report.compactions = 1;
-        tracing::debug!(shard = self.id, table, ?report, "compaction published");
+        tracing::info!(
+            shard = self.id,
+            table,
+            sstables_in = report.sstables_in,
+            sstables_out = report.sstables_out,
+            bytes_in = report.bytes_in,
+            bytes_out = report.bytes_out,
+            "compacted"
+        );
         self.retire(inputs).await;
         Ok(report)
     }
@@ -1024,6 +1044,19 @@ impl Shard {
                     .map_or(0, |strategy| sstables.values().map(|list| strategy.pending(&summaries(list))).sum()),
                 running: self.compacting.get(),
                 ..self.compaction_stats.borrow().clone()
+            },
+            table_sstables: {
+                let mut tables: Vec<TableSstables> = sstables
+                    .iter()
+                    .filter(|(_, list)| !list.is_empty())
+                    .map(|(&table, list)| TableSstables {
+                        table,
+                        sstables: list.len(),
+                        bytes: list.iter().map(|s| s.file_size()).sum(),
+                    })
+                    .collect();
+                tables.sort_by_key(|t| t.table);
+                tables
             },
         }
     }

@@ -95,6 +95,13 @@ fn data_beyond_the_memtable_budget_is_flushed_merged_and_survives_restart() {
     let flushes: u64 = stats.iter().map(|s| s.flushes).sum();
     let sstables: usize = stats.iter().map(|s| s.sstables).sum();
     assert!(flushes >= 4 && sstables >= 4, "{stats:?}");
+    for s in &stats {
+        // One table here: its per-table line is the shard's whole SSTable set.
+        let kv = node.table("kv").unwrap().id;
+        let per_table: Vec<_> = s.table_sstables.iter().map(|t| (t.table, t.sstables, t.bytes)).collect();
+        let expected = if s.sstables > 0 { vec![(kv, s.sstables, s.sstable_bytes)] } else { Vec::new() };
+        assert_eq!(per_table, expected, "{s:?}");
+    }
     assert!(stats.iter().all(|s| s.memtable_bytes < 3 * 64 * 1024), "MemTables stay near their budget: {stats:?}");
     assert!(stats.iter().map(|s| s.wal.segments_deleted).sum::<u64>() > 0, "flushed WAL segments are deleted");
     for (k, v) in model.iter().step_by(13) {

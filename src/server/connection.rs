@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -17,12 +18,14 @@ use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
+use crate::metrics::{Metrics, RequestLabels};
 
 /// Serves `listener` until `stop` fires (or every sender is gone), then waits for every
 /// connection to finish its in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     coordinator: Rc<Coordinator>,
+    metrics: Rc<Metrics>,
     config: &ServerConfig,
     stop: flume::Receiver<()>,
 ) {
@@ -31,13 +34,24 @@ pub async fn serve(
     let stop = async move {
         let _ = stop.recv_async().await;
     };
+    let refused = metrics.clone();
     accept_loop(
         listener,
         max_connections,
         stop,
-        |stream, stopping| Connection::serve(stream, coordinator.clone(), limits, stopping),
+        |stream, stopping| {
+            let (coordinator, metrics) = (coordinator.clone(), metrics.clone());
+            async move {
+                metrics.connection_opened();
+                Connection::serve(stream, coordinator, metrics.clone(), limits, stopping).await;
+                metrics.connection_closed();
+            }
+        },
         // Over the limit: answer on stream 0 and close.
-        |stream| refuse(stream, max_connections),
+        |stream| {
+            refused.connection_refused();
+            refuse(stream, max_connections)
+        },
     )
     .await
 }
@@ -56,6 +70,7 @@ struct Limits {
 
 struct Connection {
     coordinator: Rc<Coordinator>,
+    metrics: Rc<Metrics>,
     outbox: Rc<Outbox>,
     /// Requests in progress; the reader waits for a permit before starting another.
     in_flight: Rc<Semaphore>,
@@ -65,13 +80,20 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(stream: TcpStream, coordinator: Rc<Coordinator>, limits: Limits, stopping: Rc<Stopping>) {
+    async fn serve(
+        stream: TcpStream,
+        coordinator: Rc<Coordinator>,
+        metrics: Rc<Metrics>,
+        limits: Limits,
+        stopping: Rc<Stopping>,
+    ) {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = futures_lite::io::split(stream);
         let outbox = Rc::new(Outbox::default());
         let writer = glommio::spawn_local(write_loop(writer, outbox.clone()));
         let conn = Rc::new(Connection {
             coordinator,
+            metrics,
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
             started: Cell::new(false),
@@ -98,6 +120,7 @@ impl Connection {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        self.metrics.record_error(RequestLabels::unknown(), &ErrorCode::Protocol);
                         self.outbox.push(&Response::error(ErrorCode::Protocol, e.to_string()).to_frame(e.stream()));
                         match e.skip() {
                             Some(used) => buf.consume(used),
@@ -130,10 +153,11 @@ impl Connection {
         let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return };
         let conn = self.clone();
         glommio::spawn_local(async move {
-            let stream = frame.stream;
+            let (stream, started) = (frame.stream, Instant::now());
+            let labels = Cell::new(RequestLabels::new(frame.opcode, None));
             // A bug in serving one request answers that request with a server error; it
             // never takes down the shard that runs every other connection.
-            let response = match AssertUnwindSafe(conn.answer(frame)).catch_unwind().await {
+            let response = match AssertUnwindSafe(conn.answer(frame, &labels)).catch_unwind().await {
                 Ok(response) => response,
                 Err(panic) => {
                     let what = panic_message(&*panic);
@@ -141,17 +165,20 @@ impl Connection {
                     Response::error(ErrorCode::Server, format!("internal error serving this request: {what}"))
                 }
             };
+            conn.metrics.record(labels.get(), started.elapsed(), &response);
             conn.outbox.push(&response.to_frame(stream));
             drop(permit);
         })
         .detach();
     }
 
-    async fn answer(&self, frame: Frame) -> Response {
+    /// The answer to one frame; `labels` gets the request's metric labels once it decodes.
+    async fn answer(&self, frame: Frame, labels: &Cell<RequestLabels>) -> Response {
         let request = match Request::decode(frame.opcode, &frame.body) {
             Ok(r) => r,
             Err(e) => return Response::error(ErrorCode::Protocol, e.to_string()),
         };
+        labels.set(RequestLabels::of(&request));
         match request {
             Request::Options => Response::Supported {
                 versions: SUPPORTED_VERSIONS.to_vec(),

@@ -13,8 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use shards::node::{LocalService, Node};
 
-use crate::config::{parse_size, ServerConfig, SyncModeSetting};
+use crate::config::{parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT};
 use crate::coordinator::Coordinator;
+use crate::logging::{self, LogFormat};
+use crate::metrics::{self, Metrics};
 
 /// Flags of `enigmadb server`; each overrides the same setting of `--config`.
 #[derive(clap::Args, Debug, Default)]
@@ -31,6 +33,21 @@ pub struct Args {
     /// Peer protocol address [default: the client address's host, port 7470].
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
+    /// Metrics endpoint (HTTP GET /metrics), or off [default: the client address's host,
+    /// port 9471; a kernel-chosen port when the client port is 0].
+    #[arg(long)]
+    metrics_listen: Option<MetricsListen>,
+    /// Log lines on stderr as text or JSON [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log level: off, error, warn, info, debug, trace, or directives such as
+    /// warn,shards=debug [default: $ENIGMADB_LOG, else the file's, else info].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Print the effective configuration (defaults, then --config, then flags) as TOML that
+    /// --config accepts, and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Shards [default: one per available core; fixed when the data directory is created].
     #[arg(long)]
     shards: Option<usize>,
@@ -67,21 +84,43 @@ pub struct Args {
 impl Args {
     /// The effective configuration: defaults, then the file, then the flags.
     pub fn resolve(&self) -> Result<ServerConfig> {
-        let mut c = match &self.config {
-            Some(path) => ServerConfig::load(path)?,
-            None => ServerConfig::default(),
+        let (mut c, file_keys) = match &self.config {
+            Some(path) => {
+                let file = ServerConfig::load(path)?;
+                (file.config, file.keys)
+            }
+            None => (ServerConfig::default(), Default::default()),
         };
         if let Some(v) = &self.data_dir {
             c.data_dir = v.clone();
         }
         if let Some(v) = self.listen {
             c.listen = v;
-            if self.peer_listen.is_none() {
+            // The other listeners follow the client address's host unless set themselves.
+            if self.peer_listen.is_none() && !file_keys.contains("peer_listen") {
                 c.peer_listen = SocketAddr::new(v.ip(), crate::config::DEFAULT_PEER_PORT);
+            }
+            if self.metrics_listen.is_none()
+                && !file_keys.contains("metrics_listen")
+                && c.metrics_listen.addr().is_some()
+            {
+                // A kernel-chosen client port (tests, local clusters) gets one for metrics too.
+                let port = if v.port() == 0 { 0 } else { DEFAULT_METRICS_PORT };
+                c.metrics_listen = MetricsListen::On(SocketAddr::new(v.ip(), port));
             }
         }
         if let Some(v) = self.peer_listen {
             c.peer_listen = v;
+        }
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log_format = v;
+        }
+        match &self.log_level {
+            Some(v) => c.log_level = v.clone(),
+            None => c.log_level = logging::level_from_env(&c.log_level),
         }
         if let Some(v) = self.shards {
             c.shards = v;
@@ -114,9 +153,12 @@ impl Args {
     }
 }
 
-/// What shard 0's executor tells the main thread about the listener.
+/// What shard 0's executor tells the main thread about the listeners.
 enum ServiceEvent {
-    Listening(SocketAddr),
+    Listening {
+        client: SocketAddr,
+        metrics: Option<SocketAddr>,
+    },
     Failed(String),
     /// Every connection has finished after a stop request.
     Stopped,
@@ -124,6 +166,18 @@ enum ServiceEvent {
 
 pub fn run(args: Args) -> Result<()> {
     let config = args.resolve()?;
+    if args.print_config {
+        println!("# enigmadb server: effective configuration (defaults, then --config, then flags)");
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    logging::init(config.log_format, &config.log_level)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.data_dir.display(),
+        shards = config.shards,
+        "starting"
+    );
     // Block the termination signals in every thread (executors inherit this mask) so that the
     // main thread alone receives them, with sigtimedwait.
     let signals = TerminationSignals::block()?;
@@ -153,16 +207,33 @@ pub fn run(args: Args) -> Result<()> {
                 }
             };
             let addr = listener.local_addr().unwrap_or(service_config.listen);
-            let _ = events_tx.send(ServiceEvent::Listening(addr));
-            connection::serve(listener, coordinator, &service_config, stop_rx).await;
+            let metrics = Rc::new(Metrics::new());
+            // The metrics endpoint serves until the client listener has stopped (its task is
+            // dropped, which cancels it).
+            let (metrics_addr, _metrics_task) = match service_config.metrics_listen.addr() {
+                None => (None, None),
+                Some(at) => match glommio::net::TcpListener::bind(at) {
+                    Ok(l) => {
+                        let bound = l.local_addr().unwrap_or(at);
+                        let node = coordinator.node().clone();
+                        (Some(bound), Some(glommio::spawn_local(metrics::listener::serve(l, metrics.clone(), node))))
+                    }
+                    Err(e) => {
+                        let _ = events_tx.send(ServiceEvent::Failed(format!("metrics endpoint on {at}: {e}")));
+                        return;
+                    }
+                },
+            };
+            let _ = events_tx.send(ServiceEvent::Listening { client: addr, metrics: metrics_addr });
+            connection::serve(listener, coordinator, metrics, &service_config, stop_rx).await;
             let _ = events_tx.send(ServiceEvent::Stopped);
         })
     });
     let (node, report) = Node::open_with_service(config.node_config(), Some((0, service)))
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let replayed: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
-    let addr = match events.recv() {
-        Ok(ServiceEvent::Listening(addr)) => addr,
+    let (addr, metrics_addr) = match events.recv() {
+        Ok(ServiceEvent::Listening { client, metrics }) => (client, metrics),
         Ok(ServiceEvent::Failed(reason)) => {
             shutdown(&node)?;
             bail!(reason);
@@ -172,12 +243,15 @@ pub fn run(args: Args) -> Result<()> {
             bail!("the coordinator stopped before listening");
         }
     };
+    let metrics_at =
+        metrics_addr.map_or_else(|| "metrics off".to_owned(), |m| format!("metrics on http://{m}/metrics"));
     println!(
-        "enigmadb ready: listening on {addr}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
+        "enigmadb ready: listening on {addr}, {metrics_at}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
         node.shard_count(),
         config.data_dir.display(),
         config.sync_mode,
     );
+    tracing::info!(listen = %addr, metrics = %metrics_at, shards = node.shard_count(), replayed, "ready");
     loop {
         if let Some(signal) = signals.wait(Duration::from_millis(200))? {
             tracing::info!(signal, "stopping: no new connections; in-flight requests finish");
@@ -196,6 +270,7 @@ pub fn run(args: Args) -> Result<()> {
         _ => tracing::warn!("connections did not finish within 30 s; stopping anyway"),
     }
     shutdown(&node)?;
+    tracing::info!("stopped: WALs synced");
     println!("enigmadb stopped: WALs synced");
     Ok(())
 }

@@ -107,6 +107,8 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens for clients (read from its ready line).
     pub addr: SocketAddr,
+    /// Where its metrics endpoint listens, unless it is off (read from its ready line).
+    pub metrics: Option<SocketAddr>,
     pub dir: PathBuf,
     /// Its stdout lines after the ready line.
     stdout: mpsc::Receiver<String>,
@@ -142,6 +144,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            metrics: None,
             dir: dir.to_owned(),
             stdout: lines,
         };
@@ -152,6 +155,7 @@ impl Server {
                 Ok(line) => {
                     if let Some(addr) = ready_address(&line) {
                         server.addr = addr;
+                        server.metrics = ready_metrics_address(&line);
                         return server;
                     }
                 }
@@ -216,6 +220,13 @@ impl Drop for Server {
 pub fn ready_address(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix("enigmadb ready: listening on ")?;
     rest.split([',', ' ']).next()?.parse().ok()
+}
+
+/// The metrics address in a server's ready line (`..., metrics on http://127.0.0.5:40124/metrics,
+/// ...`); `None` when it says `metrics off`.
+pub fn ready_metrics_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.split_once(" metrics on http://")?.1;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// How long a test waits for one answer from a server before failing.

@@ -1,0 +1,504 @@
+//! The node's metrics: client requests, errors and connections counted by the coordinator
+//! shard in plain `Cell`s (no lock and no allocation per request), shard counters gathered at
+//! scrape time through `Node::stats`, and the registry where other subsystems (hints, gossip)
+//! add theirs. Everything here runs on the coordinator shard and never blocks it; the HTTP
+//! endpoint is `listener`, the text format `text`.
+
+pub mod http;
+pub mod listener;
+pub mod text;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shards::node::{Node, NodeError};
+use shards::shard::{ShardStats, TableSstables};
+use wire::frame::Opcode;
+use wire::protocol::{Consistency, ErrorCode, Request, Response};
+use wire::schema::TableId;
+
+pub use text::{Exposition, Kind};
+
+/// Upper bounds of the request latency buckets, in nanoseconds (100 us to 10 s; slower
+/// requests land in `+Inf`).
+pub const LATENCY_BOUNDS_NANOS: [u64; 16] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Distinct (op, error) series counted; errors of further combinations are counted under
+/// `op="unknown", error="other"`.
+pub const MAX_ERROR_SERIES: usize = 64;
+
+/// Subsystems that may register a [`MetricsSource`].
+pub const MAX_SOURCES: usize = 16;
+
+/// Request slots: one per opcode (named after it), plus one for frames that never decoded.
+const OP_SLOTS: usize = Opcode::ALL.len() + 1;
+const OP_UNKNOWN: usize = Opcode::ALL.len();
+/// Consistency slots: one per level, plus one for requests without a level (STARTUP...).
+const CONSISTENCY_SLOTS: usize = Consistency::ALL.len() + 1;
+const CONSISTENCY_NONE: usize = Consistency::ALL.len();
+
+/// A subsystem's metrics (the cluster layer's hints and gossip state, for example), written at
+/// every scrape on the coordinator shard. `collect` declares its own families with
+/// [`Exposition::family`] (names starting `enigmadb_`, not used by another source) and must not
+/// block: keep the numbers in `Cell`s on the coordinator shard and only read them here.
+pub trait MetricsSource {
+    fn collect(&self, out: &mut Exposition);
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("at most {MAX_SOURCES} metrics sources may be registered")]
+pub struct TooManySources;
+
+/// What a request is counted under: its opcode and its consistency level, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLabels {
+    op: usize,
+    consistency: usize,
+}
+
+impl RequestLabels {
+    pub fn new(opcode: Opcode, consistency: Option<Consistency>) -> RequestLabels {
+        RequestLabels {
+            op: Opcode::ALL.iter().position(|&o| o == opcode).unwrap_or(OP_UNKNOWN),
+            consistency: consistency
+                .and_then(|c| Consistency::ALL.iter().position(|&l| l == c))
+                .unwrap_or(CONSISTENCY_NONE),
+        }
+    }
+
+    /// A frame whose request did not decode far enough to know its kind.
+    pub fn unknown() -> RequestLabels {
+        RequestLabels { op: OP_UNKNOWN, consistency: CONSISTENCY_NONE }
+    }
+
+    /// The labels of a decoded request.
+    pub fn of(request: &Request) -> RequestLabels {
+        let consistency = match request {
+            Request::Query { params, .. } | Request::Execute { params, .. } => Some(params.consistency),
+            Request::Batch(batch) => Some(batch.consistency),
+            _ => None,
+        };
+        RequestLabels::new(request.opcode(), consistency)
+    }
+}
+
+/// One latency histogram: observations per bucket (not cumulative) and their sum.
+#[derive(Default)]
+struct Histogram {
+    /// `buckets[i]` counts observations in (bound i-1, bound i]; the last one those above
+    /// every bound.
+    buckets: [Cell<u64>; LATENCY_BOUNDS_NANOS.len() + 1],
+    sum_nanos: Cell<u64>,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = &self.buckets[LATENCY_BOUNDS_NANOS.partition_point(|&b| b < nanos)];
+        bucket.set(bucket.get() + 1);
+        self.sum_nanos.set(self.sum_nanos.get().saturating_add(nanos));
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(Cell::get).sum()
+    }
+}
+
+/// One (op, error) series of the error counter.
+#[derive(Default)]
+struct ErrorSeries {
+    op: Cell<usize>,
+    code: Cell<u16>,
+    name: Cell<&'static str>,
+    count: Cell<u64>,
+}
+
+/// The metrics of one node, owned by its coordinator shard (`Rc`, never sent).
+pub struct Metrics {
+    /// Indexed `op * CONSISTENCY_SLOTS + consistency`.
+    latency: Vec<Histogram>,
+    /// Filled in order; a series with a zero count is free.
+    errors: Vec<ErrorSeries>,
+    errors_overflow: Cell<u64>,
+    op_names: Vec<String>,
+    connections_open: Cell<u64>,
+    connections_accepted: Cell<u64>,
+    connections_refused: Cell<u64>,
+    sources: RefCell<Vec<Rc<dyn MetricsSource>>>,
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut op_names: Vec<String> = Opcode::ALL.iter().map(|op| format!("{op:?}").to_ascii_lowercase()).collect();
+        op_names.push("unknown".to_owned());
+        Metrics {
+            latency: (0..OP_SLOTS * CONSISTENCY_SLOTS).map(|_| Histogram::default()).collect(),
+            errors: (0..MAX_ERROR_SERIES).map(|_| ErrorSeries::default()).collect(),
+            errors_overflow: Cell::new(0),
+            op_names,
+            connections_open: Cell::new(0),
+            connections_accepted: Cell::new(0),
+            connections_refused: Cell::new(0),
+            sources: RefCell::new(Vec::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts one answered request, its latency and, if it failed, its error.
+    pub fn record(&self, labels: RequestLabels, elapsed: Duration, response: &Response) {
+        self.latency[labels.op * CONSISTENCY_SLOTS + labels.consistency].observe(elapsed);
+        if let Response::Error(e) = response {
+            self.record_error(labels, &e.code);
+        }
+    }
+
+    /// Counts an error answered without a request being served (a frame that did not decode).
+    pub fn record_error(&self, labels: RequestLabels, code: &ErrorCode) {
+        let found =
+            self.errors.iter().find(|s| s.count.get() > 0 && s.op.get() == labels.op && s.code.get() == code.code());
+        let series = found.or_else(|| self.errors.iter().find(|s| s.count.get() == 0));
+        match series {
+            Some(s) => {
+                if s.count.get() == 0 {
+                    s.op.set(labels.op);
+                    s.code.set(code.code());
+                    s.name.set(code.name());
+                }
+                s.count.set(s.count.get() + 1);
+            }
+            None => self.errors_overflow.set(self.errors_overflow.get() + 1),
+        }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.set(self.connections_open.get() + 1);
+        self.connections_accepted.set(self.connections_accepted.get() + 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_open.set(self.connections_open.get() - 1);
+    }
+
+    /// A connection refused over the connection limit.
+    pub fn connection_refused(&self) {
+        self.connections_refused.set(self.connections_refused.get() + 1);
+    }
+
+    /// Adds a subsystem's metrics to every later scrape. The cluster layer registers its hints
+    /// and gossip sources here when the server starts it (src/server/mod.rs holds the `Rc`).
+    pub fn register(&self, source: Rc<dyn MetricsSource>) -> Result<(), TooManySources> {
+        let mut sources = self.sources.borrow_mut();
+        if sources.len() >= MAX_SOURCES {
+            return Err(TooManySources);
+        }
+        sources.push(source);
+        Ok(())
+    }
+
+    /// The whole scrape answer: this shard's request counters, every shard's counters (asked
+    /// through the node) and the registered sources.
+    pub async fn scrape(&self, node: &Node) -> Result<String, NodeError> {
+        let shards = node.stats().await?;
+        let mut out = Exposition::new();
+        self.render_node(&mut out, shards.len());
+        self.render_requests(&mut out);
+        render_shards(&mut out, &shards, |id| node.table_by_id(id).map(|t| t.name.clone()));
+        for source in self.sources.borrow().iter() {
+            source.collect(&mut out);
+        }
+        Ok(out.finish())
+    }
+
+    fn render_node(&self, out: &mut Exposition, shards: usize) {
+        out.family("enigmadb_build_info", Kind::Gauge, "Always 1; the version of the running server.");
+        out.sample("enigmadb_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1u8);
+        out.family("enigmadb_uptime_seconds", Kind::Gauge, "Seconds since the server started.");
+        out.sample("enigmadb_uptime_seconds", &[], self.started.elapsed().as_secs_f64());
+        out.family("enigmadb_shards", Kind::Gauge, "Shards of this node (one executor each).");
+        out.sample("enigmadb_shards", &[], shards as f64);
+    }
+
+    fn render_requests(&self, out: &mut Exposition) {
+        let seen = || {
+            self.latency.iter().enumerate().filter(|(_, h)| h.count() > 0).map(|(i, h)| {
+                let (op, consistency) = (i / CONSISTENCY_SLOTS, i % CONSISTENCY_SLOTS);
+                let mut labels = vec![("op", self.op_names[op].as_str())];
+                if consistency != CONSISTENCY_NONE {
+                    labels.push(("consistency", Consistency::ALL[consistency].name()));
+                }
+                (labels, h)
+            })
+        };
+        out.family("enigmadb_requests_total", Kind::Counter, "Client requests answered, by opcode and consistency.");
+        for (labels, h) in seen() {
+            out.sample("enigmadb_requests_total", &labels, h.count() as f64);
+        }
+        let name = "enigmadb_request_duration_seconds";
+        out.family(name, Kind::Histogram, "Time from reading a request to queueing its answer.");
+        let bounds: Vec<f64> = LATENCY_BOUNDS_NANOS.iter().map(|&n| n as f64 / 1e9).collect();
+        for (labels, h) in seen() {
+            let buckets: Vec<(f64, u64)> = bounds.iter().zip(&h.buckets).map(|(&b, c)| (b, c.get())).collect();
+            let overflow = h.buckets[LATENCY_BOUNDS_NANOS.len()].get();
+            out.histogram(name, &labels, &buckets, overflow, h.sum_nanos.get() as f64 / 1e9);
+        }
+        out.family("enigmadb_request_errors_total", Kind::Counter, "Error answers, by opcode and error.");
+        for s in self.errors.iter().filter(|s| s.count.get() > 0) {
+            let error = s.name.get().replace(' ', "_");
+            let labels = [("op", self.op_names[s.op.get()].as_str()), ("error", error.as_str())];
+            out.sample("enigmadb_request_errors_total", &labels, s.count.get() as f64);
+        }
+        if self.errors_overflow.get() > 0 {
+            let labels = [("op", "unknown"), ("error", "other")];
+            out.sample("enigmadb_request_errors_total", &labels, self.errors_overflow.get() as f64);
+        }
+        let connections: [(&str, Kind, &str, &Cell<u64>); 3] = [
+            ("enigmadb_client_connections", Kind::Gauge, "Client connections being served.", &self.connections_open),
+            (
+                "enigmadb_client_connections_accepted_total",
+                Kind::Counter,
+                "Client connections accepted.",
+                &self.connections_accepted,
+            ),
+            (
+                "enigmadb_client_connections_refused_total",
+                Kind::Counter,
+                "Client connections refused over max_connections.",
+                &self.connections_refused,
+            ),
+        ];
+        for (name, kind, help, value) in connections {
+            out.family(name, kind, help);
+            out.sample(name, &[], value.get() as f64);
+        }
+    }
+}
+
+/// A per-shard metric: name, type, help and how to read it from a shard's counters.
+type ShardMetric = (&'static str, Kind, &'static str, fn(&ShardStats) -> f64);
+
+const SHARD_METRICS: [ShardMetric; 19] = [
+    ("enigmadb_memtable_bytes", Kind::Gauge, "Bytes in the active and immutable MemTables.", |s| {
+        s.memtable_bytes as f64
+    }),
+    ("enigmadb_memtable_partitions", Kind::Gauge, "Partitions in the MemTables.", |s| s.memtable_partitions as f64),
+    ("enigmadb_flushes_pending", Kind::Gauge, "Immutable MemTables waiting to be flushed.", |s| {
+        s.immutable_memtables as f64
+    }),
+    ("enigmadb_flushes_total", Kind::Counter, "MemTable flushes completed.", |s| s.flushes as f64),
+    ("enigmadb_flush_failing", Kind::Gauge, "1 while the last flush attempt failed (it is retried).", |s| {
+        u8::from(s.flush_error.is_some()).into()
+    }),
+    ("enigmadb_shard_writes_total", Kind::Counter, "Writes applied by the shard.", |s| s.writes as f64),
+    ("enigmadb_wal_records_total", Kind::Counter, "WAL records appended.", |s| s.wal.records as f64),
+    ("enigmadb_wal_payload_bytes_total", Kind::Counter, "WAL record payload bytes appended.", |s| {
+        s.wal.payload_bytes as f64
+    }),
+    (
+        "enigmadb_wal_written_bytes_total",
+        Kind::Counter,
+        "Bytes the WAL wrote to the device (with rewritten partial blocks and padding).",
+        |s| s.wal.bytes_written as f64,
+    ),
+    ("enigmadb_wal_syncs_total", Kind::Counter, "WAL fdatasyncs.", |s| s.wal.syncs as f64),
+    ("enigmadb_compactions_pending", Kind::Gauge, "Compactions the strategy would run now.", |s| {
+        s.compaction.pending as f64
+    }),
+    ("enigmadb_compactions_running", Kind::Gauge, "1 while a compaction runs.", |s| {
+        u8::from(s.compaction.running).into()
+    }),
+    ("enigmadb_compactions_total", Kind::Counter, "Compactions published.", |s| s.compaction.completed as f64),
+    ("enigmadb_compaction_read_bytes_total", Kind::Counter, "Bytes of SSTables compacted.", |s| {
+        s.compaction.bytes_read as f64
+    }),
+    ("enigmadb_compaction_written_bytes_total", Kind::Counter, "Bytes of SSTables compactions wrote.", |s| {
+        s.compaction.bytes_written as f64
+    }),
+    ("enigmadb_block_cache_hits_total", Kind::Counter, "Block cache hits.", |s| s.cache.hits as f64),
+    ("enigmadb_block_cache_misses_total", Kind::Counter, "Block cache misses (blocks read from disk).", |s| {
+        s.cache.misses as f64
+    }),
+    ("enigmadb_block_cache_evictions_total", Kind::Counter, "Blocks evicted from the block cache.", |s| {
+        s.cache.evictions as f64
+    }),
+    ("enigmadb_block_cache_bytes", Kind::Gauge, "Bytes of blocks held by the block cache.", |s| s.cache.bytes as f64),
+];
+
+/// A per-table metric: name, help and how to read it from a table's SSTable counts.
+type TableMetric = (&'static str, &'static str, fn(&TableSstables) -> f64);
+
+/// Every shard's counters, one series per shard (and per table for SSTables). `table_name`
+/// names a table id (a table dropped meanwhile is labelled with its id).
+pub fn render_shards(out: &mut Exposition, shards: &[ShardStats], table_name: impl Fn(TableId) -> Option<String>) {
+    let shard_labels: Vec<String> = shards.iter().map(|s| s.shard.to_string()).collect();
+    for (name, kind, help, read) in SHARD_METRICS {
+        out.family(name, kind, help);
+        for (s, shard) in shards.iter().zip(&shard_labels) {
+            out.sample(name, &[("shard", shard)], read(s));
+        }
+    }
+    let tables: Vec<Vec<String>> = shards
+        .iter()
+        .map(|s| s.table_sstables.iter().map(|t| table_name(t.table).unwrap_or_else(|| t.table.to_string())).collect())
+        .collect();
+    let per_table: [TableMetric; 2] = [
+        ("enigmadb_sstables", "Live SSTables, per table.", |t| t.sstables as f64),
+        ("enigmadb_sstable_bytes", "Bytes of live SSTables, per table.", |t| t.bytes as f64),
+    ];
+    for (name, help, read) in per_table {
+        out.family(name, Kind::Gauge, help);
+        for ((s, shard), names) in shards.iter().zip(&shard_labels).zip(&tables) {
+            for (t, table) in s.table_sstables.iter().zip(names) {
+                out.sample(name, &[("shard", shard), ("table", table)], read(t));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::protocol::{ErrorResponse, QueryParams};
+
+    fn ok() -> Response {
+        Response::Ready { version: 1 }
+    }
+
+    #[test]
+    fn requests_are_counted_by_op_and_consistency_with_cumulative_buckets() {
+        let m = Metrics::new();
+        let query =
+            Request::Query { text: "SELECT".into(), params: QueryParams::with_consistency(Consistency::Quorum) };
+        let labels = RequestLabels::of(&query);
+        m.record(labels, Duration::from_micros(50), &ok());
+        m.record(labels, Duration::from_millis(3), &ok());
+        m.record(labels, Duration::from_secs(60), &ok());
+        m.record(RequestLabels::of(&Request::Options), Duration::from_micros(10), &ok());
+        let mut out = Exposition::new();
+        m.render_requests(&mut out);
+        let scrape = text::parse(&out.finish()).unwrap();
+        assert_eq!(scrape.sum("enigmadb_requests_total", &[("op", "query"), ("consistency", "QUORUM")]), 3.0);
+        let options: Vec<_> = scrape.select("enigmadb_requests_total", &[("op", "options")]).collect();
+        assert_eq!(options.len(), 1);
+        assert_eq!(options[0].label("consistency"), None);
+        let buckets: Vec<(String, f64)> = scrape
+            .select("enigmadb_request_duration_seconds_bucket", &[("op", "query")])
+            .map(|s| (s.label("le").unwrap().to_owned(), s.value))
+            .collect();
+        assert_eq!(buckets.len(), LATENCY_BOUNDS_NANOS.len() + 1);
+        assert_eq!(buckets[0], ("0.0001".to_owned(), 1.0));
+        assert_eq!(buckets.iter().find(|(le, _)| le == "0.005").unwrap().1, 2.0);
+        assert_eq!(buckets.iter().rev().nth(1).unwrap(), &("10".to_owned(), 2.0));
+        assert_eq!(buckets.last().unwrap(), &("+Inf".to_owned(), 3.0));
+        let sum = scrape.sum("enigmadb_request_duration_seconds_sum", &[("op", "query")]);
+        assert!((sum - 60.00305).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn errors_are_counted_by_op_and_kind_and_bounded() {
+        let m = Metrics::new();
+        let query = RequestLabels::new(Opcode::Query, Some(Consistency::One));
+        let error = |code| Response::Error(ErrorResponse { code, message: String::new() });
+        m.record(query, Duration::ZERO, &error(ErrorCode::Syntax));
+        m.record(query, Duration::ZERO, &error(ErrorCode::Syntax));
+        m.record(query, Duration::ZERO, &error(ErrorCode::Overloaded));
+        m.record_error(RequestLabels::unknown(), &ErrorCode::Protocol);
+        let mut out = Exposition::new();
+        m.render_requests(&mut out);
+        let scrape = text::parse(&out.finish()).unwrap();
+        let errors = |op, error| scrape.sum("enigmadb_request_errors_total", &[("op", op), ("error", error)]);
+        assert_eq!(errors("query", "syntax_error"), 2.0);
+        assert_eq!(errors("query", "overloaded"), 1.0);
+        assert_eq!(errors("unknown", "protocol_error"), 1.0);
+        // More distinct series than the bound: the rest are counted, not dropped.
+        let codes = [
+            ErrorCode::Server,
+            ErrorCode::Protocol,
+            ErrorCode::Overloaded,
+            ErrorCode::Syntax,
+            ErrorCode::Invalid,
+            ErrorCode::AlreadyExists,
+            ErrorCode::Unavailable { consistency: Consistency::All, required: 3, alive: 1 },
+            ErrorCode::WriteTimeout { consistency: Consistency::All, received: 1, required: 3 },
+        ];
+        assert!(OP_SLOTS * codes.len() > MAX_ERROR_SERIES);
+        for op in 0..OP_SLOTS {
+            for code in &codes {
+                m.record_error(RequestLabels { op, consistency: CONSISTENCY_NONE }, code);
+            }
+        }
+        let mut out = Exposition::new();
+        m.render_requests(&mut out);
+        let scrape = text::parse(&out.finish()).unwrap();
+        assert_eq!(scrape.sum("enigmadb_request_errors_total", &[]), (4 + OP_SLOTS * codes.len()) as f64);
+        assert!(scrape.sum("enigmadb_request_errors_total", &[("error", "other")]) > 0.0);
+    }
+
+    #[test]
+    fn every_shard_has_every_gauge_and_tables_are_named() {
+        let shards: Vec<ShardStats> = (0..3u16)
+            .map(|shard| ShardStats {
+                shard,
+                memtable_bytes: 1000 + shard as usize,
+                table_sstables: vec![TableSstables { table: 7, sstables: 2, bytes: 4096 }],
+                ..ShardStats::default()
+            })
+            .collect();
+        let mut out = Exposition::new();
+        render_shards(&mut out, &shards, |id| (id == 7).then(|| "kv".to_owned()));
+        let scrape = text::parse(&out.finish()).unwrap();
+        for (name, _, _, _) in SHARD_METRICS {
+            let mut labels: Vec<_> = scrape.select(name, &[]).map(|s| s.label("shard").unwrap().to_owned()).collect();
+            labels.sort();
+            assert_eq!(labels, ["0", "1", "2"], "{name}");
+        }
+        assert_eq!(scrape.sum("enigmadb_memtable_bytes", &[("shard", "2")]), 1002.0);
+        assert_eq!(scrape.sum("enigmadb_sstables", &[("table", "kv")]), 6.0);
+        assert_eq!(scrape.sum("enigmadb_sstable_bytes", &[("table", "kv"), ("shard", "1")]), 4096.0);
+    }
+
+    struct Hints(Cell<u64>);
+
+    impl MetricsSource for Hints {
+        fn collect(&self, out: &mut Exposition) {
+            out.family("enigmadb_hints_stored_total", Kind::Counter, "Hints stored.");
+            out.sample("enigmadb_hints_stored_total", &[], self.0.get() as f64);
+        }
+    }
+
+    #[test]
+    fn registered_sources_are_bounded() {
+        let m = Metrics::new();
+        for _ in 0..MAX_SOURCES {
+            m.register(Rc::new(Hints(Cell::new(3)))).unwrap();
+        }
+        assert!(m.register(Rc::new(Hints(Cell::new(3)))).is_err());
+        let mut out = Exposition::new();
+        m.sources.borrow()[0].collect(&mut out);
+        assert_eq!(text::parse(&out.finish()).unwrap().sum("enigmadb_hints_stored_total", &[]), 3.0);
+    }
+}
