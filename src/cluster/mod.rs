@@ -4,6 +4,8 @@
 //! service that runs on the coordinator shard. Nothing here touches a shard's storage except
 //! through `shards::node::Node`.
 
+pub mod failure_detector;
+pub mod gossip;
 pub mod opcodes;
 pub mod schema;
 pub mod transport;
