@@ -2,6 +2,7 @@
 //! vocabulary (`wire`): the query language and, as they land, the coordinator, the server and
 //! the tools of the `enigmadb` binary. `src/main.rs` is only the command line in front of it.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

@@ -1,6 +1,7 @@
 //! `enigmadb`: one binary, one subcommand per tool: `server` (a node), `embedded` (the storage
 //! engine of a node run in-process against a data directory), `sstable` (the inspector), `shell`
-//! (the query shell); the admin and stress subcommands follow as their issues land.
+//! (the query shell), `admin` (operating a running node); the stress subcommand follows as its
+//! issue lands.
 
 mod embedded;
 
@@ -23,6 +24,8 @@ enum Command {
     Sstable(enigmadb::sstable_tool::Args),
     /// An interactive query shell (cqlsh-like); -e or -f run statements and exit.
     Shell(enigmadb::shell::Args),
+    /// Operate a running node (nodetool-like): status, info, tablestats, flush, compact, drain.
+    Admin(enigmadb::admin::Args),
 }
 
 fn main() {
@@ -47,6 +50,7 @@ fn main() {
         Command::Embedded(args) => embedded::run(args),
         Command::Sstable(args) => enigmadb::sstable_tool::run(args),
         Command::Shell(args) => enigmadb::shell::run(args),
+        Command::Admin(args) => enigmadb::admin::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -89,6 +89,8 @@ pub enum NodeError {
     ShardStart { shard: u16, reason: String },
     #[error("shard {0} has stopped")]
     ShardStopped(u16),
+    #[error("the node is drained: it takes no writes until it restarts")]
+    Drained,
 }
 
 enum Request {
@@ -173,6 +175,8 @@ struct Inner {
     /// This start's generation (`node.meta`), above every earlier start's.
     generation: u64,
     ring: Ring<u16>,
+    /// Set by [`Node::drain`]; writes are refused from then on.
+    drained: AtomicBool,
     senders: Vec<flume::Sender<Request>>,
     /// DDL only: serializes catalog changes and their persistence.
     catalog: Mutex<Catalog>,
@@ -294,6 +298,7 @@ impl Node {
                 host_id: meta.host_id,
                 generation: meta.generation,
                 ring: meta.local_ring(),
+                drained: AtomicBool::new(false),
                 senders,
                 catalog: Mutex::new(catalog),
                 ddl: DdlLock::new(),
@@ -325,6 +330,20 @@ impl Node {
     /// start's (durable in `node.meta` before the node was opened).
     pub fn generation(&self) -> u64 {
         self.inner.generation
+    }
+
+    /// Vnode tokens of every shard together.
+    pub fn token_count(&self) -> usize {
+        self.inner.ring.vnodes().len()
+    }
+
+    /// The vnode tokens of each shard (`tokens()[s]` are shard `s`'s), as gossiped to peers.
+    pub fn tokens(&self) -> Vec<Vec<Token>> {
+        let mut tokens = vec![Vec::new(); self.shard_count()];
+        for (token, shard) in self.inner.ring.vnodes() {
+            tokens[*shard as usize].push(*token);
+        }
+        tokens
     }
 
     /// The shard that owns `token`.
@@ -423,6 +442,7 @@ impl Node {
     /// of the shard of the first write. Atomic per shard; a batch spanning shards is applied
     /// shard by shard (an unlogged batch in Cassandra's terms).
     pub async fn write(&self, writes: Vec<Write>, ts: Option<Timestamp>) -> Result<Timestamp, NodeError> {
+        self.check_not_drained()?;
         let mut groups = self.group_by_shard(writes, |w| w.key.token()).into_iter();
         let Some((first_shard, first)) = groups.next() else {
             return Err(NodeError::Write(WriteError::EmptyBatch));
@@ -467,6 +487,7 @@ impl Node {
     /// Applies updates already stamped with their timestamps (a logged batch replayed from
     /// the batchlog), each shard's part atomically, as [`Node::write`] does.
     pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), NodeError> {
+        self.check_not_drained()?;
         let pending: Vec<_> = self
             .group_by_shard(updates, |u| u.key.token())
             .into_iter()
@@ -580,6 +601,26 @@ impl Node {
                 .map_err(|source| NodeError::Shard { shard, source })?;
         }
         Ok(())
+    }
+
+    /// Prepares a clean shutdown (`nodetool drain`): from now on every write is refused with
+    /// [`NodeError::Drained`] until the node restarts, then every shard flushes its MemTables.
+    /// Every write acknowledged before the call is in SSTables when this returns; a write that
+    /// was in progress during the call may be only in the WAL (replayed at the next start).
+    pub async fn drain(&self) -> Result<(), NodeError> {
+        self.inner.drained.store(true, Ordering::SeqCst);
+        self.flush().await
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.inner.drained.load(Ordering::SeqCst)
+    }
+
+    fn check_not_drained(&self) -> Result<(), NodeError> {
+        match self.is_drained() {
+            true => Err(NodeError::Drained),
+            false => Ok(()),
+        }
     }
 
     /// DROP TABLE at `ts` (the coordinator's clock; None: this node's wall clock): the catalog

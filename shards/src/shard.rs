@@ -144,6 +144,8 @@ pub struct ShardStats {
     pub sstable_reads: SstableReadStats,
     pub flush_error: Option<String>,
     pub compaction: CompactionStats,
+    /// Per table the shard knows, in table id order (`nodetool tablestats`).
+    pub table_counters: Vec<TableCounters>,
     /// The live SSTables of each table that has any, in table id order.
     pub table_sstables: Vec<TableSstables>,
 }
@@ -154,6 +156,33 @@ pub struct TableSstables {
     pub table: TableId,
     pub sstables: usize,
     pub bytes: u64,
+}
+
+/// One table's activity on one shard: requests served since the shard opened, what its
+/// MemTables hold, and what its live SSTables store and counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCounters {
+    pub table: TableId,
+    /// Partition reads served ([`Shard::read`]).
+    pub reads: u64,
+    /// Token-range scans served ([`Shard::scan`]).
+    pub range_scans: u64,
+    /// Partition updates applied.
+    pub writes: u64,
+    pub memtable_bytes: usize,
+    pub memtable_partitions: usize,
+    /// Tombstones stored in the live SSTables (from their metadata).
+    pub sstable_tombstones: u64,
+    /// Read counters of the live SSTables (bloom filter, blocks).
+    pub sstable_reads: SstableReadStats,
+}
+
+/// Requests served for one table (plain counters bumped on the shard's own thread).
+#[derive(Debug, Clone, Copy, Default)]
+struct TableActivity {
+    reads: u64,
+    range_scans: u64,
+    writes: u64,
 }
 
 /// The MemTables that take the writes logged between two flush points.
@@ -238,6 +267,8 @@ pub struct Shard {
     closing: Cell<bool>,
     flush_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
     writes: Cell<u64>,
+    /// Per table; an entry lives until the table is dropped (bounded by the catalog's tables).
+    table_activity: RefCell<AHashMap<TableId, TableActivity>>,
     /// The next SSTable generation to hand out (flushes and compactions both take from it;
     /// every manifest edit records it).
     next_generation: Cell<u64>,
@@ -392,6 +423,7 @@ impl Shard {
             closing: Cell::new(false),
             flush_task: RefCell::new(None),
             writes: Cell::new(0),
+            table_activity: RefCell::new(AHashMap::new()),
             next_generation: Cell::new(manifest_next_generation),
             strategy: config_strategy,
             compaction_queue,
@@ -472,6 +504,10 @@ impl Shard {
         // is for durability, after which the write is applied to that same generation.
         let in_flight = InFlight::enter(self.active.borrow().clone());
         self.wal.append(&payload).await?;
+        {
+            let mut activity = self.table_activity.borrow_mut();
+            updates.iter().for_each(|u| activity.entry(u.table).or_default().writes += 1);
+        }
         in_flight.0.apply(updates);
         drop(in_flight);
         self.writes.set(self.writes.get() + 1);
@@ -687,6 +723,7 @@ impl Shard {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
+        self.table_activity.borrow_mut().entry(table).or_default().reads += 1;
         let mut found = None;
         self.active.borrow().merge_into(table, key, slice, &mut found);
         for imm in self.immutables.borrow().iter() {
@@ -716,6 +753,7 @@ impl Shard {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
+        self.table_activity.borrow_mut().entry(table).or_default().range_scans += 1;
         let mut merge = PartitionMerge::new();
         let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
             .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
@@ -979,6 +1017,7 @@ impl Shard {
     /// and are deleted once no read holds them.
     pub async fn drop_table(&self, table: TableId) -> Result<(), ShardError> {
         self.schemas.borrow_mut().remove(&table);
+        self.table_activity.borrow_mut().remove(&table);
         self.active.borrow().tables.borrow_mut().remove(&table);
         self.remove_sstables_of(table).await
     }
@@ -1045,6 +1084,7 @@ impl Shard {
                 running: self.compacting.get(),
                 ..self.compaction_stats.borrow().clone()
             },
+            table_counters: self.table_counters(&generations, &sstables),
             table_sstables: {
                 let mut tables: Vec<TableSstables> = sstables
                     .iter()
@@ -1059,6 +1099,40 @@ impl Shard {
                 tables
             },
         }
+    }
+
+    /// [`TableCounters`] of every table this shard knows, in table id order.
+    fn table_counters(
+        &self,
+        generations: &[Rc<Generation>],
+        sstables: &AHashMap<TableId, Vec<Rc<Sstable>>>,
+    ) -> Vec<TableCounters> {
+        let activity = self.table_activity.borrow();
+        let mut ids: Vec<TableId> = self.schemas.borrow().keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .map(|table| {
+                let done = activity.get(&table).copied().unwrap_or_default();
+                let mut counters = TableCounters {
+                    table,
+                    reads: done.reads,
+                    range_scans: done.range_scans,
+                    writes: done.writes,
+                    ..TableCounters::default()
+                };
+                for g in generations {
+                    if let Some(memtable) = g.tables.borrow().get(&table) {
+                        counters.memtable_bytes += memtable.bytes();
+                        counters.memtable_partitions += memtable.partitions();
+                    }
+                }
+                for sst in sstables.get(&table).into_iter().flatten() {
+                    counters.sstable_tombstones += sst.meta().tombstones;
+                    counters.sstable_reads.add(&sst.stats());
+                }
+                counters
+            })
+            .collect()
     }
 
     /// Makes everything acknowledged so far durable (fdatasync), whatever the sync mode.

@@ -4,6 +4,7 @@
 //! shard that owns it (the coordinator's own shard without a channel hop). Every failure
 //! becomes a typed protocol error; nothing a client sends panics the shard.
 
+mod admin;
 mod batchlog;
 mod paging;
 mod select;
@@ -43,6 +44,7 @@ pub struct Coordinator {
     /// at another epoch is made again. (All DDL of a single node goes through its coordinator;
     /// the cluster layer will move this to the gossiped schema version.)
     schema_epoch: Cell<u64>,
+    admin: admin::AdminState,
 }
 
 impl Coordinator {
@@ -51,7 +53,8 @@ impl Coordinator {
     pub async fn open(node: Node) -> Result<(Coordinator, usize), BatchlogError> {
         let (batchlog, replayed) = Batchlog::open(&node).await?;
         let prepared = RefCell::new(PreparedCache::default());
-        Ok((Coordinator { node, batchlog, prepared, schema_epoch: Cell::new(0) }, replayed))
+        let admin = admin::AdminState::new();
+        Ok((Coordinator { node, batchlog, prepared, schema_epoch: Cell::new(0), admin }, replayed))
     }
 
     pub fn node(&self) -> &Node {
@@ -60,6 +63,9 @@ impl Coordinator {
 
     /// Answers one request (STARTUP and OPTIONS are the connection's business).
     pub async fn execute(&self, request: Request) -> Response {
+        if let Request::Admin(command) = request {
+            return self.admin(command).await;
+        }
         match self.run(request).await {
             Ok(result) => Response::Result(result),
             Err(e) => Response::Error(e),
@@ -81,6 +87,10 @@ impl Coordinator {
             Request::Batch(batch) => self.batch(batch).await,
             Request::Startup { .. } | Request::Options => {
                 Err(ErrorResponse::new(ErrorCode::Protocol, "STARTUP and OPTIONS are connection requests"))
+            }
+            // `execute` answers admin commands before this point.
+            Request::Admin(command) => {
+                Err(ErrorResponse::new(ErrorCode::Server, format!("admin command {} took the query path", command.name())))
             }
         }
     }
@@ -298,6 +308,8 @@ fn node_error(e: NodeError) -> ErrorResponse {
         NodeError::Shard { source: ShardError::Clock(_), .. } => ErrorCode::Invalid,
         NodeError::Shard { source: ShardError::UnknownTable(_), .. } => ErrorCode::Invalid,
         NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } => ErrorCode::Overloaded,
+        // A drained node refuses writes until it restarts: the client should use another node.
+        NodeError::Drained => ErrorCode::Overloaded,
         _ => ErrorCode::Server,
     };
     ErrorResponse::new(code, e.to_string())

@@ -207,6 +207,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
             };
             let addr = listener.local_addr().unwrap_or(service_config.listen);
+            coordinator.set_client_address(addr);
             // Subsystems started on this shard (the cluster layer's hints and gossip) add their
             // metrics with `metrics.register(...)`; every later scrape includes them.
             let metrics = Rc::new(Metrics::new());

@@ -12,12 +12,13 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use crate::frame::{encode_frame, Frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::protocol::{
-    BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, ProtocolError, QueryParams, QueryResult, Request,
-    Response, Rows,
+    AdminRequest, AdminResult, BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, ProtocolError,
+    QueryParams, QueryResult, Request, Response, Rows,
 };
 use crate::value::Value;
 
@@ -248,6 +249,14 @@ impl Client {
         result_of(self.request(&Request::Batch(batch))?)
     }
 
+    /// Runs an operator's command (`enigmadb admin`) and returns its typed result.
+    pub fn admin(&mut self, command: AdminRequest) -> Result<AdminResult, ClientError> {
+        match self.request(&Request::Admin(command))? {
+            Response::Admin(result) => Ok(result),
+            other => Err(unexpected("an admin RESULT", &other)),
+        }
+    }
+
     /// Runs a SELECT and iterates over all its rows, fetching `page_size` rows at a time.
     pub fn query_paged(&mut self, text: &str, page_size: u32) -> Result<PagedRows<'_>, ClientError> {
         self.query_paged_with(text, QueryParams { page_size: Some(page_size), ..QueryParams::default() })
@@ -317,6 +326,14 @@ impl Client {
     /// Requests sent and not yet answered to the caller (including abandoned ones).
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Whether bytes of an answer were already read from the socket, so that [`Client::recv`]
+    /// would not wait for the socket. With [`AsRawFd`] this lets a caller wait for an answer or
+    /// a deadline at once (`poll`), finer than socket timeouts, which the kernel rounds up to its
+    /// timer tick (the stress tool's open loop).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.ready.is_empty() || self.read_start < self.read_buf.len()
     }
 
     /// Sends one request and waits for its answer, keeping answers to other streams for `recv`.
@@ -450,6 +467,12 @@ fn result_of(response: Response) -> Result<QueryResult, ClientError> {
     }
 }
 
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
 /// Rows of a paged SELECT, fetched one page at a time as the iteration reaches them.
 pub struct PagedRows<'a> {
     client: &'a mut Client,
@@ -514,7 +537,7 @@ impl Iterator for PagedRows<'_> {
 mod tests {
     use super::*;
     use crate::frame::encode_frame;
-    use crate::protocol::{negotiate_version, BatchKind, BatchStatement, Consistency, PreparedMeta};
+    use crate::protocol::{negotiate_version, AdminDone, BatchKind, BatchStatement, Consistency, PreparedMeta};
     use crate::value::ColumnType;
     use std::collections::HashMap;
     use std::net::{SocketAddr, TcpListener};
@@ -671,6 +694,14 @@ mod tests {
                 None => Response::Result(QueryResult::Void),
                 Some(i) => Response::error(ErrorCode::Invalid, format!("batch statement {i} is not an INSERT")),
             },
+            // The shards flushed, or an unknown table; anything else answers with a query result.
+            Request::Admin(AdminRequest::Flush { table: None }) => {
+                Response::Admin(AdminResult::Flushed(AdminDone { shards: 2, ..AdminDone::default() }))
+            }
+            Request::Admin(AdminRequest::Flush { table: Some(t) }) => {
+                Response::error(ErrorCode::Invalid, format!("unknown table '{t}'"))
+            }
+            Request::Admin(_) => Response::Result(QueryResult::Void),
         };
         vec![response.to_frame(frame.stream)]
     }
@@ -803,6 +834,19 @@ mod tests {
         batch.statements.push(BatchStatement::Query("SELECT n FROM numbers".into(), vec![]));
         let err = client.batch(batch).unwrap_err();
         assert_eq!(err.server_code(), Some(&ErrorCode::Invalid));
+    }
+
+    #[test]
+    fn admin_commands_return_typed_results_and_errors() {
+        let mut client = Client::connect(start_server()).unwrap();
+        let done = client.admin(AdminRequest::Flush { table: None }).unwrap();
+        assert_eq!(done, AdminResult::Flushed(AdminDone { shards: 2, ..AdminDone::default() }));
+        let err = client.admin(AdminRequest::Flush { table: Some("nope".into()) }).unwrap_err();
+        assert_eq!(err.server_code(), Some(&ErrorCode::Invalid));
+        // A query result where an admin result belongs is the server's mistake, not a panic.
+        let err = client.admin(AdminRequest::Status).unwrap_err();
+        assert!(matches!(err, ClientError::Unexpected(_)), "{err:?}");
+        assert_eq!(int_rows(client.query("ECHO 5").unwrap()), vec![5]);
     }
 
     #[test]

@@ -96,10 +96,12 @@ pub enum Opcode {
     Prepare = 0x09,
     Execute = 0x0A,
     Batch = 0x0D,
+    /// An operator's command (`enigmadb admin`); no Cassandra counterpart.
+    Admin = 0x20,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 10] = [
+    pub const ALL: [Opcode; 11] = [
         Opcode::Error,
         Opcode::Startup,
         Opcode::Ready,
@@ -110,6 +112,7 @@ impl Opcode {
         Opcode::Prepare,
         Opcode::Execute,
         Opcode::Batch,
+        Opcode::Admin,
     ];
 
     pub fn code(self) -> u8 {
@@ -124,7 +127,13 @@ impl Opcode {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Opcode::Startup | Opcode::Options | Opcode::Query | Opcode::Prepare | Opcode::Execute | Opcode::Batch
+            Opcode::Startup
+                | Opcode::Options
+                | Opcode::Query
+                | Opcode::Prepare
+                | Opcode::Execute
+                | Opcode::Batch
+                | Opcode::Admin
         )
     }
 }

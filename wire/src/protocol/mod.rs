@@ -2,9 +2,14 @@
 //! and their body encodings (frames carry them; see `frame`). Pure encode/decode: no I/O, no
 //! query semantics (the server decides what a statement means). Layout: docs/PROTOCOL.md.
 
+mod admin;
 mod request;
 mod response;
 
+pub use admin::{
+    AdminDone, AdminRequest, AdminResult, Liveness, NodeInfo, NodeStatus, RingState, ShardInfo, TableStats,
+    MAX_ADMIN_ITEMS,
+};
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
 pub use response::{ColumnSpec, ErrorCode, ErrorResponse, PreparedMeta, QueryResult, Response, Rows};
 

@@ -1,7 +1,8 @@
-//! Requests a client sends (STARTUP, OPTIONS, QUERY, PREPARE, EXECUTE, BATCH) and their body
+//! Requests a client sends (STARTUP, OPTIONS, QUERY, PREPARE, EXECUTE, BATCH, ADMIN) and their body
 //! encodings. Decoding validates structure only; whether a statement makes sense is the
 //! server's business.
 
+use super::admin::AdminRequest;
 use super::{
     decode_body, read_list, read_opt_i64, read_text, read_values, write_opt_i64, write_values, Consistency, PreparedId,
     ProtocolError, QueryParams, MAX_BATCH_STATEMENTS, MAX_BOUND_VALUES, MAX_NAME_BYTES,
@@ -32,6 +33,8 @@ pub enum Request {
         params: QueryParams,
     },
     Batch(BatchRequest),
+    /// An operator's command; answered by a RESULT of kind admin.
+    Admin(AdminRequest),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +74,7 @@ impl Request {
             Request::Prepare { .. } => Opcode::Prepare,
             Request::Execute { .. } => Opcode::Execute,
             Request::Batch(_) => Opcode::Batch,
+            Request::Admin(_) => Opcode::Admin,
         }
     }
 
@@ -94,6 +98,7 @@ impl Request {
                 params.write(&mut w);
             }
             Request::Batch(batch) => batch.write(&mut w),
+            Request::Admin(command) => command.write(&mut w),
         }
         (self.opcode(), w.into_bytes())
     }
@@ -115,6 +120,7 @@ impl Request {
                     params: QueryParams::read(r)?,
                 },
                 Opcode::Batch => Request::Batch(BatchRequest::read(r, &mut budget)?),
+                Opcode::Admin => Request::Admin(AdminRequest::read(r)?),
                 // Refused above; kept typed rather than unreachable.
                 Opcode::Error | Opcode::Ready | Opcode::Supported | Opcode::Result => {
                     return Err(r.invalid("opcode", "not a request"))
@@ -179,6 +185,7 @@ impl BatchRequest {
 
 #[cfg(test)]
 mod tests {
+    use super::super::admin::tests::any_admin_request;
     use super::super::tests::{any_consistency, any_params, any_prepared_id, any_values};
     use super::*;
     use proptest::prelude::*;
@@ -213,6 +220,7 @@ mod tests {
                     consistency,
                     timestamp
                 })),
+            any_admin_request().prop_map(Request::Admin),
         ]
     }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::admin::AdminResult;
 use super::{
     decode_body, read_bool, read_list, read_text, read_value, write_value, Consistency, PreparedId, ProtocolError,
     MAX_NAME_BYTES, MAX_PAGING_STATE_BYTES,
@@ -24,6 +25,8 @@ pub enum Response {
         server: String,
     },
     Result(QueryResult),
+    /// The answer to an ADMIN request: a RESULT of kind admin.
+    Admin(AdminResult),
     Error(ErrorResponse),
 }
 
@@ -221,6 +224,8 @@ const RESULT_VOID: u32 = 1;
 const RESULT_ROWS: u32 = 2;
 const RESULT_PREPARED: u32 = 4;
 const RESULT_SCHEMA_CHANGE: u32 = 5;
+/// An EnigmaDB kind, far from Cassandra's numbers.
+const RESULT_ADMIN: u32 = 0x100;
 /// Smallest encoded column spec: an empty name and a type code.
 const MIN_COLUMN_SPEC_BYTES: usize = 4 + 1;
 
@@ -313,8 +318,9 @@ impl QueryResult {
         }
     }
 
-    fn read(r: &mut Reader<'_>) -> Result<QueryResult, DecodeError> {
-        Ok(match r.u32()? {
+    /// The rest of a RESULT body of kind `kind` (read by [`Response::decode`]).
+    fn read(kind: u32, r: &mut Reader<'_>) -> Result<QueryResult, DecodeError> {
+        Ok(match kind {
             RESULT_VOID => QueryResult::Void,
             RESULT_ROWS => QueryResult::Rows(Rows::read(r)?),
             RESULT_SCHEMA_CHANGE => QueryResult::SchemaChange {
@@ -336,7 +342,7 @@ impl Response {
         match self {
             Response::Ready { .. } => Opcode::Ready,
             Response::Supported { .. } => Opcode::Supported,
-            Response::Result(_) => Opcode::Result,
+            Response::Result(_) | Response::Admin(_) => Opcode::Result,
             Response::Error(_) => Opcode::Error,
         }
     }
@@ -355,6 +361,10 @@ impl Response {
                 w.bytes(versions).u32(*max_frame_bytes).str(server);
             }
             Response::Result(result) => result.write(&mut w),
+            Response::Admin(result) => {
+                w.u32(RESULT_ADMIN);
+                result.write(&mut w);
+            }
             Response::Error(e) => {
                 e.code.write(&mut w);
                 w.str(&e.message);
@@ -376,7 +386,10 @@ impl Response {
                     max_frame_bytes: r.u32()?,
                     server: read_text(r, MAX_NAME_BYTES)?,
                 },
-                Opcode::Result => Response::Result(QueryResult::read(r)?),
+                Opcode::Result => match r.u32()? {
+                    RESULT_ADMIN => Response::Admin(AdminResult::read(r)?),
+                    kind => Response::Result(QueryResult::read(kind, r)?),
+                },
                 Opcode::Error => {
                     let code = r.u16()?;
                     let message = read_text(r, MAX_FIELD_LEN)?;
@@ -388,7 +401,8 @@ impl Response {
                 | Opcode::Query
                 | Opcode::Prepare
                 | Opcode::Execute
-                | Opcode::Batch => return Err(r.invalid("opcode", "not a response")),
+                | Opcode::Batch
+                | Opcode::Admin => return Err(r.invalid("opcode", "not a response")),
             })
         })
     }
@@ -405,6 +419,7 @@ impl Response {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::admin::tests::any_admin_result;
     use super::super::tests::{any_consistency, any_prepared_id};
     use super::*;
     use crate::value::tests::value_of;
@@ -475,6 +490,7 @@ pub(crate) mod tests {
                     columns
                 }))),
             (any_error_code(), ".{0,30}").prop_map(|(code, message)| Response::error(code, message)),
+            any_admin_result().prop_map(Response::Admin),
         ]
     }
 

@@ -1,0 +1,429 @@
+//! `enigmadb admin <command>`: nodetool's everyday commands against a running node, over the
+//! client protocol (ADMIN requests). It owns only the command line and presentation (aligned
+//! text tables, or JSON with `--json`); what each command does is the server's business.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{json, Value as Json};
+use wire::client::{Client, ClientError, ClientOptions};
+use wire::protocol::{AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, TableStats};
+use wire::{ColumnType, Value};
+
+use crate::shell::{render_table, DEFAULT_HOST};
+
+/// Default bound on waiting for the node: a flush or a major compaction of a large node takes
+/// minutes.
+const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// The node's client address, host:port.
+    #[arg(long, default_value = DEFAULT_HOST, global = true)]
+    host: String,
+    /// Print JSON (one object) instead of text tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the node's answer.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, global = true)]
+    timeout_secs: u64,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// One line per node: state (UN = up, normal), address, load, tokens, ownership, host id.
+    Status,
+    /// This node: uptime, load, cache hit rate; per shard MemTables, flushes, compactions, WAL.
+    Info,
+    /// Per table: SSTables, space used, MemTable, read and write counts, bloom filter counters.
+    Tablestats {
+        /// Only this table.
+        table: Option<String>,
+    },
+    /// Write MemTables out to SSTables (a shard's tables share one MemTable generation, so
+    /// every table is flushed; a name is checked).
+    Flush {
+        /// A table that must exist.
+        table: Option<String>,
+    },
+    /// Major compaction: merge each table's SSTables into one (a name is checked).
+    Compact {
+        /// A table that must exist.
+        table: Option<String>,
+    },
+    /// Flush everything, then refuse writes until the node restarts (before a clean shutdown).
+    Drain,
+}
+
+impl Command {
+    fn request(self) -> AdminRequest {
+        match self {
+            Command::Status => AdminRequest::Status,
+            Command::Info => AdminRequest::Info,
+            Command::Tablestats { table } => AdminRequest::TableStats { table },
+            Command::Flush { table } => AdminRequest::Flush { table },
+            Command::Compact { table } => AdminRequest::Compact { table },
+            Command::Drain => AdminRequest::Drain,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let options = ClientOptions {
+        timeout: Some(Duration::from_secs(args.timeout_secs.max(1))),
+        client_name: concat!("enigmadb-admin/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ..ClientOptions::default()
+    };
+    // The client error already names its cause (its source would repeat it in the report).
+    let mut client = Client::connect_with(&args.host, options)
+        .map_err(|e| anyhow::anyhow!("cannot reach the node at {}: {e}", args.host))?;
+    let request = args.command.request();
+    let name = request.name();
+    let result = client.admin(request).map_err(|e| match e {
+        ClientError::Server(e) => anyhow::anyhow!("{name}: {e}"),
+        other => anyhow::anyhow!("{name} on {}: {other}", args.host),
+    })?;
+    let out = match args.json {
+        true => format!("{:#}\n", to_json(&result)),
+        false => render(&result),
+    };
+    print!("{out}");
+    Ok(())
+}
+
+/// The text an operator reads: legends and aligned tables, sizes in binary units.
+pub fn render(result: &AdminResult) -> String {
+    match result {
+        AdminResult::Status(nodes) => render_status(nodes),
+        AdminResult::Info(info) => render_info(info),
+        AdminResult::TableStats(tables) => render_table_stats(tables),
+        AdminResult::Flushed(done) => {
+            format!("Flushed {} of MemTables on {} shards\n", display_size(done.memtable_bytes), done.shards)
+        }
+        AdminResult::Compacted(done) => format!(
+            "Compacted on {} shards: {} compactions, {} SSTables ({}) into {} ({})\n",
+            done.shards,
+            done.compactions,
+            done.sstables_in,
+            display_size(done.bytes_in),
+            done.sstables_out,
+            display_size(done.bytes_out),
+        ),
+        AdminResult::Drained(done) => format!(
+            "Drained: flushed {} of MemTables on {} shards; writes are refused until the node restarts\n",
+            display_size(done.memtable_bytes),
+            done.shards
+        ),
+    }
+}
+
+fn render_status(nodes: &[NodeStatus]) -> String {
+    let columns = ["--", "Address", "Load", "Tokens", "Owns", "Host ID"];
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.code(),
+                n.address.clone(),
+                display_size(n.load_bytes),
+                n.tokens.to_string(),
+                format!("{:.1}%", n.owns * 100.0),
+                display_host_id(n.host_id),
+            ]
+        })
+        .collect();
+    format!("Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving\n{}", text_table(&columns, rows))
+}
+
+fn render_info(info: &NodeInfo) -> String {
+    let hit_rate = info.cache_hit_rate().map_or_else(|| "n/a".to_owned(), |r| format!("{:.3}", r));
+    let sum = |f: fn(&wire::protocol::ShardInfo) -> u64| info.shards.iter().map(f).sum::<u64>();
+    let mut out = String::new();
+    let lines = [
+        ("ID", display_host_id(info.host_id)),
+        ("Uptime (seconds)", (info.uptime_ms / 1000).to_string()),
+        ("Load", display_size(info.load_bytes)),
+        ("Shards", info.shards.len().to_string()),
+        ("Drained", info.drained.to_string()),
+        ("MemTable size", display_size(sum(|s| s.memtable_bytes))),
+        ("Cache size", display_size(sum(|s| s.cache_bytes))),
+        ("Cache hit rate", hit_rate),
+        ("Pending flushes", sum(|s| u64::from(s.pending_flushes)).to_string()),
+        ("Pending compactions", sum(|s| u64::from(s.pending_compactions)).to_string()),
+    ];
+    for (key, value) in lines {
+        out.push_str(&format!("{key:<20}: {value}\n"));
+    }
+    let columns = [
+        "Shard",
+        "MemTable",
+        "Pending flushes",
+        "Flushes",
+        "Writes",
+        "SSTables",
+        "SSTable size",
+        "Cache hits",
+        "Cache misses",
+        "Pending compactions",
+        "Compactions",
+        "WAL records",
+        "WAL written",
+        "WAL syncs",
+    ];
+    let rows = info
+        .shards
+        .iter()
+        .map(|s| {
+            vec![
+                s.shard.to_string(),
+                display_size(s.memtable_bytes),
+                s.pending_flushes.to_string(),
+                s.flushes.to_string(),
+                s.writes.to_string(),
+                s.sstables.to_string(),
+                display_size(s.sstable_bytes),
+                s.cache_hits.to_string(),
+                s.cache_misses.to_string(),
+                format!("{}{}", s.pending_compactions, if s.compaction_running { " (1 running)" } else { "" }),
+                s.compactions_completed.to_string(),
+                s.wal_records.to_string(),
+                display_size(s.wal_bytes_written),
+                s.wal_syncs.to_string(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&text_table(&columns, rows));
+    for s in &info.shards {
+        if let Some(e) = &s.flush_error {
+            out.push_str(&format!("shard {}: flush failing: {e}\n", s.shard));
+        }
+        if let Some(e) = &s.compaction_error {
+            out.push_str(&format!("shard {}: last compaction failed: {e}\n", s.shard));
+        }
+    }
+    out
+}
+
+fn render_table_stats(tables: &[TableStats]) -> String {
+    let columns = [
+        "Table",
+        "SSTables",
+        "Space used",
+        "MemTable",
+        "MemTable partitions",
+        "Reads",
+        "Range scans",
+        "Writes",
+        "SSTable tombstones",
+        "Bloom positives",
+        "Bloom false positives",
+    ];
+    let rows = tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.clone(),
+                t.sstables.to_string(),
+                display_size(t.space_used_bytes),
+                display_size(t.memtable_bytes),
+                t.memtable_partitions.to_string(),
+                t.reads.to_string(),
+                t.range_scans.to_string(),
+                t.writes.to_string(),
+                t.sstable_tombstones.to_string(),
+                t.bloom_positives.to_string(),
+                t.bloom_false_positives.to_string(),
+            ]
+        })
+        .collect();
+    text_table(&columns, rows)
+}
+
+/// An aligned table of text cells, as the shell prints query results.
+fn text_table(columns: &[&str], rows: Vec<Vec<String>>) -> String {
+    let specs: Vec<ColumnSpec> =
+        columns.iter().map(|name| ColumnSpec { name: (*name).to_owned(), ty: ColumnType::Text }).collect();
+    let rows: Vec<Vec<Option<Value>>> =
+        rows.into_iter().map(|row| row.into_iter().map(|cell| Some(Value::Text(cell))).collect()).collect();
+    render_table(&specs, &rows)
+}
+
+/// The JSON scripts read: every count and size as a number (sizes in bytes), names as nodetool
+/// spells them in snake case.
+pub fn to_json(result: &AdminResult) -> Json {
+    match result {
+        AdminResult::Status(nodes) => json!({ "nodes": nodes.iter().map(status_json).collect::<Vec<_>>() }),
+        AdminResult::Info(info) => info_json(info),
+        AdminResult::TableStats(tables) => json!({ "tables": tables.iter().map(table_json).collect::<Vec<_>>() }),
+        AdminResult::Flushed(done) => done_json("flush", done),
+        AdminResult::Compacted(done) => done_json("compact", done),
+        AdminResult::Drained(done) => done_json("drain", done),
+    }
+}
+
+fn status_json(n: &NodeStatus) -> Json {
+    json!({
+        "state": n.code(),
+        "address": n.address,
+        "load_bytes": n.load_bytes,
+        "tokens": n.tokens,
+        "owns": n.owns,
+        "host_id": display_host_id(n.host_id),
+    })
+}
+
+fn info_json(info: &NodeInfo) -> Json {
+    let shards: Vec<Json> = info
+        .shards
+        .iter()
+        .map(|s| {
+            json!({
+                "shard": s.shard,
+                "memtable_bytes": s.memtable_bytes,
+                "pending_flushes": s.pending_flushes,
+                "flushes": s.flushes,
+                "writes": s.writes,
+                "sstables": s.sstables,
+                "sstable_bytes": s.sstable_bytes,
+                "cache_hits": s.cache_hits,
+                "cache_misses": s.cache_misses,
+                "cache_bytes": s.cache_bytes,
+                "pending_compactions": s.pending_compactions,
+                "compaction_running": s.compaction_running,
+                "compactions_completed": s.compactions_completed,
+                "wal_records": s.wal_records,
+                "wal_bytes_written": s.wal_bytes_written,
+                "wal_syncs": s.wal_syncs,
+                "flush_error": s.flush_error,
+                "compaction_error": s.compaction_error,
+            })
+        })
+        .collect();
+    json!({
+        "host_id": display_host_id(info.host_id),
+        "uptime_ms": info.uptime_ms,
+        "load_bytes": info.load_bytes,
+        "drained": info.drained,
+        "cache_hit_rate": info.cache_hit_rate(),
+        "shards": shards,
+    })
+}
+
+fn table_json(t: &TableStats) -> Json {
+    json!({
+        "table": t.table,
+        "sstables": t.sstables,
+        "space_used_bytes": t.space_used_bytes,
+        "memtable_bytes": t.memtable_bytes,
+        "memtable_partitions": t.memtable_partitions,
+        "reads": t.reads,
+        "range_scans": t.range_scans,
+        "writes": t.writes,
+        "sstable_tombstones": t.sstable_tombstones,
+        "bloom_positives": t.bloom_positives,
+        "bloom_false_positives": t.bloom_false_positives,
+    })
+}
+
+fn done_json(command: &str, d: &AdminDone) -> Json {
+    json!({
+        "command": command,
+        "shards": d.shards,
+        "memtable_bytes": d.memtable_bytes,
+        "compactions": d.compactions,
+        "sstables_in": d.sstables_in,
+        "sstables_out": d.sstables_out,
+        "bytes_in": d.bytes_in,
+        "bytes_out": d.bytes_out,
+    })
+}
+
+/// A host id in the UUID layout operators know from Cassandra (8-4-4-4-12 hex digits).
+pub fn display_host_id(id: u128) -> String {
+    let hex = format!("{id:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// Bytes in binary units with one decimal (`512 B`, `1.5 KiB`, `64.0 MiB`), as nodetool shows
+/// sizes.
+pub fn display_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::protocol::{Liveness, RingState, ShardInfo};
+
+    #[test]
+    fn sizes_use_binary_units() {
+        assert_eq!(display_size(0), "0 B");
+        assert_eq!(display_size(1023), "1023 B");
+        assert_eq!(display_size(1024), "1.0 KiB");
+        assert_eq!(display_size(1536), "1.5 KiB");
+        assert_eq!(display_size(64 << 20), "64.0 MiB");
+        assert_eq!(display_size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn host_ids_print_as_uuids() {
+        assert_eq!(display_host_id(0), "00000000-0000-0000-0000-000000000000");
+        assert_eq!(display_host_id(0x0123_4567_89ab_cdef_0011_2233_4455_6677), "01234567-89ab-cdef-0011-223344556677");
+    }
+
+    #[test]
+    fn status_prints_one_aligned_row_per_node_and_json_keeps_numbers() {
+        let node = |address: &str, liveness, load_bytes| NodeStatus {
+            address: address.into(),
+            liveness,
+            state: RingState::Normal,
+            load_bytes,
+            tokens: 16,
+            owns: 0.5,
+            host_id: 1,
+        };
+        let result = AdminResult::Status(vec![
+            node("127.0.0.1:9470", Liveness::Up, 2048),
+            node("127.0.0.2:9470", Liveness::Down, 0),
+        ]);
+        let text = render(&result);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(lines[2].contains("Address") && lines[2].contains("Host ID"), "{text}");
+        assert!(lines[4].contains("UN") && lines[4].contains("127.0.0.1:9470") && lines[4].contains("2.0 KiB"));
+        assert!(lines[5].contains("DN") && lines[5].contains("50.0%"), "{text}");
+        // Aligned: every row of the table is as long as its header.
+        assert_eq!(lines[4].find('|'), lines[2].find('|'), "{text}");
+        let json = to_json(&result);
+        assert_eq!(json["nodes"][0]["load_bytes"], 2048);
+        assert_eq!(json["nodes"][1]["state"], "DN");
+        assert_eq!(json["nodes"][0]["host_id"], "00000000-0000-0000-0000-000000000001");
+    }
+
+    #[test]
+    fn info_reports_errors_and_a_missing_hit_rate() {
+        let shard = ShardInfo { shard: 1, flush_error: Some("disk full".into()), ..ShardInfo::default() };
+        let info = NodeInfo { host_id: 5, uptime_ms: 61_500, load_bytes: 0, drained: true, shards: vec![shard] };
+        let text = render(&AdminResult::Info(info.clone()));
+        assert!(text.contains("Uptime (seconds)    : 61"), "{text}");
+        assert!(text.contains("Cache hit rate      : n/a"), "{text}");
+        assert!(text.contains("shard 1: flush failing: disk full"), "{text}");
+        let json = to_json(&AdminResult::Info(info));
+        assert_eq!(json["cache_hit_rate"], Json::Null);
+        assert_eq!(json["drained"], true);
+        assert_eq!(json["shards"][0]["flush_error"], "disk full");
+    }
+}

@@ -1,0 +1,171 @@
+//! The server side of `enigmadb admin` (nodetool's commands): answers an ADMIN request from
+//! the node's counters (`Node::stats`) and operations (`flush`, `compact`, `drain`). It reads
+//! counters and calls node operations only; it never reaches into a shard or the query path.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use shards::shard::ShardStats;
+use wire::protocol::{
+    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, NodeInfo, NodeStatus, Response,
+    RingState, ShardInfo, TableStats,
+};
+
+use super::{node_error, Coordinator};
+
+/// What the admin commands know beyond the node: when the coordinator started and where
+/// clients reach it.
+pub(super) struct AdminState {
+    started: Instant,
+    client_address: Cell<Option<SocketAddr>>,
+}
+
+impl AdminState {
+    pub(super) fn new() -> AdminState {
+        AdminState { started: Instant::now(), client_address: Cell::new(None) }
+    }
+}
+
+impl Coordinator {
+    /// The client address this node listens on (shown by `status`); the server sets it once
+    /// its listener is bound.
+    pub fn set_client_address(&self, address: SocketAddr) {
+        self.admin.client_address.set(Some(address));
+    }
+
+    /// Answers one admin command: a RESULT of kind admin, or a typed error (`Invalid` for a
+    /// table the node does not know).
+    pub(super) async fn admin(&self, command: AdminRequest) -> Response {
+        match self.run_admin(command).await {
+            Ok(result) => Response::Admin(result),
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn run_admin(&self, command: AdminRequest) -> Result<AdminResult, ErrorResponse> {
+        let table = match &command {
+            AdminRequest::TableStats { table } | AdminRequest::Flush { table } | AdminRequest::Compact { table } => {
+                table.as_deref().map(|name| self.admin_table(name)).transpose()?
+            }
+            AdminRequest::Status | AdminRequest::Info | AdminRequest::Drain => None,
+        };
+        let stats = self.node.stats().await.map_err(node_error)?;
+        let shards = stats.len() as u32;
+        let memtable_bytes = stats.iter().map(|s| s.memtable_bytes as u64).sum();
+        Ok(match command {
+            AdminRequest::Status => AdminResult::Status(vec![self.local_status(&stats)]),
+            AdminRequest::Info => AdminResult::Info(self.info(&stats)),
+            AdminRequest::TableStats { .. } => AdminResult::TableStats(self.table_stats(&stats, table)),
+            AdminRequest::Flush { .. } => {
+                // MemTables of all tables of a shard share one WAL generation, so a flush
+                // writes out every table's MemTable (the name is checked above).
+                self.node.flush().await.map_err(node_error)?;
+                AdminResult::Flushed(AdminDone { shards, memtable_bytes, ..AdminDone::default() })
+            }
+            AdminRequest::Compact { .. } => {
+                let reports = self.node.compact().await.map_err(node_error)?;
+                let mut done = AdminDone { shards, memtable_bytes, ..AdminDone::default() };
+                for r in &reports {
+                    done.compactions += r.compactions;
+                    done.sstables_in += r.sstables_in as u64;
+                    done.sstables_out += r.sstables_out as u64;
+                    done.bytes_in += r.bytes_in;
+                    done.bytes_out += r.bytes_out;
+                }
+                AdminResult::Compacted(done)
+            }
+            AdminRequest::Drain => {
+                self.node.drain().await.map_err(node_error)?;
+                tracing::info!(memtable_bytes, "drained: MemTables flushed, writes refused until restart");
+                AdminResult::Drained(AdminDone { shards, memtable_bytes, ..AdminDone::default() })
+            }
+        })
+    }
+
+    /// The table named `name` as clients see it (the node's own tables are hidden).
+    fn admin_table(&self, name: &str) -> Result<wire::TableId, ErrorResponse> {
+        (self.schemas())(name)
+            .map(|schema| schema.id)
+            .ok_or_else(|| ErrorResponse::new(ErrorCode::Invalid, format!("Table '{name}' doesn't exist")))
+    }
+
+    fn local_status(&self, stats: &[ShardStats]) -> NodeStatus {
+        NodeStatus {
+            address: self.admin.client_address.get().map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+            // This node is answering, and it neither joins nor leaves a ring yet.
+            liveness: Liveness::Up,
+            state: RingState::Normal,
+            load_bytes: load(stats),
+            tokens: self.node.token_count() as u32,
+            // A single node owns every token of its ring; the cluster layer computes shares.
+            owns: 1.0,
+            host_id: self.node.host_id(),
+        }
+    }
+
+    fn info(&self, stats: &[ShardStats]) -> NodeInfo {
+        let shards = stats
+            .iter()
+            .map(|s| ShardInfo {
+                shard: s.shard,
+                memtable_bytes: s.memtable_bytes as u64,
+                pending_flushes: s.immutable_memtables as u32,
+                flushes: s.flushes,
+                writes: s.writes,
+                sstables: s.sstables as u32,
+                sstable_bytes: s.sstable_bytes,
+                cache_hits: s.cache.hits,
+                cache_misses: s.cache.misses,
+                cache_bytes: s.cache.bytes as u64,
+                pending_compactions: s.compaction.pending as u32,
+                compaction_running: s.compaction.running,
+                compactions_completed: s.compaction.completed,
+                wal_records: s.wal.records,
+                wal_bytes_written: s.wal.bytes_written,
+                wal_syncs: s.wal.syncs,
+                flush_error: s.flush_error.clone(),
+                compaction_error: s.compaction.last_error.clone(),
+            })
+            .collect();
+        NodeInfo {
+            host_id: self.node.host_id(),
+            uptime_ms: self.admin.started.elapsed().as_millis() as u64,
+            load_bytes: load(stats),
+            drained: self.node.is_drained(),
+            shards,
+        }
+    }
+
+    /// Per table (only `only`, if given), summed over the shards, sorted by name.
+    fn table_stats(&self, stats: &[ShardStats], only: Option<wire::TableId>) -> Vec<TableStats> {
+        let mut tables = Vec::new();
+        let mut schemas = self.node.tables();
+        schemas.retain(|t| (only.is_none() || only == Some(t.id)) && (self.schemas())(&t.name).is_some());
+        schemas.sort_by(|a, b| a.name.cmp(&b.name));
+        for schema in schemas {
+            let mut out = TableStats { table: schema.name.clone(), ..TableStats::default() };
+            for t in stats.iter().flat_map(|s| s.table_sstables.iter()).filter(|t| t.table == schema.id) {
+                out.sstables += t.sstables as u32;
+                out.space_used_bytes += t.bytes;
+            }
+            for c in stats.iter().flat_map(|s| s.table_counters.iter()).filter(|c| c.table == schema.id) {
+                out.memtable_bytes += c.memtable_bytes as u64;
+                out.memtable_partitions += c.memtable_partitions as u64;
+                out.reads += c.reads;
+                out.range_scans += c.range_scans;
+                out.writes += c.writes;
+                out.sstable_tombstones += c.sstable_tombstones;
+                out.bloom_positives += c.sstable_reads.bloom_positives;
+                out.bloom_false_positives += c.sstable_reads.bloom_false_positives;
+            }
+            tables.push(out);
+        }
+        tables
+    }
+}
+
+/// Bytes of live SSTables on every shard (Cassandra's "Load").
+fn load(stats: &[ShardStats]) -> u64 {
+    stats.iter().map(|s| s.sstable_bytes).sum()
+}

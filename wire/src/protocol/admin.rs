@@ -1,0 +1,641 @@
+//! ADMIN: the operator's commands (`enigmadb admin ...`, in the spirit of nodetool) sent over
+//! the client protocol, and the typed results a server answers them with. Pure encode/decode:
+//! what a command does is the server's business, how a result is shown is the CLI's.
+//! Layout: docs/PROTOCOL.md, "ADMIN".
+
+use super::{read_bool, read_list, read_text, MAX_NAME_BYTES};
+use crate::codec::{DecodeError, Reader, Writer, MAX_FIELD_LEN};
+
+/// Most items (nodes, shards, tables) one admin result may list; also bounded by the frame.
+pub const MAX_ADMIN_ITEMS: usize = 1 << 16;
+
+/// One admin command. A table name, where one is allowed, limits the command to that table;
+/// a name the node does not know is answered with an `Invalid` error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// One row per node: address, state, load, tokens, ownership, host id.
+    Status,
+    /// This node: uptime, load, and per shard MemTables, cache, flushes, compactions, WAL.
+    Info,
+    /// Per table: SSTables, space used, read and write counts, bloom filter counters.
+    TableStats { table: Option<String> },
+    /// Writes MemTables out to SSTables and waits for it.
+    Flush { table: Option<String> },
+    /// Major compaction: merges each table's SSTables into one and waits for it.
+    Compact { table: Option<String> },
+    /// Flushes everything, then refuses writes until the node restarts.
+    Drain,
+}
+
+const COMMAND_STATUS: u8 = 1;
+const COMMAND_INFO: u8 = 2;
+const COMMAND_TABLESTATS: u8 = 3;
+const COMMAND_FLUSH: u8 = 4;
+const COMMAND_COMPACT: u8 = 5;
+const COMMAND_DRAIN: u8 = 6;
+
+impl AdminRequest {
+    /// The command's name on the command line (`enigmadb admin <name>`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::Status => "status",
+            AdminRequest::Info => "info",
+            AdminRequest::TableStats { .. } => "tablestats",
+            AdminRequest::Flush { .. } => "flush",
+            AdminRequest::Compact { .. } => "compact",
+            AdminRequest::Drain => "drain",
+        }
+    }
+
+    pub(super) fn write(&self, w: &mut Writer) {
+        match self {
+            AdminRequest::Status => {
+                w.u8(COMMAND_STATUS);
+            }
+            AdminRequest::Info => {
+                w.u8(COMMAND_INFO);
+            }
+            AdminRequest::TableStats { table } => write_opt_text(w.u8(COMMAND_TABLESTATS), table.as_deref()),
+            AdminRequest::Flush { table } => write_opt_text(w.u8(COMMAND_FLUSH), table.as_deref()),
+            AdminRequest::Compact { table } => write_opt_text(w.u8(COMMAND_COMPACT), table.as_deref()),
+            AdminRequest::Drain => {
+                w.u8(COMMAND_DRAIN);
+            }
+        }
+    }
+
+    pub(super) fn read(r: &mut Reader<'_>) -> Result<AdminRequest, DecodeError> {
+        Ok(match r.u8()? {
+            COMMAND_STATUS => AdminRequest::Status,
+            COMMAND_INFO => AdminRequest::Info,
+            COMMAND_TABLESTATS => AdminRequest::TableStats { table: read_opt_text(r)? },
+            COMMAND_FLUSH => AdminRequest::Flush { table: read_opt_text(r)? },
+            COMMAND_COMPACT => AdminRequest::Compact { table: read_opt_text(r)? },
+            COMMAND_DRAIN => AdminRequest::Drain,
+            other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
+        })
+    }
+}
+
+/// Whether the node answers (Cassandra's Up/Down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Up,
+    Down,
+}
+
+/// The node's place in the ring (Cassandra's Normal/Joining/Leaving/Moving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingState {
+    Normal,
+    Joining,
+    Leaving,
+    Moving,
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    /// The node's client address (`host:port`).
+    pub address: String,
+    pub liveness: Liveness,
+    pub state: RingState,
+    /// Bytes of live SSTables (Cassandra's "Load").
+    pub load_bytes: u64,
+    /// Vnode tokens the node owns.
+    pub tokens: u32,
+    /// Fraction of the token ring the node owns, in 0..=1.
+    pub owns: f64,
+    pub host_id: u128,
+}
+
+impl NodeStatus {
+    /// nodetool's two letters: `U`/`D`, then `N`/`J`/`L`/`M`.
+    pub fn code(&self) -> String {
+        let liveness = match self.liveness {
+            Liveness::Up => 'U',
+            Liveness::Down => 'D',
+        };
+        let state = match self.state {
+            RingState::Normal => 'N',
+            RingState::Joining => 'J',
+            RingState::Leaving => 'L',
+            RingState::Moving => 'M',
+        };
+        format!("{liveness}{state}")
+    }
+}
+
+/// What `info` reports about one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardInfo {
+    pub shard: u16,
+    /// Bytes in the active and the immutable MemTables.
+    pub memtable_bytes: u64,
+    /// Immutable MemTables waiting for their flush.
+    pub pending_flushes: u32,
+    pub flushes: u64,
+    /// Write batches applied.
+    pub writes: u64,
+    pub sstables: u32,
+    pub sstable_bytes: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_bytes: u64,
+    /// Compactions the strategy would run now.
+    pub pending_compactions: u32,
+    pub compaction_running: bool,
+    pub compactions_completed: u64,
+    pub wal_records: u64,
+    pub wal_bytes_written: u64,
+    pub wal_syncs: u64,
+    /// The last failed flush, while flushing fails.
+    pub flush_error: Option<String>,
+    /// The last failed compaction, until one succeeds.
+    pub compaction_error: Option<String>,
+}
+
+/// What `info` reports about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub host_id: u128,
+    pub uptime_ms: u64,
+    /// Bytes of live SSTables.
+    pub load_bytes: u64,
+    /// `drain` ran: the node refuses writes until it restarts.
+    pub drained: bool,
+    pub shards: Vec<ShardInfo>,
+}
+
+impl NodeInfo {
+    /// Block cache hits over lookups on every shard; `None` before the first lookup.
+    pub fn cache_hit_rate(&self) -> Option<f64> {
+        let hits: u64 = self.shards.iter().map(|s| s.cache_hits).sum();
+        let lookups = hits + self.shards.iter().map(|s| s.cache_misses).sum::<u64>();
+        (lookups > 0).then(|| hits as f64 / lookups as f64)
+    }
+}
+
+/// What `tablestats` reports about one table, summed over the node's shards.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableStats {
+    pub table: String,
+    pub sstables: u32,
+    /// Bytes of the table's live SSTables.
+    pub space_used_bytes: u64,
+    pub memtable_bytes: u64,
+    pub memtable_partitions: u64,
+    /// Partition reads served by the shards since they started.
+    pub reads: u64,
+    /// Token-range scans served by the shards since they started.
+    pub range_scans: u64,
+    /// Partition updates written since the shards started.
+    pub writes: u64,
+    /// Tombstones stored in the live SSTables (as their metadata counts them).
+    pub sstable_tombstones: u64,
+    /// Point reads the bloom filters let through, over the live SSTables.
+    pub bloom_positives: u64,
+    /// Of those, reads that did not find the partition.
+    pub bloom_false_positives: u64,
+}
+
+/// What a command that changes the node did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminDone {
+    /// Shards that did the work.
+    pub shards: u32,
+    /// MemTable bytes just before the command (what a flush or drain wrote out).
+    pub memtable_bytes: u64,
+    /// Compactions run (compact only).
+    pub compactions: u64,
+    pub sstables_in: u64,
+    pub sstables_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The answer to an [`AdminRequest`] (sent as a RESULT of kind admin).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminResult {
+    Status(Vec<NodeStatus>),
+    Info(NodeInfo),
+    TableStats(Vec<TableStats>),
+    Flushed(AdminDone),
+    Compacted(AdminDone),
+    Drained(AdminDone),
+}
+
+const RESULT_STATUS: u8 = 1;
+const RESULT_INFO: u8 = 2;
+const RESULT_TABLESTATS: u8 = 3;
+const RESULT_FLUSHED: u8 = 4;
+const RESULT_COMPACTED: u8 = 5;
+const RESULT_DRAINED: u8 = 6;
+
+/// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
+const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
+const MIN_SHARD_INFO_BYTES: usize = 2 + 8 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 1 + 8 + 8 + 8 + 8 + 1 + 1;
+const MIN_TABLE_STATS_BYTES: usize = 4 + 4 + 8 * 9;
+
+impl AdminResult {
+    pub(super) fn write(&self, w: &mut Writer) {
+        match self {
+            AdminResult::Status(nodes) => {
+                w.u8(RESULT_STATUS).u32(nodes.len() as u32);
+                nodes.iter().for_each(|n| n.write(w));
+            }
+            AdminResult::Info(info) => {
+                w.u8(RESULT_INFO);
+                info.write(w);
+            }
+            AdminResult::TableStats(tables) => {
+                w.u8(RESULT_TABLESTATS).u32(tables.len() as u32);
+                tables.iter().for_each(|t| t.write(w));
+            }
+            AdminResult::Flushed(done) => done.write(w.u8(RESULT_FLUSHED)),
+            AdminResult::Compacted(done) => done.write(w.u8(RESULT_COMPACTED)),
+            AdminResult::Drained(done) => done.write(w.u8(RESULT_DRAINED)),
+        }
+    }
+
+    pub(super) fn read(r: &mut Reader<'_>) -> Result<AdminResult, DecodeError> {
+        Ok(match r.u8()? {
+            RESULT_STATUS => {
+                let n = read_count(r, MIN_NODE_STATUS_BYTES)?;
+                AdminResult::Status(read_list(r, n, |r, _| NodeStatus::read(r))?)
+            }
+            RESULT_INFO => AdminResult::Info(NodeInfo::read(r)?),
+            RESULT_TABLESTATS => {
+                let n = read_count(r, MIN_TABLE_STATS_BYTES)?;
+                AdminResult::TableStats(read_list(r, n, |r, _| TableStats::read(r))?)
+            }
+            RESULT_FLUSHED => AdminResult::Flushed(AdminDone::read(r)?),
+            RESULT_COMPACTED => AdminResult::Compacted(AdminDone::read(r)?),
+            RESULT_DRAINED => AdminResult::Drained(AdminDone::read(r)?),
+            other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
+        })
+    }
+}
+
+impl NodeStatus {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.address);
+        w.u8(match self.liveness {
+            Liveness::Up => 1,
+            Liveness::Down => 2,
+        });
+        w.u8(match self.state {
+            RingState::Normal => 1,
+            RingState::Joining => 2,
+            RingState::Leaving => 3,
+            RingState::Moving => 4,
+        });
+        w.u64(self.load_bytes).u32(self.tokens).u64(self.owns.to_bits());
+        write_host_id(w, self.host_id);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<NodeStatus, DecodeError> {
+        let address = read_text(r, MAX_NAME_BYTES)?;
+        let liveness = match r.u8()? {
+            1 => Liveness::Up,
+            2 => Liveness::Down,
+            other => return Err(r.invalid("node liveness", format!("unknown code {other}"))),
+        };
+        let state = match r.u8()? {
+            1 => RingState::Normal,
+            2 => RingState::Joining,
+            3 => RingState::Leaving,
+            4 => RingState::Moving,
+            other => return Err(r.invalid("node state", format!("unknown code {other}"))),
+        };
+        let (load_bytes, tokens) = (r.u64()?, r.u32()?);
+        let owns = f64::from_bits(r.u64()?);
+        if !(0.0..=1.0).contains(&owns) {
+            return Err(r.invalid("ownership", format!("{owns} is not a fraction in 0..=1")));
+        }
+        Ok(NodeStatus { address, liveness, state, load_bytes, tokens, owns, host_id: read_host_id(r)? })
+    }
+}
+
+impl ShardInfo {
+    fn write(&self, w: &mut Writer) {
+        w.u16(self.shard).u64(self.memtable_bytes).u32(self.pending_flushes).u64(self.flushes).u64(self.writes);
+        w.u32(self.sstables).u64(self.sstable_bytes);
+        w.u64(self.cache_hits).u64(self.cache_misses).u64(self.cache_bytes);
+        w.u32(self.pending_compactions).u8(u8::from(self.compaction_running)).u64(self.compactions_completed);
+        w.u64(self.wal_records).u64(self.wal_bytes_written).u64(self.wal_syncs);
+        write_opt_text(w, self.flush_error.as_deref());
+        write_opt_text(w, self.compaction_error.as_deref());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<ShardInfo, DecodeError> {
+        Ok(ShardInfo {
+            shard: r.u16()?,
+            memtable_bytes: r.u64()?,
+            pending_flushes: r.u32()?,
+            flushes: r.u64()?,
+            writes: r.u64()?,
+            sstables: r.u32()?,
+            sstable_bytes: r.u64()?,
+            cache_hits: r.u64()?,
+            cache_misses: r.u64()?,
+            cache_bytes: r.u64()?,
+            pending_compactions: r.u32()?,
+            compaction_running: read_bool(r, "compaction running")?,
+            compactions_completed: r.u64()?,
+            wal_records: r.u64()?,
+            wal_bytes_written: r.u64()?,
+            wal_syncs: r.u64()?,
+            flush_error: read_opt_message(r)?,
+            compaction_error: read_opt_message(r)?,
+        })
+    }
+}
+
+impl NodeInfo {
+    fn write(&self, w: &mut Writer) {
+        write_host_id(w, self.host_id);
+        w.u64(self.uptime_ms).u64(self.load_bytes).u8(u8::from(self.drained));
+        w.u32(self.shards.len() as u32);
+        self.shards.iter().for_each(|s| s.write(w));
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<NodeInfo, DecodeError> {
+        let host_id = read_host_id(r)?;
+        let (uptime_ms, load_bytes, drained) = (r.u64()?, r.u64()?, read_bool(r, "drained")?);
+        let n = read_count(r, MIN_SHARD_INFO_BYTES)?;
+        let shards = read_list(r, n, |r, _| ShardInfo::read(r))?;
+        Ok(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards })
+    }
+}
+
+impl TableStats {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.table).u32(self.sstables).u64(self.space_used_bytes);
+        w.u64(self.memtable_bytes).u64(self.memtable_partitions);
+        w.u64(self.reads).u64(self.range_scans).u64(self.writes).u64(self.sstable_tombstones);
+        w.u64(self.bloom_positives).u64(self.bloom_false_positives);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<TableStats, DecodeError> {
+        Ok(TableStats {
+            table: read_text(r, MAX_NAME_BYTES)?,
+            sstables: r.u32()?,
+            space_used_bytes: r.u64()?,
+            memtable_bytes: r.u64()?,
+            memtable_partitions: r.u64()?,
+            reads: r.u64()?,
+            range_scans: r.u64()?,
+            writes: r.u64()?,
+            sstable_tombstones: r.u64()?,
+            bloom_positives: r.u64()?,
+            bloom_false_positives: r.u64()?,
+        })
+    }
+}
+
+impl AdminDone {
+    fn write(&self, w: &mut Writer) {
+        w.u32(self.shards).u64(self.memtable_bytes).u64(self.compactions);
+        w.u64(self.sstables_in).u64(self.sstables_out).u64(self.bytes_in).u64(self.bytes_out);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<AdminDone, DecodeError> {
+        Ok(AdminDone {
+            shards: r.u32()?,
+            memtable_bytes: r.u64()?,
+            compactions: r.u64()?,
+            sstables_in: r.u64()?,
+            sstables_out: r.u64()?,
+            bytes_in: r.u64()?,
+            bytes_out: r.u64()?,
+        })
+    }
+}
+
+/// A list count, refused beyond [`MAX_ADMIN_ITEMS`] or the input left.
+fn read_count(r: &mut Reader<'_>, min_item_bytes: usize) -> Result<usize, DecodeError> {
+    let at = r.offset();
+    let n = r.count(min_item_bytes)?;
+    if n > MAX_ADMIN_ITEMS {
+        return Err(DecodeError::TooLong { offset: at, len: n, limit: MAX_ADMIN_ITEMS });
+    }
+    Ok(n)
+}
+
+fn write_host_id(w: &mut Writer, id: u128) {
+    w.raw(&id.to_le_bytes());
+}
+
+fn read_host_id(r: &mut Reader<'_>) -> Result<u128, DecodeError> {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(r.take(16)?);
+    Ok(u128::from_le_bytes(id))
+}
+
+/// bool presence, then the text if present.
+fn write_opt_text(w: &mut Writer, text: Option<&str>) {
+    match text {
+        None => {
+            w.u8(0);
+        }
+        Some(text) => {
+            w.u8(1).str(text);
+        }
+    }
+}
+
+fn read_opt_text(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+    read_opt_limited(r, MAX_NAME_BYTES)
+}
+
+/// An optional error message (longer than a name).
+fn read_opt_message(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+    read_opt_limited(r, MAX_FIELD_LEN)
+}
+
+fn read_opt_limited(r: &mut Reader<'_>, limit: usize) -> Result<Option<String>, DecodeError> {
+    match read_bool(r, "text presence")? {
+        true => read_text(r, limit).map(Some),
+        false => Ok(None),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_table() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("[a-z_]{1,12}")
+    }
+
+    pub fn any_admin_request() -> impl Strategy<Value = AdminRequest> {
+        prop_oneof![
+            Just(AdminRequest::Status),
+            Just(AdminRequest::Info),
+            any_table().prop_map(|table| AdminRequest::TableStats { table }),
+            any_table().prop_map(|table| AdminRequest::Flush { table }),
+            any_table().prop_map(|table| AdminRequest::Compact { table }),
+            Just(AdminRequest::Drain),
+        ]
+    }
+
+    fn any_node_status() -> impl Strategy<Value = NodeStatus> {
+        let liveness = prop_oneof![Just(Liveness::Up), Just(Liveness::Down)];
+        let state = prop_oneof![
+            Just(RingState::Normal),
+            Just(RingState::Joining),
+            Just(RingState::Leaving),
+            Just(RingState::Moving)
+        ];
+        ("[0-9.:]{0,21}", liveness, state, any::<u64>(), any::<u32>(), 0.0..=1.0f64, any::<u128>()).prop_map(
+            |(address, liveness, state, load_bytes, tokens, owns, host_id)| NodeStatus {
+                address,
+                liveness,
+                state,
+                load_bytes,
+                tokens,
+                owns,
+                host_id,
+            },
+        )
+    }
+
+    fn any_shard_info() -> impl Strategy<Value = ShardInfo> {
+        (
+            (any::<u16>(), any::<u64>(), any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<bool>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), any::<u64>()),
+            (proptest::option::of(".{0,20}"), proptest::option::of(".{0,20}")),
+        )
+            .prop_map(|(a, b, c, d)| ShardInfo {
+                shard: a.0,
+                memtable_bytes: a.1,
+                pending_flushes: a.2,
+                flushes: a.3,
+                writes: a.4,
+                sstables: a.5,
+                sstable_bytes: a.6,
+                cache_hits: b.0,
+                cache_misses: b.1,
+                cache_bytes: b.2,
+                pending_compactions: b.3,
+                compaction_running: b.4,
+                compactions_completed: b.5,
+                wal_records: c.0,
+                wal_bytes_written: c.1,
+                wal_syncs: c.2,
+                flush_error: d.0,
+                compaction_error: d.1,
+            })
+    }
+
+    fn any_table_stats() -> impl Strategy<Value = TableStats> {
+        ("[a-z_]{1,12}", any::<u32>(), proptest::array::uniform9(any::<u64>())).prop_map(|(table, sstables, n)| {
+            TableStats {
+                table,
+                sstables,
+                space_used_bytes: n[0],
+                memtable_bytes: n[1],
+                memtable_partitions: n[2],
+                reads: n[3],
+                range_scans: n[4],
+                writes: n[5],
+                sstable_tombstones: n[6],
+                bloom_positives: n[7],
+                bloom_false_positives: n[8],
+            }
+        })
+    }
+
+    fn any_done() -> impl Strategy<Value = AdminDone> {
+        (any::<u32>(), proptest::array::uniform6(any::<u64>())).prop_map(|(shards, n)| AdminDone {
+            shards,
+            memtable_bytes: n[0],
+            compactions: n[1],
+            sstables_in: n[2],
+            sstables_out: n[3],
+            bytes_in: n[4],
+            bytes_out: n[5],
+        })
+    }
+
+    pub fn any_admin_result() -> impl Strategy<Value = AdminResult> {
+        prop_oneof![
+            proptest::collection::vec(any_node_status(), 0..3).prop_map(AdminResult::Status),
+            (
+                any::<u128>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::collection::vec(any_shard_info(), 0..3)
+            )
+                .prop_map(|(host_id, uptime_ms, load_bytes, drained, shards)| AdminResult::Info(
+                    NodeInfo { host_id, uptime_ms, load_bytes, drained, shards }
+                )),
+            proptest::collection::vec(any_table_stats(), 0..3).prop_map(AdminResult::TableStats),
+            any_done().prop_map(AdminResult::Flushed),
+            any_done().prop_map(AdminResult::Compacted),
+            any_done().prop_map(AdminResult::Drained),
+        ]
+    }
+
+    #[test]
+    fn status_codes_are_nodetools_letters() {
+        let mut node = NodeStatus {
+            address: "127.0.0.1:9470".into(),
+            liveness: Liveness::Up,
+            state: RingState::Normal,
+            load_bytes: 0,
+            tokens: 8,
+            owns: 1.0,
+            host_id: 7,
+        };
+        assert_eq!(node.code(), "UN");
+        node.liveness = Liveness::Down;
+        node.state = RingState::Leaving;
+        assert_eq!(node.code(), "DL");
+    }
+
+    #[test]
+    fn ownership_outside_zero_to_one_is_refused() {
+        let node = NodeStatus {
+            address: "a".into(),
+            liveness: Liveness::Up,
+            state: RingState::Normal,
+            load_bytes: 1,
+            tokens: 1,
+            owns: 0.5,
+            host_id: 1,
+        };
+        let mut w = Writer::new();
+        node.write(&mut w);
+        let mut bytes = w.into_bytes();
+        // address (4 + 1), liveness, state, load (8), tokens (4): then the ownership bits.
+        let at = 4 + 1 + 1 + 1 + 8 + 4;
+        assert_eq!(bytes[at..at + 8], 0.5f64.to_bits().to_le_bytes());
+        for bad in [f64::NAN, 1.5, -0.1] {
+            bytes[at..at + 8].copy_from_slice(&bad.to_bits().to_le_bytes());
+            let err = NodeStatus::read(&mut Reader::new(&bytes)).unwrap_err();
+            assert!(err.to_string().contains("ownership"), "{err}");
+        }
+    }
+
+    #[test]
+    fn cache_hit_rate_sums_every_shard() {
+        let shard = |hits, misses| ShardInfo { cache_hits: hits, cache_misses: misses, ..ShardInfo::default() };
+        let mut info = NodeInfo { host_id: 1, uptime_ms: 0, load_bytes: 0, drained: false, shards: vec![] };
+        assert_eq!(info.cache_hit_rate(), None);
+        info.shards = vec![shard(3, 1), shard(0, 0), shard(1, 3)];
+        assert_eq!(info.cache_hit_rate(), Some(0.5));
+    }
+
+    #[test]
+    fn unknown_commands_and_results_are_typed_errors() {
+        let err = AdminRequest::read(&mut Reader::new(&[9])).unwrap_err();
+        assert!(err.to_string().contains("unknown command 9"), "{err}");
+        let err = AdminResult::read(&mut Reader::new(&[0])).unwrap_err();
+        assert!(err.to_string().contains("unknown result 0"), "{err}");
+    }
+}
