@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod server;
 pub mod shell;
 pub mod sstable_tool;
+pub mod stress;

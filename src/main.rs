@@ -24,6 +24,9 @@ enum Command {
     Sstable(enigmadb::sstable_tool::Args),
     /// An interactive query shell (cqlsh-like); -e or -f run statements and exit.
     Shell(enigmadb::shell::Args),
+    /// Load generator (cassandra-stress style): write, read, mixed and surge runs against EnigmaDB
+    /// or Redis, with live progress and a JSON report; `compare` puts reports side by side.
+    Stress(enigmadb::stress::Args),
     /// Operate a running node (nodetool-like): status, info, tablestats, flush, compact, drain.
     Admin(enigmadb::admin::Args),
 }
@@ -50,6 +53,7 @@ fn main() {
         Command::Embedded(args) => embedded::run(args),
         Command::Sstable(args) => enigmadb::sstable_tool::run(args),
         Command::Shell(args) => enigmadb::shell::run(args),
+        Command::Stress(args) => enigmadb::stress::run(args),
         Command::Admin(args) => enigmadb::admin::run(args),
     };
     if let Err(e) = result {
