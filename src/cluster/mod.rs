@@ -6,9 +6,12 @@
 
 pub mod failure_detector;
 pub mod gossip;
+pub mod messages;
 pub mod opcodes;
+pub mod replication;
 pub mod schema;
 pub mod transport;
+pub mod view;
 
 /// A node's identity in the cluster (`shards::node_meta::NodeMeta::host_id`), fixed when its
 /// data directory is created.

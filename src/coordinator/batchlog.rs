@@ -7,10 +7,11 @@
 //! point ends with all of the batch applied, or none of it when the crash came before its entry
 //! was durable (and then the client had no acknowledgement).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::Arc;
 
-use shards::hlc::Hlc;
+use shards::cell::Timestamp;
 use shards::key::PartitionKey;
 use shards::mutation::{decode_batch, encode_batch, PartitionUpdate, Write, MAX_VALUE_LEN};
 use shards::node::{Node, NodeError};
@@ -52,8 +53,6 @@ pub enum BatchlogError {
 
 pub struct Batchlog {
     table: Arc<TableSchema>,
-    /// Issues the timestamps of logged batches (the coordinator's clock, DESIGN.md).
-    hlc: RefCell<Hlc>,
     /// Tells apart batches of this coordinator stamped with the same client timestamp.
     sequence: Cell<u64>,
 }
@@ -66,7 +65,7 @@ impl Batchlog {
             Ok(table) => table,
             Err(_) => node.create_table(schema(), None).await?,
         };
-        let log = Batchlog { table, hlc: RefCell::new(Hlc::default()), sequence: Cell::new(0) };
+        let log = Batchlog { table, sequence: Cell::new(0) };
         let replayed = log.replay(node).await?;
         Ok((log, replayed))
     }
@@ -93,35 +92,26 @@ impl Batchlog {
         }
     }
 
-    /// Applies `writes` all-or-nothing across a crash, with timestamp `ts` or one from the
-    /// coordinator's clock.
-    pub async fn write(&self, node: &Node, writes: Vec<Write>, ts: Option<i64>) -> Result<(), ErrorResponse> {
-        let (id, updates) = self.log(node, writes, ts).await?;
-        node.apply_stamped(updates).await.map_err(super::node_error)?;
+    /// Applies a batch stamped with `ts` all-or-nothing across a crash: logs `updates`, runs
+    /// `apply` (which sends them to their replicas), then forgets the entry.
+    pub async fn write(
+        &self,
+        node: &Node,
+        updates: &[PartitionUpdate],
+        ts: Timestamp,
+        apply: impl Future<Output = Result<(), ErrorResponse>>,
+    ) -> Result<(), ErrorResponse> {
+        let id = self.log(node, updates, ts).await?;
+        apply.await?;
         // The batch is applied: losing this deletion in a crash only replays it once more.
         self.remove(node, &id).await.map_err(super::node_error)
     }
 
-    /// Stamps the batch and makes its entry durable; returns the entry's key and the updates.
-    async fn log(
-        &self,
-        node: &Node,
-        writes: Vec<Write>,
-        ts: Option<i64>,
-    ) -> Result<([Value; 1], Vec<PartitionUpdate>), ErrorResponse> {
+    /// Makes the entry of a stamped batch durable; returns the entry's key.
+    async fn log(&self, node: &Node, updates: &[PartitionUpdate], ts: Timestamp) -> Result<[Value; 1], ErrorResponse> {
         let invalid = |m: String| ErrorResponse::new(ErrorCode::Invalid, m);
-        let ts = {
-            let mut hlc = self.hlc.borrow_mut();
-            match ts {
-                Some(ts) => hlc.observe(ts).map(|()| ts),
-                None => hlc.now(),
-            }
-            .map_err(|e| invalid(e.to_string()))?
-        };
-        let now = now_secs();
-        let updates: Vec<_> = writes.into_iter().map(|w| w.stamp(ts, now)).collect();
         let mut blob = Vec::new();
-        encode_batch(&updates, &mut blob);
+        encode_batch(updates, &mut blob);
         if blob.len() > MAX_VALUE_LEN {
             return Err(invalid(format!(
                 "a LOGGED BATCH of {} bytes is larger than the batchlog's limit of {MAX_VALUE_LEN} bytes",
@@ -136,7 +126,7 @@ impl Batchlog {
         let entry = Write::upsert(&self.table, &id, &[], &[("updates", Some(Value::Blob(blob)))], 0, true)
             .map_err(|e| invalid(e.to_string()))?;
         node.write(vec![entry], None).await.map_err(super::node_error)?;
-        Ok((id, updates))
+        Ok(id)
     }
 
     async fn remove(&self, node: &Node, id: &[Value]) -> Result<(), NodeError> {
@@ -185,7 +175,8 @@ mod tests {
             .unwrap();
         let shards: std::collections::HashSet<u16> = writes.iter().map(|w| node.shard_of(w.key.token())).collect();
         assert_eq!(shards.len(), 2, "the batch must span both shards");
-        block_on(log.log(&node, writes, Some(1_000_000))).unwrap();
+        let updates: Vec<_> = writes.into_iter().map(|w| w.stamp(1_000_000, now_secs())).collect();
+        block_on(log.log(&node, &updates, 1_000_000)).unwrap();
         for k in 0..20 {
             assert!(block_on(node.get("kv", &[Value::Int(k)], &[])).unwrap().is_empty(), "nothing applied yet");
         }
@@ -220,7 +211,9 @@ mod tests {
             .map(|k| Write::upsert(&kv, &[Value::Int(k)], &[], &[("v", Some(Value::Text("x".into())))], 0, true))
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        block_on(log.write(&node, writes, None)).unwrap();
+        let updates: Vec<_> = writes.into_iter().map(|w| w.stamp(1_000_000, now_secs())).collect();
+        let apply = async { node.apply_stamped(updates.clone()).await.map_err(crate::coordinator::node_error) };
+        block_on(log.write(&node, &updates, 1_000_000, apply)).unwrap();
         for k in 0..8 {
             assert_eq!(block_on(node.get("kv", &[Value::Int(k)], &[])).unwrap().len(), 1);
         }

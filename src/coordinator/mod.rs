@@ -1,12 +1,14 @@
 //! The coordinator role of a node (runs on its coordinator shard): takes a client request,
-//! parses and plans its statement, checks the consistency level against the table's replicas,
-//! and runs the plan through the node, which routes every partition's work by token to the
-//! shard that owns it (the coordinator's own shard without a channel hop). Every failure
+//! parses and plans its statement, and runs the plan through the storage proxy, which sends
+//! each partition's work to the replicas of its token at the request's consistency level
+//! (this node's shards through `Node`, other nodes through the peer protocol). Every failure
 //! becomes a typed protocol error; nothing a client sends panics the shard.
 
 mod admin;
 mod batchlog;
 mod paging;
+mod proxy;
+mod replica;
 mod select;
 
 use std::cell::{Cell, RefCell};
@@ -17,27 +19,30 @@ use std::sync::Arc;
 use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
 use wire::protocol::{
-    BatchKind, BatchRequest, BatchStatement, ColumnSpec, Consistency, ErrorCode, ErrorResponse, PreparedId,
-    PreparedMeta, QueryParams, QueryResult, Request, Response, Rows,
+    BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, PreparedMeta,
+    QueryParams, QueryResult, Request, Response, Rows,
 };
 use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
 
+use crate::cluster::view::ClusterView;
 use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 
 pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
+pub use proxy::{Peers, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
+pub use replica::handle_data;
 
 /// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client
 /// gets an UNPREPARED error and prepares again, as with Cassandra's prepared cache).
 pub const MAX_PREPARED_STATEMENTS: usize = 4096;
 /// Rows per page when the client does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 5000;
-/// Nodes in this node's ring: one until the cluster layer lands.
-const LIVE_NODES: usize = 1;
 
 pub struct Coordinator {
     node: Node,
+    /// Sends writes and reads to the replicas of their tokens.
+    proxy: StorageProxy,
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
     /// Changes whenever this coordinator changes a schema; a prepared statement's plan made
@@ -51,14 +56,26 @@ impl Coordinator {
     /// Opens the batchlog (replaying the batches a crash left unfinished) and returns the
     /// coordinator with how many batches were replayed.
     pub async fn open(node: Node) -> Result<(Coordinator, usize), BatchlogError> {
+        let proxy = StorageProxy::new(node.clone(), ClusterView::alone(node.host_id()));
         let (batchlog, replayed) = Batchlog::open(&node).await?;
         let prepared = RefCell::new(PreparedCache::default());
         let admin = admin::AdminState::new();
-        Ok((Coordinator { node, batchlog, prepared, schema_epoch: Cell::new(0), admin }, replayed))
+        Ok((Coordinator { node, proxy, batchlog, prepared, schema_epoch: Cell::new(0), admin }, replayed))
     }
 
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The replicated write and read paths: where the cluster service swaps in the view it
+    /// learns from gossip and sets the peer transport.
+    pub fn proxy(&self) -> &StorageProxy {
+        &self.proxy
+    }
+
+    /// Answers a data request (MUTATE, READ, SCAN) a peer sent to this node.
+    pub async fn handle_peer_data(&self, opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
+        replica::handle_data(&self.node, self.proxy.clock(), opcode, body).await
     }
 
     /// Answers one request (STARTUP and OPTIONS are the connection's business).
@@ -89,9 +106,10 @@ impl Coordinator {
                 Err(ErrorResponse::new(ErrorCode::Protocol, "STARTUP and OPTIONS are connection requests"))
             }
             // `execute` answers admin commands before this point.
-            Request::Admin(command) => {
-                Err(ErrorResponse::new(ErrorCode::Server, format!("admin command {} took the query path", command.name())))
-            }
+            Request::Admin(command) => Err(ErrorResponse::new(
+                ErrorCode::Server,
+                format!("admin command {} took the query path", command.name()),
+            )),
         }
     }
 
@@ -179,21 +197,24 @@ impl Coordinator {
                 Ok(single_text_column("create_statement", vec![cql::render_create_table(&schema)]))
             }
             Plan::Write(write) => {
-                self.check_write_replicas(&write.writes, params.consistency)?;
-                let ts = write.timestamp.or(params.timestamp);
+                let consistency = params.consistency;
+                let ts = self.proxy.timestamp(write.timestamp.or(params.timestamp))?;
+                let logged = write.batch == Some(cql::ast::BatchKind::Logged);
+                let spans_shards = logged && self.spans_shards(&write.writes);
+                let groups = self.proxy.place(write.writes, ts, consistency)?;
                 // A shard applies its part of a batch atomically (one WAL record); a logged
-                // batch that spans shards goes through the batchlog to be all-or-nothing.
-                if write.batch == Some(cql::ast::BatchKind::Logged) && self.spans_shards(&write.writes) {
-                    self.batchlog.write(&self.node, write.writes, ts).await?;
+                // batch that spans shards or replica sets goes through the batchlog to be
+                // all-or-nothing.
+                if spans_shards || (logged && groups.len() > 1) {
+                    let updates: Vec<_> = groups.iter().flat_map(|g| g.updates().iter().cloned()).collect();
+                    let apply = self.proxy.replicate(groups, consistency);
+                    self.batchlog.write(&self.node, &updates, ts, apply).await?;
                 } else {
-                    self.node.write(write.writes, ts).await.map_err(node_error)?;
+                    self.proxy.replicate(groups, consistency).await?;
                 }
                 Ok(QueryResult::Void)
             }
-            Plan::Select(select) => {
-                check_replicas(&select.schema, params.consistency)?;
-                select::run(&self.node, &select, params).await
-            }
+            Plan::Select(select) => select::run(&self.proxy, &select, params).await,
         }
     }
 
@@ -242,46 +263,6 @@ impl Coordinator {
         let first = shards.next();
         shards.any(|s| Some(s) != first)
     }
-
-    /// Checks the consistency level against the replicas of every table the writes touch.
-    fn check_write_replicas(
-        &self,
-        writes: &[shards::mutation::Write],
-        consistency: Consistency,
-    ) -> Result<(), ErrorResponse> {
-        let mut checked: Option<wire::TableId> = None;
-        for table in writes.iter().map(|w| w.table) {
-            // Writes of one statement share a table: check each run of one table once.
-            if checked == Some(table) {
-                continue;
-            }
-            let schema = self.node.table_by_id(table).ok_or_else(|| {
-                ErrorResponse::new(ErrorCode::Invalid, format!("table id {table} was dropped while planning"))
-            })?;
-            check_replicas(&schema, consistency)?;
-            checked = Some(table);
-        }
-        Ok(())
-    }
-}
-
-/// Unavailable when the consistency level needs more replicas than are alive: the table's RF
-/// is above the number of nodes, or the level asks for more replicas than RF.
-fn check_replicas(schema: &TableSchema, consistency: Consistency) -> Result<(), ErrorResponse> {
-    let rf = usize::from(schema.options.replication_factor.max(1));
-    let required = consistency.block_for(rf);
-    let alive = rf.min(LIVE_NODES);
-    if rf > LIVE_NODES || required > alive {
-        return Err(ErrorResponse::new(
-            ErrorCode::Unavailable { consistency, required: required as u32, alive: alive as u32 },
-            format!(
-                "Cannot achieve consistency level {consistency} for table {} (replication_factor {rf}): \
-                 {required} replicas required, {alive} alive",
-                schema.name
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn single_text_column(name: &str, values: Vec<String>) -> QueryResult {

@@ -6,13 +6,13 @@
 use std::ops::Bound;
 
 use shards::key::{ClusteringKey, PartitionKey};
-use shards::node::Node;
 use shards::read::{now_secs, visible_rows, ResultRow};
 use shards::row::{ClusteringSlice, Partition};
-use wire::protocol::{ColumnSpec, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows};
+use wire::protocol::{ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows};
 use wire::Value;
 
 use super::paging::PagingState;
+use super::proxy::StorageProxy;
 use super::{node_error, DEFAULT_PAGE_SIZE};
 use crate::cql::plan::{ColumnSource, ReadSource, SelectPlan};
 use crate::cql::Projection;
@@ -29,7 +29,11 @@ pub fn column_specs(projection: &Projection) -> Vec<ColumnSpec> {
     }
 }
 
-pub async fn run(node: &Node, plan: &SelectPlan, params: &QueryParams) -> Result<QueryResult, ErrorResponse> {
+pub async fn run(proxy: &StorageProxy, plan: &SelectPlan, params: &QueryParams) -> Result<QueryResult, ErrorResponse> {
+    if let ReadSource::Tokens(_) = &plan.source {
+        proxy.check_scan(&plan.schema, params.consistency)?;
+    }
+    let consistency = params.consistency;
     let resume = match &params.paging_state {
         Some(bytes) => {
             Some(PagingState::decode(bytes).map_err(|e| ErrorResponse::new(ErrorCode::Invalid, e.to_string()))?)
@@ -46,7 +50,7 @@ pub async fn run(node: &Node, plan: &SelectPlan, params: &QueryParams) -> Result
             let mut count = 0u64;
             let mut cursor = Cursor { resume, limit };
             loop {
-                let page = cursor.next_page(node, plan, COUNT_PAGE_ROWS, |_, _| count += 1).await?;
+                let page = cursor.next_page(proxy, consistency, plan, COUNT_PAGE_ROWS, |_, _| count += 1).await?;
                 if page.is_none() {
                     break;
                 }
@@ -62,7 +66,7 @@ pub async fn run(node: &Node, plan: &SelectPlan, params: &QueryParams) -> Result
             let mut rows = Vec::new();
             let mut cursor = Cursor { resume, limit };
             let next = cursor
-                .next_page(node, plan, page_size, |key, row| {
+                .next_page(proxy, consistency, plan, page_size, |key, row| {
                     rows.push(columns.iter().map(|c| project(c.source, key, row)).collect());
                 })
                 .await?;
@@ -107,7 +111,8 @@ impl Cursor {
     /// next page starts, or None when there are no more rows.
     async fn next_page(
         &mut self,
-        node: &Node,
+        proxy: &StorageProxy,
+        consistency: Consistency,
         plan: &SelectPlan,
         page_size: usize,
         mut emit: impl FnMut(&PartitionKey, &ResultRow),
@@ -177,7 +182,7 @@ impl Cursor {
                         break;
                     }
                     let s = if n == start { &first_slice } else { slice };
-                    let stored = node.read_partition(schema.id, key.clone(), s.clone()).await.map_err(node_error)?;
+                    let stored = proxy.read(schema, key.clone(), s.clone(), consistency).await?;
                     last_key = Some(key.clone());
                     if let Some(partition) = stored {
                         if !feed(key, &partition, &mut budget)? {
@@ -201,7 +206,7 @@ impl Cursor {
                             start: Bound::Excluded(ClusteringKey::from_encoded(c.clone())),
                             end: Bound::Unbounded,
                         };
-                        let stored = node.read_partition(schema.id, key.clone(), slice).await.map_err(node_error)?;
+                        let stored = proxy.read(schema, key.clone(), slice, consistency).await?;
                         if let Some(partition) = stored {
                             if !feed(&key, &partition, &mut budget)? {
                                 return Ok(self.advance(cut, emitted));
@@ -216,8 +221,10 @@ impl Cursor {
                         break;
                     }
                     let want = SCAN_BATCH_PARTITIONS.min(budget.max(1));
-                    let batch =
-                        node.scan(schema.id, range.start, range.end, after.clone(), want).await.map_err(node_error)?;
+                    // Token ranges are read from this node's shards only (replicated range scans
+                    // are not done yet: docs/ARCHITECTURE.md, "Replication and consistency").
+                    let scan = proxy.node().scan(schema.id, range.start, range.end, after.clone(), want);
+                    let batch = scan.await.map_err(node_error)?;
                     let got = batch.len();
                     let mut stopped = false;
                     for (key, partition) in &batch {

@@ -1,0 +1,501 @@
+//! The bodies of the peer protocol's data messages: MUTATE, READ, READ_RESULT, SCAN and
+//! SCAN_RESULT (docs/PROTOCOL.md, "Peer protocol: data messages"; PEER_ERROR belongs to the
+//! transport, `transport::RemoteError`). Pure
+//! encoding: no I/O here, and a decoder trusts no byte (versions, bounds and ordering are
+//! checked; bad input is a typed error, never a panic).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use shards::key::{ClusteringKey, PartitionKey};
+use shards::mutation::{decode_batch, encode_batch, PartitionUpdate};
+use shards::row::{ClusteringSlice, Partition};
+use shards::row_codec::{decode_deletion, decode_row, encode_deletion, encode_row};
+use wire::codec::{DecodeError, Reader, Writer};
+use wire::schema::TableId;
+use wire::token::murmur3_x64_128_cassandra;
+use wire::Token;
+
+/// Version byte that starts every data message body.
+pub const DATA_MESSAGE_VERSION: u8 = 1;
+/// Bound on the partitions one SCAN may ask for and one SCAN_RESULT may carry.
+pub const MAX_SCAN_PARTITIONS: usize = 1024;
+/// Why a data message body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("{message} body has version {found}; this node speaks version {DATA_MESSAGE_VERSION}")]
+    Version { message: &'static str, found: u8 },
+    #[error("malformed {message} body: {source}")]
+    Malformed { message: &'static str, source: DecodeError },
+    #[error("{message} asks for {asked} partitions, above the limit of {MAX_SCAN_PARTITIONS}")]
+    ScanTooLarge { message: &'static str, asked: usize },
+}
+
+/// A 128-bit digest of a partition's stored versions (tombstones included), so replicas can
+/// compare what they hold without sending it. Equal partitions have equal digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub u128);
+
+/// READ: one partition's rows in a clustering slice, or only their digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub table: TableId,
+    pub key: PartitionKey,
+    pub slice: ClusteringSlice,
+    pub digest_only: bool,
+}
+
+/// READ_RESULT: the partition as stored (None: nothing stored), or its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    Data(Option<Partition>),
+    Digest(Digest),
+}
+
+/// SCAN: up to `limit` partitions with tokens in (start, end] and keys after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanRequest {
+    pub table: TableId,
+    pub start: Token,
+    pub end: Token,
+    pub after: Option<PartitionKey>,
+    pub limit: u32,
+}
+
+/// MUTATE: version | mutation batch (docs/FORMAT.md, "Mutation batch"). Appends to `out`,
+/// so a caller can reuse one buffer.
+pub fn encode_mutate(updates: &[PartitionUpdate], out: &mut Vec<u8>) {
+    out.push(DATA_MESSAGE_VERSION);
+    encode_batch(updates, out);
+}
+
+pub fn decode_mutate(body: &[u8]) -> Result<Vec<PartitionUpdate>, MessageError> {
+    const MESSAGE: &str = "MUTATE";
+    let batch = check_version(MESSAGE, body)?;
+    decode_batch(batch).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
+}
+
+impl ReadRequest {
+    /// version | table u32 | key bytes | start bound | end bound | flags u8 (1 = digest only).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(DATA_MESSAGE_VERSION).u32(self.table).bytes(self.key.bytes());
+        encode_bound(&mut w, &self.slice.start);
+        encode_bound(&mut w, &self.slice.end);
+        w.u8(u8::from(self.digest_only));
+        w.into_bytes()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ReadRequest, MessageError> {
+        const MESSAGE: &str = "READ";
+        let rest = check_version(MESSAGE, body)?;
+        let mut r = Reader::new(rest);
+        let decode = |r: &mut Reader<'_>| -> Result<ReadRequest, DecodeError> {
+            let table = r.u32()?;
+            let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
+            let start = decode_bound(r)?;
+            let end = decode_bound(r)?;
+            let digest_only = match r.u8()? {
+                0 => false,
+                1 => true,
+                other => return Err(r.invalid("READ flags", format!("unknown flags {other:#04x}"))),
+            };
+            r.finish()?;
+            Ok(ReadRequest { table, key, slice: ClusteringSlice { start, end }, digest_only })
+        };
+        decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
+    }
+}
+
+const RESULT_ABSENT: u8 = 0;
+const RESULT_PRESENT: u8 = 1;
+const RESULT_DIGEST: u8 = 2;
+
+impl ReadResult {
+    /// version | kind u8 (0 = nothing stored, 1 = partition, 2 = digest) | partition or
+    /// digest (u64 high, u64 low).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(DATA_MESSAGE_VERSION);
+        match self {
+            ReadResult::Data(partition) => encode_stored(&mut w, partition.as_ref()),
+            ReadResult::Digest(Digest(d)) => {
+                w.u8(RESULT_DIGEST).u64((d >> 64) as u64).u64(*d as u64);
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ReadResult, MessageError> {
+        const MESSAGE: &str = "READ_RESULT";
+        let rest = check_version(MESSAGE, body)?;
+        let mut r = Reader::new(rest);
+        let decode = |r: &mut Reader<'_>| -> Result<ReadResult, DecodeError> {
+            let result = match r.u8()? {
+                RESULT_ABSENT => ReadResult::Data(None),
+                RESULT_PRESENT => ReadResult::Data(Some(decode_partition(r)?)),
+                RESULT_DIGEST => {
+                    let high = r.u64()?;
+                    let low = r.u64()?;
+                    ReadResult::Digest(Digest((u128::from(high) << 64) | u128::from(low)))
+                }
+                other => return Err(r.invalid("READ_RESULT kind", format!("unknown kind {other}"))),
+            };
+            r.finish()?;
+            Ok(result)
+        };
+        decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
+    }
+}
+
+/// The digest of a partition as stored (None: nothing stored): Murmur3 x64-128 of the same
+/// bytes READ_RESULT would carry, so every node computes the same digest for the same data.
+pub fn digest(partition: Option<&Partition>) -> Digest {
+    let mut w = Writer::new();
+    encode_stored(&mut w, partition);
+    let (h1, h2) = murmur3_x64_128_cassandra(&w.into_bytes(), 0);
+    Digest((u128::from(h1) << 64) | u128::from(h2))
+}
+
+impl ScanRequest {
+    /// version | table u32 | start i64 | end i64 | has_after u8 [| after key bytes] | limit u32.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(DATA_MESSAGE_VERSION).u32(self.table).i64(self.start).i64(self.end);
+        match &self.after {
+            Some(key) => w.u8(1).bytes(key.bytes()),
+            None => w.u8(0),
+        };
+        w.u32(self.limit);
+        w.into_bytes()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<ScanRequest, MessageError> {
+        const MESSAGE: &str = "SCAN";
+        let rest = check_version(MESSAGE, body)?;
+        let mut r = Reader::new(rest);
+        let decode = |r: &mut Reader<'_>| -> Result<ScanRequest, DecodeError> {
+            let table = r.u32()?;
+            let start = r.i64()?;
+            let end = r.i64()?;
+            let after = match r.u8()? {
+                0 => None,
+                1 => Some(PartitionKey::from_serialized(r.bytes()?.to_vec())),
+                other => return Err(r.invalid("SCAN after flag", format!("{other}"))),
+            };
+            let limit = r.u32()?;
+            r.finish()?;
+            Ok(ScanRequest { table, start, end, after, limit })
+        };
+        let request = decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })?;
+        if request.limit as usize > MAX_SCAN_PARTITIONS {
+            return Err(MessageError::ScanTooLarge { message: MESSAGE, asked: request.limit as usize });
+        }
+        Ok(request)
+    }
+}
+
+/// SCAN_RESULT: version | count u32 | (key bytes | partition)*, keys strictly increasing in
+/// storage order, at most [`MAX_SCAN_PARTITIONS`].
+pub fn encode_scan_result(partitions: &[(PartitionKey, Partition)]) -> Vec<u8> {
+    debug_assert!(partitions.len() <= MAX_SCAN_PARTITIONS);
+    let mut w = Writer::new();
+    w.u8(DATA_MESSAGE_VERSION).u32(partitions.len() as u32);
+    for (key, partition) in partitions {
+        w.bytes(key.bytes());
+        encode_partition(&mut w, partition);
+    }
+    w.into_bytes()
+}
+
+pub fn decode_scan_result(body: &[u8]) -> Result<Vec<(PartitionKey, Partition)>, MessageError> {
+    const MESSAGE: &str = "SCAN_RESULT";
+    let rest = check_version(MESSAGE, body)?;
+    let mut r = Reader::new(rest);
+    let decode = |r: &mut Reader<'_>| -> Result<Vec<(PartitionKey, Partition)>, DecodeError> {
+        // Smallest entry: key length u32, deletion flag u8, row count u32.
+        let n = r.count(9)?;
+        if n > MAX_SCAN_PARTITIONS {
+            return Err(DecodeError::TooLong { offset: 1, len: n, limit: MAX_SCAN_PARTITIONS });
+        }
+        let mut out: Vec<(PartitionKey, Partition)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
+            if out.last().is_some_and(|(last, _)| *last >= key) {
+                return Err(r.invalid("SCAN_RESULT order", "partition keys not strictly increasing"));
+            }
+            out.push((key, decode_partition(r)?));
+        }
+        r.finish()?;
+        Ok(out)
+    };
+    decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
+}
+
+/// The body after a version byte that must be [`DATA_MESSAGE_VERSION`].
+fn check_version<'a>(message: &'static str, body: &'a [u8]) -> Result<&'a [u8], MessageError> {
+    match body.split_first() {
+        Some((&DATA_MESSAGE_VERSION, rest)) => Ok(rest),
+        Some((&found, _)) => Err(MessageError::Version { message, found }),
+        None => Err(MessageError::Malformed { message, source: DecodeError::Truncated { offset: 0, needed: 1 } }),
+    }
+}
+
+const BOUND_UNBOUNDED: u8 = 0;
+const BOUND_INCLUDED: u8 = 1;
+const BOUND_EXCLUDED: u8 = 2;
+
+/// kind u8 (0 = unbounded, 1 = included, 2 = excluded) [| clustering key bytes].
+fn encode_bound(w: &mut Writer, bound: &Bound<ClusteringKey>) {
+    match bound {
+        Bound::Unbounded => w.u8(BOUND_UNBOUNDED),
+        Bound::Included(key) => w.u8(BOUND_INCLUDED).bytes(key.as_bytes()),
+        Bound::Excluded(key) => w.u8(BOUND_EXCLUDED).bytes(key.as_bytes()),
+    };
+}
+
+fn decode_bound(r: &mut Reader<'_>) -> Result<Bound<ClusteringKey>, DecodeError> {
+    let key = |r: &mut Reader<'_>| -> Result<ClusteringKey, DecodeError> {
+        Ok(ClusteringKey::from_encoded(r.bytes()?.to_vec()))
+    };
+    match r.u8()? {
+        BOUND_UNBOUNDED => Ok(Bound::Unbounded),
+        BOUND_INCLUDED => Ok(Bound::Included(key(r)?)),
+        BOUND_EXCLUDED => Ok(Bound::Excluded(key(r)?)),
+        other => Err(r.invalid("slice bound", format!("unknown kind {other}"))),
+    }
+}
+
+/// kind u8 (0 = nothing stored, 1 = partition follows) [| partition].
+fn encode_stored(w: &mut Writer, partition: Option<&Partition>) {
+    match partition {
+        None => {
+            w.u8(RESULT_ABSENT);
+        }
+        Some(p) => {
+            w.u8(RESULT_PRESENT);
+            encode_partition(w, p);
+        }
+    }
+}
+
+/// deletion | row count u32 | (clustering key bytes | row)*, rows in clustering order (the
+/// row codec of docs/FORMAT.md, "Mutation batch").
+fn encode_partition(w: &mut Writer, partition: &Partition) {
+    encode_deletion(w, partition.deletion);
+    w.u32(partition.rows.len() as u32);
+    for (clustering, row) in &partition.rows {
+        w.bytes(clustering.as_bytes());
+        encode_row(w, row);
+    }
+}
+
+fn decode_partition(r: &mut Reader<'_>) -> Result<Partition, DecodeError> {
+    let deletion = decode_deletion(r)?;
+    let mut rows = BTreeMap::new();
+    let mut last: Option<ClusteringKey> = None;
+    // Smallest row: key length u32, row flags u8, cell count u32.
+    for _ in 0..r.count(9)? {
+        let clustering = ClusteringKey::from_encoded(r.bytes()?.to_vec());
+        if last.as_ref().is_some_and(|l| *l >= clustering) {
+            return Err(r.invalid("row order", "clustering keys not strictly increasing"));
+        }
+        last = Some(clustering.clone());
+        rows.insert(clustering, decode_row(r)?);
+    }
+    Ok(Partition { deletion, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use shards::cell::{Cell, Deletion};
+    use shards::row::Row;
+
+    use super::*;
+
+    fn any_cell() -> impl Strategy<Value = Cell> {
+        let value = proptest::collection::vec(any::<u8>(), 0..4);
+        prop_oneof![
+            (any::<i64>(), value.clone()).prop_map(|(ts, value)| Cell::Live { ts, value }),
+            (any::<i64>(), value, any::<u32>(), any::<u32>()).prop_map(|(ts, value, ttl, expires_at)| Cell::Expiring {
+                ts,
+                value,
+                ttl,
+                expires_at
+            }),
+            (any::<i64>(), any::<u32>()).prop_map(|(ts, deleted_at)| Cell::Tombstone { ts, deleted_at }),
+        ]
+    }
+
+    fn any_deletion() -> impl Strategy<Value = Option<Deletion>> {
+        proptest::option::of((any::<i64>(), any::<u32>()).prop_map(|(ts, deleted_at)| Deletion { ts, deleted_at }))
+    }
+
+    fn any_key() -> impl Strategy<Value = ClusteringKey> {
+        proptest::collection::vec(any::<u8>(), 0..5).prop_map(ClusteringKey::from_encoded)
+    }
+
+    pub(crate) fn any_partition() -> impl Strategy<Value = Partition> {
+        let row = (
+            proptest::option::of(any_cell()),
+            any_deletion(),
+            proptest::collection::btree_map(any::<u16>(), any_cell(), 0..3),
+        )
+            .prop_map(|(marker, deletion, cells)| Row { marker, deletion, cells: cells.into_iter().collect() });
+        (any_deletion(), proptest::collection::btree_map(any_key(), row, 0..4))
+            .prop_map(|(deletion, rows)| Partition { deletion, rows })
+    }
+
+    fn any_bound() -> impl Strategy<Value = Bound<ClusteringKey>> {
+        prop_oneof![Just(Bound::Unbounded), any_key().prop_map(Bound::Included), any_key().prop_map(Bound::Excluded)]
+    }
+
+    fn any_partition_key() -> impl Strategy<Value = PartitionKey> {
+        proptest::collection::vec(any::<u8>(), 0..12).prop_map(PartitionKey::from_serialized)
+    }
+
+    fn any_read_request() -> impl Strategy<Value = ReadRequest> {
+        (any::<u32>(), any_partition_key(), any_bound(), any_bound(), any::<bool>()).prop_map(
+            |(table, key, start, end, digest_only)| ReadRequest {
+                table,
+                key,
+                slice: ClusteringSlice { start, end },
+                digest_only,
+            },
+        )
+    }
+
+    fn any_read_result() -> impl Strategy<Value = ReadResult> {
+        prop_oneof![
+            proptest::option::of(any_partition()).prop_map(ReadResult::Data),
+            any::<u128>().prop_map(|d| ReadResult::Digest(Digest(d))),
+        ]
+    }
+
+    fn any_scan_request() -> impl Strategy<Value = ScanRequest> {
+        (
+            any::<u32>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::option::of(any_partition_key()),
+            0..=MAX_SCAN_PARTITIONS as u32,
+        )
+            .prop_map(|(table, start, end, after, limit)| ScanRequest { table, start, end, after, limit })
+    }
+
+    fn any_scan_result() -> impl Strategy<Value = Vec<(PartitionKey, Partition)>> {
+        proptest::collection::btree_map(any_partition_key(), any_partition(), 0..4)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    /// Every decoder, fed the same bytes: none may panic.
+    fn decode_all(bytes: &[u8]) {
+        let _ = decode_mutate(bytes);
+        let _ = ReadRequest::decode(bytes);
+        let _ = ReadResult::decode(bytes);
+        let _ = ScanRequest::decode(bytes);
+        let _ = decode_scan_result(bytes);
+    }
+
+    proptest! {
+        #[test]
+        fn read_requests_round_trip(request in any_read_request()) {
+            prop_assert_eq!(ReadRequest::decode(&request.encode()).unwrap(), request);
+        }
+
+        #[test]
+        fn read_results_round_trip(result in any_read_result()) {
+            prop_assert_eq!(ReadResult::decode(&result.encode()).unwrap(), result);
+        }
+
+        #[test]
+        fn scan_requests_round_trip(request in any_scan_request()) {
+            prop_assert_eq!(ScanRequest::decode(&request.encode()).unwrap(), request);
+        }
+
+        #[test]
+        fn scan_results_round_trip(partitions in any_scan_result()) {
+            prop_assert_eq!(decode_scan_result(&encode_scan_result(&partitions)).unwrap(), partitions);
+        }
+
+        #[test]
+        fn mutations_round_trip(partitions in any_scan_result(), table in any::<u32>()) {
+            let updates: Vec<PartitionUpdate> = partitions
+                .into_iter()
+                .map(|(key, p)| PartitionUpdate { table, key, deletion: p.deletion, rows: p.rows.into_iter().collect() })
+                .collect();
+            let mut body = Vec::new();
+            encode_mutate(&updates, &mut body);
+            prop_assert_eq!(decode_mutate(&body).unwrap(), updates);
+        }
+
+        #[test]
+        fn equal_partitions_have_equal_digests_and_changed_ones_differ(p in any_partition(), ts in any::<i64>()) {
+            prop_assert_eq!(digest(Some(&p)), digest(Some(&p.clone())));
+            prop_assert_ne!(digest(Some(&p)), digest(None));
+            let mut changed = p.clone();
+            changed.deletion = Some(Deletion { ts, deleted_at: 0 });
+            if changed != p {
+                prop_assert_ne!(digest(Some(&changed)), digest(Some(&p)));
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic_a_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            decode_all(&bytes);
+            let mut versioned = vec![DATA_MESSAGE_VERSION];
+            versioned.extend_from_slice(&bytes);
+            decode_all(&versioned);
+        }
+
+        #[test]
+        fn damaged_messages_never_panic(result in any_read_result(), request in any_read_request(), partitions in any_scan_result(), at in any::<usize>(), byte in any::<u8>()) {
+            for mut body in [result.encode(), request.encode(), encode_scan_result(&partitions)] {
+                let at = at % body.len();
+                body[at] = byte;
+                decode_all(&body);
+                decode_all(&body[..at]);
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let mut rows = BTreeMap::new();
+        let cells = vec![(0, Cell::Live { ts: 5, value: b"v".to_vec() })];
+        rows.insert(ClusteringKey::from_encoded(vec![1, 2]), Row { marker: None, deletion: None, cells });
+        let partition = Partition { deletion: None, rows };
+        let body = ReadResult::Data(Some(partition.clone())).encode();
+        for cut in 0..body.len() {
+            assert!(ReadResult::decode(&body[..cut]).is_err(), "READ_RESULT cut at {cut}");
+        }
+        let body = encode_scan_result(&[(PartitionKey::from_serialized(vec![7]), partition)]);
+        for cut in 0..body.len() {
+            assert!(decode_scan_result(&body[..cut]).is_err(), "SCAN_RESULT cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_oversized_scans_are_typed_errors() {
+        let request = ReadRequest {
+            table: 1,
+            key: PartitionKey::from_serialized(vec![1]),
+            slice: ClusteringSlice::ALL,
+            digest_only: false,
+        };
+        let mut body = request.encode();
+        body[0] = 9;
+        assert_eq!(ReadRequest::decode(&body), Err(MessageError::Version { message: "READ", found: 9 }));
+        let scan = ScanRequest { table: 1, start: 0, end: 5, after: None, limit: MAX_SCAN_PARTITIONS as u32 + 1 };
+        assert!(matches!(ScanRequest::decode(&scan.encode()), Err(MessageError::ScanTooLarge { .. })));
+        let mut keys = [PartitionKey::from_serialized(vec![1]), PartitionKey::from_serialized(vec![2])];
+        keys.sort();
+        let mut unsorted = encode_scan_result(&keys.map(|k| (k, Partition::default())));
+        // Swap the two one-byte keys (each follows its u32 length).
+        let first = 1 + 4 + 4;
+        let second = first + 1 + 1 + 4 + 4;
+        unsorted.swap(first, second);
+        assert!(matches!(decode_scan_result(&unsorted), Err(MessageError::Malformed { .. })));
+    }
+}

@@ -1,0 +1,391 @@
+//! The consistency logic of a replicated request, without I/O: whether enough replicas are
+//! alive to try, when a write has been acknowledged by enough replicas (or never can be), and
+//! how the answers of several replicas to one read become one partition (digests, a per-cell
+//! last-write-wins merge, the replicas found stale). The coordinator feeds it answers as they
+//! arrive; nothing here sends, waits or reads a clock.
+
+use shards::row::Partition;
+use wire::protocol::Consistency;
+
+use super::messages::Digest;
+use super::view::Replica;
+
+/// Too few replicas are alive for the consistency level; nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable {
+    pub required: usize,
+    pub alive: usize,
+}
+
+/// How many replicas a request at `consistency` must hear from, given the replicas of its
+/// token (`rf` wanted; fewer when the cluster has fewer nodes). Unavailable when the cluster
+/// has fewer nodes than `rf` (an error, never a silent under-replication) or fewer replicas
+/// are alive than the level needs (TWO on RF 1 included).
+pub fn required_replicas(consistency: Consistency, rf: usize, replicas: &[Replica]) -> Result<usize, Unavailable> {
+    let required = consistency.block_for(rf);
+    let alive = replicas.iter().filter(|r| r.alive).count();
+    if replicas.len() < rf || alive < required {
+        return Err(Unavailable { required, alive });
+    }
+    Ok(required)
+}
+
+/// Where a replicated write stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteProgress {
+    /// Still waiting for answers that may meet the level.
+    Pending,
+    /// Enough replicas acknowledged: answer the client.
+    Met,
+    /// So many replicas failed that the level can no longer be met.
+    Failed,
+}
+
+/// Counts the answers to one write sent to `contacted` replicas, `required` of which must
+/// acknowledge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteTracker {
+    required: usize,
+    contacted: usize,
+    acks: usize,
+    failures: usize,
+}
+
+impl WriteTracker {
+    pub fn new(required: usize, contacted: usize) -> WriteTracker {
+        assert!(required >= 1 && contacted >= required, "{required} required of {contacted} contacted");
+        WriteTracker { required, contacted, acks: 0, failures: 0 }
+    }
+
+    pub fn ack(&mut self) -> WriteProgress {
+        debug_assert!(self.acks + self.failures < self.contacted, "more answers than replicas");
+        self.acks += 1;
+        self.progress()
+    }
+
+    pub fn fail(&mut self) -> WriteProgress {
+        debug_assert!(self.acks + self.failures < self.contacted, "more answers than replicas");
+        self.failures += 1;
+        self.progress()
+    }
+
+    /// Met as soon as `required` replicas acknowledged (even if others failed later); Failed
+    /// as soon as the replicas still to answer cannot make up the difference.
+    pub fn progress(&self) -> WriteProgress {
+        if self.acks >= self.required {
+            WriteProgress::Met
+        } else if self.contacted - self.failures < self.required {
+            WriteProgress::Failed
+        } else {
+            WriteProgress::Pending
+        }
+    }
+
+    /// Acknowledgements so far (WRITE_TIMEOUT's `received`).
+    pub fn received(&self) -> usize {
+        self.acks
+    }
+
+    pub fn required(&self) -> usize {
+        self.required
+    }
+
+    pub fn failures(&self) -> usize {
+        self.failures
+    }
+}
+
+/// What a read needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadStep<R> {
+    /// Keep waiting for the answers already asked for.
+    Wait,
+    /// Digests disagreed: ask these replicas (which sent only a digest) for their data.
+    FetchData(Vec<R>),
+    /// The answer.
+    Resolved(ResolvedRead<R>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRead<R> {
+    /// The newest version of every cell among the replicas that answered (None: nothing).
+    pub partition: Option<Partition>,
+    /// Replicas whose data lacked something the merged result has (for read repair).
+    pub stale: Vec<R>,
+}
+
+/// Resolves one partition read at a consistency level: data from one replica and digests from
+/// the others; when every digest matches the data's, the data is the answer; otherwise every
+/// replica that answered is asked for its data, and the versions are merged cell by cell
+/// (last write wins, `Partition::merge`). `R` names a replica.
+#[derive(Debug, Clone)]
+pub struct ReadResolver<R> {
+    required: usize,
+    /// Full answers, each with its digest.
+    data: Vec<(R, Option<Partition>, Digest)>,
+    digests: Vec<(R, Digest)>,
+    /// After a mismatch: replicas asked for data that have not answered yet.
+    fetching: Option<Vec<R>>,
+}
+
+impl<R: Copy + Eq> ReadResolver<R> {
+    pub fn new(required: usize) -> ReadResolver<R> {
+        assert!(required >= 1, "a read needs at least one replica");
+        ReadResolver { required, data: Vec::new(), digests: Vec::new(), fetching: None }
+    }
+
+    /// A replica's full answer, with [`super::messages::digest`] of it.
+    pub fn on_data(&mut self, from: R, partition: Option<Partition>, digest: Digest) -> ReadStep<R> {
+        if let Some(waiting) = &mut self.fetching {
+            waiting.retain(|r| *r != from);
+        }
+        self.digests.retain(|(r, _)| *r != from);
+        if !self.data.iter().any(|(r, _, _)| *r == from) {
+            self.data.push((from, partition, digest));
+        }
+        self.step()
+    }
+
+    /// A replica's digest-only answer.
+    pub fn on_digest(&mut self, from: R, digest: Digest) -> ReadStep<R> {
+        let known = self.data.iter().any(|(r, _, _)| *r == from) || self.digests.iter().any(|(r, _)| *r == from);
+        if self.fetching.is_none() && !known {
+            self.digests.push((from, digest));
+        }
+        self.step()
+    }
+
+    /// After a mismatch, a replica asked for data failed and `instead` was asked in its place.
+    pub fn replace_fetch(&mut self, failed: R, instead: R) {
+        if let Some(waiting) = &mut self.fetching {
+            waiting.retain(|r| *r != failed);
+            waiting.push(instead);
+        }
+    }
+
+    /// Answers so far (READ_TIMEOUT's `received`).
+    pub fn received(&self) -> usize {
+        self.data.len() + self.digests.len()
+    }
+
+    /// Whether a full answer arrived (READ_TIMEOUT's `data_present`).
+    pub fn data_present(&self) -> bool {
+        !self.data.is_empty()
+    }
+
+    fn step(&mut self) -> ReadStep<R> {
+        if self.received() < self.required || self.data.is_empty() {
+            return ReadStep::Wait;
+        }
+        match &self.fetching {
+            Some(waiting) if !waiting.is_empty() => ReadStep::Wait,
+            Some(_) => ReadStep::Resolved(self.merge()),
+            None => {
+                let first = self.data[0].2;
+                let agree =
+                    self.data.iter().all(|(_, _, d)| *d == first) && self.digests.iter().all(|(_, d)| *d == first);
+                if agree {
+                    let partition = self.data.swap_remove(0).1;
+                    return ReadStep::Resolved(ResolvedRead { partition, stale: Vec::new() });
+                }
+                let fetch: Vec<R> = self.digests.iter().map(|(r, _)| *r).collect();
+                if fetch.is_empty() {
+                    // Only full answers, which disagree: merge them now.
+                    self.fetching = Some(Vec::new());
+                    return ReadStep::Resolved(self.merge());
+                }
+                self.fetching = Some(fetch.clone());
+                ReadStep::FetchData(fetch)
+            }
+        }
+    }
+
+    /// Merges every full answer; the replicas whose version differs from the result are stale.
+    fn merge(&mut self) -> ResolvedRead<R> {
+        let mut merged = Partition::default();
+        for (_, version, _) in &self.data {
+            if let Some(p) = version {
+                merged.merge(p.clone());
+            }
+        }
+        let stale = self
+            .data
+            .iter()
+            .filter(|(_, v, _)| *v.as_ref().unwrap_or(&Partition::default()) != merged)
+            .map(|(r, _, _)| *r);
+        let stale = stale.collect();
+        ResolvedRead { partition: (!merged.is_empty()).then_some(merged), stale }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+
+    use shards::cell::{Cell, Deletion};
+    use shards::key::ClusteringKey;
+    use shards::row::Row;
+
+    use super::*;
+    use crate::cluster::messages::digest;
+
+    fn replica(host: u128, alive: bool) -> Replica {
+        let peer = SocketAddr::from(([127, 0, 0, host as u8], 7470));
+        Replica { host, shard: 0, peer, alive, local: host == 1 }
+    }
+
+    /// One row `ck` with column 0 = `value` written at `ts`.
+    fn version(ck: u8, value: &str, ts: i64) -> Option<Partition> {
+        let cells = vec![(0, Cell::Live { ts, value: value.as_bytes().to_vec() })];
+        let row = Row { marker: Some(Cell::Live { ts, value: Vec::new() }), deletion: None, cells };
+        Some(Partition { deletion: None, rows: BTreeMap::from([(ClusteringKey::from_encoded(vec![ck]), row)]) })
+    }
+
+    fn data(resolver: &mut ReadResolver<u8>, from: u8, p: Option<Partition>) -> ReadStep<u8> {
+        let d = digest(p.as_ref());
+        resolver.on_data(from, p, d)
+    }
+
+    #[test]
+    fn availability_counts_live_replicas_against_the_level() {
+        let three = [replica(1, true), replica(2, true), replica(3, false)];
+        assert_eq!(required_replicas(Consistency::Quorum, 3, &three), Ok(2));
+        assert_eq!(required_replicas(Consistency::One, 3, &three), Ok(1));
+        assert_eq!(required_replicas(Consistency::All, 3, &three), Err(Unavailable { required: 3, alive: 2 }));
+        let two_down = [replica(1, true), replica(2, false), replica(3, false)];
+        assert_eq!(required_replicas(Consistency::Quorum, 3, &two_down), Err(Unavailable { required: 2, alive: 1 }));
+        assert_eq!(required_replicas(Consistency::One, 3, &two_down), Ok(1));
+    }
+
+    #[test]
+    fn rf_above_the_node_count_and_two_on_rf_one_are_unavailable() {
+        let single = [replica(1, true)];
+        assert_eq!(required_replicas(Consistency::One, 3, &single), Err(Unavailable { required: 1, alive: 1 }));
+        assert_eq!(required_replicas(Consistency::Two, 1, &single), Err(Unavailable { required: 2, alive: 1 }));
+        assert_eq!(required_replicas(Consistency::All, 1, &single), Ok(1));
+    }
+
+    #[test]
+    fn write_is_met_once_enough_replicas_acknowledge() {
+        let mut t = WriteTracker::new(2, 3);
+        assert_eq!(t.ack(), WriteProgress::Pending);
+        assert_eq!(t.fail(), WriteProgress::Pending, "the third replica can still meet QUORUM");
+        assert_eq!(t.ack(), WriteProgress::Met);
+        assert_eq!((t.received(), t.required(), t.failures()), (2, 2, 1));
+    }
+
+    #[test]
+    fn write_fails_as_soon_as_the_level_cannot_be_met() {
+        let mut t = WriteTracker::new(2, 3);
+        assert_eq!(t.fail(), WriteProgress::Pending);
+        assert_eq!(t.fail(), WriteProgress::Failed, "one replica left cannot make two acknowledgements");
+        let mut all = WriteTracker::new(3, 3);
+        assert_eq!(all.ack(), WriteProgress::Pending);
+        assert_eq!(all.fail(), WriteProgress::Failed);
+        assert_eq!(all.received(), 1);
+    }
+
+    #[test]
+    fn write_at_one_is_met_by_the_first_acknowledgement_and_stays_met() {
+        let mut t = WriteTracker::new(1, 3);
+        assert_eq!(t.ack(), WriteProgress::Met);
+        assert_eq!(t.fail(), WriteProgress::Met);
+        assert_eq!(t.fail(), WriteProgress::Met);
+    }
+
+    #[test]
+    fn a_timed_out_write_reports_what_it_received() {
+        let mut t = WriteTracker::new(3, 3);
+        t.ack();
+        assert_eq!(t.progress(), WriteProgress::Pending);
+        assert_eq!((t.received(), t.required()), (1, 3));
+    }
+
+    #[test]
+    fn matching_digests_resolve_to_the_data_without_a_second_round() {
+        let mut r = ReadResolver::new(2);
+        let v = version(1, "a", 10);
+        assert_eq!(r.on_digest(2, digest(v.as_ref())), ReadStep::Wait, "no data yet");
+        let step = data(&mut r, 1, v.clone());
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![] }));
+    }
+
+    #[test]
+    fn data_alone_does_not_resolve_before_enough_replicas_answered() {
+        let mut r = ReadResolver::new(2);
+        assert_eq!(data(&mut r, 1, version(1, "a", 10)), ReadStep::Wait);
+        assert_eq!((r.received(), r.data_present()), (1, true));
+    }
+
+    #[test]
+    fn a_single_replica_read_is_its_data() {
+        let mut r = ReadResolver::new(1);
+        assert_eq!(data(&mut r, 1, None), ReadStep::Resolved(ResolvedRead { partition: None, stale: vec![] }));
+    }
+
+    #[test]
+    fn digest_mismatch_fetches_data_and_merges_the_newest_cells() {
+        let mut r = ReadResolver::new(3);
+        let old = version(1, "old", 10);
+        let new = version(1, "new", 20);
+        assert_eq!(data(&mut r, 1, old.clone()), ReadStep::Wait);
+        assert_eq!(r.on_digest(2, digest(new.as_ref())), ReadStep::Wait);
+        assert_eq!(r.on_digest(3, digest(old.as_ref())), ReadStep::FetchData(vec![2, 3]));
+        assert_eq!(data(&mut r, 3, old.clone()), ReadStep::Wait, "replica 2 still owes its data");
+        let step = data(&mut r, 2, new.clone());
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1, 3] }));
+    }
+
+    #[test]
+    fn merge_combines_rows_and_deletions_of_different_replicas() {
+        let mut r = ReadResolver::new(2);
+        let row_a = version(1, "a", 10);
+        let row_b = version(2, "b", 11);
+        let mut deleted_a = row_b.clone().unwrap();
+        deleted_a.deletion = Some(Deletion { ts: 10, deleted_at: 1 });
+        data(&mut r, 1, row_a);
+        assert_eq!(r.on_digest(2, digest(Some(&deleted_a))), ReadStep::FetchData(vec![2]));
+        let ReadStep::Resolved(resolved) = data(&mut r, 2, Some(deleted_a.clone())) else { panic!("resolved") };
+        assert_eq!(resolved.partition, Some(deleted_a), "the partition deletion at 10 hides row 1 written at 10");
+        assert_eq!(resolved.stale, vec![1]);
+    }
+
+    #[test]
+    fn a_replica_with_nothing_is_stale_against_one_with_data() {
+        let mut r = ReadResolver::new(2);
+        let v = version(1, "a", 10);
+        data(&mut r, 1, None);
+        assert_eq!(r.on_digest(2, digest(v.as_ref())), ReadStep::FetchData(vec![2]));
+        assert_eq!(data(&mut r, 2, v.clone()), ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![1] }));
+    }
+
+    #[test]
+    fn a_failed_fetch_replaced_by_another_replica_still_resolves() {
+        let mut r = ReadResolver::new(2);
+        let (old, new) = (version(1, "x", 1), version(1, "y", 2));
+        data(&mut r, 1, old);
+        assert_eq!(r.on_digest(2, digest(new.as_ref())), ReadStep::FetchData(vec![2]));
+        r.replace_fetch(2, 3);
+        let step = data(&mut r, 3, new.clone());
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1] }));
+    }
+
+    #[test]
+    fn disagreeing_full_answers_merge_without_a_fetch() {
+        let mut r = ReadResolver::new(2);
+        let (old, new) = (version(1, "x", 1), version(1, "y", 2));
+        data(&mut r, 1, old);
+        let step = data(&mut r, 2, new.clone());
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1] }));
+    }
+
+    #[test]
+    fn duplicate_answers_count_once() {
+        let mut r = ReadResolver::new(2);
+        let v = version(1, "a", 1);
+        data(&mut r, 1, v.clone());
+        assert_eq!(data(&mut r, 1, v.clone()), ReadStep::Wait);
+        assert_eq!(r.received(), 1);
+    }
+}

@@ -1,0 +1,243 @@
+//! The coordinator's picture of the cluster at one moment: every member (host id, addresses,
+//! vnode tokens per shard, alive or not) and the token ring they form, with the replicas of a
+//! token. Pure and immutable: the gossip service builds a new view and swaps it in; nothing
+//! here does I/O or decides liveness (the failure detector does).
+
+use std::net::SocketAddr;
+
+use wire::ring::{Ring, RingError};
+use wire::Token;
+
+use super::HostId;
+
+/// One node as the view knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub host: HostId,
+    /// Where its peer protocol listens (never used for the local node, reached in process).
+    pub peer: SocketAddr,
+    /// Where its client protocol listens.
+    pub client: SocketAddr,
+    /// `tokens[s]`: the vnode tokens of its shard `s`.
+    pub tokens: Vec<Vec<Token>>,
+    /// As the local failure detector judges it; the local node is always alive.
+    pub alive: bool,
+}
+
+/// One replica of a token: a node and the shard of that node that owns the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replica {
+    pub host: HostId,
+    pub shard: u16,
+    pub peer: SocketAddr,
+    pub alive: bool,
+    /// The node this view belongs to (reached through `shards::node::Node`, not the network).
+    pub local: bool,
+}
+
+/// A view that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("the local host {0:032x} is not a member of the view")]
+    NoLocalMember(HostId),
+    #[error("host {0:032x} appears twice in the view")]
+    DuplicateHost(HostId),
+    #[error("host {host:032x} has {shards} shards, above the limit of {}", u16::MAX)]
+    TooManyShards { host: HostId, shards: usize },
+    #[error("the token ring cannot be built: {0}")]
+    Ring(#[from] RingError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    local: HostId,
+    /// Sorted by host id, unique.
+    members: Vec<Member>,
+    ring: Ring<(HostId, u16)>,
+}
+
+impl ClusterView {
+    /// The view of `members` as seen from `local`, which must be one of them (and is taken as
+    /// alive whatever its flag says: a node serving requests is up).
+    pub fn new(local: HostId, mut members: Vec<Member>) -> Result<ClusterView, ViewError> {
+        members.sort_by_key(|m| m.host);
+        if let Some(w) = members.windows(2).find(|w| w[0].host == w[1].host) {
+            return Err(ViewError::DuplicateHost(w[0].host));
+        }
+        let me = members.binary_search_by_key(&local, |m| m.host).map_err(|_| ViewError::NoLocalMember(local))?;
+        members[me].alive = true;
+        let mut vnodes = Vec::new();
+        for m in &members {
+            let too_many = || ViewError::TooManyShards { host: m.host, shards: m.tokens.len() };
+            for (shard, tokens) in m.tokens.iter().enumerate() {
+                let shard = u16::try_from(shard).map_err(|_| too_many())?;
+                vnodes.extend(tokens.iter().map(|t| (*t, (m.host, shard))));
+            }
+        }
+        let ring = Ring::new(vnodes)?;
+        Ok(ClusterView { local, members, ring })
+    }
+
+    /// A one-member view: a node on its own (single-node mode).
+    pub fn single(local: Member) -> Result<ClusterView, ViewError> {
+        ClusterView::new(local.host, vec![local])
+    }
+
+    /// The view of node `host` on its own before anything is known of its tokens or addresses:
+    /// every token's one replica is this node (its shard is the node's own business,
+    /// `Node::shard_of`, so replicas name shard 0). The cluster service replaces it.
+    pub fn alone(host: HostId) -> ClusterView {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let member = Member { host, peer: unspecified, client: unspecified, tokens: Vec::new(), alive: true };
+        // One vnode is never empty and never duplicated: building the ring cannot fail.
+        let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
+        ClusterView { local: host, members: vec![member], ring }
+    }
+
+    pub fn local(&self) -> HostId {
+        self.local
+    }
+
+    /// Every member, by host id.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn member(&self, host: HostId) -> Option<&Member> {
+        self.members.binary_search_by_key(&host, |m| m.host).ok().map(|i| &self.members[i])
+    }
+
+    pub fn ring(&self) -> &Ring<(HostId, u16)> {
+        &self.ring
+    }
+
+    /// Members the failure detector holds alive (the local node included).
+    pub fn live_members(&self) -> usize {
+        self.members.iter().filter(|m| m.alive).count()
+    }
+
+    /// The `rf` replicas of `token` (SimpleStrategy: distinct nodes clockwise from the owning
+    /// vnode), fewer when the cluster has fewer nodes, with their liveness. The first is the
+    /// token's owner.
+    pub fn replicas(&self, token: Token, rf: usize) -> Vec<Replica> {
+        if let [me] = &self.members[..] {
+            // A node on its own (the single-node write path): no walk, one allocation.
+            let (host, shard) = *self.ring.owner(token);
+            return vec![Replica { host, shard, peer: me.peer, alive: true, local: true }];
+        }
+        self.ring
+            .replicas(token, rf, |(host, _)| *host)
+            .into_iter()
+            .map(|&(host, shard)| {
+                // Every vnode of the ring comes from a member (built together in `new`).
+                let member = self.member(host).unwrap_or_else(|| unreachable!("ring owner {host:x} is a member"));
+                Replica { host, shard, peer: member.peer, alive: member.alive, local: host == self.local }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn addr(i: u128) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, i as u8], 7470))
+    }
+
+    /// `nodes` members with hosts 1..=nodes, `shards` shards of `vnodes` tokens each, tokens
+    /// spread over the ring from `seed`.
+    fn members(nodes: u128, shards: usize, vnodes: usize, seed: u64) -> Vec<Member> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            // xorshift64: distinct enough tokens for a test ring.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as i64
+        };
+        (1..=nodes)
+            .map(|host| Member {
+                host,
+                peer: addr(host),
+                client: addr(host),
+                tokens: (0..shards).map(|_| (0..vnodes).map(|_| next()).collect()).collect(),
+                alive: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_single_node_replicates_every_token_to_itself_only() {
+        let me = members(1, 2, 4, 7).remove(0);
+        let view = ClusterView::single(me.clone()).unwrap();
+        for token in [i64::MIN, -5, 0, 12345, i64::MAX] {
+            let replicas = view.replicas(token, 3);
+            assert_eq!(replicas.len(), 1, "RF 3 on one node: one replica");
+            assert!(replicas[0].local && replicas[0].alive);
+            assert_eq!(replicas[0].host, me.host);
+        }
+        assert_eq!(view.live_members(), 1);
+    }
+
+    #[test]
+    fn a_node_alone_is_the_live_local_replica_of_every_token() {
+        let view = ClusterView::alone(5);
+        for token in [i64::MIN, 0, i64::MAX] {
+            let replicas = view.replicas(token, 1);
+            assert_eq!((replicas.len(), replicas[0].host, replicas[0].local, replicas[0].alive), (1, 5, true, true));
+        }
+        assert!(view.replicas(0, 2).len() < 2, "RF 2 on a node alone has one replica");
+    }
+
+    #[test]
+    fn dead_members_are_replicas_marked_down_and_the_local_node_is_always_alive() {
+        let mut ms = members(3, 1, 8, 11);
+        ms[1].alive = false;
+        ms[0].alive = false;
+        let view = ClusterView::new(1, ms).unwrap();
+        assert_eq!(view.live_members(), 2);
+        let replicas = view.replicas(42, 3);
+        assert_eq!(replicas.len(), 3);
+        for r in &replicas {
+            assert_eq!(r.alive, r.host != 2, "{r:?}");
+            assert_eq!(r.local, r.host == 1);
+        }
+    }
+
+    #[test]
+    fn bad_views_are_typed_errors() {
+        let ms = members(2, 1, 2, 3);
+        assert_eq!(ClusterView::new(9, ms.clone()).unwrap_err(), ViewError::NoLocalMember(9));
+        let mut dup = ms.clone();
+        dup.push(ms[0].clone());
+        assert_eq!(ClusterView::new(1, dup).unwrap_err(), ViewError::DuplicateHost(1));
+        let mut clash = ms;
+        clash[1].tokens[0][0] = clash[0].tokens[0][0];
+        assert!(matches!(ClusterView::new(1, clash), Err(ViewError::Ring(RingError::DuplicateToken(_)))));
+    }
+
+    proptest! {
+        #[test]
+        fn replicas_are_distinct_nodes_led_by_the_owner(
+            seed in any::<u64>(), nodes in 1u128..8, shards in 1usize..3, rf in 1usize..5, token in any::<i64>()
+        ) {
+            let view = ClusterView::new(1, members(nodes, shards, 4, seed)).unwrap();
+            let replicas = view.replicas(token, rf);
+            prop_assert_eq!(replicas.len(), rf.min(nodes as usize));
+            let hosts: HashSet<_> = replicas.iter().map(|r| r.host).collect();
+            prop_assert_eq!(hosts.len(), replicas.len());
+            let owner = view.ring().owner(token);
+            prop_assert_eq!((replicas[0].host, replicas[0].shard), *owner);
+            for r in &replicas {
+                let member = view.member(r.host).unwrap();
+                prop_assert!((r.shard as usize) < member.tokens.len());
+                prop_assert_eq!(r.peer, member.peer);
+            }
+        }
+    }
+}

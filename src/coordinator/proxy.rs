@@ -1,0 +1,517 @@
+//! The storage proxy of a coordinator (ScyllaDB's `storage_proxy`): takes a write or a
+//! partition read at a consistency level, finds the token's replicas in the cluster view,
+//! sends to the live ones (this node through `Node`, others through the peer transport) and
+//! answers once the level is met, with UNAVAILABLE / WRITE_TIMEOUT / READ_TIMEOUT when it
+//! cannot be. It decides nothing about consistency itself (`cluster::replication` does) and
+//! never blocks the shard: every wait is bounded by a timeout.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use shards::cell::Timestamp;
+use shards::hlc::Hlc;
+use shards::key::PartitionKey;
+use shards::mutation::{PartitionUpdate, Write};
+use shards::node::Node;
+use shards::read::now_secs;
+use shards::row::{ClusteringSlice, Partition};
+use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
+use wire::schema::TableSchema;
+
+use super::node_error;
+use crate::cluster::messages::{self, digest, Digest, ReadRequest, ReadResult};
+use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT};
+use crate::cluster::replication::{
+    required_replicas, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
+};
+use crate::cluster::transport::{PeerError, Transport};
+use crate::cluster::view::{ClusterView, Replica};
+
+/// How long a coordinator waits for a write's replicas (Cassandra's `write_request_timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a coordinator waits for a read's replicas (Cassandra's `read_request_timeout`).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub write: Duration,
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { write: DEFAULT_WRITE_TIMEOUT, read: DEFAULT_READ_TIMEOUT }
+    }
+}
+
+/// How the proxy reaches other nodes: the peer transport in a server, an in-process stand-in
+/// in tests. A PEER_ERROR answer is an `Err`.
+pub trait Peers {
+    fn call(
+        &self,
+        peer: SocketAddr,
+        opcode: u8,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>>;
+}
+
+impl Peers for Transport {
+    fn call(
+        &self,
+        peer: SocketAddr,
+        opcode: u8,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>> {
+        Box::pin(Transport::call(self, peer, opcode, body, timeout))
+    }
+}
+
+/// The writes of one request that go to the same replicas.
+#[derive(Debug)]
+pub struct WriteGroup {
+    replicas: Vec<Replica>,
+    required: usize,
+    updates: Vec<PartitionUpdate>,
+}
+
+impl WriteGroup {
+    pub fn updates(&self) -> &[PartitionUpdate] {
+        &self.updates
+    }
+}
+
+pub struct StorageProxy {
+    node: Node,
+    /// This node's picture of the cluster; the cluster service swaps in a new one as gossip
+    /// learns, a request keeps the one it started with.
+    view: Rc<RefCell<Rc<ClusterView>>>,
+    peers: RefCell<Option<Rc<dyn Peers>>>,
+    /// The coordinator's clock: stamps every write it coordinates, observes the timestamps
+    /// clients give and peers send.
+    clock: Rc<RefCell<Hlc>>,
+    timeouts: RefCell<Timeouts>,
+}
+
+impl StorageProxy {
+    pub fn new(node: Node, view: ClusterView) -> StorageProxy {
+        StorageProxy {
+            node,
+            view: Rc::new(RefCell::new(Rc::new(view))),
+            peers: RefCell::new(None),
+            clock: Rc::new(RefCell::new(Hlc::default())),
+            timeouts: RefCell::new(Timeouts::default()),
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The view requests start with from now on.
+    pub fn view(&self) -> Rc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    /// Where the cluster service swaps in a new view.
+    pub fn view_cell(&self) -> Rc<RefCell<Rc<ClusterView>>> {
+        self.view.clone()
+    }
+
+    pub fn set_peers(&self, peers: Rc<dyn Peers>) {
+        *self.peers.borrow_mut() = Some(peers);
+    }
+
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        *self.timeouts.borrow_mut() = timeouts;
+    }
+
+    /// The coordinator's clock (the replica side observes incoming timestamps with it too).
+    pub fn clock(&self) -> &Rc<RefCell<Hlc>> {
+        &self.clock
+    }
+
+    /// The timestamp of a write: the client's (which the clock observes, refusing one too far
+    /// in the future) or the clock's next.
+    pub fn timestamp(&self, client: Option<Timestamp>) -> Result<Timestamp, ErrorResponse> {
+        let mut clock = self.clock.borrow_mut();
+        match client {
+            Some(ts) => {
+                clock.observe(ts).map(|()| ts).map_err(|e| ErrorResponse::new(ErrorCode::Invalid, e.to_string()))
+            }
+            None => clock.now().map_err(|e| ErrorResponse::new(ErrorCode::Server, e.to_string())),
+        }
+    }
+
+    /// Stamps `writes` with `ts` and groups them by replica set, or answers UNAVAILABLE (before
+    /// anything is sent) when a write's table cannot reach `consistency` with the live replicas.
+    pub fn place(
+        &self,
+        writes: Vec<Write>,
+        ts: Timestamp,
+        consistency: Consistency,
+    ) -> Result<Vec<WriteGroup>, ErrorResponse> {
+        let view = self.view();
+        let now = now_secs();
+        let mut groups: Vec<WriteGroup> = Vec::with_capacity(1);
+        let mut schema: Option<std::sync::Arc<TableSchema>> = None;
+        for write in writes {
+            // Writes of one statement share a table: look each run of one table up once.
+            let table = match &schema {
+                Some(s) if s.id == write.table => s.clone(),
+                _ => {
+                    let s = self.node.table_by_id(write.table).ok_or_else(|| {
+                        ErrorResponse::new(
+                            ErrorCode::Invalid,
+                            format!("table id {} was dropped while planning", write.table),
+                        )
+                    })?;
+                    schema = Some(s.clone());
+                    s
+                }
+            };
+            let rf = replication_factor(&table);
+            let replicas = view.replicas(write.key.token(), rf);
+            let required =
+                required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, &table, rf, u))?;
+            let update = write.stamp(ts, now);
+            match groups.iter_mut().find(|g| same_nodes(&g.replicas, &replicas)) {
+                Some(group) => {
+                    group.required = group.required.max(required);
+                    group.updates.push(update);
+                }
+                None => groups.push(WriteGroup { replicas, required, updates: vec![update] }),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Sends every group to its live replicas and answers once each group met its level.
+    pub async fn replicate(&self, mut groups: Vec<WriteGroup>, consistency: Consistency) -> Result<(), ErrorResponse> {
+        // This node alone holds every write (a single node, or RF 1 on the local node): apply
+        // in place, as the node's own write path does, with no message, task or timer.
+        if groups.iter().all(|g| matches!(g.replicas[..], [Replica { local: true, .. }])) {
+            let updates = match groups.len() {
+                1 => groups.pop().map(|g| g.updates).unwrap_or_default(),
+                _ => groups.into_iter().flat_map(|g| g.updates).collect(),
+            };
+            return self.node.apply_stamped(updates).await.map_err(node_error);
+        }
+        let timeout = self.timeouts.borrow().write;
+        let deadline = Instant::now() + timeout;
+        let sends: usize = groups.iter().map(|g| g.replicas.iter().filter(|r| r.alive).count()).sum();
+        // Every send answers once: the channel never holds more.
+        let (tx, rx) = flume::bounded::<(usize, Result<(), String>)>(sends);
+        let mut trackers = Vec::with_capacity(groups.len());
+        for (index, group) in groups.into_iter().enumerate() {
+            let live: Vec<Replica> = group.replicas.iter().copied().filter(|r| r.alive).collect();
+            trackers.push(WriteTracker::new(group.required, live.len()));
+            let mut body = Vec::new();
+            if live.iter().any(|r| !r.local) {
+                messages::encode_mutate(&group.updates, &mut body);
+            }
+            let mut updates = Some(group.updates);
+            for replica in live {
+                let tx = tx.clone();
+                if replica.local {
+                    let node = self.node.clone();
+                    let updates = updates.take().unwrap_or_default();
+                    glommio::spawn_local(async move {
+                        let result = node.apply_stamped(updates).await.map_err(|e| format!("this node: {e}"));
+                        let _ = tx.send_async((index, result)).await;
+                    })
+                    .detach();
+                } else {
+                    let peers = self.peers()?;
+                    let body = body.clone();
+                    glommio::spawn_local(async move {
+                        let result = match peers.call(replica.peer, MUTATE, body, timeout).await {
+                            Ok((MUTATE_OK, _)) => Ok(()),
+                            Ok((opcode, _)) => {
+                                Err(format!("{}: answered MUTATE with opcode {opcode:#04x}", replica.peer))
+                            }
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let _ = tx.send_async((index, result)).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+        drop(tx);
+        let mut first_failure: Option<String> = None;
+        loop {
+            if trackers.iter().all(|t| t.progress() == WriteProgress::Met) {
+                return Ok(());
+            }
+            if let Some(failed) = trackers.iter().find(|t| t.progress() == WriteProgress::Failed) {
+                let why = first_failure.unwrap_or_default();
+                return Err(write_timeout(consistency, failed, &format!("replicas failed the write ({why})")));
+            }
+            match recv_until(&rx, deadline).await {
+                Some((index, Ok(()))) => {
+                    trackers[index].ack();
+                }
+                Some((index, Err(why))) => {
+                    tracing::debug!(%why, "a replica failed a write");
+                    first_failure.get_or_insert(why);
+                    trackers[index].fail();
+                }
+                None => {
+                    let slowest = trackers.iter().find(|t| t.progress() != WriteProgress::Met);
+                    let Some(slowest) = slowest else { return Ok(()) };
+                    return Err(write_timeout(consistency, slowest, &format!("no answer within {timeout:?}")));
+                }
+            }
+        }
+    }
+
+    /// The stored versions of one partition's rows in `slice`, read at `consistency`: data
+    /// from one replica (this node when it is one), digests from as many others as the level
+    /// needs; on a mismatch, data from all of them, merged cell by cell (last write wins). A
+    /// replica that fails is replaced by another live one. Stale replicas get the merged
+    /// result in the background (read repair).
+    pub async fn read(
+        &self,
+        schema: &TableSchema,
+        key: PartitionKey,
+        slice: ClusteringSlice,
+        consistency: Consistency,
+    ) -> Result<Option<Partition>, ErrorResponse> {
+        let view = self.view();
+        let rf = replication_factor(schema);
+        let replicas = view.replicas(key.token(), rf);
+        let required =
+            required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, schema, rf, u))?;
+        // Live replicas, this node first: its data costs no message.
+        let mut candidates: Vec<Replica> = replicas.into_iter().filter(|r| r.alive).collect();
+        candidates.sort_by_key(|r| !r.local);
+        // `required_replicas` vouched for at least `required` (>= 1) live candidates.
+        if required == 1 && candidates[0].local {
+            return self.node.read_partition(schema.id, key, slice).await.map_err(node_error);
+        }
+        let timeout = self.timeouts.borrow().read;
+        let deadline = Instant::now() + timeout;
+        let request = ReadRequest { table: schema.id, key, slice, digest_only: false };
+        // Each candidate is asked at most twice (a digest or data, then data after a mismatch).
+        let (tx, rx) = flume::bounded::<ReadAnswer>(2 * candidates.len());
+        let send = |index: usize, digest_only: bool| -> Result<(), ErrorResponse> {
+            self.send_read(&candidates[index], index, &request, digest_only, timeout, tx.clone())
+        };
+        for index in 0..required {
+            send(index, index > 0)?;
+        }
+        let mut next_spare = required;
+        let mut resolver = ReadResolver::new(required);
+        let mut fetching = false;
+        loop {
+            let step = match recv_until(&rx, deadline).await {
+                None => {
+                    return Err(read_timeout(
+                        consistency,
+                        &resolver,
+                        required,
+                        &format!("no answer within {timeout:?}"),
+                    ))
+                }
+                Some((index, _, Ok(ReadResult::Data(partition)))) => {
+                    // One replica's data needs no digest: nothing to compare it with.
+                    let d = if required > 1 { digest(partition.as_ref()) } else { Digest(0) };
+                    resolver.on_data(index, partition, d)
+                }
+                Some((index, _, Ok(ReadResult::Digest(d)))) => resolver.on_digest(index, d),
+                Some((index, digest_only, Err(why))) => {
+                    tracing::debug!(%why, "a replica failed a read");
+                    if next_spare == candidates.len() {
+                        return Err(read_timeout(
+                            consistency,
+                            &resolver,
+                            required,
+                            &format!("replicas failed ({why})"),
+                        ));
+                    }
+                    send(next_spare, digest_only)?;
+                    if fetching {
+                        resolver.replace_fetch(index, next_spare);
+                    }
+                    next_spare += 1;
+                    ReadStep::Wait
+                }
+            };
+            match step {
+                ReadStep::Wait => {}
+                ReadStep::FetchData(replicas) => {
+                    fetching = true;
+                    for index in replicas {
+                        send(index, false)?;
+                    }
+                }
+                ReadStep::Resolved(resolved) => {
+                    if let Some(ts) = resolved.partition.as_ref().and_then(Partition::max_timestamp) {
+                        // Timestamps from peers advance the clock; one too far ahead is not
+                        // trusted for that (the write it belongs to is still returned).
+                        let _ = self.clock.borrow_mut().observe(ts);
+                    }
+                    if let Some(partition) = &resolved.partition {
+                        let stale: Vec<Replica> = resolved.stale.iter().map(|&i| candidates[i]).collect();
+                        self.repair(&stale, &request, partition);
+                    }
+                    return Ok(resolved.partition);
+                }
+            }
+        }
+    }
+
+    /// Sends the merged result of a read to the replicas that lacked part of it, without
+    /// waiting (best effort, like Cassandra's asynchronous read repair).
+    fn repair(&self, stale: &[Replica], request: &ReadRequest, merged: &Partition) {
+        if stale.is_empty() {
+            return;
+        }
+        let update = PartitionUpdate {
+            table: request.table,
+            key: request.key.clone(),
+            deletion: merged.deletion,
+            rows: merged.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
+        };
+        let mut body = Vec::new();
+        messages::encode_mutate(std::slice::from_ref(&update), &mut body);
+        let timeout = self.timeouts.borrow().write;
+        for replica in stale {
+            if replica.local {
+                let (node, update) = (self.node.clone(), update.clone());
+                glommio::spawn_local(async move {
+                    if let Err(e) = node.apply_stamped(vec![update]).await {
+                        tracing::debug!(error = %e, "read repair on this node");
+                    }
+                })
+                .detach();
+            } else if let Ok(peers) = self.peers() {
+                let (peer, body) = (replica.peer, body.clone());
+                glommio::spawn_local(async move {
+                    if let Err(e) = peers.call(peer, MUTATE, body, timeout).await {
+                        tracing::debug!(error = %e, "read repair");
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    fn send_read(
+        &self,
+        replica: &Replica,
+        index: usize,
+        request: &ReadRequest,
+        digest_only: bool,
+        timeout: Duration,
+        tx: flume::Sender<ReadAnswer>,
+    ) -> Result<(), ErrorResponse> {
+        if replica.local {
+            let node = self.node.clone();
+            let (table, key, slice) = (request.table, request.key.clone(), request.slice.clone());
+            glommio::spawn_local(async move {
+                // As on a remote replica: an empty partition reads as none (one digest for both).
+                let result = match node.read_partition(table, key, slice).await.map(|p| p.filter(|p| !p.is_empty())) {
+                    Ok(p) if digest_only => Ok(ReadResult::Digest(digest(p.as_ref()))),
+                    Ok(p) => Ok(ReadResult::Data(p)),
+                    Err(e) => Err(format!("this node: {e}")),
+                };
+                let _ = tx.send_async((index, digest_only, result)).await;
+            })
+            .detach();
+            return Ok(());
+        }
+        let peers = self.peers()?;
+        let body = ReadRequest { digest_only, ..request.clone() }.encode();
+        let peer = replica.peer;
+        glommio::spawn_local(async move {
+            let result = match peers.call(peer, READ, body, timeout).await {
+                Ok((READ_RESULT, body)) => ReadResult::decode(&body).map_err(|e| format!("{peer}: {e}")),
+                Ok((opcode, _)) => Err(format!("{peer}: answered READ with opcode {opcode:#04x}")),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send_async((index, digest_only, result)).await;
+        })
+        .detach();
+        Ok(())
+    }
+
+    fn peers(&self) -> Result<Rc<dyn Peers>, ErrorResponse> {
+        self.peers.borrow().clone().ok_or_else(|| {
+            ErrorResponse::new(ErrorCode::Server, "a replica is on another node, and this node has no peer transport")
+        })
+    }
+
+    /// UNAVAILABLE for a token scan answered from this node, the same way a partition read
+    /// would be for a token this node and the live members hold.
+    pub fn check_scan(&self, schema: &TableSchema, consistency: Consistency) -> Result<(), ErrorResponse> {
+        let view = self.view();
+        let rf = replication_factor(schema);
+        let required = consistency.block_for(rf);
+        let alive = view.live_members().min(rf);
+        if view.members().len() < rf || alive < required {
+            return Err(unavailable(consistency, schema, rf, Unavailable { required, alive }));
+        }
+        Ok(())
+    }
+}
+
+/// (candidate index, whether only a digest was asked, the answer).
+type ReadAnswer = (usize, bool, Result<ReadResult, String>);
+
+/// The next message, or None once `deadline` passed.
+async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) -> Option<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await
+}
+
+fn replication_factor(schema: &TableSchema) -> usize {
+    usize::from(schema.options.replication_factor.max(1))
+}
+
+/// The same nodes, in any order.
+fn same_nodes(a: &[Replica], b: &[Replica]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| y.host == x.host))
+}
+
+fn unavailable(consistency: Consistency, schema: &TableSchema, rf: usize, u: Unavailable) -> ErrorResponse {
+    ErrorResponse::new(
+        ErrorCode::Unavailable { consistency, required: u.required as u32, alive: u.alive as u32 },
+        format!(
+            "Cannot achieve consistency level {consistency} for table {} (replication_factor {rf}): \
+             {} replicas required, {} alive",
+            schema.name, u.required, u.alive
+        ),
+    )
+}
+
+fn write_timeout(consistency: Consistency, tracker: &WriteTracker, why: &str) -> ErrorResponse {
+    let (received, required) = (tracker.received() as u32, tracker.required() as u32);
+    ErrorResponse::new(
+        ErrorCode::WriteTimeout { consistency, received, required },
+        format!("Write at consistency {consistency}: {received} of {required} required replicas acknowledged; {why}"),
+    )
+}
+
+fn read_timeout(consistency: Consistency, resolver: &ReadResolver<usize>, required: usize, why: &str) -> ErrorResponse {
+    let received = resolver.received() as u32;
+    let data_present = resolver.data_present();
+    ErrorResponse::new(
+        ErrorCode::ReadTimeout { consistency, received, required: required as u32, data_present },
+        format!("Read at consistency {consistency}: {received} of {required} required replicas answered; {why}"),
+    )
+}
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -1,0 +1,75 @@
+//! The replica side of the data messages: a peer's MUTATE, READ or SCAN, served by this node's
+//! shards through `Node` (`Node::apply_stamped` routes each partition to the shard that owns
+//! it). Every failure, malformed bodies included, is answered with a typed PEER_ERROR; nothing
+//! a peer sends panics the shard.
+
+use std::cell::RefCell;
+
+use shards::hlc::Hlc;
+use shards::mutation::PartitionUpdate;
+use shards::node::{Node, NodeError};
+use shards::shard::ShardError;
+
+use crate::cluster::messages::{self, digest, MessageError, ReadRequest, ReadResult, ScanRequest};
+use crate::cluster::opcodes::{MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT};
+use crate::cluster::transport::{codes, RemoteError};
+
+/// Answers one data request from a peer: (answer opcode, body). `clock` is the coordinator's
+/// clock of this node, which observes the timestamps a peer's writes carry (the shards'
+/// clocks observe them too, when they apply the writes).
+pub async fn handle_data(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    match serve(node, clock, opcode, body).await {
+        Ok(answer) => answer,
+        Err(error) => (PEER_ERROR, error.encode()),
+    }
+}
+
+async fn serve(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> Result<(u8, Vec<u8>), RemoteError> {
+    match opcode {
+        MUTATE => {
+            let updates = messages::decode_mutate(body).map_err(malformed)?;
+            if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
+                // A timestamp too far ahead is refused by the shard below, with its reason.
+                let _ = clock.borrow_mut().observe(ts);
+            }
+            node.apply_stamped(updates).await.map_err(storage)?;
+            Ok((MUTATE_OK, Vec::new()))
+        }
+        READ => {
+            let request = ReadRequest::decode(body).map_err(malformed)?;
+            let stored = node.read_partition(request.table, request.key, request.slice).await.map_err(storage)?;
+            // An empty partition and no partition read the same: one digest for both.
+            let stored = stored.filter(|p| !p.is_empty());
+            let result = match request.digest_only {
+                true => ReadResult::Digest(digest(stored.as_ref())),
+                false => ReadResult::Data(stored),
+            };
+            Ok((READ_RESULT, result.encode()))
+        }
+        SCAN => {
+            let request = ScanRequest::decode(body).map_err(malformed)?;
+            let limit = request.limit as usize;
+            let page =
+                node.scan(request.table, request.start, request.end, request.after, limit).await.map_err(storage)?;
+            Ok((SCAN_RESULT, messages::encode_scan_result(&page)))
+        }
+        other => Err(RemoteError::new(codes::PROTOCOL, format!("opcode {other:#04x} is not a data request"))),
+    }
+}
+
+fn malformed(e: MessageError) -> RemoteError {
+    RemoteError::new(codes::PROTOCOL, e.to_string())
+}
+
+/// The PEER_ERROR for a failure of this node's storage: what the request got wrong (a table
+/// this node does not know yet, a timestamp too far ahead of its clock) is invalid; a node
+/// that cannot take writes now is overloaded; the rest is a server error.
+fn storage(e: NodeError) -> RemoteError {
+    let code = match &e {
+        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) => codes::INVALID,
+        NodeError::Shard { source: ShardError::UnknownTable(_) | ShardError::Clock(_), .. } => codes::INVALID,
+        NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } | NodeError::Drained => codes::OVERLOADED,
+        _ => codes::SERVER,
+    };
+    RemoteError::new(code, e.to_string())
+}
