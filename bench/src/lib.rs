@@ -6,7 +6,9 @@
 
 pub mod latency;
 pub mod machine;
+pub mod pipeline;
 pub mod rendezvous;
 pub mod report;
+pub mod server;
 pub mod surge;
 pub mod usage;

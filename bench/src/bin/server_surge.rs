@@ -8,38 +8,29 @@
 //! coordinator shard against the others), the client's and the machine's CPU, and compares with
 //! the embedded engine's reports; writes a JSON report. It measures; it asserts nothing.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bench::latency::{format_us, LatencyHistogram, LatencySummary};
+use bench::latency::{format_us, LatencySummary};
 use bench::machine::Machine;
+use bench::pipeline::{
+    pipeline, split_window, Inserts, PhaseOutcome, PhaseTotals, Reads, CREATE_TABLE, INSERT, SELECT,
+};
 use bench::rendezvous::Rendezvous;
 use bench::report::{fresh_run_dir, per_second, ratio, thousands, write_json};
-use bench::surge::{row_key, Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::server::ServerProcess;
+use bench::surge::{Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, DiskActivity, ProcessUsage, Snapshot, ThreadUsage};
 use clap::Parser;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
-use wire::client::{Client, ClientError, MAX_IN_FLIGHT};
-use wire::protocol::{PreparedId, QueryParams, QueryResult, Request, Response};
-use wire::Value;
-
-/// The table of the surge, as the issue states it.
-const CREATE_TABLE: &str = "CREATE TABLE surge (key blob PRIMARY KEY, value blob)";
-const INSERT: &str = "INSERT INTO surge (key, value) VALUES (?, ?)";
-const SELECT: &str = "SELECT value FROM surge WHERE key = ?";
-
-/// How long the server may take to print its ready line.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the server may take to stop after SIGTERM (it syncs every WAL) before it is killed.
-const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+use wire::client::{Client, MAX_IN_FLIGHT};
+use wire::protocol::{Consistency, PreparedId};
 
 #[derive(Parser, Debug)]
 #[command(about = "Loopback server surge: inserts and point reads through the client library against a real \
@@ -132,272 +123,37 @@ impl Scenario {
 // ---------------------------------------------------------------------------------------------
 // The server process
 
-/// A running `enigmadb server`; killed (SIGKILL) if dropped before [`ServerProcess::stop`].
-struct ServerProcess {
-    child: Option<Child>,
-    addr: SocketAddr,
-    pid: u32,
-}
-
-impl ServerProcess {
-    /// Starts the server on a free loopback port and waits for its ready line.
-    fn start(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<ServerProcess> {
-        let mut command = Command::new(&args.enigmadb);
-        command
-            .arg("server")
-            .args(["--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--shards", &args.shards.to_string()])
-            .args(["--sync-mode", scenario.mode.name()])
-            .args(["--periodic-sync-ms", &args.periodic_sync_ms.to_string()])
-            .args(["--memtable-budget", &args.memtable_budget])
-            .args(["--cache-budget", &args.cache_budget])
-            .args(["--pin-shards", &args.pin_shards.to_string()])
-            .args(["--spin-before-park-us", &scenario.spin_before_park_us.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command.spawn().with_context(|| format!("starting {}", args.enigmadb.display()))?;
-        let pid = child.id();
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("the server's stdout was not captured"))?;
-        let mut server = ServerProcess { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), pid };
-        // A thread forwards stdout lines (so the pipe never fills) until the process ends.
-        let (lines_tx, lines) = mpsc::channel();
-        std::thread::Builder::new().name("server-stdout".into()).spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })?;
-        let deadline = Instant::now() + SERVER_START_TIMEOUT;
-        loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(wait) {
-                Ok(line) => {
-                    if let Some(addr) = ready_address(&line) {
-                        println!("  server pid {pid}: {line}");
-                        server.addr = addr;
-                        break;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = server.wait_exit(Duration::from_secs(5));
-                    bail!("the server exited before it was ready ({status:?}; its stderr is above)");
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!("the server was not ready within {SERVER_START_TIMEOUT:?}")
-                }
-            }
-        }
-        // Later lines ("enigmadb stopped: ...") are printed as they come.
-        std::thread::Builder::new().name("server-lines".into()).spawn(move || {
-            for line in lines {
-                println!("  server: {line}");
-            }
-        })?;
-        Ok(server)
-    }
-
-    /// SIGTERM, then waits for a clean exit (SIGKILL after [`SERVER_STOP_TIMEOUT`]).
-    fn stop(&mut self) -> Result<ExitStatus> {
-        // SAFETY: kill(2) on our own child, not yet reaped (so its pid is not reused).
-        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) } != 0 {
-            bail!("sending SIGTERM to the server: {}", std::io::Error::last_os_error());
-        }
-        self.wait_exit(SERVER_STOP_TIMEOUT)
-            .ok_or_else(|| anyhow!("the server did not stop within {SERVER_STOP_TIMEOUT:?}"))
-    }
-
-    /// Waits up to `timeout` for the process to exit; kills it if it has not.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break,
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The client address in the server's ready line
-/// (`enigmadb ready: listening on 127.0.0.1:40123, 2 shards, ...`).
-fn ready_address(line: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix("enigmadb ready: listening on ")?;
-    rest.split([',', ' ']).next()?.parse().ok()
+/// Starts the scenario's server on free loopback ports and waits for its ready line.
+fn start_server(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<ServerProcess> {
+    let flags: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--peer-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--shards",
+        &args.shards.to_string(),
+        "--sync-mode",
+        scenario.mode.name(),
+        "--periodic-sync-ms",
+        &args.periodic_sync_ms.to_string(),
+        "--memtable-budget",
+        &args.memtable_budget,
+        "--cache-budget",
+        &args.cache_budget,
+        "--pin-shards",
+        &args.pin_shards.to_string(),
+        "--spin-before-park-us",
+        &scenario.spin_before_park_us.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    ServerProcess::start(&args.enigmadb, &flags, "server")
 }
 
 // ---------------------------------------------------------------------------------------------
 // The client side: one thread per connection, pipelining
-
-/// What one connection did in one phase.
-#[derive(Default)]
-struct PhaseOutcome {
-    started: Option<Instant>,
-    finished: Option<Instant>,
-    ok: u64,
-    latency: LatencyHistogram,
-    /// Error answers and failed checks, by kind.
-    errors: BTreeMap<String, u64>,
-}
-
-impl PhaseOutcome {
-    fn error(&mut self, kind: impl Into<String>, n: u64) {
-        *self.errors.entry(kind.into()).or_default() += n;
-    }
-}
-
-/// The work one phase hands out: which request comes next, and whether its answer is right.
-trait Workload {
-    /// The next request and the row it concerns, or `None` when the phase is done.
-    fn next(&mut self) -> Option<(Request, u64)>;
-    /// `Ok` for a right answer, else the kind of error to count.
-    fn check(&self, row: u64, answer: Response) -> Result<(), String>;
-}
-
-/// Inserts rows in the order of a shared counter (so all connections together write rows
-/// `0..end` exactly once).
-struct Inserts<'a> {
-    id: PreparedId,
-    next_row: &'a AtomicU64,
-    end: u64,
-    values: &'a ValuePool,
-}
-
-impl Workload for Inserts<'_> {
-    fn next(&mut self) -> Option<(Request, u64)> {
-        let row = self.next_row.fetch_add(1, Ordering::Relaxed);
-        (row < self.end).then(|| {
-            let values = vec![Some(Value::Blob(row_key(row))), Some(Value::Blob(self.values.value(row)))];
-            (Request::Execute { id: self.id, values, params: QueryParams::default() }, row)
-        })
-    }
-
-    fn check(&self, _row: u64, answer: Response) -> Result<(), String> {
-        match answer {
-            Response::Result(QueryResult::Void) => Ok(()),
-            other => Err(answer_kind(&other)),
-        }
-    }
-}
-
-/// Point reads of random rows among `0..rows`, until the shared count of reads is reached; each
-/// answer must be the row's value.
-struct Reads<'a> {
-    id: PreparedId,
-    taken: &'a AtomicU64,
-    total: u64,
-    rows: u64,
-    rng: rand::rngs::StdRng,
-    values: &'a ValuePool,
-}
-
-impl Workload for Reads<'_> {
-    fn next(&mut self) -> Option<(Request, u64)> {
-        if self.taken.fetch_add(1, Ordering::Relaxed) >= self.total {
-            return None;
-        }
-        let row = self.rng.gen_range(0..self.rows);
-        let values = vec![Some(Value::Blob(row_key(row)))];
-        Some((Request::Execute { id: self.id, values, params: QueryParams::default() }, row))
-    }
-
-    fn check(&self, row: u64, answer: Response) -> Result<(), String> {
-        let Response::Result(QueryResult::Rows(rows)) = answer else { return Err(answer_kind(&answer)) };
-        match rows.rows.as_slice() {
-            [] => Err("read: row missing".into()),
-            [row_values] => match row_values.as_slice() {
-                [Some(Value::Blob(v))] if v.as_slice() == self.values.value_ref(row) => Ok(()),
-                _ => Err("read: wrong value".into()),
-            },
-            _ => Err("read: more than one row".into()),
-        }
-    }
-}
-
-/// How an unexpected answer is counted: error answers by their code's name.
-fn answer_kind(answer: &Response) -> String {
-    match answer {
-        Response::Error(e) => format!("server: {}", e.code.name()),
-        Response::Result(QueryResult::Rows(_)) => "unexpected answer: rows".into(),
-        Response::Result(QueryResult::Void) => "unexpected answer: void".into(),
-        Response::Result(_) => "unexpected answer: other result".into(),
-        _ => "unexpected answer: not a result".into(),
-    }
-}
-
-/// Keeps `window` requests of `work` in flight on `client` until the work runs out and every
-/// request has its answer: a new request goes out as soon as an answer comes back. A failure of
-/// the connection itself ends the phase for this connection; the requests it left unanswered
-/// are counted as errors.
-fn pipeline(client: &mut Client, window: usize, work: &mut impl Workload) -> PhaseOutcome {
-    let mut out = PhaseOutcome { started: Some(Instant::now()), ..PhaseOutcome::default() };
-    let mut pending: HashMap<u16, (Instant, u64)> = HashMap::with_capacity(window);
-    let failed = loop {
-        while pending.len() < window {
-            let Some((request, row)) = work.next() else { break };
-            let sent = Instant::now();
-            match client.send(&request) {
-                Ok(stream) => {
-                    pending.insert(stream, (sent, row));
-                }
-                Err(e) => {
-                    out.error(format!("client: {}", client_error_kind(&e)), 1);
-                    break;
-                }
-            }
-        }
-        if pending.is_empty() {
-            break false;
-        }
-        match client.recv() {
-            Ok((stream, answer)) => {
-                let Some((sent, row)) = pending.remove(&stream) else {
-                    out.error("client: answer on an unknown stream", 1);
-                    continue;
-                };
-                out.latency.record(sent.elapsed());
-                match work.check(row, answer) {
-                    Ok(()) => out.ok += 1,
-                    Err(kind) => out.error(kind, 1),
-                }
-            }
-            Err(e) => {
-                out.error(format!("client: {}", client_error_kind(&e)), 1);
-                break true;
-            }
-        }
-    };
-    if failed && !pending.is_empty() {
-        out.error("client: unanswered (connection failed)", pending.len() as u64);
-    }
-    out.finished = Some(Instant::now());
-    out
-}
-
-fn client_error_kind(e: &ClientError) -> String {
-    match e {
-        ClientError::Io(io) => format!("I/O error ({:?})", io.kind()),
-        ClientError::Server(err) => format!("server {}", err.code.name()),
-        other => format!("{other}"),
-    }
-}
 
 /// Everything one connection thread needs (sent to it).
 struct ConnectionPlan {
@@ -434,7 +190,13 @@ fn run_connection(plan: ConnectionPlan) -> Result<ConnectionOutcome> {
             bail!("connection {}: the run was abandoned before it started", plan.index);
         }
     };
-    let mut inserts = Inserts { id: insert_id, next_row: &plan.next_row, end: plan.inserts, values: &plan.values };
+    let mut inserts = Inserts {
+        id: insert_id,
+        next_row: &plan.next_row,
+        end: plan.inserts,
+        values: &plan.values,
+        consistency: Consistency::One,
+    };
     let insert = pipeline(&mut client, plan.window, &mut inserts);
     let met = plan.meet.wait() && plan.meet.wait();
     let mut read = PhaseOutcome::default();
@@ -446,6 +208,7 @@ fn run_connection(plan: ConnectionPlan) -> Result<ConnectionOutcome> {
             rows: plan.inserts,
             rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ (plan.index as u64 + 1)),
             values: &plan.values,
+            consistency: Consistency::One,
         };
         read = pipeline(&mut client, plan.window, &mut reads);
     }
@@ -583,7 +346,7 @@ struct ScenarioReport {
 fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<ValuePool>) -> Result<ScenarioReport> {
     let dir = run_dir.join(scenario.name());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut server = ServerProcess::start(args, scenario, &dir)?;
+    let mut server = start_server(args, scenario, &dir)?;
     let mut setup = Client::connect(server.addr).context("connecting to create the table")?;
     setup.set_timeout(Some(Duration::from_secs(args.answer_timeout_s)))?;
     setup.query(CREATE_TABLE).with_context(|| format!("running {CREATE_TABLE}"))?;
@@ -640,10 +403,7 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
             Err(_) => failures.push(format!("connection {i}: the thread panicked")),
         }
     }
-    let server_exit = match server.stop() {
-        Ok(status) => status.to_string(),
-        Err(e) => format!("{e:#}"),
-    };
+    let server_exit = server.stop_for_report();
     if !args.keep {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
@@ -672,32 +432,8 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
     })
 }
 
-/// `total` requests in flight split over `connections`: the first `total % connections`
-/// connections take one more.
-fn split_window(total: usize, connections: usize) -> Vec<usize> {
-    (0..connections).map(|i| total / connections + usize::from(i < total % connections)).collect()
-}
-
 fn phase_report<'a>(phases: impl Iterator<Item = &'a PhaseOutcome>, before: &Moment, after: &Moment) -> PhaseReport {
-    let mut latency = LatencyHistogram::new();
-    let mut errors = BTreeMap::new();
-    let (mut ops, mut started, mut finished) = (0, None::<Instant>, None::<Instant>);
-    for p in phases {
-        latency.merge(&p.latency);
-        ops += p.ok;
-        for (kind, n) in &p.errors {
-            *errors.entry(kind.clone()).or_default() += n;
-        }
-        started = match (started, p.started) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        finished = finished.max(p.finished);
-    }
-    let wall = match (started, finished) {
-        (Some(s), Some(f)) => f.saturating_duration_since(s).as_secs_f64(),
-        _ => 0.0,
-    };
+    let PhaseTotals { ops, errors, wall_seconds: wall, latency } = PhaseTotals::of(phases);
     let window = after.client.at.saturating_duration_since(before.client.at).as_secs_f64();
     let client_cpu = after.client.process.since(&before.client.process).total().as_secs_f64();
     let server_cpu = server_cpu_report(&before.server, &after.server, ops);
@@ -1204,21 +940,6 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn in_flight_requests_are_split_over_connections_without_loss() {
-        assert_eq!(split_window(64, 1), vec![64]);
-        assert_eq!(split_window(64, 4), vec![16; 4]);
-        assert_eq!(split_window(10, 3), vec![4, 3, 3]);
-        assert_eq!(split_window(64, 5).iter().sum::<usize>(), 64);
-    }
-
-    #[test]
-    fn the_ready_line_gives_the_address() {
-        let line = "enigmadb ready: listening on 127.0.0.1:40123, 2 shards, data dir /x, sync mode Batch, replayed 0 WAL records";
-        assert_eq!(ready_address(line), Some(SocketAddr::from(([127, 0, 0, 1], 40123))));
-        assert_eq!(ready_address("enigmadb stopped: WALs synced"), None);
-    }
 
     #[test]
     fn server_threads_are_grouped_by_role() {

@@ -1,0 +1,154 @@
+//! A real `enigmadb server` child process for the benchmarks that drive one over the network:
+//! started with the caller's flags, ready once it prints its ready line, stopped with SIGTERM.
+//! It owns only processes it started; dropping one kills it (a guard, also on panic or error).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// How long a server may take to print its ready line.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a server may take to stop after SIGTERM (it syncs every WAL) before it is killed.
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `enigmadb server`; killed (SIGKILL) if dropped before [`ServerProcess::stop`].
+pub struct ServerProcess {
+    child: Option<Child>,
+    /// The client address from the ready line.
+    pub addr: SocketAddr,
+    /// The peer address from the ready line, when it names one.
+    pub peer_addr: Option<SocketAddr>,
+    pub pid: u32,
+}
+
+impl ServerProcess {
+    /// Runs `enigmadb server FLAGS...` and waits for its ready line. `label` prefixes the lines
+    /// it prints on stdout afterwards (its stderr is inherited).
+    pub fn start(enigmadb: &Path, flags: &[String], label: &str) -> Result<ServerProcess> {
+        let mut command = Command::new(enigmadb);
+        command.arg("server").args(flags).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = command.spawn().with_context(|| format!("starting {}", enigmadb.display()))?;
+        let pid = child.id();
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("the server's stdout was not captured"))?;
+        let mut server =
+            ServerProcess { child: Some(child), addr: SocketAddr::from(([127, 0, 0, 1], 0)), peer_addr: None, pid };
+        // A thread forwards stdout lines (so the pipe never fills) until the process ends.
+        let (lines_tx, lines) = mpsc::channel();
+        std::thread::Builder::new().name("server-stdout".into()).spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(wait) {
+                Ok(line) => {
+                    if let Some(addr) = ready_address(&line) {
+                        println!("  {label} pid {pid}: {line}");
+                        server.addr = addr;
+                        server.peer_addr = ready_peer_address(&line);
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = server.wait_exit(Duration::from_secs(5));
+                    bail!("{label} exited before it was ready ({status:?}; its stderr is above)");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{label} was not ready within {SERVER_START_TIMEOUT:?}")
+                }
+            }
+        }
+        // Later lines ("enigmadb stopped: ...") are printed as they come.
+        let label = label.to_owned();
+        std::thread::Builder::new().name("server-lines".into()).spawn(move || {
+            for line in lines {
+                println!("  {label}: {line}");
+            }
+        })?;
+        Ok(server)
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after [`SERVER_STOP_TIMEOUT`]).
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        if self.child.is_none() {
+            bail!("the server was already stopped");
+        }
+        // SAFETY: kill(2) on our own child, not yet reaped (so its pid is not reused).
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) } != 0 {
+            bail!("sending SIGTERM to the server: {}", std::io::Error::last_os_error());
+        }
+        self.wait_exit(SERVER_STOP_TIMEOUT)
+            .ok_or_else(|| anyhow!("the server did not stop within {SERVER_STOP_TIMEOUT:?}"))
+    }
+
+    /// [`ServerProcess::stop`], as the text a report keeps.
+    pub fn stop_for_report(&mut self) -> String {
+        match self.stop() {
+            Ok(status) => status.to_string(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; kills it if it has not.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => break,
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The client address in a server's ready line
+/// (`enigmadb ready: listening on 127.0.0.1:40123, ...`).
+pub fn ready_address(line: &str) -> Option<SocketAddr> {
+    let rest = line.strip_prefix("enigmadb ready: listening on ")?;
+    rest.split([',', ' ']).next()?.parse().ok()
+}
+
+/// The peer address in a server's ready line (`..., peers on 127.0.0.1:7470, ...`), if any.
+pub fn ready_peer_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.strip_prefix("enigmadb ready: ")?.split_once("peers on ")?;
+    rest.split([',', ' ']).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_line_gives_the_addresses() {
+        let line = "enigmadb ready: listening on 127.0.0.1:40123, 2 shards, data dir /x, sync mode Batch, replayed 0 WAL records";
+        assert_eq!(ready_address(line), Some(SocketAddr::from(([127, 0, 0, 1], 40123))));
+        assert_eq!(ready_peer_address(line), None);
+        let cluster = "enigmadb ready: listening on 127.0.0.2:9470, peers on 127.0.0.2:7470, 1 shards, ...";
+        assert_eq!(ready_address(cluster), Some(SocketAddr::from(([127, 0, 0, 2], 9470))));
+        assert_eq!(ready_peer_address(cluster), Some(SocketAddr::from(([127, 0, 0, 2], 7470))));
+        assert_eq!(ready_address("enigmadb stopped: WALs synced"), None);
+    }
+}
