@@ -14,12 +14,17 @@ use shards::node::NodeConfig;
 use shards::wal::format::BLOCK_SIZE;
 use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 
+use crate::cluster::failure_detector::FailureDetectorConfig;
+use crate::cluster::service::ClusterConfig;
+use crate::coordinator::Timeouts;
 use crate::logging::{self, LogFormat};
 
 /// Default client address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
 /// Default port of the peer protocol (the cluster issue).
 pub const DEFAULT_PEER_PORT: u16 = 7470;
+/// Seeds a node lists at most.
+pub const MAX_SEEDS: usize = 64;
 /// Default port of the metrics endpoint (HTTP, Prometheus text format).
 pub const DEFAULT_METRICS_PORT: u16 = 9471;
 /// Default log level (`info`: one line per notable event, never one per request).
@@ -164,8 +169,20 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Client protocol address.
     pub listen: SocketAddr,
-    /// Peer protocol address (used by the cluster layer).
+    /// Peer protocol address (gossip, replica reads and writes, schema exchange).
     pub peer_listen: SocketAddr,
+    /// Peer addresses contacted to join a cluster (Cassandra's seed_provider); empty: a
+    /// single node until some other node lists this one as its seed.
+    pub seeds: Vec<SocketAddr>,
+    /// Phi above which the failure detector marks a silent peer down (Cassandra's
+    /// phi_convict_threshold; 8 is about 18 s of silence with gossip every second).
+    pub phi_convict_threshold: f64,
+    /// How long a coordinator waits for the replicas of a write, milliseconds
+    /// (Cassandra's write_request_timeout).
+    pub write_request_timeout_ms: u64,
+    /// How long a coordinator waits for the replicas of a read, milliseconds
+    /// (Cassandra's read_request_timeout).
+    pub read_request_timeout_ms: u64,
     /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
     pub metrics_listen: MetricsListen,
     /// Log lines on stderr: human-readable text or one JSON object per line.
@@ -211,6 +228,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./enigmadb-data"),
             listen: DEFAULT_LISTEN.parse().expect("a valid literal address"),
             peer_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT)),
+            seeds: Vec::new(),
+            phi_convict_threshold: 8.0,
+            write_request_timeout_ms: 2_000,
+            read_request_timeout_ms: 5_000,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
@@ -292,6 +313,17 @@ impl ServerConfig {
         if self.num_tokens == 0 || self.num_tokens > 256 {
             return invalid("num_tokens", "must be between 1 and 256");
         }
+        if !self.phi_convict_threshold.is_finite() || self.phi_convict_threshold <= 0.0 {
+            return invalid("phi_convict_threshold", "must be a number above 0");
+        }
+        if self.write_request_timeout_ms == 0 || self.read_request_timeout_ms == 0 {
+            let key =
+                if self.write_request_timeout_ms == 0 { "write_request_timeout_ms" } else { "read_request_timeout_ms" };
+            return invalid(key, "must be positive");
+        }
+        if self.seeds.len() > MAX_SEEDS {
+            return invalid("seeds", &format!("at most {MAX_SEEDS} seeds"));
+        }
         if self.sync_mode == SyncModeSetting::Periodic && self.periodic_sync_ms == 0 {
             return invalid("periodic_sync_ms", "must be positive in periodic mode");
         }
@@ -324,6 +356,28 @@ impl ServerConfig {
             return invalid("log_level", &e.to_string());
         }
         Ok(())
+    }
+
+    /// The cluster service's settings, for a node whose clients connect at `client_addr`.
+    pub fn cluster_config(&self, client_addr: SocketAddr) -> ClusterConfig {
+        ClusterConfig {
+            peer_listen: self.peer_listen,
+            client_addr,
+            seeds: self.seeds.clone(),
+            failure_detector: FailureDetectorConfig {
+                phi_convict_threshold: self.phi_convict_threshold,
+                ..FailureDetectorConfig::default()
+            },
+            max_frame_bytes: self.max_frame_bytes.0,
+        }
+    }
+
+    /// How long the coordinator waits for replicas.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            write: Duration::from_millis(self.write_request_timeout_ms),
+            read: Duration::from_millis(self.read_request_timeout_ms),
+        }
     }
 
     /// The embedded node this configuration runs.

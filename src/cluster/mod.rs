@@ -10,6 +10,7 @@ pub mod messages;
 pub mod opcodes;
 pub mod replication;
 pub mod schema;
+pub mod service;
 pub mod transport;
 pub mod view;
 

@@ -13,6 +13,8 @@ use wire::protocol::{
 };
 
 use super::{node_error, Coordinator};
+use crate::cluster::gossip::Status;
+use crate::cluster::service::MemberStatus;
 
 /// What the admin commands know beyond the node: when the coordinator started and where
 /// clients reach it.
@@ -54,7 +56,17 @@ impl Coordinator {
         let shards = stats.len() as u32;
         let memtable_bytes = stats.iter().map(|s| s.memtable_bytes as u64).sum();
         Ok(match command {
-            AdminRequest::Status => AdminResult::Status(vec![self.local_status(&stats)]),
+            AdminRequest::Status => AdminResult::Status(match self.cluster() {
+                Some(cluster) => {
+                    let mut nodes: Vec<NodeStatus> = cluster.status().iter().map(member_status).collect();
+                    // Peers' load is what they gossiped last; this node's is current.
+                    for node in nodes.iter_mut().filter(|n| n.host_id == cluster.local()) {
+                        node.load_bytes = load(&stats);
+                    }
+                    nodes
+                }
+                None => vec![self.local_status(&stats)],
+            }),
             AdminRequest::Info => AdminResult::Info(self.info(&stats)),
             AdminRequest::TableStats { .. } => AdminResult::TableStats(self.table_stats(&stats, table)),
             AdminRequest::Flush { .. } => {
@@ -168,4 +180,22 @@ impl Coordinator {
 /// Bytes of live SSTables on every shard (Cassandra's "Load").
 fn load(stats: &[ShardStats]) -> u64 {
     stats.iter().map(|s| s.sstable_bytes).sum()
+}
+
+/// A node as the cluster service knows it, as `status` shows it.
+fn member_status(m: &MemberStatus) -> NodeStatus {
+    NodeStatus {
+        address: m.client.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+        liveness: if m.up { Liveness::Up } else { Liveness::Down },
+        state: match m.status {
+            Some(Status::Joining) => RingState::Joining,
+            Some(Status::Leaving) => RingState::Leaving,
+            Some(Status::Normal) | Some(Status::Shutdown) | None => RingState::Normal,
+        },
+        load_bytes: m.load.unwrap_or(0),
+        tokens: m.tokens as u32,
+        // Summed floating-point shares may pass 1 by a rounding error.
+        owns: m.owns.clamp(0.0, 1.0),
+        host_id: m.host,
+    }
 }

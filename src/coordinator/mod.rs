@@ -11,7 +11,7 @@ mod proxy;
 mod replica;
 mod select;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use wire::protocol::{
 use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
 
+use crate::cluster::service::Cluster;
 use crate::cluster::view::ClusterView;
 use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 
@@ -45,11 +46,9 @@ pub struct Coordinator {
     proxy: StorageProxy,
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
-    /// Changes whenever this coordinator changes a schema; a prepared statement's plan made
-    /// at another epoch is made again. (All DDL of a single node goes through its coordinator;
-    /// the cluster layer will move this to the gossiped schema version.)
-    schema_epoch: Cell<u64>,
     admin: admin::AdminState,
+    /// The cluster service (gossip, peers) once the server started it.
+    cluster: RefCell<Option<Rc<Cluster>>>,
 }
 
 impl Coordinator {
@@ -60,11 +59,30 @@ impl Coordinator {
         let (batchlog, replayed) = Batchlog::open(&node).await?;
         let prepared = RefCell::new(PreparedCache::default());
         let admin = admin::AdminState::new();
-        Ok((Coordinator { node, proxy, batchlog, prepared, schema_epoch: Cell::new(0), admin }, replayed))
+        let cluster = RefCell::new(None);
+        Ok((Coordinator { node, proxy, batchlog, prepared, admin, cluster }, replayed))
     }
 
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Makes this coordinator part of a cluster: schema changes made here are pushed to the
+    /// peers, and `admin status` lists every node the cluster service knows.
+    pub fn attach_cluster(&self, cluster: Rc<Cluster>) {
+        *self.cluster.borrow_mut() = Some(cluster);
+    }
+
+    fn cluster(&self) -> Option<Rc<Cluster>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// After DDL here: the peers learn the change (the cluster service waits, bounded, for
+    /// the live ones to take it).
+    async fn schema_changed(&self) {
+        if let Some(cluster) = self.cluster() {
+            cluster.schema_changed().await;
+        }
     }
 
     /// The replicated write and read paths: where the cluster service swaps in the view it
@@ -124,7 +142,7 @@ impl Coordinator {
         let id = PreparedId::of_statement(text);
         let bind = prepared.markers().iter().map(|m| ColumnSpec { name: m.name.clone(), ty: m.ty }).collect();
         let columns = prepared.projection().map(select::column_specs).unwrap_or_default();
-        let planned = RefCell::new(Some((self.schema_epoch.get(), Rc::new(prepared))));
+        let planned = RefCell::new(Some((self.node.schema_version(), Rc::new(prepared))));
         self.prepared.borrow_mut().insert(id, Rc::new(PreparedEntry { statement, planned }));
         Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns }))
     }
@@ -136,7 +154,7 @@ impl Coordinator {
         let entry = self.prepared.borrow().get(id).ok_or_else(|| {
             ErrorResponse::new(ErrorCode::Unprepared { id }, format!("prepared statement {id} is unknown here"))
         })?;
-        let epoch = self.schema_epoch.get();
+        let epoch = self.node.schema_version();
         let cached = entry.planned.borrow().as_ref().filter(|(at, _)| *at == epoch).map(|(_, p)| p.clone());
         let prepared = match cached {
             Some(prepared) => prepared,
@@ -168,8 +186,9 @@ impl Coordinator {
                         )),
                     };
                 }
-                self.node.create_table(schema, None).await.map_err(node_error)?;
-                self.schema_epoch.set(self.schema_epoch.get() + 1);
+                let ts = self.proxy.timestamp(None)?;
+                self.node.create_table(schema, Some(ts)).await.map_err(node_error)?;
+                self.schema_changed().await;
                 Ok(QueryResult::SchemaChange { change: "CREATED".into(), table: name })
             }
             Plan::DropTable { table, if_exists } => {
@@ -179,11 +198,19 @@ impl Coordinator {
                         false => Err(ErrorResponse::new(ErrorCode::Invalid, format!("Table '{table}' doesn't exist"))),
                     };
                 }
-                self.node.drop_table(&table, None).await.map_err(node_error)?;
-                self.schema_epoch.set(self.schema_epoch.get() + 1);
+                let ts = self.proxy.timestamp(None)?;
+                self.node.drop_table(&table, Some(ts)).await.map_err(node_error)?;
+                self.schema_changed().await;
                 Ok(QueryResult::SchemaChange { change: "DROPPED".into(), table })
             }
             Plan::Truncate { schema } => {
+                if self.proxy.view().members().len() > 1 {
+                    return Err(ErrorResponse::new(
+                        ErrorCode::Invalid,
+                        "TRUNCATE in a cluster of more than one node is not supported yet: it would clear \
+                         only this node's replicas (DROP TABLE and CREATE TABLE work cluster-wide)",
+                    ));
+                }
                 self.node.truncate(&schema.name).await.map_err(node_error)?;
                 Ok(QueryResult::Void)
             }

@@ -48,26 +48,17 @@ impl Default for Timeouts {
     }
 }
 
+/// A peer's answer (opcode, body) on its way.
+pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + 'a>>;
+
 /// How the proxy reaches other nodes: the peer transport in a server, an in-process stand-in
 /// in tests. A PEER_ERROR answer is an `Err`.
 pub trait Peers {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>>;
+    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_>;
 }
 
 impl Peers for Transport {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>> {
+    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_> {
         Box::pin(Transport::call(self, peer, opcode, body, timeout))
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use shards::node::{LocalService, Node};
 
+use crate::cluster::service::Cluster;
 use crate::config::{parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT};
 use crate::coordinator::Coordinator;
 use crate::logging::{self, LogFormat};
@@ -48,9 +49,24 @@ pub struct Args {
     /// --config accepts, and exit.
     #[arg(long)]
     print_config: bool,
+    /// Peer addresses to join a cluster through, comma-separated (host:port,...) [default: none].
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<SocketAddr>>,
+    /// Failure detector threshold: phi above which a silent peer is marked down [default: 8].
+    #[arg(long)]
+    phi_convict_threshold: Option<f64>,
+    /// How long a coordinator waits for a write's replicas, ms [default: 2000].
+    #[arg(long)]
+    write_request_timeout_ms: Option<u64>,
+    /// How long a coordinator waits for a read's replicas, ms [default: 5000].
+    #[arg(long)]
+    read_request_timeout_ms: Option<u64>,
     /// Shards [default: one per available core; fixed when the data directory is created].
     #[arg(long)]
     shards: Option<usize>,
+    /// Vnode tokens per shard [default: 8; fixed when the data directory is created].
+    #[arg(long)]
+    num_tokens: Option<usize>,
     /// When an acknowledged write is durable [default: batch].
     #[arg(long, value_enum)]
     sync_mode: Option<SyncModeSetting>,
@@ -98,7 +114,9 @@ impl Args {
             c.listen = v;
             // The other listeners follow the client address's host unless set themselves.
             if self.peer_listen.is_none() && !file_keys.contains("peer_listen") {
-                c.peer_listen = SocketAddr::new(v.ip(), crate::config::DEFAULT_PEER_PORT);
+                // A kernel-chosen client port (tests, local clusters) gets one for peers too.
+                let port = if v.port() == 0 { 0 } else { crate::config::DEFAULT_PEER_PORT };
+                c.peer_listen = SocketAddr::new(v.ip(), port);
             }
             if self.metrics_listen.is_none()
                 && !file_keys.contains("metrics_listen")
@@ -122,8 +140,23 @@ impl Args {
             Some(v) => c.log_level = v.clone(),
             None => c.log_level = logging::level_from_env(&c.log_level),
         }
+        if let Some(v) = &self.seeds {
+            c.seeds = v.clone();
+        }
+        if let Some(v) = self.phi_convict_threshold {
+            c.phi_convict_threshold = v;
+        }
+        if let Some(v) = self.write_request_timeout_ms {
+            c.write_request_timeout_ms = v;
+        }
+        if let Some(v) = self.read_request_timeout_ms {
+            c.read_request_timeout_ms = v;
+        }
         if let Some(v) = self.shards {
             c.shards = v;
+        }
+        if let Some(v) = self.num_tokens {
+            c.num_tokens = v;
         }
         if let Some(v) = self.sync_mode {
             c.sync_mode = v;
@@ -157,6 +190,7 @@ impl Args {
 enum ServiceEvent {
     Listening {
         client: SocketAddr,
+        peer: SocketAddr,
         metrics: Option<SocketAddr>,
     },
     Failed(String),
@@ -208,6 +242,21 @@ pub fn run(args: Args) -> Result<()> {
             };
             let addr = listener.local_addr().unwrap_or(service_config.listen);
             coordinator.set_client_address(addr);
+            let cluster = match Cluster::start(
+                coordinator.node().clone(),
+                coordinator.proxy().view_cell(),
+                coordinator.proxy().clock().clone(),
+                service_config.cluster_config(addr),
+            ) {
+                Ok(cluster) => cluster,
+                Err(e) => {
+                    let _ = events_tx.send(ServiceEvent::Failed(e.to_string()));
+                    return;
+                }
+            };
+            coordinator.proxy().set_peers(cluster.transport().clone());
+            coordinator.proxy().set_timeouts(service_config.timeouts());
+            coordinator.attach_cluster(cluster.clone());
             // Subsystems started on this shard (the cluster layer's hints and gossip) add their
             // metrics with `metrics.register(...)`; every later scrape includes them.
             let metrics = Rc::new(Metrics::new());
@@ -227,16 +276,23 @@ pub fn run(args: Args) -> Result<()> {
                     }
                 },
             };
-            let _ = events_tx.send(ServiceEvent::Listening { client: addr, metrics: metrics_addr });
+            let _ = events_tx.send(ServiceEvent::Listening {
+                client: addr,
+                peer: cluster.peer_addr(),
+                metrics: metrics_addr,
+            });
             connection::serve(listener, coordinator, metrics, &service_config, stop_rx).await;
+            // Tells the peers this node is leaving now rather than after their failure
+            // detectors' delay.
+            cluster.stop().await;
             let _ = events_tx.send(ServiceEvent::Stopped);
         })
     });
     let (node, report) = Node::open_with_service(config.node_config(), Some((0, service)))
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let replayed: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
-    let (addr, metrics_addr) = match events.recv() {
-        Ok(ServiceEvent::Listening { client, metrics }) => (client, metrics),
+    let (addr, peer_addr, metrics_addr) = match events.recv() {
+        Ok(ServiceEvent::Listening { client, peer, metrics }) => (client, peer, metrics),
         Ok(ServiceEvent::Failed(reason)) => {
             shutdown(&node)?;
             bail!(reason);
@@ -249,7 +305,7 @@ pub fn run(args: Args) -> Result<()> {
     let metrics_at =
         metrics_addr.map_or_else(|| "metrics off".to_owned(), |m| format!("metrics on http://{m}/metrics"));
     println!(
-        "enigmadb ready: listening on {addr}, {metrics_at}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
+        "enigmadb ready: listening on {addr}, peers on {peer_addr}, {metrics_at}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
         node.shard_count(),
         config.data_dir.display(),
         config.sync_mode,

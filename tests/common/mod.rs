@@ -109,6 +109,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where its metrics endpoint listens, unless it is off (read from its ready line).
     pub metrics: Option<SocketAddr>,
+    /// Where its peer protocol listens (read from its ready line).
+    pub peer: Option<SocketAddr>,
     pub dir: PathBuf,
     /// Its stdout lines after the ready line.
     stdout: mpsc::Receiver<String>,
@@ -119,7 +121,11 @@ impl Server {
     /// loopback address and waits for its ready line. `extra` adds flags (a small
     /// `--memtable-budget`, a `--max-frame-bytes`...).
     pub fn start(dir: &Path, shards: usize, extra: &[&str]) -> Server {
-        let host = loopback_host();
+        Server::start_on(&loopback_host(), dir, shards, extra)
+    }
+
+    /// [`Server::start`] on the loopback address `host` (cluster tests give each node its own).
+    pub fn start_on(host: &str, dir: &Path, shards: usize, extra: &[&str]) -> Server {
         let mut child = enigmadb()
             .arg("server")
             .arg("--data-dir")
@@ -145,6 +151,7 @@ impl Server {
             child: Some(child),
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics: None,
+            peer: None,
             dir: dir.to_owned(),
             stdout: lines,
         };
@@ -156,6 +163,7 @@ impl Server {
                     if let Some(addr) = ready_address(&line) {
                         server.addr = addr;
                         server.metrics = ready_metrics_address(&line);
+                        server.peer = ready_peer_address(&line);
                         return server;
                     }
                 }
@@ -220,6 +228,11 @@ impl Drop for Server {
 pub fn ready_address(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix("enigmadb ready: listening on ")?;
     rest.split([',', ' ']).next()?.parse().ok()
+}
+
+/// The peer address in a server's ready line (`..., peers on 127.0.0.5:40125, ...`).
+pub fn ready_peer_address(line: &str) -> Option<SocketAddr> {
+    line.split_once(" peers on ")?.1.split([',', ' ']).next()?.parse().ok()
 }
 
 /// The metrics address in a server's ready line (`..., metrics on http://127.0.0.5:40124/metrics,

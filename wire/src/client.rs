@@ -13,7 +13,6 @@ use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use crate::frame::{encode_frame, Frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
@@ -337,14 +336,6 @@ impl Client {
         !self.ready.is_empty() || self.read_start < self.read_buf.len()
     }
 
-    /// Whether bytes of an answer were already read from the socket, so that [`Client::recv`]
-    /// would not wait for the socket. With [`AsRawFd`] this lets a caller wait for an answer or
-    /// a deadline at once (`poll`), finer than socket timeouts, which the kernel rounds up to its
-    /// timer tick (the stress tool's open loop).
-    pub fn has_buffered_input(&self) -> bool {
-        !self.ready.is_empty() || self.read_start < self.read_buf.len()
-    }
-
     /// Sends one request and waits for its answer, keeping answers to other streams for `recv`.
     fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
         let stream = self.send(request)?;
@@ -473,12 +464,6 @@ fn result_of(response: Response) -> Result<QueryResult, ClientError> {
     match response {
         Response::Result(result) => Ok(result),
         other => Err(unexpected("RESULT", &other)),
-    }
-}
-
-impl AsRawFd for Client {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
     }
 }
 

@@ -1,0 +1,510 @@
+//! The cluster service of a node, on its coordinator shard: serves the peer port (gossip,
+//! replica reads and writes, schema exchange), runs a gossip round every second, feeds the
+//! failure detector from heartbeats, and keeps the coordinator's [`ClusterView`] current.
+//! It owns the membership picture; storage stays behind `shards::node::Node`, and the rules
+//! (gossip merge, phi, ring placement) live in the pure modules it drives.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use shards::hlc::Hlc;
+use shards::node::Node;
+use wire::Token;
+
+use super::failure_detector::{FailureDetector, FailureDetectorConfig, FailureDetectorError};
+use super::gossip::{Ack, Ack2, AppState, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status, Syn};
+use super::transport::{self, codes, PeerError, PeerHandler, RemoteError, Transport, TransportConfig};
+use super::view::{ClusterView, Member, ViewError};
+use super::{opcodes, HostId};
+
+/// Time between gossip rounds, as in Cassandra.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one gossip message waits for its answer; a peer slower than this missed a round.
+const GOSSIP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a schema pull or push waits for its answer.
+const SCHEMA_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rounds between refreshes of the gossiped load (bytes on disk).
+const LOAD_REFRESH_ROUNDS: u64 = 10;
+/// Rounds between schema pulls from a peer that still disagrees (the first pull is at once).
+const SCHEMA_RETRY_ROUNDS: u64 = 5;
+
+/// Settings of the cluster service.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where the peer protocol listens (`--peer-listen`); port 0 picks a free one.
+    pub peer_listen: SocketAddr,
+    /// Where this node's clients connect (gossiped, shown by `admin status`).
+    pub client_addr: SocketAddr,
+    /// Peer addresses contacted to join (`--seeds`); this node's own address may be listed.
+    pub seeds: Vec<SocketAddr>,
+    pub failure_detector: FailureDetectorConfig,
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("listening for peers on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    FailureDetector(#[from] FailureDetectorError),
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+    #[error("the local view of the cluster cannot be built: {0}")]
+    View(#[from] ViewError),
+}
+
+/// One node as `admin status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberStatus {
+    pub host: HostId,
+    pub client: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// Up as this node's failure detector judges it (this node is always up).
+    pub up: bool,
+    pub status: Option<Status>,
+    pub load: Option<u64>,
+    pub tokens: usize,
+    /// Fraction of the token space whose first replica it is.
+    pub owns: f64,
+    pub schema_version: Option<u64>,
+    pub generation: u64,
+}
+
+/// The running service. `!Send`: it lives on the coordinator shard's executor.
+pub struct Cluster {
+    node: Node,
+    local: HostId,
+    config: ClusterConfig,
+    /// The bound peer address (differs from the configured one when its port was 0).
+    peer_addr: SocketAddr,
+    transport: Rc<Transport>,
+    gossip: RefCell<Gossip>,
+    detector: RefCell<FailureDetector>,
+    /// The coordinator's view, replaced whenever membership or liveness changes.
+    view: Rc<RefCell<Rc<ClusterView>>>,
+    /// The coordinator's clock, which observes the timestamps of peers' writes.
+    clock: Rc<RefCell<Hlc>>,
+    /// Origin of the failure detector's clock.
+    epoch: Instant,
+    round: Cell<u64>,
+    /// Hosts whose schema version differed from ours at the last check, with the round of
+    /// the last pull from each.
+    schema_pulled: RefCell<std::collections::HashMap<HostId, u64>>,
+    stopping: Cell<bool>,
+}
+
+impl Cluster {
+    /// Binds the peer port and starts serving it and gossiping (tasks on the current
+    /// executor, which must be the node's coordinator shard). `view` and `clock` are the
+    /// coordinator's (its `StorageProxy`'s): the service keeps the view current and serves
+    /// peers' writes through the clock. The service runs until [`Cluster::stop`].
+    pub fn start(
+        node: Node,
+        view: Rc<RefCell<Rc<ClusterView>>>,
+        clock: Rc<RefCell<Hlc>>,
+        config: ClusterConfig,
+    ) -> Result<Rc<Cluster>, ClusterError> {
+        let listener = glommio::net::TcpListener::bind(config.peer_listen)
+            .map_err(|e| ClusterError::Listen { addr: config.peer_listen, reason: e.to_string() })?;
+        let peer_addr = listener.local_addr().unwrap_or(config.peer_listen);
+        let mut transport_config = TransportConfig::new(peer_addr);
+        transport_config.max_frame_bytes = config.max_frame_bytes;
+        let local = node.host_id();
+        let tokens = node.tokens();
+        let gossip = Gossip::new(
+            local,
+            node.generation(),
+            vec![
+                AppState::PeerAddress(peer_addr),
+                AppState::ClientAddress(config.client_addr),
+                AppState::Tokens(tokens.clone()),
+                AppState::Status(Status::Normal),
+                AppState::SchemaVersion(node.schema_version()),
+                AppState::Load(0),
+                AppState::ReleaseVersion(env!("CARGO_PKG_VERSION").into()),
+            ],
+        )?;
+        *view.borrow_mut() = Rc::new(ClusterView::single(Member {
+            host: local,
+            peer: peer_addr,
+            client: config.client_addr,
+            tokens,
+            alive: true,
+        })?);
+        let cluster = Rc::new(Cluster {
+            detector: RefCell::new(FailureDetector::new(config.failure_detector)?),
+            node,
+            local,
+            peer_addr,
+            transport: Transport::new(transport_config.clone()),
+            gossip: RefCell::new(gossip),
+            view,
+            clock,
+            epoch: Instant::now(),
+            round: Cell::new(0),
+            schema_pulled: RefCell::default(),
+            stopping: Cell::new(false),
+            config,
+        });
+        let handler: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let served = cluster.clone();
+        glommio::spawn_local(async move {
+            transport::serve(listener, handler, &transport_config, async move {
+                let _ = stop_rx.recv_async().await;
+            })
+            .await;
+            drop(served);
+        })
+        .detach();
+        let gossiping = cluster.clone();
+        glommio::spawn_local(async move {
+            gossiping.gossip_loop().await;
+            // Stops the peer listener once gossip has said goodbye.
+            drop(stop_tx);
+        })
+        .detach();
+        tracing::info!(peer = %peer_addr, host = %format!("{local:032x}"), seeds = ?cluster.config.seeds, "cluster service started");
+        Ok(cluster)
+    }
+
+    pub fn local(&self) -> HostId {
+        self.local
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The coordinator's current picture of the cluster (cheap: a shared pointer).
+    pub fn view(&self) -> Rc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn transport(&self) -> &Rc<Transport> {
+        &self.transport
+    }
+
+    /// Stops gossiping after telling the live peers this node is shutting down (so they mark
+    /// it down at once rather than after the failure detector's delay).
+    pub async fn stop(&self) {
+        if self.stopping.replace(true) {
+            return;
+        }
+        let _ = self.gossip.borrow_mut().set_local(AppState::Status(Status::Shutdown));
+        let peers: Vec<SocketAddr> = self.live_peers().into_iter().map(|(_, addr)| addr).collect();
+        let rounds = peers.into_iter().map(|peer| self.gossip_with(peer));
+        futures_util::future::join_all(rounds).await;
+    }
+
+    /// Every known node, this one first, then by host id.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        let gossip = self.gossip.borrow();
+        let detector = self.detector.borrow();
+        let view = self.view.borrow().clone();
+        let owns = view.ring().ownership(|(host, _)| *host);
+        let mut out: Vec<MemberStatus> = gossip
+            .endpoints()
+            .map(|(host, state)| MemberStatus {
+                host,
+                client: state.client_address(),
+                peer: state.peer_address(),
+                up: host == self.local || (detector.is_alive(host) && state.status() != Some(Status::Shutdown)),
+                status: state.status(),
+                load: state.load(),
+                tokens: state.tokens().map_or(0, |t| t.iter().map(Vec::len).sum()),
+                owns: owns.get(&host).copied().unwrap_or(0.0),
+                schema_version: state.schema_version(),
+                generation: state.heartbeat().generation,
+            })
+            .collect();
+        out.sort_by_key(|m| (m.host != self.local, m.host));
+        out
+    }
+
+    /// Call after this node changed its schema: gossips the new version and pushes the
+    /// change to every live peer, waiting (bounded) for their answers so that a client that
+    /// created a table here can use it on another node at once.
+    pub async fn schema_changed(&self) {
+        let version = self.node.schema_version();
+        let _ = self.gossip.borrow_mut().set_local(AppState::SchemaVersion(version));
+        let body = super::schema::on_schema_pull(&self.node);
+        let pushes = self.live_peers().into_iter().map(|(host, addr)| {
+            let body = body.clone();
+            async move {
+                if let Err(e) = self.transport.call(addr, opcodes::SCHEMA_PUSH, body, SCHEMA_TIMEOUT).await {
+                    tracing::warn!(peer = %addr, host = %format!("{host:032x}"), error = %e, "pushing a schema change");
+                }
+            }
+        });
+        futures_util::future::join_all(pushes).await;
+    }
+
+    /// Live peers (not this node) and their peer addresses.
+    fn live_peers(&self) -> Vec<(HostId, SocketAddr)> {
+        self.view
+            .borrow()
+            .members()
+            .iter()
+            .filter(|m| m.alive && m.host != self.local)
+            .map(|m| (m.host, m.peer))
+            .collect()
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    async fn gossip_loop(self: &Rc<Self>) {
+        while !self.stopping.get() {
+            let started = Instant::now();
+            self.gossip_round().await;
+            let spent = started.elapsed();
+            glommio::timer::sleep(GOSSIP_INTERVAL.saturating_sub(spent)).await;
+        }
+    }
+
+    /// One round, as Cassandra's Gossiper.GossipTask: beat, gossip to a random live peer, maybe
+    /// to an unreachable one, and to a seed when the live peer was not one; then convict.
+    async fn gossip_round(self: &Rc<Self>) {
+        let round = self.round.get() + 1;
+        self.round.set(round);
+        self.gossip.borrow_mut().beat();
+        if round % LOAD_REFRESH_ROUNDS == 1 {
+            self.refresh_load().await;
+        }
+        let (live, down) = self.peers_by_liveness();
+        let mut targets = Vec::new();
+        let mut rng = rand::thread_rng();
+        if let Some(peer) = live.choose(&mut rng) {
+            targets.push(*peer);
+        }
+        if !down.is_empty() && rng.gen_range(0..=live.len()) < down.len() {
+            if let Some(peer) = down.choose(&mut rng) {
+                targets.push(*peer);
+            }
+        }
+        let seeds: Vec<SocketAddr> =
+            self.config.seeds.iter().copied().filter(|s| *s != self.peer_addr && !targets.contains(s)).collect();
+        let reached_seed = targets.iter().any(|t| self.config.seeds.contains(t));
+        if !reached_seed && (live.len() < seeds.len() || rng.gen_bool(0.2) || live.is_empty()) {
+            if let Some(seed) = seeds.choose(&mut rng) {
+                targets.push(*seed);
+            }
+        }
+        drop(rng);
+        futures_util::future::join_all(targets.into_iter().map(|peer| self.gossip_with(peer))).await;
+        let convicted = self.detector.borrow_mut().convict(self.now());
+        for host in &convicted {
+            tracing::warn!(host = %format!("{host:032x}"), "peer down");
+        }
+        if !convicted.is_empty() {
+            self.rebuild_view();
+        }
+        self.pull_disagreeing_schemas(round).await;
+    }
+
+    /// Peer addresses of the known endpoints, split by what the failure detector says.
+    fn peers_by_liveness(&self) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let gossip = self.gossip.borrow();
+        let detector = self.detector.borrow();
+        let (mut live, mut down) = (Vec::new(), Vec::new());
+        for (host, state) in gossip.endpoints().filter(|(h, _)| *h != self.local) {
+            let Some(addr) = state.peer_address() else { continue };
+            match detector.is_alive(host) && state.status() != Some(Status::Shutdown) {
+                true => live.push(addr),
+                false => down.push(addr),
+            }
+        }
+        (live, down)
+    }
+
+    /// SYN, ACK, ACK2 with one peer. A peer that does not answer just misses the round.
+    async fn gossip_with(&self, peer: SocketAddr) {
+        let syn = self.gossip.borrow().syn().encode();
+        let ack = match self.transport.call(peer, opcodes::GOSSIP_SYN, syn, GOSSIP_TIMEOUT).await {
+            Ok((opcodes::GOSSIP_ACK, body)) => match Ack::decode(&body) {
+                Ok(ack) => ack,
+                Err(e) => return tracing::warn!(%peer, error = %e, "undecodable gossip ACK"),
+            },
+            Ok((opcode, _)) => return tracing::warn!(%peer, opcode, "unexpected answer to a gossip SYN"),
+            Err(e) => return log_unreachable(peer, &e),
+        };
+        let (ack2, events) = self.gossip.borrow_mut().handle_ack(ack);
+        self.on_events(&events);
+        if ack2.deltas.is_empty() {
+            return;
+        }
+        if let Err(e) = self.transport.call(peer, opcodes::GOSSIP_ACK2, ack2.encode(), GOSSIP_TIMEOUT).await {
+            log_unreachable(peer, &e);
+        }
+    }
+
+    /// Feeds the failure detector and rebuilds the view after gossip changed something.
+    fn on_events(&self, events: &[GossipEvent]) {
+        let now = self.now();
+        let mut rebuild = false;
+        for event in events {
+            match *event {
+                GossipEvent::NewEndpoint(host)
+                | GossipEvent::Restarted(host)
+                | GossipEvent::HeartbeatAdvanced(host) => {
+                    if matches!(event, GossipEvent::Restarted(_)) {
+                        tracing::info!(host = %format!("{host:032x}"), "peer restarted");
+                        self.detector.borrow_mut().remove(host);
+                    }
+                    match self.detector.borrow_mut().report(host, now) {
+                        Ok(true) => {
+                            tracing::info!(host = %format!("{host:032x}"), "peer up");
+                            rebuild = true;
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "failure detector"),
+                    }
+                    rebuild |= !matches!(event, GossipEvent::HeartbeatAdvanced(_));
+                }
+                GossipEvent::StateChanged(host, key) => {
+                    if key == StateKey::Status
+                        && self.gossip.borrow().endpoint(host).and_then(EndpointState::status) == Some(Status::Shutdown)
+                    {
+                        tracing::info!(host = %format!("{host:032x}"), "peer shut down");
+                    }
+                    rebuild |= matches!(
+                        key,
+                        StateKey::Tokens | StateKey::PeerAddress | StateKey::ClientAddress | StateKey::Status
+                    );
+                }
+                GossipEvent::EndpointRefused(host) => {
+                    tracing::warn!(host = %format!("{host:032x}"), "too many endpoints; not tracking this one")
+                }
+            }
+        }
+        if rebuild {
+            self.rebuild_view();
+        }
+    }
+
+    /// Builds the view from gossip: every endpoint with tokens and addresses is a member, up
+    /// when the failure detector says so and it has not announced a shutdown.
+    fn rebuild_view(&self) {
+        let members: Vec<Member> = {
+            let gossip = self.gossip.borrow();
+            let detector = self.detector.borrow();
+            gossip
+                .endpoints()
+                .filter_map(|(host, state)| {
+                    let tokens: Vec<Vec<Token>> = state.tokens()?.to_vec();
+                    Some(Member {
+                        host,
+                        peer: state.peer_address()?,
+                        client: state.client_address()?,
+                        tokens,
+                        alive: host == self.local
+                            || (detector.is_alive(host) && state.status() != Some(Status::Shutdown)),
+                    })
+                })
+                .collect()
+        };
+        match ClusterView::new(self.local, members) {
+            Ok(view) => *self.view.borrow_mut() = Rc::new(view),
+            Err(e) => tracing::error!(error = %e, "keeping the previous cluster view"),
+        }
+    }
+
+    /// Gossips the bytes this node stores (summed over its shards' SSTables).
+    async fn refresh_load(&self) {
+        if let Ok(stats) = self.node.stats().await {
+            let load = stats.iter().map(|s| s.sstable_bytes).sum();
+            let _ = self.gossip.borrow_mut().set_local(AppState::Load(load));
+        }
+    }
+
+    /// Pulls the schema of every live peer whose gossiped schema version differs from ours
+    /// (at once for a new disagreement, then every few rounds while it lasts).
+    async fn pull_disagreeing_schemas(&self, round: u64) {
+        let ours = self.node.schema_version();
+        let disagreeing: Vec<(HostId, SocketAddr)> = {
+            let gossip = self.gossip.borrow();
+            self.live_peers()
+                .into_iter()
+                .filter(|(host, _)| {
+                    gossip.endpoint(*host).and_then(EndpointState::schema_version).is_some_and(|v| v != ours)
+                })
+                .collect()
+        };
+        let hosts: HashSet<HostId> = disagreeing.iter().map(|(h, _)| *h).collect();
+        self.schema_pulled.borrow_mut().retain(|h, _| hosts.contains(h));
+        for (host, addr) in disagreeing {
+            let last = self.schema_pulled.borrow().get(&host).copied();
+            if last.is_some_and(|at| round < at + SCHEMA_RETRY_ROUNDS) {
+                continue;
+            }
+            self.schema_pulled.borrow_mut().insert(host, round);
+            match self.transport.call(addr, opcodes::SCHEMA_PULL, Vec::new(), SCHEMA_TIMEOUT).await {
+                Ok((opcodes::SCHEMA, body)) => self.merge_schema(addr, &body).await,
+                Ok((opcode, _)) => tracing::warn!(peer = %addr, opcode, "unexpected answer to SCHEMA_PULL"),
+                Err(e) => log_unreachable(addr, &e),
+            }
+        }
+    }
+
+    /// Merges a peer's catalog into ours and gossips our new version if it changed.
+    async fn merge_schema(&self, from: SocketAddr, body: &[u8]) {
+        let before = self.node.schema_version();
+        if let Err(e) = super::schema::on_schema_push(&self.node, body).await {
+            tracing::warn!(peer = %from, error = %e, "merging a peer's schema");
+            return;
+        }
+        let after = self.node.schema_version();
+        if after != before {
+            tracing::info!(peer = %from, version = after, "schema updated from a peer");
+            let _ = self.gossip.borrow_mut().set_local(AppState::SchemaVersion(after));
+        }
+    }
+}
+
+fn log_unreachable(peer: SocketAddr, e: &PeerError) {
+    tracing::debug!(%peer, error = %e, "gossip message not answered");
+}
+
+/// Serves the peer port: gossip and schema messages here, data messages on the replica side.
+struct Handler(Rc<Cluster>);
+
+impl PeerHandler for Handler {
+    fn handle(&self, from: SocketAddr, opcode: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
+        Box::pin(async move {
+            let cluster = &self.0;
+            match opcode {
+                opcodes::GOSSIP_SYN => match Syn::decode(&body) {
+                    Ok(syn) => (opcodes::GOSSIP_ACK, cluster.gossip.borrow().handle_syn(&syn).encode()),
+                    Err(e) => bad_request(format!("GOSSIP_SYN: {e}")),
+                },
+                opcodes::GOSSIP_ACK2 => match Ack2::decode(&body) {
+                    Ok(ack2) => {
+                        let events = cluster.gossip.borrow_mut().handle_ack2(ack2);
+                        cluster.on_events(&events);
+                        (opcodes::GOSSIP_ACK2_OK, Vec::new())
+                    }
+                    Err(e) => bad_request(format!("GOSSIP_ACK2: {e}")),
+                },
+                opcodes::SCHEMA_PULL => (opcodes::SCHEMA, super::schema::on_schema_pull(&cluster.node)),
+                opcodes::SCHEMA_PUSH => {
+                    cluster.merge_schema(from, &body).await;
+                    (opcodes::SCHEMA_OK, Vec::new())
+                }
+                _ => crate::coordinator::handle_data(&cluster.node, &cluster.clock, opcode, &body).await,
+            }
+        })
+    }
+}
+
+fn bad_request(message: String) -> (u8, Vec<u8>) {
+    (opcodes::PEER_ERROR, RemoteError::new(codes::PROTOCOL, message).encode())
+}
