@@ -5,61 +5,14 @@
 
 mod common;
 
-use std::path::Path;
-
+use common::{count, fill, get, kv_named as named, open_small as open, put, sstables_of};
 use futures_lite::future::block_on;
-use shards::node::{Node, NodeConfig};
-use wire::schema::TableSchema;
-use wire::Value;
-
-const SHARDS: usize = 2;
-
-fn open(dir: &Path) -> Node {
-    let mut config = NodeConfig::new(dir);
-    config.shards = SHARDS;
-    config.shard.memtable_budget = 32 * 1024;
-    Node::open(config).expect("open node").0
-}
-
-fn named(name: &str) -> TableSchema {
-    TableSchema { name: name.into(), ..common::kv() }
-}
-
-fn put(node: &Node, table: &str, k: &str, v: &str) {
-    let columns = [("v", Some(Value::Text(v.into())))];
-    block_on(node.insert(table, &[Value::Text(k.into())], &[], &columns, 0)).expect("insert");
-}
-
-fn get(node: &Node, table: &str, k: &str) -> Option<String> {
-    let rows = block_on(node.get(table, &[Value::Text(k.into())], &[])).expect("read");
-    rows.first().and_then(|r| match &r.columns[0] {
-        Some(Value::Text(v)) => Some(v.clone()),
-        _ => None,
-    })
-}
-
-/// Rows 0..n, enough for several flushes on every shard.
-fn fill(node: &Node, table: &str, tag: &str, n: usize) {
-    for i in 0..n {
-        put(node, table, &format!("k{i:04}"), &format!("{tag}-{i}-{}", "x".repeat(60)));
-    }
-}
-
-fn count(node: &Node, table: &str, n: usize) -> usize {
-    (0..n).filter(|i| get(node, table, &format!("k{i:04}")).is_some()).count()
-}
+use shards::node::Node;
 
 /// `to` merges everything `from` has, as after a SCHEMA_PULL.
 fn pull(to: &Node, from: &Node) -> shards::catalog::SchemaChanges {
     let (entries, drops) = from.schema_snapshot();
     block_on(to.adopt_schema(&entries, &drops)).expect("adopt schema")
-}
-
-fn sstables_of(dir: &Path, table: u32) -> usize {
-    (0..SHARDS)
-        .map(|s| common::assert_sstables_match_manifest(&dir.join(format!("shard-{s:03}"))))
-        .map(|m| m.sstables.iter().filter(|s| s.table == table).count())
-        .sum()
 }
 
 #[test]

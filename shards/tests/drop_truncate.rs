@@ -4,68 +4,10 @@
 
 mod common;
 
-use std::path::Path;
-
+use common::{count, fill, get, kv_named as kv, open_small as open, put, sstables_of};
 use futures_lite::future::block_on;
 use shards::catalog::Catalog;
-use shards::node::{Node, NodeConfig, NodeError};
-use wire::schema::{ColumnDef, TableOptions, TableSchema};
-use wire::{ColumnType, Value};
-
-const SHARDS: usize = 2;
-
-fn open(dir: &Path) -> Node {
-    let mut config = NodeConfig::new(dir);
-    config.shards = SHARDS;
-    config.shard.memtable_budget = 32 * 1024;
-    Node::open(config).expect("open node").0
-}
-
-fn kv(name: &str) -> TableSchema {
-    TableSchema {
-        id: 0,
-        name: name.into(),
-        partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Text }],
-        clustering: vec![],
-        columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
-        options: TableOptions::default(),
-    }
-}
-
-fn put(node: &Node, table: &str, k: &str, v: &str) {
-    let columns = [("v", Some(Value::Text(v.into())))];
-    block_on(node.insert(table, &[Value::Text(k.into())], &[], &columns, 0)).expect("insert");
-}
-
-fn get(node: &Node, table: &str, k: &str) -> Option<String> {
-    let rows = block_on(node.get(table, &[Value::Text(k.into())], &[])).expect("read");
-    rows.first().and_then(|r| match &r.columns[0] {
-        Some(Value::Text(v)) => Some(v.clone()),
-        _ => None,
-    })
-}
-
-/// Rows 0..n of `table`, enough for several flushes; the last ones stay in the MemTable.
-fn fill(node: &Node, table: &str, tag: &str, n: usize) {
-    for i in 0..n {
-        put(node, table, &format!("k{i:04}"), &format!("{tag}-{i}-{}", "x".repeat(60)));
-    }
-}
-
-fn count(node: &Node, table: &str, n: usize) -> usize {
-    (0..n).filter(|i| get(node, table, &format!("k{i:04}")).is_some()).count()
-}
-
-/// SSTables of `table` named by the manifests, and checks that the files on disk are exactly
-/// the ones the manifests name.
-fn sstables_of(dir: &Path, table: u32) -> usize {
-    let mut total = 0;
-    for shard in 0..SHARDS {
-        let manifest = common::assert_sstables_match_manifest(&dir.join(format!("shard-{shard:03}")));
-        total += manifest.sstables.iter().filter(|s| s.table == table).count();
-    }
-    total
-}
+use shards::node::NodeError;
 
 #[test]
 fn a_dropped_table_is_gone_and_a_recreated_one_starts_empty() {

@@ -1,14 +1,17 @@
-//! Helpers shared by the storage engine's integration tests: the small `kv` table and the
-//! check that a shard directory holds exactly the SSTables its manifest names.
+//! Helpers shared by the storage engine's integration tests: the small `kv` table, a small
+//! two-shard node that flushes often with text rows put and read by key, and the check that a
+//! shard directory holds exactly the SSTables its manifest names.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use futures_lite::future::block_on;
 use shards::manifest::{Manifest, SSTABLE_DIR};
+use shards::node::{Node, NodeConfig};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
-use wire::ColumnType;
+use wire::{ColumnType, Value};
 
 /// `kv (k text PRIMARY KEY, v text)`.
 pub fn kv() -> TableSchema {
@@ -20,6 +23,56 @@ pub fn kv() -> TableSchema {
         columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
         options: TableOptions::default(),
     }
+}
+
+/// The `kv` table's columns under another name.
+pub fn kv_named(name: &str) -> TableSchema {
+    TableSchema { name: name.into(), ..kv() }
+}
+
+/// Shards of the node [`open_small`] opens.
+pub const SMALL_NODE_SHARDS: usize = 2;
+
+/// A node of [`SMALL_NODE_SHARDS`] shards with 32 KiB MemTables, so a few hundred rows flush.
+pub fn open_small(dir: &Path) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.shards = SMALL_NODE_SHARDS;
+    config.shard.memtable_budget = 32 * 1024;
+    Node::open(config).expect("open node").0
+}
+
+pub fn put(node: &Node, table: &str, k: &str, v: &str) {
+    let columns = [("v", Some(Value::Text(v.into())))];
+    block_on(node.insert(table, &[Value::Text(k.into())], &[], &columns, 0)).expect("insert");
+}
+
+pub fn get(node: &Node, table: &str, k: &str) -> Option<String> {
+    let rows = block_on(node.get(table, &[Value::Text(k.into())], &[])).expect("read");
+    rows.first().and_then(|r| match &r.columns[0] {
+        Some(Value::Text(v)) => Some(v.clone()),
+        _ => None,
+    })
+}
+
+/// Rows 0..n of `table`, enough for several flushes; the last ones stay in the MemTable.
+pub fn fill(node: &Node, table: &str, tag: &str, n: usize) {
+    for i in 0..n {
+        put(node, table, &format!("k{i:04}"), &format!("{tag}-{i}-{}", "x".repeat(60)));
+    }
+}
+
+/// How many of the rows [`fill`] writes are readable.
+pub fn count(node: &Node, table: &str, n: usize) -> usize {
+    (0..n).filter(|i| get(node, table, &format!("k{i:04}")).is_some()).count()
+}
+
+/// SSTables of `table` in a [`open_small`] node directory, checking on the way that each
+/// shard's files are exactly the ones its manifest names.
+pub fn sstables_of(dir: &Path, table: u32) -> usize {
+    (0..SMALL_NODE_SHARDS)
+        .map(|s| assert_sstables_match_manifest(&dir.join(format!("shard-{s:03}"))))
+        .map(|m| m.sstables.iter().filter(|s| s.table == table).count())
+        .sum()
 }
 
 /// Asserts that the SSTable files in `shard_dir` are exactly the ones its manifest lists (no
