@@ -32,13 +32,17 @@ enum Command {
 }
 
 fn main() {
-    // Die quietly on a closed stdout (`enigmadb ... | head`), as command-line tools do, instead
-    // of panicking in println!.
-    // SAFETY: called first thing in main, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // The command-line tools die quietly on a closed stdout (`enigmadb ... | head`), as such
+    // tools do, instead of panicking in println!. Never the server: a peer or client that
+    // goes away mid-write would then kill the whole node with SIGPIPE instead of failing
+    // that one socket write with EPIPE.
+    if !matches!(cli.command, Command::Server(_)) {
+        // SAFETY: no thread has been started yet (clap parsing is single-threaded).
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The server installs its logger from its settings (--log-format, --log-level); the other
     // tools log warnings and errors as text unless ENIGMADB_LOG says otherwise.
     if !matches!(cli.command, Command::Server(_)) {
