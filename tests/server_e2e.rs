@@ -538,3 +538,40 @@ fn garbage(kind: usize, rng: &mut impl Rng) -> Vec<u8> {
         }
     }
 }
+
+/// Clients that vanish while big answers are still being written (the socket reset under the
+/// server's write) cost the server only those connections: the write fails with EPIPE or
+/// ECONNRESET, never a SIGPIPE that would kill the process.
+#[test]
+fn clients_vanishing_mid_answer_leave_the_server_running() {
+    const ROWS: usize = 1_000;
+    const VANISHING: usize = 10;
+    const QUERIES_EACH: u16 = 20;
+    let dir = common::scratch_dir("e2e-vanishing");
+    let mut server = Server::start(&dir, 1, &[]);
+    let mut client = common::connect(server.addr);
+    common::query_ok(&mut client, "CREATE TABLE kv (k text PRIMARY KEY, v text)");
+    let value = "x".repeat(200);
+    for n in 0..ROWS {
+        common::query_ok(&mut client, &format!("INSERT INTO kv (k, v) VALUES ('k{n}', '{value}')"));
+    }
+    let params = QueryParams { page_size: Some(ROWS as u32), ..QueryParams::default() };
+    for _ in 0..VANISHING {
+        let mut raw = common::RawConnection::connect(server.addr).expect("raw connection");
+        assert!(raw.startup(), "STARTUP answered (no answer: the server died)");
+        for stream in 1..=QUERIES_EACH {
+            // A send may fail once the server noticed the reset: that is fine here.
+            let _ = raw.send(&Request::Query { text: "SELECT * FROM kv".into(), params: params.clone() }, stream);
+        }
+        // Closing with unread answers in the receive buffer resets the connection.
+        drop(raw);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(server.is_running(), "the server died after clients vanished mid-answer");
+    let stored = common::key_values(server.addr, "kv");
+    assert_eq!(stored.len(), ROWS, "every row still served");
+    assert!(stored.values().all(|v| *v == value));
+    drop(client);
+    common::stop_cleanly(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

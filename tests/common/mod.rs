@@ -185,6 +185,14 @@ impl Server {
         self.child.as_ref().expect("the server is running").id()
     }
 
+    /// Whether the process is still running (not exited, not killed by a signal).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
