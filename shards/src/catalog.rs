@@ -17,8 +17,10 @@ use crate::durable_file::{self, DurableFileError, FileKind};
 use crate::hlc::Timestamp;
 
 pub const CATALOG_FILE: &str = "schema.cat";
-/// Version 2 added creation timestamps and drop records; version 1 is still read.
-const KIND: FileKind = FileKind { name: "schema catalog", magic: *b"ENIGSCHM", version: 2 };
+/// Version 2 added creation timestamps and drop records; version 3 stores schemas in their
+/// encoding version 2 (with `read_repair`). Versions 1 and 2 are still read (their schemas in
+/// encoding version 1, read as `read_repair = 'BLOCKING'`).
+const KIND: FileKind = FileKind { name: "schema catalog", magic: *b"ENIGSCHM", version: 3 };
 const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Bound on the live tables of a node (node-local tables included).
@@ -576,7 +578,32 @@ mod tests {
         assert!(c.is_dropped(2) && !c.is_dropped(3) && !c.is_dropped(4));
         let new = c.create_table(dir.path(), kv("c"), 1).unwrap();
         assert!(new.id >= 4, "ids of the version-1 era are never handed out again: {}", new.id);
-        assert_eq!(Catalog::load(dir.path()).unwrap(), c, "saved as version 2");
+        assert_eq!(Catalog::load(dir.path()).unwrap(), c, "saved as version 3");
+    }
+
+    #[test]
+    fn version_2_catalogs_are_read_with_blocking_read_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (TableSchema { id: 5, ..kv("a") }, TableSchema { id: 9, ..kv("b") });
+        // Version 2: legacy floor, entries with their schema in encoding version 1 (version 2
+        // without its last byte, the read repair mode), drop records.
+        let mut w = Writer::new();
+        w.u32(1).u32(2);
+        for (created, schema) in [(10, &a), (20, &b)] {
+            let mut s = Writer::new();
+            schema.encode(&mut s);
+            let mut bytes = s.into_bytes();
+            bytes[0] = 1;
+            bytes.pop();
+            w.i64(created).raw(&bytes);
+        }
+        w.u32(1).u32(3).i64(15).str("gone");
+        let v2 = FileKind { version: 2, ..KIND };
+        durable_file::write(&dir.path().join(CATALOG_FILE), v2, &w.into_bytes()).unwrap();
+        let c = Catalog::load(dir.path()).unwrap();
+        assert_eq!(c.entries(), &[TableEntry { schema: a, created: 10 }, TableEntry { schema: b, created: 20 }]);
+        assert!(c.tables().iter().all(|t| t.options.read_repair == wire::ReadRepair::Blocking));
+        assert!(c.is_dropped(3) && !c.is_dropped(4));
     }
 
     #[test]

@@ -180,6 +180,10 @@ struct Inner {
     senders: Vec<flume::Sender<Request>>,
     /// DDL only: serializes catalog changes and their persistence.
     catalog: Mutex<Catalog>,
+    /// `catalog.version()` as of the last finished DDL or schema merge. The coordinator reads
+    /// it on every EXECUTE (to re-plan prepared statements after a schema change), so it is
+    /// computed once per change, not per read (hashing the catalog costs a few microseconds).
+    schema_version: AtomicU64,
     /// Held by each DDL and schema merge from its catalog change until every shard applied it.
     ddl: DdlLock,
     /// Read per request to resolve names; written only by DDL.
@@ -291,6 +295,7 @@ impl Node {
             return Err(err);
         }
         let tables = schemas.iter().map(|s| (s.name.to_ascii_lowercase(), Arc::new(s.clone()))).collect();
+        let schema_version = AtomicU64::new(catalog.version());
         let node = Node {
             inner: Arc::new(Inner {
                 id: node_id,
@@ -301,6 +306,7 @@ impl Node {
                 drained: AtomicBool::new(false),
                 senders,
                 catalog: Mutex::new(catalog),
+                schema_version,
                 ddl: DdlLock::new(),
                 tables: RwLock::new(tables),
                 threads: Mutex::new(threads),
@@ -359,6 +365,7 @@ impl Node {
         ts: Option<Timestamp>,
     ) -> Result<Arc<TableSchema>, NodeError> {
         let _ddl = self.inner.ddl.acquire().await;
+        let _version = SchemaVersionUpdate(self);
         let created =
             self.catalog().create_table(&self.inner.dir, schema, ts.unwrap_or_else(|| SystemClock.now_micros()))?;
         self.add_table_on_shards(created).await
@@ -369,6 +376,7 @@ impl Node {
     /// as with DROP TABLE, a table learned is created with the peer's id. Returns the changes.
     pub async fn adopt_schema(&self, entries: &[TableEntry], drops: &[DropRecord]) -> Result<SchemaChanges, NodeError> {
         let _ddl = self.inner.ddl.acquire().await;
+        let _version = SchemaVersionUpdate(self);
         let changes = self.catalog().adopt(&self.inner.dir, entries, drops)?;
         for dropped in &changes.dropped {
             self.drop_table_on_shards(dropped).await?;
@@ -380,9 +388,11 @@ impl Node {
     }
 
     /// Digest of the catalog peers see (node-local tables left out); equal on every node
-    /// whose catalogs hold the same tables and drop records.
+    /// whose catalogs hold the same tables and drop records. It changes when a DDL or schema
+    /// merge has finished (name lookups included), so a caller that sees a new version and
+    /// then looks tables up sees the new tables.
     pub fn schema_version(&self) -> u64 {
-        self.catalog().version()
+        self.inner.schema_version.load(Ordering::Acquire)
     }
 
     /// Every table entry and drop record peers see (node-local tables left out), sorted by id.
@@ -629,6 +639,7 @@ impl Node {
     /// discard data of table ids the catalog records as dropped.
     pub async fn drop_table(&self, name: &str, ts: Option<Timestamp>) -> Result<(), NodeError> {
         let _ddl = self.inner.ddl.acquire().await;
+        let _version = SchemaVersionUpdate(self);
         let dropped =
             self.catalog().drop_table(&self.inner.dir, name, ts.unwrap_or_else(|| SystemClock.now_micros()))?;
         self.drop_table_on_shards(&dropped).await
@@ -783,6 +794,18 @@ fn enqueue(sender: &flume::Sender<Request>, request: Request) {
             }
         })
         .detach();
+    }
+}
+
+/// Publishes the catalog's version when dropped: at the end of a DDL or schema merge, after
+/// the shards and the name lookups changed, whether it succeeded or failed midway (the catalog
+/// may have changed either way). Dropped while the DDL lock is still held.
+struct SchemaVersionUpdate<'a>(&'a Node);
+
+impl Drop for SchemaVersionUpdate<'_> {
+    fn drop(&mut self) {
+        let version = self.0.catalog().version();
+        self.0.inner.schema_version.store(version, Ordering::Release);
     }
 }
 

@@ -200,22 +200,33 @@ impl<R: Copy + Eq> ReadResolver<R> {
         }
     }
 
-    /// Merges every full answer; the replicas whose version differs from the result are stale.
+    /// Merges every full answer (see [`resolve_versions`]).
     fn merge(&mut self) -> ResolvedRead<R> {
-        let mut merged = Partition::default();
-        for (_, version, _) in &self.data {
-            if let Some(p) = version {
-                merged.merge(p.clone());
-            }
-        }
-        let stale = self
-            .data
-            .iter()
-            .filter(|(_, v, _)| *v.as_ref().unwrap_or(&Partition::default()) != merged)
-            .map(|(r, _, _)| *r);
-        let stale = stale.collect();
-        ResolvedRead { partition: (!merged.is_empty()).then_some(merged), stale }
+        resolve_versions(self.data.iter().map(|(r, v, _)| (*r, v.clone())).collect())
     }
+}
+
+/// The full answers of several replicas for one partition (None: nothing stored) merged cell by
+/// cell, last write wins (`Partition::merge`); the replicas whose version differs from the
+/// result are stale. Answers that all agree are the result as they are, with no merge. Point
+/// reads (through [`ReadResolver`]) and range reads resolve partitions here, and only here.
+pub fn resolve_versions<R: Copy>(versions: Vec<(R, Option<Partition>)>) -> ResolvedRead<R> {
+    // An empty partition and no partition read the same (as their digests do).
+    let versions: Vec<(R, Option<Partition>)> =
+        versions.into_iter().map(|(r, v)| (r, v.filter(|p| !p.is_empty()))).collect();
+    if versions.windows(2).all(|w| w[0].1 == w[1].1) {
+        let partition = versions.into_iter().next().and_then(|(_, v)| v);
+        return ResolvedRead { partition, stale: Vec::new() };
+    }
+    let mut merged = Partition::default();
+    for (_, version) in &versions {
+        if let Some(p) = version {
+            merged.merge(p.clone());
+        }
+    }
+    let empty = Partition::default();
+    let stale = versions.iter().filter(|(_, v)| *v.as_ref().unwrap_or(&empty) != merged).map(|(r, _)| *r).collect();
+    ResolvedRead { partition: (!merged.is_empty()).then_some(merged), stale }
 }
 
 #[cfg(test)]
@@ -358,6 +369,17 @@ mod tests {
         data(&mut r, 1, None);
         assert_eq!(r.on_digest(2, digest(v.as_ref())), ReadStep::FetchData(vec![2]));
         assert_eq!(data(&mut r, 2, v.clone()), ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![1] }));
+    }
+
+    #[test]
+    fn resolving_versions_merges_the_newest_cells_and_names_the_stale_replicas() {
+        let (old, new) = (version(1, "old", 10), version(1, "new", 20));
+        let agree = resolve_versions(vec![(1, new.clone()), (2, new.clone())]);
+        assert_eq!(agree, ResolvedRead { partition: new.clone(), stale: vec![] });
+        let resolved = resolve_versions(vec![(1, old.clone()), (2, None), (3, new.clone())]);
+        assert_eq!(resolved, ResolvedRead { partition: new, stale: vec![1, 2] });
+        let empty = resolve_versions(vec![(1, Some(Partition::default())), (2, None)]);
+        assert_eq!(empty, ResolvedRead { partition: None, stale: vec![] }, "empty and absent agree");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod admin;
 mod batchlog;
 mod paging;
 mod proxy;
+mod range;
 mod replica;
 mod select;
 

@@ -20,7 +20,7 @@ use shards::node::Node;
 use shards::read::now_secs;
 use shards::row::{ClusteringSlice, Partition};
 use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
-use wire::schema::TableSchema;
+use wire::schema::{ReadRepair, TableId, TableSchema};
 
 use super::node_error;
 use crate::cluster::messages::{self, digest, Digest, ReadRequest, ReadResult};
@@ -266,7 +266,7 @@ impl StorageProxy {
     /// from one replica (this node when it is one), digests from as many others as the level
     /// needs; on a mismatch, data from all of them, merged cell by cell (last write wins). A
     /// replica that fails is replaced by another live one. Stale replicas get the merged
-    /// result in the background (read repair).
+    /// result as the table's `read_repair` option says ([`StorageProxy::read_repair`]).
     pub async fn read(
         &self,
         schema: &TableSchema,
@@ -303,12 +303,14 @@ impl StorageProxy {
         loop {
             let step = match recv_until(&rx, deadline).await {
                 None => {
+                    let why = format!("no answer within {timeout:?}");
                     return Err(read_timeout(
                         consistency,
-                        &resolver,
+                        resolver.received(),
                         required,
-                        &format!("no answer within {timeout:?}"),
-                    ))
+                        resolver.data_present(),
+                        &why,
+                    ));
                 }
                 Some((index, _, Ok(ReadResult::Data(partition)))) => {
                     // One replica's data needs no digest: nothing to compare it with.
@@ -319,10 +321,12 @@ impl StorageProxy {
                 Some((index, digest_only, Err(why))) => {
                     tracing::debug!(%why, "a replica failed a read");
                     if next_spare == candidates.len() {
+                        let (received, data) = (resolver.received(), resolver.data_present());
                         return Err(read_timeout(
                             consistency,
-                            &resolver,
+                            received,
                             required,
+                            data,
                             &format!("replicas failed ({why})"),
                         ));
                     }
@@ -349,8 +353,12 @@ impl StorageProxy {
                         let _ = self.clock.borrow_mut().observe(ts);
                     }
                     if let Some(partition) = &resolved.partition {
-                        let stale: Vec<Replica> = resolved.stale.iter().map(|&i| candidates[i]).collect();
-                        self.repair(&stale, &request, partition);
+                        let update = repair_update(request.table, &request.key, partition);
+                        let repairs = resolved.stale.iter().map(|&i| (candidates[i], vec![update.clone()])).collect();
+                        if let Err(why) = self.read_repair(schema.options.read_repair, repairs).await {
+                            let (received, data) = (resolver.received(), resolver.data_present());
+                            return Err(read_timeout(consistency, received, required, data, &why));
+                        }
                     }
                     return Ok(resolved.partition);
                 }
@@ -358,40 +366,67 @@ impl StorageProxy {
         }
     }
 
-    /// Sends the merged result of a read to the replicas that lacked part of it, without
-    /// waiting (best effort, like Cassandra's asynchronous read repair).
-    fn repair(&self, stale: &[Replica], request: &ReadRequest, merged: &Partition) {
-        if stale.is_empty() {
-            return;
+    /// Read repair: writes the merged versions a read found to the replicas that lacked part
+    /// of them (`repairs`: each stale replica with its partitions), as the table's mode says.
+    /// BLOCKING waits until every stale replica acknowledged, at most the write timeout, and
+    /// is an Err (why) otherwise, so that a later read at the same level cannot see older data;
+    /// BACKGROUND sends and returns; NONE sends nothing.
+    pub(super) async fn read_repair(
+        &self,
+        mode: ReadRepair,
+        repairs: Vec<(Replica, Vec<PartitionUpdate>)>,
+    ) -> Result<(), String> {
+        if repairs.is_empty() || mode == ReadRepair::None {
+            return Ok(());
         }
-        let update = PartitionUpdate {
-            table: request.table,
-            key: request.key.clone(),
-            deletion: merged.deletion,
-            rows: merged.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
-        };
-        let mut body = Vec::new();
-        messages::encode_mutate(std::slice::from_ref(&update), &mut body);
         let timeout = self.timeouts.borrow().write;
-        for replica in stale {
-            if replica.local {
-                let (node, update) = (self.node.clone(), update.clone());
-                glommio::spawn_local(async move {
-                    if let Err(e) = node.apply_stamped(vec![update]).await {
-                        tracing::debug!(error = %e, "read repair on this node");
-                    }
-                })
-                .detach();
-            } else if let Ok(peers) = self.peers() {
-                let (peer, body) = (replica.peer, body.clone());
-                glommio::spawn_local(async move {
-                    if let Err(e) = peers.call(peer, MUTATE, body, timeout).await {
-                        tracing::debug!(error = %e, "read repair");
-                    }
-                })
-                .detach();
+        let deadline = Instant::now() + timeout;
+        let sends = repairs.len();
+        // One answer per stale replica: the channel never holds more.
+        let (tx, rx) = flume::bounded::<Result<(), String>>(sends);
+        for (replica, updates) in repairs {
+            let write = self.write_to(replica, updates, timeout);
+            let tx = tx.clone();
+            glommio::spawn_local(async move {
+                let result = write.await;
+                if let Err(why) = &result {
+                    tracing::debug!(%why, "read repair write failed");
+                }
+                let _ = tx.send_async(result).await;
+            })
+            .detach();
+        }
+        drop(tx);
+        if mode == ReadRepair::Background {
+            return Ok(());
+        }
+        for _ in 0..sends {
+            match recv_until(&rx, deadline).await {
+                Some(Ok(())) => {}
+                Some(Err(why)) => return Err(format!("read repair of a stale replica failed: {why}")),
+                None => return Err(format!("read repair not acknowledged within {timeout:?}")),
             }
         }
+        Ok(())
+    }
+
+    /// Applies stamped updates on one replica: this node in place, another through MUTATE.
+    fn write_to(&self, replica: Replica, updates: Vec<PartitionUpdate>, timeout: Duration) -> WriteCall {
+        if replica.local {
+            let node = self.node.clone();
+            return Box::pin(async move { node.apply_stamped(updates).await.map_err(|e| format!("this node: {e}")) });
+        }
+        let peers = self.peers();
+        Box::pin(async move {
+            let peers = peers.map_err(|e| e.message)?;
+            let mut body = Vec::new();
+            messages::encode_mutate(&updates, &mut body);
+            match peers.call(replica.peer, MUTATE, body, timeout).await {
+                Ok((MUTATE_OK, _)) => Ok(()),
+                Ok((opcode, _)) => Err(format!("{}: answered MUTATE with opcode {opcode:#04x}", replica.peer)),
+                Err(e) => Err(e.to_string()),
+            }
+        })
     }
 
     fn send_read(
@@ -433,7 +468,12 @@ impl StorageProxy {
         Ok(())
     }
 
-    fn peers(&self) -> Result<Rc<dyn Peers>, ErrorResponse> {
+    /// The read and write timeouts requests start with.
+    pub(super) fn timeouts(&self) -> Timeouts {
+        *self.timeouts.borrow()
+    }
+
+    pub(super) fn peers(&self) -> Result<Rc<dyn Peers>, ErrorResponse> {
         self.peers.borrow().clone().ok_or_else(|| {
             ErrorResponse::new(ErrorCode::Server, "a replica is on another node, and this node has no peer transport")
         })
@@ -456,8 +496,21 @@ impl StorageProxy {
 /// (candidate index, whether only a digest was asked, the answer).
 type ReadAnswer = (usize, bool, Result<ReadResult, String>);
 
+/// A write to one replica on its way: Err says why it failed.
+type WriteCall = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+
+/// What read repair writes to a stale replica: the merged version of a partition, as stored.
+pub(super) fn repair_update(table: TableId, key: &PartitionKey, merged: &Partition) -> PartitionUpdate {
+    PartitionUpdate {
+        table,
+        key: key.clone(),
+        deletion: merged.deletion,
+        rows: merged.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect(),
+    }
+}
+
 /// The next message, or None once `deadline` passed.
-async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) -> Option<T> {
+pub(super) async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) -> Option<T> {
     let left = deadline.saturating_duration_since(Instant::now());
     futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
         glommio::timer::sleep(left).await;
@@ -466,16 +519,16 @@ async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) -> Option<T> 
     .await
 }
 
-fn replication_factor(schema: &TableSchema) -> usize {
+pub(super) fn replication_factor(schema: &TableSchema) -> usize {
     usize::from(schema.options.replication_factor.max(1))
 }
 
 /// The same nodes, in any order.
-fn same_nodes(a: &[Replica], b: &[Replica]) -> bool {
+pub(super) fn same_nodes(a: &[Replica], b: &[Replica]) -> bool {
     a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| y.host == x.host))
 }
 
-fn unavailable(consistency: Consistency, schema: &TableSchema, rf: usize, u: Unavailable) -> ErrorResponse {
+pub(super) fn unavailable(consistency: Consistency, schema: &TableSchema, rf: usize, u: Unavailable) -> ErrorResponse {
     ErrorResponse::new(
         ErrorCode::Unavailable { consistency, required: u.required as u32, alive: u.alive as u32 },
         format!(
@@ -494,9 +547,15 @@ fn write_timeout(consistency: Consistency, tracker: &WriteTracker, why: &str) ->
     )
 }
 
-fn read_timeout(consistency: Consistency, resolver: &ReadResolver<usize>, required: usize, why: &str) -> ErrorResponse {
-    let received = resolver.received() as u32;
-    let data_present = resolver.data_present();
+/// READ_TIMEOUT: `received` of `required` replicas answered (`data_present`: with data).
+pub(super) fn read_timeout(
+    consistency: Consistency,
+    received: usize,
+    required: usize,
+    data_present: bool,
+    why: &str,
+) -> ErrorResponse {
+    let received = received as u32;
     ErrorResponse::new(
         ErrorCode::ReadTimeout { consistency, received, required: required as u32, data_present },
         format!("Read at consistency {consistency}: {received} of {required} required replicas answered; {why}"),

@@ -100,8 +100,8 @@ struct TestCluster {
 }
 
 impl TestCluster {
-    /// `nodes` nodes with a kv table of replication factor `rf` on each (same id everywhere).
-    async fn start(nodes: Vec<Node>, rf: u8) -> TestCluster {
+    /// `nodes` nodes with a kv table of these options on each (same id everywhere).
+    async fn start(nodes: Vec<Node>, options: TableOptions) -> TestCluster {
         // Eight vnodes per node, interleaved around the ring, so the order of replicas varies
         // from key to key.
         let n = nodes.len();
@@ -137,7 +137,7 @@ impl TestCluster {
             partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Int }],
             clustering: Vec::new(),
             columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
-            options: TableOptions { replication_factor: rf, ..TableOptions::default() },
+            options,
         };
         let table = nodes[0].create_table(schema, None).await.expect("create the table");
         let (entries, drops) = nodes[0].schema_snapshot();
@@ -207,6 +207,15 @@ where
     F: FnOnce(TestCluster) -> Fut + Send + 'static,
     Fut: Future<Output = TestCluster> + 'static,
 {
+    with_cluster_options(n, TableOptions { replication_factor: rf, ..TableOptions::default() }, body)
+}
+
+/// [`with_cluster`] with the kv table's options.
+fn with_cluster_options<F, Fut>(n: usize, options: TableOptions, body: F)
+where
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = TestCluster> + 'static,
+{
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
     let nodes: Vec<Node> = dirs
         .iter()
@@ -218,7 +227,7 @@ where
         .collect();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let cluster = body(TestCluster::start(nodes, rf).await).await;
+            let cluster = body(TestCluster::start(nodes, options).await).await;
             for node in &cluster.nodes {
                 node.shutdown().await.expect("shut a node down");
             }
@@ -360,13 +369,7 @@ fn a_read_merges_the_newest_cells_and_repairs_the_stale_replicas() {
         assert_eq!(c.stored_on(2, 1).await, Some("old".into()));
         // Coordinated by node 2: its own (stale) data first, digests from the others disagree.
         assert_eq!(c.read(2, 1, Consistency::All).await.expect("ALL read"), Some("new".into()));
-        // Read repair is asynchronous: give it a moment.
-        for _ in 0..100 {
-            if c.stored_on(2, 1).await.as_deref() == Some("new") {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
+        // Read repair is blocking by default: done before the read answered.
         assert_eq!(c.stored_on(2, 1).await, Some("new".into()), "read repair reached the stale replica");
         c
     });
@@ -397,3 +400,6 @@ fn peer_timestamps_advance_the_replica_coordinators_clock() {
         c
     });
 }
+
+#[path = "range_tests.rs"]
+mod range_tests;

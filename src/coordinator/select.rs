@@ -1,5 +1,5 @@
 //! Runs a SELECT plan: reads partitions (by key, or a token range in pages of partitions from
-//! every shard), turns stored versions into the rows a reader sees now, projects the selected
+//! its replicas, `range::scan`), turns stored versions into the rows a reader sees now, projects the selected
 //! columns, and cuts pages at `page_size` rows with a paging state to resume after the last row.
 //! Memory per request is bounded by the page size and one partition, never by the range.
 
@@ -13,11 +13,11 @@ use wire::Value;
 
 use super::paging::PagingState;
 use super::proxy::StorageProxy;
-use super::{node_error, DEFAULT_PAGE_SIZE};
+use super::{range, DEFAULT_PAGE_SIZE};
 use crate::cql::plan::{ColumnSource, ReadSource, SelectPlan};
 use crate::cql::Projection;
 
-/// Partitions asked of the shards per scan step while filling a page.
+/// Partitions asked of the replicas per scan step while filling a page.
 const SCAN_BATCH_PARTITIONS: usize = 256;
 /// Rows counted per internal page of `count(*)` (the count itself is never paged).
 const COUNT_PAGE_ROWS: usize = 10_000;
@@ -221,10 +221,10 @@ impl Cursor {
                         break;
                     }
                     let want = SCAN_BATCH_PARTITIONS.min(budget.max(1));
-                    // Token ranges are read from this node's shards only (replicated range scans
-                    // are not done yet: docs/ARCHITECTURE.md, "Replication and consistency").
-                    let scan = proxy.node().scan(schema.id, range.start, range.end, after.clone(), want);
-                    let batch = scan.await.map_err(node_error)?;
+                    // From the replicas of each token range at the request's level (this
+                    // node's shards alone on a single node).
+                    let scan = range::scan(proxy, schema, range.start, range.end, after.clone(), want, consistency);
+                    let batch = scan.await?;
                     let got = batch.len();
                     let mut stopped = false;
                     for (key, partition) in &batch {

@@ -53,8 +53,12 @@ pub fn render_create_table(schema: &TableSchema) -> String {
     let o = &schema.options;
     let _ = write!(
         out,
-        "default_time_to_live = {}\n    AND gc_grace_seconds = {}\n    AND replication_factor = {};",
-        o.default_ttl_seconds, o.gc_grace_seconds, o.replication_factor
+        "default_time_to_live = {}\n    AND gc_grace_seconds = {}\n    AND read_repair = '{}'\n    \
+         AND replication_factor = {};",
+        o.default_ttl_seconds,
+        o.gc_grace_seconds,
+        o.read_repair.name(),
+        o.replication_factor
     );
     out
 }
@@ -65,7 +69,7 @@ mod tests {
     use crate::cql::{parse_one, plan, Plan, Statement};
     use proptest::prelude::*;
     use std::sync::Arc;
-    use wire::schema::{ClusteringColumn, ColumnDef, TableOptions};
+    use wire::schema::{ClusteringColumn, ColumnDef, ReadRepair, TableOptions};
     use wire::ColumnType;
 
     fn reparse(text: &str) -> TableSchema {
@@ -92,14 +96,19 @@ mod tests {
                 order: ClusteringOrder::Desc,
             }],
             columns: vec![ColumnDef { name: "select".into(), ty: ColumnType::Blob }],
-            options: TableOptions { replication_factor: 3, gc_grace_seconds: 60, default_ttl_seconds: 0 },
+            options: TableOptions {
+                replication_factor: 3,
+                gc_grace_seconds: 60,
+                default_ttl_seconds: 0,
+                read_repair: ReadRepair::None,
+            },
         };
         let text = render_create_table(&schema);
         assert_eq!(
             text,
             "CREATE TABLE \"Events\" (\n    tenant text,\n    day int,\n    at timestamp,\n    \"select\" blob,\n    \
              PRIMARY KEY ((tenant, day), at)\n) WITH CLUSTERING ORDER BY (at DESC)\n    AND default_time_to_live = 0\n    \
-             AND gc_grace_seconds = 60\n    AND replication_factor = 3;"
+             AND gc_grace_seconds = 60\n    AND read_repair = 'NONE'\n    AND replication_factor = 3;"
         );
         assert_eq!(reparse(&text), TableSchema { id: 0, ..schema });
     }
@@ -121,11 +130,13 @@ mod tests {
             column,
             order: if desc { ClusteringOrder::Desc } else { ClusteringOrder::Asc },
         });
-        let options = (1u8..=u8::MAX, any::<u32>(), 0..=shards::cell::MAX_TTL_SECONDS).prop_map(
-            |(replication_factor, gc_grace_seconds, default_ttl_seconds)| TableOptions {
+        let modes = proptest::sample::select(ReadRepair::ALL.to_vec());
+        let options = (1u8..=u8::MAX, any::<u32>(), 0..=shards::cell::MAX_TTL_SECONDS, modes).prop_map(
+            |(replication_factor, gc_grace_seconds, default_ttl_seconds, read_repair)| TableOptions {
                 replication_factor,
                 gc_grace_seconds,
                 default_ttl_seconds,
+                read_repair,
             },
         );
         (

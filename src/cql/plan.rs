@@ -14,7 +14,7 @@ use shards::cell::MAX_TTL_SECONDS;
 use shards::key::{ClusteringKey, PartitionKey};
 use shards::mutation::Write;
 use shards::row::{ClusteringSlice, ColumnId};
-use wire::schema::{ClusteringColumn, ClusteringOrder, ColumnDef, TableOptions, TableSchema};
+use wire::schema::{ClusteringColumn, ClusteringOrder, ColumnDef, ReadRepair, TableOptions, TableSchema};
 use wire::token::MIN_TOKEN;
 use wire::{ColumnType, Token, Value};
 
@@ -907,13 +907,25 @@ fn create_table_schema(create: &ast::CreateTable) -> Result<TableSchema, CqlErro
             return Err(CqlError::invalid(property.name.pos, format!("Multiple definitions for property {name}")));
         }
         seen.push(name);
+        if name == "read_repair" {
+            let mode = match &property.value {
+                Term::Literal { kind: ast::LiteralKind::String, text, .. } => ReadRepair::from_name(text),
+                _ => None,
+            };
+            let Some(mode) = mode else {
+                let msg = "Invalid value for property 'read_repair': expected 'BLOCKING', 'BACKGROUND' or 'NONE'";
+                return Err(CqlError::invalid(property.value.pos(), msg));
+            };
+            options.read_repair = mode;
+            continue;
+        }
         let max = match name {
             "gc_grace_seconds" => u64::from(u32::MAX),
             "default_time_to_live" => u64::from(MAX_TTL_SECONDS),
             "replication_factor" => u64::from(u8::MAX),
             _ => {
                 let msg = format!(
-                    "Unknown property '{name}' (supported: gc_grace_seconds, default_time_to_live, replication_factor, CLUSTERING ORDER BY)"
+                    "Unknown property '{name}' (supported: gc_grace_seconds, default_time_to_live, replication_factor, read_repair, CLUSTERING ORDER BY)"
                 );
                 return Err(CqlError::invalid(property.name.pos, msg));
             }
@@ -1486,6 +1498,19 @@ mod tests {
             .contains("replication factor must be at least 1"));
         assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH gc_grace_seconds = 'x'")
             .contains("Invalid value for property"));
+        assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH read_repair = 'sometimes'")
+            .contains("expected 'BLOCKING', 'BACKGROUND' or 'NONE'"));
+        assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH read_repair = 1").contains("Invalid value"));
+        for (text, mode) in [("'none'", ReadRepair::None), ("'BACKGROUND'", ReadRepair::Background)] {
+            let statement =
+                format!("CREATE TABLE t (k int PRIMARY KEY) WITH read_repair = {text} AND gc_grace_seconds = 5");
+            let Plan::CreateTable { schema, .. } = ok(&statement) else { panic!("not a CREATE TABLE") };
+            assert_eq!((schema.options.read_repair, schema.options.gc_grace_seconds), (mode, 5));
+        }
+        let Plan::CreateTable { schema, .. } = ok("CREATE TABLE t (k int PRIMARY KEY)") else {
+            panic!("not a CREATE TABLE")
+        };
+        assert_eq!(schema.options.read_repair, ReadRepair::Blocking, "the default, as in Cassandra 4");
         assert!(create("CREATE TABLE t (k int PRIMARY KEY, K text)").contains("Multiple definition of identifier k"));
         // An existing name plans fine: the executor answers AlreadyExists when it runs.
         assert!(matches!(ok("CREATE TABLE kv (k int PRIMARY KEY)"), Plan::CreateTable { if_not_exists: false, .. }));

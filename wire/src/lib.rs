@@ -17,6 +17,8 @@ pub use client::{Client, ClientError, ClientOptions, Prepared};
 pub use codec::{DecodeError, Reader, Writer};
 pub use frame::{Frame, FrameDecoder, FrameError, Opcode};
 pub use protocol::{Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Request, Response};
-pub use schema::{ClusteringColumn, ClusteringOrder, ColumnDef, SchemaError, TableId, TableOptions, TableSchema};
+pub use schema::{
+    ClusteringColumn, ClusteringOrder, ColumnDef, ReadRepair, SchemaError, TableId, TableOptions, TableSchema,
+};
 pub use token::{token_of, Token};
 pub use value::{ColumnType, Value, ValueError};

@@ -15,8 +15,10 @@ pub const MAX_NAME_LEN: usize = 48;
 /// Bound on the number of columns of one table (all kinds together).
 pub const MAX_COLUMNS: usize = 1024;
 
-/// Version of [`TableSchema::encode`]'s layout.
-pub const SCHEMA_ENCODING_VERSION: u8 = 1;
+/// Version of [`TableSchema::encode`]'s layout. Version 2 added `read_repair`; version 1 is
+/// still read (as `read_repair = 'BLOCKING'`).
+pub const SCHEMA_ENCODING_VERSION: u8 = 2;
+const OLDEST_SCHEMA_ENCODING_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnDef {
@@ -44,11 +46,66 @@ pub struct TableOptions {
     pub gc_grace_seconds: u32,
     /// TTL applied to writes that give none; 0 = no expiry.
     pub default_ttl_seconds: u32,
+    /// What a read above ONE does with the replicas it found stale.
+    pub read_repair: ReadRepair,
 }
 
 impl Default for TableOptions {
     fn default() -> Self {
-        TableOptions { replication_factor: 1, gc_grace_seconds: 864_000, default_ttl_seconds: 0 }
+        TableOptions {
+            replication_factor: 1,
+            gc_grace_seconds: 864_000,
+            default_ttl_seconds: 0,
+            read_repair: ReadRepair::Blocking,
+        }
+    }
+}
+
+/// The `read_repair` table option (Cassandra 4's names, plus `BACKGROUND`): what a read at a
+/// level above ONE does when its replicas disagree, after merging their answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ReadRepair {
+    /// The merged result is written to the stale replicas and acknowledged (bounded by the
+    /// write timeout) before the read answers: a later read at the same level never returns
+    /// older data (monotonic quorum reads). Cassandra 4's default.
+    #[default]
+    Blocking,
+    /// The read answers at once and the repair writes go out alongside, unawaited (the
+    /// pre-4.0 behaviour; an EnigmaDB extension, not a Cassandra 4 name).
+    Background,
+    /// No repair writes: the merged result is answered; hints and anti-entropy repair converge
+    /// the replicas.
+    None,
+}
+
+impl ReadRepair {
+    pub const ALL: [ReadRepair; 3] = [ReadRepair::Blocking, ReadRepair::Background, ReadRepair::None];
+
+    /// The name in CQL (`WITH read_repair = 'BLOCKING'`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadRepair::Blocking => "BLOCKING",
+            ReadRepair::Background => "BACKGROUND",
+            ReadRepair::None => "NONE",
+        }
+    }
+
+    /// The mode named `name`, in any case.
+    pub fn from_name(name: &str) -> Option<ReadRepair> {
+        ReadRepair::ALL.into_iter().find(|m| m.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The byte of the schema encoding.
+    pub fn code(self) -> u8 {
+        match self {
+            ReadRepair::Blocking => 0,
+            ReadRepair::Background => 1,
+            ReadRepair::None => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<ReadRepair> {
+        ReadRepair::ALL.into_iter().find(|m| m.code() == code)
     }
 }
 
@@ -77,7 +134,7 @@ pub enum SchemaError {
     ZeroReplicationFactor,
     #[error("undecodable schema: {0}")]
     Decode(#[from] DecodeError),
-    #[error("schema encoding version {0} is not supported (this build reads version {SCHEMA_ENCODING_VERSION})")]
+    #[error("schema encoding version {0} is not supported (this build reads versions {OLDEST_SCHEMA_ENCODING_VERSION} to {SCHEMA_ENCODING_VERSION})")]
     UnsupportedVersion(u8),
 }
 
@@ -143,11 +200,12 @@ impl TableSchema {
         );
         put_cols(w, &mut self.columns.iter().map(|c| (c, 0)), self.columns.len());
         w.u8(self.options.replication_factor).u32(self.options.gc_grace_seconds).u32(self.options.default_ttl_seconds);
+        w.u8(self.options.read_repair.code());
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<TableSchema, SchemaError> {
         let version = r.u8()?;
-        if version != SCHEMA_ENCODING_VERSION {
+        if !(OLDEST_SCHEMA_ENCODING_VERSION..=SCHEMA_ENCODING_VERSION).contains(&version) {
             return Err(SchemaError::UnsupportedVersion(version));
         }
         let id = r.u32()?;
@@ -174,8 +232,16 @@ impl TableSchema {
             })
             .collect();
         let columns = cols(r)?.into_iter().map(|(c, _)| c).collect();
-        let options =
-            TableOptions { replication_factor: r.u8()?, gc_grace_seconds: r.u32()?, default_ttl_seconds: r.u32()? };
+        let (replication_factor, gc_grace_seconds, default_ttl_seconds) = (r.u8()?, r.u32()?, r.u32()?);
+        let read_repair = match version {
+            1 => ReadRepair::Blocking,
+            _ => {
+                let code = r.u8()?;
+                ReadRepair::from_code(code)
+                    .ok_or_else(|| r.invalid("read_repair", format!("unknown read repair mode {code}")))?
+            }
+        };
+        let options = TableOptions { replication_factor, gc_grace_seconds, default_ttl_seconds, read_repair };
         let schema = TableSchema { id, name, partition_key, clustering, columns, options };
         schema.validate()?;
         Ok(schema)
@@ -202,7 +268,12 @@ mod tests {
                 ColumnDef { name: "payload".into(), ty: ColumnType::Blob },
                 ColumnDef { name: "score".into(), ty: ColumnType::Double },
             ],
-            options: TableOptions { replication_factor: 3, gc_grace_seconds: 60, default_ttl_seconds: 0 },
+            options: TableOptions {
+                replication_factor: 3,
+                gc_grace_seconds: 60,
+                default_ttl_seconds: 0,
+                read_repair: ReadRepair::None,
+            },
         }
     }
 
@@ -218,6 +289,38 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(TableSchema::decode(&mut Reader::new(&bytes[..cut])).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn version_1_schemas_read_as_blocking_read_repair() {
+        let schema = sample();
+        let mut w = Writer::new();
+        schema.encode(&mut w);
+        let mut bytes = w.into_bytes();
+        // Version 1 is version 2 without the trailing read repair byte.
+        bytes[0] = 1;
+        bytes.pop();
+        let old = TableSchema::decode(&mut Reader::new(&bytes)).unwrap();
+        let options = TableOptions { read_repair: ReadRepair::Blocking, ..schema.options.clone() };
+        assert_eq!(old, TableSchema { options, ..schema });
+    }
+
+    #[test]
+    fn every_read_repair_mode_round_trips_and_unknown_codes_are_refused() {
+        for mode in ReadRepair::ALL {
+            assert_eq!(ReadRepair::from_name(&mode.name().to_ascii_lowercase()), Some(mode));
+            let mut schema = sample();
+            schema.options.read_repair = mode;
+            let mut w = Writer::new();
+            schema.encode(&mut w);
+            assert_eq!(TableSchema::decode(&mut Reader::new(&w.into_bytes())).unwrap(), schema);
+        }
+        let mut w = Writer::new();
+        sample().encode(&mut w);
+        let mut bytes = w.into_bytes();
+        *bytes.last_mut().unwrap() = 9;
+        assert!(matches!(TableSchema::decode(&mut Reader::new(&bytes)), Err(SchemaError::Decode(_))));
+        assert_eq!(ReadRepair::from_name("sometimes"), None);
     }
 
     #[test]
