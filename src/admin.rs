@@ -152,6 +152,7 @@ fn render_info(info: &NodeInfo) -> String {
         ("Cache hit rate", hit_rate),
         ("Pending flushes", sum(|s| u64::from(s.pending_flushes)).to_string()),
         ("Pending compactions", sum(|s| u64::from(s.pending_compactions)).to_string()),
+        ("Hints pending", info.hints_pending.to_string()),
     ];
     for (key, value) in lines {
         out.push_str(&format!("{key:<20}: {value}\n"));
@@ -308,6 +309,7 @@ fn info_json(info: &NodeInfo) -> Json {
         "load_bytes": info.load_bytes,
         "drained": info.drained,
         "cache_hit_rate": info.cache_hit_rate(),
+        "hints_pending": info.hints_pending,
         "shards": shards,
     })
 }
@@ -416,14 +418,23 @@ mod tests {
     #[test]
     fn info_reports_errors_and_a_missing_hit_rate() {
         let shard = ShardInfo { shard: 1, flush_error: Some("disk full".into()), ..ShardInfo::default() };
-        let info = NodeInfo { host_id: 5, uptime_ms: 61_500, load_bytes: 0, drained: true, shards: vec![shard] };
+        let info = NodeInfo {
+            host_id: 5,
+            uptime_ms: 61_500,
+            load_bytes: 0,
+            drained: true,
+            shards: vec![shard],
+            hints_pending: 7,
+        };
         let text = render(&AdminResult::Info(info.clone()));
+        assert!(text.contains("Hints pending       : 7"), "{text}");
         assert!(text.contains("Uptime (seconds)    : 61"), "{text}");
         assert!(text.contains("Cache hit rate      : n/a"), "{text}");
         assert!(text.contains("shard 1: flush failing: disk full"), "{text}");
         let json = to_json(&AdminResult::Info(info));
         assert_eq!(json["cache_hit_rate"], Json::Null);
         assert_eq!(json["drained"], true);
+        assert_eq!(json["hints_pending"], 7);
         assert_eq!(json["shards"][0]["flush_error"], "disk full");
     }
 }

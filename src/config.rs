@@ -17,6 +17,7 @@ use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::cluster::failure_detector::FailureDetectorConfig;
 use crate::cluster::service::ClusterConfig;
 use crate::coordinator::Timeouts;
+use crate::hints::HintSettings;
 use crate::logging::{self, LogFormat};
 
 /// Default client address (DESIGN.md).
@@ -183,6 +184,16 @@ pub struct ServerConfig {
     /// How long a coordinator waits for the replicas of a read, milliseconds
     /// (Cassandra's read_request_timeout).
     pub read_request_timeout_ms: u64,
+    /// Keep hints for replicas that miss a write and replay them when they are back
+    /// (Cassandra's hinted_handoff_enabled). Hints already kept are replayed either way.
+    pub hinted_handoff_enabled: bool,
+    /// No new hints for a node down longer than this, and hints older than this are dropped
+    /// when replayed, milliseconds (Cassandra's max_hint_window: 3 hours).
+    pub max_hint_window_ms: u64,
+    /// Bound on the bytes of hints kept for one node; further hints for it are dropped.
+    pub max_hints_size_per_host: Size,
+    /// Hint replay rate of this node, KiB/s; 0 = unlimited (Cassandra's hinted_handoff_throttle).
+    pub hinted_handoff_throttle_kib: u64,
     /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
     pub metrics_listen: MetricsListen,
     /// Log lines on stderr: human-readable text or one JSON object per line.
@@ -232,6 +243,10 @@ impl Default for ServerConfig {
             phi_convict_threshold: 8.0,
             write_request_timeout_ms: 2_000,
             read_request_timeout_ms: 5_000,
+            hinted_handoff_enabled: true,
+            max_hint_window_ms: crate::hints::DEFAULT_MAX_HINT_WINDOW.as_millis() as u64,
+            max_hints_size_per_host: Size(crate::hints::DEFAULT_MAX_HINTS_BYTES_PER_HOST as usize),
+            hinted_handoff_throttle_kib: crate::hints::DEFAULT_THROTTLE_KIB,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
@@ -321,6 +336,9 @@ impl ServerConfig {
                 if self.write_request_timeout_ms == 0 { "write_request_timeout_ms" } else { "read_request_timeout_ms" };
             return invalid(key, "must be positive");
         }
+        if self.max_hint_window_ms == 0 {
+            return invalid("max_hint_window_ms", "must be positive (turn hints off with hinted_handoff_enabled)");
+        }
         if self.seeds.len() > MAX_SEEDS {
             return invalid("seeds", &format!("at most {MAX_SEEDS} seeds"));
         }
@@ -377,6 +395,16 @@ impl ServerConfig {
         Timeouts {
             write: Duration::from_millis(self.write_request_timeout_ms),
             read: Duration::from_millis(self.read_request_timeout_ms),
+        }
+    }
+
+    /// The settings of hinted handoff.
+    pub fn hint_settings(&self) -> HintSettings {
+        HintSettings {
+            enabled: self.hinted_handoff_enabled,
+            max_hint_window: Duration::from_millis(self.max_hint_window_ms),
+            max_bytes_per_host: self.max_hints_size_per_host.0 as u64,
+            throttle_kib: self.hinted_handoff_throttle_kib,
         }
     }
 

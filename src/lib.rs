@@ -8,6 +8,7 @@ pub mod config;
 pub mod coordinator;
 pub mod cql;
 pub mod frame_io;
+pub mod hints;
 pub mod logging;
 pub mod metrics;
 pub mod server;

@@ -98,7 +98,12 @@ pub struct Cluster {
     /// the last pull from each.
     schema_pulled: RefCell<std::collections::HashMap<HostId, u64>>,
     stopping: Cell<bool>,
+    /// Told when the failure detector marks a peer up (true) or down (false).
+    liveness_listener: RefCell<Option<LivenessListener>>,
 }
+
+/// What [`Cluster::on_liveness`] calls: the host and whether it is now up.
+pub type LivenessListener = Box<dyn Fn(HostId, bool)>;
 
 impl Cluster {
     /// Binds the peer port and starts serving it and gossiping (tasks on the current
@@ -151,6 +156,7 @@ impl Cluster {
             round: Cell::new(0),
             schema_pulled: RefCell::default(),
             stopping: Cell::new(false),
+            liveness_listener: RefCell::new(None),
             config,
         });
         let handler: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
@@ -190,6 +196,18 @@ impl Cluster {
 
     pub fn transport(&self) -> &Rc<Transport> {
         &self.transport
+    }
+
+    /// Calls `listener` whenever a peer is marked up or down (hinted handoff replays on up).
+    /// It must not call back into the cluster service.
+    pub fn on_liveness(&self, listener: LivenessListener) {
+        *self.liveness_listener.borrow_mut() = Some(listener);
+    }
+
+    fn liveness_changed(&self, host: HostId, up: bool) {
+        if let Some(listener) = self.liveness_listener.borrow().as_ref() {
+            listener(host, up);
+        }
     }
 
     /// Stops gossiping after telling the live peers this node is shutting down (so they mark
@@ -304,6 +322,7 @@ impl Cluster {
         let convicted = self.detector.borrow_mut().convict(self.now());
         for host in &convicted {
             tracing::warn!(host = %format!("{host:032x}"), "peer down");
+            self.liveness_changed(*host, false);
         }
         if !convicted.is_empty() {
             self.rebuild_view();
@@ -363,6 +382,7 @@ impl Cluster {
                     match self.detector.borrow_mut().report(host, now) {
                         Ok(true) => {
                             tracing::info!(host = %format!("{host:032x}"), "peer up");
+                            self.liveness_changed(host, true);
                             rebuild = true;
                         }
                         Ok(false) => {}
@@ -375,6 +395,7 @@ impl Cluster {
                         && self.gossip.borrow().endpoint(host).and_then(EndpointState::status) == Some(Status::Shutdown)
                     {
                         tracing::info!(host = %format!("{host:032x}"), "peer shut down");
+                        self.liveness_changed(host, false);
                     }
                     rebuild |= matches!(
                         key,

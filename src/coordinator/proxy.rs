@@ -30,6 +30,7 @@ use crate::cluster::replication::{
 };
 use crate::cluster::transport::{PeerError, Transport};
 use crate::cluster::view::{ClusterView, Replica};
+use crate::hints::HintStore;
 
 /// How long a coordinator waits for a write's replicas (Cassandra's `write_request_timeout`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +88,8 @@ pub struct StorageProxy {
     /// clients give and peers send.
     clock: Rc<RefCell<Hlc>>,
     timeouts: RefCell<Timeouts>,
+    /// Keeps the writes replicas missed (hinted handoff), once the server set it.
+    hints: RefCell<Option<Rc<HintStore>>>,
 }
 
 impl StorageProxy {
@@ -97,6 +100,7 @@ impl StorageProxy {
             peers: RefCell::new(None),
             clock: Rc::new(RefCell::new(Hlc::default())),
             timeouts: RefCell::new(Timeouts::default()),
+            hints: RefCell::new(None),
         }
     }
 
@@ -120,6 +124,15 @@ impl StorageProxy {
 
     pub fn set_timeouts(&self, timeouts: Timeouts) {
         *self.timeouts.borrow_mut() = timeouts;
+    }
+
+    /// From now on, a replica that misses a write gets a hint in `hints`.
+    pub fn set_hints(&self, hints: Rc<HintStore>) {
+        *self.hints.borrow_mut() = Some(hints);
+    }
+
+    pub fn hints(&self) -> Option<Rc<HintStore>> {
+        self.hints.borrow().clone()
     }
 
     /// The coordinator's clock (the replica side observes incoming timestamps with it too).
@@ -199,12 +212,22 @@ impl StorageProxy {
         // Every send answers once: the channel never holds more.
         let (tx, rx) = flume::bounded::<(usize, Result<(), String>)>(sends);
         let mut trackers = Vec::with_capacity(groups.len());
+        let hints = self.hints();
         for (index, group) in groups.into_iter().enumerate() {
             let live: Vec<Replica> = group.replicas.iter().copied().filter(|r| r.alive).collect();
             trackers.push(WriteTracker::new(group.required, live.len()));
+            // Other nodes get the MUTATE body; so do the hints of the replicas that miss it.
+            let hinted = hints.is_some() && live.len() < group.replicas.len();
             let mut body = Vec::new();
-            if live.iter().any(|r| !r.local) {
+            if hinted || live.iter().any(|r| !r.local) {
                 messages::encode_mutate(&group.updates, &mut body);
+            }
+            let body = Rc::new(body);
+            if let Some(hints) = hints.as_ref().filter(|_| hinted) {
+                // A replica the view holds down (never this node) misses the write for sure.
+                for down in group.replicas.iter().filter(|r| !r.alive) {
+                    hints.store(down.host, false, &body);
+                }
             }
             let mut updates = Some(group.updates);
             for replica in live {
@@ -219,15 +242,19 @@ impl StorageProxy {
                     .detach();
                 } else {
                     let peers = self.peers()?;
-                    let body = body.clone();
+                    let (body, hints) = (body.clone(), hints.clone());
                     glommio::spawn_local(async move {
-                        let result = match peers.call(replica.peer, MUTATE, body, timeout).await {
+                        let result = match peers.call(replica.peer, MUTATE, body.to_vec(), timeout).await {
                             Ok((MUTATE_OK, _)) => Ok(()),
                             Ok((opcode, _)) => {
                                 Err(format!("{}: answered MUTATE with opcode {opcode:#04x}", replica.peer))
                             }
                             Err(e) => Err(e.to_string()),
                         };
+                        if let (Err(_), Some(hints)) = (&result, &hints) {
+                            // This replica's outcome is known: it missed the write.
+                            hints.store(replica.host, true, &body);
+                        }
                         let _ = tx.send_async((index, result)).await;
                     })
                     .detach();

@@ -401,5 +401,53 @@ fn peer_timestamps_advance_the_replica_coordinators_clock() {
     });
 }
 
+/// Hinted handoff through the write path: a replica that cannot be reached, then one the
+/// view holds down, misses QUORUM writes; the coordinator keeps hints for it and replays them
+/// once it is up, after which the replica holds every write on its own.
+#[test]
+fn a_replica_that_missed_writes_gets_them_from_the_hints_when_it_is_back() {
+    with_cluster(3, 3, |c| async move {
+        let settings = crate::hints::HintSettings { throttle_kib: 0, ..Default::default() };
+        let view = c.proxies[0].view_cell();
+        let hints = crate::hints::HintStore::open(c.nodes[0].clone(), settings, view, TEST_TIMEOUTS.write)
+            .await
+            .expect("open the hints");
+        hints.set_peers(c.peers.clone());
+        c.proxies[0].set_hints(hints.clone());
+        // Up in the view but unreachable: hinted once its send has failed.
+        c.set_fault(2, Fault::Unreachable);
+        for k in 0..20 {
+            c.write(0, k, &format!("v{k}"), Consistency::Quorum).await.expect("QUORUM write");
+        }
+        // Down in the view: hinted without a send.
+        c.set_alive(2, false);
+        for k in 20..40 {
+            c.write(0, k, &format!("v{k}"), Consistency::Quorum).await.expect("QUORUM write");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while hints.counts().stored < 40 {
+            assert!(std::time::Instant::now() < deadline, "hints stored: {:?}", hints.counts());
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        let target = c.members[2].host;
+        assert_eq!(hints.counts().pending, vec![(target, 40)]);
+        for k in 0..40 {
+            assert_eq!(c.stored_on(2, k).await, None, "node 2 missed k {k}");
+        }
+        c.set_fault(2, Fault::None);
+        c.set_alive(2, true);
+        hints.peer_up(target);
+        while hints.counts().pending_total() > 0 {
+            assert!(std::time::Instant::now() < deadline, "hints left: {:?}", hints.counts());
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(hints.counts().replayed, 40);
+        for k in 0..40 {
+            assert_eq!(c.stored_on(2, k).await, Some(format!("v{k}")), "node 2 got k {k} from the hints");
+        }
+        c
+    });
+}
+
 #[path = "range_tests.rs"]
 mod range_tests;

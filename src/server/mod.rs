@@ -16,6 +16,7 @@ use shards::node::{LocalService, Node};
 use crate::cluster::service::Cluster;
 use crate::config::{parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT};
 use crate::coordinator::Coordinator;
+use crate::hints::HintStore;
 use crate::logging::{self, LogFormat};
 use crate::metrics::{self, Metrics};
 
@@ -61,6 +62,18 @@ pub struct Args {
     /// How long a coordinator waits for a read's replicas, ms [default: 5000].
     #[arg(long)]
     read_request_timeout_ms: Option<u64>,
+    /// Keep hints for replicas that miss a write, replayed when they are back [default: true].
+    #[arg(long)]
+    hinted_handoff_enabled: Option<bool>,
+    /// No new hints for a node down longer than this, ms [default: 10800000, 3 hours].
+    #[arg(long)]
+    max_hint_window_ms: Option<u64>,
+    /// Bound on the hint bytes kept for one node [default: 128MiB].
+    #[arg(long, value_parser = parse_size)]
+    max_hints_size_per_host: Option<usize>,
+    /// Hint replay rate, KiB/s; 0 = unlimited [default: 1024].
+    #[arg(long)]
+    hinted_handoff_throttle_kib: Option<u64>,
     /// Shards [default: one per available core; fixed when the data directory is created].
     #[arg(long)]
     shards: Option<usize>,
@@ -151,6 +164,18 @@ impl Args {
         }
         if let Some(v) = self.read_request_timeout_ms {
             c.read_request_timeout_ms = v;
+        }
+        if let Some(v) = self.hinted_handoff_enabled {
+            c.hinted_handoff_enabled = v;
+        }
+        if let Some(v) = self.max_hint_window_ms {
+            c.max_hint_window_ms = v;
+        }
+        if let Some(v) = self.max_hints_size_per_host {
+            c.max_hints_size_per_host.0 = v;
+        }
+        if let Some(v) = self.hinted_handoff_throttle_kib {
+            c.hinted_handoff_throttle_kib = v;
         }
         if let Some(v) = self.shards {
             c.shards = v;
@@ -260,6 +285,31 @@ pub fn run(args: Args) -> Result<()> {
             // Subsystems started on this shard (the cluster layer's hints and gossip) add their
             // metrics with `metrics.register(...)`; every later scrape includes them.
             let metrics = Rc::new(Metrics::new());
+            let hints = match HintStore::open(
+                coordinator.node().clone(),
+                service_config.hint_settings(),
+                coordinator.proxy().view_cell(),
+                service_config.timeouts().write,
+            )
+            .await
+            {
+                Ok(hints) => hints,
+                Err(e) => {
+                    let _ = events_tx.send(ServiceEvent::Failed(format!("opening the hints: {e}")));
+                    return;
+                }
+            };
+            hints.set_peers(cluster.transport().clone());
+            coordinator.proxy().set_hints(hints.clone());
+            let replays = Rc::downgrade(&hints);
+            cluster.on_liveness(Box::new(move |host, up| match (replays.upgrade(), up) {
+                (Some(hints), true) => hints.peer_up(host),
+                (Some(hints), false) => hints.peer_down(host),
+                (None, _) => {}
+            }));
+            if let Err(e) = metrics.register(hints) {
+                tracing::warn!(error = %e, "hint metrics not exported");
+            }
             // The metrics endpoint serves until the client listener has stopped (its task is
             // dropped, which cancels it).
             let (metrics_addr, _metrics_task) = match service_config.metrics_listen.addr() {

@@ -165,6 +165,8 @@ pub struct NodeInfo {
     /// `drain` ran: the node refuses writes until it restarts.
     pub drained: bool,
     pub shards: Vec<ShardInfo>,
+    /// Hints this node keeps for replicas that missed writes, not yet delivered.
+    pub hints_pending: u64,
 }
 
 impl NodeInfo {
@@ -358,6 +360,7 @@ impl NodeInfo {
         w.u64(self.uptime_ms).u64(self.load_bytes).u8(u8::from(self.drained));
         w.u32(self.shards.len() as u32);
         self.shards.iter().for_each(|s| s.write(w));
+        w.u64(self.hints_pending);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<NodeInfo, DecodeError> {
@@ -365,7 +368,8 @@ impl NodeInfo {
         let (uptime_ms, load_bytes, drained) = (r.u64()?, r.u64()?, read_bool(r, "drained")?);
         let n = read_count(r, MIN_SHARD_INFO_BYTES)?;
         let shards = read_list(r, n, |r, _| ShardInfo::read(r))?;
-        Ok(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards })
+        let hints_pending = r.u64()?;
+        Ok(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards, hints_pending })
     }
 }
 
@@ -569,11 +573,12 @@ pub(crate) mod tests {
                 any::<u64>(),
                 any::<u64>(),
                 any::<bool>(),
-                proptest::collection::vec(any_shard_info(), 0..3)
+                proptest::collection::vec(any_shard_info(), 0..3),
+                any::<u64>(),
             )
-                .prop_map(|(host_id, uptime_ms, load_bytes, drained, shards)| AdminResult::Info(
-                    NodeInfo { host_id, uptime_ms, load_bytes, drained, shards }
-                )),
+                .prop_map(|(host_id, uptime_ms, load_bytes, drained, shards, hints_pending)| {
+                    AdminResult::Info(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards, hints_pending })
+                }),
             proptest::collection::vec(any_table_stats(), 0..3).prop_map(AdminResult::TableStats),
             any_done().prop_map(AdminResult::Flushed),
             any_done().prop_map(AdminResult::Compacted),
@@ -625,7 +630,8 @@ pub(crate) mod tests {
     #[test]
     fn cache_hit_rate_sums_every_shard() {
         let shard = |hits, misses| ShardInfo { cache_hits: hits, cache_misses: misses, ..ShardInfo::default() };
-        let mut info = NodeInfo { host_id: 1, uptime_ms: 0, load_bytes: 0, drained: false, shards: vec![] };
+        let mut info =
+            NodeInfo { host_id: 1, uptime_ms: 0, load_bytes: 0, drained: false, shards: vec![], hints_pending: 0 };
         assert_eq!(info.cache_hit_rate(), None);
         info.shards = vec![shard(3, 1), shard(0, 0), shard(1, 3)];
         assert_eq!(info.cache_hit_rate(), Some(0.5));
