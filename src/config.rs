@@ -231,6 +231,9 @@ pub struct ServerConfig {
     pub quarantine_corrupt_sstables: bool,
     /// On WAL corruption in the middle of the log, truncate there instead of refusing to start.
     pub wal_truncate_corrupt: bool,
+    /// Test-only: milliseconds added to this node's wall clock (a node whose clock is wrong,
+    /// for the clock-skew tests). Never set it on a real node.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for ServerConfig {
@@ -265,6 +268,7 @@ impl Default for ServerConfig {
             shard_queue: 1024,
             quarantine_corrupt_sstables: false,
             wal_truncate_corrupt: false,
+            clock_offset_ms: 0,
         }
     }
 }

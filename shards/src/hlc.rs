@@ -6,6 +6,7 @@
 //! so a burst of more than one write per microsecond simply runs a little ahead of the wall
 //! clock and falls back onto it once the wall clock catches up.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch, the unit of Cassandra's `writetime`.
@@ -27,7 +28,18 @@ pub trait WallClock {
     fn now_micros(&self) -> Timestamp;
 }
 
-/// The operating system's real-time clock.
+/// Test-only fault injection (`enigmadb server --clock-offset-ms`, hidden): microseconds added
+/// to every [`SystemClock`] reading in this process, to play a node whose wall clock is wrong.
+/// 0 (no offset) unless [`set_wall_clock_offset`] is called, once, before any clock is read.
+static WALL_CLOCK_OFFSET_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts this process's [`SystemClock`] by `offset_micros` (negative: behind). Test-only: a
+/// real node never sets it.
+pub fn set_wall_clock_offset(offset_micros: i64) {
+    WALL_CLOCK_OFFSET_MICROS.store(offset_micros, Ordering::Relaxed);
+}
+
+/// The operating system's real-time clock (plus the test-only offset, normally 0).
 ///
 /// A clock set before the Unix epoch reads as 0, and one beyond i64 microseconds (year 294247)
 /// reads as `i64::MAX`; the [`Hlc`] still never goes backwards in either case.
@@ -36,10 +48,11 @@ pub struct SystemClock;
 
 impl WallClock for SystemClock {
     fn now_micros(&self) -> Timestamp {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
+        let real = match SystemTime::now().duration_since(UNIX_EPOCH) {
             Ok(since_epoch) => duration_to_micros_saturating(since_epoch),
             Err(_before_epoch) => 0,
-        }
+        };
+        real.saturating_add(WALL_CLOCK_OFFSET_MICROS.load(Ordering::Relaxed)).max(0)
     }
 }
 

@@ -108,6 +108,9 @@ pub struct Args {
     /// Truncate the WAL at corruption in the middle of the log instead of refusing to start.
     #[arg(long)]
     wal_truncate_corrupt: bool,
+    /// Test-only: shift this node's wall clock by this many milliseconds (clock-skew tests).
+    #[arg(long, hide = true, allow_hyphen_values = true)]
+    clock_offset_ms: Option<i64>,
 }
 
 impl Args {
@@ -206,6 +209,9 @@ impl Args {
         }
         c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
         c.wal_truncate_corrupt |= self.wal_truncate_corrupt;
+        if let Some(v) = self.clock_offset_ms {
+            c.clock_offset_ms = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -231,6 +237,11 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     logging::init(config.log_format, &config.log_level)?;
+    if config.clock_offset_ms != 0 {
+        // Test-only fault injection, set before any executor reads the clock.
+        shards::hlc::set_wall_clock_offset(config.clock_offset_ms.saturating_mul(1000));
+        tracing::warn!(offset_ms = config.clock_offset_ms, "TEST ONLY: this node's wall clock is shifted");
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %config.data_dir.display(),

@@ -128,12 +128,26 @@ impl Server {
 
     /// [`Server::start`] on the loopback address `host` (cluster tests give each node its own).
     pub fn start_on(host: &str, dir: &Path, shards: usize, extra: &[&str]) -> Server {
-        let mut child = enigmadb()
+        let (listen, peer_listen) = (format!("{host}:0"), format!("{host}:0"));
+        Server::start_command(enigmadb(), &listen, &peer_listen, dir, shards, extra)
+    }
+
+    /// [`Server::start_on`] through `command`, which runs the `enigmadb` binary (directly, or
+    /// inside a network namespace with `ip netns exec NS BIN`), on the addresses given.
+    pub fn start_command(
+        mut command: Command,
+        listen: &str,
+        peer_listen: &str,
+        dir: &Path,
+        shards: usize,
+        extra: &[&str],
+    ) -> Server {
+        let mut child = command
             .arg("server")
             .arg("--data-dir")
             .arg(dir)
             .args(["--shards", &shards.to_string(), "--pin-shards", "false"])
-            .args(["--listen", &format!("{host}:0"), "--peer-listen", &format!("{host}:0")])
+            .args(["--listen", listen, "--peer-listen", peer_listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
