@@ -2,8 +2,12 @@
 //! history), from `-e` text, from a file (`-f`) or from piped stdin, runs them on a server
 //! through the blocking client library, and prints results as aligned tables. It owns only
 //! presentation and the session settings; it never interprets a statement itself.
+//!
+//! When the server goes away, an interactive shell says so and reconnects at the next statement
+//! (keeping its settings); `-e`, `-f` and piped input stop with an error instead.
 
 mod command;
+mod connection;
 mod format;
 mod input;
 
@@ -12,10 +16,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rustyline::error::ReadlineError;
-use wire::client::{Client, ClientError};
+use wire::client::ClientError;
 use wire::protocol::{QueryParams, QueryResult, Rows};
 
 pub use command::{parse_command, Paging, Settings, ShellCommand};
+pub use connection::{Connection, RECONNECT_ATTEMPTS};
 pub use format::{display_cell, display_error, display_timestamp, render_table, row_count_line};
 pub use input::StatementBuffer;
 
@@ -42,10 +47,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let client = Client::connect(&args.host).with_context(|| format!("connecting to {}", args.host))?;
+    let connection = Connection::open(&args.host).with_context(|| format!("connecting to {}", args.host))?;
     let stdin = std::io::stdin();
     let interactive = args.execute.is_none() && args.file.is_none() && stdin.is_terminal();
-    let mut shell = Shell { client, settings: Settings::default(), interactive, failures: 0, statements: 0 };
+    let mut shell =
+        Shell { connection, settings: Settings::default(), interactive, failures: 0, statements: 0, lost: false };
     if let Some(text) = &args.execute {
         shell.run_lines(text.lines().map(|l| Ok(l.to_owned())))?;
     } else if let Some(path) = &args.file {
@@ -57,6 +63,9 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         shell.run_lines(stdin.lock().lines())?;
     }
+    if shell.lost {
+        bail!("lost the connection to {}; statements after the failed one were not run", args.host);
+    }
     if shell.failures > 0 && !interactive {
         bail!("{} of {} statements failed", shell.failures, shell.statements);
     }
@@ -64,12 +73,26 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 struct Shell {
-    client: Client,
+    connection: Connection,
     settings: Settings,
-    /// A person at a terminal: pause between pages.
+    /// A person at a terminal: pause between pages, reconnect after the server went away.
     interactive: bool,
     failures: usize,
     statements: usize,
+    /// A non-interactive run lost its connection and stopped.
+    lost: bool,
+}
+
+/// Why a statement failed: the message to print, and whether the connection went with it.
+struct Failure {
+    message: String,
+    connection_lost: bool,
+}
+
+impl Failure {
+    fn answer(message: String) -> Failure {
+        Failure { message, connection_lost: false }
+    }
 }
 
 /// Whether the shell goes on after a statement.
@@ -111,19 +134,32 @@ impl Shell {
             let _ = editor.load_history(path);
         }
         let mut buffer = StatementBuffer::default();
+        // The lines of the input being typed: once it is complete, one history entry, so that
+        // the up arrow recalls a whole multi-line statement.
+        let mut entry = String::new();
         loop {
             let prompt = if buffer.is_empty() { PROMPT } else { CONTINUATION_PROMPT };
             match editor.readline(prompt) {
                 Ok(line) => {
                     if !line.trim().is_empty() {
-                        let _ = editor.add_history_entry(line.as_str());
+                        if !entry.is_empty() {
+                            entry.push('\n');
+                        }
+                        entry.push_str(&line);
                     }
-                    if self.run_line(&mut buffer, &line) == Flow::Exit {
+                    let flow = self.run_line(&mut buffer, &line);
+                    if buffer.is_empty() && !entry.is_empty() {
+                        let _ = editor.add_history_entry(std::mem::take(&mut entry));
+                    }
+                    if flow == Flow::Exit {
                         break;
                     }
                 }
                 // Ctrl-C drops the statement being typed, as in cqlsh.
-                Err(ReadlineError::Interrupted) => buffer.clear(),
+                Err(ReadlineError::Interrupted) => {
+                    buffer.clear();
+                    entry.clear();
+                }
                 Err(ReadlineError::Eof) => break,
                 Err(e) => return Err(e).context("reading a line"),
             }
@@ -165,12 +201,36 @@ impl Shell {
             }
             Some(Err(e)) => self.fail(&e.to_string()),
             None => {
-                if let Err(message) = self.query(text) {
-                    self.fail(&message);
+                if let Err(failure) = self.query(text) {
+                    self.fail(&failure.message);
+                    if failure.connection_lost && !self.interactive {
+                        self.lost = true;
+                        return Flow::Exit;
+                    }
                 }
             }
         }
         Flow::Continue
+    }
+
+    /// The client for the next statement. Interactive: a connection the server has closed is
+    /// replaced, with a word to the user; otherwise its loss is the statement's failure.
+    fn client(&mut self) -> Result<&mut wire::client::Client, Failure> {
+        let host = self.connection.host().to_owned();
+        if !self.connection.is_open() {
+            if !self.interactive {
+                return Err(lost_before(&host));
+            }
+            eprintln!("Connection to {host} lost; reconnecting (up to {RECONNECT_ATTEMPTS} attempts)...");
+            if let Err(e) = self.connection.reconnect() {
+                return Err(Failure {
+                    message: format!("ConnectionError: {e}; the statement was not run (the next one tries again)"),
+                    connection_lost: true,
+                });
+            }
+            eprintln!("Reconnected to {host}.");
+        }
+        self.connection.client().ok_or_else(|| lost_before(&host))
     }
 
     fn fail(&mut self, message: &str) {
@@ -179,7 +239,7 @@ impl Shell {
     }
 
     /// Sends `text` and prints its result, fetching page after page of a SELECT.
-    fn query(&mut self, text: &str) -> Result<(), String> {
+    fn query(&mut self, text: &str) -> Result<(), Failure> {
         let mut params = QueryParams {
             consistency: self.settings.consistency,
             page_size: Some(self.settings.fetch_size()),
@@ -189,12 +249,23 @@ impl Shell {
         let mut printed_table = false;
         let mut out = std::io::stdout().lock();
         loop {
-            let rows = match self.client.query_with(text, params.clone()) {
+            let answer = self.client()?.query_with(text, params.clone());
+            let rows = match answer {
                 Ok(QueryResult::Rows(rows)) => rows,
                 // Writes and schema changes print nothing, as in cqlsh.
                 Ok(QueryResult::Void | QueryResult::SchemaChange { .. } | QueryResult::Prepared(_)) => return Ok(()),
-                Err(ClientError::Server(e)) => return Err(display_error(&e)),
-                Err(e) => return Err(format!("ConnectionError: {e}")),
+                Err(ClientError::Server(e)) => return Err(Failure::answer(display_error(&e))),
+                Err(e) if connection::breaks_connection(&e) => {
+                    self.connection.lost();
+                    return Err(Failure {
+                        message: format!(
+                            "ConnectionError: lost the connection to {} ({e}); the statement may or may not have been applied",
+                            self.connection.host()
+                        ),
+                        connection_lost: true,
+                    });
+                }
+                Err(e) => return Err(Failure::answer(format!("ConnectionError: {e}"))),
             };
             let Rows { columns, rows, paging_state } = rows;
             if let Some(text) = format::describe_output(&columns, &rows) {
@@ -222,6 +293,14 @@ impl Shell {
         }
         let _ = writeln!(out, "\n{}\n", row_count_line(total));
         Ok(())
+    }
+}
+
+/// The failure of a statement not sent because the server had closed the connection.
+fn lost_before(host: &str) -> Failure {
+    Failure {
+        message: format!("ConnectionError: the server at {host} closed the connection; the statement was not run"),
+        connection_lost: true,
     }
 }
 
