@@ -498,8 +498,21 @@ impl Node {
     /// the batchlog), each shard's part atomically, as [`Node::write`] does.
     pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), NodeError> {
         self.check_not_drained()?;
-        let pending: Vec<_> = self
-            .group_by_shard(updates, |u| u.key.token())
+        let mut groups = self.group_by_shard(updates, |u| u.key.token());
+        if let [(shard, _)] = groups[..] {
+            if let Some(local) = self.local_shard(shard) {
+                // All of it belongs to the shard this executor runs (one partition, on the
+                // coordinator's shard): its own task, as through the channel, so that it runs to
+                // the end even if the caller stops waiting, but with no reply channel.
+                let (_, updates) = groups.swap_remove(0);
+                let applied = glommio::spawn_local(async move { local.apply_stamped(updates).await }).detach();
+                return applied
+                    .await
+                    .ok_or(NodeError::ShardStopped(shard))?
+                    .map_err(|source| NodeError::Shard { shard, source });
+            }
+        }
+        let pending: Vec<_> = groups
             .into_iter()
             .map(|(shard, updates)| (shard, self.send(shard, |reply| Request::ApplyStamped { updates, reply })))
             .collect();
