@@ -101,34 +101,46 @@ pub async fn write_loop(mut writer: impl futures_lite::AsyncWrite + Unpin, outbo
 }
 
 /// Received bytes not yet decoded. Bounded by one frame plus one [`READ_CHUNK`], because the
-/// frame decoder refuses frames over its limit before their bodies arrive.
+/// frame decoder refuses frames over its limit before their bodies arrive. The buffer is
+/// zeroed only when it grows: a read reuses the bytes the last one left behind.
 #[derive(Default)]
 pub struct ReadBuf {
+    /// Initialized bytes; `start..end` are received and not yet decoded.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl ReadBuf {
     /// The bytes not decoded yet.
     pub fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     /// The first `n` pending bytes were decoded.
     pub fn consume(&mut self, n: usize) {
-        debug_assert!(self.start + n <= self.buf.len());
+        debug_assert!(self.start + n <= self.end);
         self.start += n;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
     }
 
-    /// Reads more bytes from `reader`; false once the other side closed or the read failed.
+    /// Reads more bytes from `reader` (at least [`READ_CHUNK`] are asked for); false once the
+    /// other side closed or the read failed.
     pub async fn fill(&mut self, reader: &mut (impl futures_lite::AsyncRead + Unpin)) -> bool {
-        self.buf.drain(..self.start);
-        self.start = 0;
-        let filled = self.buf.len();
-        self.buf.resize(filled + READ_CHUNK, 0);
-        let read = reader.read(&mut self.buf[filled..]).await;
+        if self.buf.len() - self.end < READ_CHUNK {
+            // The part of a frame received so far moves to the front; the buffer grows only
+            // when that does not leave room for a chunk.
+            self.buf.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if self.buf.len() - self.end < READ_CHUNK {
+                self.buf.resize(self.end + READ_CHUNK, 0);
+            }
+        }
+        let read = reader.read(&mut self.buf[self.end..]).await;
         let n = *read.as_ref().unwrap_or(&0);
-        self.buf.truncate(filled + n);
+        self.end += n;
         n > 0
     }
 }
@@ -215,4 +227,50 @@ pub async fn accept_loop<S, R>(
     drop(listener);
     stopping.stop();
     let _ = connections.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out its bytes at most `step` per read, like a socket delivering segments.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl futures_lite::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            out: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = out.len().min(self.step).min(self.bytes.len() - self.at);
+            out[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn read_buf_keeps_undecoded_bytes_in_order_within_one_frame_plus_a_chunk() {
+        let seed = 0x5eed_u64;
+        println!("seed {seed}");
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let bytes: Vec<u8> = (0..READ_CHUNK * 5).map(|_| rand::Rng::gen(&mut rng)).collect();
+        let mut reader = Trickle { bytes: bytes.clone(), at: 0, step: READ_CHUNK / 3 + 7 };
+        let (mut buf, mut decoded, mut largest_pending) = (ReadBuf::default(), Vec::new(), 0);
+        while futures_lite::future::block_on(buf.fill(&mut reader)) {
+            // "Frames" of random sizes up to two chunks: some need several reads.
+            let frame = rand::Rng::gen_range(&mut rng, 1..2 * READ_CHUNK);
+            largest_pending = largest_pending.max(buf.pending().len());
+            let take = frame.min(buf.pending().len());
+            decoded.extend_from_slice(&buf.pending()[..take]);
+            buf.consume(take);
+            assert!(buf.buf.len() <= largest_pending + READ_CHUNK, "grew to {} bytes", buf.buf.len());
+        }
+        decoded.extend_from_slice(buf.pending());
+        assert_eq!(decoded, bytes);
+    }
 }
