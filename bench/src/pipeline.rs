@@ -1,17 +1,23 @@
-//! The client side of the network benchmarks: one blocking connection keeps a fixed number of
-//! prepared INSERTs or point SELECTs of the surge table in flight (pipelining), checks every
-//! answer and times it. It never starts servers and asserts nothing; errors are counted.
+//! The client side of the network benchmarks: one thread per connection, each with the surge
+//! table's INSERT and SELECT prepared, keeps a fixed number of them in flight (pipelining),
+//! checks every answer and times it. It never starts servers and asserts nothing; errors are
+//! counted.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use rand::Rng;
-use wire::client::{Client, ClientError};
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use wire::client::{Client, ClientError, MAX_IN_FLIGHT};
 use wire::protocol::{Consistency, PreparedId, QueryParams, QueryResult, Request, Response};
 use wire::Value;
 
 use crate::latency::LatencyHistogram;
+use crate::rendezvous::Rendezvous;
 use crate::surge::{row_key, ValuePool};
 
 /// The surge table as CQL.
@@ -213,6 +219,152 @@ pub fn split_window(total: usize, connections: usize) -> Vec<usize> {
     (0..connections).map(|i| total / connections + usize::from(i < total % connections)).collect()
 }
 
+/// Refuses a run whose `connections` cannot share `in_flight` requests: each connection keeps
+/// 1 to [`MAX_IN_FLIGHT`] of them.
+pub fn check_in_flight(connections: usize, in_flight: usize) -> Result<()> {
+    if connections == 0 || connections > in_flight || in_flight.div_ceil(connections) > MAX_IN_FLIGHT {
+        bail!(
+            "{connections} connection(s) with --in-flight {in_flight}: each connection needs 1 to {MAX_IN_FLIGHT} \
+             requests in flight"
+        );
+    }
+    Ok(())
+}
+
+/// What every connection of a run shares.
+pub struct ConnectionShape {
+    /// Longest wait for one answer before the connection is given up.
+    pub answer_timeout: Duration,
+    /// Rows the write phases insert, and point reads of the read phase.
+    pub inserts: u64,
+    pub reads: u64,
+    pub values: Arc<ValuePool>,
+    /// Seed of the rows the reads pick (each connection draws its own sequence from it).
+    pub seed: u64,
+    /// How long to keep trying to prepare the statements: a table created through another
+    /// node may not be known on this one yet. Zero tries once.
+    pub schema_wait: Duration,
+}
+
+/// Pause between two attempts to prepare the statements while the schema travels.
+const PREPARE_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Everything one connection thread needs (moved into it).
+pub struct ConnectionPlan {
+    pub index: usize,
+    pub addr: SocketAddr,
+    pub window: usize,
+    pub shape: Arc<ConnectionShape>,
+    /// The next row to insert, shared by every connection.
+    pub next_row: Arc<AtomicU64>,
+    /// Point reads handed out so far, shared by every connection.
+    pub reads_taken: Arc<AtomicU64>,
+    pub meet: Arc<Rendezvous>,
+}
+
+/// A connection with the INSERT and the SELECT prepared.
+pub struct Prepared {
+    pub client: Client,
+    pub insert: PreparedId,
+    pub select: PreparedId,
+}
+
+impl ConnectionPlan {
+    /// Connects and prepares the INSERT and the SELECT, trying again for up to the shape's
+    /// `schema_wait`.
+    pub fn connect(&self) -> Result<Prepared> {
+        let deadline = Instant::now() + self.shape.schema_wait;
+        loop {
+            let attempt = (|| -> Result<Prepared> {
+                let mut client = Client::connect(self.addr).context("connecting")?;
+                client.set_timeout(Some(self.shape.answer_timeout))?;
+                let insert = client.prepare(INSERT).with_context(|| format!("preparing {INSERT}"))?;
+                let select = client.prepare(SELECT).with_context(|| format!("preparing {SELECT}"))?;
+                Ok(Prepared { client, insert: insert.id, select: select.id })
+            })();
+            match attempt {
+                Ok(prepared) => return Ok(prepared),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!("connection {} to {}", self.index, self.addr)))
+                }
+                Err(_) => std::thread::sleep(PREPARE_RETRY_INTERVAL),
+            }
+        }
+    }
+
+    /// Inserts of the shared rows up to (not including) row `end`.
+    pub fn inserts(&self, id: PreparedId, end: u64, consistency: Consistency) -> Inserts<'_> {
+        Inserts { id, next_row: &self.next_row, end, values: &self.shape.values, consistency }
+    }
+
+    /// This connection's point reads among rows `0..rows`, until the run's reads are taken.
+    pub fn reads(&self, id: PreparedId, rows: u64, consistency: Consistency) -> Reads<'_> {
+        Reads {
+            id,
+            taken: &self.reads_taken,
+            total: self.shape.reads,
+            rows,
+            rng: rand::rngs::StdRng::seed_from_u64(self.shape.seed ^ (self.index as u64 + 1)),
+            values: &self.shape.values,
+            consistency,
+        }
+    }
+}
+
+/// Starts one thread per entry of `windows` running `run` on its plan, connection i to
+/// `addrs[i % addrs.len()]`, all meeting at `meet`. If a thread cannot start, the meeting is
+/// abandoned (releasing the started ones), they are joined, and the run fails.
+pub fn start_connections<T: Send + 'static>(
+    addrs: &[SocketAddr],
+    windows: &[usize],
+    shape: ConnectionShape,
+    meet: &Arc<Rendezvous>,
+    run: fn(ConnectionPlan) -> Result<T>,
+) -> Result<Vec<JoinHandle<Result<T>>>> {
+    let shape = Arc::new(shape);
+    let (next_row, reads_taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut handles = Vec::with_capacity(windows.len());
+    for (index, &window) in windows.iter().enumerate() {
+        let plan = ConnectionPlan {
+            index,
+            addr: addrs[index % addrs.len()],
+            window,
+            shape: shape.clone(),
+            next_row: next_row.clone(),
+            reads_taken: reads_taken.clone(),
+            meet: meet.clone(),
+        };
+        match std::thread::Builder::new().name(format!("client-{index}")).spawn(move || run(plan)) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                meet.abandon();
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                bail!("starting client thread {index}: {e}");
+            }
+        }
+    }
+    Ok(handles)
+}
+
+/// Every connection's outcome, or what went wrong with each one that failed.
+pub fn join_connections<T>(handles: Vec<JoinHandle<Result<T>>>) -> Result<Vec<T>, String> {
+    let mut outcomes = Vec::with_capacity(handles.len());
+    let mut failures = Vec::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => failures.push(format!("connection {i}: {e:#}")),
+            Err(_) => failures.push(format!("connection {i}: the thread panicked")),
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(outcomes),
+        false => Err(failures.join("; ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +375,25 @@ mod tests {
         assert_eq!(split_window(64, 4), vec![16; 4]);
         assert_eq!(split_window(10, 3), vec![4, 3, 3]);
         assert_eq!(split_window(64, 5).iter().sum::<usize>(), 64);
+    }
+
+    #[test]
+    fn every_connection_needs_a_share_of_the_window() {
+        assert!(check_in_flight(4, 64).is_ok());
+        assert!(check_in_flight(64, 64).is_ok());
+        assert!(check_in_flight(0, 64).is_err());
+        assert!(check_in_flight(65, 64).is_err());
+        let err = check_in_flight(1, MAX_IN_FLIGHT + 1).unwrap_err();
+        assert!(err.to_string().contains("each connection needs 1 to"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_connection_is_reported_with_its_index() {
+        let ok = std::thread::spawn(|| -> Result<u32> { Ok(7) });
+        assert_eq!(join_connections(vec![ok]), Ok(vec![7]));
+        let ok = std::thread::spawn(|| -> Result<u32> { Ok(7) });
+        let failed = std::thread::spawn(|| -> Result<u32> { bail!("refused") });
+        assert_eq!(join_connections(vec![ok, failed]), Err("connection 1: refused".to_owned()));
     }
 
     #[test]

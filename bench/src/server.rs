@@ -1,15 +1,53 @@
 //! A real `enigmadb server` child process for the benchmarks that drive one over the network:
-//! started with the caller's flags, ready once it prints its ready line, stopped with SIGTERM.
-//! It owns only processes it started; dropping one kills it (a guard, also on panic or error).
+//! started with the caller's flags, ready once it prints its ready line, stopped with SIGTERM;
+//! and the setup such a run checks and prepares before its first server starts. It owns only
+//! processes and directories it started; dropping a server kills it (a guard, also on panic).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::machine::Machine;
+use crate::report::fresh_run_dir;
+use crate::surge::{ValuePool, VALUE_POOL_BYTES};
+
+/// What a network benchmark has checked and prepared before it starts a server.
+pub struct RunSetup {
+    /// The value bytes every connection writes and checks.
+    pub values: Arc<ValuePool>,
+    /// A fresh directory of this run under the user's `--dir`, for the servers' data.
+    pub run_dir: PathBuf,
+    pub machine: Machine,
+}
+
+impl RunSetup {
+    /// Checks that the `enigmadb` binary exists and the value size is possible, creates the run
+    /// directory `<parent>/<name>-<time>-<pid>` and describes the machine.
+    pub fn prepare(enigmadb: &Path, parent: &Path, name: &str, seed: u64, value_bytes: usize) -> Result<RunSetup> {
+        if !enigmadb.is_file() {
+            bail!("{} not found: build it with `cargo build --release` or pass --enigmadb", enigmadb.display());
+        }
+        let values = ValuePool::new(seed, value_bytes)
+            .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?;
+        let run_dir = fresh_run_dir(parent, name)?;
+        Ok(RunSetup { values: Arc::new(values), run_dir, machine: Machine::probe_for_run() })
+    }
+
+    /// Removes the run directory (each server's data was removed after its scenario) unless
+    /// the user keeps the data.
+    pub fn finish(&self, keep: bool) -> Result<()> {
+        if keep {
+            return Ok(());
+        }
+        // Only our own, now empty, run directory: never the user's --dir.
+        std::fs::remove_dir(&self.run_dir).with_context(|| format!("removing {}", self.run_dir.display()))
+    }
+}
 
 /// How long a server may take to print its ready line.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -140,6 +178,22 @@ pub fn ready_peer_address(line: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_refused_before_anything_starts_when_its_setup_is_impossible() {
+        let parent = std::env::temp_dir().join(format!("bench-setup-{}", std::process::id()));
+        let missing = RunSetup::prepare(Path::new("/nonexistent/enigmadb"), &parent, "x", 1, 100);
+        assert!(missing.err().unwrap().to_string().contains("/nonexistent/enigmadb not found"));
+        let binary = std::env::current_exe().unwrap();
+        let too_big = RunSetup::prepare(&binary, &parent, "x", 1, VALUE_POOL_BYTES + 1);
+        assert!(too_big.err().unwrap().to_string().contains("--value-bytes"));
+        assert!(!parent.exists(), "nothing is created for a refused run");
+        let setup = RunSetup::prepare(&binary, &parent, "x", 1, 100).unwrap();
+        assert!(setup.run_dir.is_dir() && setup.run_dir.starts_with(parent.canonicalize().unwrap()));
+        setup.finish(false).unwrap();
+        assert!(!setup.run_dir.exists());
+        std::fs::remove_dir(&parent).unwrap();
+    }
 
     #[test]
     fn the_ready_line_gives_the_addresses() {

@@ -8,24 +8,25 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bench::latency::{format_us, LatencySummary};
 use bench::machine::Machine;
-use bench::pipeline::{pipeline, split_window, Inserts, PhaseOutcome, PhaseTotals, Reads, INSERT, SELECT};
+use bench::pipeline::{
+    check_in_flight, join_connections, pipeline, split_window, start_connections, ConnectionPlan, ConnectionShape,
+    PhaseOutcome, PhaseTotals, Prepared, INSERT, SELECT,
+};
 use bench::rendezvous::Rendezvous;
-use bench::report::{fresh_run_dir, per_second, ratio, thousands, write_json};
-use bench::server::ServerProcess;
-use bench::surge::{Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::report::{per_second, ratio, thousands, write_json};
+use bench::server::{RunSetup, ServerProcess};
+use bench::surge::{Mode, ValuePool, KEY_BYTES};
 use bench::usage::{CpuShares, ProcessUsage, Snapshot};
 use clap::Parser;
-use rand::SeedableRng;
 use serde::Serialize;
-use wire::client::{Client, MAX_IN_FLIGHT};
-use wire::protocol::{Consistency, PreparedId};
+use wire::client::Client;
+use wire::protocol::Consistency;
 
 /// How long every node may take to see every node up (UN) after the last one started.
 const CLUSTER_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -229,47 +230,10 @@ fn nodes_up(status: &str) -> usize {
 // ---------------------------------------------------------------------------------------------
 // The client side: one thread per connection
 
-/// Everything one connection thread needs (sent to it).
-struct ConnectionPlan {
-    index: usize,
-    addr: SocketAddr,
-    window: usize,
-    answer_timeout: Duration,
-    inserts: u64,
-    reads: u64,
-    next_row: Arc<AtomicU64>,
-    reads_taken: Arc<AtomicU64>,
-    values: Arc<ValuePool>,
-    seed: u64,
-    meet: Arc<Rendezvous>,
-}
-
-/// A connection with the INSERT and the SELECT prepared, retried until the table created on
-/// node 1 is known here (or [`SCHEMA_TIMEOUT`]).
-fn connect(plan: &ConnectionPlan) -> Result<(Client, PreparedId, PreparedId)> {
-    let deadline = Instant::now() + SCHEMA_TIMEOUT;
-    loop {
-        let attempt = (|| -> Result<_> {
-            let mut client = Client::connect(plan.addr).context("connecting")?;
-            client.set_timeout(Some(plan.answer_timeout))?;
-            let insert = client.prepare(INSERT).with_context(|| format!("preparing {INSERT}"))?;
-            let select = client.prepare(SELECT).with_context(|| format!("preparing {SELECT}"))?;
-            Ok((client, insert.id, select.id))
-        })();
-        match attempt {
-            Ok(connected) => return Ok(connected),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e.context(format!("connection {} to {}", plan.index, plan.addr)))
-            }
-            Err(_) => std::thread::sleep(POLL_INTERVAL),
-        }
-    }
-}
-
 /// Connects, then runs every phase between two meetings (go, done). A connection that fails to
 /// start abandons the rendezvous, which releases the driver and the other connections.
 fn run_connection(plan: ConnectionPlan) -> Result<Vec<PhaseOutcome>> {
-    let (mut client, insert_id, select_id) = match connect(&plan) {
+    let Prepared { mut client, insert: insert_id, select: select_id } = match plan.connect() {
         Ok(connected) => connected,
         Err(e) => {
             plan.meet.abandon();
@@ -284,29 +248,16 @@ fn run_connection(plan: ConnectionPlan) -> Result<Vec<PhaseOutcome>> {
         if !plan.meet.wait() {
             bail!("connection {}: the run was abandoned", plan.index);
         }
+        let inserts = plan.shape.inserts;
         let outcome = match phase {
-            Phase::InsertsOne | Phase::InsertsQuorum => {
-                let end = if phase == Phase::InsertsOne { plan.inserts } else { 2 * plan.inserts };
-                let mut work = Inserts {
-                    id: insert_id,
-                    next_row: &plan.next_row,
-                    end,
-                    values: &plan.values,
-                    consistency: phase.consistency(),
-                };
-                pipeline(&mut client, plan.window, &mut work)
+            Phase::InsertsOne => {
+                pipeline(&mut client, plan.window, &mut plan.inserts(insert_id, inserts, phase.consistency()))
+            }
+            Phase::InsertsQuorum => {
+                pipeline(&mut client, plan.window, &mut plan.inserts(insert_id, 2 * inserts, phase.consistency()))
             }
             Phase::ReadsQuorum => {
-                let mut work = Reads {
-                    id: select_id,
-                    taken: &plan.reads_taken,
-                    total: plan.reads,
-                    rows: 2 * plan.inserts,
-                    rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ (plan.index as u64 + 1)),
-                    values: &plan.values,
-                    consistency: phase.consistency(),
-                };
-                pipeline(&mut client, plan.window, &mut work)
+                pipeline(&mut client, plan.window, &mut plan.reads(select_id, 2 * inserts, phase.consistency()))
             }
         };
         outcomes.push(outcome);
@@ -449,30 +400,16 @@ fn run_topology(args: &Args, nodes: usize, run_dir: &Path, values: &Arc<ValuePoo
     let connections = nodes * args.connections_per_node;
     let windows = split_window(args.in_flight, connections);
     let meet = Arc::new(Rendezvous::new(connections + 1));
-    let (next_row, reads_taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut handles = Vec::new();
-    for (index, &window) in windows.iter().enumerate() {
-        let plan = ConnectionPlan {
-            index,
-            addr: cluster.nodes[index % nodes].addr,
-            window,
-            answer_timeout: Duration::from_secs(args.answer_timeout_s),
-            inserts: args.inserts,
-            reads: args.reads,
-            next_row: next_row.clone(),
-            reads_taken: reads_taken.clone(),
-            values: values.clone(),
-            seed: args.seed,
-            meet: meet.clone(),
-        };
-        match std::thread::Builder::new().name(format!("client-{index}")).spawn(move || run_connection(plan)) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                meet.abandon();
-                bail!("starting client thread {index}: {e}");
-            }
-        }
-    }
+    let shape = ConnectionShape {
+        answer_timeout: Duration::from_secs(args.answer_timeout_s),
+        inserts: args.inserts,
+        reads: args.reads,
+        values: values.clone(),
+        seed: args.seed,
+        schema_wait: SCHEMA_TIMEOUT,
+    };
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
+    let handles = start_connections(&addrs, &windows, shape, &meet, run_connection)?;
     // Every connection is up with its statements prepared (false: one of them failed).
     let mut met = meet.wait();
     let mut moments = Vec::new();
@@ -485,18 +422,10 @@ fn run_topology(args: &Args, nodes: usize, run_dir: &Path, values: &Arc<ValuePoo
         let after = Moment::take(&cluster, &dir, Some(&before))?;
         moments.push((before, after));
     }
-    let mut outcomes = Vec::new();
-    let mut failures = Vec::new();
-    for (i, handle) in handles.into_iter().enumerate() {
-        match handle.join() {
-            Ok(Ok(outcome)) => outcomes.push(outcome),
-            Ok(Err(e)) => failures.push(format!("connection {i}: {e:#}")),
-            Err(_) => failures.push(format!("connection {i}: the thread panicked")),
-        }
-    }
-    if !failures.is_empty() {
-        bail!("{name} failed: {}", failures.join("; "));
-    }
+    let outcomes = match join_connections(handles) {
+        Ok(outcomes) => outcomes,
+        Err(failures) => bail!("{name} failed: {failures}"),
+    };
     let phases = Phase::ALL
         .iter()
         .zip(&moments)
@@ -713,22 +642,9 @@ fn main() -> Result<()> {
     if args.nodes == 0 || args.nodes > MAX_NODES {
         bail!("--nodes must be between 1 and {MAX_NODES} (one loopback address 127.0.0.i each)");
     }
-    let connections = args.nodes * args.connections_per_node;
-    if connections == 0 || connections > args.in_flight || args.in_flight.div_ceil(connections) > MAX_IN_FLIGHT {
-        bail!(
-            "{connections} connections with --in-flight {}: each connection needs 1 to {MAX_IN_FLIGHT} requests in flight",
-            args.in_flight
-        );
-    }
-    if !args.enigmadb.is_file() {
-        bail!("{} not found: build it with `cargo build --release` or pass --enigmadb", args.enigmadb.display());
-    }
-    let values = Arc::new(
-        ValuePool::new(args.seed, args.value_bytes)
-            .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?,
-    );
-    let run_dir = fresh_run_dir(&args.dir, "cluster-surge")?;
-    let machine = Machine::probe_for_run();
+    check_in_flight(args.nodes * args.connections_per_node, args.in_flight)?;
+    let setup = RunSetup::prepare(&args.enigmadb, &args.dir, "cluster-surge", args.seed, args.value_bytes)?;
+    let (machine, run_dir) = (&setup.machine, &setup.run_dir);
     println!(
         "cluster surge: {} inserts at ONE, {} at QUORUM, then {} point reads at QUORUM; {KEY_BYTES}-byte keys, \
          {}-byte values; {} in flight; {} sync; seed {}; {} CPU(s); data in {}",
@@ -751,7 +667,7 @@ fn main() -> Result<()> {
     for nodes in sizes {
         println!();
         println!("== {nodes} node(s), RF={nodes}, 1 shard each, unpinned ==");
-        let t = run_topology(&args, nodes, &run_dir, &values)?;
+        let t = run_topology(&args, nodes, run_dir, &setup.values)?;
         print_topology(&t);
         topologies.push(t);
     }
@@ -777,13 +693,10 @@ fn main() -> Result<()> {
             us(s.read_p99_us)
         );
     }
-    if !args.keep {
-        // Only our own, now empty, run directory: never the user's --dir.
-        std::fs::remove_dir(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    }
+    setup.finish(args.keep)?;
     let report = Report {
         benchmark: "cluster_surge",
-        machine,
+        machine: setup.machine,
         parameters: Parameters {
             command: std::env::args().collect(),
             enigmadb: args.enigmadb.display().to_string(),

@@ -9,28 +9,26 @@
 //! the embedded engine's reports; writes a JSON report. It measures; it asserts nothing.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bench::latency::{format_us, LatencySummary};
 use bench::machine::Machine;
 use bench::pipeline::{
-    pipeline, split_window, Inserts, PhaseOutcome, PhaseTotals, Reads, CREATE_TABLE, INSERT, SELECT,
+    check_in_flight, join_connections, pipeline, split_window, start_connections, ConnectionPlan, ConnectionShape,
+    PhaseOutcome, PhaseTotals, Prepared, CREATE_TABLE, INSERT, SELECT,
 };
 use bench::rendezvous::Rendezvous;
-use bench::report::{fresh_run_dir, per_second, ratio, thousands, write_json};
-use bench::server::ServerProcess;
-use bench::surge::{Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
+use bench::report::{per_second, ratio, thousands, write_json};
+use bench::server::{RunSetup, ServerProcess};
+use bench::surge::{Mode, ValuePool, KEY_BYTES};
 use bench::usage::{CpuShares, DiskActivity, ProcessUsage, Snapshot, ThreadUsage};
 use clap::Parser;
-use rand::SeedableRng;
 use serde::Serialize;
-use wire::client::{Client, MAX_IN_FLIGHT};
-use wire::protocol::{Consistency, PreparedId};
+use wire::client::Client;
+use wire::protocol::Consistency;
 
 #[derive(Parser, Debug)]
 #[command(about = "Loopback server surge: inserts and point reads through the client library against a real \
@@ -155,21 +153,6 @@ fn start_server(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<Ser
 // ---------------------------------------------------------------------------------------------
 // The client side: one thread per connection, pipelining
 
-/// Everything one connection thread needs (sent to it).
-struct ConnectionPlan {
-    index: usize,
-    addr: SocketAddr,
-    window: usize,
-    answer_timeout: Duration,
-    inserts: u64,
-    reads: u64,
-    next_row: Arc<AtomicU64>,
-    reads_taken: Arc<AtomicU64>,
-    values: Arc<ValuePool>,
-    seed: u64,
-    meet: Arc<Rendezvous>,
-}
-
 struct ConnectionOutcome {
     insert: PhaseOutcome,
     read: PhaseOutcome,
@@ -178,9 +161,9 @@ struct ConnectionOutcome {
 /// Connects and prepares, then takes part in every meeting (ready, go, inserts done, go, reads
 /// done) even after a failure, so the driver never waits for it in vain.
 fn run_connection(plan: ConnectionPlan) -> Result<ConnectionOutcome> {
-    let connected = connect(&plan);
+    let connected = plan.connect();
     let met = plan.meet.wait() && plan.meet.wait();
-    let (mut client, insert_id, select_id) = match connected {
+    let Prepared { mut client, insert: insert_id, select: select_id } = match connected {
         Ok(connected) if met => connected,
         other => {
             plan.meet.wait();
@@ -190,39 +173,14 @@ fn run_connection(plan: ConnectionPlan) -> Result<ConnectionOutcome> {
             bail!("connection {}: the run was abandoned before it started", plan.index);
         }
     };
-    let mut inserts = Inserts {
-        id: insert_id,
-        next_row: &plan.next_row,
-        end: plan.inserts,
-        values: &plan.values,
-        consistency: Consistency::One,
-    };
-    let insert = pipeline(&mut client, plan.window, &mut inserts);
+    let insert = pipeline(&mut client, plan.window, &mut plan.inserts(insert_id, plan.shape.inserts, Consistency::One));
     let met = plan.meet.wait() && plan.meet.wait();
     let mut read = PhaseOutcome::default();
-    if met && plan.reads > 0 {
-        let mut reads = Reads {
-            id: select_id,
-            taken: &plan.reads_taken,
-            total: plan.reads,
-            rows: plan.inserts,
-            rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ (plan.index as u64 + 1)),
-            values: &plan.values,
-            consistency: Consistency::One,
-        };
-        read = pipeline(&mut client, plan.window, &mut reads);
+    if met && plan.shape.reads > 0 {
+        read = pipeline(&mut client, plan.window, &mut plan.reads(select_id, plan.shape.inserts, Consistency::One));
     }
     plan.meet.wait();
     Ok(ConnectionOutcome { insert, read })
-}
-
-/// A connection with the INSERT and the SELECT prepared.
-fn connect(plan: &ConnectionPlan) -> Result<(Client, PreparedId, PreparedId)> {
-    let mut client = Client::connect(plan.addr).with_context(|| format!("connection {}: connecting", plan.index))?;
-    client.set_timeout(Some(plan.answer_timeout))?;
-    let insert = client.prepare(INSERT).with_context(|| format!("preparing {INSERT}"))?;
-    let select = client.prepare(SELECT).with_context(|| format!("preparing {SELECT}"))?;
-    Ok((client, insert.id, select.id))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -354,34 +312,15 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
 
     let windows = split_window(args.in_flight, scenario.connections);
     let meet = Arc::new(Rendezvous::new(scenario.connections + 1));
-    let (next_row, reads_taken) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut handles = Vec::new();
-    for (index, &window) in windows.iter().enumerate() {
-        let plan = ConnectionPlan {
-            index,
-            addr: server.addr,
-            window,
-            answer_timeout: Duration::from_secs(args.answer_timeout_s),
-            inserts: args.inserts,
-            reads: args.reads,
-            next_row: next_row.clone(),
-            reads_taken: reads_taken.clone(),
-            values: values.clone(),
-            seed: args.seed,
-            meet: meet.clone(),
-        };
-        let spawned = std::thread::Builder::new().name(format!("client-{index}")).spawn(move || run_connection(plan));
-        match spawned {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                meet.abandon();
-                for handle in handles {
-                    let _ = handle.join();
-                }
-                bail!("starting client thread {index}: {e}");
-            }
-        }
-    }
+    let shape = ConnectionShape {
+        answer_timeout: Duration::from_secs(args.answer_timeout_s),
+        inserts: args.inserts,
+        reads: args.reads,
+        values: values.clone(),
+        seed: args.seed,
+        schema_wait: Duration::ZERO,
+    };
+    let handles = start_connections(&[server.addr], &windows, shape, &meet, run_connection)?;
     meet.wait(); // every connection is up and has prepared its statements
     let before_inserts = Moment::take(&server, &dir, None)?;
     meet.wait(); // go
@@ -394,22 +333,15 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
     let after_reads = Moment::take(&server, &dir, Some(&before_reads))?;
     let storage_after_reads = StorageState::read(&dir, args.shards)?;
 
-    let mut outcomes = Vec::new();
-    let mut failures = Vec::new();
-    for (i, handle) in handles.into_iter().enumerate() {
-        match handle.join() {
-            Ok(Ok(outcome)) => outcomes.push(outcome),
-            Ok(Err(e)) => failures.push(format!("connection {i}: {e:#}")),
-            Err(_) => failures.push(format!("connection {i}: the thread panicked")),
-        }
-    }
+    let outcomes = join_connections(handles);
     let server_exit = server.stop_for_report();
     if !args.keep {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    if !failures.is_empty() {
-        bail!("scenario {} failed: {}", scenario.name(), failures.join("; "));
-    }
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(failures) => bail!("scenario {} failed: {failures}", scenario.name()),
+    };
 
     let inserts = phase_report(outcomes.iter().map(|o| &o.insert), &before_inserts, &after_inserts);
     let reads = (args.reads > 0).then(|| phase_report(outcomes.iter().map(|o| &o.read), &before_reads, &after_reads));
@@ -845,23 +777,10 @@ fn main() -> Result<()> {
         bail!("--shards must be positive");
     }
     for &c in &args.connections {
-        if c == 0 || c > args.in_flight || args.in_flight.div_ceil(c) > MAX_IN_FLIGHT {
-            bail!(
-                "--connections {c} with --in-flight {}: each connection needs 1 to {MAX_IN_FLIGHT} requests in flight",
-                args.in_flight
-            );
-        }
+        check_in_flight(c, args.in_flight)?;
     }
-    if !args.enigmadb.is_file() {
-        bail!("{} not found: build it with `cargo build --release` or pass --enigmadb", args.enigmadb.display());
-    }
-    let values = Arc::new(
-        ValuePool::new(args.seed, args.value_bytes)
-            .ok_or_else(|| anyhow!("--value-bytes must be between 1 and {VALUE_POOL_BYTES}"))?,
-    );
-
-    let run_dir = fresh_run_dir(&args.dir, "server-surge")?;
-    let machine = Machine::probe_for_run();
+    let setup = RunSetup::prepare(&args.enigmadb, &args.dir, "server-surge", args.seed, args.value_bytes)?;
+    let (machine, run_dir) = (&setup.machine, &setup.run_dir);
     println!(
         "server surge: {} inserts then {} point reads of {KEY_BYTES}-byte keys and {}-byte values; {} in flight; \
          {} shards; {} CPU(s), kernel {}; data in {}",
@@ -889,7 +808,7 @@ fn main() -> Result<()> {
                     connections,
                     spin_before_park_us
                 );
-                let report = run_scenario(&args, &scenario, &run_dir, &values)?;
+                let report = run_scenario(&args, &scenario, run_dir, &setup.values)?;
                 print_scenario(&args, &report);
                 scenarios.push(report);
             }
@@ -898,13 +817,11 @@ fn main() -> Result<()> {
     let embedded_comparison = comparisons(&args, &scenarios);
     print_summary(&scenarios, &embedded_comparison);
 
-    if !args.keep {
-        // Only our own, now empty, run directory: never the user's --dir.
-        std::fs::remove_dir(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
-    }
+    setup.finish(args.keep)?;
+    let data_dir = setup.run_dir.display().to_string();
     let report = Report {
         benchmark: "server_surge",
-        machine,
+        machine: setup.machine,
         parameters: Parameters {
             command: std::env::args().collect(),
             enigmadb: args.enigmadb.display().to_string(),
@@ -925,7 +842,7 @@ fn main() -> Result<()> {
             cache_budget: args.cache_budget.clone(),
             pin_shards: args.pin_shards,
             consistency: "ONE",
-            data_dir: run_dir.display().to_string(),
+            data_dir,
             seed: args.seed,
         },
         scenarios,
