@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
-use wire::protocol::{AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, TableStats};
+use wire::protocol::{
+    AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RingEntry, TableStats,
+};
 use wire::{ColumnType, Value};
 
 use crate::shell::{render_table, DEFAULT_HOST};
@@ -35,9 +37,13 @@ pub struct Args {
 enum Command {
     /// One line per node: state (UN = up, normal), address, load, tokens, ownership, host id.
     Status,
+    /// The token ring as this node sees it, one line per vnode token in ring order: owner's
+    /// address, state, shard, load, and the share of the ring its range covers.
+    Ring,
     /// This node: uptime, load, cache hit rate; per shard MemTables, flushes, compactions, WAL.
     Info,
-    /// Per table: SSTables, space used, MemTable, read and write counts, bloom filter counters.
+    /// Per table: SSTables, space used, MemTable, read and write counts and local latencies
+    /// (p50/p99), tombstones scanned, bloom filter counters.
     Tablestats {
         /// Only this table.
         table: Option<String>,
@@ -53,7 +59,8 @@ enum Command {
         /// A table that must exist.
         table: Option<String>,
     },
-    /// Flush everything, then refuse writes until the node restarts (before a clean shutdown).
+    /// Flush everything, then refuse writes, before a clean shutdown. The drained state is not
+    /// persisted: as with Cassandra, a restarted node serves writes again.
     Drain,
 }
 
@@ -61,6 +68,7 @@ impl Command {
     fn request(self) -> AdminRequest {
         match self {
             Command::Status => AdminRequest::Status,
+            Command::Ring => AdminRequest::Ring,
             Command::Info => AdminRequest::Info,
             Command::Tablestats { table } => AdminRequest::TableStats { table },
             Command::Flush { table } => AdminRequest::Flush { table },
@@ -99,6 +107,7 @@ pub fn render(result: &AdminResult) -> String {
         AdminResult::Status(nodes) => render_status(nodes),
         AdminResult::Info(info) => render_info(info),
         AdminResult::TableStats(tables) => render_table_stats(tables),
+        AdminResult::Ring(entries) => render_ring(entries),
         AdminResult::Flushed(done) => {
             format!("Flushed {} of MemTables on {} shards\n", display_size(done.memtable_bytes), done.shards)
         }
@@ -119,6 +128,9 @@ pub fn render(result: &AdminResult) -> String {
     }
 }
 
+/// nodetool's legend of the two state letters, above `status` and `ring`.
+const STATE_LEGEND: &str = "Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving\n";
+
 fn render_status(nodes: &[NodeStatus]) -> String {
     let columns = ["--", "Address", "Load", "Tokens", "Owns", "Host ID"];
     let rows = nodes
@@ -134,7 +146,25 @@ fn render_status(nodes: &[NodeStatus]) -> String {
             ]
         })
         .collect();
-    format!("Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving\n{}", text_table(&columns, rows))
+    format!("{STATE_LEGEND}{}", text_table(&columns, rows))
+}
+
+fn render_ring(entries: &[RingEntry]) -> String {
+    let columns = ["Address", "--", "Shard", "Load", "Owns", "Token"];
+    let rows = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.address.clone(),
+                e.code(),
+                e.shard.to_string(),
+                display_size(e.load_bytes),
+                format!("{:.2}%", e.owns * 100.0),
+                e.token.to_string(),
+            ]
+        })
+        .collect();
+    format!("{STATE_LEGEND}{}", text_table(&columns, rows))
 }
 
 fn render_info(info: &NodeInfo) -> String {
@@ -216,8 +246,13 @@ fn render_table_stats(tables: &[TableStats]) -> String {
         "MemTable",
         "MemTable partitions",
         "Reads",
+        "Read p50 ms",
+        "Read p99 ms",
         "Range scans",
+        "Tombstones scanned",
         "Writes",
+        "Write p50 ms",
+        "Write p99 ms",
         "SSTable tombstones",
         "Bloom positives",
         "Bloom false positives",
@@ -232,8 +267,13 @@ fn render_table_stats(tables: &[TableStats]) -> String {
                 display_size(t.memtable_bytes),
                 t.memtable_partitions.to_string(),
                 t.reads.to_string(),
+                display_latency(t.reads, t.read_p50_nanos),
+                display_latency(t.reads, t.read_p99_nanos),
                 t.range_scans.to_string(),
+                t.tombstones_scanned.to_string(),
                 t.writes.to_string(),
+                display_latency(t.writes, t.write_p50_nanos),
+                display_latency(t.writes, t.write_p99_nanos),
                 t.sstable_tombstones.to_string(),
                 t.bloom_positives.to_string(),
                 t.bloom_false_positives.to_string(),
@@ -259,6 +299,7 @@ pub fn to_json(result: &AdminResult) -> Json {
         AdminResult::Status(nodes) => json!({ "nodes": nodes.iter().map(status_json).collect::<Vec<_>>() }),
         AdminResult::Info(info) => info_json(info),
         AdminResult::TableStats(tables) => json!({ "tables": tables.iter().map(table_json).collect::<Vec<_>>() }),
+        AdminResult::Ring(entries) => json!({ "ring": entries.iter().map(ring_json).collect::<Vec<_>>() }),
         AdminResult::Flushed(done) => done_json("flush", done),
         AdminResult::Compacted(done) => done_json("compact", done),
         AdminResult::Drained(done) => done_json("drain", done),
@@ -273,6 +314,18 @@ fn status_json(n: &NodeStatus) -> Json {
         "tokens": n.tokens,
         "owns": n.owns,
         "host_id": display_host_id(n.host_id),
+    })
+}
+
+fn ring_json(e: &RingEntry) -> Json {
+    json!({
+        "token": e.token.to_string(),
+        "address": e.address,
+        "state": e.code(),
+        "shard": e.shard,
+        "load_bytes": e.load_bytes,
+        "owns": e.owns,
+        "host_id": display_host_id(e.host_id),
     })
 }
 
@@ -327,6 +380,11 @@ fn table_json(t: &TableStats) -> Json {
         "sstable_tombstones": t.sstable_tombstones,
         "bloom_positives": t.bloom_positives,
         "bloom_false_positives": t.bloom_false_positives,
+        "tombstones_scanned": t.tombstones_scanned,
+        "read_latency_p50_ms": latency_ms(t.reads, t.read_p50_nanos),
+        "read_latency_p99_ms": latency_ms(t.reads, t.read_p99_nanos),
+        "write_latency_p50_ms": latency_ms(t.writes, t.write_p50_nanos),
+        "write_latency_p99_ms": latency_ms(t.writes, t.write_p99_nanos),
     })
 }
 
@@ -341,6 +399,16 @@ fn done_json(command: &str, d: &AdminDone) -> Json {
         "bytes_in": d.bytes_in,
         "bytes_out": d.bytes_out,
     })
+}
+
+/// A latency percentile in milliseconds, as nodetool prints table latencies; None before the
+/// first operation it measures.
+fn latency_ms(operations: u64, nanos: u64) -> Option<f64> {
+    (operations > 0).then(|| nanos as f64 / 1e6)
+}
+
+fn display_latency(operations: u64, nanos: u64) -> String {
+    latency_ms(operations, nanos).map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.3}"))
 }
 
 /// A host id in the UUID layout operators know from Cassandra (8-4-4-4-12 hex digits).

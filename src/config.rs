@@ -196,6 +196,9 @@ pub struct ServerConfig {
     pub hinted_handoff_throttle_kib: u64,
     /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
     pub metrics_listen: MetricsListen,
+    /// How long one metrics connection may take (reading the request, scraping, writing the
+    /// answer), milliseconds; a slower scraper is disconnected.
+    pub metrics_timeout_ms: u64,
     /// Log lines on stderr: human-readable text or one JSON object per line.
     pub log_format: LogFormat,
     /// Log level: `info`, or directives such as `warn,shards=debug`.
@@ -251,6 +254,7 @@ impl Default for ServerConfig {
             max_hints_size_per_host: Size(crate::hints::DEFAULT_MAX_HINTS_BYTES_PER_HOST as usize),
             hinted_handoff_throttle_kib: crate::hints::DEFAULT_THROTTLE_KIB,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            metrics_timeout_ms: 10_000,
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -374,6 +378,9 @@ impl ServerConfig {
                 return invalid("metrics_listen", "must differ from listen");
             }
         }
+        if self.metrics_timeout_ms == 0 {
+            return invalid("metrics_timeout_ms", "must be positive");
+        }
         if let Err(e) = logging::parse_level(&self.log_level) {
             return invalid("log_level", &e.to_string());
         }
@@ -400,6 +407,11 @@ impl ServerConfig {
             write: Duration::from_millis(self.write_request_timeout_ms),
             read: Duration::from_millis(self.read_request_timeout_ms),
         }
+    }
+
+    /// How long one metrics connection may take.
+    pub fn metrics_timeout(&self) -> Duration {
+        Duration::from_millis(self.metrics_timeout_ms)
     }
 
     /// The settings of hinted handoff.

@@ -176,9 +176,89 @@ fn tablestats_flush_and_compact_report_what_was_written() {
     assert_eq!(kv["reads"], 10, "{read}");
     assert!(kv["range_scans"].as_u64().unwrap() >= SHARDS as u64, "each shard scanned: {read}");
     assert!(kv["bloom_positives"].as_u64().unwrap() >= 10, "{read}");
+    assert_eq!(kv["tombstones_scanned"], 0, "nothing was deleted: {read}");
+    // Latency percentiles: present once something was measured, p50 <= p99, sane magnitudes.
+    for op in ["read", "write"] {
+        let p50 = kv[format!("{op}_latency_p50_ms")].as_f64().unwrap_or_else(|| panic!("{op} p50: {read}"));
+        let p99 = kv[format!("{op}_latency_p99_ms")].as_f64().unwrap_or_else(|| panic!("{op} p99: {read}"));
+        assert!(p50 > 0.0 && p50 <= p99 && p99 < 10_000.0, "{op}: {read}");
+    }
+    let every = admin_json(server.addr, &["tablestats"]);
+    let other = table_json(&every, "other");
+    assert_eq!(other["read_latency_p50_ms"], Json::Null, "no reads of other: {every}");
+
+    // Deleted keys, read back: each read meets the deletion.
+    let mut client = common::connect(server.addr);
+    for k in 0..5 {
+        common::query_ok(&mut client, &format!("DELETE FROM kv WHERE k = 'key{k}'"));
+        let (_, rows, _) = common::select_all(&mut client, &format!("SELECT v FROM kv WHERE k = 'key{k}'"), 100);
+        assert!(rows.is_empty());
+    }
+    let text = admin_ok(server.addr, &["tablestats"]);
+    assert_eq!(cell(&text, "kv", "Reads"), "15", "{text}");
+    assert_eq!(cell(&text, "kv", "Tombstones scanned"), "5", "{text}");
+    let p99: f64 = cell(&text, "kv", "Read p99 ms").parse().unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(p99 > 0.0, "{text}");
+    assert_eq!(cell(&text, "other", "Read p50 ms"), "n/a", "{text}");
 
     let status = admin_json(server.addr, &["status"]);
     assert_eq!(status["nodes"][0]["load_bytes"], kv["space_used_bytes"], "one table holds every byte");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ring_lists_every_vnode_of_a_single_node_in_token_order() {
+    let dir = common::scratch_dir("admin-ring");
+    let server = Server::start(&dir, SHARDS, &[]);
+    let addr = server.addr.to_string();
+    let host_id = admin_json(server.addr, &["status"])["nodes"][0]["host_id"].clone();
+
+    let ring = admin_json(server.addr, &["ring"]);
+    let vnodes = ring["ring"].as_array().expect("a vnode list");
+    assert_eq!(vnodes.len(), SHARDS * TOKENS_PER_SHARD, "{ring}");
+    let tokens: Vec<i64> = vnodes.iter().map(|v| v["token"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "ring order: {tokens:?}");
+    for v in vnodes {
+        assert_eq!(
+            (&v["address"], &v["state"], &v["host_id"]),
+            (&Json::from(addr.as_str()), &Json::from("UN"), &host_id)
+        );
+    }
+    for shard in 0..SHARDS {
+        let owned = vnodes.iter().filter(|v| v["shard"] == shard).count();
+        assert_eq!(owned, TOKENS_PER_SHARD, "shard {shard}: {ring}");
+    }
+    // Each vnode's range runs from the previous token: the shares cover the ring once.
+    let shares: f64 = vnodes.iter().map(|v| v["owns"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+    let first = vnodes[0]["owns"].as_f64().unwrap();
+    let wrapped = (tokens[0] as i128 - tokens[tokens.len() - 1] as i128 + (1i128 << 64)) as f64 / 2f64.powi(64);
+    assert!((first - wrapped).abs() < 1e-12, "the first range wraps from the last token: {first} vs {wrapped}");
+
+    let text = admin_ok(server.addr, &["ring"]);
+    assert!(text.starts_with("Status=Up/Down\n"), "{text}");
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .map(|line| line.split('|').map(|cell| cell.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 6 && cells[0] == addr)
+        .collect();
+    assert_eq!(rows.len(), SHARDS * TOKENS_PER_SHARD, "{text}");
+    let printed: Vec<i64> = rows.iter().map(|r| r[5].parse().expect("a token")).collect();
+    assert_eq!(printed, tokens, "{text}");
+    assert!(rows.iter().all(|r| r[1] == "UN" && r[4].ends_with('%')), "{text}");
+
+    // A restart keeps the tokens.
+    common::stop_cleanly(server);
+    let server = Server::start(&dir, SHARDS, &[]);
+    assert_eq!(admin_json(server.addr, &["ring"])["ring"].as_array().unwrap().len(), tokens.len());
+    let again: Vec<i64> = admin_json(server.addr, &["ring"])["ring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["token"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(again, tokens);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{await_until, ring, TestCluster};
+use common::cluster::{await_until, node_host, ring, RingVnode, TestCluster};
 use common::{connect, query_at};
 use wire::client::Client;
 use wire::protocol::{ErrorCode, QueryResult};
@@ -76,12 +76,27 @@ fn three_nodes_replicate_and_answer_at_every_level_through_failures() {
     assert_unavailable(write(&mut first, "all", 1, Consistency::All), 3, 2);
     assert_unavailable(read(&mut second, "k1", Consistency::All), 3, 2);
 
-    // Restarted, it is marked up again within seconds, keeps its tokens, and the ring agrees.
+    // Restarted, it is marked up again within seconds, keeps its tokens, and every node
+    // prints the same ring (tokens, owners, shards), all up.
+    // (The restarted node's client port is chosen anew: addresses are not compared.)
+    let owners = |ring: Vec<RingVnode>| -> Vec<(i64, String, u64)> {
+        ring.into_iter().map(|v| (v.token, v.host_id, v.shard)).collect()
+    };
     let ring_before = ring(cluster.addr(1));
+    assert_eq!(ring_before.len(), 3 * 8, "three one-shard nodes of 8 vnodes: {ring_before:?}");
+    assert!(ring_before.windows(2).all(|w| w[0].token < w[1].token), "ring order: {ring_before:?}");
+    let node3 = format!("{}:", node_host(3));
+    let (down, up): (Vec<&RingVnode>, Vec<&RingVnode>) =
+        ring_before.iter().partition(|v| v.address.starts_with(&node3));
+    assert_eq!(down.len(), 8, "{ring_before:?}");
+    assert!(down.iter().all(|v| v.state == "DN") && up.iter().all(|v| v.state == "UN"), "{ring_before:?}");
+    let ring_before = owners(ring_before);
     cluster.restart(3);
     cluster.await_up(3);
     for i in 1..=3 {
-        assert_eq!(ring(cluster.addr(i)), ring_before, "node {i}'s ring after the restart");
+        let now = ring(cluster.addr(i));
+        assert!(now.iter().all(|v| v.state == "UN"), "node {i}'s ring after the restart: {now:?}");
+        assert_eq!(owners(now), ring_before, "node {i}'s ring after the restart");
     }
     write(&mut first, "all", 1, Consistency::All).expect("ALL write with every node back");
     let mut third = connect(cluster.addr(3));

@@ -39,8 +39,9 @@ fn scrape(server: &Server) -> Scrape {
     text::parse(&body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"))
 }
 
-fn requests(scrape: &Scrape, op: &str, consistency: Consistency) -> f64 {
-    scrape.sum("enigmadb_requests_total", &[("op", op), ("consistency", consistency.name())])
+/// Requests of statement kind `op` sent with `opcode` at `consistency`.
+fn requests(scrape: &Scrape, op: &str, opcode: &str, consistency: Consistency) -> f64 {
+    scrape.sum("enigmadb_requests_total", &[("op", op), ("opcode", opcode), ("consistency", consistency.name())])
 }
 
 /// Each histogram series' buckets never decrease with `le`, and `+Inf` equals `_count`.
@@ -105,19 +106,50 @@ fn scrape_counts_requests_latencies_and_every_shards_state() {
     }
     let after = scrape(&server);
 
-    let delta = |op, consistency| requests(&after, op, consistency) - requests(&before, op, consistency);
-    assert_eq!(delta("query", Consistency::One), (writes + syntax_errors) as f64);
-    assert_eq!(delta("query", Consistency::Quorum), reads as f64);
-    assert_eq!(delta("execute", Consistency::One), executes as f64);
-    let prepares = after.sum("enigmadb_requests_total", &[("op", "prepare")]);
+    let delta = |op, opcode, consistency| {
+        requests(&after, op, opcode, consistency) - requests(&before, op, opcode, consistency)
+    };
+    // The `op` label is what the statement does; the opcode stays a label of its own. The
+    // malformed INSERTs start like writes, so they count as writes.
+    assert_eq!(delta("write", "query", Consistency::One), (writes + syntax_errors) as f64);
+    assert_eq!(delta("read", "query", Consistency::Quorum), reads as f64);
+    assert_eq!(delta("read", "execute", Consistency::One), executes as f64);
+    assert_eq!(delta("read", "query", Consistency::One), 0.0);
+    let prepares = after.sum("enigmadb_requests_total", &[("op", "other"), ("opcode", "prepare")]);
     assert_eq!(prepares, 1.0, "prepare requests carry no consistency label");
-    assert!(after.select("enigmadb_requests_total", &[("op", "prepare")]).all(|s| s.label("consistency").is_none()));
-    let errors = |s: &Scrape| s.sum("enigmadb_request_errors_total", &[("op", "query"), ("error", "syntax_error")]);
+    let prepare_series = || after.select("enigmadb_requests_total", &[("opcode", "prepare")]);
+    assert!(prepare_series().all(|s| s.label("consistency").is_none()));
+    let errors = |s: &Scrape| {
+        s.sum("enigmadb_request_errors_total", &[("op", "write"), ("opcode", "query"), ("error", "syntax_error")])
+    };
     assert_eq!(errors(&after) - errors(&before), syntax_errors as f64);
     assert_histograms_are_cumulative(&after, "enigmadb_request_duration_seconds");
-    let quorum_latencies =
-        after.sum("enigmadb_request_duration_seconds_count", &[("op", "query"), ("consistency", "QUORUM")]);
+    let quorum_latencies = after.sum(
+        "enigmadb_request_duration_seconds_count",
+        &[("op", "read"), ("opcode", "query"), ("consistency", "QUORUM")],
+    );
     assert_eq!(quorum_latencies, reads as f64);
+
+    // Per table: reads (point reads of QUERY and EXECUTE), writes, and latency summaries.
+    let table = |s: &Scrape, name: &str| s.sum(name, &[("table", "kv")]);
+    let table_delta = |name| table(&after, name) - table(&before, name);
+    assert_eq!(table_delta("enigmadb_table_reads_total"), (reads + executes) as f64);
+    assert_eq!(table_delta("enigmadb_table_writes_total"), writes as f64);
+    assert_eq!(table(&after, "enigmadb_table_tombstones_scanned_total"), 0.0, "nothing deleted");
+    for name in ["enigmadb_table_read_latency_seconds", "enigmadb_table_write_latency_seconds"] {
+        assert_eq!(after.types[name], Kind::Summary, "{name}");
+        let count = table(&after, &format!("{name}_count"));
+        assert!(count > 0.0, "{name}");
+        let quantile = |q| after.sum(name, &[("table", "kv"), ("quantile", q)]);
+        let (p50, p99) = (quantile("0.5"), quantile("0.99"));
+        assert!(p50 > 0.0 && p50 <= p99 && p99 < 10.0, "{name}: p50 {p50} p99 {p99}");
+    }
+    assert_eq!(table(&after, "enigmadb_table_read_latency_seconds_count"), table(&after, "enigmadb_table_reads_total"));
+    // A single node gossips with nobody.
+    assert_eq!(after.types["enigmadb_gossip_peers"], Kind::Gauge);
+    assert_eq!(after.sum("enigmadb_gossip_peers", &[]), 0.0);
+    assert_eq!(after.select("enigmadb_gossip_peer_up", &[]).count(), 0);
+    assert!(after.sum("enigmadb_gossip_generation", &[]) >= 1.0);
     assert!(after.sum("enigmadb_client_connections", &[]) >= 1.0);
 
     for name in [
@@ -180,7 +212,8 @@ fn garbage_http_is_refused_and_the_server_keeps_serving() {
     run_ok(server.addr, "CREATE TABLE kv (k text PRIMARY KEY, v text)");
     run_ok(server.addr, "INSERT INTO kv (k, v) VALUES ('a', 'b')");
     let scraped = scrape(&server);
-    assert!(requests(&scraped, "query", Consistency::One) >= 2.0);
+    assert!(requests(&scraped, "schema", "query", Consistency::One) >= 1.0);
+    assert!(requests(&scraped, "write", "query", Consistency::One) >= 1.0);
     stop_cleanly(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -197,16 +230,25 @@ fn metrics_can_be_turned_off() {
 
 #[test]
 fn a_slow_scraper_is_dropped_after_the_deadline() {
+    const DEADLINE: Duration = Duration::from_millis(1500);
     let dir = scratch_dir("metrics-slow");
-    let server = Server::start(&dir, 1, &[]);
+    let config = dir.join("metrics.toml");
+    std::fs::write(&config, format!("metrics_timeout_ms = {}\n", DEADLINE.as_millis())).expect("config file");
+    let server = Server::start(&dir.join("data"), 1, &["--config", config.to_str().expect("a UTF-8 path")]);
     let addr = server.metrics.expect("metrics address");
     let mut idle = TcpStream::connect(addr).expect("connect");
     idle.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let started = std::time::Instant::now();
+    // Half a request head, then silence: the deadline covers the whole connection.
+    idle.write_all(b"GET /metrics HTTP/1.1\r\n").expect("write");
     let mut buf = [0u8; 16];
-    // The server closes the connection (read returns 0) without an answer.
+    // The server closes the connection (read returns 0) without an answer, at the deadline:
+    // not before it, and well before a scraper's own timeout.
     assert_eq!(idle.read(&mut buf).expect("closed, not timed out"), 0);
-    assert!(started.elapsed() < Duration::from_secs(25));
+    let waited = started.elapsed();
+    assert!(waited >= DEADLINE - Duration::from_millis(100), "dropped early, after {waited:?}");
+    assert!(waited < DEADLINE * 4, "dropped late, after {waited:?}");
+    // The endpoint keeps answering other scrapes.
     assert_eq!(http(addr, b"GET /metrics HTTP/1.1\r\n\r\n").0, 200);
     stop_cleanly(server);
     let _ = std::fs::remove_dir_all(&dir);

@@ -11,6 +11,7 @@ pub mod durable_file;
 pub mod hlc;
 pub mod io;
 pub mod key;
+pub mod latency;
 pub mod manifest;
 pub mod memtable;
 pub mod mutation;

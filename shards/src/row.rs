@@ -160,6 +160,17 @@ impl Partition {
         let rows = self.rows.values().filter_map(Row::max_timestamp);
         rows.chain(self.deletion.map(|d| d.ts)).max()
     }
+
+    /// Deletions held: cell tombstones (the row marker's too), row deletions and the
+    /// partition deletion, counted as SSTable metadata counts them.
+    pub fn tombstones(&self) -> u64 {
+        let row = |r: &Row| {
+            let cells = r.cells.iter().filter(|(_, c)| c.is_tombstone()).count();
+            let marker = r.marker.as_ref().is_some_and(Cell::is_tombstone);
+            cells as u64 + u64::from(marker) + u64::from(r.deletion.is_some())
+        };
+        u64::from(self.deletion.is_some()) + self.rows.values().map(row).sum::<u64>()
+    }
 }
 
 /// A range of clustering keys. Bounds may be prefixes: `Included(p)` as an end includes every
@@ -271,6 +282,22 @@ mod tests {
         assert_eq!(row.live_cells(0), None);
         row.merge(Row { cells: vec![(1, Cell::Live { ts: 3, value: b"new".to_vec() })], ..Row::default() }, None);
         assert_eq!(row.live_cells(0), Some(vec![(1, b"new".to_vec())]));
+    }
+
+    #[test]
+    fn tombstones_count_cell_row_and_partition_deletions() {
+        let deleted = Deletion { ts: 1, deleted_at: 0 };
+        let tombstone = Cell::Tombstone { ts: 2, deleted_at: 0 };
+        let row = Row {
+            marker: Some(tombstone.clone()),
+            deletion: Some(deleted),
+            cells: vec![(0, tombstone.clone()), (1, Cell::Live { ts: 2, value: b"v".to_vec() }), (2, tombstone)],
+        };
+        let live = Row { marker: Some(Cell::Live { ts: 2, value: vec![] }), ..Row::default() };
+        let p = Partition { deletion: Some(deleted), rows: [(ck(b"a"), row), (ck(b"b"), live)].into() };
+        // Partition deletion 1, row deletion 1, marker 1, cells 2.
+        assert_eq!(p.tombstones(), 5);
+        assert_eq!(Partition::default().tombstones(), 0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::AHashMap;
 use glommio::{Latency, Shares, TaskQueueHandle};
@@ -38,6 +38,7 @@ use crate::compaction::{
 };
 use crate::hlc::{Hlc, HlcError, SystemClock};
 use crate::key::PartitionKey;
+use crate::latency::LatencyHistogram;
 use crate::manifest::{sstable_file_name, Manifest, ManifestError, SstableEntry, SSTABLE_DIR};
 use crate::memtable::MemTable;
 use crate::mutation::{decode_batch, encode_batch, PartitionUpdate, Write};
@@ -175,14 +176,54 @@ pub struct TableCounters {
     pub sstable_tombstones: u64,
     /// Read counters of the live SSTables (bloom filter, blocks).
     pub sstable_reads: SstableReadStats,
+    /// Tombstones met by reads and scans: deletions in the partitions they merged (cell,
+    /// row and partition deletions that were not purged by a newer deletion).
+    pub tombstones_scanned: u64,
+    /// Time [`Shard::read`] took, per read.
+    pub read_latency: LatencyHistogram,
+    /// Time a write batch took to be logged (appended, and durable under the sync mode; the
+    /// MemTable apply after it is not included), once per partition update of the table.
+    pub write_latency: LatencyHistogram,
+}
+
+impl TableCounters {
+    /// Adds another shard's counters of the same table (node-wide figures).
+    pub fn add(&mut self, other: &TableCounters) {
+        debug_assert_eq!(self.table, other.table);
+        self.reads += other.reads;
+        self.range_scans += other.range_scans;
+        self.writes += other.writes;
+        self.memtable_bytes += other.memtable_bytes;
+        self.memtable_partitions += other.memtable_partitions;
+        self.sstable_tombstones += other.sstable_tombstones;
+        self.sstable_reads.add(&other.sstable_reads);
+        self.tombstones_scanned += other.tombstones_scanned;
+        self.read_latency.merge(&other.read_latency);
+        self.write_latency.merge(&other.write_latency);
+    }
+}
+
+/// Every table's counters summed over `shards` (a node's figures), in table id order.
+pub fn node_table_counters(shards: &[ShardStats]) -> Vec<TableCounters> {
+    let mut totals: Vec<TableCounters> = Vec::new();
+    for c in shards.iter().flat_map(|s| s.table_counters.iter()) {
+        match totals.binary_search_by_key(&c.table, |t| t.table) {
+            Ok(i) => totals[i].add(c),
+            Err(i) => totals.insert(i, c.clone()),
+        }
+    }
+    totals
 }
 
 /// Requests served for one table (plain counters bumped on the shard's own thread).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct TableActivity {
     reads: u64,
     range_scans: u64,
     writes: u64,
+    tombstones_scanned: u64,
+    read_latency: LatencyHistogram,
+    write_latency: LatencyHistogram,
 }
 
 /// The MemTables that take the writes logged between two flush points.
@@ -503,10 +544,16 @@ impl Shard {
         // The record gets its LSN now, in call order, in the generation active now; the await
         // is for durability, after which the write is applied to that same generation.
         let in_flight = InFlight::enter(self.active.borrow().clone());
+        let started = Instant::now();
         self.wal.append(&payload).await?;
         {
-            let mut activity = self.table_activity.borrow_mut();
-            updates.iter().for_each(|u| activity.entry(u.table).or_default().writes += 1);
+            let elapsed = started.elapsed();
+            let mut activities = self.table_activity.borrow_mut();
+            for update in &updates {
+                let activity = activities.entry(update.table).or_default();
+                activity.writes += 1;
+                activity.write_latency.record(elapsed);
+            }
         }
         in_flight.0.apply(updates);
         drop(in_flight);
@@ -723,7 +770,7 @@ impl Shard {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
-        self.table_activity.borrow_mut().entry(table).or_default().reads += 1;
+        let started = Instant::now();
         let mut found = None;
         self.active.borrow().merge_into(table, key, slice, &mut found);
         for imm in self.immutables.borrow().iter() {
@@ -736,6 +783,11 @@ impl Shard {
                 merge_found(&mut found, p);
             }
         }
+        let mut activities = self.table_activity.borrow_mut();
+        let activity = activities.entry(table).or_default();
+        activity.reads += 1;
+        activity.tombstones_scanned += found.as_ref().map_or(0, Partition::tombstones);
+        activity.read_latency.record(started.elapsed());
         Ok(found)
     }
 
@@ -753,7 +805,6 @@ impl Shard {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
-        self.table_activity.borrow_mut().entry(table).or_default().range_scans += 1;
         let mut merge = PartitionMerge::new();
         let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
             .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
@@ -772,6 +823,10 @@ impl Shard {
             let Some(next) = merge.next().await? else { break };
             out.push(next);
         }
+        let mut activities = self.table_activity.borrow_mut();
+        let activity = activities.entry(table).or_default();
+        activity.range_scans += 1;
+        activity.tombstones_scanned += out.iter().map(|(_, p)| p.tombstones()).sum::<u64>();
         Ok(out)
     }
 
@@ -1112,12 +1167,15 @@ impl Shard {
         ids.sort_unstable();
         ids.into_iter()
             .map(|table| {
-                let done = activity.get(&table).copied().unwrap_or_default();
+                let done = activity.get(&table).cloned().unwrap_or_default();
                 let mut counters = TableCounters {
                     table,
                     reads: done.reads,
                     range_scans: done.range_scans,
                     writes: done.writes,
+                    tombstones_scanned: done.tombstones_scanned,
+                    read_latency: done.read_latency,
+                    write_latency: done.write_latency,
                     ..TableCounters::default()
                 };
                 for g in generations {

@@ -75,6 +75,10 @@ pub struct MemberStatus {
     pub owns: f64,
     pub schema_version: Option<u64>,
     pub generation: u64,
+    /// The heartbeat version last gossiped (rises every gossip round of that node).
+    pub heartbeat_version: u64,
+    /// The failure detector's phi now (None for this node and peers never heard from).
+    pub phi: Option<f64>,
 }
 
 /// The running service. `!Send`: it lives on the coordinator shard's executor.
@@ -222,12 +226,18 @@ impl Cluster {
         futures_util::future::join_all(rounds).await;
     }
 
+    /// Gossip rounds this node started since it started.
+    pub fn gossip_rounds(&self) -> u64 {
+        self.round.get()
+    }
+
     /// Every known node, this one first, then by host id.
     pub fn status(&self) -> Vec<MemberStatus> {
         let gossip = self.gossip.borrow();
         let detector = self.detector.borrow();
         let view = self.view.borrow().clone();
         let owns = view.ring().ownership(|(host, _)| *host);
+        let now = self.now();
         let mut out: Vec<MemberStatus> = gossip
             .endpoints()
             .map(|(host, state)| MemberStatus {
@@ -241,6 +251,8 @@ impl Cluster {
                 owns: owns.get(&host).copied().unwrap_or(0.0),
                 schema_version: state.schema_version(),
                 generation: state.heartbeat().generation,
+                heartbeat_version: state.heartbeat().version,
+                phi: (host != self.local).then(|| detector.phi(host, now)).flatten(),
             })
             .collect();
         out.sort_by_key(|m| (m.host != self.local, m.host));

@@ -3,18 +3,21 @@
 //! counters and calls node operations only; it never reaches into a shard or the query path.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use shards::shard::ShardStats;
+use shards::latency::LatencyHistogram;
+use shards::shard::{node_table_counters, ShardStats, TableCounters};
 use wire::protocol::{
     AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, NodeInfo, NodeStatus, Response,
-    RingState, ShardInfo, TableStats,
+    RingEntry, RingState, ShardInfo, TableStats, MAX_ADMIN_ITEMS,
 };
 
 use super::{node_error, Coordinator};
 use crate::cluster::gossip::Status;
 use crate::cluster::service::MemberStatus;
+use crate::cluster::HostId;
 
 /// What the admin commands know beyond the node: when the coordinator started and where
 /// clients reach it.
@@ -50,7 +53,10 @@ impl Coordinator {
             AdminRequest::TableStats { table } | AdminRequest::Flush { table } | AdminRequest::Compact { table } => {
                 table.as_deref().map(|name| self.admin_table(name)).transpose()?
             }
-            AdminRequest::Status | AdminRequest::Info | AdminRequest::Drain => None,
+            AdminRequest::Status
+            | AdminRequest::Info
+            | AdminRequest::Drain
+            | AdminRequest::Ring => None,
         };
         let stats = self.node.stats().await.map_err(node_error)?;
         let shards = stats.len() as u32;
@@ -69,6 +75,7 @@ impl Coordinator {
             }),
             AdminRequest::Info => AdminResult::Info(self.info(&stats)),
             AdminRequest::TableStats { .. } => AdminResult::TableStats(self.table_stats(&stats, table)),
+            AdminRequest::Ring => AdminResult::Ring(self.ring(&stats)?),
             AdminRequest::Flush { .. } => {
                 // MemTables of all tables of a shard share one WAL generation, so a flush
                 // writes out every table's MemTable (the name is checked above).
@@ -153,6 +160,7 @@ impl Coordinator {
     /// Per table (only `only`, if given), summed over the shards, sorted by name.
     fn table_stats(&self, stats: &[ShardStats], only: Option<wire::TableId>) -> Vec<TableStats> {
         let mut tables = Vec::new();
+        let totals = node_table_counters(stats);
         let mut schemas = self.node.tables();
         schemas.retain(|t| (only.is_none() || only == Some(t.id)) && (self.schemas())(&t.name).is_some());
         schemas.sort_by(|a, b| a.name.cmp(&b.name));
@@ -162,19 +170,59 @@ impl Coordinator {
                 out.sstables += t.sstables as u32;
                 out.space_used_bytes += t.bytes;
             }
-            for c in stats.iter().flat_map(|s| s.table_counters.iter()).filter(|c| c.table == schema.id) {
-                out.memtable_bytes += c.memtable_bytes as u64;
-                out.memtable_partitions += c.memtable_partitions as u64;
-                out.reads += c.reads;
-                out.range_scans += c.range_scans;
-                out.writes += c.writes;
-                out.sstable_tombstones += c.sstable_tombstones;
-                out.bloom_positives += c.sstable_reads.bloom_positives;
-                out.bloom_false_positives += c.sstable_reads.bloom_false_positives;
-            }
+            let empty = TableCounters::default();
+            let c = totals.binary_search_by_key(&schema.id, |c| c.table).map_or(&empty, |at| &totals[at]);
+            out.memtable_bytes = c.memtable_bytes as u64;
+            out.memtable_partitions = c.memtable_partitions as u64;
+            out.reads = c.reads;
+            out.range_scans = c.range_scans;
+            out.writes = c.writes;
+            out.sstable_tombstones = c.sstable_tombstones;
+            out.bloom_positives = c.sstable_reads.bloom_positives;
+            out.bloom_false_positives = c.sstable_reads.bloom_false_positives;
+            out.tombstones_scanned = c.tombstones_scanned;
+            let nanos = |h: &LatencyHistogram, q| h.quantile(q).map_or(0, |d| d.as_nanos() as u64);
+            out.read_p50_nanos = nanos(&c.read_latency, 0.5);
+            out.read_p99_nanos = nanos(&c.read_latency, 0.99);
+            out.write_p50_nanos = nanos(&c.write_latency, 0.5);
+            out.write_p99_nanos = nanos(&c.write_latency, 0.99);
             tables.push(out);
         }
         tables
+    }
+
+    /// Every vnode of the ring this node routes by, in token order, with its owner as this
+    /// node knows it (liveness from the failure detector, state and load from gossip).
+    fn ring(&self, stats: &[ShardStats]) -> Result<Vec<RingEntry>, ErrorResponse> {
+        let view = self.proxy.view();
+        let vnodes = view.ring().vnodes();
+        if vnodes.len() > MAX_ADMIN_ITEMS {
+            return Err(ErrorResponse::new(
+                ErrorCode::Invalid,
+                format!("the ring has {} vnodes, more than one admin answer lists ({MAX_ADMIN_ITEMS})", vnodes.len()),
+            ));
+        }
+        let members: HashMap<HostId, MemberStatus> =
+            self.cluster().map(|c| c.status().into_iter().map(|m| (m.host, m)).collect()).unwrap_or_default();
+        let entries = vnodes.iter().zip(view.ring().vnode_shares()).map(|(&(token, (host, shard)), owns)| {
+            let member = view.member(host);
+            let gossiped = members.get(&host);
+            RingEntry {
+                token,
+                address: member.map_or_else(|| "unknown".to_owned(), |m| m.client.to_string()),
+                liveness: if member.is_some_and(|m| m.alive) { Liveness::Up } else { Liveness::Down },
+                state: ring_state(gossiped.and_then(|m| m.status)),
+                shard,
+                load_bytes: match host == view.local() {
+                    true => load(stats),
+                    false => gossiped.and_then(|m| m.load).unwrap_or(0),
+                },
+                // A share computed in floating point may pass 1 by a rounding error.
+                owns: owns.clamp(0.0, 1.0),
+                host_id: host,
+            }
+        });
+        Ok(entries.collect())
     }
 }
 
@@ -183,16 +231,21 @@ fn load(stats: &[ShardStats]) -> u64 {
     stats.iter().map(|s| s.sstable_bytes).sum()
 }
 
+/// A gossiped status as nodetool's state letter shows it.
+fn ring_state(status: Option<Status>) -> RingState {
+    match status {
+        Some(Status::Joining) => RingState::Joining,
+        Some(Status::Leaving) => RingState::Leaving,
+        Some(Status::Normal) | Some(Status::Shutdown) | None => RingState::Normal,
+    }
+}
+
 /// A node as the cluster service knows it, as `status` shows it.
 fn member_status(m: &MemberStatus) -> NodeStatus {
     NodeStatus {
         address: m.client.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
         liveness: if m.up { Liveness::Up } else { Liveness::Down },
-        state: match m.status {
-            Some(Status::Joining) => RingState::Joining,
-            Some(Status::Leaving) => RingState::Leaving,
-            Some(Status::Normal) | Some(Status::Shutdown) | None => RingState::Normal,
-        },
+        state: ring_state(m.status),
         load_bytes: m.load.unwrap_or(0),
         tokens: m.tokens as u32,
         // Summed floating-point shares may pass 1 by a rounding error.

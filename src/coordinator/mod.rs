@@ -148,6 +148,13 @@ impl Coordinator {
         Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns }))
     }
 
+    /// What a prepared statement does (the request metrics' `op` label); None for an id this
+    /// coordinator does not know.
+    pub fn prepared_kind(&self, id: PreparedId) -> Option<crate::metrics::StatementKind> {
+        let entry = self.prepared.borrow().get(id)?;
+        Some(crate::metrics::StatementKind::of_statement(&entry.statement))
+    }
+
     /// The plan of a prepared statement with its values. The statement is planned again
     /// when a schema changed since it was last planned, so a table dropped or recreated since
     /// PREPARE is seen.

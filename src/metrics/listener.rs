@@ -17,14 +17,13 @@ use super::Metrics;
 /// Metrics connections served at once; more are closed without an answer (a scraper needs one).
 pub const MAX_METRICS_CONNECTIONS: usize = 16;
 
-/// A connection's whole life (reading the head, scraping, writing): a slow peer is dropped.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Bytes asked of the socket per read (a request head is at most `MAX_REQUEST_HEAD_BYTES`).
 const READ_CHUNK: usize = 1024;
 
-/// Serves `listener` until the task running it is dropped.
-pub async fn serve(listener: TcpListener, metrics: Rc<Metrics>, node: Node) {
+/// Serves `listener` until the task running it is dropped. `deadline` bounds a connection's
+/// whole life (reading the head, scraping, writing): a slower peer is dropped
+/// (`metrics_timeout_ms`).
+pub async fn serve(listener: TcpListener, metrics: Rc<Metrics>, node: Node, deadline: Duration) {
     let open = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -43,7 +42,7 @@ pub async fn serve(listener: TcpListener, metrics: Rc<Metrics>, node: Node) {
         open.set(open.get() + 1);
         let (metrics, node, open) = (metrics.clone(), node.clone(), open.clone());
         glommio::spawn_local(async move {
-            futures_lite::future::or(answer(stream, &metrics, &node), glommio::timer::sleep(CONNECTION_DEADLINE)).await;
+            futures_lite::future::or(answer(stream, &metrics, &node), glommio::timer::sleep(deadline)).await;
             open.set(open.get() - 1);
         })
         .detach();

@@ -4,20 +4,24 @@
 //! add theirs. Everything here runs on the coordinator shard and never blocks it; the HTTP
 //! endpoint is `listener`, the text format `text`.
 
+pub mod gossip;
 pub mod http;
 pub mod listener;
+pub mod statement;
 pub mod text;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use shards::latency::LatencyHistogram;
 use shards::node::{Node, NodeError};
-use shards::shard::{ShardStats, TableSstables};
+use shards::shard::{node_table_counters, ShardStats, TableCounters, TableSstables};
 use wire::frame::Opcode;
-use wire::protocol::{Consistency, ErrorCode, Request, Response};
+use wire::protocol::{Consistency, ErrorCode, PreparedId, Request, Response};
 use wire::schema::TableId;
 
+pub use statement::StatementKind;
 pub use text::{Exposition, Kind};
 
 /// Upper bounds of the request latency buckets, in nanoseconds (100 us to 10 s; slower
@@ -48,9 +52,12 @@ pub const MAX_ERROR_SERIES: usize = 64;
 /// Subsystems that may register a [`MetricsSource`].
 pub const MAX_SOURCES: usize = 16;
 
-/// Request slots: one per opcode (named after it), plus one for frames that never decoded.
-const OP_SLOTS: usize = Opcode::ALL.len() + 1;
-const OP_UNKNOWN: usize = Opcode::ALL.len();
+/// Opcode slots: one per opcode (named after it), plus one for frames that never decoded.
+const OPCODE_SLOTS: usize = Opcode::ALL.len() + 1;
+const OPCODE_UNKNOWN: usize = Opcode::ALL.len();
+/// Request slots: one per (statement kind, opcode), indexed `kind * OPCODE_SLOTS + opcode`.
+const OP_SLOTS: usize = StatementKind::ALL.len() * OPCODE_SLOTS;
+const KIND_OTHER: usize = StatementKind::ALL.len() - 1;
 /// Consistency slots: one per level, plus one for requests without a level (STARTUP...).
 const CONSISTENCY_SLOTS: usize = Consistency::ALL.len() + 1;
 const CONSISTENCY_NONE: usize = Consistency::ALL.len();
@@ -67,17 +74,21 @@ pub trait MetricsSource {
 #[error("at most {MAX_SOURCES} metrics sources may be registered")]
 pub struct TooManySources;
 
-/// What a request is counted under: its opcode and its consistency level, if it has one.
+/// What a request is counted under: what it does (`op`: its statement kind), its opcode, and
+/// its consistency level, if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestLabels {
+    /// `kind * OPCODE_SLOTS + opcode`.
     op: usize,
     consistency: usize,
 }
 
 impl RequestLabels {
-    pub fn new(opcode: Opcode, consistency: Option<Consistency>) -> RequestLabels {
+    pub fn new(kind: StatementKind, opcode: Opcode, consistency: Option<Consistency>) -> RequestLabels {
+        let kind = StatementKind::ALL.iter().position(|&k| k == kind).unwrap_or(KIND_OTHER);
+        let opcode = Opcode::ALL.iter().position(|&o| o == opcode).unwrap_or(OPCODE_UNKNOWN);
         RequestLabels {
-            op: Opcode::ALL.iter().position(|&o| o == opcode).unwrap_or(OP_UNKNOWN),
+            op: kind * OPCODE_SLOTS + opcode,
             consistency: consistency
                 .and_then(|c| Consistency::ALL.iter().position(|&l| l == c))
                 .unwrap_or(CONSISTENCY_NONE),
@@ -86,17 +97,18 @@ impl RequestLabels {
 
     /// A frame whose request did not decode far enough to know its kind.
     pub fn unknown() -> RequestLabels {
-        RequestLabels { op: OP_UNKNOWN, consistency: CONSISTENCY_NONE }
+        RequestLabels { op: KIND_OTHER * OPCODE_SLOTS + OPCODE_UNKNOWN, consistency: CONSISTENCY_NONE }
     }
 
-    /// The labels of a decoded request.
-    pub fn of(request: &Request) -> RequestLabels {
+    /// The labels of a decoded request; `prepared` names the kind of a prepared statement
+    /// (the coordinator's `prepared_kind`).
+    pub fn of(request: &Request, prepared: impl FnOnce(PreparedId) -> Option<StatementKind>) -> RequestLabels {
         let consistency = match request {
             Request::Query { params, .. } | Request::Execute { params, .. } => Some(params.consistency),
             Request::Batch(batch) => Some(batch.consistency),
             _ => None,
         };
-        RequestLabels::new(request.opcode(), consistency)
+        RequestLabels::new(StatementKind::of_request(request, prepared), request.opcode(), consistency)
     }
 }
 
@@ -138,7 +150,8 @@ pub struct Metrics {
     /// Filled in order; a series with a zero count is free.
     errors: Vec<ErrorSeries>,
     errors_overflow: Cell<u64>,
-    op_names: Vec<String>,
+    /// Label values of each opcode slot.
+    opcode_names: Vec<String>,
     connections_open: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
@@ -154,13 +167,14 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut op_names: Vec<String> = Opcode::ALL.iter().map(|op| format!("{op:?}").to_ascii_lowercase()).collect();
-        op_names.push("unknown".to_owned());
+        let mut opcode_names: Vec<String> =
+            Opcode::ALL.iter().map(|op| format!("{op:?}").to_ascii_lowercase()).collect();
+        opcode_names.push("unknown".to_owned());
         Metrics {
             latency: (0..OP_SLOTS * CONSISTENCY_SLOTS).map(|_| Histogram::default()).collect(),
             errors: (0..MAX_ERROR_SERIES).map(|_| ErrorSeries::default()).collect(),
             errors_overflow: Cell::new(0),
-            op_names,
+            opcode_names,
             connections_open: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
@@ -227,7 +241,9 @@ impl Metrics {
         let mut out = Exposition::new();
         self.render_node(&mut out, shards.len());
         self.render_requests(&mut out);
-        render_shards(&mut out, &shards, |id| node.table_by_id(id).map(|t| t.name.clone()));
+        let table_name = |id| node.table_by_id(id).map(|t| t.name.clone());
+        render_shards(&mut out, &shards, table_name);
+        render_tables(&mut out, &node_table_counters(&shards), table_name);
         for source in self.sources.borrow().iter() {
             source.collect(&mut out);
         }
@@ -247,14 +263,18 @@ impl Metrics {
         let seen = || {
             self.latency.iter().enumerate().filter(|(_, h)| h.count() > 0).map(|(i, h)| {
                 let (op, consistency) = (i / CONSISTENCY_SLOTS, i % CONSISTENCY_SLOTS);
-                let mut labels = vec![("op", self.op_names[op].as_str())];
+                let mut labels = self.op_labels(op);
                 if consistency != CONSISTENCY_NONE {
                     labels.push(("consistency", Consistency::ALL[consistency].name()));
                 }
                 (labels, h)
             })
         };
-        out.family("enigmadb_requests_total", Kind::Counter, "Client requests answered, by opcode and consistency.");
+        out.family(
+            "enigmadb_requests_total",
+            Kind::Counter,
+            "Client requests answered, by statement kind (op), opcode and consistency.",
+        );
         for (labels, h) in seen() {
             out.sample("enigmadb_requests_total", &labels, h.count() as f64);
         }
@@ -266,14 +286,19 @@ impl Metrics {
             let overflow = h.buckets[LATENCY_BOUNDS_NANOS.len()].get();
             out.histogram(name, &labels, &buckets, overflow, h.sum_nanos.get() as f64 / 1e9);
         }
-        out.family("enigmadb_request_errors_total", Kind::Counter, "Error answers, by opcode and error.");
+        out.family(
+            "enigmadb_request_errors_total",
+            Kind::Counter,
+            "Error answers, by statement kind (op), opcode and error.",
+        );
         for s in self.errors.iter().filter(|s| s.count.get() > 0) {
             let error = s.name.get().replace(' ', "_");
-            let labels = [("op", self.op_names[s.op.get()].as_str()), ("error", error.as_str())];
+            let mut labels = self.op_labels(s.op.get());
+            labels.push(("error", error.as_str()));
             out.sample("enigmadb_request_errors_total", &labels, s.count.get() as f64);
         }
         if self.errors_overflow.get() > 0 {
-            let labels = [("op", "unknown"), ("error", "other")];
+            let labels = [("op", "other"), ("opcode", "unknown"), ("error", "other")];
             out.sample("enigmadb_request_errors_total", &labels, self.errors_overflow.get() as f64);
         }
         let connections: [(&str, Kind, &str, &Cell<u64>); 3] = [
@@ -295,6 +320,12 @@ impl Metrics {
             out.family(name, kind, help);
             out.sample(name, &[], value.get() as f64);
         }
+    }
+
+    /// The `op` and `opcode` labels of a request slot.
+    fn op_labels(&self, op: usize) -> Vec<(&'static str, &str)> {
+        let (kind, opcode) = (op / OPCODE_SLOTS, op % OPCODE_SLOTS);
+        vec![("op", StatementKind::ALL[kind].name()), ("opcode", self.opcode_names[opcode].as_str())]
     }
 }
 
@@ -379,6 +410,62 @@ pub fn render_shards(out: &mut Exposition, shards: &[ShardStats], table_name: im
     }
 }
 
+/// A per-table counter: name, help and how to read it from a table's node-wide counters.
+type TableCounter = (&'static str, &'static str, fn(&TableCounters) -> u64);
+
+const TABLE_COUNTERS: [TableCounter; 4] = [
+    ("enigmadb_table_reads_total", "Partition reads served by the shards, per table.", |c| c.reads),
+    ("enigmadb_table_range_scans_total", "Token-range scans served by the shards (one per shard scanned).", |c| {
+        c.range_scans
+    }),
+    ("enigmadb_table_writes_total", "Partition updates written by the shards, per table.", |c| c.writes),
+    (
+        "enigmadb_table_tombstones_scanned_total",
+        "Tombstones (cell, row, partition deletions) met by reads and scans, per table.",
+        |c| c.tombstones_scanned,
+    ),
+];
+
+/// A per-table latency summary: name, help and the table's histogram it reports.
+type TableLatency = (&'static str, &'static str, fn(&TableCounters) -> &LatencyHistogram);
+
+/// Quantiles the per-table latency summaries report.
+const TABLE_QUANTILES: [f64; 2] = [0.5, 0.99];
+
+/// Every table's node-wide counters (`node_table_counters`): read, scan, write and tombstone
+/// counts, and local read and write latency summaries (p50, p99), labelled by table.
+pub fn render_tables(out: &mut Exposition, tables: &[TableCounters], table_name: impl Fn(TableId) -> Option<String>) {
+    let names: Vec<String> =
+        tables.iter().map(|t| table_name(t.table).unwrap_or_else(|| t.table.to_string())).collect();
+    for (name, help, read) in TABLE_COUNTERS {
+        out.family(name, Kind::Counter, help);
+        for (t, table) in tables.iter().zip(&names) {
+            out.sample(name, &[("table", table)], read(t) as f64);
+        }
+    }
+    let latencies: [TableLatency; 2] = [
+        (
+            "enigmadb_table_read_latency_seconds",
+            "Local partition read latency on the shards, per table (bucket upper bounds, within 25%).",
+            |c| &c.read_latency,
+        ),
+        (
+            "enigmadb_table_write_latency_seconds",
+            "Local write latency (WAL append and sync) per partition update, per table (within 25%).",
+            |c| &c.write_latency,
+        ),
+    ];
+    for (name, help, histogram) in latencies {
+        out.family(name, Kind::Summary, help);
+        for (t, table) in tables.iter().zip(&names) {
+            let h = histogram(t);
+            let quantiles: Vec<(f64, f64)> =
+                TABLE_QUANTILES.iter().map(|&q| (q, h.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64()))).collect();
+            out.summary(name, &[("table", table)], &quantiles, h.sum().as_secs_f64(), h.count());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,20 +480,22 @@ mod tests {
         let m = Metrics::new();
         let query =
             Request::Query { text: "SELECT".into(), params: QueryParams::with_consistency(Consistency::Quorum) };
-        let labels = RequestLabels::of(&query);
+        let labels = RequestLabels::of(&query, |_| None);
         m.record(labels, Duration::from_micros(50), &ok());
         m.record(labels, Duration::from_millis(3), &ok());
         m.record(labels, Duration::from_secs(60), &ok());
-        m.record(RequestLabels::of(&Request::Options), Duration::from_micros(10), &ok());
+        m.record(RequestLabels::of(&Request::Options, |_| None), Duration::from_micros(10), &ok());
         let mut out = Exposition::new();
         m.render_requests(&mut out);
         let scrape = text::parse(&out.finish()).unwrap();
-        assert_eq!(scrape.sum("enigmadb_requests_total", &[("op", "query"), ("consistency", "QUORUM")]), 3.0);
-        let options: Vec<_> = scrape.select("enigmadb_requests_total", &[("op", "options")]).collect();
+        let read_queries = [("op", "read"), ("opcode", "query"), ("consistency", "QUORUM")];
+        assert_eq!(scrape.sum("enigmadb_requests_total", &read_queries), 3.0);
+        let options: Vec<_> = scrape.select("enigmadb_requests_total", &[("opcode", "options")]).collect();
         assert_eq!(options.len(), 1);
         assert_eq!(options[0].label("consistency"), None);
+        assert_eq!(options[0].label("op"), Some("other"));
         let buckets: Vec<(String, f64)> = scrape
-            .select("enigmadb_request_duration_seconds_bucket", &[("op", "query")])
+            .select("enigmadb_request_duration_seconds_bucket", &[("op", "read"), ("opcode", "query")])
             .map(|s| (s.label("le").unwrap().to_owned(), s.value))
             .collect();
         assert_eq!(buckets.len(), LATENCY_BOUNDS_NANOS.len() + 1);
@@ -414,14 +503,14 @@ mod tests {
         assert_eq!(buckets.iter().find(|(le, _)| le == "0.005").unwrap().1, 2.0);
         assert_eq!(buckets.iter().rev().nth(1).unwrap(), &("10".to_owned(), 2.0));
         assert_eq!(buckets.last().unwrap(), &("+Inf".to_owned(), 3.0));
-        let sum = scrape.sum("enigmadb_request_duration_seconds_sum", &[("op", "query")]);
+        let sum = scrape.sum("enigmadb_request_duration_seconds_sum", &[("opcode", "query")]);
         assert!((sum - 60.00305).abs() < 1e-9, "{sum}");
     }
 
     #[test]
     fn errors_are_counted_by_op_and_kind_and_bounded() {
         let m = Metrics::new();
-        let query = RequestLabels::new(Opcode::Query, Some(Consistency::One));
+        let query = RequestLabels::new(StatementKind::Write, Opcode::Query, Some(Consistency::One));
         let error = |code| Response::Error(ErrorResponse { code, message: String::new() });
         m.record(query, Duration::ZERO, &error(ErrorCode::Syntax));
         m.record(query, Duration::ZERO, &error(ErrorCode::Syntax));
@@ -430,10 +519,12 @@ mod tests {
         let mut out = Exposition::new();
         m.render_requests(&mut out);
         let scrape = text::parse(&out.finish()).unwrap();
-        let errors = |op, error| scrape.sum("enigmadb_request_errors_total", &[("op", op), ("error", error)]);
+        let errors =
+            |opcode, error| scrape.sum("enigmadb_request_errors_total", &[("opcode", opcode), ("error", error)]);
         assert_eq!(errors("query", "syntax_error"), 2.0);
         assert_eq!(errors("query", "overloaded"), 1.0);
         assert_eq!(errors("unknown", "protocol_error"), 1.0);
+        assert_eq!(scrape.sum("enigmadb_request_errors_total", &[("op", "write")]), 3.0);
         // More distinct series than the bound: the rest are counted, not dropped.
         let codes = [
             ErrorCode::Server,
@@ -479,6 +570,37 @@ mod tests {
         assert_eq!(scrape.sum("enigmadb_memtable_bytes", &[("shard", "2")]), 1002.0);
         assert_eq!(scrape.sum("enigmadb_sstables", &[("table", "kv")]), 6.0);
         assert_eq!(scrape.sum("enigmadb_sstable_bytes", &[("table", "kv"), ("shard", "1")]), 4096.0);
+    }
+
+    #[test]
+    fn tables_report_counts_and_latency_quantiles_summed_over_shards() {
+        let counters = |reads, micros| {
+            let mut c = TableCounters { table: 7, reads, writes: 1, tombstones_scanned: 2, ..TableCounters::default() };
+            (0..reads).for_each(|_| c.read_latency.record(Duration::from_micros(micros)));
+            c
+        };
+        let shards: Vec<ShardStats> = [(90, 100), (10, 5000)]
+            .into_iter()
+            .enumerate()
+            .map(|(shard, (reads, micros))| ShardStats {
+                shard: shard as u16,
+                table_counters: vec![counters(reads, micros), TableCounters { table: 9, ..TableCounters::default() }],
+                ..ShardStats::default()
+            })
+            .collect();
+        let mut out = Exposition::new();
+        render_tables(&mut out, &node_table_counters(&shards), |id| (id == 7).then(|| "kv".to_owned()));
+        let scrape = text::parse(&out.finish()).unwrap();
+        assert_eq!(scrape.sum("enigmadb_table_reads_total", &[("table", "kv")]), 100.0);
+        assert_eq!(scrape.sum("enigmadb_table_writes_total", &[("table", "kv")]), 2.0);
+        assert_eq!(scrape.sum("enigmadb_table_tombstones_scanned_total", &[("table", "kv")]), 4.0);
+        assert_eq!(scrape.sum("enigmadb_table_reads_total", &[("table", "9")]), 0.0, "unnamed: its id");
+        let latency = |q| scrape.sum("enigmadb_table_read_latency_seconds", &[("table", "kv"), ("quantile", q)]);
+        assert!((100e-6..125e-6).contains(&latency("0.5")), "{}", latency("0.5"));
+        assert!((5e-3..6.25e-3).contains(&latency("0.99")), "{}", latency("0.99"));
+        assert_eq!(scrape.sum("enigmadb_table_read_latency_seconds_count", &[("table", "kv")]), 100.0);
+        let no_writes = scrape.select("enigmadb_table_write_latency_seconds", &[("table", "9")]).next().unwrap();
+        assert!(no_writes.value.is_nan(), "no observation: NaN");
     }
 
     struct Hints(Cell<u64>);

@@ -14,6 +14,8 @@ pub enum Kind {
     Counter,
     Gauge,
     Histogram,
+    /// Quantiles computed by the server (`quantile` label), with `_sum` and `_count`.
+    Summary,
 }
 
 impl Kind {
@@ -22,11 +24,12 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 
     fn parse(text: &str) -> Option<Kind> {
-        [Kind::Counter, Kind::Gauge, Kind::Histogram].into_iter().find(|k| k.name() == text)
+        [Kind::Counter, Kind::Gauge, Kind::Histogram, Kind::Summary].into_iter().find(|k| k.name() == text)
     }
 }
 
@@ -102,6 +105,20 @@ impl Exposition {
         bucket("+Inf", cumulative);
         self.sample(&format!("{name}_sum"), labels, sum);
         self.sample(&format!("{name}_count"), labels, cumulative as f64);
+    }
+
+    /// The samples of one summary series: one per `(quantile, value)` pair (NaN while nothing
+    /// was observed, as Prometheus clients write it), `_sum` and `_count`.
+    pub fn summary(&mut self, name: &str, labels: &[(&str, &str)], quantiles: &[(f64, f64)], sum: f64, count: u64) {
+        for &(q, value) in quantiles {
+            let mut quantile = String::new();
+            push_value(&mut quantile, q);
+            let mut with_q = labels.to_vec();
+            with_q.push(("quantile", &quantile));
+            self.sample(name, &with_q, value);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64);
     }
 
     pub fn finish(self) -> String {
@@ -199,6 +216,10 @@ pub fn parse(text: &str) -> Result<Scrape, ParseError> {
             Kind::Histogram => {
                 ["_bucket", "_sum", "_count"].iter().any(|suffix| sample.name.strip_suffix(suffix) == Some(family))
             }
+            Kind::Summary => {
+                (sample.name == family && sample.label("quantile").is_some())
+                    || ["_sum", "_count"].iter().any(|suffix| sample.name.strip_suffix(suffix) == Some(family))
+            }
             Kind::Counter | Kind::Gauge => sample.name == family,
         };
         if !belongs {
@@ -291,6 +312,25 @@ mod tests {
         assert_eq!(scrape.sum("enigmadb_request_duration_seconds_count", &[]), 3.0);
         assert_eq!(scrape.sum("enigmadb_request_duration_seconds_sum", &[]), 0.5);
         assert!(text.contains("# HELP enigmadb_requests_total Requests served.\\nSecond line \\\\ end.\n"));
+    }
+
+    #[test]
+    fn summaries_read_back_with_their_quantiles() {
+        let mut e = Exposition::new();
+        e.family("enigmadb_table_read_latency_seconds", Kind::Summary, "Read latency.");
+        let labels = [("table", "kv")];
+        e.summary("enigmadb_table_read_latency_seconds", &labels, &[(0.5, 0.001), (0.99, 0.02)], 1.5, 30);
+        e.summary("enigmadb_table_read_latency_seconds", &[("table", "t")], &[(0.5, f64::NAN)], 0.0, 0);
+        let scrape = parse(&e.finish()).unwrap();
+        assert_eq!(scrape.types["enigmadb_table_read_latency_seconds"], Kind::Summary);
+        let p99 = [("table", "kv"), ("quantile", "0.99")];
+        assert_eq!(scrape.sum("enigmadb_table_read_latency_seconds", &p99), 0.02);
+        assert_eq!(scrape.sum("enigmadb_table_read_latency_seconds_count", &labels), 30.0);
+        assert_eq!(scrape.sum("enigmadb_table_read_latency_seconds_sum", &labels), 1.5);
+        let empty = scrape.select("enigmadb_table_read_latency_seconds", &[("table", "t")]).next().unwrap();
+        assert!(empty.value.is_nan());
+        // A summary's bare name needs its quantile label.
+        assert!(parse("# TYPE s summary\ns 1\n").is_err());
     }
 
     #[test]

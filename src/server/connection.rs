@@ -18,7 +18,7 @@ use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{Metrics, RequestLabels, StatementKind};
 
 /// Serves `listener` until `stop` fires (or every sender is gone), then waits for every
 /// connection to finish its in-flight requests.
@@ -154,7 +154,7 @@ impl Connection {
         let conn = self.clone();
         glommio::spawn_local(async move {
             let (stream, started) = (frame.stream, Instant::now());
-            let labels = Cell::new(RequestLabels::new(frame.opcode, None));
+            let labels = Cell::new(RequestLabels::new(StatementKind::Other, frame.opcode, None));
             // A bug in serving one request answers that request with a server error; it
             // never takes down the shard that runs every other connection.
             let response = match AssertUnwindSafe(conn.answer(frame, &labels)).catch_unwind().await {
@@ -178,7 +178,7 @@ impl Connection {
             Ok(r) => r,
             Err(e) => return Response::error(ErrorCode::Protocol, e.to_string()),
         };
-        labels.set(RequestLabels::of(&request));
+        labels.set(RequestLabels::of(&request, |id| self.coordinator.prepared_kind(id)));
         match request {
             Request::Options => Response::Supported {
                 versions: SUPPORTED_VERSIONS.to_vec(),

@@ -296,6 +296,9 @@ pub fn run(args: Args) -> Result<()> {
             // Subsystems started on this shard (the cluster layer's hints and gossip) add their
             // metrics with `metrics.register(...)`; every later scrape includes them.
             let metrics = Rc::new(Metrics::new());
+            if let Err(e) = metrics.register(Rc::new(metrics::gossip::GossipMetrics(cluster.clone()))) {
+                tracing::warn!(error = %e, "gossip metrics are not exported");
+            }
             let hints = match HintStore::open(
                 coordinator.node().clone(),
                 service_config.hint_settings(),
@@ -329,7 +332,9 @@ pub fn run(args: Args) -> Result<()> {
                     Ok(l) => {
                         let bound = l.local_addr().unwrap_or(at);
                         let node = coordinator.node().clone();
-                        (Some(bound), Some(glommio::spawn_local(metrics::listener::serve(l, metrics.clone(), node))))
+                        let deadline = service_config.metrics_timeout();
+                        let serve = metrics::listener::serve(l, metrics.clone(), node, deadline);
+                        (Some(bound), Some(glommio::spawn_local(serve)))
                     }
                     Err(e) => {
                         let _ = events_tx.send(ServiceEvent::Failed(format!("metrics endpoint on {at}: {e}")));

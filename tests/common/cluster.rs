@@ -126,20 +126,34 @@ pub fn rows(output: &serde_json::Value) -> Vec<serde_json::Value> {
     output["nodes"].as_array().cloned().unwrap_or_default()
 }
 
-/// The ring as one node sees it: each node's host id, vnode count and share of the token
-/// space (computed from every vnode token, so two nodes agree only if their rings do).
-pub fn ring(addr: SocketAddr) -> Vec<(String, u64, String)> {
-    let status = admin_status(addr).expect("admin status answers");
-    let mut ring: Vec<_> = rows(&status)
+/// The ring as one node prints it (`enigmadb admin ring --host ADDR --json`): per vnode in
+/// ring order, its token, the owner's host id, client address and shard, and its state.
+pub fn ring(addr: SocketAddr) -> Vec<RingVnode> {
+    let out = super::enigmadb()
+        .args(["admin", "ring", "--host", &addr.to_string(), "--json"])
+        .output()
+        .expect("running enigmadb admin ring");
+    assert!(out.status.success(), "admin ring on {addr}: {}", super::text(&out.stderr));
+    let ring: serde_json::Value = serde_json::from_slice(&out.stdout).expect("admin ring prints JSON");
+    let vnodes = ring["ring"].as_array().expect("a vnode list");
+    vnodes
         .iter()
-        .map(|r| {
-            (
-                r["host_id"].to_string(),
-                r["tokens"].as_u64().unwrap_or(0),
-                format!("{:.9}", r["owns"].as_f64().unwrap_or(-1.0)),
-            )
+        .map(|v| RingVnode {
+            token: v["token"].as_str().and_then(|t| t.parse().ok()).expect("a token"),
+            host_id: v["host_id"].as_str().expect("a host id").to_owned(),
+            address: v["address"].as_str().expect("an address").to_owned(),
+            shard: v["shard"].as_u64().expect("a shard"),
+            state: v["state"].as_str().expect("a state").to_owned(),
         })
-        .collect();
-    ring.sort();
-    ring
+        .collect()
+}
+
+/// One line of `admin ring`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingVnode {
+    pub token: i64,
+    pub host_id: String,
+    pub address: String,
+    pub shard: u64,
+    pub state: String,
 }

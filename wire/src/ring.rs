@@ -84,22 +84,29 @@ impl<O: Clone> Ring<O> {
         self.range_ownership(|t| self.replicas(t, rf, &node_of).into_iter().map(&node_of).collect())
     }
 
-    /// Adds each vnode's share of the token space to every node `holders(vnode token)` names
-    /// (all tokens of a vnode's range have the vnode's holders).
-    fn range_ownership<N: Ord>(&self, holders: impl Fn(Token) -> Vec<N>) -> BTreeMap<N, f64> {
+    /// Each vnode's share of the token space, in ring order: the tokens after the previous
+    /// vnode's up to its own, over 2^64 (`admin ring`'s "owns"). They add up to 1.
+    pub fn vnode_shares(&self) -> impl Iterator<Item = f64> + '_ {
         const TOKEN_SPACE: f64 = (1u128 << 64) as f64;
-        let mut owned = BTreeMap::new();
-        let mut previous = self.vnodes[self.vnodes.len() - 1].0;
-        for (token, _) in &self.vnodes {
+        let previous = std::iter::once(self.vnodes[self.vnodes.len() - 1].0).chain(self.vnodes.iter().map(|v| v.0));
+        self.vnodes.iter().zip(previous).map(|((token, _), previous)| {
             // Wrapping distance from the previous vnode; a lone vnode owns the whole ring.
             let width = match token.wrapping_sub(previous) as u64 {
                 0 => 1u128 << 64,
                 w => w as u128,
             };
+            width as f64 / TOKEN_SPACE
+        })
+    }
+
+    /// Adds each vnode's share of the token space to every node `holders(vnode token)` names
+    /// (all tokens of a vnode's range have the vnode's holders).
+    fn range_ownership<N: Ord>(&self, holders: impl Fn(Token) -> Vec<N>) -> BTreeMap<N, f64> {
+        let mut owned = BTreeMap::new();
+        for ((token, _), share) in self.vnodes.iter().zip(self.vnode_shares()) {
             for node in holders(*token) {
-                *owned.entry(node).or_insert(0.0) += width as f64 / TOKEN_SPACE;
+                *owned.entry(node).or_insert(0.0) += share;
             }
-            previous = *token;
         }
         owned
     }
@@ -121,6 +128,15 @@ mod tests {
         assert_eq!(*ring.owner(101), 'c');
         assert_eq!(*ring.owner(501), 'a', "wraps past the largest token");
         assert_eq!(*ring.owner(i64::MIN), 'a');
+    }
+
+    #[test]
+    fn vnode_shares_are_the_ranges_before_each_token() {
+        let ring = Ring::new(vec![(0, 'a'), (i64::MIN, 'b'), (1 << 62, 'c')]).unwrap();
+        let shares: Vec<f64> = ring.vnode_shares().collect();
+        // b: (1<<62, MIN] wraps a quarter; a: (MIN, 0] a half; c: (0, 1<<62] a quarter.
+        assert_eq!(shares, [0.25, 0.5, 0.25]);
+        assert_eq!(Ring::new(vec![(7, 'a')]).unwrap().vnode_shares().collect::<Vec<_>>(), [1.0]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum AdminRequest {
     Compact { table: Option<String> },
     /// Flushes everything, then refuses writes until the node restarts.
     Drain,
+    /// The token ring as the node sees it: one entry per vnode token, in ring order.
+    Ring,
 }
 
 const COMMAND_STATUS: u8 = 1;
@@ -33,6 +35,7 @@ const COMMAND_TABLESTATS: u8 = 3;
 const COMMAND_FLUSH: u8 = 4;
 const COMMAND_COMPACT: u8 = 5;
 const COMMAND_DRAIN: u8 = 6;
+const COMMAND_RING: u8 = 7;
 
 impl AdminRequest {
     /// The command's name on the command line (`enigmadb admin <name>`).
@@ -44,6 +47,7 @@ impl AdminRequest {
             AdminRequest::Flush { .. } => "flush",
             AdminRequest::Compact { .. } => "compact",
             AdminRequest::Drain => "drain",
+            AdminRequest::Ring => "ring",
         }
     }
 
@@ -61,6 +65,9 @@ impl AdminRequest {
             AdminRequest::Drain => {
                 w.u8(COMMAND_DRAIN);
             }
+            AdminRequest::Ring => {
+                w.u8(COMMAND_RING);
+            }
         }
     }
 
@@ -72,6 +79,7 @@ impl AdminRequest {
             COMMAND_FLUSH => AdminRequest::Flush { table: read_opt_text(r)? },
             COMMAND_COMPACT => AdminRequest::Compact { table: read_opt_text(r)? },
             COMMAND_DRAIN => AdminRequest::Drain,
+            COMMAND_RING => AdminRequest::Ring,
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
     }
@@ -112,18 +120,22 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// nodetool's two letters: `U`/`D`, then `N`/`J`/`L`/`M`.
     pub fn code(&self) -> String {
-        let liveness = match self.liveness {
-            Liveness::Up => 'U',
-            Liveness::Down => 'D',
-        };
-        let state = match self.state {
-            RingState::Normal => 'N',
-            RingState::Joining => 'J',
-            RingState::Leaving => 'L',
-            RingState::Moving => 'M',
-        };
-        format!("{liveness}{state}")
+        state_code(self.liveness, self.state)
     }
+}
+
+fn state_code(liveness: Liveness, state: RingState) -> String {
+    let liveness = match liveness {
+        Liveness::Up => 'U',
+        Liveness::Down => 'D',
+    };
+    let state = match state {
+        RingState::Normal => 'N',
+        RingState::Joining => 'J',
+        RingState::Leaving => 'L',
+        RingState::Moving => 'M',
+    };
+    format!("{liveness}{state}")
 }
 
 /// What `info` reports about one shard.
@@ -199,6 +211,41 @@ pub struct TableStats {
     pub bloom_positives: u64,
     /// Of those, reads that did not find the partition.
     pub bloom_false_positives: u64,
+    /// Tombstones (cell, row and partition deletions) the reads and scans met.
+    pub tombstones_scanned: u64,
+    /// Local partition read latency on the shards, median and 99th percentile, in
+    /// nanoseconds (upper bounds of histogram buckets; 0 before the first read).
+    pub read_p50_nanos: u64,
+    pub read_p99_nanos: u64,
+    /// Local write latency (the WAL append and its sync under the sync mode) per partition
+    /// update, in nanoseconds (0 before the first write).
+    pub write_p50_nanos: u64,
+    pub write_p99_nanos: u64,
+}
+
+/// One vnode of `ring`: its token and the node and shard that own it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RingEntry {
+    pub token: i64,
+    /// The owning node's client address (`host:port`).
+    pub address: String,
+    pub liveness: Liveness,
+    pub state: RingState,
+    /// The shard of the owning node that holds the vnode.
+    pub shard: u16,
+    /// The owning node's load (bytes of live SSTables).
+    pub load_bytes: u64,
+    /// Fraction of the token space this vnode's range covers (from the previous token,
+    /// exclusive, to its own, inclusive), in 0..=1.
+    pub owns: f64,
+    pub host_id: u128,
+}
+
+impl RingEntry {
+    /// The owning node's state letters, as [`NodeStatus::code`].
+    pub fn code(&self) -> String {
+        state_code(self.liveness, self.state)
+    }
 }
 
 /// What a command that changes the node did.
@@ -225,6 +272,7 @@ pub enum AdminResult {
     Flushed(AdminDone),
     Compacted(AdminDone),
     Drained(AdminDone),
+    Ring(Vec<RingEntry>),
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -233,11 +281,13 @@ const RESULT_TABLESTATS: u8 = 3;
 const RESULT_FLUSHED: u8 = 4;
 const RESULT_COMPACTED: u8 = 5;
 const RESULT_DRAINED: u8 = 6;
+const RESULT_RING: u8 = 7;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
 const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
 const MIN_SHARD_INFO_BYTES: usize = 2 + 8 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 1 + 8 + 8 + 8 + 8 + 1 + 1;
-const MIN_TABLE_STATS_BYTES: usize = 4 + 4 + 8 * 9;
+const MIN_TABLE_STATS_BYTES: usize = 4 + 4 + 8 * 14;
+const MIN_RING_ENTRY_BYTES: usize = 8 + 4 + 1 + 1 + 2 + 8 + 8 + 16;
 
 impl AdminResult {
     pub(super) fn write(&self, w: &mut Writer) {
@@ -257,6 +307,10 @@ impl AdminResult {
             AdminResult::Flushed(done) => done.write(w.u8(RESULT_FLUSHED)),
             AdminResult::Compacted(done) => done.write(w.u8(RESULT_COMPACTED)),
             AdminResult::Drained(done) => done.write(w.u8(RESULT_DRAINED)),
+            AdminResult::Ring(entries) => {
+                w.u8(RESULT_RING).u32(entries.len() as u32);
+                entries.iter().for_each(|e| e.write(w));
+            }
         }
     }
 
@@ -274,6 +328,10 @@ impl AdminResult {
             RESULT_FLUSHED => AdminResult::Flushed(AdminDone::read(r)?),
             RESULT_COMPACTED => AdminResult::Compacted(AdminDone::read(r)?),
             RESULT_DRAINED => AdminResult::Drained(AdminDone::read(r)?),
+            RESULT_RING => {
+                let n = read_count(r, MIN_RING_ENTRY_BYTES)?;
+                AdminResult::Ring(read_list(r, n, |r, _| RingEntry::read(r))?)
+            }
             other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
         })
     }
@@ -282,41 +340,72 @@ impl AdminResult {
 impl NodeStatus {
     fn write(&self, w: &mut Writer) {
         w.str(&self.address);
-        w.u8(match self.liveness {
-            Liveness::Up => 1,
-            Liveness::Down => 2,
-        });
-        w.u8(match self.state {
-            RingState::Normal => 1,
-            RingState::Joining => 2,
-            RingState::Leaving => 3,
-            RingState::Moving => 4,
-        });
+        write_liveness_and_state(w, self.liveness, self.state);
         w.u64(self.load_bytes).u32(self.tokens).u64(self.owns.to_bits());
         write_host_id(w, self.host_id);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<NodeStatus, DecodeError> {
         let address = read_text(r, MAX_NAME_BYTES)?;
-        let liveness = match r.u8()? {
-            1 => Liveness::Up,
-            2 => Liveness::Down,
-            other => return Err(r.invalid("node liveness", format!("unknown code {other}"))),
-        };
-        let state = match r.u8()? {
-            1 => RingState::Normal,
-            2 => RingState::Joining,
-            3 => RingState::Leaving,
-            4 => RingState::Moving,
-            other => return Err(r.invalid("node state", format!("unknown code {other}"))),
-        };
+        let (liveness, state) = read_liveness_and_state(r)?;
         let (load_bytes, tokens) = (r.u64()?, r.u32()?);
-        let owns = f64::from_bits(r.u64()?);
-        if !(0.0..=1.0).contains(&owns) {
-            return Err(r.invalid("ownership", format!("{owns} is not a fraction in 0..=1")));
-        }
+        let owns = read_fraction(r)?;
         Ok(NodeStatus { address, liveness, state, load_bytes, tokens, owns, host_id: read_host_id(r)? })
     }
+}
+
+impl RingEntry {
+    fn write(&self, w: &mut Writer) {
+        w.i64(self.token).str(&self.address);
+        write_liveness_and_state(w, self.liveness, self.state);
+        w.u16(self.shard).u64(self.load_bytes).u64(self.owns.to_bits());
+        write_host_id(w, self.host_id);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<RingEntry, DecodeError> {
+        let (token, address) = (r.i64()?, read_text(r, MAX_NAME_BYTES)?);
+        let (liveness, state) = read_liveness_and_state(r)?;
+        let (shard, load_bytes, owns) = (r.u16()?, r.u64()?, read_fraction(r)?);
+        Ok(RingEntry { token, address, liveness, state, shard, load_bytes, owns, host_id: read_host_id(r)? })
+    }
+}
+
+fn write_liveness_and_state(w: &mut Writer, liveness: Liveness, state: RingState) {
+    w.u8(match liveness {
+        Liveness::Up => 1,
+        Liveness::Down => 2,
+    });
+    w.u8(match state {
+        RingState::Normal => 1,
+        RingState::Joining => 2,
+        RingState::Leaving => 3,
+        RingState::Moving => 4,
+    });
+}
+
+fn read_liveness_and_state(r: &mut Reader<'_>) -> Result<(Liveness, RingState), DecodeError> {
+    let liveness = match r.u8()? {
+        1 => Liveness::Up,
+        2 => Liveness::Down,
+        other => return Err(r.invalid("node liveness", format!("unknown code {other}"))),
+    };
+    let state = match r.u8()? {
+        1 => RingState::Normal,
+        2 => RingState::Joining,
+        3 => RingState::Leaving,
+        4 => RingState::Moving,
+        other => return Err(r.invalid("node state", format!("unknown code {other}"))),
+    };
+    Ok((liveness, state))
+}
+
+/// An ownership share: the bits of an f64 in 0..=1.
+fn read_fraction(r: &mut Reader<'_>) -> Result<f64, DecodeError> {
+    let owns = f64::from_bits(r.u64()?);
+    if !(0.0..=1.0).contains(&owns) {
+        return Err(r.invalid("ownership", format!("{owns} is not a fraction in 0..=1")));
+    }
+    Ok(owns)
 }
 
 impl ShardInfo {
@@ -378,7 +467,8 @@ impl TableStats {
         w.str(&self.table).u32(self.sstables).u64(self.space_used_bytes);
         w.u64(self.memtable_bytes).u64(self.memtable_partitions);
         w.u64(self.reads).u64(self.range_scans).u64(self.writes).u64(self.sstable_tombstones);
-        w.u64(self.bloom_positives).u64(self.bloom_false_positives);
+        w.u64(self.bloom_positives).u64(self.bloom_false_positives).u64(self.tombstones_scanned);
+        w.u64(self.read_p50_nanos).u64(self.read_p99_nanos).u64(self.write_p50_nanos).u64(self.write_p99_nanos);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<TableStats, DecodeError> {
@@ -394,6 +484,11 @@ impl TableStats {
             sstable_tombstones: r.u64()?,
             bloom_positives: r.u64()?,
             bloom_false_positives: r.u64()?,
+            tombstones_scanned: r.u64()?,
+            read_p50_nanos: r.u64()?,
+            read_p99_nanos: r.u64()?,
+            write_p50_nanos: r.u64()?,
+            write_p99_nanos: r.u64()?,
         })
     }
 }
@@ -418,7 +513,7 @@ impl AdminDone {
 }
 
 /// A list count, refused beyond [`MAX_ADMIN_ITEMS`] or the input left.
-fn read_count(r: &mut Reader<'_>, min_item_bytes: usize) -> Result<usize, DecodeError> {
+pub(super) fn read_count(r: &mut Reader<'_>, min_item_bytes: usize) -> Result<usize, DecodeError> {
     let at = r.offset();
     let n = r.count(min_item_bytes)?;
     if n > MAX_ADMIN_ITEMS {
@@ -438,7 +533,7 @@ fn read_host_id(r: &mut Reader<'_>) -> Result<u128, DecodeError> {
 }
 
 /// bool presence, then the text if present.
-fn write_opt_text(w: &mut Writer, text: Option<&str>) {
+pub(super) fn write_opt_text(w: &mut Writer, text: Option<&str>) {
     match text {
         None => {
             w.u8(0);
@@ -449,7 +544,7 @@ fn write_opt_text(w: &mut Writer, text: Option<&str>) {
     }
 }
 
-fn read_opt_text(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+pub(super) fn read_opt_text(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
     read_opt_limited(r, MAX_NAME_BYTES)
 }
 
@@ -482,6 +577,7 @@ pub(crate) mod tests {
             any_table().prop_map(|table| AdminRequest::Flush { table }),
             any_table().prop_map(|table| AdminRequest::Compact { table }),
             Just(AdminRequest::Drain),
+            Just(AdminRequest::Ring),
         ]
     }
 
@@ -536,7 +632,7 @@ pub(crate) mod tests {
     }
 
     fn any_table_stats() -> impl Strategy<Value = TableStats> {
-        ("[a-z_]{1,12}", any::<u32>(), proptest::array::uniform9(any::<u64>())).prop_map(|(table, sstables, n)| {
+        ("[a-z_]{1,12}", any::<u32>(), proptest::array::uniform14(any::<u64>())).prop_map(|(table, sstables, n)| {
             TableStats {
                 table,
                 sstables,
@@ -549,8 +645,29 @@ pub(crate) mod tests {
                 sstable_tombstones: n[6],
                 bloom_positives: n[7],
                 bloom_false_positives: n[8],
+                tombstones_scanned: n[9],
+                read_p50_nanos: n[10],
+                read_p99_nanos: n[11],
+                write_p50_nanos: n[12],
+                write_p99_nanos: n[13],
             }
         })
+    }
+
+    fn any_ring_entry() -> impl Strategy<Value = RingEntry> {
+        let liveness = prop_oneof![Just(Liveness::Up), Just(Liveness::Down)];
+        let state = prop_oneof![Just(RingState::Normal), Just(RingState::Joining), Just(RingState::Leaving)];
+        (any::<i64>(), "[0-9.:]{0,21}", liveness, state, any::<u16>(), any::<u64>(), 0.0..=1.0f64, any::<u128>())
+            .prop_map(|(token, address, liveness, state, shard, load_bytes, owns, host_id)| RingEntry {
+                token,
+                address,
+                liveness,
+                state,
+                shard,
+                load_bytes,
+                owns,
+                host_id,
+            })
     }
 
     fn any_done() -> impl Strategy<Value = AdminDone> {
@@ -583,6 +700,7 @@ pub(crate) mod tests {
             any_done().prop_map(AdminResult::Flushed),
             any_done().prop_map(AdminResult::Compacted),
             any_done().prop_map(AdminResult::Drained),
+            proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
         ]
     }
 

@@ -7,7 +7,7 @@ mod request;
 mod response;
 
 pub use admin::{
-    AdminDone, AdminRequest, AdminResult, Liveness, NodeInfo, NodeStatus, RingState, ShardInfo, TableStats,
+    AdminDone, AdminRequest, AdminResult, Liveness, NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, TableStats,
     MAX_ADMIN_ITEMS,
 };
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
