@@ -2,13 +2,15 @@
 //! client protocol (ADMIN requests). It owns only the command line and presentation (aligned
 //! text tables, or JSON with `--json`); what each command does is the server's business.
 
+mod repair;
+
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
 use wire::protocol::{
-    AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RingEntry, TableStats,
+    AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RepairRequest, RingEntry, TableStats,
 };
 use wire::{ColumnType, Value};
 
@@ -62,6 +64,21 @@ enum Command {
     /// Flush everything, then refuse writes, before a clean shutdown. The drained state is not
     /// persisted: as with Cassandra, a restarted node serves writes again.
     Drain,
+    /// Anti-entropy repair: compare Merkle trees of every token range this node replicates with
+    /// the other live replicas', and stream the differing sub-ranges both ways (last write wins).
+    Repair {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Only the ranges this node is the first replica of (nodetool's -pr): run it on every
+        /// node to repair the ring once.
+        #[arg(long, visible_alias = "pr")]
+        primary_range: bool,
+        /// Deepest Merkle tree (2^depth leaves; a tree is only as deep as its partition count needs).
+        #[arg(long, default_value_t = crate::cluster::merkle::DEFAULT_TREE_DEPTH,
+              value_parser = clap::value_parser!(u8).range(0..=crate::cluster::merkle::MAX_TREE_DEPTH as i64))]
+        tree_depth: u8,
+    },
 }
 
 impl Command {
@@ -74,6 +91,9 @@ impl Command {
             Command::Flush { table } => AdminRequest::Flush { table },
             Command::Compact { table } => AdminRequest::Compact { table },
             Command::Drain => AdminRequest::Drain,
+            Command::Repair { table, primary_range, .. } => {
+                AdminRequest::Repair(RepairRequest::Plan { table, primary_only: primary_range })
+            }
         }
     }
 }
@@ -87,6 +107,10 @@ pub fn run(args: Args) -> Result<()> {
     // The client error already names its cause (its source would repeat it in the report).
     let mut client = Client::connect_with(&args.host, options)
         .map_err(|e| anyhow::anyhow!("cannot reach the node at {}: {e}", args.host))?;
+    if let Command::Repair { table, primary_range, tree_depth } = args.command {
+        let options = repair::Options { table, primary_only: primary_range, max_depth: tree_depth, json: args.json };
+        return repair::run(&mut client, &args.host, options);
+    }
     let request = args.command.request();
     let name = request.name();
     let result = client.admin(request).map_err(|e| match e {
@@ -120,6 +144,7 @@ pub fn render(result: &AdminResult) -> String {
             done.sstables_out,
             display_size(done.bytes_out),
         ),
+        AdminResult::Repair(result) => repair::render(result),
         AdminResult::Drained(done) => format!(
             "Drained: flushed {} of MemTables on {} shards; writes are refused until the node restarts\n",
             display_size(done.memtable_bytes),
@@ -303,6 +328,7 @@ pub fn to_json(result: &AdminResult) -> Json {
         AdminResult::Flushed(done) => done_json("flush", done),
         AdminResult::Compacted(done) => done_json("compact", done),
         AdminResult::Drained(done) => done_json("drain", done),
+        AdminResult::Repair(result) => repair::to_json(result),
     }
 }
 

@@ -233,7 +233,7 @@ pub fn decode_scan_result(body: &[u8]) -> Result<Vec<(PartitionKey, Partition)>,
 }
 
 /// The body after a version byte that must be [`DATA_MESSAGE_VERSION`].
-fn check_version<'a>(message: &'static str, body: &'a [u8]) -> Result<&'a [u8], MessageError> {
+pub(super) fn check_version<'a>(message: &'static str, body: &'a [u8]) -> Result<&'a [u8], MessageError> {
     match body.split_first() {
         Some((&DATA_MESSAGE_VERSION, rest)) => Ok(rest),
         Some((&found, _)) => Err(MessageError::Version { message, found }),

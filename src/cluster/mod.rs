@@ -6,6 +6,7 @@
 
 pub mod failure_detector;
 pub mod gossip;
+pub mod merkle;
 pub mod messages;
 pub mod opcodes;
 pub mod replication;

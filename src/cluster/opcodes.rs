@@ -24,6 +24,10 @@ pub const READ_RESULT: u8 = 0x4B;
 pub const SCAN: u8 = 0x4C;
 /// Answer to SCAN.
 pub const SCAN_RESULT: u8 = 0x4D;
+/// Build the Merkle tree of a table's partitions in a token range (`cluster::merkle`).
+pub const MERKLE_TREE: u8 = 0x4E;
+/// Answer to MERKLE_TREE.
+pub const MERKLE_TREE_RESULT: u8 = 0x4F;
 /// Ask for every table entry and drop record of the receiver's catalog (empty body).
 pub const SCHEMA_PULL: u8 = 0x50;
 /// Answer to SCHEMA_PULL.
@@ -39,7 +43,7 @@ pub const PEER_HELLO: u8 = 0x7E;
 pub const PEER_HELLO_OK: u8 = 0x7F;
 
 /// Every code above, for the uniqueness test and the protocol document.
-pub const ALL: [(u8, &str); 17] = [
+pub const ALL: [(u8, &str); 19] = [
     (PEER_ERROR, "PEER_ERROR"),
     (GOSSIP_SYN, "GOSSIP_SYN"),
     (GOSSIP_ACK, "GOSSIP_ACK"),
@@ -51,6 +55,8 @@ pub const ALL: [(u8, &str); 17] = [
     (READ_RESULT, "READ_RESULT"),
     (SCAN, "SCAN"),
     (SCAN_RESULT, "SCAN_RESULT"),
+    (MERKLE_TREE, "MERKLE_TREE"),
+    (MERKLE_TREE_RESULT, "MERKLE_TREE_RESULT"),
     (SCHEMA_PULL, "SCHEMA_PULL"),
     (SCHEMA, "SCHEMA"),
     (SCHEMA_PUSH, "SCHEMA_PUSH"),

@@ -56,6 +56,7 @@ impl Coordinator {
             AdminRequest::Status
             | AdminRequest::Info
             | AdminRequest::Drain
+            | AdminRequest::Repair(_)
             | AdminRequest::Ring => None,
         };
         let stats = self.node.stats().await.map_err(node_error)?;
@@ -94,6 +95,7 @@ impl Coordinator {
                 }
                 AdminResult::Compacted(done)
             }
+            AdminRequest::Repair(request) => AdminResult::Repair(self.repair(request).await?),
             AdminRequest::Drain => {
                 self.node.drain().await.map_err(node_error)?;
                 tracing::info!(memtable_bytes, "drained: MemTables flushed, writes refused until restart");

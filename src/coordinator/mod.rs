@@ -9,6 +9,7 @@ mod batchlog;
 mod paging;
 mod proxy;
 mod range;
+mod repair;
 mod replica;
 mod select;
 
@@ -48,6 +49,7 @@ pub struct Coordinator {
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
     admin: admin::AdminState,
+    repairs: repair::Repairs,
     /// The cluster service (gossip, peers) once the server started it.
     cluster: RefCell<Option<Rc<Cluster>>>,
 }
@@ -60,8 +62,9 @@ impl Coordinator {
         let (batchlog, replayed) = Batchlog::open(&node).await?;
         let prepared = RefCell::new(PreparedCache::default());
         let admin = admin::AdminState::new();
+        let repairs = repair::Repairs::new();
         let cluster = RefCell::new(None);
-        Ok((Coordinator { node, proxy, batchlog, prepared, admin, cluster }, replayed))
+        Ok((Coordinator { node, proxy, batchlog, prepared, admin, repairs, cluster }, replayed))
     }
 
     pub fn node(&self) -> &Node {

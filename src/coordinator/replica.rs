@@ -10,8 +10,11 @@ use shards::mutation::PartitionUpdate;
 use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
 
+use crate::cluster::merkle::TreeRequest;
 use crate::cluster::messages::{self, digest, MessageError, ReadRequest, ReadResult, ScanRequest};
-use crate::cluster::opcodes::{MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT};
+use crate::cluster::opcodes::{
+    MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT,
+};
 use crate::cluster::transport::{codes, RemoteError};
 
 /// Answers one data request from a peer: (answer opcode, body). `clock` is the coordinator's
@@ -52,6 +55,11 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> Re
             let page =
                 node.scan(request.table, request.start, request.end, request.after, limit).await.map_err(storage)?;
             Ok((SCAN_RESULT, messages::encode_scan_result(&page)))
+        }
+        MERKLE_TREE => {
+            let request = TreeRequest::decode(body).map_err(malformed)?;
+            let tree = super::repair::build_tree(node, &request).await.map_err(storage)?;
+            Ok((MERKLE_TREE_RESULT, tree.encode()))
         }
         other => Err(RemoteError::new(codes::PROTOCOL, format!("opcode {other:#04x} is not a data request"))),
     }

@@ -324,6 +324,9 @@ pub fn run(args: Args) -> Result<()> {
             if let Err(e) = metrics.register(hints) {
                 tracing::warn!(error = %e, "hint metrics not exported");
             }
+            if let Err(e) = metrics.register(coordinator.repair_metrics()) {
+                tracing::warn!(error = %e, "repair metrics are not exported");
+            }
             // The metrics endpoint serves until the client listener has stopped (its task is
             // dropped, which cancels it).
             let (metrics_addr, _metrics_task) = match service_config.metrics_listen.addr() {

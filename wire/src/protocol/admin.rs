@@ -3,6 +3,7 @@
 //! what a command does is the server's business, how a result is shown is the CLI's.
 //! Layout: docs/PROTOCOL.md, "ADMIN".
 
+use super::repair::{RepairRequest, RepairResult};
 use super::{read_bool, read_list, read_text, MAX_NAME_BYTES};
 use crate::codec::{DecodeError, Reader, Writer, MAX_FIELD_LEN};
 
@@ -27,6 +28,8 @@ pub enum AdminRequest {
     Drain,
     /// The token ring as the node sees it: one entry per vnode token, in ring order.
     Ring,
+    /// Anti-entropy repair: a plan, or one range of it (`protocol::repair`).
+    Repair(RepairRequest),
 }
 
 const COMMAND_STATUS: u8 = 1;
@@ -36,6 +39,7 @@ const COMMAND_FLUSH: u8 = 4;
 const COMMAND_COMPACT: u8 = 5;
 const COMMAND_DRAIN: u8 = 6;
 const COMMAND_RING: u8 = 7;
+const COMMAND_REPAIR: u8 = 8;
 
 impl AdminRequest {
     /// The command's name on the command line (`enigmadb admin <name>`).
@@ -48,6 +52,7 @@ impl AdminRequest {
             AdminRequest::Compact { .. } => "compact",
             AdminRequest::Drain => "drain",
             AdminRequest::Ring => "ring",
+            AdminRequest::Repair(_) => "repair",
         }
     }
 
@@ -68,6 +73,7 @@ impl AdminRequest {
             AdminRequest::Ring => {
                 w.u8(COMMAND_RING);
             }
+            AdminRequest::Repair(repair) => repair.write(w.u8(COMMAND_REPAIR)),
         }
     }
 
@@ -80,6 +86,7 @@ impl AdminRequest {
             COMMAND_COMPACT => AdminRequest::Compact { table: read_opt_text(r)? },
             COMMAND_DRAIN => AdminRequest::Drain,
             COMMAND_RING => AdminRequest::Ring,
+            COMMAND_REPAIR => AdminRequest::Repair(RepairRequest::read(r)?),
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
     }
@@ -273,6 +280,7 @@ pub enum AdminResult {
     Compacted(AdminDone),
     Drained(AdminDone),
     Ring(Vec<RingEntry>),
+    Repair(RepairResult),
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -282,6 +290,7 @@ const RESULT_FLUSHED: u8 = 4;
 const RESULT_COMPACTED: u8 = 5;
 const RESULT_DRAINED: u8 = 6;
 const RESULT_RING: u8 = 7;
+const RESULT_REPAIR: u8 = 8;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
 const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
@@ -311,6 +320,7 @@ impl AdminResult {
                 w.u8(RESULT_RING).u32(entries.len() as u32);
                 entries.iter().for_each(|e| e.write(w));
             }
+            AdminResult::Repair(repair) => repair.write(w.u8(RESULT_REPAIR)),
         }
     }
 
@@ -332,6 +342,7 @@ impl AdminResult {
                 let n = read_count(r, MIN_RING_ENTRY_BYTES)?;
                 AdminResult::Ring(read_list(r, n, |r, _| RingEntry::read(r))?)
             }
+            RESULT_REPAIR => AdminResult::Repair(RepairResult::read(r)?),
             other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
         })
     }
@@ -578,6 +589,7 @@ pub(crate) mod tests {
             any_table().prop_map(|table| AdminRequest::Compact { table }),
             Just(AdminRequest::Drain),
             Just(AdminRequest::Ring),
+            super::super::repair::tests::any_repair_request().prop_map(AdminRequest::Repair),
         ]
     }
 
@@ -701,6 +713,7 @@ pub(crate) mod tests {
             any_done().prop_map(AdminResult::Compacted),
             any_done().prop_map(AdminResult::Drained),
             proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
+            super::super::repair::tests::any_repair_result().prop_map(AdminResult::Repair),
         ]
     }
 

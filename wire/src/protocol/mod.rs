@@ -3,6 +3,7 @@
 //! query semantics (the server decides what a statement means). Layout: docs/PROTOCOL.md.
 
 mod admin;
+mod repair;
 mod request;
 mod response;
 
@@ -10,6 +11,7 @@ pub use admin::{
     AdminDone, AdminRequest, AdminResult, Liveness, NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, TableStats,
     MAX_ADMIN_ITEMS,
 };
+pub use repair::{RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult};
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
 pub use response::{ColumnSpec, ErrorCode, ErrorResponse, PreparedMeta, QueryResult, Response, Rows};
 
