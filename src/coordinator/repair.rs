@@ -19,7 +19,7 @@ use wire::protocol::{
 };
 use wire::schema::TableId;
 
-use super::proxy::Peers;
+use super::proxy::{replication_factor, Peers};
 use super::{node_error, Coordinator};
 use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest};
 use crate::cluster::messages::{self, ScanRequest};
@@ -305,10 +305,6 @@ impl Coordinator {
 
 fn unknown_table(name: &str) -> ErrorResponse {
     ErrorResponse::new(ErrorCode::Invalid, format!("Table '{name}' doesn't exist"))
-}
-
-fn replication_factor(schema: &wire::schema::TableSchema) -> usize {
-    usize::from(schema.options.replication_factor.max(1))
 }
 
 /// Why streaming a sub-range stopped: this node's storage failed (the range fails), or a
