@@ -95,11 +95,14 @@ pub struct Inserts<'a> {
 
 impl Workload for Inserts<'_> {
     fn next(&mut self) -> Option<(Request, u64)> {
-        let row = self.next_row.fetch_add(1, Ordering::Relaxed);
-        (row < self.end).then(|| {
-            let values = vec![Some(Value::Blob(row_key(row))), Some(Value::Blob(self.values.value(row)))];
-            (Request::Execute { id: self.id, values, params: QueryParams::with_consistency(self.consistency) }, row)
-        })
+        // Never moves the counter past `end`: the next phase continues from exactly there
+        // (a plain fetch_add overshot by the window, and the next phase skipped those rows).
+        let row = self
+            .next_row
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |row| (row < self.end).then_some(row + 1))
+            .ok()?;
+        let values = vec![Some(Value::Blob(row_key(row))), Some(Value::Blob(self.values.value(row)))];
+        Some((Request::Execute { id: self.id, values, params: QueryParams::with_consistency(self.consistency) }, row))
     }
 
     fn check(&self, _row: u64, answer: Response) -> Result<(), String> {
@@ -375,6 +378,34 @@ mod tests {
         assert_eq!(split_window(64, 4), vec![16; 4]);
         assert_eq!(split_window(10, 3), vec![4, 3, 3]);
         assert_eq!(split_window(64, 5).iter().sum::<usize>(), 64);
+    }
+
+    #[test]
+    fn a_phase_asked_past_its_end_leaves_the_next_phase_its_first_row() {
+        let values = crate::surge::ValuePool::new(1, 8).expect("a small value pool");
+        let next_row = AtomicU64::new(0);
+        let mut first = Inserts {
+            id: PreparedId([1; 16]),
+            next_row: &next_row,
+            end: 3,
+            values: &values,
+            consistency: Consistency::One,
+        };
+        let rows: Vec<u64> = std::iter::from_fn(|| first.next().map(|(_, row)| row)).collect();
+        assert_eq!(rows, [0, 1, 2]);
+        // The pipeline keeps asking while answers come back: that must not use up rows.
+        for _ in 0..64 {
+            assert!(first.next().is_none());
+        }
+        let mut second = Inserts {
+            id: PreparedId([1; 16]),
+            next_row: &next_row,
+            end: 5,
+            values: &values,
+            consistency: Consistency::Quorum,
+        };
+        let rows: Vec<u64> = std::iter::from_fn(|| second.next().map(|(_, row)| row)).collect();
+        assert_eq!(rows, [3, 4]);
     }
 
     #[test]
