@@ -137,6 +137,30 @@ impl ClusterView {
     }
 }
 
+/// Test rings: `nodes` live members with hosts 1..=nodes on 127.0.0.i:7470, `shards` shards of
+/// `vnodes` tokens each, tokens spread over the ring from `seed`.
+#[cfg(test)]
+pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64) -> Vec<Member> {
+    let addr = |i: u128| SocketAddr::from(([127, 0, 0, i as u8], 7470));
+    let mut x = seed | 1;
+    let mut next = move || {
+        // xorshift64: distinct enough tokens for a test ring.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as i64
+    };
+    (1..=nodes)
+        .map(|host| Member {
+            host,
+            peer: addr(host),
+            client: addr(host),
+            tokens: (0..shards).map(|_| (0..vnodes).map(|_| next()).collect()).collect(),
+            alive: true,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -145,30 +169,8 @@ mod tests {
 
     use super::*;
 
-    fn addr(i: u128) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, i as u8], 7470))
-    }
-
-    /// `nodes` members with hosts 1..=nodes, `shards` shards of `vnodes` tokens each, tokens
-    /// spread over the ring from `seed`.
     fn members(nodes: u128, shards: usize, vnodes: usize, seed: u64) -> Vec<Member> {
-        let mut x = seed | 1;
-        let mut next = move || {
-            // xorshift64: distinct enough tokens for a test ring.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as i64
-        };
-        (1..=nodes)
-            .map(|host| Member {
-                host,
-                peer: addr(host),
-                client: addr(host),
-                tokens: (0..shards).map(|_| (0..vnodes).map(|_| next()).collect()).collect(),
-                alive: true,
-            })
-            .collect()
+        test_members(nodes, shards, vnodes, seed)
     }
 
     #[test]

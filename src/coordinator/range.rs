@@ -325,7 +325,6 @@ impl RangeRead<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
 
     use proptest::prelude::*;
     use shards::cell::Cell;
@@ -333,7 +332,6 @@ mod tests {
     use shards::row::Row;
 
     use super::*;
-    use crate::cluster::view::Member;
 
     fn key(n: u32) -> PartitionKey {
         PartitionKey::from_serialized(n.to_be_bytes().to_vec())
@@ -420,20 +418,10 @@ mod tests {
     }
 
     fn view(nodes: u8, seed: u64) -> ClusterView {
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as i64
-        };
-        let members = (1..=nodes)
-            .map(|i| {
-                let addr = SocketAddr::from(([127, 0, 0, i], 7470));
-                let tokens = vec![(0..4).map(|_| next()).collect()];
-                Member { host: u128::from(i), peer: addr, client: addr, tokens, alive: i != 2 }
-            })
-            .collect();
+        let mut members = crate::cluster::view::test_members(u128::from(nodes), 1, 4, seed);
+        for m in &mut members {
+            m.alive = m.host != 2;
+        }
         ClusterView::new(1, members).expect("distinct random tokens")
     }
 
