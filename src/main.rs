@@ -7,6 +7,11 @@ mod embedded;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc for every subcommand: the server allocates per request (frames, tasks, rows) on
+/// every shard, and glibc's malloc took 15-20% of its CPU under a write surge.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "enigmadb", version, about = "EnigmaDB: a thread-per-core, LSM-tree column-family store")]
 struct Cli {

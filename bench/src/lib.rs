@@ -4,6 +4,10 @@
 //!
 //! Benchmarks print numbers and write reports; nothing here asserts a performance figure.
 
+/// The benchmark programs allocate like the server they measure (src/main.rs): with mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod latency;
 pub mod machine;
 pub mod pipeline;
