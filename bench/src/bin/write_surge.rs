@@ -205,7 +205,6 @@ fn wal_delta(after: &WalStats, before: &WalStats) -> WalStats {
         writes: after.writes - before.writes,
         syncs: after.syncs - before.syncs,
         segments_created: after.segments_created - before.segments_created,
-        segments_from_spare: after.segments_from_spare - before.segments_from_spare,
         segments_deleted: after.segments_deleted - before.segments_deleted,
         last_lsn: after.last_lsn,
     }
@@ -219,7 +218,6 @@ fn wal_sum(stats: impl Iterator<Item = WalStats>) -> WalStats {
         writes: a.writes + b.writes,
         syncs: a.syncs + b.syncs,
         segments_created: a.segments_created + b.segments_created,
-        segments_from_spare: a.segments_from_spare + b.segments_from_spare,
         segments_deleted: a.segments_deleted + b.segments_deleted,
         last_lsn: a.last_lsn.max(b.last_lsn),
     })

@@ -121,9 +121,6 @@ pub struct WalStats {
     /// fdatasyncs issued.
     pub syncs: u64,
     pub segments_created: u64,
-    /// Segments that began as a zero-filled spare (every one after the first of a run, unless
-    /// rotation outpaced the spare's preparation).
-    pub segments_from_spare: u64,
     pub segments_deleted: u64,
     /// Last LSN handed out (after replay: the last replayed one).
     pub last_lsn: Lsn,

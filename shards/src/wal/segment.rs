@@ -23,11 +23,6 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// File name extension of segments.
 const SEGMENT_EXTENSION: &str = ".wal";
 
-/// The spare: the next segment's file, pre-allocated and zero-filled in the background and
-/// renamed to the next segment's name at rotation. Not a segment name: replay never reads it,
-/// and a leftover one (a crash before rotation took it) is removed at open.
-pub const SPARE_FILE_NAME: &str = "next-segment.spare";
-
 /// Digits of the zero-padded decimal segment id in a file name (u64::MAX has 20).
 const SEGMENT_ID_DIGITS: usize = 20;
 
@@ -164,28 +159,6 @@ impl ActiveSegment {
         Ok(segment)
     }
 
-    /// Creates the spare segment file (see [`SPARE_FILE_NAME`]): pre-allocated and then written
-    /// with zeros over its whole size and fdatasync'ed. Records later land on written blocks, so
-    /// each O_DIRECT write is a plain overwrite: ext4 needs no unwritten-extent conversion per
-    /// write, which it cannot do without blocking (io_uring then hands the write to a worker
-    /// thread) and which every following fdatasync would have to journal.
-    pub async fn create_spare(dir: &Path, segment_size: u64, io: &IoCounters) -> Result<SpareSegment, WalError> {
-        let path = dir.join(SPARE_FILE_NAME);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| io_error("create", &path, e))?;
-        let mut segment = ActiveSegment { file, id: 0, path, write_end: 0, tail: Vec::new() };
-        segment.prepare(segment_size).await?;
-        // Nothing written yet (write_end 0, no tail): this zeroes the whole file.
-        segment.zero_after_end(segment_size, io).await?;
-        segment.sync(io).await?;
-        Ok(SpareSegment(segment))
-    }
-
     async fn prepare(&mut self, segment_size: u64) -> Result<(), WalError> {
         assert!(
             (BLOCK_SIZE as u64).is_multiple_of(self.file.alignment()),
@@ -276,43 +249,6 @@ impl ActiveSegment {
 
     pub async fn close(self) -> Result<(), WalError> {
         self.file.close().await.map_err(|e| io_error("close", &self.path, e))
-    }
-}
-
-/// A zero-filled segment file waiting to become the next segment; it has no id until then.
-pub struct SpareSegment(ActiveSegment);
-
-impl SpareSegment {
-    /// Renames the spare to segment `id`'s file and makes the rename durable. The header is not
-    /// written yet, as for [`ActiveSegment::create`]. Like creation, it never replaces a file:
-    /// a link (which fails on an existing name) then an unlink; a crash between them leaves a
-    /// spare name that the next open removes.
-    pub fn into_segment(self, dir: &Path, id: SegmentId) -> Result<ActiveSegment, WalError> {
-        let mut segment = self.0;
-        let path = dir.join(segment_file_name(id));
-        std::fs::hard_link(&segment.path, &path).map_err(|e| io_error("link spare to", &path, e))?;
-        std::fs::remove_file(&segment.path).map_err(|e| io_error("remove", &segment.path, e))?;
-        sync_dir(dir).map_err(|e| io_error("sync directory of", &path, e))?;
-        segment.id = id;
-        segment.path = path;
-        Ok(segment)
-    }
-
-    /// Closes and removes the spare (the WAL is closing).
-    pub async fn discard(self) -> Result<(), WalError> {
-        let path = self.0.path.clone();
-        self.0.close().await?;
-        std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))
-    }
-}
-
-/// Removes a spare left by a process that stopped before using or discarding it.
-pub fn remove_leftover_spare(dir: &Path) -> Result<(), WalError> {
-    let path = dir.join(SPARE_FILE_NAME);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("remove", &path, e)),
     }
 }
 

@@ -304,36 +304,6 @@ fn periodic_timer_syncs_when_idle_and_dirty_and_then_rests() {
 }
 
 #[test]
-fn later_segments_start_as_zero_filled_spares_and_no_spare_is_left_behind() {
-    let seed = Seed::from_env("WAL_TEST_SEED");
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = seed.rng();
-    let payloads: Vec<Vec<u8>> = (0..120).map(|_| sized_payload(&mut rng, 1500, 2500)).collect();
-    let spare = dir.path().join(segment::SPARE_FILE_NAME);
-    // A spare left by a killed process is not a segment: removed at open, never replayed.
-    std::fs::write(&spare, vec![0xABu8; 8192]).unwrap();
-    let spare_in_task = spare.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, report, _) = open(&dir, small_segments()).await.unwrap();
-        assert_eq!(report.records, 0);
-        assert!(!spare_in_task.exists(), "leftover spare removed at open");
-        let acked = append_all(&wal, payloads).await;
-        let stats = wal.stats();
-        assert!(stats.segments_created >= 3, "{stats:?}");
-        // Sequential appends give the spare half a segment's time: every segment after the
-        // first was a spare.
-        assert_eq!(stats.segments_from_spare, stats.segments_created - 1, "{stats:?}");
-        // The zero fill is counted as written bytes (it is device work).
-        assert!(stats.bytes_written >= stats.segments_from_spare * (64 << 10), "{stats:?}");
-        wal.close().await.unwrap();
-        acked
-    });
-    assert!(!spare.exists(), "close removes the unused spare");
-    let report = assert_replays(dir.path(), small_segments(), &acked);
-    assert_eq!(report.segments, segment_paths(dir.path()).len());
-}
-
-#[test]
 fn rotation_spreads_records_over_segments_and_replay_crosses_them() {
     let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();

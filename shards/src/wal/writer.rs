@@ -18,7 +18,7 @@ use futures_lite::future;
 
 use super::format::{encode_record, framed_len, SegmentId, SEGMENT_HEADER_SIZE};
 use super::replay::{Recovered, SealedSegment};
-use super::segment::{io_error, new_segment_header, remove_leftover_spare, ActiveSegment, IoCounters, SpareSegment};
+use super::segment::{io_error, new_segment_header, ActiveSegment, IoCounters};
 use super::{Lsn, SyncMode, WalConfig, WalError, WalStats};
 use crate::io::sync_dir;
 
@@ -79,7 +79,6 @@ struct State {
     records: u64,
     payload_bytes: u64,
     segments_created: u64,
-    segments_from_spare: u64,
     segments_deleted: u64,
 }
 
@@ -360,7 +359,6 @@ impl Shared {
             writes: self.io.writes.get(),
             syncs: self.io.syncs.get(),
             segments_created: st.segments_created,
-            segments_from_spare: st.segments_from_spare,
             segments_deleted: st.segments_deleted,
             last_lsn: st.next_lsn - 1,
         }
@@ -383,7 +381,6 @@ pub async fn start(
     recovered: Recovered,
 ) -> Result<(Rc<Shared>, glommio::task::JoinHandle<Result<(), Arc<WalError>>>), WalError> {
     let io = IoCounters::default();
-    remove_leftover_spare(dir)?;
     let active = match recovered.newest {
         Some(newest) => {
             let mut segment =
@@ -420,7 +417,6 @@ pub async fn start(
         records: 0,
         payload_bytes: 0,
         segments_created: 0,
-        segments_from_spare: 0,
         segments_deleted: 0,
     };
     let shared = Rc::new(Shared {
@@ -434,7 +430,6 @@ pub async fn start(
         shared: shared.clone(),
         active,
         next_segment_id: recovered.next_segment_id,
-        spare: None,
         dirty: false,
         last_sync: Instant::now(),
     };
@@ -451,9 +446,6 @@ struct Writer {
     shared: Rc<Shared>,
     active: Option<ActiveSegment>,
     next_segment_id: SegmentId,
-    /// The next segment's file being prepared (zero-filled) in the background: started once the
-    /// active segment is half full, taken at rotation. At most one.
-    spare: Option<glommio::Task<Result<SpareSegment, WalError>>>,
     /// Bytes written since the last fdatasync of the active segment.
     dirty: bool,
     last_sync: Instant,
@@ -462,12 +454,6 @@ struct Writer {
 impl Writer {
     async fn run(mut self) -> Result<(), Arc<WalError>> {
         let mut result = self.serve().await.map_err(Arc::new);
-        if let Some(spare) = self.spare.take() {
-            // Unused: nothing in it. Its failure is no record's failure, but it is the device's.
-            if let Err(e) = async { spare.await?.discard().await }.await {
-                tracing::warn!(error = %e, "WAL spare segment could not be prepared or removed");
-            }
-        }
         if let Some(active) = self.active.take() {
             if let Err(e) = active.close().await {
                 result = result.and(Err(Arc::new(e)));
@@ -557,13 +543,6 @@ impl Writer {
             active.append(&[&batch.bytes], &self.shared.io).await?;
         }
         self.dirty = true;
-        if self.spare.is_none() && active.write_end() > self.shared.config.segment_size / 2 {
-            let shared = self.shared.clone();
-            // Spawned into the writer's own task queue.
-            self.spare = Some(glommio::spawn_local(async move {
-                ActiveSegment::create_spare(&shared.dir, shared.config.segment_size, &shared.io).await
-            }));
-        }
         Ok(())
     }
 
@@ -591,15 +570,7 @@ impl Writer {
         }
         let id = self.next_segment_id;
         self.next_segment_id += 1;
-        // The spare is normally ready long before: it started when the old segment was half full.
-        let segment = match self.spare.take() {
-            Some(spare) => {
-                let segment = spare.await?.into_segment(&self.shared.dir, id)?;
-                self.shared.state.borrow_mut().segments_from_spare += 1;
-                segment
-            }
-            None => ActiveSegment::create(&self.shared.dir, id, self.shared.config.segment_size).await?,
-        };
+        let segment = ActiveSegment::create(&self.shared.dir, id, self.shared.config.segment_size).await?;
         self.shared.state.borrow_mut().segments_created += 1;
         self.active = Some(segment);
         Ok(())
