@@ -30,6 +30,7 @@ use serde::Serialize;
 use shards::io::prepare_executor_io;
 use shards::row::ClusteringSlice;
 use shards::shard::{Shard, ShardConfig};
+use shards::sstable::SstableConfig;
 use shards::wal::{SyncMode, WalConfig};
 
 /// The id of the one table (the shards are driven directly, without a catalog).
@@ -70,6 +71,10 @@ struct Args {
     /// EnigmaDB reader tasks per shard (each with one read in flight).
     #[arg(long, default_value_t = 64)]
     enigma_readers: usize,
+    /// EnigmaDB's SSTable data block size in bytes (0: the engine's default). A point read that
+    /// misses the block cache reads one whole block from the device.
+    #[arg(long, default_value_t = 0)]
+    enigma_block_size: usize,
     /// fdatasync period of EnigmaDB's periodic WAL mode in the unsynced phases.
     #[arg(long, default_value_t = 1000)]
     periodic_sync_ms: u64,
@@ -421,6 +426,10 @@ impl EnigmaRun {
                     ..WalConfig::default()
                 },
                 ..ShardConfig::default()
+            };
+            let config = match args.enigma_block_size {
+                0 => config,
+                block_size => ShardConfig { sstable: SstableConfig { block_size, ..config.sstable.clone() }, ..config },
             };
             let plan = ShardPlan {
                 id: i as u16,

@@ -51,7 +51,11 @@ pub const MAX_BLOOM_FP_RATE: f64 = 0.5;
 #[derive(Clone, Debug, PartialEq)]
 pub struct SstableConfig {
     /// Target size of a data block's payload: a block closes after the entry that crosses it.
-    /// Default 64 KiB (Cassandra's chunk length), in [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`].
+    /// Default 4 KiB (RocksDB's default; the device's page), in
+    /// [`MIN_BLOCK_SIZE`]..=[`MAX_BLOCK_SIZE`]. A point read that misses the block cache reads one
+    /// whole block: with 64 KiB blocks (Cassandra's old chunk length) cold point reads were bound
+    /// by device bandwidth (vs_rocksdb, 5M rows, 2 shards: 10k present-key reads/s at 64 KiB,
+    /// 32k at 16 KiB, 59k at 4 KiB; the write surge and its compactions unchanged).
     pub block_size: usize,
     /// Wanted false-positive rate of the bloom filter, for the expected partition count.
     /// Default 0.01 (Cassandra's default for size-tiered tables).
@@ -63,7 +67,7 @@ pub struct SstableConfig {
 
 impl Default for SstableConfig {
     fn default() -> Self {
-        SstableConfig { block_size: 64 << 10, bloom_fp_rate: 0.01, write_buffer: 256 << 10 }
+        SstableConfig { block_size: 4 << 10, bloom_fp_rate: 0.01, write_buffer: 256 << 10 }
     }
 }
 
