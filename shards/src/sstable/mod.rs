@@ -44,6 +44,10 @@ pub const MAX_IO_SIZE: usize = 1 << 20;
 pub const MIN_BLOCK_SIZE: usize = 64;
 pub const MAX_BLOCK_SIZE: usize = 16 << 20;
 
+/// Most bytes a scan reads in one range ahead of the block it needs (several small blocks per
+/// device read; RocksDB's compaction_readahead_size plays this part).
+pub const SCAN_READ_AHEAD_BYTES: usize = 256 << 10;
+
 /// Bounds of [`SstableConfig::bloom_fp_rate`].
 pub const MIN_BLOOM_FP_RATE: f64 = 1e-9;
 pub const MAX_BLOOM_FP_RATE: f64 = 0.5;

@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -21,7 +22,7 @@ use super::format::{
     IndexEntry, Run, RunEntries, FILE_ALIGN, FOOTER_LEN, SECTION_DATA_BLOCK, SECTION_FOOTER, SECTION_METADATA,
 };
 use super::meta::SstableMeta;
-use super::{io_error, SstableError, SstableId, MAX_IO_SIZE};
+use super::{io_error, SstableError, SstableId, MAX_IO_SIZE, SCAN_READ_AHEAD_BYTES};
 use crate::cell::Deletion;
 use crate::key::{ClusteringKey, PartitionKey};
 use crate::row::{ClusteringSlice, Partition};
@@ -259,6 +260,51 @@ impl Sstable {
         Ok(block)
     }
 
+    /// Data block `first` and, when it has to come from the device, the blocks after it whose
+    /// first token is at most `end`, read together in one range of at most
+    /// [`SCAN_READ_AHEAD_BYTES`] (or `first` alone when it is larger), in index order. For
+    /// scans: one I/O per block would make a compaction wait on the device once per block.
+    async fn blocks_ahead(&self, first: usize, end: Token, fill: bool) -> Result<Vec<Rc<DataBlock>>, SstableError> {
+        let head = &self.index[first];
+        if self.cache.get(self.id, head.offset).is_some() {
+            return Ok(vec![self.block_filling_cache(first, fill).await?]);
+        }
+        let mut last = first;
+        while let Some(next) = self.index.get(last + 1) {
+            // A damaged index (offsets not rising) just ends the read-ahead here.
+            let span = (next.offset + u64::from(next.len)).checked_sub(head.offset);
+            if next.offset < head.offset
+                || next.first.token > end
+                || span.is_none_or(|n| n > SCAN_READ_AHEAD_BYTES as u64)
+            {
+                break;
+            }
+            last += 1;
+        }
+        let tail = &self.index[last];
+        let span = (tail.offset + u64::from(tail.len) - head.offset) as usize;
+        let bytes = read_range(&self.file, &self.path, head.offset, span).await?;
+        let mut blocks = Vec::with_capacity(last - first + 1);
+        for entry in &self.index[first..=last] {
+            let at = (entry.offset - head.offset) as usize;
+            let Some(raw) = bytes.get(at..at + entry.len as usize) else {
+                return Err(self.corrupt_block(entry.offset, "index entries overlap or run backwards"));
+            };
+            let block = DataBlock::decode(entry.offset, raw.to_vec(), &entry.first)
+                .map_err(|d| SstableError::corrupt(&self.path, d))?;
+            let block = Rc::new(block);
+            if fill {
+                self.cache.insert(self.id, block.clone());
+            }
+            blocks.push(block);
+        }
+        self.bump(|s| {
+            s.blocks_read += blocks.len() as u64;
+            s.bytes_read += span as u64;
+        });
+        Ok(blocks)
+    }
+
     /// Partitions with token in (start, end] (Cassandra's range convention; empty when
     /// `start >= end`: no wrap-around) and key > `after` when given (to resume a page), in
     /// storage order. Holds at most one partition and one block at a time.
@@ -270,6 +316,7 @@ impl Sstable {
             lower_inclusive: true,
             block_index: 0,
             block: None,
+            ahead: VecDeque::new(),
             pos: 0,
             done: start >= end,
             fill_cache: true,
@@ -471,6 +518,8 @@ pub struct SstableScan {
     /// The block being read (loaded in `block`) or to be read next.
     block_index: usize,
     block: Option<Rc<DataBlock>>,
+    /// Blocks read ahead of `block_index` (its own among them), in index order.
+    ahead: VecDeque<(usize, Rc<DataBlock>)>,
     /// Payload offset of the next unread run of `block`.
     pos: usize,
     done: bool,
@@ -527,7 +576,16 @@ impl SstableScan {
         }
         // A long scan must not stall the shard's other tasks.
         glommio::yield_if_needed().await;
-        let block = sstable.block_filling_cache(self.block_index, self.fill_cache).await?;
+        while self.ahead.front().is_some_and(|(i, _)| *i < self.block_index) {
+            self.ahead.pop_front();
+        }
+        if self.ahead.is_empty() {
+            let blocks = sstable.blocks_ahead(self.block_index, self.end, self.fill_cache).await?;
+            self.ahead = (self.block_index..).zip(blocks).collect();
+        }
+        let Some((_, block)) = self.ahead.pop_front() else {
+            unreachable!("blocks_ahead returns at least the block asked for");
+        };
         self.block = Some(block.clone());
         self.pos = 0;
         Ok(Some(block))

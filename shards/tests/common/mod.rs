@@ -67,10 +67,11 @@ pub fn count(node: &Node, table: &str, n: usize) -> usize {
 }
 
 /// SSTables of `table` in a [`open_small`] node directory, checking on the way that each
-/// shard's files are exactly the ones its manifest names.
+/// shard's files are exactly the ones its manifest names (on a running node, once a flush or
+/// compaction in flight has published its file or removed the ones it replaced).
 pub fn sstables_of(dir: &Path, table: u32) -> usize {
     (0..SMALL_NODE_SHARDS)
-        .map(|s| assert_sstables_match_manifest(&dir.join(format!("shard-{s:03}"))))
+        .map(|s| await_sstables_match_manifest(&dir.join(format!("shard-{s:03}")), Duration::from_secs(10)))
         .map(|m| m.sstables.iter().filter(|s| s.table == table).count())
         .sum()
 }
