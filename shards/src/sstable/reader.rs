@@ -287,11 +287,19 @@ impl Sstable {
         let mut blocks = Vec::with_capacity(last - first + 1);
         for entry in &self.index[first..=last] {
             let at = (entry.offset - head.offset) as usize;
+            // A damaged block after the first ends the read-ahead there: it fails only a scan
+            // that reaches it (reading it alone then), as without read-ahead.
             let Some(raw) = bytes.get(at..at + entry.len as usize) else {
+                if !blocks.is_empty() {
+                    break;
+                }
                 return Err(self.corrupt_block(entry.offset, "index entries overlap or run backwards"));
             };
-            let block = DataBlock::decode(entry.offset, raw.to_vec(), &entry.first)
-                .map_err(|d| SstableError::corrupt(&self.path, d))?;
+            let block = match DataBlock::decode(entry.offset, raw.to_vec(), &entry.first) {
+                Ok(block) => block,
+                Err(_) if !blocks.is_empty() => break,
+                Err(damage) => return Err(SstableError::corrupt(&self.path, damage)),
+            };
             let block = Rc::new(block);
             if fill {
                 self.cache.insert(self.id, block.clone());
@@ -307,7 +315,8 @@ impl Sstable {
 
     /// Partitions with token in (start, end] (Cassandra's range convention; empty when
     /// `start >= end`: no wrap-around) and key > `after` when given (to resume a page), in
-    /// storage order. Holds at most one partition and one block at a time.
+    /// storage order. Holds at most one partition and [`SCAN_READ_AHEAD_BYTES`] of blocks (or
+    /// one larger block) at a time.
     pub fn scan(self: &Rc<Self>, start: Token, end: Token, after: Option<PartitionKey>) -> SstableScan {
         let mut scan = SstableScan {
             sstable: self.clone(),
