@@ -241,23 +241,12 @@ impl Sstable {
 
     /// Data block `i`; a block read from the device is put in the cache only if `fill`.
     async fn block_filling_cache(&self, i: usize, fill: bool) -> Result<Rc<DataBlock>, SstableError> {
-        let entry = &self.index[i];
-        if let Some(block) = self.cache.get(self.id, entry.offset) {
+        if let Some(block) = self.cache.get(self.id, self.index[i].offset) {
             self.bump(|s| s.cache_hits += 1);
             return Ok(block);
         }
-        let bytes = read_range(&self.file, &self.path, entry.offset, entry.len as usize).await?;
-        self.bump(|s| {
-            s.blocks_read += 1;
-            s.bytes_read += u64::from(entry.len);
-        });
-        let block =
-            DataBlock::decode(entry.offset, bytes, &entry.first).map_err(|d| SstableError::corrupt(&self.path, d))?;
-        let block = Rc::new(block);
-        if fill {
-            self.cache.insert(self.id, block.clone());
-        }
-        Ok(block)
+        let mut blocks = self.read_blocks(i, i, fill).await?;
+        Ok(blocks.swap_remove(0))
     }
 
     /// Data block `first` and, when it has to come from the device, the blocks after it whose
@@ -281,26 +270,34 @@ impl Sstable {
             }
             last += 1;
         }
+        self.read_blocks(first, last, fill).await
+    }
+
+    /// Reads data blocks `first..=last` from the device in one range, verifies them and puts
+    /// them in the cache if `fill`. A damaged block after the first ends the list there: it
+    /// fails only a read that reaches it (reading it alone then).
+    async fn read_blocks(&self, first: usize, last: usize, fill: bool) -> Result<Vec<Rc<DataBlock>>, SstableError> {
+        let head = &self.index[first];
         let tail = &self.index[last];
         let span = (tail.offset + u64::from(tail.len) - head.offset) as usize;
-        let bytes = read_range(&self.file, &self.path, head.offset, span).await?;
+        let mut bytes = read_range(&self.file, &self.path, head.offset, span).await?;
         let mut blocks = Vec::with_capacity(last - first + 1);
         for entry in &self.index[first..=last] {
-            let at = (entry.offset - head.offset) as usize;
-            // A damaged block after the first ends the read-ahead there: it fails only a scan
-            // that reaches it (reading it alone then), as without read-ahead.
-            let Some(raw) = bytes.get(at..at + entry.len as usize) else {
-                if !blocks.is_empty() {
-                    break;
+            let raw = if first == last {
+                std::mem::take(&mut bytes)
+            } else {
+                let at = (entry.offset - head.offset) as usize;
+                match bytes.get(at..at + entry.len as usize) {
+                    Some(raw) => raw.to_vec(),
+                    None if !blocks.is_empty() => break,
+                    None => return Err(self.corrupt_block(entry.offset, "index entries overlap or run backwards")),
                 }
-                return Err(self.corrupt_block(entry.offset, "index entries overlap or run backwards"));
             };
-            let block = match DataBlock::decode(entry.offset, raw.to_vec(), &entry.first) {
-                Ok(block) => block,
+            let block = match DataBlock::decode(entry.offset, raw, &entry.first) {
+                Ok(block) => Rc::new(block),
                 Err(_) if !blocks.is_empty() => break,
                 Err(damage) => return Err(SstableError::corrupt(&self.path, damage)),
             };
-            let block = Rc::new(block);
             if fill {
                 self.cache.insert(self.id, block.clone());
             }
