@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// CPU time consumed, and the events that show what else the CPU was doing: minor page faults
-/// (first touch of fresh heap memory) and context switches (voluntary: the thread parked;
-/// involuntary: something else needed the CPU).
+/// (first touch of fresh heap memory), context switches (voluntary: the thread parked;
+/// involuntary: something else needed the CPU) and the time the thread was runnable but waited
+/// for a CPU (its run delay: on a saturated machine, busy plus waiting is what it wanted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuUsage {
     pub user: Duration,
@@ -20,6 +21,9 @@ pub struct CpuUsage {
     pub minor_faults: u64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
+    /// Time spent runnable, waiting for a CPU (/proc/.../schedstat); 0 where it is not read
+    /// (getrusage) or the kernel keeps no scheduler statistics.
+    pub run_delay: Duration,
 }
 
 impl CpuUsage {
@@ -47,6 +51,7 @@ impl CpuUsage {
             minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
             voluntary_switches: self.voluntary_switches.saturating_sub(earlier.voluntary_switches),
             involuntary_switches: self.involuntary_switches.saturating_sub(earlier.involuntary_switches),
+            run_delay: self.run_delay.saturating_sub(earlier.run_delay),
         }
     }
 }
@@ -68,6 +73,7 @@ fn rusage(who: libc::c_int) -> std::io::Result<CpuUsage> {
         minor_faults: count(usage.ru_minflt),
         voluntary_switches: count(usage.ru_nvcsw),
         involuntary_switches: count(usage.ru_nivcsw),
+        run_delay: Duration::ZERO,
     })
 }
 
@@ -115,6 +121,11 @@ impl ProcessUsage {
             let (name, mut cpu) = parse_task_stat(&stat, tick)
                 .ok_or_else(|| invalid(format!("/proc/{pid}/task/{tid}/stat: unexpected format")))?;
             (cpu.voluntary_switches, cpu.involuntary_switches) = parse_status_switches(&status);
+            // Absent on kernels built without scheduler statistics: no run delay then.
+            cpu.run_delay = std::fs::read_to_string(entry.path().join("schedstat"))
+                .ok()
+                .and_then(|text| parse_schedstat_run_delay(&text))
+                .unwrap_or_default();
             threads.push(ThreadUsage { tid, name, cpu });
         }
         threads.sort_by_key(|t| t.tid);
@@ -167,6 +178,13 @@ pub fn parse_status_switches(text: &str) -> (u64, u64) {
         text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(':')?.trim().parse::<u64>().ok()).unwrap_or(0)
     };
     (count("voluntary_ctxt_switches"), count("nonvoluntary_ctxt_switches"))
+}
+
+/// The run delay (time runnable but waiting for a CPU) of a /proc/PID/task/TID/schedstat text:
+/// "<on-CPU ns> <run delay ns> <timeslices>".
+pub fn parse_schedstat_run_delay(text: &str) -> Option<Duration> {
+    let delay = text.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(delay))
 }
 
 /// The machine-wide CPU counters of /proc/stat's first line, in clock ticks (USER_HZ).
@@ -457,6 +475,13 @@ mod tests {
         let text = "Name:\tshard-1\nvoluntary_ctxt_switches:\t812\nnonvoluntary_ctxt_switches:\t9\n";
         assert_eq!(parse_status_switches(text), (812, 9));
         assert_eq!(parse_status_switches("Name:\tx\n"), (0, 0));
+    }
+
+    #[test]
+    fn schedstat_run_delay_is_the_second_field() {
+        assert_eq!(parse_schedstat_run_delay("218531454 122354928 1324\n"), Some(Duration::from_nanos(122_354_928)));
+        assert_eq!(parse_schedstat_run_delay("218531454\n"), None);
+        assert_eq!(parse_schedstat_run_delay("x y z"), None);
     }
 
     #[test]

@@ -239,6 +239,10 @@ struct ThreadGroupReport {
     parks: u64,
     /// Involuntary context switches: something else wanted the CPU.
     preemptions: u64,
+    /// Time runnable but waiting for a CPU / the phase's wall time. Busy plus waiting near
+    /// 1.0 (per thread) means the thread would have used a whole CPU: it is the bottleneck even
+    /// when its busy share alone looks moderate.
+    waiting_share: f64,
     minor_faults: u64,
 }
 
@@ -251,6 +255,9 @@ struct ServerCpuReport {
     /// Shard 0's executor thread: it runs the client connections and the coordinator, and its
     /// own share of the data.
     coordinator_busy_share: f64,
+    /// Shard 0's executor thread's time runnable but waiting for a CPU / wall time: busy plus
+    /// waiting near 100% means the coordinator shard is the bottleneck.
+    coordinator_waiting_share: f64,
     /// The busiest other shard's executor thread.
     other_shard_busy_share: f64,
     threads: Vec<ThreadGroupReport>,
@@ -423,6 +430,7 @@ fn server_cpu_report(before: &ProcessUsage, after: &ProcessUsage, ops: u64) -> S
             busy_share: 0.0,
             parks: 0,
             preemptions: 0,
+            waiting_share: 0.0,
             minor_faults: 0,
         });
         g.threads += 1;
@@ -431,11 +439,13 @@ fn server_cpu_report(before: &ProcessUsage, after: &ProcessUsage, ops: u64) -> S
         g.busy_share = ratio(g.user_seconds + g.system_seconds, window);
         g.parks += t.cpu.voluntary_switches;
         g.preemptions += t.cpu.involuntary_switches;
+        g.waiting_share += ratio(t.cpu.run_delay.as_secs_f64(), window);
         g.minor_faults += t.cpu.minor_faults;
     }
     let total = after.total.since(&before.total).total().as_secs_f64();
     let listed: f64 = groups.values().map(|g| g.user_seconds + g.system_seconds).sum();
-    let coordinator = groups.get("shard-0").map_or(0.0, |g| g.busy_share);
+    let (coordinator, coordinator_waiting) =
+        groups.get("shard-0").map_or((0.0, 0.0), |g| (g.busy_share, g.waiting_share));
     let other_shard = groups
         .values()
         .filter(|g| g.name.starts_with("shard-") && !g.name.contains(' ') && g.name != "shard-0")
@@ -448,6 +458,7 @@ fn server_cpu_report(before: &ProcessUsage, after: &ProcessUsage, ops: u64) -> S
         busy_share: ratio(total, window),
         cpu_us_per_op: ratio(total * 1e6, ops as f64),
         coordinator_busy_share: coordinator,
+        coordinator_waiting_share: coordinator_waiting,
         other_shard_busy_share: other_shard,
         exited_threads_seconds: (total - listed).max(0.0),
         threads,
@@ -586,21 +597,23 @@ fn print_phase(name: &str, p: &PhaseReport) {
     println!("    errors         {}", errors_line(&p.errors));
     let c = &p.server_cpu;
     println!(
-        "    server CPU     {:.2} s = {:.0}% of one CPU, {:.1} us/op; coordinator shard-0 {:.0}%, other shard {:.0}%",
+        "    server CPU     {:.2} s = {:.0}% of one CPU, {:.1} us/op; coordinator shard-0 {:.0}% (+{:.0}% waiting for a CPU), other shard {:.0}%",
         c.cpu_seconds,
         c.busy_share * 100.0,
         c.cpu_us_per_op,
         c.coordinator_busy_share * 100.0,
+        c.coordinator_waiting_share * 100.0,
         c.other_shard_busy_share * 100.0
     );
     for t in c.threads.iter().filter(|t| t.user_seconds + t.system_seconds > 0.0) {
         println!(
-            "      {:<28} x{:<3} {:>5.1}% ({:.2} s user + {:.2} s sys), {} parks, {} preemptions",
+            "      {:<28} x{:<3} {:>5.1}% ({:.2} s user + {:.2} s sys) + {:.1}% waiting for a CPU, {} parks, {} preemptions",
             t.name,
             t.threads,
             t.busy_share * 100.0,
             t.user_seconds,
             t.system_seconds,
+            t.waiting_share * 100.0,
             thousands(t.parks as f64),
             thousands(t.preemptions as f64)
         );
