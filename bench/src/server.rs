@@ -16,6 +16,43 @@ use crate::machine::Machine;
 use crate::report::fresh_run_dir;
 use crate::surge::{ValuePool, VALUE_POOL_BYTES};
 
+/// The flags of every benchmark that drives real `enigmadb server` processes through the client
+/// library (`server_surge`, `cluster_surge`), flattened into each one's own.
+#[derive(clap::Args, Debug)]
+pub struct ServerRunArgs {
+    /// The `enigmadb` binary (build it with `cargo build --release`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/enigmadb"))]
+    pub enigmadb: PathBuf,
+    /// Requests kept in flight, over all connections (exactly this many until the last ones).
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
+    /// The servers' fdatasync period in periodic mode (Redis's `appendfsync everysec` is 1 s).
+    #[arg(long, default_value_t = 1000)]
+    pub periodic_sync_ms: u64,
+    /// The servers' MemTable budget per shard (a size with a suffix, as the server takes it).
+    #[arg(long, default_value = "64MiB")]
+    pub memtable_budget: String,
+    /// The servers' block cache per shard.
+    #[arg(long, default_value = "64MiB")]
+    pub cache_budget: String,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    /// Longest wait for one answer before the connection is given up.
+    #[arg(long, default_value_t = 60)]
+    pub answer_timeout_s: u64,
+    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
+    /// Must be on the disk you mean to measure (not tmpfs).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
+    pub dir: PathBuf,
+    /// Keep the data directories after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// Seed of the value bytes and of the rows the reads pick.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
 /// What a network benchmark has checked and prepared before it starts a server.
 pub struct RunSetup {
     /// The value bytes every connection writes and checks.

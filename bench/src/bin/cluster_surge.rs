@@ -20,7 +20,7 @@ use bench::pipeline::{
 };
 use bench::rendezvous::Rendezvous;
 use bench::report::{per_second, ratio, thousands, write_json};
-use bench::server::{RunSetup, ServerProcess};
+use bench::server::{RunSetup, ServerProcess, ServerRunArgs};
 use bench::surge::{Mode, ValuePool, KEY_BYTES};
 use bench::usage::{CpuShares, ProcessUsage, Snapshot};
 use clap::Parser;
@@ -41,9 +41,6 @@ const MAX_NODES: usize = 254;
 #[command(about = "Cluster surge: N local `enigmadb server` nodes with RF=N, inserts at ONE and at QUORUM, \
              point reads at QUORUM, against a 1-node RF=1 baseline (prints numbers, asserts nothing)")]
 struct Args {
-    /// The `enigmadb` binary (build it with `cargo build --release`).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/enigmadb"))]
-    enigmadb: PathBuf,
     /// Nodes of the cluster; the table's replication factor is the same.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -53,9 +50,6 @@ struct Args {
     /// Point reads at QUORUM of random rows written by both write phases (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     reads: u64,
-    /// Requests kept in flight, over all connections (exactly this many until the last ones).
-    #[arg(long, default_value_t = 64)]
-    in_flight: usize,
     /// Client connections to each node; the in-flight requests are split over all of them.
     #[arg(long, default_value_t = 1)]
     connections_per_node: usize,
@@ -65,36 +59,14 @@ struct Args {
     /// The nodes' WAL sync mode.
     #[arg(long, value_enum, default_value_t = Mode::Periodic)]
     mode: Mode,
-    /// The nodes' fdatasync period in periodic mode.
-    #[arg(long, default_value_t = 1000)]
-    periodic_sync_ms: u64,
-    /// The nodes' MemTable budget per shard (a size with a suffix, as the server takes it).
-    #[arg(long, default_value = "64MiB")]
-    memtable_budget: String,
-    /// The nodes' block cache per shard.
-    #[arg(long, default_value = "64MiB")]
-    cache_budget: String,
-    /// Bytes of each value.
-    #[arg(long, default_value_t = 100)]
-    value_bytes: usize,
-    /// Longest wait for one answer before the connection is given up.
-    #[arg(long, default_value_t = 60)]
-    answer_timeout_s: u64,
-    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
-    dir: PathBuf,
-    /// Keep the data directories after the run.
-    #[arg(long)]
-    keep: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/cluster-surge.json"))]
     report: PathBuf,
     /// The single-node server surge report to quote (skipped when absent).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/server-surge-quiet.json"))]
     server_report: PathBuf,
-    /// Seed of the value bytes and of the rows the reads pick.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    run: ServerRunArgs,
 }
 
 /// The phases of a run, in order.
@@ -174,17 +146,17 @@ impl Cluster {
                 "--sync-mode",
                 args.mode.name(),
                 "--periodic-sync-ms",
-                &args.periodic_sync_ms.to_string(),
+                &args.run.periodic_sync_ms.to_string(),
                 "--memtable-budget",
-                &args.memtable_budget,
+                &args.run.memtable_budget,
                 "--cache-budget",
-                &args.cache_budget,
+                &args.run.cache_budget,
             ]
             .map(String::from)
             .to_vec();
-            cluster.nodes.push(ServerProcess::start(&args.enigmadb, &flags, &format!("node {}", i + 1))?);
+            cluster.nodes.push(ServerProcess::start(&args.run.enigmadb, &flags, &format!("node {}", i + 1))?);
         }
-        cluster.wait_all_up(&args.enigmadb)?;
+        cluster.wait_all_up(&args.run.enigmadb)?;
         Ok(cluster)
     }
 
@@ -393,19 +365,19 @@ fn run_topology(args: &Args, nodes: usize, run_dir: &Path, values: &Arc<ValuePoo
     let cluster = Cluster::start(args, nodes, &dir)?;
     let create = format!("CREATE TABLE surge (key blob PRIMARY KEY, value blob) WITH replication_factor = {nodes}");
     let mut setup = Client::connect(cluster.nodes[0].addr).context("connecting to create the table")?;
-    setup.set_timeout(Some(Duration::from_secs(args.answer_timeout_s)))?;
+    setup.set_timeout(Some(Duration::from_secs(args.run.answer_timeout_s)))?;
     setup.query(&create).with_context(|| format!("running {create}"))?;
     drop(setup);
 
     let connections = nodes * args.connections_per_node;
-    let windows = split_window(args.in_flight, connections);
+    let windows = split_window(args.run.in_flight, connections);
     let meet = Arc::new(Rendezvous::new(connections + 1));
     let shape = ConnectionShape {
-        answer_timeout: Duration::from_secs(args.answer_timeout_s),
+        answer_timeout: Duration::from_secs(args.run.answer_timeout_s),
         inserts: args.inserts,
         reads: args.reads,
         values: values.clone(),
-        seed: args.seed,
+        seed: args.run.seed,
         schema_wait: SCHEMA_TIMEOUT,
     };
     let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.addr).collect();
@@ -434,7 +406,7 @@ fn run_topology(args: &Args, nodes: usize, run_dir: &Path, values: &Arc<ValuePoo
         .map(|(i, (&phase, (before, after)))| phase_report(phase, &outcomes, i, &cluster, before, after))
         .collect();
     let node_exits = cluster.stop();
-    if !args.keep {
+    if !args.run.keep {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(TopologyReport {
@@ -642,8 +614,9 @@ fn main() -> Result<()> {
     if args.nodes == 0 || args.nodes > MAX_NODES {
         bail!("--nodes must be between 1 and {MAX_NODES} (one loopback address 127.0.0.i each)");
     }
-    check_in_flight(args.nodes * args.connections_per_node, args.in_flight)?;
-    let setup = RunSetup::prepare(&args.enigmadb, &args.dir, "cluster-surge", args.seed, args.value_bytes)?;
+    check_in_flight(args.nodes * args.connections_per_node, args.run.in_flight)?;
+    let setup =
+        RunSetup::prepare(&args.run.enigmadb, &args.run.dir, "cluster-surge", args.run.seed, args.run.value_bytes)?;
     let (machine, run_dir) = (&setup.machine, &setup.run_dir);
     println!(
         "cluster surge: {} inserts at ONE, {} at QUORUM, then {} point reads at QUORUM; {KEY_BYTES}-byte keys, \
@@ -651,10 +624,10 @@ fn main() -> Result<()> {
         thousands(args.inserts as f64),
         thousands(args.inserts as f64),
         thousands(args.reads as f64),
-        args.value_bytes,
-        args.in_flight,
+        args.run.value_bytes,
+        args.run.in_flight,
         args.mode,
-        args.seed,
+        args.run.seed,
         machine.nproc,
         run_dir.display()
     );
@@ -693,28 +666,28 @@ fn main() -> Result<()> {
             us(s.read_p99_us)
         );
     }
-    setup.finish(args.keep)?;
+    setup.finish(args.run.keep)?;
     let report = Report {
         benchmark: "cluster_surge",
         machine: setup.machine,
         parameters: Parameters {
             command: std::env::args().collect(),
-            enigmadb: args.enigmadb.display().to_string(),
+            enigmadb: args.run.enigmadb.display().to_string(),
             insert: INSERT,
             select: SELECT,
             inserts_per_write_phase: args.inserts,
             reads: args.reads,
             key_bytes: KEY_BYTES,
-            value_bytes: args.value_bytes,
-            in_flight: args.in_flight,
+            value_bytes: args.run.value_bytes,
+            in_flight: args.run.in_flight,
             connections_per_node: args.connections_per_node,
             mode: args.mode,
-            periodic_sync_ms: args.periodic_sync_ms,
-            memtable_budget: args.memtable_budget.clone(),
-            cache_budget: args.cache_budget.clone(),
+            periodic_sync_ms: args.run.periodic_sync_ms,
+            memtable_budget: args.run.memtable_budget.clone(),
+            cache_budget: args.run.cache_budget.clone(),
             shards_per_node: 1,
             pin_shards: false,
-            seed: args.seed,
+            seed: args.run.seed,
         },
         topologies,
         replication_cost,

@@ -22,7 +22,7 @@ use bench::pipeline::{
 };
 use bench::rendezvous::Rendezvous;
 use bench::report::{per_second, ratio, thousands, write_json};
-use bench::server::{RunSetup, ServerProcess};
+use bench::server::{RunSetup, ServerProcess, ServerRunArgs};
 use bench::surge::{Mode, ValuePool, KEY_BYTES};
 use bench::usage::{CpuShares, DiskActivity, ProcessUsage, Snapshot, ThreadUsage};
 use clap::Parser;
@@ -34,18 +34,12 @@ use wire::protocol::Consistency;
 #[command(about = "Loopback server surge: inserts and point reads through the client library against a real \
              `enigmadb server` process, in periodic and batch sync modes (prints numbers, asserts nothing)")]
 struct Args {
-    /// The `enigmadb` binary (build it with `cargo build --release`).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/enigmadb"))]
-    enigmadb: PathBuf,
     /// Rows inserted per scenario.
     #[arg(long, default_value_t = 2_000_000)]
     inserts: u64,
     /// Point reads of random written rows per scenario, after the inserts (0 skips them).
     #[arg(long, default_value_t = 500_000)]
     reads: u64,
-    /// Requests kept in flight, over all connections (exactly this many until the last ones).
-    #[arg(long, default_value_t = 64)]
-    in_flight: usize,
     /// Connection counts to run, comma-separated; the in-flight requests are split over them.
     #[arg(long, value_delimiter = ',', default_values_t = vec![1])]
     connections: Vec<usize>,
@@ -59,31 +53,9 @@ struct Args {
     /// Shards of the server.
     #[arg(long, default_value_t = 2)]
     shards: usize,
-    /// The server's fdatasync period in periodic mode (Redis's `appendfsync everysec` is 1 s).
-    #[arg(long, default_value_t = 1000)]
-    periodic_sync_ms: u64,
-    /// The server's MemTable budget per shard (a size with a suffix, as the server takes it).
-    #[arg(long, default_value = "64MiB")]
-    memtable_budget: String,
-    /// The server's block cache per shard.
-    #[arg(long, default_value = "64MiB")]
-    cache_budget: String,
     /// Pin the server's shard i to CPU i. Off by default: the client shares the two CPUs.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pin_shards: bool,
-    /// Bytes of each value.
-    #[arg(long, default_value_t = 100)]
-    value_bytes: usize,
-    /// Longest wait for one answer before the connection is given up.
-    #[arg(long, default_value_t = 60)]
-    answer_timeout_s: u64,
-    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
-    /// Must be on the disk you mean to measure (not tmpfs).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
-    dir: PathBuf,
-    /// Keep the data directories after the run.
-    #[arg(long)]
-    keep: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/server-surge.json"))]
     report: PathBuf,
@@ -93,9 +65,8 @@ struct Args {
     /// The embedded engine's read-path report to compare with (skipped when absent).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/read-path.json"))]
     embedded_read_report: PathBuf,
-    /// Seed of the value bytes and of the rows the reads pick.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    run: ServerRunArgs,
 }
 
 /// The issue's aim for inserts/s end to end on the 2-core machine, 64 in flight.
@@ -135,11 +106,11 @@ fn start_server(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<Ser
         "--sync-mode",
         scenario.mode.name(),
         "--periodic-sync-ms",
-        &args.periodic_sync_ms.to_string(),
+        &args.run.periodic_sync_ms.to_string(),
         "--memtable-budget",
-        &args.memtable_budget,
+        &args.run.memtable_budget,
         "--cache-budget",
-        &args.cache_budget,
+        &args.run.cache_budget,
         "--pin-shards",
         &args.pin_shards.to_string(),
         "--spin-before-park-us",
@@ -147,7 +118,7 @@ fn start_server(args: &Args, scenario: &Scenario, data_dir: &Path) -> Result<Ser
     ]
     .map(String::from)
     .to_vec();
-    ServerProcess::start(&args.enigmadb, &flags, "server")
+    ServerProcess::start(&args.run.enigmadb, &flags, "server")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,18 +284,18 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut server = start_server(args, scenario, &dir)?;
     let mut setup = Client::connect(server.addr).context("connecting to create the table")?;
-    setup.set_timeout(Some(Duration::from_secs(args.answer_timeout_s)))?;
+    setup.set_timeout(Some(Duration::from_secs(args.run.answer_timeout_s)))?;
     setup.query(CREATE_TABLE).with_context(|| format!("running {CREATE_TABLE}"))?;
     drop(setup);
 
-    let windows = split_window(args.in_flight, scenario.connections);
+    let windows = split_window(args.run.in_flight, scenario.connections);
     let meet = Arc::new(Rendezvous::new(scenario.connections + 1));
     let shape = ConnectionShape {
-        answer_timeout: Duration::from_secs(args.answer_timeout_s),
+        answer_timeout: Duration::from_secs(args.run.answer_timeout_s),
         inserts: args.inserts,
         reads: args.reads,
         values: values.clone(),
-        seed: args.seed,
+        seed: args.run.seed,
         schema_wait: Duration::ZERO,
     };
     let handles = start_connections(&[server.addr], &windows, shape, &meet, run_connection)?;
@@ -342,7 +313,7 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
 
     let outcomes = join_connections(handles);
     let server_exit = server.stop_for_report();
-    if !args.keep {
+    if !args.run.keep {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     let outcomes = match outcomes {
@@ -670,7 +641,7 @@ fn print_scenario(args: &Args, s: &ScenarioReport) {
             storage.sstables_per_shard,
             share * 100.0,
             (1.0 - share) * 100.0,
-            args.memtable_budget
+            args.run.memtable_budget
         );
     }
     println!("  server exit    {}", s.server_exit);
@@ -790,17 +761,18 @@ fn main() -> Result<()> {
         bail!("--shards must be positive");
     }
     for &c in &args.connections {
-        check_in_flight(c, args.in_flight)?;
+        check_in_flight(c, args.run.in_flight)?;
     }
-    let setup = RunSetup::prepare(&args.enigmadb, &args.dir, "server-surge", args.seed, args.value_bytes)?;
+    let setup =
+        RunSetup::prepare(&args.run.enigmadb, &args.run.dir, "server-surge", args.run.seed, args.run.value_bytes)?;
     let (machine, run_dir) = (&setup.machine, &setup.run_dir);
     println!(
         "server surge: {} inserts then {} point reads of {KEY_BYTES}-byte keys and {}-byte values; {} in flight; \
          {} shards; {} CPU(s), kernel {}; data in {}",
         thousands(args.inserts as f64),
         thousands(args.reads as f64),
-        args.value_bytes,
-        args.in_flight,
+        args.run.value_bytes,
+        args.run.in_flight,
         args.shards,
         machine.nproc,
         machine.kernel.as_deref().unwrap_or("?"),
@@ -817,7 +789,7 @@ fn main() -> Result<()> {
                     "== {}: {} sync, {} in flight over {} connection(s), server spins {} us before parking ==",
                     scenario.name(),
                     mode,
-                    args.in_flight,
+                    args.run.in_flight,
                     connections,
                     spin_before_park_us
                 );
@@ -830,33 +802,33 @@ fn main() -> Result<()> {
     let embedded_comparison = comparisons(&args, &scenarios);
     print_summary(&scenarios, &embedded_comparison);
 
-    setup.finish(args.keep)?;
+    setup.finish(args.run.keep)?;
     let data_dir = setup.run_dir.display().to_string();
     let report = Report {
         benchmark: "server_surge",
         machine: setup.machine,
         parameters: Parameters {
             command: std::env::args().collect(),
-            enigmadb: args.enigmadb.display().to_string(),
+            enigmadb: args.run.enigmadb.display().to_string(),
             table: CREATE_TABLE,
             insert: INSERT,
             select: SELECT,
             inserts: args.inserts,
             reads: args.reads,
             key_bytes: KEY_BYTES,
-            value_bytes: args.value_bytes,
-            in_flight: args.in_flight,
+            value_bytes: args.run.value_bytes,
+            in_flight: args.run.in_flight,
             connections: args.connections.clone(),
             modes: args.modes.clone(),
             spin_before_park_us: args.spin_before_park_us.clone(),
             shards: args.shards,
-            periodic_sync_ms: args.periodic_sync_ms,
-            memtable_budget: args.memtable_budget.clone(),
-            cache_budget: args.cache_budget.clone(),
+            periodic_sync_ms: args.run.periodic_sync_ms,
+            memtable_budget: args.run.memtable_budget.clone(),
+            cache_budget: args.run.cache_budget.clone(),
             pin_shards: args.pin_shards,
             consistency: "ONE",
             data_dir,
-            seed: args.seed,
+            seed: args.run.seed,
         },
         scenarios,
         embedded_comparison,
