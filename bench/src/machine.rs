@@ -2,7 +2,7 @@
 //! and build profile. Read from /proc and a few commands; anything unreadable is left out
 //! (`None`), never guessed. Also how the programs place their shard executors on the CPUs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,29 @@ impl Machine {
             build: if cfg!(debug_assertions) { "debug" } else { "release" },
         }
     }
+}
+
+/// The flags of the benchmarks that run the engine embedded, on executors of their own
+/// (`write_surge`, `read_path`), flattened into each one's own.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineRunArgs {
+    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
+    #[arg(long, default_value_t = 512 * 1024)]
+    pub io_memory: usize,
+    /// Busy-poll this long before an idle executor parks (0 = park at once, the node's
+    /// default). Parking costs a wake-up when the I/O completes (GLOMMIO.md, pitfall 4).
+    #[arg(long, default_value_t = 0)]
+    pub spin_before_park_us: u64,
+    /// Pin shard i to CPU i: auto pins when there are at least as many CPUs as shards.
+    #[arg(long, value_enum, default_value_t = Pinning::Auto)]
+    pub pin: Pinning,
+    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
+    /// Must be on the disk you mean to measure (not tmpfs).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
+    pub dir: PathBuf,
+    /// Keep the data directory after the run (`read_path --reuse` reads it again).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Whether shard executors are pinned to CPUs (executor i to CPU i): a command-line choice.

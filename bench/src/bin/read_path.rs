@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
-use bench::machine::{Machine, Pinning};
+use bench::machine::{EngineRunArgs, Machine};
 use bench::report::{fresh_run_dir, megabytes, per_second, ratio, thousands, write_json};
 use bench::surge::{partition_key, row_of_key, surge_schema, write_rows, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
 use bench::usage::{CpuShares, CpuUsage, DiskActivity, DiskCounters, Snapshot};
@@ -100,22 +100,6 @@ struct Args {
     /// Runs to do, comma-separated (e.g. `--runs warm` with --reuse to profile one of them).
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = vec![RunKind::Cold, RunKind::ColdK1, RunKind::Warm, RunKind::Scan, RunKind::Absent])]
     runs: Vec<RunKind>,
-    /// Memory the executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
-    #[arg(long, default_value_t = 512 * 1024)]
-    io_memory: usize,
-    /// Busy-poll this long before the idle executor parks (0 = park at once).
-    #[arg(long, default_value_t = 0)]
-    spin_before_park_us: u64,
-    /// Pin the shard's executor to CPU 0 (auto: when there is a CPU for it).
-    #[arg(long, value_enum, default_value_t = Pinning::Auto)]
-    pin: Pinning,
-    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
-    /// Must be on the disk you mean to measure (not tmpfs).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
-    dir: PathBuf,
-    /// Keep the data directory after the run (to rerun the reads with --reuse).
-    #[arg(long)]
-    keep: bool,
     /// Skip loading: read the shard directory an earlier run kept (`--keep`; the path it
     /// printed). --rows, --value-bytes and --seed must be the ones it was loaded with.
     #[arg(long)]
@@ -133,6 +117,8 @@ struct Args {
     /// Compaction throughput limit in MiB/s (0 = unlimited; the engine's default is 64).
     #[arg(long, default_value_t = 64)]
     compaction_throughput_mib: u64,
+    #[command(flatten)]
+    engine: EngineRunArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -1462,13 +1448,13 @@ fn main() -> Result<()> {
     let (run_dir, shard_dir) = match &args.reuse {
         Some(dir) => (None, dir.canonicalize().with_context(|| format!("--reuse {}", dir.display()))?),
         None => {
-            let run_dir = fresh_run_dir(&args.dir, "read-path")?;
+            let run_dir = fresh_run_dir(&args.engine.dir, "read-path")?;
             let shard_dir = run_dir.join("shard-000");
             (Some(run_dir), shard_dir)
         }
     };
     let machine = Machine::probe_for_run();
-    let pin = args.pin.pins(1, machine.nproc);
+    let pin = args.engine.pin.pins(1, machine.nproc);
     println!(
         "read path: {} rows of {KEY_BYTES}-byte keys and {}-byte values in one shard ({}); {} CPU(s), kernel {}; data in {}",
         thousands(args.rows as f64),
@@ -1490,9 +1476,9 @@ fn main() -> Result<()> {
     );
 
     let placement = if pin { Placement::Fixed(0) } else { Placement::Unbound };
-    let mut builder = LocalExecutorBuilder::new(placement).name("read-path").io_memory(args.io_memory);
-    if args.spin_before_park_us > 0 {
-        builder = builder.spin_before_park(Duration::from_micros(args.spin_before_park_us));
+    let mut builder = LocalExecutorBuilder::new(placement).name("read-path").io_memory(args.engine.io_memory);
+    if args.engine.spin_before_park_us > 0 {
+        builder = builder.spin_before_park(Duration::from_micros(args.engine.spin_before_park_us));
     }
     let (shard_args, thread_dir, thread_values) = (args.clone(), shard_dir.clone(), values.clone());
     let handle = builder
@@ -1501,7 +1487,7 @@ fn main() -> Result<()> {
     let outcome = handle.join().map_err(|e| anyhow!("shard executor: {e}"));
     let cleanup = |run_dir: &Option<PathBuf>| -> Result<()> {
         match run_dir {
-            Some(dir) if !args.keep => {
+            Some(dir) if !args.engine.keep => {
                 std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
             }
             _ => Ok(()),
@@ -1523,7 +1509,7 @@ fn main() -> Result<()> {
         println!("  [{}] {}", if a.met { "met" } else { "NOT MET" }, a.aim);
         println!("        {}", a.measured);
     }
-    if args.keep && run_dir.is_some() {
+    if args.engine.keep && run_dir.is_some() {
         println!();
         println!("data kept: rerun the reads with --reuse {}", outcome.data_dir.display());
     }
@@ -1551,8 +1537,8 @@ fn main() -> Result<()> {
             absent_reads: args.absent_reads,
             scan_page: args.scan_page,
             runs: args.runs.clone(),
-            io_memory_bytes: args.io_memory,
-            spin_before_park_us: args.spin_before_park_us,
+            io_memory_bytes: args.engine.io_memory,
+            spin_before_park_us: args.engine.spin_before_park_us,
             pinned_cpu: pin.then_some(0),
             data_dir: outcome.data_dir.display().to_string(),
             reused_data: args.reuse.is_some(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bench::latency::{format_us, LatencyHistogram, LatencySummary};
-use bench::machine::{Machine, Pinning};
+use bench::machine::{EngineRunArgs, Machine, Pinning};
 use bench::rendezvous::Rendezvous;
 use bench::report::{fresh_run_dir, megabytes, per_second, ratio, thousands, write_json};
 use bench::surge::{surge_schema, write_rows, Mode, ValuePool, KEY_BYTES, VALUE_POOL_BYTES};
@@ -65,29 +65,14 @@ struct Args {
     /// MemTable budget per shard in MiB; must hold the whole run (there is no flush yet).
     #[arg(long, default_value_t = 4096)]
     memtable_budget_mib: usize,
-    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
-    #[arg(long, default_value_t = 512 * 1024)]
-    io_memory: usize,
-    /// Busy-poll this long before an idle executor parks (0 = park at once, the node's
-    /// default). Parking costs a wake-up when the write completes (GLOMMIO.md, pitfall 4).
-    #[arg(long, default_value_t = 0)]
-    spin_before_park_us: u64,
-    /// Pin shard i to CPU i: auto pins when there are at least as many CPUs as shards.
-    #[arg(long, value_enum, default_value_t = Pinning::Auto)]
-    pin: Pinning,
-    /// Parent directory of the run's data (a fresh subdirectory is created and removed).
-    /// Must be on the disk you mean to measure (not tmpfs).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-data"))]
-    dir: PathBuf,
-    /// Keep the data directory after the run.
-    #[arg(long)]
-    keep: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/reports/write-surge.json"))]
     report: PathBuf,
     /// Seed of the value bytes.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    engine: EngineRunArgs,
 }
 
 /// Everything one shard thread needs (sent to it, so plain data only).
@@ -349,7 +334,7 @@ impl Scenario {
 fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<ValuePool>) -> Result<ScenarioReport> {
     let dir = run_dir.join(scenario.name());
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = args.pin.pins(scenario.shards, nproc);
+    let pin = args.engine.pin.pins(scenario.shards, nproc);
     let meet = Arc::new(Rendezvous::new(scenario.shards + 1));
     let mut handles = Vec::new();
     let mut first_row = 0;
@@ -371,9 +356,10 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
         };
         first_row += rows;
         let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
-        let mut builder = LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.io_memory);
-        if args.spin_before_park_us > 0 {
-            builder = builder.spin_before_park(Duration::from_micros(args.spin_before_park_us));
+        let mut builder =
+            LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.engine.io_memory);
+        if args.engine.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(args.engine.spin_before_park_us));
         }
         let spawned = builder.spawn(move || run_shard(plan));
         match spawned {
@@ -402,7 +388,7 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
             Err(e) => failures.push(format!("shard {i} executor: {e}")),
         }
     }
-    if !args.keep {
+    if !args.engine.keep {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     if !failures.is_empty() {
@@ -615,7 +601,7 @@ fn main() -> Result<()> {
     }
     surge_schema(SURGE_TABLE_ID)?;
 
-    let run_dir = fresh_run_dir(&args.dir, "write-surge")?;
+    let run_dir = fresh_run_dir(&args.engine.dir, "write-surge")?;
     let machine = Machine::probe_for_run();
     println!(
         "write surge: {} rows of {KEY_BYTES}-byte keys and {}-byte values; {} CPU(s), kernel {}; data in {}",
@@ -650,7 +636,7 @@ fn main() -> Result<()> {
     }
     print_summary(&scenarios);
 
-    if !args.keep {
+    if !args.engine.keep {
         // Only our own, now empty, run directory: never the user's --dir.
         std::fs::remove_dir(&run_dir).with_context(|| format!("removing {}", run_dir.display()))?;
     }
@@ -671,9 +657,9 @@ fn main() -> Result<()> {
             segment_bytes: args.segment_mib << 20,
             wal_max_pending_bytes: WalConfig::default().max_pending_bytes,
             memtable_budget_bytes: args.memtable_budget_mib << 20,
-            io_memory_bytes: args.io_memory,
-            spin_before_park_us: args.spin_before_park_us,
-            pin: args.pin,
+            io_memory_bytes: args.engine.io_memory,
+            spin_before_park_us: args.engine.spin_before_park_us,
+            pin: args.engine.pin,
             data_dir: run_dir.display().to_string(),
             seed: args.seed,
         },
