@@ -96,7 +96,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncModeSetting {
-    /// Acknowledge after the fdatasync that covers the write (group commit).
+    /// Acknowledge once the write is durable (O_DSYNC segments, group commit).
     Batch,
     /// Acknowledge once the write completed; fdatasync every `periodic_sync_ms`.
     Periodic,

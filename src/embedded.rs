@@ -351,7 +351,7 @@ fn info(node: &Node, report: &OpenReport) -> Result<()> {
     println!("data directory {}: {} shard(s), tables: {}", node.data_dir().display(), report.shards, tables.join(", "));
     for s in futures_lite::future::block_on(node.stats())? {
         println!(
-            "shard {}: {} writes; MemTables {} partitions, {} bytes ({} waiting to flush); {} SSTables, {} bytes, {} flushes; WAL {} records, {} fdatasyncs",
+            "shard {}: {} writes; MemTables {} partitions, {} bytes ({} waiting to flush); {} SSTables, {} bytes, {} flushes; WAL {} records, {} syncs",
             s.shard,
             s.writes,
             s.memtable_partitions,

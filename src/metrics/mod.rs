@@ -355,7 +355,12 @@ const SHARD_METRICS: [ShardMetric; 19] = [
         "Bytes the WAL wrote to the device (with rewritten partial blocks and padding).",
         |s| s.wal.bytes_written as f64,
     ),
-    ("enigmadb_wal_syncs_total", Kind::Counter, "WAL fdatasyncs.", |s| s.wal.syncs as f64),
+    (
+        "enigmadb_wal_syncs_total",
+        Kind::Counter,
+        "Times the WAL was made durable: fdatasyncs, and in batch mode each write (O_DSYNC).",
+        |s| s.wal.syncs as f64,
+    ),
     ("enigmadb_compactions_pending", Kind::Gauge, "Compactions the strategy would run now.", |s| {
         s.compaction.pending as f64
     }),

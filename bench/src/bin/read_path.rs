@@ -1113,7 +1113,7 @@ fn print_load(l: &LoadPhase) {
     print_latency("write latency", &l.write_latency_us);
     print_usage(&l.write_usage, l.rows as f64, "row");
     println!(
-        "  final flush       {:.2} s; {} flushes in all, {} SSTables; WAL wrote {:.1} MB with {} fdatasyncs",
+        "  final flush       {:.2} s; {} flushes in all, {} SSTables; WAL wrote {:.1} MB with {} syncs",
         l.final_flush_seconds,
         l.flushes,
         l.sstables,

@@ -35,11 +35,20 @@ pub type Lsn = u64;
 /// When an append is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
-    /// After the record is written and covered by an fdatasync (survives power loss).
+    /// Once the record is durable (survives power loss): segments are opened `O_DSYNC`, so the
+    /// write of a group completes only when its data (and the metadata needed to read it back)
+    /// is on stable storage, as a write followed by an fdatasync would be, in one operation.
     Batch,
     /// As soon as the O_DIRECT write has completed (survives a killed process); fdatasync runs
     /// every `periodic_sync`.
     Periodic,
+}
+
+impl SyncMode {
+    /// Whether each write must be durable when it completes (segments opened `O_DSYNC`).
+    pub fn durable_writes(self) -> bool {
+        self == SyncMode::Batch
+    }
 }
 
 /// Smallest segment: the header block plus one block of records.
@@ -118,7 +127,7 @@ pub struct WalStats {
     pub bytes_written: u64,
     /// Write calls issued.
     pub writes: u64,
-    /// fdatasyncs issued.
+    /// Times the log was made durable: fdatasyncs, and in Batch mode each write (`O_DSYNC`).
     pub syncs: u64,
     pub segments_created: u64,
     pub segments_deleted: u64,

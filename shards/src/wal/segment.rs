@@ -121,40 +121,66 @@ pub struct ActiveSegment {
     pub path: PathBuf,
     write_end: u64,
     tail: Vec<u8>,
+    /// Opened `O_DSYNC`: an append is durable once it completes.
+    durable_writes: bool,
+}
+
+/// Extra open(2) flags of an active segment: `O_DSYNC` when each write must be durable on
+/// completion (Batch mode).
+fn open_flags(durable_writes: bool) -> i32 {
+    if durable_writes {
+        libc::O_DSYNC
+    } else {
+        0
+    }
 }
 
 impl ActiveSegment {
     /// Creates segment `id`, pre-allocates `segment_size` bytes and makes its directory entry
     /// durable. Its header is not written yet: the caller passes the encoded header as the first
-    /// bytes of its first [`ActiveSegment::append`].
-    pub async fn create(dir: &Path, id: SegmentId, segment_size: u64) -> Result<ActiveSegment, WalError> {
+    /// bytes of its first [`ActiveSegment::append`]. With `durable_writes` the file is opened
+    /// `O_DSYNC`: each append completes only once it is durable, as if an fdatasync had followed.
+    pub async fn create(
+        dir: &Path,
+        id: SegmentId,
+        segment_size: u64,
+        durable_writes: bool,
+    ) -> Result<ActiveSegment, WalError> {
         let path = dir.join(segment_file_name(id));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .custom_flags(open_flags(durable_writes))
             .dma_open(&path)
             .await
             .map_err(|e| io_error("create", &path, e))?;
-        let mut segment = ActiveSegment { file, id, path, write_end: 0, tail: Vec::new() };
+        let mut segment = ActiveSegment { file, id, path, write_end: 0, tail: Vec::new(), durable_writes };
         segment.prepare(segment_size).await?;
         sync_dir(dir).map_err(|e| io_error("sync directory of", &segment.path, e))?;
         Ok(segment)
     }
 
     /// Reopens an existing segment whose good records end at `write_end`; `tail` is the content
-    /// of the partial block before it (`write_end % BLOCK_SIZE` bytes).
+    /// of the partial block before it (`write_end % BLOCK_SIZE` bytes). `durable_writes` as for
+    /// [`ActiveSegment::create`].
     pub async fn reopen(
         path: &Path,
         id: SegmentId,
         write_end: u64,
         tail: Vec<u8>,
         segment_size: u64,
+        durable_writes: bool,
     ) -> Result<ActiveSegment, WalError> {
         assert_eq!(tail.len() as u64, write_end % BLOCK_SIZE as u64, "tail must be the partial block");
-        let file =
-            OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(|e| io_error("open", path, e))?;
-        let mut segment = ActiveSegment { file, id, path: path.to_path_buf(), write_end, tail };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(open_flags(durable_writes))
+            .dma_open(path)
+            .await
+            .map_err(|e| io_error("open", path, e))?;
+        let mut segment = ActiveSegment { file, id, path: path.to_path_buf(), write_end, tail, durable_writes };
         segment.prepare(segment_size).await?;
         Ok(segment)
     }
@@ -175,8 +201,14 @@ impl ActiveSegment {
         self.write_end
     }
 
+    /// Whether an append is durable once it completes (the file is opened `O_DSYNC`).
+    pub fn durable_writes(&self) -> bool {
+        self.durable_writes
+    }
+
     /// Writes `parts` (concatenated) at `write_end`, rewriting the partial last block first.
-    /// One write in flight at a time, each at most [`MAX_IO_SIZE`].
+    /// One write in flight at a time, each at most [`MAX_IO_SIZE`]. With durable writes the
+    /// append counts as one sync in `io` (the point where the log became durable).
     pub async fn append(&mut self, parts: &[&[u8]], io: &IoCounters) -> Result<(), WalError> {
         let body_len: usize = parts.iter().map(|p| p.len()).sum();
         let start = align_down(self.write_end, BLOCK_SIZE as u64);
@@ -197,6 +229,9 @@ impl ActiveSegment {
         let mut tail = vec![0u8; keep];
         copy_concatenated(&self.tail, parts, total - keep, &mut tail);
         self.tail = tail;
+        if self.durable_writes {
+            bump(&io.syncs, 1);
+        }
         Ok(())
     }
 

@@ -259,6 +259,53 @@ fn dropping_the_wal_still_writes_admitted_records_and_refuses_waiting_ones() {
     assert_replays(dir.path(), config, &acked);
 }
 
+/// The open(2) flags of this process's descriptors of `path` (from /proc/self/fdinfo).
+fn open_flags_of(path: &Path) -> Vec<i32> {
+    let mut flags = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if std::fs::read_link(entry.path()).ok().as_deref() != Some(path) {
+            continue;
+        }
+        let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(entry.file_name())).unwrap_or_default();
+        if let Some(octal) = info.lines().find_map(|line| line.strip_prefix("flags:")) {
+            flags.push(i32::from_str_radix(octal.trim(), 8).unwrap());
+        }
+    }
+    flags
+}
+
+#[test]
+fn batch_mode_writes_are_durable_on_completion_and_periodic_ones_wait_for_the_period() {
+    for mode in [SyncMode::Batch, SyncMode::Periodic] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = WalConfig { sync_mode: mode, periodic_sync: Duration::from_secs(3600), ..test_config() };
+        let (flags, syncs) = on_executor(dir.path(), move |dir| async move {
+            let (wal, _, _) = open(&dir, config).await.unwrap();
+            // One after another: three groups, three writes.
+            append_all(&wal, vec![vec![7u8; 100]; 3]).await;
+            let mut flags = Vec::new();
+            for (_, path) in list_segments(&dir).unwrap() {
+                flags.extend(open_flags_of(&path.canonicalize().unwrap()));
+            }
+            let syncs = wal.stats().syncs;
+            wal.close().await.unwrap();
+            (flags, syncs)
+        });
+        assert_eq!(flags.len(), 1, "{mode:?}: one segment open, the active one: {flags:?}");
+        let dsync = flags[0] & libc::O_DSYNC == libc::O_DSYNC;
+        match mode {
+            SyncMode::Batch => {
+                assert!(dsync, "batch mode opens its segment O_DSYNC (flags {:o})", flags[0]);
+                assert_eq!(syncs, 3, "each acknowledged group was one durable write");
+            }
+            SyncMode::Periodic => {
+                assert!(!dsync, "periodic mode writes without O_DSYNC (flags {:o})", flags[0]);
+                assert_eq!(syncs, 0, "and syncs only when the period has passed");
+            }
+        }
+    }
+}
+
 #[test]
 fn periodic_mode_acknowledges_after_the_write_and_records_survive_a_killed_process() {
     let seed = Seed::from_env("WAL_TEST_SEED");

@@ -1,6 +1,8 @@
 //! Appends and group commit. `append` frames a record into the pending buffer synchronously (so
 //! LSNs follow call order); one background task swaps the pending buffer out, issues one write at
-//! a time, fdatasyncs as the sync mode asks, and then wakes that group's waiters. Records that
+//! a time (durable when it completes in Batch mode, whose segments are opened `O_DSYNC`),
+//! fdatasyncs as the sync mode asks (Periodic: once per period), and then wakes that group's
+//! waiters. Records that
 //! arrive meanwhile form the next group. The task never acknowledges a record after a failed
 //! write or fdatasync: the first failure fails every waiter and every later append.
 
@@ -383,8 +385,15 @@ pub async fn start(
     let io = IoCounters::default();
     let active = match recovered.newest {
         Some(newest) => {
-            let mut segment =
-                ActiveSegment::reopen(&newest.path, newest.id, newest.end, newest.tail, config.segment_size).await?;
+            let mut segment = ActiveSegment::reopen(
+                &newest.path,
+                newest.id,
+                newest.end,
+                newest.tail,
+                config.segment_size,
+                config.sync_mode.durable_writes(),
+            )
+            .await?;
             if newest.garbage_end > newest.end {
                 // Stale bytes past the good records must not survive to be mistaken for records
                 // once new ones are written in front of them.
@@ -542,7 +551,8 @@ impl Writer {
         } else {
             active.append(&[&batch.bytes], &self.shared.io).await?;
         }
-        self.dirty = true;
+        // A durable write (Batch mode) leaves nothing for an fdatasync to do.
+        self.dirty |= !active.durable_writes();
         Ok(())
     }
 
@@ -570,7 +580,9 @@ impl Writer {
         }
         let id = self.next_segment_id;
         self.next_segment_id += 1;
-        let segment = ActiveSegment::create(&self.shared.dir, id, self.shared.config.segment_size).await?;
+        let config = &self.shared.config;
+        let segment =
+            ActiveSegment::create(&self.shared.dir, id, config.segment_size, config.sync_mode.durable_writes()).await?;
         self.shared.state.borrow_mut().segments_created += 1;
         self.active = Some(segment);
         Ok(())
