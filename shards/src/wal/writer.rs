@@ -71,7 +71,7 @@ struct State {
     sync_requested: bool,
     /// Last LSN whose write completed.
     written_lsn: Lsn,
-    /// Last LSN covered by an fdatasync.
+    /// Last LSN known durable (covered by an fdatasync, or written `O_DSYNC` in Batch mode).
     durable_lsn: Lsn,
     stopping: bool,
     failed: Option<Arc<WalError>>,
@@ -305,7 +305,7 @@ pub fn append(shared: &Rc<Shared>, payload: &[u8]) -> AppendFuture {
     AppendFuture { shared: shared.clone(), state: AppendState::Submitted { slot, ticket } }
 }
 
-/// Resolves once everything admitted before the call is written and fdatasync'ed.
+/// Resolves once everything admitted before the call is written and durable.
 pub async fn sync(shared: &Rc<Shared>) -> Result<(), WalError> {
     let slot = {
         let mut st = shared.state.borrow_mut();
@@ -455,7 +455,7 @@ struct Writer {
     shared: Rc<Shared>,
     active: Option<ActiveSegment>,
     next_segment_id: SegmentId,
-    /// Bytes written since the last fdatasync of the active segment.
+    /// Bytes written and not yet durable (Periodic mode: since the last fdatasync).
     dirty: bool,
     last_sync: Instant,
 }
@@ -565,7 +565,7 @@ impl Writer {
         Ok(())
     }
 
-    /// Finishes the active segment (fdatasync, so older segments are always complete) and opens
+    /// Finishes the active segment (durable first, so older segments are always complete) and opens
     /// the next one for records from `first_lsn` on.
     async fn rotate(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
         if let Some(old) = self.active.take() {
