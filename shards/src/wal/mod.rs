@@ -232,7 +232,7 @@ impl Wal {
         writer::append(&self.shared, payload)
     }
 
-    /// Forces everything appended so far to be written and fdatasync'ed (appends still waiting
+    /// Forces everything appended so far to be written and durable (appends still waiting
     /// for room under `max_pending_bytes` have no LSN yet and are not covered).
     pub async fn sync(&self) -> Result<(), WalError> {
         writer::sync(&self.shared).await
