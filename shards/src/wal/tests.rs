@@ -51,6 +51,24 @@ fn assert_replays(dir: &Path, config: WalConfig, expected: &Replayed) -> ReplayR
     })
 }
 
+/// Opens a WAL with `config` over a fresh directory on its own executor and runs `body` on it;
+/// `body` returns the records it saw acknowledged. Then checks that replaying the directory gives
+/// back exactly those, and returns them.
+fn acked_then_replayed<F, Fut>(config: WalConfig, body: F) -> Replayed
+where
+    F: FnOnce(Wal) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Replayed> + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config.clone();
+    let acked = on_executor(dir.path(), move |dir| async move {
+        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+        body(wal).await
+    });
+    assert_replays(dir.path(), config, &acked);
+    acked
+}
+
 /// Appends `payloads` one after another (each acknowledged before the next), returns them with
 /// their LSNs.
 async fn append_all(wal: &Wal, payloads: Vec<Vec<u8>>) -> Replayed {
@@ -175,14 +193,11 @@ fn concurrent_batch_appends_replay_in_lsn_order_with_fewer_syncs_than_records() 
 #[test]
 fn appends_get_lsns_in_call_order_even_under_back_pressure() {
     let seed = Seed::from_env("WAL_TEST_SEED");
-    let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..60).map(|_| payload(&mut rng, 1500)).collect();
     // Pending holds at most ~2 records, so most appends wait for room.
     let config = WalConfig { max_pending_bytes: 3000, ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    let acked = acked_then_replayed(config, move |wal| async move {
         let acked = append_concurrently(&wal, payloads).await;
         // A record larger than the bound is still admitted (alone).
         let big = vec![7u8; 10_000];
@@ -195,16 +210,12 @@ fn appends_get_lsns_in_call_order_even_under_back_pressure() {
     });
     let lsns: Vec<Lsn> = acked.iter().map(|(l, _)| *l).collect();
     assert_eq!(lsns, (1..=61).collect::<Vec<_>>(), "LSNs follow call order");
-    assert_replays(dir.path(), config, &acked);
 }
 
 #[test]
 fn waiting_appends_are_admitted_without_their_futures_being_polled() {
-    let dir = tempfile::tempdir().unwrap();
     let config = WalConfig { max_pending_bytes: 3000, ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    let acked = acked_then_replayed(config, move |wal| async move {
         let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1500]).collect();
         let mut futures: Vec<_> = payloads.iter().map(|p| wal.append(p)).collect();
         // Only the last is awaited; the earlier ones wait for room without being polled.
@@ -219,16 +230,12 @@ fn waiting_appends_are_admitted_without_their_futures_being_polled() {
         acked
     });
     assert_eq!(acked.iter().map(|(l, _)| *l).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
-    assert_replays(dir.path(), config, &acked);
 }
 
 #[test]
 fn dropped_waiting_append_takes_no_lsn() {
-    let dir = tempfile::tempdir().unwrap();
     let config = WalConfig { max_pending_bytes: 100, ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    let acked = acked_then_replayed(config, move |wal| async move {
         let first = wal.append(&[1u8; 80]);
         let waiting = wal.append(&[2u8; 80]); // no room: waits for admission
         drop(waiting);
@@ -239,16 +246,12 @@ fn dropped_waiting_append_takes_no_lsn() {
     });
     assert_eq!(acked[0].0, 1);
     assert_eq!(acked[1].0, 2, "the dropped append never got an LSN");
-    assert_replays(dir.path(), config, &acked);
 }
 
 #[test]
 fn dropping_the_wal_still_writes_admitted_records_and_refuses_waiting_ones() {
-    let dir = tempfile::tempdir().unwrap();
     let config = WalConfig { max_pending_bytes: 100, ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    acked_then_replayed(config, move |wal| async move {
         let admitted = wal.append(&[1u8; 80]);
         let waiting = wal.append(&[2u8; 80]);
         drop(wal);
@@ -256,7 +259,6 @@ fn dropping_the_wal_still_writes_admitted_records_and_refuses_waiting_ones() {
         assert!(matches!(waiting.await, Err(WalError::Closed)));
         acked
     });
-    assert_replays(dir.path(), config, &acked);
 }
 
 /// The open(2) flags of this process's descriptors of `path` (from /proc/self/fdinfo).
@@ -309,30 +311,23 @@ fn batch_mode_writes_are_durable_on_completion_and_periodic_ones_wait_for_the_pe
 #[test]
 fn periodic_mode_acknowledges_after_the_write_and_records_survive_a_killed_process() {
     let seed = Seed::from_env("WAL_TEST_SEED");
-    let dir = tempfile::tempdir().unwrap();
     let mut rng = seed.rng();
     let payloads: Vec<Vec<u8>> = (0..20).map(|_| payload(&mut rng, 3000)).collect();
     // The period never elapses during the test: acknowledgement cannot wait for a sync.
     let config = WalConfig { sync_mode: SyncMode::Periodic, periodic_sync: Duration::from_secs(3600), ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    acked_then_replayed(config, move |wal| async move {
         let acked = append_all(&wal, payloads).await;
         assert_eq!(wal.stats().syncs, 0, "periodic mode acknowledges without fdatasync");
         // Like kill -9: no close, no sync; the executor (the "process") goes away.
         std::mem::forget(wal);
         acked
     });
-    assert_replays(dir.path(), config, &acked);
 }
 
 #[test]
 fn periodic_timer_syncs_when_idle_and_dirty_and_then_rests() {
-    let dir = tempfile::tempdir().unwrap();
     let config = WalConfig { sync_mode: SyncMode::Periodic, periodic_sync: Duration::from_millis(20), ..test_config() };
-    let cfg = config.clone();
-    let acked = on_executor(dir.path(), move |dir| async move {
-        let (wal, _, _) = open(&dir, cfg).await.unwrap();
+    acked_then_replayed(config, move |wal| async move {
         let acked = append_all(&wal, vec![b"one".to_vec()]).await;
         glommio::timer::sleep(Duration::from_millis(200)).await;
         let synced = wal.stats().syncs;
@@ -347,7 +342,6 @@ fn periodic_timer_syncs_when_idle_and_dirty_and_then_rests() {
         wal.close().await.unwrap();
         acked
     });
-    assert_replays(dir.path(), config, &acked);
 }
 
 #[test]
