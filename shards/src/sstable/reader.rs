@@ -241,12 +241,18 @@ impl Sstable {
 
     /// Data block `i`; a block read from the device is put in the cache only if `fill`.
     async fn block_filling_cache(&self, i: usize, fill: bool) -> Result<Rc<DataBlock>, SstableError> {
-        if let Some(block) = self.cache.get(self.id, self.index[i].offset) {
-            self.bump(|s| s.cache_hits += 1);
+        if let Some(block) = self.cached(i) {
             return Ok(block);
         }
         let mut blocks = self.read_blocks(i, i, fill).await?;
         Ok(blocks.swap_remove(0))
+    }
+
+    /// Data block `i` if the cache holds it (counted as a hit).
+    fn cached(&self, i: usize) -> Option<Rc<DataBlock>> {
+        let block = self.cache.get(self.id, self.index[i].offset)?;
+        self.bump(|s| s.cache_hits += 1);
+        Some(block)
     }
 
     /// Data block `first` and, when it has to come from the device, the blocks after it whose
@@ -254,10 +260,10 @@ impl Sstable {
     /// [`SCAN_READ_AHEAD_BYTES`] (or `first` alone when it is larger), in index order. For
     /// scans: one I/O per block would make a compaction wait on the device once per block.
     async fn blocks_ahead(&self, first: usize, end: Token, fill: bool) -> Result<Vec<Rc<DataBlock>>, SstableError> {
-        let head = &self.index[first];
-        if self.cache.get(self.id, head.offset).is_some() {
-            return Ok(vec![self.block_filling_cache(first, fill).await?]);
+        if let Some(block) = self.cached(first) {
+            return Ok(vec![block]);
         }
+        let head = &self.index[first];
         let mut last = first;
         while let Some(next) = self.index.get(last + 1) {
             // A damaged index (offsets not rising) just ends the read-ahead here.

@@ -2,9 +2,9 @@
 //! LSNs follow call order); one background task swaps the pending buffer out, issues one write at
 //! a time (durable when it completes in Batch mode, whose segments are opened `O_DSYNC`),
 //! fdatasyncs as the sync mode asks (Periodic: once per period), and then wakes that group's
-//! waiters. Records that
-//! arrive meanwhile form the next group. The task never acknowledges a record after a failed
-//! write or fdatasync: the first failure fails every waiter and every later append.
+//! waiters. Records that arrive meanwhile form the next group. The task never acknowledges a
+//! record after a failed write or fdatasync: the first failure fails every waiter and every later
+//! append.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
