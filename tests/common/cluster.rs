@@ -74,9 +74,19 @@ impl TestCluster {
         }
     }
 
+    /// Kills node i, starts it again on its directory, and waits until every running node
+    /// lists it up at its new client address (a new port at every start), which says that
+    /// each has learnt of the restart, not merely kept seeing the node it knew.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
-        self.nodes[i - 1] = Some(self.launch(i));
+        let server = self.launch(i);
+        let restarted = server.addr;
+        self.nodes[i - 1] = Some(server);
+        for (j, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            let what = format!("node {} sees the restarted node {i} up at {restarted}", j + 1);
+            await_until(&what, || sees_up(node.addr, restarted));
+        }
     }
 
     /// Waits until every running node reports `up` nodes up (UN) in `admin status`.
@@ -114,6 +124,12 @@ pub fn admin_status(addr: SocketAddr) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Whether `observer` lists the node whose client address is `node` as up (UN).
+pub fn sees_up(observer: SocketAddr, node: SocketAddr) -> bool {
+    let Some(status) = admin_status(observer) else { return false };
+    rows(&status).iter().any(|r| r["address"] == node.to_string() && r["state"] == "UN")
 }
 
 pub fn count_up(addr: SocketAddr) -> usize {
