@@ -9,6 +9,8 @@ mod checker;
 mod common;
 #[path = "chaos/netns.rs"]
 mod netns;
+#[path = "chaos/relay.rs"]
+mod relay;
 #[path = "chaos/run.rs"]
 mod run;
 
@@ -104,6 +106,49 @@ fn an_isolated_node_is_seen_down_and_up_again_after_the_heal() {
     common::cluster::await_until("node 3 sees only itself up", || common::cluster::count_up(isolated) == 1);
     cluster.net.heal().expect("healing");
     cluster.await_all_up();
+}
+
+/// A slowed node's peer messages are held back both ways: a write at ALL through node 1 waits
+/// for node 3's round trip (at least twice the delay), a QUORUM write that nodes 1 and 2 can
+/// answer does not, and after the heal ALL is quick again.
+#[test]
+fn a_slowed_node_answers_its_peers_late_until_the_heal() {
+    if !namespaces_available("a_slowed_node_answers_its_peers_late_until_the_heal") {
+        return;
+    }
+    let net = Network::create(3).expect("creating the network");
+    let mut cluster = NetCluster::start("chaos-slow", net, vec![Vec::new(); 3]);
+    common::run_ok(cluster.addr(1), "CREATE TABLE slow (k int PRIMARY KEY, v int) WITH replication_factor = 3");
+    let mut client = common::connect(cluster.addr(1));
+    let mut key = 0;
+    // The quickest of three writes at `level` through node 1.
+    let mut quickest = |client: &mut wire::client::Client, level| {
+        (0..3)
+            .map(|_| {
+                key += 1;
+                let started = std::time::Instant::now();
+                let text = format!("INSERT INTO slow (k, v) VALUES ({key}, {key})");
+                common::query_at(client, &text, level).unwrap_or_else(|e| panic!("{text} at {level:?}: {e:?}"));
+                started.elapsed()
+            })
+            .min()
+            .expect("three writes")
+    };
+    // Every node knows the table once a write at ALL succeeds.
+    common::cluster::await_until("a write at ALL succeeds", || {
+        common::query_at(&mut client, "INSERT INTO slow (k, v) VALUES (0, 0)", Consistency::All).is_ok()
+    });
+    assert!(quickest(&mut client, Consistency::All) < relay::SLOW_DELAY, "ALL before any fault");
+
+    cluster.net.inject(Fault::Slow(3)).expect("slowing node 3");
+    let slow_all = quickest(&mut client, Consistency::All);
+    assert!(slow_all >= 2 * relay::SLOW_DELAY, "ALL with node 3 slowed took {slow_all:?}");
+    let quorum = quickest(&mut client, Consistency::Quorum);
+    assert!(quorum < relay::SLOW_DELAY, "QUORUM without node 3 took {quorum:?}");
+
+    cluster.net.heal().expect("healing");
+    let healed = quickest(&mut client, Consistency::All);
+    assert!(healed < relay::SLOW_DELAY, "ALL after the heal took {healed:?}");
 }
 
 /// Node 3's wall clock runs a minute ahead (the test-only `--clock-offset-ms`). The writes it

@@ -1,20 +1,22 @@
 //! A cluster of real `enigmadb server` processes, each in a Linux network namespace of its own
 //! (veth into one bridge, node i at 10.X.0.i, the harness at 10.X.0.254 in the root namespace),
-//! and the faults the chaos harness injects: nftables drops (both ways or one way), a slowed
-//! link (tc), SIGKILL and restart, SIGSTOP and SIGCONT. It owns every namespace, link, rule and
+//! and the faults the chaos harness injects: nftables drops (both ways or one way), slowed peer
+//! links (a delay relay, relay.rs), SIGKILL and restart, SIGSTOP and SIGCONT. It owns every namespace, link, rule and
 //! process it creates, and its guard removes them all, even when a test panics; names carry
 //! this process id so that concurrent runs never collide. It never touches what it did not
 //! create, except leftovers of runs whose process no longer exists.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{self, cluster::await_until, Server};
+use crate::relay::{Relay, Slowed, RELAY_MARK, RELAY_PORT};
 
 /// Client protocol port of every node (each namespace has an address of its own).
 pub const CLIENT_PORT: u16 = 9470;
@@ -26,9 +28,6 @@ pub const METRICS_PORT: u16 = 9471;
 pub const MAX_NODES: usize = 16;
 /// Prefix of every namespace this harness creates; the rest is `{pid}-{node}`.
 const NETNS_PREFIX: &str = "enigma-chaos-";
-/// Queue bound of a slowed link when tc netem is missing: packets wait at most this long in
-/// the token bucket, then are dropped.
-const SLOW_QUEUE_LATENCY: &str = "400ms";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -38,6 +37,8 @@ pub enum NetError {
     Spawn { command: String, source: std::io::Error },
     #[error("no free 10.X.0.0/24 subnet for the chaos network")]
     NoSubnet,
+    #[error("starting the delay relay of node {node}: {source}")]
+    Relay { node: usize, source: std::io::Error },
 }
 
 /// Runs one command (ip, nft, tc) to completion; a non-zero exit is an error with its stderr.
@@ -62,18 +63,8 @@ pub enum Fault {
     OneWay { from: usize, to: usize },
     /// One node cut off from every other node (the clients still reach it).
     Isolate(usize),
-    /// Every packet in and out of one node is delayed (tc netem, or a token bucket when the
-    /// kernel has no netem).
+    /// Every peer message to and from one node waits [`crate::relay::SLOW_DELAY`] each way.
     Slow(usize),
-}
-
-/// How a slowed link is slowed: the kernel of this machine may lack sch_netem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowKind {
-    /// `tc netem delay`: a fixed delay on every packet.
-    Netem,
-    /// `tc tbf` at a low rate: packets queue (at most SLOW_QUEUE_LATENCY) behind a token bucket.
-    TokenBucket,
 }
 
 /// The namespaces and the bridge, without processes. Removing them is its Drop.
@@ -82,10 +73,10 @@ pub struct Network {
     /// X of 10.X.0.0/24.
     subnet: u8,
     nodes: usize,
-    /// Links slowed now (node numbers).
-    slowed: BTreeSet<usize>,
-    /// Whether the kernel has netem, learnt from the first slowed link.
-    slow_kind: Option<SlowKind>,
+    /// Nodes whose peer links are slowed now, read by every relay.
+    slowed: Arc<Slowed>,
+    /// One per node; dropped before the namespaces go.
+    relays: Vec<Relay>,
 }
 
 impl Network {
@@ -98,14 +89,15 @@ impl Network {
         run("ip", &["netns", "del", &name]).map(|_| ()).map_err(|e| e.to_string())
     }
 
-    /// Creates the bridge and `nodes` namespaces, each with its veth, address, and an empty
-    /// nftables input chain for the drops.
+    /// Creates the bridge and `nodes` namespaces, each with its veth, address, an empty
+    /// nftables input chain for the drops, and its peer connections redirected to its relay.
     pub fn create(nodes: usize) -> Result<Network, NetError> {
         assert!((1..=MAX_NODES).contains(&nodes), "1..={MAX_NODES} nodes");
         remove_leftovers();
         let pid = std::process::id();
         let subnet = free_subnet(pid)?;
-        let network = Network { pid, subnet, nodes, slowed: BTreeSet::new(), slow_kind: None };
+        let slowed = Arc::new(Slowed::default());
+        let mut network = Network { pid, subnet, nodes, slowed: slowed.clone(), relays: Vec::new() };
         let bridge = network.bridge();
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
         run("ip", &["addr", "add", &format!("{}/24", network.harness_ip()), "dev", &bridge])?;
@@ -123,8 +115,32 @@ impl Network {
             run("ip", &["netns", "exec", &ns, "nft", "add", "table", "inet", "chaos"])?;
             let chain = "{ type filter hook input priority 0; policy accept; }";
             run("ip", &["netns", "exec", &ns, "nft", "add", "chain", "inet", "chaos", "input", chain])?;
+            network.redirect_peer_connections(i)?;
+            let node_of = Arc::new(move |ip: Ipv4Addr| {
+                let [a, b, c, d] = ip.octets();
+                let node = d as usize;
+                ((a, b, c) == (10, subnet, 0) && (1..=nodes).contains(&node)).then_some(node)
+            });
+            let relay =
+                Relay::start(&ns, i, node_of, slowed.clone()).map_err(|source| NetError::Relay { node: i, source })?;
+            network.relays.push(relay);
         }
         Ok(network)
+    }
+
+    /// In node i's namespace, its connections to any other node's peer port go to its relay
+    /// (the relay's own, marked, go out as they are).
+    fn redirect_peer_connections(&self, i: usize) -> Result<(), NetError> {
+        let nft = |args: &[&str]| run("ip", &[&["netns", "exec", &self.netns(i), "nft"][..], args].concat());
+        nft(&["add", "table", "ip", "relay"])?;
+        nft(&["add", "chain", "ip", "relay", "output", "{ type nat hook output priority -100; }"])?;
+        let (mark, subnet, own) = (RELAY_MARK.to_string(), format!("10.{}.0.0/24", self.subnet), self.ip(i));
+        let (peer_port, to) = (PEER_PORT.to_string(), format!(":{RELAY_PORT}"));
+        nft(&["add", "rule", "ip", "relay", "output", "meta", "mark", &mark, "return"])?;
+        let redirect =
+            ["ip", "daddr", &subnet, "ip", "daddr", "!=", &own, "tcp", "dport", &peer_port, "redirect", "to", &to];
+        nft(&[&["add", "rule", "ip", "relay", "output"][..], &redirect].concat())?;
+        Ok(())
     }
 
     pub fn nodes(&self) -> usize {
@@ -200,49 +216,18 @@ impl Network {
         }
     }
 
-    /// Delays both directions of node a's link: egress of its own veth end and of the
-    /// bridge's end towards it.
+    /// Delays every peer message to and from node a, both ways, from now until the heal.
     fn slow(&mut self, a: usize) -> Result<(), NetError> {
-        let (ns, node_end, host_end) = (self.netns(a), self.node_veth(a), self.host_veth(a));
-        if self.slow_kind.is_none() {
-            let netem = run(
-                "ip",
-                &[
-                    "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &node_end, "root", "netem", "delay", "200ms",
-                    "50ms",
-                ],
-            );
-            self.slow_kind = Some(if netem.is_ok() { SlowKind::Netem } else { SlowKind::TokenBucket });
-            if netem.is_ok() {
-                run("tc", &["qdisc", "add", "dev", &host_end, "root", "netem", "delay", "200ms", "50ms"])?;
-                self.slowed.insert(a);
-                return Ok(());
-            }
-        }
-        self.slowed.insert(a);
-        let qdisc: &[&str] = match self.slow_kind {
-            Some(SlowKind::Netem) => &["netem", "delay", "200ms", "50ms"],
-            _ => &["tbf", "rate", "256kbit", "burst", "4kb", "latency", SLOW_QUEUE_LATENCY],
-        };
-        let in_ns = [&["netns", "exec", &ns, "tc", "qdisc", "add", "dev", &node_end, "root"][..], qdisc].concat();
-        run("ip", &in_ns)?;
-        run("tc", &[&["qdisc", "add", "dev", &host_end, "root"][..], qdisc].concat())?;
+        self.slowed.set(a, true);
         Ok(())
     }
 
-    /// How slowed links are slowed here, once one was.
-    pub fn slow_kind(&self) -> Option<SlowKind> {
-        self.slow_kind
-    }
-
-    /// Ends every fault: flushes every drop rule and removes every slowing qdisc.
+    /// Ends every fault: flushes every drop rule and ends every delay (chunks already held
+    /// back still leave at their time, in order).
     pub fn heal(&mut self) -> Result<(), NetError> {
         for i in 1..=self.nodes {
             run("ip", &["netns", "exec", &self.netns(i), "nft", "flush", "chain", "inet", "chaos", "input"])?;
-        }
-        for a in std::mem::take(&mut self.slowed) {
-            run("ip", &["netns", "exec", &self.netns(a), "tc", "qdisc", "del", "dev", &self.node_veth(a), "root"])?;
-            run("tc", &["qdisc", "del", "dev", &self.host_veth(a), "root"])?;
+            self.slowed.set(i, false);
         }
         Ok(())
     }
@@ -250,7 +235,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        // A namespace's veth end, rules and qdiscs go with it; the peer end goes with the pair.
+        // The relays first: a listening socket would keep its namespace alive.
+        self.relays.clear();
+        // A namespace's veth end and rules go with it; the peer end goes with the pair.
         for i in 1..=self.nodes {
             let _ = run("ip", &["netns", "del", &self.netns(i)]);
         }

@@ -18,7 +18,8 @@ use wire::{Consistency, Value};
 
 use crate::checker::{self, Final, History, ReadOp, Verdict, WriteOp, WriteOutcome};
 use crate::common;
-use crate::netns::{Fault, NetCluster, Network, NodeState, SlowKind};
+use crate::netns::{Fault, NetCluster, Network, NodeState};
+use crate::relay::SLOW_DELAY;
 
 /// Replication factor of the workload's table.
 pub const RF: usize = 3;
@@ -94,7 +95,6 @@ pub struct Report {
     pub reads: usize,
     pub reads_answered: usize,
     pub faults: BTreeMap<FaultKind, usize>,
-    pub slow_kind: Option<SlowKind>,
     /// From the heal until every key was read at ALL twice with the same answers.
     pub convergence: Duration,
     /// Which anti-entropy steps ran ("admin repair", "read at ALL").
@@ -123,8 +123,8 @@ impl Report {
         );
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
         println!("  faults injected:     {} ({})", self.faults.values().sum::<usize>(), faults.join(", "));
-        if let Some(kind) = self.slow_kind {
-            println!("  slow links through:  {kind:?}");
+        if self.faults.contains_key(&FaultKind::Slow) {
+            println!("  slow links:          peer messages held {} ms each way", SLOW_DELAY.as_millis());
         }
         println!(
             "  convergence:         {:.1} s after the heal ({})",
@@ -228,7 +228,6 @@ pub fn run(config: ChaosConfig) -> Report {
     let convergence = heal.elapsed();
     fin.all = all;
 
-    let slow_kind = cluster.net.slow_kind();
     cluster.stop_all();
     fin.replicas = (1..=config.nodes)
         .map(|i| {
@@ -252,7 +251,6 @@ pub fn run(config: ChaosConfig) -> Report {
         reads: history.reads.len(),
         reads_answered: history.reads.iter().filter(|r| r.result.is_some()).count(),
         faults,
-        slow_kind,
         convergence,
         repair_steps,
         verdict,
