@@ -16,6 +16,7 @@ use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 
 use crate::cluster::failure_detector::FailureDetectorConfig;
 use crate::cluster::service::ClusterConfig;
+use crate::cluster::transport::{DEFAULT_CLUSTER_NAME, MAX_CLUSTER_NAME_BYTES};
 use crate::coordinator::Timeouts;
 use crate::hints::HintSettings;
 use crate::logging::{self, LogFormat};
@@ -175,6 +176,9 @@ pub struct ServerConfig {
     /// Peer addresses contacted to join a cluster (Cassandra's seed_provider); empty: a
     /// single node until some other node lists this one as its seed.
     pub seeds: Vec<SocketAddr>,
+    /// Name of the cluster (Cassandra's cluster_name): nodes refuse peer connections from
+    /// nodes of another name, so two clusters given each other's seeds never merge.
+    pub cluster_name: String,
     /// Phi above which the failure detector marks a silent peer down (Cassandra's
     /// phi_convict_threshold; 8 is about 18 s of silence with gossip every second).
     pub phi_convict_threshold: f64,
@@ -246,6 +250,7 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("a valid literal address"),
             peer_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT)),
             seeds: Vec::new(),
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             phi_convict_threshold: 8.0,
             write_request_timeout_ms: 2_000,
             read_request_timeout_ms: 5_000,
@@ -350,6 +355,9 @@ impl ServerConfig {
         if self.seeds.len() > MAX_SEEDS {
             return invalid("seeds", &format!("at most {MAX_SEEDS} seeds"));
         }
+        if self.cluster_name.is_empty() || self.cluster_name.len() > MAX_CLUSTER_NAME_BYTES {
+            return invalid("cluster_name", &format!("must be 1 to {MAX_CLUSTER_NAME_BYTES} bytes"));
+        }
         if self.sync_mode == SyncModeSetting::Periodic && self.periodic_sync_ms == 0 {
             return invalid("periodic_sync_ms", "must be positive in periodic mode");
         }
@@ -393,6 +401,7 @@ impl ServerConfig {
             peer_listen: self.peer_listen,
             client_addr,
             seeds: self.seeds.clone(),
+            cluster_name: self.cluster_name.clone(),
             failure_detector: FailureDetectorConfig {
                 phi_convict_threshold: self.phi_convict_threshold,
                 ..FailureDetectorConfig::default()

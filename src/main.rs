@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: the client protocol on --listen (default 127.0.0.1:9470), one shard per core.
-    Server(enigmadb::server::Args),
+    Server(Box<enigmadb::server::Args>),
     /// Run a node's storage engine in this process against a data directory.
     Embedded(embedded::Args),
     /// Inspect an SSTable file: dump its rows, print its metadata, or check it.
@@ -58,7 +58,7 @@ fn main() {
         }
     }
     let result = match cli.command {
-        Command::Server(args) => enigmadb::server::run(args),
+        Command::Server(args) => enigmadb::server::run(*args),
         Command::Embedded(args) => embedded::run(args),
         Command::Sstable(args) => enigmadb::sstable_tool::run(args),
         Command::Shell(args) => enigmadb::shell::run(args),

@@ -44,6 +44,8 @@ pub struct ClusterConfig {
     pub client_addr: SocketAddr,
     /// Peer addresses contacted to join (`--seeds`); this node's own address may be listed.
     pub seeds: Vec<SocketAddr>,
+    /// Peers of another cluster name are refused at their HELLO.
+    pub cluster_name: String,
     pub failure_detector: FailureDetectorConfig,
     pub max_frame_bytes: usize,
 }
@@ -125,6 +127,7 @@ impl Cluster {
         let peer_addr = listener.local_addr().unwrap_or(config.peer_listen);
         let mut transport_config = TransportConfig::new(peer_addr);
         transport_config.max_frame_bytes = config.max_frame_bytes;
+        transport_config.cluster_name = config.cluster_name.clone();
         let local = node.host_id();
         let tokens = node.tokens();
         let gossip = Gossip::new(

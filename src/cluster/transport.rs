@@ -28,7 +28,10 @@ use glommio::sync::Semaphore;
 use shards::signal::Signal;
 use wire::frame::{FrameDecoder, FrameError, PeerFrame, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, PEER_OPCODES};
 
-pub use hello::{codes, Hello, RemoteError, PEER_PROTOCOL_VERSION, SUPPORTED_PEER_VERSIONS};
+pub use hello::{
+    codes, Hello, RemoteError, DEFAULT_CLUSTER_NAME, MAX_CLUSTER_NAME_BYTES, PEER_PROTOCOL_VERSION,
+    SUPPORTED_PEER_VERSIONS,
+};
 pub use streams::{MAX_ABANDONED_STREAMS, MAX_STREAMS_IN_FLIGHT};
 
 use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
@@ -67,6 +70,8 @@ pub const MAX_PEERS: usize = 4096;
 pub struct TransportConfig {
     /// This node's peer address, sent in HELLO: the `from` a peer's handler sees.
     pub local_addr: SocketAddr,
+    /// This node's cluster name, sent in HELLO; connections from other clusters are refused.
+    pub cluster_name: String,
     /// Largest frame (header + body) sent or accepted; at least `wire::frame::MIN_MAX_FRAME_BYTES`.
     pub max_frame_bytes: usize,
     /// Requests waiting for answers from one peer; beyond it `call` fails with `Overloaded`.
@@ -87,6 +92,7 @@ impl TransportConfig {
     pub fn new(local_addr: SocketAddr) -> TransportConfig {
         TransportConfig {
             local_addr,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
             max_queued_bytes_per_peer: DEFAULT_MAX_QUEUED_BYTES_PER_PEER,
@@ -429,7 +435,7 @@ async fn greet(config: &TransportConfig, peer: SocketAddr) -> Result<(TcpStream,
     let attempt = async {
         let mut stream = TcpStream::connect(peer).await.map_err(|e| unreachable(format!("connecting: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let hello = Hello { version: PEER_PROTOCOL_VERSION, from: config.local_addr };
+        let hello = Hello::new(config.local_addr, &config.cluster_name);
         let mut bytes = Vec::new();
         wire::frame::encode_peer_frame(&PeerFrame { opcode: PEER_HELLO, stream: 0, body: hello.encode() }, &mut bytes);
         stream.write_all(&bytes).await.map_err(|e| unreachable(format!("sending HELLO: {e}")))?;
@@ -450,7 +456,9 @@ async fn greet(config: &TransportConfig, peer: SocketAddr) -> Result<(TcpStream,
                 Err(e) => Err(PeerError::Protocol { peer, reason: format!("malformed HELLO_OK: {e}") }),
             },
             (PEER_ERROR, 0) => match RemoteError::decode(&frame.body) {
-                Ok(e) if e.code == codes::VERSION => Err(PeerError::Incompatible { peer, reason: e.message }),
+                Ok(e) if e.code == codes::VERSION || e.code == codes::CLUSTER => {
+                    Err(PeerError::Incompatible { peer, reason: e.message })
+                }
                 Ok(e) if e.code == codes::OVERLOADED => Err(PeerError::Overloaded { peer, reason: e.message }),
                 Ok(e) => Err(PeerError::Remote { peer, code: e.code, message: e.message }),
                 Err(e) => Err(PeerError::Protocol { peer, reason: format!("malformed PEER_ERROR: {e}") }),
@@ -578,7 +586,7 @@ async fn serve_connection(
             None
         })
         .await;
-    let from = match accept_hello(hello) {
+    let from = match accept_hello(hello, &config.cluster_name) {
         Ok((from, version)) => {
             outbox.push_peer(&PeerFrame { opcode: PEER_HELLO_OK, stream: 0, body: hello::encode_hello_ok(version) });
             Some(from)
@@ -605,8 +613,12 @@ async fn serve_connection(
     writer.await;
 }
 
-/// Checks the first frame of a connection: a HELLO on stream 0 with a version both speak.
-fn accept_hello(first: Option<Result<Option<PeerFrame>, FrameError>>) -> Result<(SocketAddr, u8), RemoteError> {
+/// Checks the first frame of a connection: a HELLO on stream 0 with a version both speak,
+/// from a node of this node's cluster (`cluster`).
+fn accept_hello(
+    first: Option<Result<Option<PeerFrame>, FrameError>>,
+    cluster: &str,
+) -> Result<(SocketAddr, u8), RemoteError> {
     let protocol = |message: String| RemoteError::new(codes::PROTOCOL, message);
     let frame = match first {
         None => return Err(protocol("no HELLO within the connect timeout".into())),
@@ -621,7 +633,7 @@ fn accept_hello(first: Option<Result<Option<PeerFrame>, FrameError>>) -> Result<
         )));
     }
     let hello = Hello::decode(&frame.body).map_err(|e| protocol(format!("malformed HELLO: {e}")))?;
-    Ok((hello.from, hello::negotiate(hello.version)?))
+    Ok((hello.from, hello.accept(cluster)?))
 }
 
 /// The serving side of one connection after its HELLO.

@@ -53,6 +53,9 @@ pub struct Args {
     /// Peer addresses to join a cluster through, comma-separated (host:port,...) [default: none].
     #[arg(long, value_delimiter = ',')]
     seeds: Option<Vec<SocketAddr>>,
+    /// Cluster name; peers of another name are refused [default: "Test Cluster"].
+    #[arg(long)]
+    cluster_name: Option<String>,
     /// Failure detector threshold: phi above which a silent peer is marked down [default: 8].
     #[arg(long)]
     phi_convict_threshold: Option<f64>,
@@ -158,6 +161,9 @@ impl Args {
         }
         if let Some(v) = &self.seeds {
             c.seeds = v.clone();
+        }
+        if let Some(v) = &self.cluster_name {
+            c.cluster_name = v.clone();
         }
         if let Some(v) = self.phi_convict_threshold {
             c.phi_convict_threshold = v;

@@ -1,5 +1,5 @@
 //! The peer protocol's own messages: the HELLO handshake that opens every connection (peer
-//! protocol version and the caller's peer address) and the PEER_ERROR body. Pure encodings
+//! protocol version, the caller's peer address and its cluster name) and the PEER_ERROR body. Pure encodings
 //! (docs/PROTOCOL.md, "Peer protocol"); no I/O, no glommio.
 
 use std::net::SocketAddr;
@@ -8,14 +8,20 @@ use wire::codec::{DecodeError, Reader, Writer};
 
 /// The peer protocol version this build speaks: the meaning of the peer opcodes and bodies.
 /// It is independent of the frame version (`wire::frame::PROTOCOL_VERSION`), which the two
-/// protocols share.
-pub const PEER_PROTOCOL_VERSION: u8 = 1;
+/// protocols share. Version 2 added the cluster name to HELLO.
+pub const PEER_PROTOCOL_VERSION: u8 = 2;
 
 /// Every peer protocol version this build speaks, oldest first.
 pub const SUPPORTED_PEER_VERSIONS: [u8; 1] = [PEER_PROTOCOL_VERSION];
 
 /// Longest peer address text in a HELLO ("[ipv6%scope]:port" fits with room to spare).
 pub const MAX_ADDRESS_BYTES: usize = 128;
+
+/// Longest cluster name (Cassandra's cluster_name), in bytes.
+pub const MAX_CLUSTER_NAME_BYTES: usize = 256;
+
+/// The cluster name of a node that sets none (Cassandra's default).
+pub const DEFAULT_CLUSTER_NAME: &str = "Test Cluster";
 
 /// Longest PEER_ERROR message; longer messages are cut (at a character boundary) when sent.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 4096;
@@ -29,6 +35,8 @@ pub mod codes {
     pub const PROTOCOL: u16 = 0x000A;
     /// The HELLO asked for a peer protocol version the node does not speak.
     pub const VERSION: u16 = 0x000B;
+    /// The HELLO named another cluster: two clusters never merge by mistake.
+    pub const CLUSTER: u16 = 0x000C;
     /// The node refused the connection or request to protect itself.
     pub const OVERLOADED: u16 = 0x1001;
     /// The request decoded but cannot be served (e.g. an unknown table).
@@ -36,17 +44,27 @@ pub mod codes {
 }
 
 /// First request on every connection (stream 0): the highest peer protocol version the caller
-/// speaks and the address the caller's own peer listener is reachable at.
+/// speaks, the address the caller's own peer listener is reachable at, and the name of the
+/// cluster it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version: u8,
     pub from: SocketAddr,
+    /// Absent in a version 1 HELLO (refused by version anyway, with a clear reason).
+    pub cluster: Option<String>,
 }
 
 impl Hello {
+    pub fn new(from: SocketAddr, cluster: &str) -> Hello {
+        Hello { version: PEER_PROTOCOL_VERSION, from, cluster: Some(cluster.to_owned()) }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(self.version).str(&self.from.to_string());
+        if let Some(cluster) = &self.cluster {
+            w.str(cluster);
+        }
         w.into_bytes()
     }
 
@@ -56,8 +74,34 @@ impl Hello {
         let text = std::str::from_utf8(r.bytes_limited(MAX_ADDRESS_BYTES)?)
             .map_err(|e| r.invalid("peer address", e.to_string()))?;
         let from = text.parse().map_err(|e| r.invalid("peer address", format!("{text:?}: {e}")))?;
+        // Versions from 2 on carry the cluster name; a caller offering 1 is refused by version.
+        let cluster = match version {
+            0 | 1 => None,
+            _ => Some(
+                std::str::from_utf8(r.bytes_limited(MAX_CLUSTER_NAME_BYTES)?)
+                    .map_err(|e| r.invalid("cluster name", e.to_string()))?
+                    .to_owned(),
+            ),
+        };
         r.finish()?;
-        Ok(Hello { version, from })
+        Ok(Hello { version, from, cluster })
+    }
+
+    /// The version both sides speak, or the PEER_ERROR refusing the connection: no version in
+    /// common, or a HELLO from another cluster than `cluster` (this node's).
+    pub fn accept(&self, cluster: &str) -> Result<u8, RemoteError> {
+        let version = negotiate(self.version)?;
+        match self.cluster.as_deref() {
+            Some(theirs) if theirs == cluster => Ok(version),
+            theirs => Err(RemoteError::new(
+                codes::CLUSTER,
+                format!(
+                    "this node belongs to cluster {cluster:?}, the caller {} to {:?}: clusters never mix",
+                    self.from,
+                    theirs.unwrap_or_default()
+                ),
+            )),
+        }
     }
 }
 
@@ -129,7 +173,8 @@ mod tests {
                 true => (std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]), port).into(),
                 false => (std::net::Ipv6Addr::from(ip), port).into(),
             };
-            let hello = Hello { version, from };
+            let cluster = (version >= 2).then(|| format!("cluster {port}"));
+            let hello = Hello { version, from, cluster };
             prop_assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
         }
 
@@ -162,9 +207,28 @@ mod tests {
         let mut w = Writer::new();
         w.u8(1).str("not an address");
         assert!(matches!(Hello::decode(&w.into_bytes()), Err(DecodeError::Invalid { what: "peer address", .. })));
-        let mut body = Hello { version: 1, from: "127.0.0.1:7470".parse().unwrap() }.encode();
+        let mut body = Hello::new("127.0.0.1:7470".parse().unwrap(), "c").encode();
         body.push(0);
         assert!(matches!(Hello::decode(&body), Err(DecodeError::Trailing { extra: 1 })));
+        // A version 2 HELLO without its cluster name is cut short.
+        let mut w = Writer::new();
+        w.u8(2).str("127.0.0.1:7470");
+        assert!(Hello::decode(&w.into_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_hello_from_another_cluster_or_an_older_version_is_refused_saying_why() {
+        let from = "127.0.0.2:7470".parse().unwrap();
+        assert_eq!(Hello::new(from, "prod").accept("prod"), Ok(PEER_PROTOCOL_VERSION));
+        let other = Hello::new(from, "staging").accept("prod").unwrap_err();
+        assert_eq!(other.code, codes::CLUSTER);
+        assert!(other.message.contains("\"prod\"") && other.message.contains("\"staging\""), "{}", other.message);
+        // A version 1 caller (no cluster name) is refused by version, the clearer reason.
+        let mut w = Writer::new();
+        w.u8(1).str("127.0.0.2:7470");
+        let old = Hello::decode(&w.into_bytes()).expect("a version 1 HELLO decodes");
+        assert_eq!(old.cluster, None);
+        assert_eq!(old.accept("prod").unwrap_err().code, codes::VERSION);
     }
 
     #[test]

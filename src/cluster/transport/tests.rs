@@ -274,7 +274,8 @@ fn peer_frame(opcode: u8, stream: u16, body: Vec<u8>) -> Vec<u8> {
 }
 
 fn hello_frame(version: u8) -> Vec<u8> {
-    peer_frame(PEER_HELLO, 0, Hello { version, from: "127.0.0.1:7000".parse().expect("valid") }.encode())
+    let cluster = (version >= 2).then(|| DEFAULT_CLUSTER_NAME.to_owned());
+    peer_frame(PEER_HELLO, 0, Hello { version, from: "127.0.0.1:7000".parse().expect("valid"), cluster }.encode())
 }
 
 #[test]
@@ -356,6 +357,26 @@ fn a_wrong_peer_protocol_version_is_refused_with_a_typed_error() {
 }
 
 #[test]
+fn a_node_of_another_cluster_is_refused_and_its_calls_fail_as_incompatible() {
+    run(|| async {
+        let handler = Rc::new(TestHandler::default());
+        let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
+        let stranger = Transport::new(TransportConfig { cluster_name: "staging".into(), ..caller_config() });
+        let refused = stranger.call(peer.addr, READ, vec![0, 1], PATIENCE).await;
+        assert!(
+            matches!(&refused, Err(PeerError::Incompatible { reason, .. })
+                if reason.contains("\"staging\"") && reason.contains(&format!("{DEFAULT_CLUSTER_NAME:?}"))),
+            "{refused:?}"
+        );
+        // Its own cluster's nodes are served as before, and nothing reached the handler.
+        let member = Transport::new(caller_config());
+        assert_eq!(member.call(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(handler.served.get(), 1, "the stranger's request never reached the handler");
+        peer.stop().await;
+    });
+}
+
+#[test]
 fn bounds_give_overloaded_at_once() {
     run(|| async {
         let handler = Rc::new(TestHandler::default());
@@ -425,7 +446,10 @@ fn a_connection_lost_mid_call_fails_its_calls_with_closed_and_the_next_call_reco
             let mut stream = listener.accept().await.expect("accept");
             let mut hello = vec![0u8; hello_frame(PEER_PROTOCOL_VERSION).len()];
             stream.read_exact(&mut hello).await.expect("HELLO");
-            stream.write_all(&peer_frame(PEER_HELLO_OK, 0, hello::encode_hello_ok(1))).await.expect("write");
+            stream
+                .write_all(&peer_frame(PEER_HELLO_OK, 0, hello::encode_hello_ok(PEER_PROTOCOL_VERSION)))
+                .await
+                .expect("write");
             let mut request = vec![0u8; HEADER_BYTES + 1];
             stream.read_exact(&mut request).await.expect("request");
             listener
