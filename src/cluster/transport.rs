@@ -6,7 +6,8 @@
 //! Calling side: one connection per peer, opened by the first call, carrying up to
 //! `max_in_flight_per_peer` requests matched to answers by stream id. A failed connection
 //! attempt fails every waiting call and starts an exponential backoff during which calls fail
-//! at once with `Unreachable`; a connection lost after it was up fails its waiting calls with
+//! at once with `Unreachable` (each wait up to a tenth shorter at random: no synchronized
+//! retries); a connection lost after it was up fails its waiting calls with
 //! `Closed`, and the next call reconnects. Serving side ([`serve`]): each request runs as its
 //! own task through [`PeerHandler::handle`]; answers go out in batches, in completion order.
 
@@ -54,6 +55,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 
 /// Longest wait between connection attempts to a peer that stays unreachable.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Each backoff wait is up to this fraction shorter, at random, so that the nodes that lost
+/// the same peer do not all retry it in the same instant.
+pub const BACKOFF_JITTER: f64 = 0.1;
 
 /// Default bound on peer connections a node accepts at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
@@ -395,8 +400,9 @@ async fn run_connection(config: TransportConfig, link: Rc<Link>, conn: Rc<Conn>)
     let peer = link.peer;
     let error = match greet(&config, peer).await {
         Err(error) => {
-            let backoff = link.next_backoff.get();
-            link.next_backoff.set((backoff * 2).min(config.backoff_max));
+            let full = link.next_backoff.get();
+            link.next_backoff.set((full * 2).min(config.backoff_max));
+            let backoff = full.mul_f64(1.0 - rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..BACKOFF_JITTER));
             *link.backing_off.borrow_mut() = Some((Instant::now() + backoff, error.to_string()));
             tracing::debug!(%peer, %error, ?backoff, "peer connection attempt failed");
             error
