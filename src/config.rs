@@ -198,6 +198,10 @@ pub struct ServerConfig {
     pub max_hints_size_per_host: Size,
     /// Hint replay rate of this node, KiB/s; 0 = unlimited (Cassandra's hinted_handoff_throttle).
     pub hinted_handoff_throttle_kib: u64,
+    /// Anti-entropy repair of this node's primary ranges in the background, every this many
+    /// milliseconds (counted from the end of the previous round); 0 = only on demand
+    /// (`enigmadb admin repair`).
+    pub repair_interval_ms: u64,
     /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
     pub metrics_listen: MetricsListen,
     /// How long one metrics connection may take (reading the request, scraping, writing the
@@ -258,6 +262,7 @@ impl Default for ServerConfig {
             max_hint_window_ms: crate::hints::DEFAULT_MAX_HINT_WINDOW.as_millis() as u64,
             max_hints_size_per_host: Size(crate::hints::DEFAULT_MAX_HINTS_BYTES_PER_HOST as usize),
             hinted_handoff_throttle_kib: crate::hints::DEFAULT_THROTTLE_KIB,
+            repair_interval_ms: 0,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             metrics_timeout_ms: 10_000,
             log_format: LogFormat::Text,
@@ -408,6 +413,11 @@ impl ServerConfig {
             },
             max_frame_bytes: self.max_frame_bytes.0,
         }
+    }
+
+    /// How often the node repairs its primary ranges in the background, if at all.
+    pub fn repair_interval(&self) -> Option<Duration> {
+        (self.repair_interval_ms > 0).then(|| Duration::from_millis(self.repair_interval_ms))
     }
 
     /// How long the coordinator waits for replicas.

@@ -34,6 +34,7 @@ use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
 pub use proxy::{Peers, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
+pub use repair::repair_every;
 pub use replica::handle_data;
 
 /// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client

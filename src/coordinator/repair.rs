@@ -21,7 +21,7 @@ use wire::schema::TableId;
 
 use super::proxy::{replication_factor, Peers};
 use super::{node_error, Coordinator};
-use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest};
+use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest, DEFAULT_TREE_DEPTH};
 use crate::cluster::messages::{self, ScanRequest};
 use crate::cluster::opcodes::{MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, SCAN, SCAN_RESULT};
 use crate::cluster::view::{ClusterView, Replica};
@@ -258,6 +258,40 @@ impl Coordinator {
     }
 
     fn repair_plan(&self, table: Option<&str>, primary_only: bool) -> Result<RepairResult, ErrorResponse> {
+        let (tables, ranges) = self.ranges_of(table, primary_only)?;
+        let session = self.repairs.open(tables, ranges.len(), primary_only);
+        Ok(RepairResult::Plan { session, ranges })
+    }
+
+    /// One scheduled repair (`repair_interval_ms`): every range of every table this node is
+    /// the first replica of, one after another, as `enigmadb admin repair --pr` would; each
+    /// node repairing its primary ranges covers the whole ring once. Failed ranges are logged
+    /// and left for the next round. Nothing is logged when there is nothing to repair (a
+    /// single node, or RF 1).
+    pub async fn repair_primary_ranges(&self) {
+        let (tables, ranges) = match self.ranges_of(None, true) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "scheduled repair: no plan");
+                return;
+            }
+        };
+        if ranges.is_empty() {
+            return;
+        }
+        let session = self.repairs.open(tables, ranges.len(), true);
+        for range in ranges {
+            let RepairRange { table, start, end } = range;
+            let request = RangeRequest { session, table, start, end, max_depth: DEFAULT_TREE_DEPTH };
+            let what = format!("{} ({start}, {end}]", request.table);
+            if let Err(e) = self.repair_range(request).await {
+                tracing::warn!(session, range = %what, error = %e.message, "scheduled repair of a range failed");
+            }
+        }
+    }
+
+    /// The number of tables and the ranges a repair of `table` (else of every table) covers.
+    fn ranges_of(&self, table: Option<&str>, primary_only: bool) -> Result<(usize, Vec<RepairRange>), ErrorResponse> {
         let mut tables = match table {
             Some(name) => vec![(self.schemas())(name).ok_or_else(|| unknown_table(name))?],
             None => self.node.tables().into_iter().filter(|t| (self.schemas())(&t.name).is_some()).collect(),
@@ -276,8 +310,7 @@ impl Coordinator {
                 ));
             }
         }
-        let session = self.repairs.open(tables.len(), ranges.len(), primary_only);
-        Ok(RepairResult::Plan { session, ranges })
+        Ok((tables.len(), ranges))
     }
 
     async fn repair_range(&self, request: RangeRequest) -> Result<RangeRepaired, ErrorResponse> {
@@ -300,6 +333,15 @@ impl Coordinator {
         })?;
         self.repairs.range_done(request.session, &done);
         Ok(done)
+    }
+}
+
+/// Repairs this node's primary ranges every `interval` (after each round ends), until the task
+/// is dropped.
+pub async fn repair_every(coordinator: Rc<Coordinator>, interval: Duration) {
+    loop {
+        glommio::timer::sleep(interval).await;
+        coordinator.repair_primary_ranges().await;
     }
 }
 

@@ -71,6 +71,10 @@ pub struct Args {
     /// No new hints for a node down longer than this, ms [default: 10800000, 3 hours].
     #[arg(long)]
     max_hint_window_ms: Option<u64>,
+    /// Repair this node's primary ranges in the background every this many ms; 0: only by
+    /// `enigmadb admin repair` [default: 0].
+    #[arg(long)]
+    repair_interval_ms: Option<u64>,
     /// Bound on the hint bytes kept for one node [default: 128MiB].
     #[arg(long, value_parser = parse_size)]
     max_hints_size_per_host: Option<usize>,
@@ -179,6 +183,9 @@ impl Args {
         }
         if let Some(v) = self.max_hint_window_ms {
             c.max_hint_window_ms = v;
+        }
+        if let Some(v) = self.repair_interval_ms {
+            c.repair_interval_ms = v;
         }
         if let Some(v) = self.max_hints_size_per_host {
             c.max_hints_size_per_host.0 = v;
@@ -351,6 +358,10 @@ pub fn run(args: Args) -> Result<()> {
                     }
                 },
             };
+            // Background repair runs until the client listener has stopped (dropped: cancelled).
+            let _repair_task = service_config
+                .repair_interval()
+                .map(|every| glommio::spawn_local(crate::coordinator::repair_every(coordinator.clone(), every)));
             let _ = events_tx.send(ServiceEvent::Listening {
                 client: addr,
                 peer: cluster.peer_addr(),
