@@ -56,9 +56,10 @@ enum Command {
         /// A table that must exist.
         table: Option<String>,
     },
-    /// Major compaction: merge each table's SSTables into one (a name is checked).
+    /// Major compaction: merge the table's SSTables into one on each shard (every table's
+    /// without a name).
     Compact {
-        /// A table that must exist.
+        /// Only this table.
         table: Option<String>,
     },
     /// Flush everything, then refuse writes, before a clean shutdown. The drained state is not

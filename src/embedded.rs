@@ -324,7 +324,7 @@ fn get(node: &Node, table: &str, key: &[String]) -> Result<()> {
 
 fn compact(node: &Node) -> Result<()> {
     let started = Instant::now();
-    let reports = futures_lite::future::block_on(node.compact())?;
+    let reports = futures_lite::future::block_on(node.compact(None))?;
     for (shard, r) in reports.iter().enumerate() {
         println!(
             "shard {shard}: {} compaction(s): {} SSTables ({} bytes) -> {} SSTables ({} bytes); {} partitions -> {}; \

@@ -153,9 +153,17 @@ fn tablestats_flush_and_compact_report_what_was_written() {
     let kv = admin_json(server.addr, &["tablestats", "kv"]);
     let before_compaction = table_json(&kv, "kv")["sstables"].as_u64().unwrap();
     assert!(before_compaction > sstables as u64, "{kv}");
-    let compacted = admin_json(server.addr, &["compact"]);
+    // Table other gets two SSTables per shard too (two flushes; kv has nothing new to flush).
+    for round in 0..2 {
+        insert_rows(server.addr, "other", round * ROWS..(round + 1) * ROWS);
+        admin_ok(server.addr, &["flush"]);
+    }
+    let other_sstables = |addr| table_json(&admin_json(addr, &["tablestats", "other"]), "other")["sstables"].clone();
+    assert_eq!(other_sstables(server.addr), 2 * SHARDS, "two flushes of other");
+
+    // `compact kv` merges each shard's two or more SSTables of kv, and leaves other alone.
+    let compacted = admin_json(server.addr, &["compact", "kv"]);
     assert_eq!(compacted["command"], "compact");
-    // Each shard merged its two or more SSTables of kv (no other table has any).
     assert_eq!(compacted["sstables_in"], before_compaction, "{compacted}");
     assert_eq!(compacted["compactions"], SHARDS, "{compacted}");
     let after = admin_json(server.addr, &["tablestats", "kv"]);
@@ -163,6 +171,11 @@ fn tablestats_flush_and_compact_report_what_was_written() {
     assert!(kv["sstables"].as_u64().unwrap() <= SHARDS as u64, "{after}");
     assert_eq!(kv["sstables"], compacted["sstables_out"], "{after} {compacted}");
     assert!(kv["space_used_bytes"].as_u64().unwrap() > 0, "{after}");
+    assert_eq!(other_sstables(server.addr), 2 * SHARDS, "compact kv left other alone");
+    // `compact` with no table merges every table: other's turn (kv has one per shard already).
+    let everything = admin_json(server.addr, &["compact"]);
+    assert_eq!(everything["sstables_in"], 2 * SHARDS, "{everything}");
+    assert_eq!(other_sstables(server.addr), SHARDS, "compact merged other");
 
     // Reads are counted per table: point reads of keys that exist, and a range scan.
     let mut client = common::connect(server.addr);
@@ -202,7 +215,9 @@ fn tablestats_flush_and_compact_report_what_was_written() {
     assert_eq!(cell(&text, "other", "Read p50 ms"), "n/a", "{text}");
 
     let status = admin_json(server.addr, &["status"]);
-    assert_eq!(status["nodes"][0]["load_bytes"], kv["space_used_bytes"], "one table holds every byte");
+    let every = admin_json(server.addr, &["tablestats"]);
+    let space = |t| table_json(&every, t)["space_used_bytes"].as_u64().expect("a size");
+    assert_eq!(status["nodes"][0]["load_bytes"], space("kv") + space("other"), "the tables hold every byte: {every}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -121,6 +121,8 @@ enum Request {
         reply: flume::Sender<Result<(), ShardError>>,
     },
     Compact {
+        /// One table, or every table.
+        table: Option<TableId>,
         reply: flume::Sender<Result<CompactionReport, ShardError>>,
     },
     DropTable {
@@ -670,12 +672,12 @@ impl Node {
         Ok(())
     }
 
-    /// Manual major compaction: every shard flushes, then merges each table's SSTables into
-    /// one. Returns what each shard did, in shard order.
-    pub async fn compact(&self) -> Result<Vec<CompactionReport>, NodeError> {
+    /// Manual major compaction: every shard flushes, then merges the SSTables of `table` (of
+    /// each table when `None`) into one. Returns what each shard did, in shard order.
+    pub async fn compact(&self, table: Option<TableId>) -> Result<Vec<CompactionReport>, NodeError> {
         let mut out = Vec::new();
         for shard in 0..self.shard_count() as u16 {
-            let report = self.call(shard, |reply| Request::Compact { reply }).await?;
+            let report = self.call(shard, |reply| Request::Compact { table, reply }).await?;
             out.push(report.map_err(|source| NodeError::Shard { shard, source })?);
         }
         Ok(out)
@@ -945,8 +947,8 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::Flush { reply } => {
             let _ = reply.send(shard.flush().await);
         }
-        Request::Compact { reply } => {
-            let _ = reply.send(shard.compact_major().await);
+        Request::Compact { table, reply } => {
+            let _ = reply.send(shard.compact_major(table).await);
         }
         Request::DropTable { table, reply } => {
             let _ = reply.send(shard.drop_table(table).await);

@@ -1036,21 +1036,28 @@ impl Shard {
         }
     }
 
-    /// Manual major compaction (`nodetool compact`): flushes the MemTables, then merges all
-    /// SSTables of each table into one (a table with one SSTable is rewritten only if it holds
-    /// tombstones or TTL cells to purge). Runs in the compaction task queue, after the
-    /// background compaction in progress, if any.
-    pub async fn compact_major(self: &Rc<Self>) -> Result<CompactionReport, ShardError> {
+    /// Manual major compaction (`nodetool compact [T]`): flushes the MemTables (they are
+    /// shared by all tables), then merges all SSTables of `table` (of each table when `None`)
+    /// into one (a table with one SSTable is rewritten only if it holds tombstones or TTL cells
+    /// to purge). Runs in the compaction task queue, after the background compaction in
+    /// progress, if any.
+    pub async fn compact_major(self: &Rc<Self>, table: Option<TableId>) -> Result<CompactionReport, ShardError> {
+        if let Some(t) = table {
+            if !self.schemas.borrow().contains_key(&t) {
+                return Err(ShardError::UnknownTable(t));
+            }
+        }
         self.flush().await?;
         let shard = self.clone();
-        let task = glommio::spawn_local_into(async move { shard.compact_all().await }, self.compaction_queue)
+        let task = glommio::spawn_local_into(async move { shard.compact_tables(table).await }, self.compaction_queue)
             .map_err(|e| ShardError::Task { shard: self.id, reason: e.to_string() })?;
         task.await
     }
 
-    async fn compact_all(&self) -> Result<CompactionReport, ShardError> {
+    async fn compact_tables(&self, only: Option<TableId>) -> Result<CompactionReport, ShardError> {
         let _slot = self.compaction_slot().await;
         let mut tables: Vec<TableId> = self.sstables.borrow().keys().copied().collect();
+        tables.retain(|t| only.is_none_or(|only| only == *t));
         tables.sort_unstable();
         let mut total = CompactionReport::default();
         for table in tables {
@@ -1351,7 +1358,7 @@ mod tests {
             put(&shard, &schema, "x", "old", 100).await;
             shard.flush().await.unwrap();
             delete(&shard, &schema, "x", 200).await;
-            let report = shard.compact_major().await.unwrap();
+            let report = shard.compact_major(None).await.unwrap();
             assert_eq!((report.sstables_in, report.sstables_out, report.purged.tombstones), (2, 1, 0), "{report:?}");
             assert_eq!(live(&shard, 1)[0].meta().tombstones, 1);
             assert_eq!(visible(&shard, &schema, "x").await, 0);

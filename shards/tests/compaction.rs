@@ -115,7 +115,7 @@ fn background_compaction_bounds_sstables_and_keeps_every_row() {
 
     let node = open(dir.path());
     assert_eq!(dump(&node), model, "after restart, seed {seed}");
-    let reports = block_on(node.compact()).unwrap();
+    let reports = block_on(node.compact(None)).unwrap();
     assert_eq!(reports.len(), SHARDS);
     let stats = block_on(node.stats()).unwrap();
     assert!(stats.iter().all(|s| s.sstables == 1 && s.memtable_partitions == 0), "{stats:?} {reports:?}");

@@ -84,7 +84,7 @@ impl Coordinator {
                 AdminResult::Flushed(AdminDone { shards, memtable_bytes, ..AdminDone::default() })
             }
             AdminRequest::Compact { .. } => {
-                let reports = self.node.compact().await.map_err(node_error)?;
+                let reports = self.node.compact(table).await.map_err(node_error)?;
                 let mut done = AdminDone { shards, memtable_bytes, ..AdminDone::default() };
                 for r in &reports {
                     done.compactions += r.compactions;

@@ -348,7 +348,7 @@ async fn run_step(shard: &Rc<Shard>, plan: &ShardPlan, step: Step) -> Result<Ste
             Ok(StepOutcome::default())
         }
         Step::Compact => {
-            shard.compact_major().await?;
+            shard.compact_major(None).await?;
             Ok(StepOutcome::default())
         }
         Step::Read { present, reads } => read_step(shard, plan, present, reads).await,
