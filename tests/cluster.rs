@@ -8,7 +8,7 @@ mod common;
 use common::cluster::{await_until, node_host, ring, RingVnode, TestCluster};
 use common::{connect, query_at};
 use wire::client::Client;
-use wire::protocol::{ErrorCode, QueryResult};
+use wire::protocol::{ErrorCode, QueryParams, QueryResult};
 use wire::{Consistency, Value};
 
 fn write(client: &mut Client, key: &str, value: i32, consistency: Consistency) -> Result<(), ErrorCode> {
@@ -62,6 +62,25 @@ fn three_nodes_replicate_and_answer_at_every_level_through_failures() {
             assert_eq!(read(&mut client, &format!("k{n}"), Consistency::All), Ok(Some(n)), "ALL read on node {i}");
         }
     }
+
+    // A traced ALL write and read through node 1 show the other replicas' answers.
+    let traced = |client: &mut Client, text: &str| {
+        let params = QueryParams { consistency: Consistency::All, trace: true, ..QueryParams::default() };
+        match client.query_with(text, params) {
+            Ok(QueryResult::Traced(t)) => t.events.into_iter().map(|e| e.activity).collect::<Vec<_>>().join("\n"),
+            other => panic!("{text} with a trace asked: {other:?}"),
+        }
+    };
+    let write_trace = traced(&mut first, "INSERT INTO kv (k, v) VALUES ('traced', 1)");
+    let read_trace = traced(&mut first, "SELECT v FROM kv WHERE k = 'traced'");
+    for i in 2..=3 {
+        let peer = format!("{}:", node_host(i));
+        assert!(write_trace.contains(&format!("Sending the mutation to {peer}")), "{write_trace}");
+        assert!(write_trace.lines().any(|l| l.starts_with(&peer) && l.ends_with(" acknowledged")), "{write_trace}");
+        assert!(read_trace.contains(&format!("Asking {peer}")), "{read_trace}");
+    }
+    assert!(write_trace.contains("Consistency level ALL met"), "{write_trace}");
+    assert!(read_trace.contains("Resolved: 1 row(s)"), "{read_trace}");
 
     // One node down: QUORUM keeps working; once it is detected, ALL is refused up front.
     cluster.kill(3);

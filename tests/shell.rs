@@ -1,6 +1,6 @@
 //! `enigmadb shell` against a real `enigmadb server`: `-e`, `-f` and piped input, tables as
 //! cqlsh prints them, errors on stderr with a failing exit status, and the shell's own
-//! CONSISTENCY, PAGING, HELP and EXIT commands.
+//! CONSISTENCY, PAGING, TRACING, HELP and EXIT commands.
 
 mod common;
 
@@ -193,6 +193,76 @@ fn consistency_and_paging_are_shell_commands() {
     for topic in ["CONSISTENCY", "PAGING", "EXIT", "SELECT", "BEGIN [UNLOGGED] BATCH"] {
         assert!(help.contains(topic), "HELP lacks {topic}: {help}");
     }
+    common::stop_cleanly(server);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The rows of the tracing tables in `stdout`: (activity, source, source_elapsed).
+fn trace_rows(stdout: &str) -> Vec<Vec<(String, String, u64)>> {
+    let mut traces = Vec::new();
+    for table in
+        stdout.split("Tracing (source_elapsed: microseconds since the coordinator received the request):").skip(1)
+    {
+        let rows = table
+            .lines()
+            .skip_while(|l| !l.starts_with("--"))
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").map(str::trim).collect();
+                assert_eq!(cells.len(), 3, "a trace row has three cells: {l:?}");
+                (cells[0].to_owned(), cells[1].to_owned(), cells[2].parse().expect("elapsed microseconds"))
+            })
+            .collect();
+        traces.push(rows);
+    }
+    traces
+}
+
+#[test]
+fn tracing_prints_what_the_coordinator_did_for_each_statement() {
+    let (dir, server) = server_with_rows("shell-tracing");
+    let statements = "TRACING ON;\
+                      INSERT INTO t (p, c, v) VALUES ('z', 1, 'traced');\
+                      SELECT v FROM t WHERE p = 'z';\
+                      SELECT count(*) FROM t;\
+                      TRACING;\
+                      TRACING OFF;\
+                      SELECT v FROM t WHERE p = 'z'";
+    let out = shell(server.addr, &["-e", statements], "");
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let stdout = common::text(&out.stdout);
+    assert!(stdout.starts_with("Now Tracing is enabled\n"), "{stdout}");
+    assert!(
+        stdout.contains("Tracing is currently enabled. Use TRACING OFF to disable\nDisabled Tracing.\n"),
+        "{stdout}"
+    );
+    // The rows still print, and only the three statements run with TRACING ON are traced.
+    assert_eq!(stdout.matches(" traced\n").count(), 2, "{stdout}");
+    let traces = trace_rows(&stdout);
+    assert_eq!(traces.len(), 3, "{stdout}");
+    let source = server.addr.to_string();
+    for trace in &traces {
+        assert!(trace.iter().all(|(_, s, _)| *s == source), "every step on the coordinator: {trace:?}");
+        assert!(trace.windows(2).all(|w| w[0].2 <= w[1].2), "elapsed grows: {trace:?}");
+        assert_eq!(trace.last().map(|r| r.0.as_str()), Some("Request complete"), "{trace:?}");
+    }
+    let activities = |i: usize| traces[i].iter().map(|r| r.0.clone()).collect::<Vec<_>>().join("\n");
+    let insert = activities(0);
+    for step in [
+        "Parsing INSERT INTO t (p, c, v) VALUES ('z', 1, 'traced')",
+        "Write of 1 partition update(s) at ONE",
+        "on this node, the only replica",
+        "Applied on this node",
+    ] {
+        assert!(insert.contains(step), "the INSERT's trace lacks {step:?}:\n{insert}");
+    }
+    let read = activities(1);
+    for step in ["Parsing SELECT", "Reading 1 partition(s) of t at ONE", "Read 1 row(s) on this node"] {
+        assert!(read.contains(step), "the SELECT's trace lacks {step:?}:\n{read}");
+    }
+    let scan = activities(2);
+    assert!(scan.contains("Reading t in token order") && scan.contains("Scanned 2 partition(s)"), "{scan}");
     common::stop_cleanly(server);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -39,6 +39,11 @@ impl Coordinator {
         self.admin.client_address.set(Some(address));
     }
 
+    /// This node's name in traces and status: its client address once bound.
+    pub(super) fn node_name(&self) -> String {
+        self.admin.client_address.get().map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+    }
+
     /// Answers one admin command: a RESULT of kind admin, or a typed error (`Invalid` for a
     /// table the node does not know).
     pub(super) async fn admin(&self, command: AdminRequest) -> Response {
@@ -113,7 +118,7 @@ impl Coordinator {
 
     fn local_status(&self, stats: &[ShardStats]) -> NodeStatus {
         NodeStatus {
-            address: self.admin.client_address.get().map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+            address: self.node_name(),
             // This node is answering, and it neither joins nor leaves a ring yet.
             liveness: Liveness::Up,
             state: RingState::Normal,

@@ -12,6 +12,7 @@ mod range;
 mod repair;
 mod replica;
 mod select;
+pub mod trace;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -22,7 +23,7 @@ use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
 use wire::protocol::{
     BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, PreparedMeta,
-    QueryParams, QueryResult, Request, Response, Rows,
+    QueryParams, QueryResult, Request, Response, Rows, Traced,
 };
 use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
@@ -106,7 +107,16 @@ impl Coordinator {
         if let Request::Admin(command) = request {
             return self.admin(command).await;
         }
-        match self.run(request).await {
+        let traced =
+            matches!(&request, Request::Query { params, .. } | Request::Execute { params, .. } if params.trace);
+        let answer = match traced {
+            false => self.run(request).await,
+            true => {
+                let (answer, events) = trace::traced(self.node_name(), self.run(request)).await;
+                answer.map(|result| QueryResult::Traced(Box::new(Traced { events, result })))
+            }
+        };
+        match answer {
             Ok(result) => Response::Result(result),
             Err(e) => Response::Error(e),
         }
@@ -115,12 +125,14 @@ impl Coordinator {
     async fn run(&self, request: Request) -> Result<QueryResult, ErrorResponse> {
         match request {
             Request::Query { text, params } => {
+                trace::event(|| format!("Parsing {}", shorten(&text)));
                 let statement = cql::parse_one(&text).map_err(cql_error)?;
                 let plan = cql::plan(&statement, &self.schemas()).map_err(cql_error)?;
                 self.run_plan(plan, &params).await
             }
             Request::Prepare { text } => self.prepare(&text),
             Request::Execute { id, values, params } => {
+                trace::event(|| format!("Binding {} value(s) to prepared statement {id}", values.len()));
                 let plan = self.bind_prepared(id, &values)?;
                 self.run_plan(plan, &params).await
             }
@@ -238,6 +250,9 @@ impl Coordinator {
             Plan::Write(write) => {
                 let consistency = params.consistency;
                 let ts = self.proxy.timestamp(write.timestamp.or(params.timestamp))?;
+                trace::event(|| {
+                    format!("Write of {} partition update(s) at {consistency}, timestamp {ts}", write.writes.len())
+                });
                 let logged = write.batch == Some(cql::ast::BatchKind::Logged);
                 let spans_shards = logged && self.spans_shards(&write.writes);
                 let groups = self.proxy.place(write.writes, ts, consistency)?;
@@ -245,6 +260,7 @@ impl Coordinator {
                 // batch that spans shards or replica sets goes through the batchlog to be
                 // all-or-nothing.
                 if spans_shards || (logged && groups.len() > 1) {
+                    trace::event(|| "Logged batch across shards or replica sets: through the batchlog".into());
                     let updates: Vec<_> = groups.iter().flat_map(|g| g.updates().iter().cloned()).collect();
                     let apply = self.proxy.replicate(groups, consistency);
                     self.batchlog.write(&self.node, &updates, ts, apply).await?;
@@ -362,5 +378,15 @@ impl PreparedCache {
 
     fn get(&self, id: PreparedId) -> Option<Rc<PreparedEntry>> {
         self.statements.get(&id).cloned()
+    }
+}
+
+/// A statement's text for a trace line: its first 200 characters, on one line.
+fn shorten(text: &str) -> String {
+    const MAX_CHARS: usize = 200;
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(MAX_CHARS) {
+        Some((at, _)) => format!("{}...", &one_line[..at]),
+        None => one_line,
     }
 }

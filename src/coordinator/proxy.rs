@@ -22,7 +22,7 @@ use shards::row::{ClusteringSlice, Partition};
 use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ReadRepair, TableId, TableSchema};
 
-use super::node_error;
+use super::{node_error, trace};
 use crate::cluster::messages::{self, digest, Digest, ReadRequest, ReadResult};
 use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT};
 use crate::cluster::replication::{
@@ -204,13 +204,21 @@ impl StorageProxy {
                 1 => groups.pop().map(|g| g.updates).unwrap_or_default(),
                 _ => groups.into_iter().flat_map(|g| g.updates).collect(),
             };
-            return self.node.apply_stamped(updates).await.map_err(node_error);
+            trace::event(|| {
+                format!("Applying {} update(s) on this node, the only replica (WAL, MemTable)", updates.len())
+            });
+            self.node.apply_stamped(updates).await.map_err(node_error)?;
+            trace::event(|| "Applied on this node".into());
+            return Ok(());
         }
         let timeout = self.timeouts.borrow().write;
         let deadline = Instant::now() + timeout;
         let sends: usize = groups.iter().map(|g| g.replicas.iter().filter(|r| r.alive).count()).sum();
+        trace::event(|| {
+            format!("Sending {} group(s) of updates to {sends} live replica(s) at {consistency}", groups.len())
+        });
         // Every send answers once: the channel never holds more.
-        let (tx, rx) = flume::bounded::<(usize, Result<(), String>)>(sends);
+        let (tx, rx) = flume::bounded::<(usize, Replica, Result<(), String>)>(sends);
         let mut trackers = Vec::with_capacity(groups.len());
         let hints = self.hints();
         for (index, group) in groups.into_iter().enumerate() {
@@ -226,18 +234,20 @@ impl StorageProxy {
             if let Some(hints) = hints.as_ref().filter(|_| hinted) {
                 // A replica the view holds down (never this node) misses the write for sure.
                 for down in group.replicas.iter().filter(|r| !r.alive) {
+                    trace::event(|| format!("Hint kept for {}, down", down.peer));
                     hints.store(down.host, false, &body);
                 }
             }
             let mut updates = Some(group.updates);
             for replica in live {
                 let tx = tx.clone();
+                trace::event(|| format!("Sending the mutation to {}", name(&replica)));
                 if replica.local {
                     let node = self.node.clone();
                     let updates = updates.take().unwrap_or_default();
                     glommio::spawn_local(async move {
                         let result = node.apply_stamped(updates).await.map_err(|e| format!("this node: {e}"));
-                        let _ = tx.send_async((index, result)).await;
+                        let _ = tx.send_async((index, replica, result)).await;
                     })
                     .detach();
                 } else {
@@ -255,7 +265,7 @@ impl StorageProxy {
                             // This replica's outcome is known: it missed the write.
                             hints.store(replica.host, true, &body);
                         }
-                        let _ = tx.send_async((index, result)).await;
+                        let _ = tx.send_async((index, replica, result)).await;
                     })
                     .detach();
                 }
@@ -265,6 +275,7 @@ impl StorageProxy {
         let mut first_failure: Option<String> = None;
         loop {
             if trackers.iter().all(|t| t.progress() == WriteProgress::Met) {
+                trace::event(|| format!("Consistency level {consistency} met"));
                 return Ok(());
             }
             if let Some(failed) = trackers.iter().find(|t| t.progress() == WriteProgress::Failed) {
@@ -272,15 +283,18 @@ impl StorageProxy {
                 return Err(write_timeout(consistency, failed, &format!("replicas failed the write ({why})")));
             }
             match recv_until(&rx, deadline).await {
-                Some((index, Ok(()))) => {
+                Some((index, replica, Ok(()))) => {
+                    trace::event(|| format!("{} acknowledged", name(&replica)));
                     trackers[index].ack();
                 }
-                Some((index, Err(why))) => {
+                Some((index, replica, Err(why))) => {
+                    trace::event(|| format!("{} failed the write: {why}", name(&replica)));
                     tracing::debug!(%why, "a replica failed a write");
                     first_failure.get_or_insert(why);
                     trackers[index].fail();
                 }
                 None => {
+                    trace::event(|| format!("No answer within {timeout:?}"));
                     let slowest = trackers.iter().find(|t| t.progress() != WriteProgress::Met);
                     let Some(slowest) = slowest else { return Ok(()) };
                     return Err(write_timeout(consistency, slowest, &format!("no answer within {timeout:?}")));
@@ -311,7 +325,10 @@ impl StorageProxy {
         candidates.sort_by_key(|r| !r.local);
         // `required_replicas` vouched for at least `required` (>= 1) live candidates.
         if required == 1 && candidates[0].local {
-            return self.node.read_partition(schema.id, key, slice).await.map_err(node_error);
+            trace::event(|| format!("Reading the partition on this node, a replica ({consistency}: no other asked)"));
+            let partition = self.node.read_partition(schema.id, key, slice).await.map_err(node_error)?;
+            trace::event(|| format!("Read {} row(s) on this node", rows(partition.as_ref())));
+            return Ok(partition);
         }
         let timeout = self.timeouts.borrow().read;
         let deadline = Instant::now() + timeout;
@@ -319,6 +336,8 @@ impl StorageProxy {
         // Each candidate is asked at most twice (a digest or data, then data after a mismatch).
         let (tx, rx) = flume::bounded::<ReadAnswer>(2 * candidates.len());
         let send = |index: usize, digest_only: bool| -> Result<(), ErrorResponse> {
+            let what = if digest_only { "a digest" } else { "data" };
+            trace::event(|| format!("Asking {} for {what}", name(&candidates[index])));
             self.send_read(&candidates[index], index, &request, digest_only, timeout, tx.clone())
         };
         for index in 0..required {
@@ -330,6 +349,7 @@ impl StorageProxy {
         loop {
             let step = match recv_until(&rx, deadline).await {
                 None => {
+                    trace::event(|| format!("No answer within {timeout:?}"));
                     let why = format!("no answer within {timeout:?}");
                     return Err(read_timeout(
                         consistency,
@@ -340,12 +360,19 @@ impl StorageProxy {
                     ));
                 }
                 Some((index, _, Ok(ReadResult::Data(partition)))) => {
+                    trace::event(|| {
+                        format!("Data from {}: {} row(s)", name(&candidates[index]), rows(partition.as_ref()))
+                    });
                     // One replica's data needs no digest: nothing to compare it with.
                     let d = if required > 1 { digest(partition.as_ref()) } else { Digest(0) };
                     resolver.on_data(index, partition, d)
                 }
-                Some((index, _, Ok(ReadResult::Digest(d)))) => resolver.on_digest(index, d),
+                Some((index, _, Ok(ReadResult::Digest(d)))) => {
+                    trace::event(|| format!("Digest from {}", name(&candidates[index])));
+                    resolver.on_digest(index, d)
+                }
                 Some((index, digest_only, Err(why))) => {
+                    trace::event(|| format!("{} failed the read: {why}", name(&candidates[index])));
                     tracing::debug!(%why, "a replica failed a read");
                     if next_spare == candidates.len() {
                         let (received, data) = (resolver.received(), resolver.data_present());
@@ -368,6 +395,7 @@ impl StorageProxy {
             match step {
                 ReadStep::Wait => {}
                 ReadStep::FetchData(replicas) => {
+                    trace::event(|| format!("Digest mismatch: asking {} replica(s) for data", replicas.len()));
                     fetching = true;
                     for index in replicas {
                         send(index, false)?;
@@ -379,6 +407,13 @@ impl StorageProxy {
                         // trusted for that (the write it belongs to is still returned).
                         let _ = self.clock.borrow_mut().observe(ts);
                     }
+                    trace::event(|| {
+                        let stale = resolved.stale.len();
+                        format!(
+                            "Resolved: {} row(s); {stale} stale replica(s) to repair",
+                            rows(resolved.partition.as_ref())
+                        )
+                    });
                     if let Some(partition) = &resolved.partition {
                         let update = repair_update(request.table, &request.key, partition);
                         let repairs = resolved.stale.iter().map(|&i| (candidates[i], vec![update.clone()])).collect();
@@ -592,3 +627,15 @@ pub(super) fn read_timeout(
 #[cfg(test)]
 #[path = "proxy_tests.rs"]
 mod tests;
+
+/// A replica as trace lines name it.
+fn name(replica: &Replica) -> String {
+    match replica.local {
+        true => "this node".to_owned(),
+        false => replica.peer.to_string(),
+    }
+}
+
+fn rows(partition: Option<&Partition>) -> usize {
+    partition.map_or(0, |p| p.rows.len())
+}

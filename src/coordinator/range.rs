@@ -15,10 +15,10 @@ use wire::protocol::{Consistency, ErrorResponse};
 use wire::schema::{ReadRepair, TableSchema};
 use wire::Token;
 
-use super::node_error;
 use super::proxy::{
     read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
 };
+use super::{node_error, trace};
 use crate::cluster::messages::{decode_scan_result, ScanRequest, MAX_SCAN_PARTITIONS};
 use crate::cluster::opcodes::{SCAN, SCAN_RESULT};
 use crate::cluster::replication::{required_replicas, resolve_versions};
@@ -60,7 +60,12 @@ pub async fn scan(
     let view = proxy.view();
     if view.members().len() == 1 {
         // A node on its own holds every token: today's local scan, no rounds.
-        return proxy.node().scan(schema.id, start, end, after, limit).await.map_err(node_error);
+        trace::event(|| {
+            format!("Scanning tokens ({start}, {end}] on this node, the only one, for up to {limit} partition(s)")
+        });
+        let page = proxy.node().scan(schema.id, start, end, after, limit).await.map_err(node_error)?;
+        trace::event(|| format!("Scanned {} partition(s)", page.len()));
+        return Ok(page);
     }
     // Keys after `after` have a token at or above its token.
     let start = match &after {
@@ -84,6 +89,9 @@ pub async fn scan(
             }
         }
     }
+    trace::event(|| {
+        format!("Scanning tokens ({start}, {end}] in {} piece(s) by replica set, at {consistency}", segments.len())
+    });
     let read = RangeRead { proxy, schema, consistency };
     let mut out = Vec::new();
     let mut after = after;
@@ -107,6 +115,7 @@ pub async fn scan(
         }
     }
     debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "a scan answers in storage order");
+    trace::event(|| format!("Scanned {} partition(s)", out.len()));
     Ok(out)
 }
 

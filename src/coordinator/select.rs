@@ -13,7 +13,7 @@ use wire::Value;
 
 use super::paging::PagingState;
 use super::proxy::StorageProxy;
-use super::{range, DEFAULT_PAGE_SIZE};
+use super::{range, trace, DEFAULT_PAGE_SIZE};
 use crate::cql::plan::{ColumnSource, ReadSource, SelectPlan};
 use crate::cql::Projection;
 
@@ -34,6 +34,13 @@ pub async fn run(proxy: &StorageProxy, plan: &SelectPlan, params: &QueryParams) 
         proxy.check_scan(&plan.schema, params.consistency)?;
     }
     let consistency = params.consistency;
+    let table = &plan.schema.name;
+    trace::event(|| match &plan.source {
+        ReadSource::Partitions { keys, .. } => {
+            format!("Reading {} partition(s) of {table} at {consistency}", keys.len())
+        }
+        ReadSource::Tokens(_) => format!("Reading {table} in token order at {consistency}"),
+    });
     let resume = match &params.paging_state {
         Some(bytes) => {
             Some(PagingState::decode(bytes).map_err(|e| ErrorResponse::new(ErrorCode::Invalid, e.to_string()))?)

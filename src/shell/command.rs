@@ -1,4 +1,4 @@
-//! The shell's own commands (CONSISTENCY, PAGING, EXIT/QUIT, HELP), recognised before a
+//! The shell's own commands (CONSISTENCY, PAGING, TRACING, EXIT/QUIT, HELP), recognised before a
 //! statement goes to the server, and the session settings they change. Pure parsing: running a
 //! command is the shell loop's job.
 
@@ -23,11 +23,13 @@ pub enum Paging {
 pub struct Settings {
     pub consistency: Consistency,
     pub paging: Paging,
+    /// Ask the coordinator for a trace of each statement and print it after the result.
+    pub tracing: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { consistency: Consistency::One, paging: Paging::On(DEFAULT_PAGE_SIZE) }
+        Settings { consistency: Consistency::One, paging: Paging::On(DEFAULT_PAGE_SIZE), tracing: false }
     }
 }
 
@@ -47,6 +49,8 @@ pub enum ShellCommand {
     Consistency(Option<Consistency>),
     /// `PAGING`: show; `PAGING ON|OFF|N`.
     Paging(Option<Paging>),
+    /// `TRACING`: show; `TRACING ON|OFF`.
+    Tracing(Option<bool>),
     Help,
     Exit,
 }
@@ -58,6 +62,8 @@ pub enum CommandError {
     UnknownConsistency(String),
     #[error("Improper PAGING command: '{0}' (use PAGING ON, PAGING OFF or PAGING <page size 1..={max}>)", max = wire::protocol::MAX_PAGE_SIZE)]
     BadPaging(String),
+    #[error("Improper TRACING command: '{0}' (use TRACING ON or TRACING OFF)")]
+    BadTracing(String),
     #[error("Improper {0} command: too many words")]
     TooManyWords(&'static str),
 }
@@ -82,6 +88,15 @@ pub fn parse_command(text: &str) -> Option<Result<ShellCommand, CommandError>> {
         "PAGING" => (
             "PAGING",
             arg.map_or(Ok(ShellCommand::Paging(None)), |a| parse_paging(a).map(Some).map(ShellCommand::Paging)),
+        ),
+        "TRACING" => (
+            "TRACING",
+            match arg.map(str::to_ascii_uppercase).as_deref() {
+                None => Ok(ShellCommand::Tracing(None)),
+                Some("ON") => Ok(ShellCommand::Tracing(Some(true))),
+                Some("OFF") => Ok(ShellCommand::Tracing(Some(false))),
+                Some(_) => Err(CommandError::BadTracing(arg.unwrap_or_default().to_owned())),
+            },
         ),
         "HELP" | "?" => ("HELP", Ok(ShellCommand::Help)),
         // `EXIT;` and `QUIT` only: anything after them is not ours.
@@ -118,6 +133,12 @@ pub fn describe(command: &ShellCommand, settings: &Settings) -> Option<String> {
         },
         ShellCommand::Paging(Some(Paging::On(n))) => format!("Now Query paging is enabled\nPage size: {n}"),
         ShellCommand::Paging(Some(Paging::Off)) => "Disabled Query paging.".to_owned(),
+        ShellCommand::Tracing(None) => match settings.tracing {
+            true => "Tracing is currently enabled. Use TRACING OFF to disable".to_owned(),
+            false => "Tracing is currently disabled. Use TRACING ON to enable.".to_owned(),
+        },
+        ShellCommand::Tracing(Some(true)) => "Now Tracing is enabled".to_owned(),
+        ShellCommand::Tracing(Some(false)) => "Disabled Tracing.".to_owned(),
         ShellCommand::Help => HELP.to_owned(),
         ShellCommand::Exit => return None,
     })
@@ -128,6 +149,7 @@ pub fn apply(command: &ShellCommand, settings: &mut Settings) {
     match command {
         ShellCommand::Consistency(Some(level)) => settings.consistency = *level,
         ShellCommand::Paging(Some(paging)) => settings.paging = *paging,
+        ShellCommand::Tracing(Some(on)) => settings.tracing = *on,
         _ => {}
     }
 }
@@ -143,6 +165,8 @@ Statements (end each with ';'; a line without ';' continues on the next):
 Shell commands:
   CONSISTENCY [ONE|TWO|THREE|QUORUM|ALL]   show or set the consistency level
   PAGING [ON|OFF|<page size>]              show or set paging
+  TRACING [ON|OFF]                         show or set tracing (each statement's steps on
+                                           the coordinator, printed after its result)
   HELP                                     this text
   EXIT | QUIT                              leave the shell";
 
@@ -161,6 +185,8 @@ mod tests {
         assert_eq!(parse_command("exit"), Some(Ok(ShellCommand::Exit)));
         assert_eq!(parse_command("QUIT"), Some(Ok(ShellCommand::Exit)));
         assert_eq!(parse_command("help select"), Some(Ok(ShellCommand::Help)));
+        assert_eq!(parse_command("tracing on"), Some(Ok(ShellCommand::Tracing(Some(true)))));
+        assert_eq!(parse_command("TRACING"), Some(Ok(ShellCommand::Tracing(None))));
     }
 
     #[test]
@@ -180,6 +206,7 @@ mod tests {
             assert!(matches!(err, CommandError::BadPaging(_)), "{bad}: {err}");
         }
         assert_eq!(parse_command("CONSISTENCY ONE TWO"), Some(Err(CommandError::TooManyWords("CONSISTENCY"))));
+        assert_eq!(parse_command("tracing maybe"), Some(Err(CommandError::BadTracing("maybe".into()))));
     }
 
     #[test]
@@ -196,7 +223,10 @@ mod tests {
         assert_eq!(settings.fetch_size(), UNPAGED_FETCH_ROWS);
         assert!(describe(&ShellCommand::Paging(None), &settings).unwrap().contains("disabled"));
         apply(&ShellCommand::Paging(Some(Paging::On(7))), &mut settings);
-        assert_eq!(settings, Settings { consistency: Consistency::Quorum, paging: Paging::On(7) });
+        assert_eq!(settings, Settings { consistency: Consistency::Quorum, paging: Paging::On(7), tracing: false });
+        apply(&ShellCommand::Tracing(Some(true)), &mut settings);
+        assert!(settings.tracing);
+        assert!(describe(&ShellCommand::Tracing(None), &settings).unwrap().contains("enabled"));
         assert_eq!(describe(&ShellCommand::Exit, &settings), None);
     }
 }

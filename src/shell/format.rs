@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use wire::protocol::{ColumnSpec, ErrorCode, ErrorResponse};
-use wire::Value;
+use wire::{ColumnType, Value};
 
 /// The text of one cell. Control characters are escaped so that a row stays on one line and
 /// the table stays aligned.
@@ -103,6 +103,25 @@ pub fn render_table(columns: &[ColumnSpec], rows: &[Vec<Option<Value>>]) -> Stri
         push_line(&mut out, &line.join(" | "));
     }
     out
+}
+
+/// A trace as cqlsh prints one: activity, source, source_elapsed (microseconds).
+pub fn render_trace(events: &[wire::protocol::TraceEvent]) -> String {
+    let columns =
+        [("activity", ColumnType::Text), ("source", ColumnType::Text), ("source_elapsed", ColumnType::BigInt)]
+            .map(|(name, ty)| ColumnSpec { name: name.to_owned(), ty });
+    let rows: Vec<Vec<Option<Value>>> = events
+        .iter()
+        .map(|e| {
+            let elapsed = i64::try_from(e.elapsed_us).unwrap_or(i64::MAX);
+            vec![
+                Some(Value::Text(e.activity.clone())),
+                Some(Value::Text(e.source.clone())),
+                Some(Value::BigInt(elapsed)),
+            ]
+        })
+        .collect();
+    render_table(&columns, &rows)
 }
 
 fn push_line(out: &mut String, line: &str) {

@@ -240,20 +240,36 @@ impl Shell {
 
     /// Sends `text` and prints its result, fetching page after page of a SELECT.
     fn query(&mut self, text: &str) -> Result<(), Failure> {
+        // With TRACING ON the first request (the statement, or a SELECT's first page) is traced.
         let mut params = QueryParams {
             consistency: self.settings.consistency,
             page_size: Some(self.settings.fetch_size()),
+            trace: self.settings.tracing,
             ..QueryParams::default()
         };
+        let mut trace = None;
         let mut total = 0u64;
         let mut printed_table = false;
         let mut out = std::io::stdout().lock();
         loop {
-            let answer = self.client()?.query_with(text, params.clone());
+            let answer = match self.client()?.query_with(text, params.clone()) {
+                Ok(QueryResult::Traced(traced)) => {
+                    trace = Some(traced.events);
+                    Ok(traced.result)
+                }
+                other => other,
+            };
+            params.trace = false;
             let rows = match answer {
                 Ok(QueryResult::Rows(rows)) => rows,
-                // Writes and schema changes print nothing, as in cqlsh.
-                Ok(QueryResult::Void | QueryResult::SchemaChange { .. } | QueryResult::Prepared(_)) => return Ok(()),
+                // Writes and schema changes print nothing but their trace, as in cqlsh.
+                Ok(QueryResult::Void | QueryResult::SchemaChange { .. } | QueryResult::Prepared(_)) => {
+                    print_trace(&mut out, trace.as_deref());
+                    return Ok(());
+                }
+                Ok(QueryResult::Traced(_)) => {
+                    return Err(Failure::answer("ProtocolError: the server traced a trace".to_owned()))
+                }
                 Err(ClientError::Server(e)) => return Err(Failure::answer(display_error(&e))),
                 Err(e) if connection::breaks_connection(&e) => {
                     self.connection.lost();
@@ -292,7 +308,19 @@ impl Shell {
             }
         }
         let _ = writeln!(out, "\n{}\n", row_count_line(total));
+        print_trace(&mut out, trace.as_deref());
         Ok(())
+    }
+}
+
+/// cqlsh's tracing table after a traced statement's result.
+fn print_trace(out: &mut impl Write, events: Option<&[wire::protocol::TraceEvent]>) {
+    if let Some(events) = events {
+        let _ = write!(
+            out,
+            "\nTracing (source_elapsed: microseconds since the coordinator received the request):\n\n{}\n",
+            format::render_trace(events)
+        );
     }
 }
 

@@ -73,6 +73,7 @@ fn corpus() -> Vec<Vec<u8>> {
         page_size: Some(100),
         paging_state: Some(vec![1, 2, 3]),
         timestamp: Some(1_700_000_000_000_000),
+        trace: true,
     };
     let values = vec![Some(Value::Text("k".into())), None, Some(Value::BigInt(-3)), Some(Value::Blob(vec![0; 3]))];
     let id = PreparedId::of_statement("SELECT v FROM t WHERE k = ?");

@@ -13,7 +13,10 @@ pub use admin::{
 };
 pub use repair::{RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult};
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
-pub use response::{ColumnSpec, ErrorCode, ErrorResponse, PreparedMeta, QueryResult, Response, Rows};
+pub use response::{
+    ColumnSpec, ErrorCode, ErrorResponse, PreparedMeta, QueryResult, Response, Rows, TraceEvent, Traced,
+    MAX_TRACE_EVENTS,
+};
 
 use std::fmt;
 
@@ -162,11 +165,15 @@ pub struct QueryParams {
     pub paging_state: Option<Vec<u8>>,
     /// Write timestamp in microseconds; `None` lets the coordinator assign one.
     pub timestamp: Option<i64>,
+    /// Ask the coordinator for a trace of what it did (cqlsh's TRACING ON): the answer is a
+    /// [`QueryResult::Traced`] around the result.
+    pub trace: bool,
 }
 
 const PARAM_PAGE_SIZE: u8 = 1;
 const PARAM_PAGING_STATE: u8 = 2;
 const PARAM_TIMESTAMP: u8 = 4;
+const PARAM_TRACE: u8 = 8;
 
 impl QueryParams {
     pub fn with_consistency(consistency: Consistency) -> QueryParams {
@@ -178,6 +185,7 @@ impl QueryParams {
         flags |= if self.page_size.is_some() { PARAM_PAGE_SIZE } else { 0 };
         flags |= if self.paging_state.is_some() { PARAM_PAGING_STATE } else { 0 };
         flags |= if self.timestamp.is_some() { PARAM_TIMESTAMP } else { 0 };
+        flags |= if self.trace { PARAM_TRACE } else { 0 };
         self.consistency.write(w);
         w.u8(flags);
         if let Some(n) = self.page_size {
@@ -194,7 +202,7 @@ impl QueryParams {
     fn read(r: &mut Reader<'_>) -> Result<QueryParams, DecodeError> {
         let consistency = Consistency::read(r)?;
         let flags = r.u8()?;
-        if flags & !(PARAM_PAGE_SIZE | PARAM_PAGING_STATE | PARAM_TIMESTAMP) != 0 {
+        if flags & !(PARAM_PAGE_SIZE | PARAM_PAGING_STATE | PARAM_TIMESTAMP | PARAM_TRACE) != 0 {
             return Err(r.invalid("query parameter flags", format!("unknown flags {flags:#04x}")));
         }
         let page_size = match flags & PARAM_PAGE_SIZE != 0 {
@@ -215,7 +223,8 @@ impl QueryParams {
             true => Some(r.i64()?),
             false => None,
         };
-        Ok(QueryParams { consistency, page_size, paging_state, timestamp })
+        let trace = flags & PARAM_TRACE != 0;
+        Ok(QueryParams { consistency, page_size, paging_state, timestamp, trace })
     }
 }
 
@@ -360,12 +369,14 @@ pub(crate) mod tests {
             proptest::option::of(1..=MAX_PAGE_SIZE),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(any::<i64>()),
+            any::<bool>(),
         )
-            .prop_map(|(consistency, page_size, paging_state, timestamp)| QueryParams {
+            .prop_map(|(consistency, page_size, paging_state, timestamp, trace)| QueryParams {
                 consistency,
                 page_size,
                 paging_state,
                 timestamp,
+                trace,
             })
     }
 

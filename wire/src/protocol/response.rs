@@ -41,7 +41,35 @@ pub enum QueryResult {
         table: String,
     },
     Prepared(PreparedMeta),
+    /// The answer to a request that asked for a trace (`QueryParams::trace`): what the
+    /// coordinator did, then the result itself (never traced again).
+    Traced(Box<Traced>),
 }
+
+/// A traced request's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traced {
+    /// In the order they happened.
+    pub events: Vec<TraceEvent>,
+    pub result: QueryResult,
+}
+
+/// One step of a traced request (a line of cqlsh's tracing table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub activity: String,
+    /// Where it happened: the coordinator's or a replica's address.
+    pub source: String,
+    /// Microseconds since the coordinator received the request.
+    pub elapsed_us: u64,
+}
+
+/// Most events in one trace; a coordinator stops recording past it.
+pub const MAX_TRACE_EVENTS: usize = 4096;
+/// Longest activity or source text of a trace event.
+const MAX_TRACE_TEXT: usize = 1024;
+/// Smallest encoded trace event: two empty texts and the elapsed time.
+const MIN_TRACE_EVENT_BYTES: usize = 4 + 4 + 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnSpec {
@@ -226,6 +254,8 @@ const RESULT_PREPARED: u32 = 4;
 const RESULT_SCHEMA_CHANGE: u32 = 5;
 /// An EnigmaDB kind, far from Cassandra's numbers.
 const RESULT_ADMIN: u32 = 0x100;
+/// EnigmaDB's: a trace, then a result of another kind.
+const RESULT_TRACED: u32 = 0x101;
 /// Smallest encoded column spec: an empty name and a type code.
 const MIN_COLUMN_SPEC_BYTES: usize = 4 + 1;
 
@@ -315,6 +345,15 @@ impl QueryResult {
                 write_specs(w, &meta.bind);
                 write_specs(w, &meta.columns);
             }
+            QueryResult::Traced(traced) => {
+                let events = &traced.events[..traced.events.len().min(MAX_TRACE_EVENTS)];
+                w.u32(RESULT_TRACED).u32(events.len() as u32);
+                for e in events {
+                    w.str(cut(&e.activity)).str(cut(&e.source)).u64(e.elapsed_us);
+                }
+                debug_assert!(!matches!(traced.result, QueryResult::Traced(_)), "a trace holds a plain result");
+                traced.result.write(w);
+            }
         }
     }
 
@@ -332,9 +371,44 @@ impl QueryResult {
                 bind: read_specs(r)?,
                 columns: read_specs(r)?,
             }),
+            RESULT_TRACED => {
+                let n = r.count(MIN_TRACE_EVENT_BYTES)?;
+                if n > MAX_TRACE_EVENTS {
+                    return Err(r.invalid("trace", format!("{n} events, at most {MAX_TRACE_EVENTS}")));
+                }
+                let events = read_list(r, n, |r, _| {
+                    Ok(TraceEvent {
+                        activity: read_text(r, MAX_TRACE_TEXT)?,
+                        source: read_text(r, MAX_TRACE_TEXT)?,
+                        elapsed_us: r.u64()?,
+                    })
+                })?;
+                let result = match r.u32()? {
+                    RESULT_TRACED => return Err(r.invalid("result kind", "a trace inside a trace")),
+                    kind => QueryResult::read(kind, r)?,
+                };
+                QueryResult::Traced(Box::new(Traced { events, result }))
+            }
             kind => return Err(r.invalid("result kind", format!("unknown kind {kind}"))),
         })
     }
+
+    /// The result itself, without its trace if it has one.
+    pub fn untraced(self) -> QueryResult {
+        match self {
+            QueryResult::Traced(traced) => traced.result,
+            other => other,
+        }
+    }
+}
+
+/// `text` cut to at most MAX_TRACE_TEXT bytes, at a character boundary.
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(MAX_TRACE_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 impl Response {
@@ -491,7 +565,36 @@ pub(crate) mod tests {
                 }))),
             (any_error_code(), ".{0,30}").prop_map(|(code, message)| Response::error(code, message)),
             any_admin_result().prop_map(Response::Admin),
+            (proptest::collection::vec(any_trace_event(), 0..5), any_rows()).prop_map(|(events, rows)| {
+                Response::Result(QueryResult::Traced(Box::new(Traced { events, result: QueryResult::Rows(rows) })))
+            }),
         ]
+    }
+
+    fn any_trace_event() -> impl Strategy<Value = TraceEvent> {
+        (".{0,40}", "[0-9.:]{0,21}", any::<u64>()).prop_map(|(activity, source, elapsed_us)| TraceEvent {
+            activity,
+            source,
+            elapsed_us,
+        })
+    }
+
+    #[test]
+    fn a_trace_inside_a_trace_is_refused_and_long_texts_are_cut() {
+        let event =
+            TraceEvent { activity: "é".repeat(MAX_TRACE_TEXT), source: "127.0.0.1:9470".into(), elapsed_us: 7 };
+        let traced = QueryResult::Traced(Box::new(Traced { events: vec![event], result: QueryResult::Void }));
+        let (opcode, body) = Response::Result(traced).encode();
+        let Ok(Response::Result(QueryResult::Traced(back))) = Response::decode(opcode, &body) else {
+            panic!("a traced result decodes")
+        };
+        assert!(back.events[0].activity.len() <= MAX_TRACE_TEXT && back.events[0].activity.starts_with('é'));
+        assert_eq!((back.events[0].elapsed_us, &back.result), (7, &QueryResult::Void));
+
+        let mut w = Writer::new();
+        w.u32(RESULT_TRACED).u32(0).u32(RESULT_TRACED).u32(0).u32(RESULT_VOID);
+        let nested = Response::decode(Opcode::Result, &w.into_bytes());
+        assert!(format!("{nested:?}").contains("a trace inside a trace"), "{nested:?}");
     }
 
     proptest! {
