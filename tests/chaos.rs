@@ -39,6 +39,16 @@ fn namespaces_available(test: &str) -> bool {
     }
 }
 
+/// Three one-shard nodes in namespaces (node i started with `extra[i - 1]`), or None, said
+/// why, when this process cannot create namespaces.
+fn three_nodes(test: &str, extra: Vec<Vec<String>>) -> Option<NetCluster> {
+    if !namespaces_available(test) {
+        return None;
+    }
+    let net = Network::create(3).expect("creating the network");
+    Some(NetCluster::start(test, net, extra))
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(value.parse().unwrap_or_else(|_| panic!("{name}={value:?} is not a number")))
@@ -91,11 +101,7 @@ fn chaos_run() {
 /// node is marked down by the others (while clients still reach it) and up after the heal.
 #[test]
 fn an_isolated_node_is_seen_down_and_up_again_after_the_heal() {
-    if !namespaces_available("an_isolated_node_is_seen_down_and_up_again_after_the_heal") {
-        return;
-    }
-    let net = Network::create(3).expect("creating the network");
-    let mut cluster = NetCluster::start("chaos-isolate", net, vec![Vec::new(); 3]);
+    let Some(mut cluster) = three_nodes("chaos-isolate", vec![Vec::new(); 3]) else { return };
     cluster.net.inject(Fault::Isolate(3)).expect("isolating node 3");
     for i in 1..=2 {
         let addr = cluster.addr(i);
@@ -113,11 +119,7 @@ fn an_isolated_node_is_seen_down_and_up_again_after_the_heal() {
 /// answer does not, and after the heal ALL is quick again.
 #[test]
 fn a_slowed_node_answers_its_peers_late_until_the_heal() {
-    if !namespaces_available("a_slowed_node_answers_its_peers_late_until_the_heal") {
-        return;
-    }
-    let net = Network::create(3).expect("creating the network");
-    let mut cluster = NetCluster::start("chaos-slow", net, vec![Vec::new(); 3]);
+    let Some(mut cluster) = three_nodes("chaos-slow", vec![Vec::new(); 3]) else { return };
     common::run_ok(cluster.addr(1), "CREATE TABLE slow (k int PRIMARY KEY, v int) WITH replication_factor = 3");
     let mut client = common::connect(cluster.addr(1));
     let mut key = 0;
@@ -158,13 +160,9 @@ fn a_slowed_node_answers_its_peers_late_until_the_heal() {
 /// own clocks keep issuing timestamps near the real time.
 #[test]
 fn a_node_far_ahead_cannot_push_its_timestamps_onto_the_others() {
-    if !namespaces_available("a_node_far_ahead_cannot_push_its_timestamps_onto_the_others") {
-        return;
-    }
     const AHEAD_MS: i64 = 60_000;
-    let net = Network::create(3).expect("creating the network");
     let skewed = vec!["--clock-offset-ms".to_owned(), AHEAD_MS.to_string()];
-    let cluster = NetCluster::start("chaos-skew", net, vec![Vec::new(), Vec::new(), skewed]);
+    let Some(cluster) = three_nodes("chaos-skew", vec![Vec::new(), Vec::new(), skewed]) else { return };
     common::run_ok(cluster.addr(1), "CREATE TABLE skew (k text PRIMARY KEY, v text) WITH replication_factor = 3");
     let mut clients: Vec<_> = (1..=3).map(|i| common::connect(cluster.addr(i))).collect();
     for (i, client) in clients.iter_mut().enumerate() {

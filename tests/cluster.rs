@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cluster::{await_until, node_host, ring, RingVnode, TestCluster};
+use common::cluster::{node_host, ring, RingVnode, TestCluster};
 use common::{connect, query_at};
 use wire::client::Client;
 use wire::protocol::{ErrorCode, QueryParams, QueryResult};
@@ -39,14 +39,9 @@ fn assert_unavailable(result: Result<impl std::fmt::Debug, ErrorCode>, required:
 #[test]
 fn three_nodes_replicate_and_answer_at_every_level_through_failures() {
     let mut cluster = TestCluster::start("cluster-rf3", 3);
-    let mut first = connect(cluster.addr(1));
-    query_at(&mut first, "CREATE TABLE kv (k text PRIMARY KEY, v int) WITH replication_factor = 3", Consistency::One)
-        .expect("CREATE TABLE");
-    // The schema made on node 1 is usable on the others within seconds.
-    for i in 2..=3 {
-        let mut client = connect(cluster.addr(i));
-        await_until(&format!("node {i} knows table kv"), || read(&mut client, "absent", Consistency::One).is_ok());
-    }
+    // The schema made on node 1 is usable on the others within seconds (the helper waits for
+    // each node to answer a read of it, at most common::cluster::CONVERGE).
+    let mut first = cluster.create_kv_table(3);
 
     for n in 0..50 {
         write(&mut first, &format!("k{n}"), n, Consistency::Quorum).expect("QUORUM write with all nodes up");

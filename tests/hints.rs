@@ -42,14 +42,7 @@ fn hints_pending(addr: SocketAddr) -> Option<u64> {
 #[test]
 fn a_restarted_replica_gets_every_write_it_missed_from_the_hints() {
     let mut cluster = TestCluster::start("hints-rf3", 3);
-    let mut first = connect(cluster.addr(1));
-    query_at(&mut first, "CREATE TABLE kv (k text PRIMARY KEY, v int) WITH replication_factor = 3", Consistency::One)
-        .expect("CREATE TABLE");
-    let mut third = connect(cluster.addr(3));
-    await_until("node 3 knows table kv", || {
-        query_at(&mut third, "SELECT v FROM kv WHERE k = 'x'", Consistency::One).is_ok()
-    });
-    drop(third);
+    let mut first = cluster.create_kv_table(3);
 
     // Node 3 down: node 1 coordinates QUORUM writes and keeps a hint for each.
     cluster.kill(3);

@@ -60,15 +60,7 @@ fn count(summary: &serde_json::Value, field: &str) -> u64 {
 #[test]
 fn repair_brings_back_a_node_that_missed_writes_and_a_consistent_cluster_streams_nothing() {
     let mut cluster = TestCluster::start_with("repair-rf3", 3, &NO_HINTS);
-    let mut first = connect(cluster.addr(1));
-    query_at(&mut first, "CREATE TABLE kv (k text PRIMARY KEY, v int) WITH replication_factor = 3", Consistency::One)
-        .expect("CREATE TABLE");
-    for i in 2..=3 {
-        let mut client = connect(cluster.addr(i));
-        await_until(&format!("node {i} knows table kv"), || {
-            query_at(&mut client, "SELECT v FROM kv WHERE k = 'absent'", Consistency::One).is_ok()
-        });
-    }
+    let mut first = cluster.create_kv_table(3);
     let mut expected: Vec<i32> = (0..40).collect();
     for (n, v) in expected.iter().enumerate() {
         write(&mut first, &format!("k{n}"), *v, Consistency::All);
@@ -140,14 +132,7 @@ fn repair_refuses_an_unknown_table_and_a_single_node_has_nothing_to_repair() {
 fn scheduled_repair_brings_back_a_node_that_missed_writes_without_a_command() {
     let flags = [&NO_HINTS[..], &["--repair-interval-ms", "500"]].concat();
     let mut cluster = TestCluster::start_with("repair-scheduled", 3, &flags);
-    let mut first = connect(cluster.addr(1));
-    query_at(&mut first, "CREATE TABLE kv (k text PRIMARY KEY, v int) WITH replication_factor = 3", Consistency::One)
-        .expect("CREATE TABLE");
-    let mut third = connect(cluster.addr(3));
-    await_until("node 3 knows table kv", || {
-        query_at(&mut third, "SELECT v FROM kv WHERE k = 'absent'", Consistency::One).is_ok()
-    });
-    drop(third);
+    let mut first = cluster.create_kv_table(3);
     cluster.kill(3);
     for n in 0..100 {
         write(&mut first, &format!("k{n}"), n, Consistency::Quorum);

@@ -89,6 +89,22 @@ impl TestCluster {
         }
     }
 
+    /// Creates table `kv (k text PRIMARY KEY, v int)` with replication factor `rf` through node
+    /// 1 and waits until every running node knows it; returns node 1's client.
+    pub fn create_kv_table(&self, rf: usize) -> wire::client::Client {
+        let mut first = super::connect(self.addr(1));
+        let ddl = format!("CREATE TABLE kv (k text PRIMARY KEY, v int) WITH replication_factor = {rf}");
+        super::query_at(&mut first, &ddl, wire::Consistency::One).expect("CREATE TABLE kv");
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            let mut client = super::connect(node.addr);
+            await_until(&format!("node {} knows table kv", i + 1), || {
+                super::query_at(&mut client, "SELECT v FROM kv WHERE k = 'absent'", wire::Consistency::One).is_ok()
+            });
+        }
+        first
+    }
+
     /// Waits until every running node reports `up` nodes up (UN) in `admin status`.
     pub fn await_up(&self, up: usize) {
         for (i, node) in self.nodes.iter().enumerate() {
