@@ -116,6 +116,17 @@ fn three_nodes_replicate_and_answer_at_every_level_through_failures() {
     let mut third = connect(cluster.addr(3));
     assert_eq!(read(&mut third, "all", Consistency::All), Ok(Some(1)));
 
+    // TRUNCATE through node 3 empties every node's copy: each node, a replica of every key,
+    // reads its own copy at ONE.
+    query_at(&mut third, "TRUNCATE kv", Consistency::One).expect("TRUNCATE with every node up");
+    for i in 1..=3 {
+        let mut client = connect(cluster.addr(i));
+        for key in ["k5", "k79", "all"] {
+            assert_eq!(read(&mut client, key, Consistency::One), Ok(None), "{key} on node {i} after TRUNCATE");
+        }
+    }
+    write(&mut first, "k79", 79, Consistency::All).expect("ALL write after TRUNCATE");
+
     // Two of three down: QUORUM is unavailable, ONE still works.
     cluster.kill(2);
     cluster.kill(3);
@@ -125,4 +136,7 @@ fn three_nodes_replicate_and_answer_at_every_level_through_failures() {
     write(&mut first, "one", 7, Consistency::One).expect("ONE write with one node up");
     assert_eq!(read(&mut first, "one", Consistency::One), Ok(Some(7)));
     assert_eq!(read(&mut first, "k79", Consistency::One), Ok(Some(79)));
+    // TRUNCATE needs every node.
+    assert_unavailable(query_at(&mut first, "TRUNCATE kv", Consistency::One).map_err(|e| e.code), 3, 1);
+    assert_eq!(read(&mut first, "k79", Consistency::One), Ok(Some(79)), "a refused TRUNCATE removes nothing");
 }

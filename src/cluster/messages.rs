@@ -195,6 +195,24 @@ impl ScanRequest {
     }
 }
 
+/// TRUNCATE: version | table u32.
+pub fn encode_truncate(table: TableId) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(DATA_MESSAGE_VERSION).u32(table);
+    w.into_bytes()
+}
+
+pub fn decode_truncate(body: &[u8]) -> Result<TableId, MessageError> {
+    const MESSAGE: &str = "TRUNCATE";
+    let mut r = Reader::new(check_version(MESSAGE, body)?);
+    let decode = |r: &mut Reader<'_>| -> Result<TableId, DecodeError> {
+        let table = r.u32()?;
+        r.finish()?;
+        Ok(table)
+    };
+    decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
+}
+
 /// SCAN_RESULT: version | count u32 | (key bytes | partition)*, keys strictly increasing in
 /// storage order, at most [`MAX_SCAN_PARTITIONS`].
 pub fn encode_scan_result(partitions: &[(PartitionKey, Partition)]) -> Vec<u8> {
@@ -396,6 +414,7 @@ mod tests {
         let _ = ReadResult::decode(bytes);
         let _ = ScanRequest::decode(bytes);
         let _ = decode_scan_result(bytes);
+        let _ = decode_truncate(bytes);
     }
 
     proptest! {
@@ -428,6 +447,15 @@ mod tests {
             let mut body = Vec::new();
             encode_mutate(&updates, &mut body);
             prop_assert_eq!(decode_mutate(&body).unwrap(), updates);
+        }
+
+        #[test]
+        fn truncates_round_trip_and_reject_trailing_bytes(table in any::<u32>()) {
+            let mut body = encode_truncate(table);
+            prop_assert_eq!(decode_truncate(&body).unwrap(), table);
+            body.push(0);
+            let refused = matches!(decode_truncate(&body), Err(MessageError::Malformed { message: "TRUNCATE", .. }));
+            prop_assert!(refused, "a TRUNCATE body with a trailing byte is malformed");
         }
 
         #[test]

@@ -36,6 +36,10 @@ pub const SCHEMA: u8 = 0x51;
 pub const SCHEMA_PUSH: u8 = 0x52;
 /// Answer to SCHEMA_PUSH (empty).
 pub const SCHEMA_OK: u8 = 0x53;
+/// Remove every row of a table written before the request, on the receiving node.
+pub const TRUNCATE: u8 = 0x54;
+/// Answer to TRUNCATE once the node's copy of the table is truncated (empty).
+pub const TRUNCATE_OK: u8 = 0x55;
 /// First frame of every connection, on stream 0: peer protocol version and the caller's peer
 /// address (`cluster::transport`).
 pub const PEER_HELLO: u8 = 0x7E;
@@ -43,7 +47,7 @@ pub const PEER_HELLO: u8 = 0x7E;
 pub const PEER_HELLO_OK: u8 = 0x7F;
 
 /// Every code above, for the uniqueness test and the protocol document.
-pub const ALL: [(u8, &str); 19] = [
+pub const ALL: [(u8, &str); 21] = [
     (PEER_ERROR, "PEER_ERROR"),
     (GOSSIP_SYN, "GOSSIP_SYN"),
     (GOSSIP_ACK, "GOSSIP_ACK"),
@@ -61,6 +65,8 @@ pub const ALL: [(u8, &str); 19] = [
     (SCHEMA, "SCHEMA"),
     (SCHEMA_PUSH, "SCHEMA_PUSH"),
     (SCHEMA_OK, "SCHEMA_OK"),
+    (TRUNCATE, "TRUNCATE"),
+    (TRUNCATE_OK, "TRUNCATE_OK"),
     (PEER_HELLO, "PEER_HELLO"),
     (PEER_HELLO_OK, "PEER_HELLO_OK"),
 ];

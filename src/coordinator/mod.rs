@@ -228,14 +228,7 @@ impl Coordinator {
                 Ok(QueryResult::SchemaChange { change: "DROPPED".into(), table })
             }
             Plan::Truncate { schema } => {
-                if self.proxy.view().members().len() > 1 {
-                    return Err(ErrorResponse::new(
-                        ErrorCode::Invalid,
-                        "TRUNCATE in a cluster of more than one node is not supported yet: it would clear \
-                         only this node's replicas (DROP TABLE and CREATE TABLE work cluster-wide)",
-                    ));
-                }
-                self.node.truncate(&schema.name).await.map_err(node_error)?;
+                self.proxy.truncate(&schema).await?;
                 Ok(QueryResult::Void)
             }
             Plan::DescribeTables => {

@@ -24,7 +24,7 @@ use wire::schema::{ReadRepair, TableId, TableSchema};
 
 use super::{node_error, trace};
 use crate::cluster::messages::{self, digest, Digest, ReadRequest, ReadResult};
-use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT};
+use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT, TRUNCATE, TRUNCATE_OK};
 use crate::cluster::replication::{
     required_replicas, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
@@ -36,6 +36,9 @@ use crate::hints::HintStore;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a coordinator waits for a read's replicas (Cassandra's `read_request_timeout`).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TRUNCATE waits for every node (Cassandra's truncate_request_timeout): each node
+/// flushes its MemTables first.
+pub const TRUNCATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -539,6 +542,64 @@ impl StorageProxy {
         self.peers.borrow().clone().ok_or_else(|| {
             ErrorResponse::new(ErrorCode::Server, "a replica is on another node, and this node has no peer transport")
         })
+    }
+
+    /// TRUNCATE on every node, as Cassandra does it: every member must be up (UNAVAILABLE at
+    /// ALL otherwise, before any node truncates); this node truncates its copy, then every
+    /// other node its own (rows written before it got the request); the answer waits for all
+    /// of them (WRITE_TIMEOUT at ALL after [`TRUNCATE_TIMEOUT`], or when one fails: some nodes
+    /// may then have truncated, and the statement can be run again).
+    pub async fn truncate(&self, schema: &TableSchema) -> Result<(), ErrorResponse> {
+        let view = self.view();
+        let members = view.members();
+        let alive = members.iter().filter(|m| m.alive).count();
+        if alive < members.len() {
+            return Err(ErrorResponse::new(
+                ErrorCode::Unavailable {
+                    consistency: Consistency::All,
+                    required: members.len() as u32,
+                    alive: alive as u32,
+                },
+                format!(
+                    "Cannot truncate table {}: every node must be up ({} nodes, {alive} up)",
+                    schema.name,
+                    members.len()
+                ),
+            ));
+        }
+        // This node first: its failure is the statement's, typed as a local one would be.
+        trace::event(|| "Truncating this node's copy".into());
+        self.node.truncate(&schema.name).await.map_err(node_error)?;
+        let body = messages::encode_truncate(schema.id);
+        let mut calls = Vec::new();
+        for member in members.iter().filter(|m| m.host != view.local()) {
+            let peers = self.peers()?;
+            let (peer, body) = (member.peer, body.clone());
+            trace::event(|| format!("Sending TRUNCATE to {peer}"));
+            calls.push(glommio::spawn_local(async move {
+                match peers.call(peer, TRUNCATE, body, TRUNCATE_TIMEOUT).await {
+                    Ok((TRUNCATE_OK, _)) => Ok(()),
+                    Ok((opcode, _)) => Err(format!("{peer}: answered TRUNCATE with opcode {opcode:#04x}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }));
+        }
+        let mut failures = Vec::new();
+        for call in calls {
+            failures.extend(call.await.err());
+        }
+        let required = members.len() as u32;
+        match failures.first() {
+            None => Ok(()),
+            Some(why) => Err(ErrorResponse::new(
+                ErrorCode::WriteTimeout {
+                    consistency: Consistency::All,
+                    received: required - failures.len() as u32,
+                    required,
+                },
+                format!("TRUNCATE of {} failed on {} of {required} nodes: {why}", schema.name, failures.len()),
+            )),
+        }
     }
 
     /// UNAVAILABLE for a token scan answered from this node, the same way a partition read

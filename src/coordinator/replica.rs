@@ -13,7 +13,8 @@ use shards::shard::ShardError;
 use crate::cluster::merkle::TreeRequest;
 use crate::cluster::messages::{self, digest, MessageError, ReadRequest, ReadResult, ScanRequest};
 use crate::cluster::opcodes::{
-    MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT,
+    MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT, TRUNCATE,
+    TRUNCATE_OK,
 };
 use crate::cluster::transport::{codes, RemoteError};
 
@@ -60,6 +61,14 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> Re
             let request = TreeRequest::decode(body).map_err(malformed)?;
             let tree = super::repair::build_tree(node, &request).await.map_err(storage)?;
             Ok((MERKLE_TREE_RESULT, tree.encode()))
+        }
+        TRUNCATE => {
+            let table = messages::decode_truncate(body).map_err(malformed)?;
+            // By id: a table dropped and created again under the same name is another table.
+            let schema =
+                node.table_by_id(table).ok_or(NodeError::UnknownTable(format!("id {table}"))).map_err(storage)?;
+            node.truncate(&schema.name).await.map_err(storage)?;
+            Ok((TRUNCATE_OK, Vec::new()))
         }
         other => Err(RemoteError::new(codes::PROTOCOL, format!("opcode {other:#04x} is not a data request"))),
     }
