@@ -12,7 +12,7 @@ mod range;
 mod repair;
 mod replica;
 mod select;
-pub mod trace;
+mod trace;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};

@@ -280,12 +280,10 @@ impl Coordinator {
             return;
         }
         let session = self.repairs.open(tables, ranges.len(), true);
-        for range in ranges {
-            let RepairRange { table, start, end } = range;
-            let request = RangeRequest { session, table, start, end, max_depth: DEFAULT_TREE_DEPTH };
-            let what = format!("{} ({start}, {end}]", request.table);
+        for RepairRange { table, start, end } in ranges {
+            let request = RangeRequest { session, table: table.clone(), start, end, max_depth: DEFAULT_TREE_DEPTH };
             if let Err(e) = self.repair_range(request).await {
-                tracing::warn!(session, range = %what, error = %e.message, "scheduled repair of a range failed");
+                tracing::warn!(session, %table, start, end, error = %e.message, "scheduled repair of a range failed");
             }
         }
     }
