@@ -29,6 +29,8 @@ pub const DEFAULT_PEER_PORT: u16 = 7470;
 pub const MAX_SEEDS: usize = 64;
 /// Default port of the metrics endpoint (HTTP, Prometheus text format).
 pub const DEFAULT_METRICS_PORT: u16 = 9471;
+/// Default port of the shard-aware client port (ScyllaDB's 19042 beside 9042).
+pub const DEFAULT_SHARD_AWARE_PORT: u16 = 19470;
 /// Default log level (`info`: one line per notable event, never one per request).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -112,7 +114,8 @@ impl From<SyncModeSetting> for SyncMode {
     }
 }
 
-/// Where the metrics endpoint listens: an address, or `off`.
+/// Where an optional listener (the metrics endpoint, the shard-aware port) listens: an
+/// address, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsListen {
     Off,
@@ -138,7 +141,7 @@ impl FromStr for MetricsListen {
         text.trim()
             .parse()
             .map(MetricsListen::On)
-            .map_err(|_| format!("'{text}' is neither an address (127.0.0.1:{DEFAULT_METRICS_PORT}) nor off"))
+            .map_err(|_| format!("'{text}' is neither an address (host:port) nor off"))
     }
 }
 
@@ -169,8 +172,11 @@ impl Serialize for MetricsListen {
 pub struct ServerConfig {
     /// Node data directory.
     pub data_dir: PathBuf,
-    /// Client protocol address.
+    /// Client protocol address; its connections are spread over the shards.
     pub listen: SocketAddr,
+    /// Shard-aware client port, or off: a connection from source port p is served by shard
+    /// p % shards, so a client can reach the shard that owns its data.
+    pub shard_aware_listen: MetricsListen,
     /// Peer protocol address (gossip, replica reads and writes, schema exchange).
     pub peer_listen: SocketAddr,
     /// Peer addresses contacted to join a cluster (Cassandra's seed_provider); empty: a
@@ -252,6 +258,7 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: PathBuf::from("./enigmadb-data"),
             listen: DEFAULT_LISTEN.parse().expect("a valid literal address"),
+            shard_aware_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_SHARD_AWARE_PORT))),
             peer_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT)),
             seeds: Vec::new(),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
@@ -391,6 +398,12 @@ impl ServerConfig {
                 return invalid("metrics_listen", "must differ from listen");
             }
         }
+        if let MetricsListen::On(addr) = self.shard_aware_listen {
+            let taken = addr == self.listen || self.metrics_listen == MetricsListen::On(addr);
+            if taken && addr.port() != 0 {
+                return invalid("shard_aware_listen", "must differ from listen and metrics_listen");
+            }
+        }
         if self.metrics_timeout_ms == 0 {
             return invalid("metrics_timeout_ms", "must be positive");
         }
@@ -401,10 +414,11 @@ impl ServerConfig {
     }
 
     /// The cluster service's settings, for a node whose clients connect at `client_addr`.
-    pub fn cluster_config(&self, client_addr: SocketAddr) -> ClusterConfig {
+    pub fn cluster_config(&self, client_addr: SocketAddr, shard_aware_addr: Option<SocketAddr>) -> ClusterConfig {
         ClusterConfig {
             peer_listen: self.peer_listen,
             client_addr,
+            shard_aware_addr,
             seeds: self.seeds.clone(),
             cluster_name: self.cluster_name.clone(),
             failure_detector: FailureDetectorConfig {

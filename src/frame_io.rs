@@ -177,25 +177,37 @@ impl Stopping {
     }
 }
 
-/// Accepts connections on `listener` until `stop` resolves, running `serve` for each, at most
-/// `max_connections` at once (beyond it, `refuse` answers and closes the connection, off the
-/// accept loop). Then tells the connections to stop reading and waits until every one is done.
-pub async fn accept_loop<S, R>(
-    listener: TcpListener,
+/// The connections `listener` accepts, as a stream that owns it (dropping the stream stops
+/// listening).
+pub fn incoming(listener: TcpListener) -> impl futures_lite::Stream<Item = std::io::Result<TcpStream>> + Unpin {
+    Box::pin(futures_lite::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map_err(std::io::Error::from);
+        Some((accepted, listener))
+    }))
+}
+
+/// Takes connections from `incoming` (a listener's, or those another shard hands over) until
+/// `stop` resolves or `incoming` ends, running `serve` for each, at most `max_connections` at
+/// once (beyond it, `refuse` answers and closes the connection, off the accept loop). Then
+/// tells the connections to stop reading and waits until every one is done.
+pub async fn accept_loop<C, S, R>(
+    incoming: impl futures_lite::Stream<Item = std::io::Result<C>> + Unpin,
     max_connections: usize,
     stop: impl Future<Output = ()>,
-    serve: impl Fn(TcpStream, Rc<Stopping>) -> S,
-    refuse: impl Fn(TcpStream) -> R,
+    serve: impl Fn(C, Rc<Stopping>) -> S,
+    refuse: impl Fn(C) -> R,
 ) where
     S: Future<Output = ()> + 'static,
     R: Future<Output = ()> + 'static,
 {
+    use futures_lite::StreamExt;
+    let mut incoming = incoming;
     let connections = Gate::new();
     let open = Rc::new(Cell::new(0usize));
     let stopping = Rc::new(Stopping::default());
     let mut stop = std::pin::pin!(stop);
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { incoming.next().await }, async {
             stop.as_mut().await;
             None
         })
@@ -224,7 +236,7 @@ pub async fn accept_loop<S, R>(
             task.detach();
         }
     }
-    drop(listener);
+    drop(incoming);
     stopping.stop();
     let _ = connections.close().await;
 }

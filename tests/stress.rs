@@ -38,6 +38,9 @@ fn write_then_read_reports_exact_counts_and_reads_find_every_value() {
     assert_eq!(w["summary"]["ok"], 2000);
     assert_eq!(w["summary"]["errors"], serde_json::json!({}));
     assert_eq!(w["summary"]["latency_us"]["count"], 2000);
+    // Shard-aware by default: every request is counted, sent to its owning shard or not.
+    assert_eq!(w["settings"]["shard_aware"], true);
+    assert_eq!(w["summary"]["shard_aware"]["requests"], 2000, "{}", w["summary"]);
     assert!(w["summary"]["latency_us"]["p99"].as_u64().unwrap() > 0);
     let series = w["series"].as_array().expect("a per-second series");
     let in_series: u64 = series.iter().map(|s| s["operations"].as_u64().unwrap()).sum();

@@ -234,6 +234,18 @@ impl Node {
         config: NodeConfig,
         service: Option<(u16, LocalService)>,
     ) -> Result<(Node, OpenReport), NodeError> {
+        let mut service = service;
+        Node::open_with_services(config, &mut |shard, _| service.take_if(|(at, _)| *at == shard).map(|(_, s)| s))
+    }
+
+    /// [`Node::open`], and once every shard is open, runs on each shard's executor the service
+    /// `services(shard, shard_count)` returns for it, if any (the server's front door on every
+    /// shard). `services` is called on this thread once per shard, in shard order, before that
+    /// shard's executor starts; each service ends with its executor, when the node shuts down.
+    pub fn open_with_services(
+        config: NodeConfig,
+        services: &mut dyn FnMut(u16, usize) -> Option<LocalService>,
+    ) -> Result<(Node, OpenReport), NodeError> {
         let node_id = NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed);
         let dir = config.data_dir.clone();
         let dir_err = |source| NodeError::DataDir { path: dir.clone(), source };
@@ -250,8 +262,8 @@ impl Node {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut senders = Vec::new();
         let mut threads = Vec::new();
-        let (node_tx, node_rx) = flume::bounded::<Node>(1);
-        let mut service = service.filter(|(shard, _)| (*shard as usize) < meta.shards());
+        let (node_tx, node_rx) = flume::bounded::<Node>(meta.shards());
+        let mut with_service = 0;
         for shard in 0..meta.shards() {
             let (tx, rx) = flume::bounded(config.channel_capacity);
             senders.push(tx);
@@ -264,8 +276,8 @@ impl Node {
             let shard_dir = dir.join(format!("shard-{shard:03}"));
             let (shard_config, ready) = (config.shard.clone(), ready_tx.clone());
             let tables = catalog.clone();
-            let local_service =
-                service.take_if(|(at, _)| *at as usize == shard).map(|(_, start)| (node_rx.clone(), start));
+            let local_service = services(shard as u16, meta.shards()).map(|start| (node_rx.clone(), start));
+            with_service += usize::from(local_service.is_some());
             let ids = (node_id, shard as u16);
             let handle = builder
                 .spawn(move || run_shard(ids, shard_dir, shard_config, tables, rx, ready, local_service))
@@ -315,8 +327,10 @@ impl Node {
                 lock: Mutex::new(Some(lock)),
             }),
         };
-        // Received only by the shard that runs the service, if any.
-        let _ = node_tx.try_send(node.clone());
+        // One handle for each shard that runs a service (the channel has room for all).
+        for _ in 0..with_service {
+            let _ = node_tx.try_send(node.clone());
+        }
         let shards = replay.len();
         Ok((node, OpenReport { shards, shard_reports: replay.into_iter().flatten().collect() }))
     }
@@ -778,6 +792,15 @@ impl Request {
     fn is_data(&self) -> bool {
         !matches!(self, Request::Shutdown { .. } | Request::Many(_))
     }
+
+    /// Client data (a write, a read or a scan) that reached the shard over its channel: what
+    /// a shard-aware client keeps on the shard that owns it.
+    fn is_cross_shard_data(&self) -> bool {
+        matches!(
+            self,
+            Request::Apply { .. } | Request::ApplyStamped { .. } | Request::Read { .. } | Request::Scan { .. }
+        )
+    }
 }
 
 fn on_shard_executor() -> bool {
@@ -910,6 +933,9 @@ async fn run_shard(
         // holds up the others; the gate lets shutdown wait for them. It is open until
         // shutdown, which ends this loop first.
         for request in batch {
+            if request.is_cross_shard_data() {
+                shard.count_cross_shard_request();
+            }
             if let Ok(task) = in_flight.spawn(serve(shard.clone(), request)) {
                 task.detach();
             }

@@ -136,6 +136,9 @@ pub struct ShardStats {
     /// Partitions in the MemTables (a partition also in SSTables counts once per place).
     pub memtable_partitions: usize,
     pub writes: u64,
+    /// Data requests (writes, reads, scans) this shard received from another shard's
+    /// executor over its channel: the cross-core hops a shard-aware client avoids.
+    pub cross_shard_requests: u64,
     pub flushes: u64,
     pub sstables: usize,
     pub sstable_bytes: u64,
@@ -308,6 +311,8 @@ pub struct Shard {
     closing: Cell<bool>,
     flush_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
     writes: Cell<u64>,
+    /// See [`ShardStats::cross_shard_requests`]; counted by the node's request loop.
+    cross_shard_requests: Cell<u64>,
     /// Per table; an entry lives until the table is dropped (bounded by the catalog's tables).
     table_activity: RefCell<AHashMap<TableId, TableActivity>>,
     /// The next SSTable generation to hand out (flushes and compactions both take from it;
@@ -464,6 +469,7 @@ impl Shard {
             closing: Cell::new(false),
             flush_task: RefCell::new(None),
             writes: Cell::new(0),
+            cross_shard_requests: Cell::new(0),
             table_activity: RefCell::new(AHashMap::new()),
             next_generation: Cell::new(manifest_next_generation),
             strategy: config_strategy,
@@ -1112,6 +1118,11 @@ impl Shard {
         Ok(())
     }
 
+    /// Counts a data request that came over the channel from another shard's executor.
+    pub fn count_cross_shard_request(&self) {
+        self.cross_shard_requests.set(self.cross_shard_requests.get() + 1);
+    }
+
     pub fn stats(&self) -> ShardStats {
         let sstables = self.sstables.borrow();
         let immutables = self.immutables.borrow();
@@ -1128,6 +1139,7 @@ impl Shard {
                 .map(|g| g.tables.borrow().values().map(MemTable::partitions).sum::<usize>())
                 .sum(),
             writes: self.writes.get(),
+            cross_shard_requests: self.cross_shard_requests.get(),
             flushes: self.flushes.get(),
             sstables: sstables.values().map(Vec::len).sum(),
             sstable_bytes: sstables.values().flatten().map(|s| s.file_size()).sum(),

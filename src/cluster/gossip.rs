@@ -36,7 +36,7 @@ pub const MAX_DELTA_BYTES: usize = 8 << 20;
 pub const MAX_RELEASE_VERSION_LEN: usize = 64;
 
 /// The layout version every gossip body starts with; a body of another version is refused.
-pub const GOSSIP_BODY_VERSION: u8 = 1;
+pub const GOSSIP_BODY_VERSION: u8 = 2;
 
 /// Encoded size of a [`Digest`]: host id (16), generation (8), max version (8).
 const DIGEST_BYTES: usize = 32;
@@ -62,10 +62,11 @@ pub enum StateKey {
     SchemaVersion = 5,
     Load = 6,
     ReleaseVersion = 7,
+    ShardAwareAddress = 8,
 }
 
 impl StateKey {
-    pub const ALL: [StateKey; 7] = [
+    pub const ALL: [StateKey; 8] = [
         StateKey::PeerAddress,
         StateKey::ClientAddress,
         StateKey::Tokens,
@@ -73,6 +74,7 @@ impl StateKey {
         StateKey::SchemaVersion,
         StateKey::Load,
         StateKey::ReleaseVersion,
+        StateKey::ShardAwareAddress,
     ];
 
     fn from_code(code: u8) -> Option<StateKey> {
@@ -111,6 +113,9 @@ pub enum AppState {
     Load(u64),
     /// The `enigmadb` version it runs.
     ReleaseVersion(String),
+    /// Where its shard-aware client port listens (a connection is served by the shard its
+    /// source port names); absent when the node has none.
+    ShardAwareAddress(SocketAddr),
 }
 
 impl AppState {
@@ -123,6 +128,7 @@ impl AppState {
             AppState::SchemaVersion(_) => StateKey::SchemaVersion,
             AppState::Load(_) => StateKey::Load,
             AppState::ReleaseVersion(_) => StateKey::ReleaseVersion,
+            AppState::ShardAwareAddress(_) => StateKey::ShardAwareAddress,
         }
     }
 
@@ -147,7 +153,7 @@ impl AppState {
 
     fn encode(&self, w: &mut Writer) {
         match self {
-            AppState::PeerAddress(a) | AppState::ClientAddress(a) => encode_addr(w, a),
+            AppState::PeerAddress(a) | AppState::ClientAddress(a) | AppState::ShardAwareAddress(a) => encode_addr(w, a),
             AppState::Tokens(shards) => {
                 w.u32(shards.len() as u32);
                 for shard in shards {
@@ -174,6 +180,7 @@ impl AppState {
         let value = match key {
             StateKey::PeerAddress => AppState::PeerAddress(decode_addr(r)?),
             StateKey::ClientAddress => AppState::ClientAddress(decode_addr(r)?),
+            StateKey::ShardAwareAddress => AppState::ShardAwareAddress(decode_addr(r)?),
             StateKey::Tokens => {
                 let shards = read_count(r, 4, MAX_SHARDS)?;
                 let tokens = (0..shards)
@@ -269,6 +276,13 @@ impl EndpointState {
     pub fn client_address(&self) -> Option<SocketAddr> {
         match self.get(StateKey::ClientAddress) {
             Some(AppState::ClientAddress(a)) => Some(*a),
+            _ => None,
+        }
+    }
+
+    pub fn shard_aware_address(&self) -> Option<SocketAddr> {
+        match self.get(StateKey::ShardAwareAddress) {
+            Some(AppState::ShardAwareAddress(a)) => Some(*a),
             _ => None,
         }
     }
@@ -989,7 +1003,7 @@ mod tests {
     #[test]
     fn bodies_of_another_version_or_with_trailing_bytes_are_refused() {
         let mut syn = node(A, 1).syn().encode();
-        syn[0] = 2;
+        syn[0] = GOSSIP_BODY_VERSION + 1;
         assert!(matches!(Syn::decode(&syn), Err(DecodeError::Invalid { what: "gossip body version", .. })));
         let mut ack2 = Ack2 { deltas: vec![] }.encode();
         ack2.push(0);
@@ -1017,11 +1031,12 @@ mod tests {
             any::<u64>().prop_map(AppState::SchemaVersion),
             any::<u64>().prop_map(AppState::Load),
             "[a-z0-9.-]{0,64}".prop_map(AppState::ReleaseVersion),
+            addr_strategy().prop_map(AppState::ShardAwareAddress),
         ]
     }
 
     fn delta_strategy() -> impl Strategy<Value = Delta> {
-        let states = proptest::collection::btree_map(any::<u8>(), (app_state_strategy(), any::<u64>()), 0..7);
+        let states = proptest::collection::btree_map(any::<u8>(), (app_state_strategy(), any::<u64>()), 0..8);
         (any::<u128>(), any::<u64>(), any::<u64>(), states).prop_map(|(host, generation, version, states)| {
             let mut by_key = BTreeMap::new();
             for (value, v) in states.into_values() {

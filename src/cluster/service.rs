@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     pub peer_listen: SocketAddr,
     /// Where this node's clients connect (gossiped, shown by `admin status`).
     pub client_addr: SocketAddr,
+    /// Where its shard-aware client port listens, if it has one (gossiped, for clients'
+    /// TOPOLOGY answers on every node).
+    pub shard_aware_addr: Option<SocketAddr>,
     /// Peer addresses contacted to join (`--seeds`); this node's own address may be listed.
     pub seeds: Vec<SocketAddr>,
     /// Peers of another cluster name are refused at their HELLO.
@@ -106,7 +109,12 @@ pub struct Cluster {
     stopping: Cell<bool>,
     /// Told when the failure detector marks a peer up (true) or down (false).
     liveness_listener: RefCell<Option<LivenessListener>>,
+    /// Told of every new view after it replaced the coordinator's (the other shards' copies).
+    publish_view: ViewPublisher,
 }
+
+/// What [`Cluster::start`] calls with each new view: the server sends it to every shard.
+pub type ViewPublisher = Box<dyn Fn(&Rc<ClusterView>)>;
 
 /// What [`Cluster::on_liveness`] calls: the host and whether it is now up.
 pub type LivenessListener = Box<dyn Fn(HostId, bool)>;
@@ -114,13 +122,15 @@ pub type LivenessListener = Box<dyn Fn(HostId, bool)>;
 impl Cluster {
     /// Binds the peer port and starts serving it and gossiping (tasks on the current
     /// executor, which must be the node's coordinator shard). `view` and `clock` are the
-    /// coordinator's (its `StorageProxy`'s): the service keeps the view current and serves
-    /// peers' writes through the clock. The service runs until [`Cluster::stop`].
+    /// coordinator's (its `StorageProxy`'s): the service keeps the view current, and calls
+    /// `publish_view` with each one it swaps in, and serves peers' writes through the clock.
+    /// The service runs until [`Cluster::stop`].
     pub fn start(
         node: Node,
         view: Rc<RefCell<Rc<ClusterView>>>,
         clock: Rc<RefCell<Hlc>>,
         config: ClusterConfig,
+        publish_view: ViewPublisher,
     ) -> Result<Rc<Cluster>, ClusterError> {
         let listener = glommio::net::TcpListener::bind(config.peer_listen)
             .map_err(|e| ClusterError::Listen { addr: config.peer_listen, reason: e.to_string() })?;
@@ -130,26 +140,27 @@ impl Cluster {
         transport_config.cluster_name = config.cluster_name.clone();
         let local = node.host_id();
         let tokens = node.tokens();
-        let gossip = Gossip::new(
-            local,
-            node.generation(),
-            vec![
-                AppState::PeerAddress(peer_addr),
-                AppState::ClientAddress(config.client_addr),
-                AppState::Tokens(tokens.clone()),
-                AppState::Status(Status::Normal),
-                AppState::SchemaVersion(node.schema_version()),
-                AppState::Load(0),
-                AppState::ReleaseVersion(env!("CARGO_PKG_VERSION").into()),
-            ],
-        )?;
-        *view.borrow_mut() = Rc::new(ClusterView::single(Member {
+        let mut states = vec![
+            AppState::PeerAddress(peer_addr),
+            AppState::ClientAddress(config.client_addr),
+            AppState::Tokens(tokens.clone()),
+            AppState::Status(Status::Normal),
+            AppState::SchemaVersion(node.schema_version()),
+            AppState::Load(0),
+            AppState::ReleaseVersion(env!("CARGO_PKG_VERSION").into()),
+        ];
+        states.extend(config.shard_aware_addr.map(AppState::ShardAwareAddress));
+        let gossip = Gossip::new(local, node.generation(), states)?;
+        let first = Rc::new(ClusterView::single(Member {
             host: local,
             peer: peer_addr,
             client: config.client_addr,
+            shard_aware: config.shard_aware_addr,
             tokens,
             alive: true,
         })?);
+        *view.borrow_mut() = first.clone();
+        publish_view(&first);
         let cluster = Rc::new(Cluster {
             detector: RefCell::new(FailureDetector::new(config.failure_detector)?),
             node,
@@ -164,6 +175,7 @@ impl Cluster {
             schema_pulled: RefCell::default(),
             stopping: Cell::new(false),
             liveness_listener: RefCell::new(None),
+            publish_view,
             config,
         });
         let handler: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
@@ -441,6 +453,7 @@ impl Cluster {
                         host,
                         peer: state.peer_address()?,
                         client: state.client_address()?,
+                        shard_aware: state.shard_aware_address(),
                         tokens,
                         alive: host == self.local
                             || (detector.is_alive(host) && state.status() != Some(Status::Shutdown)),
@@ -449,7 +462,11 @@ impl Cluster {
                 .collect()
         };
         match ClusterView::new(self.local, members) {
-            Ok(view) => *self.view.borrow_mut() = Rc::new(view),
+            Ok(view) => {
+                let view = Rc::new(view);
+                *self.view.borrow_mut() = view.clone();
+                (self.publish_view)(&view);
+            }
             Err(e) => tracing::error!(error = %e, "keeping the previous cluster view"),
         }
     }

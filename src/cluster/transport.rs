@@ -36,7 +36,7 @@ pub use hello::{
 pub use streams::{MAX_ABANDONED_STREAMS, MAX_STREAMS_IN_FLIGHT};
 
 use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
-use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
+use crate::frame_io::{accept_loop, incoming, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use streams::{Completion, Streams};
 
 /// Default bound on requests waiting for answers from one peer.
@@ -549,7 +549,7 @@ pub async fn serve(
 ) {
     let limit = config.max_connections;
     accept_loop(
-        listener,
+        incoming(listener),
         limit,
         stop,
         |stream, stopping| serve_connection(stream, handler.clone(), config.clone(), stopping),

@@ -18,6 +18,8 @@ pub struct Member {
     pub peer: SocketAddr,
     /// Where its client protocol listens.
     pub client: SocketAddr,
+    /// Where its shard-aware client port listens, if it has one (gossiped).
+    pub shard_aware: Option<SocketAddr>,
     /// `tokens[s]`: the vnode tokens of its shard `s`.
     pub tokens: Vec<Vec<Token>>,
     /// As the local failure detector judges it; the local node is always alive.
@@ -88,7 +90,8 @@ impl ClusterView {
     /// `Node::shard_of`, so replicas name shard 0). The cluster service replaces it.
     pub fn alone(host: HostId) -> ClusterView {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let member = Member { host, peer: unspecified, client: unspecified, tokens: Vec::new(), alive: true };
+        let member =
+            Member { host, peer: unspecified, client: unspecified, shard_aware: None, tokens: Vec::new(), alive: true };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
         ClusterView { local: host, members: vec![member], ring }
@@ -156,6 +159,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             peer: addr(host),
             client: addr(host),
             tokens: (0..shards).map(|_| (0..vnodes).map(|_| next()).collect()).collect(),
+            shard_aware: None,
             alive: true,
         })
         .collect()

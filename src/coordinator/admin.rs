@@ -160,7 +160,7 @@ impl Coordinator {
             load_bytes: load(stats),
             drained: self.node.is_drained(),
             shards,
-            hints_pending: self.proxy.hints().map_or(0, |h| h.counts().pending_total()),
+            hints_pending: self.hint_store().map_or(0, |h| h.counts().pending_total()),
         }
     }
 

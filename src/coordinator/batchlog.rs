@@ -53,21 +53,30 @@ pub enum BatchlogError {
 
 pub struct Batchlog {
     table: Arc<TableSchema>,
+    /// The shard whose coordinator writes through this batchlog: coordinators of different
+    /// shards never make the same entry id.
+    shard: u16,
     /// Tells apart batches of this coordinator stamped with the same client timestamp.
     sequence: Cell<u64>,
 }
 
 impl Batchlog {
     /// Creates the table on a new node, then applies every batch a crash left unfinished.
-    /// Returns the batchlog and how many batches it replayed.
-    pub async fn open(node: &Node) -> Result<(Batchlog, usize), BatchlogError> {
+    /// Returns the batchlog (of the coordinator of `shard`) and how many batches it replayed.
+    pub async fn open(node: &Node, shard: u16) -> Result<(Batchlog, usize), BatchlogError> {
         let table = match node.table(BATCHLOG_TABLE) {
             Ok(table) => table,
             Err(_) => node.create_table(schema(), None).await?,
         };
-        let log = Batchlog { table, sequence: Cell::new(0) };
+        let log = Batchlog { table, shard, sequence: Cell::new(0) };
         let replayed = log.replay(node).await?;
         Ok((log, replayed))
+    }
+
+    /// The batchlog of the coordinator of `shard`, once [`Batchlog::open`] has run on the node
+    /// (it created the table and replayed what a crash left).
+    pub fn attach(node: &Node, shard: u16) -> Result<Batchlog, BatchlogError> {
+        Ok(Batchlog { table: node.table(BATCHLOG_TABLE)?, shard, sequence: Cell::new(0) })
     }
 
     async fn replay(&self, node: &Node) -> Result<usize, BatchlogError> {
@@ -121,6 +130,7 @@ impl Batchlog {
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let mut id = ts.to_be_bytes().to_vec();
+        id.extend_from_slice(&self.shard.to_be_bytes());
         id.extend_from_slice(&sequence.to_be_bytes());
         let id = [Value::Blob(id)];
         let entry = Write::upsert(&self.table, &id, &[], &[("updates", Some(Value::Blob(blob)))], 0, true)
@@ -167,7 +177,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = open_node(dir.path());
         let kv = block_on(node.create_table(kv_schema(), None)).unwrap();
-        let (log, replayed) = block_on(Batchlog::open(&node)).unwrap();
+        let (log, replayed) = block_on(Batchlog::open(&node, 0)).unwrap();
         assert_eq!(replayed, 0);
         let writes: Vec<Write> = (0..20)
             .map(|k| Write::upsert(&kv, &[Value::Int(k)], &[], &[("v", Some(Value::Text(format!("v{k}"))))], 0, true))
@@ -184,7 +194,7 @@ mod tests {
         drop(node);
 
         let node = open_node(dir.path());
-        let (_, replayed) = block_on(Batchlog::open(&node)).unwrap();
+        let (_, replayed) = block_on(Batchlog::open(&node, 0)).unwrap();
         assert_eq!(replayed, 1);
         for k in 0..20 {
             let rows = block_on(node.get("kv", &[Value::Int(k)], &[])).unwrap();
@@ -197,7 +207,7 @@ mod tests {
 
         // The entry is gone: a third start replays nothing.
         let node = open_node(dir.path());
-        assert_eq!(block_on(Batchlog::open(&node)).unwrap().1, 0);
+        assert_eq!(block_on(Batchlog::open(&node, 0)).unwrap().1, 0);
         block_on(node.shutdown()).unwrap();
     }
 
@@ -206,7 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = open_node(dir.path());
         let kv = block_on(node.create_table(kv_schema(), None)).unwrap();
-        let (log, _) = block_on(Batchlog::open(&node)).unwrap();
+        let (log, _) = block_on(Batchlog::open(&node, 0)).unwrap();
         let writes = (0..8)
             .map(|k| Write::upsert(&kv, &[Value::Int(k)], &[], &[("v", Some(Value::Text("x".into())))], 0, true))
             .collect::<Result<Vec<_>, _>>()

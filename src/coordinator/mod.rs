@@ -1,8 +1,11 @@
-//! The coordinator role of a node (runs on its coordinator shard): takes a client request,
-//! parses and plans its statement, and runs the plan through the storage proxy, which sends
-//! each partition's work to the replicas of its token at the request's consistency level
-//! (this node's shards through `Node`, other nodes through the peer protocol). Every failure
-//! becomes a typed protocol error; nothing a client sends panics the shard.
+//! The coordinator role of a node (runs on every shard, for that shard's client connections):
+//! takes a client request, parses and plans its statement, and runs the plan through the
+//! storage proxy, which sends each partition's work to the replicas of its token at the
+//! request's consistency level (this shard in place, the node's other shards through `Node`,
+//! other nodes through the peer protocol). Node-wide duties (admin, telling peers of schema
+//! changes, hints) belong to the coordinator shard; the role elsewhere reaches them through
+//! [`CoordinatorShard`]. Every failure becomes a typed protocol error; nothing a client sends
+//! panics the shard.
 
 mod admin;
 mod batchlog;
@@ -16,14 +19,16 @@ mod trace;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
 use wire::protocol::{
-    BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, PreparedMeta,
-    QueryParams, QueryResult, Request, Response, Rows, Traced,
+    AdminRequest, BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, ErrorResponse, PreparedId,
+    PreparedMeta, QueryParams, QueryResult, Request, Response, Rows, Topology, TopologyAnswer, TopologyNode, Traced,
 };
 use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
@@ -34,7 +39,9 @@ use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 
 pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
-pub use proxy::{Peers, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
+pub use proxy::{
+    HintSink, PeerCall, Peers, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+};
 pub use repair::repair_every;
 pub use replica::handle_data;
 
@@ -44,29 +51,62 @@ pub const MAX_PREPARED_STATEMENTS: usize = 4096;
 /// Rows per page when the client does not say.
 pub const DEFAULT_PAGE_SIZE: u32 = 5000;
 
+/// Where a coordinator runs.
+pub enum Role {
+    /// On the node's coordinator shard (shard 0), which owns the cluster service, the hint
+    /// store, admin and repair, and replays the batchlog at start.
+    CoordinatorShard,
+    /// On another shard (its front door), which reaches those duties through `home`.
+    FrontDoor { shard: u16, home: Rc<dyn CoordinatorShard> },
+}
+
+/// What the coordinator role on another shard asks of the coordinator shard (the server
+/// carries it over a channel).
+pub trait CoordinatorShard {
+    /// Runs an admin command there: admin is the coordinator shard's duty.
+    fn admin(&self, command: AdminRequest) -> Pin<Box<dyn Future<Output = Response> + '_>>;
+    /// Tells the peers of a schema change made on this shard, as DDL on the coordinator shard
+    /// does itself.
+    fn schema_changed(&self) -> Pin<Box<dyn Future<Output = ()> + '_>>;
+}
+
 pub struct Coordinator {
     node: Node,
+    role: Role,
     /// Sends writes and reads to the replicas of their tokens.
     proxy: StorageProxy,
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
     admin: admin::AdminState,
     repairs: repair::Repairs,
-    /// The cluster service (gossip, peers) once the server started it.
+    /// The cluster service (gossip, peers) once the server started it (coordinator shard).
     cluster: RefCell<Option<Rc<Cluster>>>,
+    /// The hint store, for `admin info` (coordinator shard).
+    hint_store: RefCell<Option<Rc<crate::hints::HintStore>>>,
 }
 
 impl Coordinator {
-    /// Opens the batchlog (replaying the batches a crash left unfinished) and returns the
-    /// coordinator with how many batches were replayed.
-    pub async fn open(node: Node) -> Result<(Coordinator, usize), BatchlogError> {
+    /// Opens the batchlog (on the coordinator shard: replaying the batches a crash left
+    /// unfinished, so open it there before any front door) and returns the coordinator with
+    /// how many batches were replayed.
+    pub async fn open(node: Node, role: Role) -> Result<(Coordinator, usize), BatchlogError> {
         let proxy = StorageProxy::new(node.clone(), ClusterView::alone(node.host_id()));
-        let (batchlog, replayed) = Batchlog::open(&node).await?;
-        let prepared = RefCell::new(PreparedCache::default());
-        let admin = admin::AdminState::new();
-        let repairs = repair::Repairs::new();
-        let cluster = RefCell::new(None);
-        Ok((Coordinator { node, proxy, batchlog, prepared, admin, repairs, cluster }, replayed))
+        let (batchlog, replayed) = match &role {
+            Role::CoordinatorShard => Batchlog::open(&node, 0).await?,
+            Role::FrontDoor { shard, .. } => (Batchlog::attach(&node, *shard)?, 0),
+        };
+        let coordinator = Coordinator {
+            node,
+            role,
+            proxy,
+            batchlog,
+            prepared: RefCell::new(PreparedCache::default()),
+            admin: admin::AdminState::new(),
+            repairs: repair::Repairs::new(),
+            cluster: RefCell::new(None),
+            hint_store: RefCell::new(None),
+        };
+        Ok((coordinator, replayed))
     }
 
     pub fn node(&self) -> &Node {
@@ -83,11 +123,23 @@ impl Coordinator {
         self.cluster.borrow().clone()
     }
 
+    /// Keeps the replicas' missed writes in `hints` (the coordinator shard's store).
+    pub fn attach_hints(&self, hints: Rc<crate::hints::HintStore>) {
+        self.proxy.set_hints(hints.clone());
+        *self.hint_store.borrow_mut() = Some(hints);
+    }
+
+    fn hint_store(&self) -> Option<Rc<crate::hints::HintStore>> {
+        self.hint_store.borrow().clone()
+    }
+
     /// After DDL here: the peers learn the change (the cluster service waits, bounded, for
     /// the live ones to take it).
     async fn schema_changed(&self) {
         if let Some(cluster) = self.cluster() {
             cluster.schema_changed().await;
+        } else if let Role::FrontDoor { home, .. } = &self.role {
+            home.schema_changed().await;
         }
     }
 
@@ -104,9 +156,14 @@ impl Coordinator {
 
     /// Answers one request (STARTUP and OPTIONS are the connection's business).
     pub async fn execute(&self, request: Request) -> Response {
-        if let Request::Admin(command) = request {
-            return self.admin(command).await;
+        match (request, &self.role) {
+            (Request::Admin(command), Role::CoordinatorShard) => self.admin(command).await,
+            (Request::Admin(command), Role::FrontDoor { home, .. }) => home.admin(command).await,
+            (request, _) => self.query(request).await,
         }
+    }
+
+    async fn query(&self, request: Request) -> Response {
         let traced =
             matches!(&request, Request::Query { params, .. } | Request::Execute { params, .. } if params.trace);
         let answer = match traced {
@@ -137,6 +194,7 @@ impl Coordinator {
                 self.run_plan(plan, &params).await
             }
             Request::Batch(batch) => self.batch(batch).await,
+            Request::Topology { known_version } => Ok(QueryResult::Topology(self.topology(known_version))),
             Request::Startup { .. } | Request::Options => {
                 Err(ErrorResponse::new(ErrorCode::Protocol, "STARTUP and OPTIONS are connection requests"))
             }
@@ -159,9 +217,36 @@ impl Coordinator {
         let id = PreparedId::of_statement(text);
         let bind = prepared.markers().iter().map(|m| ColumnSpec { name: m.name.clone(), ty: m.ty }).collect();
         let columns = prepared.projection().map(select::column_specs).unwrap_or_default();
+        let pk_indexes = prepared.pk_indexes();
         let planned = RefCell::new(Some((self.node.schema_version(), Rc::new(prepared))));
         self.prepared.borrow_mut().insert(id, Rc::new(PreparedEntry { statement, planned }));
-        Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns }))
+        Ok(QueryResult::Prepared(PreparedMeta { id, bind, columns, pk_indexes }))
+    }
+
+    /// What a shard-aware client needs of the cluster, from this shard's view; `Unchanged`
+    /// when the client already has this version. The version is a digest of the content, so
+    /// every shard (and node with the same view) names the same topology alike.
+    fn topology(&self, known_version: u64) -> TopologyAnswer {
+        let view = self.proxy.view();
+        let nodes = view
+            .members()
+            .iter()
+            .map(|m| TopologyNode {
+                host_id: m.host,
+                client: m.client,
+                shard_aware: m.shard_aware,
+                alive: m.alive,
+                tokens: m.tokens.clone(),
+            })
+            .collect();
+        let mut topology = Topology { version: 0, nodes };
+        let (_, body) = Response::Result(QueryResult::Topology(TopologyAnswer::Full(topology.clone()))).encode();
+        // Never 0, which a client sends when it knows no version.
+        topology.version = wire::token::murmur3_x64_128_cassandra(&body, 0).0.max(1);
+        match topology.version == known_version {
+            true => TopologyAnswer::Unchanged { version: known_version },
+            false => TopologyAnswer::Full(topology),
+        }
     }
 
     /// What a prepared statement does (the request metrics' `op` label); None for an id this

@@ -30,6 +30,7 @@ use crate::cluster::replication::{
 };
 use crate::cluster::transport::{PeerError, Transport};
 use crate::cluster::view::{ClusterView, Replica};
+use crate::cluster::HostId;
 use crate::hints::HintStore;
 
 /// How long a coordinator waits for a write's replicas (Cassandra's `write_request_timeout`).
@@ -67,6 +68,20 @@ impl Peers for Transport {
     }
 }
 
+/// Where a replica's missed write goes (hinted handoff): the hint store on the coordinator
+/// shard; the other shards hand their hints to it.
+pub trait HintSink {
+    /// Keeps `mutate` (a MUTATE body) for `target`, which the view holds up (`target_alive`:
+    /// its send failed) or down.
+    fn store(&self, target: HostId, target_alive: bool, mutate: &Rc<Vec<u8>>);
+}
+
+impl HintSink for HintStore {
+    fn store(&self, target: HostId, target_alive: bool, mutate: &Rc<Vec<u8>>) {
+        HintStore::store(self, target, target_alive, mutate)
+    }
+}
+
 /// The writes of one request that go to the same replicas.
 #[derive(Debug)]
 pub struct WriteGroup {
@@ -92,7 +107,7 @@ pub struct StorageProxy {
     clock: Rc<RefCell<Hlc>>,
     timeouts: RefCell<Timeouts>,
     /// Keeps the writes replicas missed (hinted handoff), once the server set it.
-    hints: RefCell<Option<Rc<HintStore>>>,
+    hints: RefCell<Option<Rc<dyn HintSink>>>,
 }
 
 impl StorageProxy {
@@ -130,11 +145,11 @@ impl StorageProxy {
     }
 
     /// From now on, a replica that misses a write gets a hint in `hints`.
-    pub fn set_hints(&self, hints: Rc<HintStore>) {
+    pub fn set_hints(&self, hints: Rc<dyn HintSink>) {
         *self.hints.borrow_mut() = Some(hints);
     }
 
-    pub fn hints(&self) -> Option<Rc<HintStore>> {
+    pub fn hints(&self) -> Option<Rc<dyn HintSink>> {
         self.hints.borrow().clone()
     }
 

@@ -567,6 +567,7 @@ mod tests {
                 client: SocketAddr::from(([127, 0, 0, host as u8], 9470)),
                 // Interleaved tokens: node h owns h*10, h*10 + 1000, ...
                 tokens: vec![(0..4).map(|v| host as i64 * 10 + v * 1000).collect()],
+                shard_aware: None,
                 alive: true,
             })
             .collect();

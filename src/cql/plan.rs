@@ -208,6 +208,28 @@ impl Prepared {
         &self.markers
     }
 
+    /// The bind markers that give the partition key, one per partition-key column in key
+    /// order (CQL's `pk_indexes`), when the statement touches a single partition whose key is
+    /// bound entirely by markers; else empty (a client cannot route it by token).
+    pub fn pk_indexes(&self) -> Vec<u16> {
+        let partition = match &self.body {
+            Body::Write { writes, .. } => match &writes[..] {
+                [write] => &write.partition,
+                _ => return Vec::new(),
+            },
+            Body::Select(SelectTemplate { source: SourceTemplate::Partitions { partition, .. }, .. }) => partition,
+            _ => return Vec::new(),
+        };
+        let markers: Option<Vec<u16>> = partition
+            .iter()
+            .map(|column| match column[..] {
+                [Operand::Marker(i)] => u16::try_from(i).ok(),
+                _ => None,
+            })
+            .collect();
+        markers.unwrap_or_default()
+    }
+
     /// The result columns of a prepared SELECT.
     pub fn projection(&self) -> Option<&Projection> {
         match &self.body {
@@ -1466,6 +1488,24 @@ mod tests {
         assert!(matches!(select.projection(), Some(Projection::Columns(c)) if c[0].name == "v"));
         let bound = select.bind(&[Some(Value::BigInt(4)), Some(Value::Int(2))]).unwrap();
         assert_eq!(bound, ok("SELECT v FROM kv WHERE token(k) > 4 LIMIT 2"));
+    }
+
+    #[test]
+    fn pk_indexes_name_the_markers_of_the_partition_key_in_key_order() {
+        let pk = |text: &str| prepare(&parse_one(text).unwrap(), &tables).unwrap().pk_indexes();
+        assert_eq!(pk("INSERT INTO kv (v, k) VALUES (?, ?)"), [1]);
+        assert_eq!(pk("SELECT v FROM kv WHERE k = ?"), [0]);
+        // Key order, whatever the order of the restrictions.
+        assert_eq!(pk("SELECT body FROM events WHERE day = ? AND tenant = ?"), [1, 0]);
+        assert_eq!(pk("UPDATE events SET body = ? WHERE tenant = ? AND day = ? AND at = 1 AND seq = 2"), [1, 2]);
+        // Not routable by the client: a literal in the key, IN, a token range, several writes.
+        assert!(pk("SELECT body FROM events WHERE tenant = 'a' AND day = ?").is_empty());
+        assert!(pk("SELECT v FROM kv WHERE k IN (?, ?)").is_empty());
+        assert!(pk("SELECT v FROM kv WHERE token(k) > ?").is_empty());
+        assert!(pk(
+            "BEGIN BATCH INSERT INTO kv (k, v) VALUES (?, 1); INSERT INTO kv (k, v) VALUES (?, 2); APPLY BATCH"
+        )
+        .is_empty());
     }
 
     #[test]

@@ -211,6 +211,7 @@ impl Fixture {
             peer: SocketAddr::from(([127, 0, 0, ip], 7470)),
             client: SocketAddr::from(([127, 0, 0, ip], 9470)),
             tokens: vec![vec![i64::from(ip) * 1000]],
+            shard_aware: None,
             alive,
         };
         let members = vec![member(self.node.host_id(), 1, true), member(TARGET, 2, up)];

@@ -11,6 +11,8 @@ pub mod statement;
 pub mod text;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +75,59 @@ pub trait MetricsSource {
 #[derive(Debug, thiserror::Error)]
 #[error("at most {MAX_SOURCES} metrics sources may be registered")]
 pub struct TooManySources;
+
+/// The request counters of the node's other shards (each shard counts its own connections'
+/// requests): the server asks every front door over its channel at scrape time.
+pub trait OtherShards {
+    fn request_counters(&self) -> Pin<Box<dyn Future<Output = Vec<RequestCounters>> + '_>>;
+}
+
+/// Observations per latency bucket of one histogram (not cumulative), the last above every
+/// bound.
+type Buckets = [u64; LATENCY_BOUNDS_NANOS.len() + 1];
+
+/// A copy of one shard's request counters, in plain numbers that can cross to another shard;
+/// a scrape adds up those of every shard.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounters {
+    /// Per request slot with any request (`op * CONSISTENCY_SLOTS + consistency`): bucket
+    /// counts and the sum of latencies in nanoseconds. Sorted by slot.
+    latency: Vec<(usize, Buckets, u64)>,
+    /// (op, error code, error name, count); at most MAX_ERROR_SERIES.
+    errors: Vec<(usize, u16, &'static str, u64)>,
+    errors_overflow: u64,
+    connections_open: u64,
+    connections_accepted: u64,
+    connections_refused: u64,
+}
+
+impl RequestCounters {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &RequestCounters) {
+        for (slot, buckets, sum) in &other.latency {
+            match self.latency.binary_search_by_key(slot, |(s, _, _)| *s) {
+                Ok(i) => {
+                    let mine = &mut self.latency[i];
+                    mine.1.iter_mut().zip(buckets).for_each(|(a, b)| *a += b);
+                    mine.2 = mine.2.saturating_add(*sum);
+                }
+                Err(i) => self.latency.insert(i, (*slot, *buckets, *sum)),
+            }
+        }
+        for &(op, code, name, count) in &other.errors {
+            let room = self.errors.len() < MAX_ERROR_SERIES;
+            match self.errors.iter_mut().find(|e| e.0 == op && e.1 == code) {
+                Some(e) => e.3 += count,
+                None if room => self.errors.push((op, code, name, count)),
+                None => self.errors_overflow += count,
+            }
+        }
+        self.errors_overflow += other.errors_overflow;
+        self.connections_open += other.connections_open;
+        self.connections_accepted += other.connections_accepted;
+        self.connections_refused += other.connections_refused;
+    }
+}
 
 /// What a request is counted under: what it does (`op`: its statement kind), its opcode, and
 /// its consistency level, if it has one.
@@ -156,6 +211,8 @@ pub struct Metrics {
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     sources: RefCell<Vec<Rc<dyn MetricsSource>>>,
+    /// The other shards' request counters, added to this shard's at scrape time.
+    other_shards: Option<Rc<dyn OtherShards>>,
     started: Instant,
 }
 
@@ -179,7 +236,39 @@ impl Metrics {
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
             sources: RefCell::new(Vec::new()),
+            other_shards: None,
             started: Instant::now(),
+        }
+    }
+
+    /// The metrics of the shard that serves the scrapes: its own request counters, and at
+    /// each scrape those `other_shards` counted.
+    pub fn with_other_shards(other_shards: Rc<dyn OtherShards>) -> Metrics {
+        Metrics { other_shards: Some(other_shards), ..Metrics::new() }
+    }
+
+    /// This shard's request counters, as plain numbers.
+    pub fn counters(&self) -> RequestCounters {
+        let latency = self
+            .latency
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.count() > 0)
+            .map(|(slot, h)| (slot, std::array::from_fn(|i| h.buckets[i].get()), h.sum_nanos.get()))
+            .collect();
+        let errors = self
+            .errors
+            .iter()
+            .filter(|s| s.count.get() > 0)
+            .map(|s| (s.op.get(), s.code.get(), s.name.get(), s.count.get()))
+            .collect();
+        RequestCounters {
+            latency,
+            errors,
+            errors_overflow: self.errors_overflow.get(),
+            connections_open: self.connections_open.get(),
+            connections_accepted: self.connections_accepted.get(),
+            connections_refused: self.connections_refused.get(),
         }
     }
 
@@ -238,9 +327,13 @@ impl Metrics {
     /// through the node) and the registered sources.
     pub async fn scrape(&self, node: &Node) -> Result<String, NodeError> {
         let shards = node.stats().await?;
+        let mut requests = self.counters();
+        if let Some(others) = &self.other_shards {
+            others.request_counters().await.iter().for_each(|c| requests.add(c));
+        }
         let mut out = Exposition::new();
         self.render_node(&mut out, shards.len());
-        self.render_requests(&mut out);
+        self.render_requests(&mut out, &requests);
         let table_name = |id| node.table_by_id(id).map(|t| t.name.clone());
         render_shards(&mut out, &shards, table_name);
         render_tables(&mut out, &node_table_counters(&shards), table_name);
@@ -259,15 +352,15 @@ impl Metrics {
         out.sample("enigmadb_shards", &[], shards as f64);
     }
 
-    fn render_requests(&self, out: &mut Exposition) {
+    fn render_requests(&self, out: &mut Exposition, counters: &RequestCounters) {
         let seen = || {
-            self.latency.iter().enumerate().filter(|(_, h)| h.count() > 0).map(|(i, h)| {
-                let (op, consistency) = (i / CONSISTENCY_SLOTS, i % CONSISTENCY_SLOTS);
+            counters.latency.iter().map(|(slot, buckets, sum)| {
+                let (op, consistency) = (slot / CONSISTENCY_SLOTS, slot % CONSISTENCY_SLOTS);
                 let mut labels = self.op_labels(op);
                 if consistency != CONSISTENCY_NONE {
                     labels.push(("consistency", Consistency::ALL[consistency].name()));
                 }
-                (labels, h)
+                (labels, buckets, *sum)
             })
         };
         out.family(
@@ -275,50 +368,50 @@ impl Metrics {
             Kind::Counter,
             "Client requests answered, by statement kind (op), opcode and consistency.",
         );
-        for (labels, h) in seen() {
-            out.sample("enigmadb_requests_total", &labels, h.count() as f64);
+        for (labels, buckets, _) in seen() {
+            out.sample("enigmadb_requests_total", &labels, buckets.iter().sum::<u64>() as f64);
         }
         let name = "enigmadb_request_duration_seconds";
         out.family(name, Kind::Histogram, "Time from reading a request to queueing its answer.");
         let bounds: Vec<f64> = LATENCY_BOUNDS_NANOS.iter().map(|&n| n as f64 / 1e9).collect();
-        for (labels, h) in seen() {
-            let buckets: Vec<(f64, u64)> = bounds.iter().zip(&h.buckets).map(|(&b, c)| (b, c.get())).collect();
-            let overflow = h.buckets[LATENCY_BOUNDS_NANOS.len()].get();
-            out.histogram(name, &labels, &buckets, overflow, h.sum_nanos.get() as f64 / 1e9);
+        for (labels, counts, sum) in seen() {
+            let buckets: Vec<(f64, u64)> = bounds.iter().copied().zip(counts.iter().copied()).collect();
+            let overflow = counts[LATENCY_BOUNDS_NANOS.len()];
+            out.histogram(name, &labels, &buckets, overflow, sum as f64 / 1e9);
         }
         out.family(
             "enigmadb_request_errors_total",
             Kind::Counter,
             "Error answers, by statement kind (op), opcode and error.",
         );
-        for s in self.errors.iter().filter(|s| s.count.get() > 0) {
-            let error = s.name.get().replace(' ', "_");
-            let mut labels = self.op_labels(s.op.get());
+        for &(op, _, name, count) in &counters.errors {
+            let error = name.replace(' ', "_");
+            let mut labels = self.op_labels(op);
             labels.push(("error", error.as_str()));
-            out.sample("enigmadb_request_errors_total", &labels, s.count.get() as f64);
+            out.sample("enigmadb_request_errors_total", &labels, count as f64);
         }
-        if self.errors_overflow.get() > 0 {
+        if counters.errors_overflow > 0 {
             let labels = [("op", "other"), ("opcode", "unknown"), ("error", "other")];
-            out.sample("enigmadb_request_errors_total", &labels, self.errors_overflow.get() as f64);
+            out.sample("enigmadb_request_errors_total", &labels, counters.errors_overflow as f64);
         }
-        let connections: [(&str, Kind, &str, &Cell<u64>); 3] = [
-            ("enigmadb_client_connections", Kind::Gauge, "Client connections being served.", &self.connections_open),
+        let connections: [(&str, Kind, &str, u64); 3] = [
+            ("enigmadb_client_connections", Kind::Gauge, "Client connections being served.", counters.connections_open),
             (
                 "enigmadb_client_connections_accepted_total",
                 Kind::Counter,
                 "Client connections accepted.",
-                &self.connections_accepted,
+                counters.connections_accepted,
             ),
             (
                 "enigmadb_client_connections_refused_total",
                 Kind::Counter,
                 "Client connections refused over max_connections.",
-                &self.connections_refused,
+                counters.connections_refused,
             ),
         ];
         for (name, kind, help, value) in connections {
             out.family(name, kind, help);
-            out.sample(name, &[], value.get() as f64);
+            out.sample(name, &[], value as f64);
         }
     }
 
@@ -332,7 +425,7 @@ impl Metrics {
 /// A per-shard metric: name, type, help and how to read it from a shard's counters.
 type ShardMetric = (&'static str, Kind, &'static str, fn(&ShardStats) -> f64);
 
-const SHARD_METRICS: [ShardMetric; 19] = [
+const SHARD_METRICS: [ShardMetric; 20] = [
     ("enigmadb_memtable_bytes", Kind::Gauge, "Bytes in the active and immutable MemTables.", |s| {
         s.memtable_bytes as f64
     }),
@@ -345,6 +438,12 @@ const SHARD_METRICS: [ShardMetric; 19] = [
         u8::from(s.flush_error.is_some()).into()
     }),
     ("enigmadb_shard_writes_total", Kind::Counter, "Writes applied by the shard.", |s| s.writes as f64),
+    (
+        "enigmadb_cross_shard_requests_total",
+        Kind::Counter,
+        "Writes, reads and scans the shard received from another shard (a cross-core hop).",
+        |s| s.cross_shard_requests as f64,
+    ),
     ("enigmadb_wal_records_total", Kind::Counter, "WAL records appended.", |s| s.wal.records as f64),
     ("enigmadb_wal_payload_bytes_total", Kind::Counter, "WAL record payload bytes appended.", |s| {
         s.wal.payload_bytes as f64
@@ -477,7 +576,7 @@ mod tests {
     use wire::protocol::{ErrorResponse, QueryParams};
 
     fn ok() -> Response {
-        Response::Ready { version: 1 }
+        Response::Ready { version: 2, shard: 0, shards: 1 }
     }
 
     #[test]
@@ -491,7 +590,7 @@ mod tests {
         m.record(labels, Duration::from_secs(60), &ok());
         m.record(RequestLabels::of(&Request::Options, |_| None), Duration::from_micros(10), &ok());
         let mut out = Exposition::new();
-        m.render_requests(&mut out);
+        m.render_requests(&mut out, &m.counters());
         let scrape = text::parse(&out.finish()).unwrap();
         let read_queries = [("op", "read"), ("opcode", "query"), ("consistency", "QUORUM")];
         assert_eq!(scrape.sum("enigmadb_requests_total", &read_queries), 3.0);
@@ -522,7 +621,7 @@ mod tests {
         m.record(query, Duration::ZERO, &error(ErrorCode::Overloaded));
         m.record_error(RequestLabels::unknown(), &ErrorCode::Protocol);
         let mut out = Exposition::new();
-        m.render_requests(&mut out);
+        m.render_requests(&mut out, &m.counters());
         let scrape = text::parse(&out.finish()).unwrap();
         let errors =
             |opcode, error| scrape.sum("enigmadb_request_errors_total", &[("opcode", opcode), ("error", error)]);
@@ -548,7 +647,7 @@ mod tests {
             }
         }
         let mut out = Exposition::new();
-        m.render_requests(&mut out);
+        m.render_requests(&mut out, &m.counters());
         let scrape = text::parse(&out.finish()).unwrap();
         assert_eq!(scrape.sum("enigmadb_request_errors_total", &[]), (4 + OP_SLOTS * codes.len()) as f64);
         assert!(scrape.sum("enigmadb_request_errors_total", &[("error", "other")]) > 0.0);

@@ -1,62 +1,70 @@
-//! Client connections on the coordinator shard: the accept loop, and per connection a reader
-//! that delimits frames, one task per request (answered out of order, by stream id), and a
-//! writer that sends answers in batches. Every frame the decoder rejects gets a typed ERROR
-//! answer or closes the connection; nothing a client sends can panic or stall the shard.
+//! Client connections of one shard (its front door): takes the connections the accepting
+//! shard hands it, and per connection runs a reader that delimits frames, one task per request
+//! (answered out of order, by stream id), and a writer that sends answers in batches. Every
+//! frame the decoder rejects gets a typed ERROR answer or closes the connection; nothing a
+//! client sends can panic or stall the shard.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::{AsyncWriteExt, FutureExt};
-use glommio::net::{TcpListener, TcpStream};
+use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
+use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
 use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
 
+use super::accept::Handoff;
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use crate::metrics::{Metrics, RequestLabels, StatementKind};
 
-/// Serves `listener` until `stop` fires (or every sender is gone), then waits for every
-/// connection to finish its in-flight requests.
+/// Which front door a connection reached: told to the client in READY and SUPPORTED.
+#[derive(Debug, Clone, Copy)]
+pub struct Door {
+    pub shard: u16,
+    pub shards: u16,
+    /// The node's shard-aware port; 0 when it has none.
+    pub shard_aware_port: u16,
+}
+
+/// Serves the connections handed over on `incoming` until the accepting shard stops handing
+/// any (its senders are gone), then tells them to stop reading and waits for every one to
+/// finish its in-flight requests. The node's connection bound was applied when accepting.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: flume::Receiver<Handoff>,
+    door: Door,
     coordinator: Rc<Coordinator>,
     metrics: Rc<Metrics>,
     config: &ServerConfig,
-    stop: flume::Receiver<()>,
 ) {
-    let limits = Limits { max_frame_bytes: config.max_frame_bytes.0, max_requests: config.max_requests_per_connection };
-    let max_connections = config.max_connections;
-    let stop = async move {
-        let _ = stop.recv_async().await;
-    };
-    let refused = metrics.clone();
+    let limits =
+        Limits { max_frame_bytes: config.max_frame_bytes.0, max_requests: config.max_requests_per_connection, door };
     accept_loop(
-        listener,
-        max_connections,
-        stop,
-        |stream, stopping| {
+        incoming.into_stream().map(Ok),
+        usize::MAX,
+        futures_lite::future::pending(),
+        |handoff: Handoff, stopping| {
             let (coordinator, metrics) = (coordinator.clone(), metrics.clone());
             async move {
+                let stream = handoff.stream.bind_to_executor();
                 metrics.connection_opened();
                 Connection::serve(stream, coordinator, metrics.clone(), limits, stopping).await;
                 metrics.connection_closed();
+                drop(handoff.slot);
             }
         },
-        // Over the limit: answer on stream 0 and close.
-        |stream| {
-            refused.connection_refused();
-            refuse(stream, max_connections)
-        },
+        // Never over the bound here: the accepting shard refuses beyond it.
+        |handoff| async move { drop(handoff) },
     )
     .await
 }
 
-async fn refuse(mut stream: TcpStream, limit: usize) {
+/// Answers a connection over the node's bound on stream 0 and closes it.
+pub async fn refuse(mut stream: TcpStream, limit: usize) {
     let answer = error_frame(0, ErrorCode::Overloaded, format!("too many connections (limit {limit})"));
     let _ = stream.write_all(&answer).await;
     let _ = stream.close().await;
@@ -66,6 +74,7 @@ async fn refuse(mut stream: TcpStream, limit: usize) {
 struct Limits {
     max_frame_bytes: usize,
     max_requests: usize,
+    door: Door,
 }
 
 struct Connection {
@@ -184,11 +193,14 @@ impl Connection {
                 versions: SUPPORTED_VERSIONS.to_vec(),
                 max_frame_bytes: u32::try_from(self.limits.max_frame_bytes).unwrap_or(u32::MAX),
                 server: format!("enigmadb {}", env!("CARGO_PKG_VERSION")),
+                shard: self.limits.door.shard,
+                shards: self.limits.door.shards,
+                shard_aware_port: self.limits.door.shard_aware_port,
             },
             Request::Startup { version, .. } => match negotiate_version(version) {
                 Ok(version) => {
                     self.started.set(true);
-                    Response::Ready { version }
+                    Response::Ready { version, shard: self.limits.door.shard, shards: self.limits.door.shards }
                 }
                 Err(e) => Response::Error(e),
             },

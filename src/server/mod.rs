@@ -1,24 +1,26 @@
 //! `enigmadb server`: one node. Opens the embedded node (one executor per shard), runs the
-//! coordinator and the client listener on shard 0's executor, prints one line when ready, and
-//! on SIGTERM/SIGINT stops accepting, lets in-flight requests finish and syncs every WAL.
-//! The main thread only waits for signals; it never touches a shard.
+//! node's services on the shards' executors (`services.rs`: the coordinator shard's duties on
+//! shard 0, a front door serving client connections on every shard), prints one line when
+//! ready, and on SIGTERM/SIGINT stops accepting, lets in-flight requests finish and syncs every
+//! WAL. The main thread only waits for signals; it never touches a shard.
 
+mod accept;
 mod connection;
+mod link;
+mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use shards::node::{LocalService, Node};
 
-use crate::cluster::service::Cluster;
-use crate::config::{parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT};
-use crate::coordinator::Coordinator;
-use crate::hints::HintStore;
+use crate::config::{
+    parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT, DEFAULT_SHARD_AWARE_PORT,
+};
 use crate::logging::{self, LogFormat};
-use crate::metrics::{self, Metrics};
+use services::{ServiceEvent, Wiring};
 
 /// Flags of `enigmadb server`; each overrides the same setting of `--config`.
 #[derive(clap::Args, Debug, Default)]
@@ -29,9 +31,14 @@ pub struct Args {
     /// Node data directory [default: ./enigmadb-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Client protocol address [default: 127.0.0.1:9470].
+    /// Client protocol address; connections are spread over the shards [default: 127.0.0.1:9470].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Shard-aware client port, or off: a connection from source port p is served by shard
+    /// p % shards [default: the client address's host, port 19470; a kernel-chosen port when
+    /// the client port is 0].
+    #[arg(long)]
+    shard_aware_listen: Option<MetricsListen>,
     /// Peer protocol address [default: the client address's host, port 7470].
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
@@ -141,20 +148,26 @@ impl Args {
                 let port = if v.port() == 0 { 0 } else { crate::config::DEFAULT_PEER_PORT };
                 c.peer_listen = SocketAddr::new(v.ip(), port);
             }
-            if self.metrics_listen.is_none()
-                && !file_keys.contains("metrics_listen")
-                && c.metrics_listen.addr().is_some()
-            {
-                // A kernel-chosen client port (tests, local clusters) gets one for metrics too.
-                let port = if v.port() == 0 { 0 } else { DEFAULT_METRICS_PORT };
-                c.metrics_listen = MetricsListen::On(SocketAddr::new(v.ip(), port));
-            }
+            // A kernel-chosen client port (tests, local clusters) gets one for these too.
+            let follow = |flag: Option<MetricsListen>, key, current: MetricsListen, default_port| match current {
+                MetricsListen::On(_) if flag.is_none() && !file_keys.contains(key) => {
+                    let port = if v.port() == 0 { 0 } else { default_port };
+                    MetricsListen::On(SocketAddr::new(v.ip(), port))
+                }
+                other => other,
+            };
+            c.metrics_listen = follow(self.metrics_listen, "metrics_listen", c.metrics_listen, DEFAULT_METRICS_PORT);
+            c.shard_aware_listen =
+                follow(self.shard_aware_listen, "shard_aware_listen", c.shard_aware_listen, DEFAULT_SHARD_AWARE_PORT);
         }
         if let Some(v) = self.peer_listen {
             c.peer_listen = v;
         }
         if let Some(v) = self.metrics_listen {
             c.metrics_listen = v;
+        }
+        if let Some(v) = self.shard_aware_listen {
+            c.shard_aware_listen = v;
         }
         if let Some(v) = self.log_format {
             c.log_format = v;
@@ -230,18 +243,6 @@ impl Args {
     }
 }
 
-/// What shard 0's executor tells the main thread about the listeners.
-enum ServiceEvent {
-    Listening {
-        client: SocketAddr,
-        peer: SocketAddr,
-        metrics: Option<SocketAddr>,
-    },
-    Failed(String),
-    /// Every connection has finished after a stop request.
-    Stopped,
-}
-
 pub fn run(args: Args) -> Result<()> {
     let config = args.resolve()?;
     if args.print_config {
@@ -266,119 +267,20 @@ pub fn run(args: Args) -> Result<()> {
     let signals = TerminationSignals::block()?;
     let (events_tx, events) = flume::bounded(4);
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
-    let service_config = config.clone();
-    let service: LocalService = Box::new(move |node: Node| {
-        Box::pin(async move {
-            let coordinator = match Coordinator::open(node).await {
-                Ok((coordinator, replayed)) => {
-                    if replayed > 0 {
-                        tracing::info!(replayed, "replayed unfinished logged batches");
-                    }
-                    Rc::new(coordinator)
-                }
-                Err(e) => {
-                    let _ = events_tx.send(ServiceEvent::Failed(format!("opening the batchlog: {e}")));
-                    return;
-                }
-            };
-            let listener = match glommio::net::TcpListener::bind(service_config.listen) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ =
-                        events_tx.send(ServiceEvent::Failed(format!("listening on {}: {e}", service_config.listen)));
-                    return;
-                }
-            };
-            let addr = listener.local_addr().unwrap_or(service_config.listen);
-            coordinator.set_client_address(addr);
-            let cluster = match Cluster::start(
-                coordinator.node().clone(),
-                coordinator.proxy().view_cell(),
-                coordinator.proxy().clock().clone(),
-                service_config.cluster_config(addr),
-            ) {
-                Ok(cluster) => cluster,
-                Err(e) => {
-                    let _ = events_tx.send(ServiceEvent::Failed(e.to_string()));
-                    return;
-                }
-            };
-            coordinator.proxy().set_peers(cluster.transport().clone());
-            coordinator.proxy().set_timeouts(service_config.timeouts());
-            coordinator.attach_cluster(cluster.clone());
-            // Subsystems started on this shard (the cluster layer's hints and gossip) add their
-            // metrics with `metrics.register(...)`; every later scrape includes them.
-            let metrics = Rc::new(Metrics::new());
-            if let Err(e) = metrics.register(Rc::new(metrics::gossip::GossipMetrics(cluster.clone()))) {
-                tracing::warn!(error = %e, "gossip metrics are not exported");
-            }
-            let hints = match HintStore::open(
-                coordinator.node().clone(),
-                service_config.hint_settings(),
-                coordinator.proxy().view_cell(),
-                service_config.timeouts().write,
-            )
-            .await
-            {
-                Ok(hints) => hints,
-                Err(e) => {
-                    let _ = events_tx.send(ServiceEvent::Failed(format!("opening the hints: {e}")));
-                    return;
-                }
-            };
-            hints.set_peers(cluster.transport().clone());
-            coordinator.proxy().set_hints(hints.clone());
-            let replays = Rc::downgrade(&hints);
-            cluster.on_liveness(Box::new(move |host, up| match (replays.upgrade(), up) {
-                (Some(hints), true) => hints.peer_up(host),
-                (Some(hints), false) => hints.peer_down(host),
-                (None, _) => {}
-            }));
-            if let Err(e) = metrics.register(hints) {
-                tracing::warn!(error = %e, "hint metrics not exported");
-            }
-            if let Err(e) = metrics.register(coordinator.repair_metrics()) {
-                tracing::warn!(error = %e, "repair metrics are not exported");
-            }
-            // The metrics endpoint serves until the client listener has stopped (its task is
-            // dropped, which cancels it).
-            let (metrics_addr, _metrics_task) = match service_config.metrics_listen.addr() {
-                None => (None, None),
-                Some(at) => match glommio::net::TcpListener::bind(at) {
-                    Ok(l) => {
-                        let bound = l.local_addr().unwrap_or(at);
-                        let node = coordinator.node().clone();
-                        let deadline = service_config.metrics_timeout();
-                        let serve = metrics::listener::serve(l, metrics.clone(), node, deadline);
-                        (Some(bound), Some(glommio::spawn_local(serve)))
-                    }
-                    Err(e) => {
-                        let _ = events_tx.send(ServiceEvent::Failed(format!("metrics endpoint on {at}: {e}")));
-                        return;
-                    }
-                },
-            };
-            // Background repair runs until the client listener has stopped (dropped: cancelled).
-            let _repair_task = service_config
-                .repair_interval()
-                .map(|every| glommio::spawn_local(crate::coordinator::repair_every(coordinator.clone(), every)));
-            let _ = events_tx.send(ServiceEvent::Listening {
-                client: addr,
-                peer: cluster.peer_addr(),
-                metrics: metrics_addr,
-            });
-            connection::serve(listener, coordinator, metrics, &service_config, stop_rx).await;
-            // Tells the peers this node is leaving now rather than after their failure
-            // detectors' delay.
-            cluster.stop().await;
-            let _ = events_tx.send(ServiceEvent::Stopped);
-        })
-    });
-    let (node, report) = Node::open_with_service(config.node_config(), Some((0, service)))
+    // The shards' channels are made once the shard count is known (the data directory fixes
+    // it), at the first shard's turn.
+    let mut wiring: Option<Wiring> = None;
+    let mut services = |shard: u16, shards: usize| -> Option<LocalService> {
+        let wiring =
+            wiring.get_or_insert_with(|| Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone()));
+        Some(wiring.service(shard))
+    };
+    let (node, report) = Node::open_with_services(config.node_config(), &mut services)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    drop(wiring);
     let replayed: u64 = report.shard_reports.iter().map(|r| r.applied_records).sum();
-    let (addr, peer_addr, metrics_addr) = match events.recv() {
-        Ok(ServiceEvent::Listening { client, peer, metrics }) => (client, peer, metrics),
+    let (addr, shard_aware, peer_addr, metrics_addr) = match events.recv() {
+        Ok(ServiceEvent::Listening { client, shard_aware, peer, metrics }) => (client, shard_aware, peer, metrics),
         Ok(ServiceEvent::Failed(reason)) => {
             shutdown(&node)?;
             bail!(reason);
@@ -390,8 +292,10 @@ pub fn run(args: Args) -> Result<()> {
     };
     let metrics_at =
         metrics_addr.map_or_else(|| "metrics off".to_owned(), |m| format!("metrics on http://{m}/metrics"));
+    let shard_aware_at =
+        shard_aware.map_or_else(|| "shard-aware port off".to_owned(), |a| format!("shard-aware on {a}"));
     println!(
-        "enigmadb ready: listening on {addr}, peers on {peer_addr}, {metrics_at}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
+        "enigmadb ready: listening on {addr}, {shard_aware_at}, peers on {peer_addr}, {metrics_at}, {} shards, data dir {}, sync mode {:?}, replayed {replayed} WAL records",
         node.shard_count(),
         config.data_dir.display(),
         config.sync_mode,

@@ -141,7 +141,7 @@ mod tests {
                 };
                 let Ok(Request::Startup { version, .. }) = Request::from_frame(&frame) else { return };
                 let mut answer = Vec::new();
-                encode_frame(&Response::Ready { version }.to_frame(frame.stream), &mut answer);
+                encode_frame(&Response::Ready { version, shard: 0, shards: 1 }.to_frame(frame.stream), &mut answer);
                 let _ = socket.write_all(&answer);
                 if !close_after_startup {
                     std::thread::sleep(Duration::from_secs(5));

@@ -263,7 +263,12 @@ impl Shell {
             let rows = match answer {
                 Ok(QueryResult::Rows(rows)) => rows,
                 // Writes and schema changes print nothing but their trace, as in cqlsh.
-                Ok(QueryResult::Void | QueryResult::SchemaChange { .. } | QueryResult::Prepared(_)) => {
+                Ok(
+                    QueryResult::Void
+                    | QueryResult::SchemaChange { .. }
+                    | QueryResult::Prepared(_)
+                    | QueryResult::Topology(_),
+                ) => {
                     print_trace(&mut out, trace.as_deref());
                     return Ok(());
                 }

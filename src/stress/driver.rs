@@ -126,9 +126,14 @@ pub fn run(plan: ConnectionPlan, mut connection: Box<dyn Connection>) {
             }
             let op = ops.next_op();
             match connection.send(op) {
-                Ok(token) => {
-                    pending.insert(token, (intended.max(now), op));
-                    lock(tally).sent(now.saturating_sub(intended));
+                Ok(sent) => {
+                    pending.insert(sent.token, (intended.max(now), op));
+                    let mut tally = lock(tally);
+                    tally.sent(now.saturating_sub(intended));
+                    if let Some(to_owner) = sent.to_owner {
+                        tally.routed(to_owner);
+                    }
+                    drop(tally);
                     pacer.sent();
                 }
                 Err(lost) => match reconnect(&plan, &mut pending, 1, lost, &mut reconnects) {
@@ -174,6 +179,11 @@ pub fn run(plan: ConnectionPlan, mut connection: Box<dyn Connection>) {
 
 /// Counts one answer; returns the error kind when it is a failure.
 fn count(tally: &mut Tally, workload: &Workload, op: Op, answer: Answer, latency: Duration) -> Option<String> {
+    if let Answer::Lost(kind) = answer {
+        // As `reconnect` counts a lost connection's requests: failed, with no latency.
+        tally.error(&kind, 1);
+        return Some(kind);
+    }
     tally.answered(latency);
     let failure = match (op.kind, answer) {
         (OpKind::Write, Answer::Written) => None,
@@ -239,6 +249,9 @@ mod tests {
         assert_eq!(count(&mut t, &w, write, Answer::Error("overloaded".into()), ms), Some("overloaded".into()));
         assert_eq!(count(&mut t, &w, write, Answer::Missing, ms), Some("unexpected answer".into()));
         assert_eq!((t.ok, t.missing, t.error_count(), t.latency.len()), (2, 1, 3, 6));
+        let gone = "connection: closed, its node left the topology";
+        assert_eq!(count(&mut t, &w, read, Answer::Lost(gone.into()), ms), Some(gone.into()));
+        assert_eq!((t.error_count(), t.errors[gone], t.latency.len()), (4, 1, 6), "lost: no latency");
     }
 
     #[test]

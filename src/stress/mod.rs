@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod driver;
+pub mod enigma;
 pub mod redis;
 pub mod report;
 pub mod resp;
@@ -71,6 +72,11 @@ struct CommonArgs {
     /// Consistency level of every operation (EnigmaDB).
     #[arg(long, default_value = "ONE", value_parser = parse_consistency)]
     consistency: Consistency,
+    /// Send each operation to the shard that owns its partition (EnigmaDB): each connection
+    /// asks its node for the cluster's topology and opens a connection per node and shard
+    /// through the nodes' shard-aware ports; `false`: one ordinary connection each.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    shard_aware: bool,
     /// Requests in flight over all connections.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -240,7 +246,13 @@ impl Run {
         let shape = KeyShape::new(c.population, c.rows_per_partition)?;
         let distribution = c.distribution.unwrap_or(default_distribution);
         let workload = Workload::new(shape, distribution, read_percent, c.value_size, c.seed)?;
-        let target = Target { kind: c.target, table: c.table.clone(), consistency: c.consistency, timeout: c.timeout };
+        let target = Target {
+            kind: c.target,
+            table: c.table.clone(),
+            consistency: c.consistency,
+            timeout: c.timeout,
+            shard_aware: c.shard_aware,
+        };
         Ok(Run { command, common, workload, plan, operations, target })
     }
 
@@ -250,6 +262,7 @@ impl Run {
             target: c.target,
             hosts: c.host.iter().map(|h| self.target.address(h)).collect(),
             consistency: c.consistency.name().into(),
+            shard_aware: c.target == TargetKind::Enigmadb && c.shard_aware,
             operations: self.operations,
             duration_s: self.plan.end().map(|d| d.as_secs_f64()),
             concurrency: c.concurrency,
@@ -360,7 +373,7 @@ impl Run {
         let summary = Summary::of(&progress.total, elapsed, stopped_by.filter(|_| shared.stop.load(Ordering::Relaxed)));
         let mut notes = Vec::new();
         if c.target == TargetKind::Redis {
-            notes.push("Redis: --consistency, --replication-factor and --table do not apply; keys are the partition key bytes (plus the clustering value when partitions hold several rows), SET and GET".into());
+            notes.push("Redis: --consistency, --shard-aware, --replication-factor and --table do not apply; keys are the partition key bytes (plus the clustering value when partitions hold several rows), SET and GET".into());
         }
         Ok(Report {
             report_version: REPORT_VERSION,
@@ -508,5 +521,9 @@ mod tests {
         assert!(check(&["--value-size", "0"]).unwrap_err().contains("value size"));
         assert!(check(&["--consistency", "MOST"]).unwrap_err().contains("unknown consistency"));
         assert!(check(&["--timeout", "soon"]).unwrap_err().contains("not a duration"));
+        assert!(check(&["--shard-aware", "maybe"]).unwrap_err().contains("--shard-aware"));
+        assert!(check(&["--shard-aware", "false"]).is_ok());
+        let cli = Cli::try_parse_from(["stress"]).map_err(|e| e.to_string());
+        assert!(cli.is_ok_and(|cli| cli.common.shard_aware), "shard-aware by default");
     }
 }

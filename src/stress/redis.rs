@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 
 use super::resp::{decode_reply, encode_command, Reply, RespError};
-use super::target::{wait_readable, Answer, Connection, ConnectionLost, MAX_WINDOW};
+use super::target::{wait_readable, Answer, Connection, ConnectionLost, Sent, MAX_WINDOW};
 use super::workload::{Op, OpKind, Workload};
 
 /// Bytes asked of the socket per read.
@@ -115,7 +115,7 @@ impl RedisConnection {
 }
 
 impl Connection for RedisConnection {
-    fn send(&mut self, op: Op) -> Result<u64, ConnectionLost> {
+    fn send(&mut self, op: Op) -> Result<Sent, ConnectionLost> {
         let Some(workload) = &self.workload else {
             return Err(ConnectionLost("connection: opened without a workload".into()));
         };
@@ -133,7 +133,7 @@ impl Connection for RedisConnection {
         if self.write_buf.len() >= WRITE_COALESCE_BYTES {
             self.flush().map_err(|e| lost(&e))?;
         }
-        Ok(token)
+        Ok(Sent { token, to_owner: None })
     }
 
     fn recv(&mut self, wait: Option<Duration>) -> Result<Option<(u64, Answer)>, ConnectionLost> {
@@ -202,10 +202,10 @@ mod tests {
     fn pipelined_answers_are_matched_to_their_requests_in_order() {
         let addr = fake_redis(b"+OK\r\n$8\r\nabcdefgh\r\n$-1\r\n-OOM no memory\r\n");
         let mut c = RedisConnection::open(&addr, Duration::from_secs(5), workload()).unwrap();
-        let write = c.send(Op { kind: OpKind::Write, key: 1 }).unwrap();
-        let found = c.send(Op { kind: OpKind::Read, key: 1 }).unwrap();
-        let missing = c.send(Op { kind: OpKind::Read, key: 2 }).unwrap();
-        let refused = c.send(Op { kind: OpKind::Write, key: 3 }).unwrap();
+        let write = c.send(Op { kind: OpKind::Write, key: 1 }).unwrap().token;
+        let found = c.send(Op { kind: OpKind::Read, key: 1 }).unwrap().token;
+        let missing = c.send(Op { kind: OpKind::Read, key: 2 }).unwrap().token;
+        let refused = c.send(Op { kind: OpKind::Write, key: 3 }).unwrap().token;
         assert_eq!(c.recv(None).unwrap(), Some((write, Answer::Written)));
         assert_eq!(c.recv(None).unwrap(), Some((found, Answer::Found(b"abcdefgh".to_vec()))));
         assert_eq!(c.recv(None).unwrap(), Some((missing, Answer::Missing)));
@@ -218,7 +218,7 @@ mod tests {
         let addr = fake_redis(b"+OK\r\n");
         let mut c = RedisConnection::open(&addr, Duration::from_secs(5), workload()).unwrap();
         // The fake answers only after it has read a SET; until then nothing comes back.
-        let token = c.send(Op { kind: OpKind::Write, key: 1 }).unwrap();
+        let token = c.send(Op { kind: OpKind::Write, key: 1 }).unwrap().token;
         let first = c.recv(Some(Duration::from_millis(1))).unwrap();
         let answer = match first {
             Some(answer) => answer,

@@ -47,6 +47,10 @@ pub struct Settings {
     pub target: TargetKind,
     pub hosts: Vec<String>,
     pub consistency: String,
+    /// EnigmaDB runs sent each operation to the shard owning its partition (`--shard-aware`);
+    /// absent from reports older than the flag, which were not.
+    #[serde(default)]
+    pub shard_aware: bool,
     pub operations: Option<u64>,
     pub duration_s: Option<f64>,
     pub concurrency: usize,
@@ -90,6 +94,19 @@ pub struct Summary {
     pub send_lag_us: Percentiles,
     /// A fail-fast run stopped at this error.
     pub stopped_by: Option<String>,
+    /// Where a shard-aware run's requests went; `None` for runs that do not route.
+    #[serde(default)]
+    pub shard_aware: Option<Routed>,
+}
+
+/// How many requests a shard-aware run sent to the shard owning their partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    /// Every request sent.
+    pub requests: u64,
+    /// Sent on a connection of the (node, shard) owning the partition, whose READY named that
+    /// shard.
+    pub to_owner: u64,
 }
 
 impl Summary {
@@ -104,6 +121,8 @@ impl Summary {
             latency_us: Percentiles::of(&tally.latency),
             send_lag_us: Percentiles::of(&tally.send_lag),
             stopped_by,
+            shard_aware: (tally.routed > 0)
+                .then_some(Routed { requests: tally.routed, to_owner: tally.routed_to_owner }),
         }
     }
 }
@@ -177,6 +196,13 @@ impl Second {
     }
 }
 
+impl Routed {
+    /// The summary's line.
+    pub fn line(&self) -> String {
+        format!("  shard-aware: {} of {} requests sent to their owning shard", self.to_owner, self.requests)
+    }
+}
+
 /// `"  errors: 3 write timeout, 1 overloaded"`, or nothing without errors.
 pub fn errors_text(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
@@ -224,6 +250,9 @@ pub fn print_summary(report: &Report) {
         ms(s.send_lag_us.p99),
         ms(s.send_lag_us.max)
     );
+    if let Some(routed) = &s.shard_aware {
+        println!("{}", routed.line());
+    }
     if !s.errors.is_empty() {
         println!("{}", errors_text(&s.errors));
     }
@@ -263,5 +292,18 @@ mod tests {
         let line = s.line();
         assert!(line.contains("ops/s      2000") && line.contains("100 write timeout"), "{line}");
         assert!(line.contains("p50   0.50 ms"), "{line}");
+    }
+
+    #[test]
+    fn routing_is_summed_only_for_runs_that_route() {
+        let mut t = Tally { ok: 3, ..Tally::default() };
+        assert_eq!(Summary::of(&t, 1.0, None).shard_aware, None);
+        (0..3).for_each(|i| t.routed(i != 1));
+        let routed = Summary::of(&t, 1.0, None).shard_aware;
+        assert_eq!(routed, Some(Routed { requests: 3, to_owner: 2 }));
+        assert_eq!(
+            routed.map(|r| r.line()).as_deref(),
+            Some("  shard-aware: 2 of 3 requests sent to their owning shard")
+        );
     }
 }

@@ -45,6 +45,10 @@ pub struct Tally {
     pub latency: Histogram<u64>,
     /// From the intended send time to the actual send: how late the client itself was.
     pub send_lag: Histogram<u64>,
+    /// Requests sent by connections that route (shard-aware EnigmaDB), and of them those sent
+    /// on a connection of the shard owning their partition.
+    pub routed: u64,
+    pub routed_to_owner: u64,
 }
 
 impl Default for Tally {
@@ -55,6 +59,8 @@ impl Default for Tally {
             errors: BTreeMap::new(),
             latency: latency_histogram(),
             send_lag: latency_histogram(),
+            routed: 0,
+            routed_to_owner: 0,
         }
     }
 }
@@ -66,6 +72,12 @@ impl Tally {
 
     pub fn sent(&mut self, lag: Duration) {
         self.send_lag.saturating_record(micros(lag));
+    }
+
+    /// A routed request, sent to its partition's shard or not.
+    pub fn routed(&mut self, to_owner: bool) {
+        self.routed += 1;
+        self.routed_to_owner += u64::from(to_owner);
     }
 
     pub fn error(&mut self, kind: &str, n: u64) {
@@ -87,6 +99,8 @@ impl Tally {
     pub fn add(&mut self, other: &Tally) {
         self.ok += other.ok;
         self.missing += other.missing;
+        self.routed += other.routed;
+        self.routed_to_owner += other.routed_to_owner;
         for (kind, n) in &other.errors {
             self.error(kind, *n);
         }
@@ -99,6 +113,8 @@ impl Tally {
     pub fn clear(&mut self) {
         self.ok = 0;
         self.missing = 0;
+        self.routed = 0;
+        self.routed_to_owner = 0;
         self.errors.clear();
         self.latency.reset();
         self.send_lag.reset();
@@ -187,7 +203,9 @@ mod tests {
         let mut a = Tally { ok: 3, ..Tally::default() };
         a.error("write timeout", 2);
         a.answered(Duration::from_millis(1));
+        a.routed(true);
         let mut b = Tally { missing: 1, ..Tally::default() };
+        b.routed(false);
         b.error("write timeout", 1);
         b.error("overloaded", 1);
         b.answered(Duration::from_millis(2));
@@ -195,8 +213,9 @@ mod tests {
         assert_eq!((a.ok, a.missing, a.operations()), (3, 1, 8));
         assert_eq!(a.errors["write timeout"], 3);
         assert_eq!(a.latency.len(), 2);
+        assert_eq!((a.routed, a.routed_to_owner), (2, 1));
         a.clear();
-        assert_eq!((a.operations(), a.latency.len()), (0, 0));
+        assert_eq!((a.operations(), a.latency.len(), a.routed), (0, 0, 0));
     }
 
     #[test]

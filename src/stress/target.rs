@@ -1,22 +1,25 @@
 //! The stores a stress run can drive, behind one pipelined [`Connection`]: EnigmaDB through the
-//! blocking client of `wire` (prepared INSERT and SELECT), Redis through `redis.rs` (SET, GET).
-//! This module owns the table a run creates and how answers are classified; it must never
-//! retry an operation (a failure is counted, not hidden).
+//! blocking client of `wire` (`enigma.rs`: prepared INSERT and SELECT, routed to the shard
+//! owning each partition), Redis through `redis.rs` (SET, GET). This module owns the table a run
+//! creates and how failures are counted; it must never retry an operation (a failure is
+//! counted, not hidden).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use wire::client::{Client, ClientError, ClientOptions, Prepared, MAX_IN_FLIGHT};
-use wire::protocol::{QueryParams, QueryResult, Request, Response};
-use wire::{Consistency, Value};
+use wire::client::{Client, ClientError, ClientOptions, MAX_IN_FLIGHT};
+use wire::Consistency;
 
+use super::enigma::EnigmaConnection;
 use super::redis::RedisConnection;
-use super::workload::{Op, OpKind, Workload};
+use super::workload::{Op, Workload};
 
-/// Most requests a run keeps in flight on one connection (the client library's bound).
-pub const MAX_WINDOW: usize = MAX_IN_FLIGHT;
+/// Most requests a run keeps in flight on one connection: the client library's bound, less
+/// the one stream an EnigmaDB connection keeps for asking the topology again (`enigma.rs`),
+/// so that the window never finds a client full.
+pub const MAX_WINDOW: usize = MAX_IN_FLIGHT - 1;
 
 /// Which store is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -50,16 +53,30 @@ pub enum Answer {
     Missing,
     /// The store refused the operation; the kind of error, to be counted.
     Error(String),
+    /// The connection the operation went out on was dropped before it answered (a shard-aware
+    /// connection to a node that left the topology); counted as a lost connection's requests
+    /// are, under this kind.
+    Lost(String),
 }
 
 /// The connection can no longer be used; the kind of failure, to be counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLost(pub String);
 
+/// What `send` did with an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Names the operation in the answer `recv` returns.
+    pub token: u64,
+    /// Whether it went out on a connection of the shard owning its partition; `None` when the
+    /// connection does not route (Redis, `--shard-aware false`).
+    pub to_owner: Option<bool>,
+}
+
 /// One pipelined connection: requests go out with `send`, answers come back with `recv` in
 /// whatever order the store sends them, matched by the token `send` returned.
 pub trait Connection: Send {
-    fn send(&mut self, op: Op) -> Result<u64, ConnectionLost>;
+    fn send(&mut self, op: Op) -> Result<Sent, ConnectionLost>;
 
     /// The next answer. With `wait`, gives up after about that long (`Ok(None)`: the caller has
     /// something to send); without, waits up to the run's answer timeout, past which the
@@ -75,6 +92,9 @@ pub struct Target {
     pub consistency: Consistency,
     /// Bounds connecting and every wait for an answer.
     pub timeout: Duration,
+    /// EnigmaDB: send each operation to the shard owning its partition, over shard-aware
+    /// connections to every node of the cluster (`--shard-aware`).
+    pub shard_aware: bool,
 }
 
 impl Target {
@@ -124,103 +144,39 @@ impl Target {
         Ok(())
     }
 
-    fn client(&self, address: &str) -> anyhow::Result<Client> {
-        let options = ClientOptions {
+    pub fn client(&self, address: &str) -> anyhow::Result<Client> {
+        Client::connect_with(address, self.client_options()).with_context(|| format!("connecting to {address}"))
+    }
+
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
             timeout: Some(self.timeout),
             client_name: concat!("enigmadb-stress/", env!("CARGO_PKG_VERSION")).into(),
             ..ClientOptions::default()
-        };
-        Client::connect_with(address, options).with_context(|| format!("connecting to {address}"))
-    }
-}
-
-/// A connection to EnigmaDB with the run's INSERT and SELECT prepared.
-struct EnigmaConnection {
-    client: Client,
-    insert: Prepared,
-    select: Prepared,
-    params: QueryParams,
-    workload: Workload,
-}
-
-impl EnigmaConnection {
-    fn open(target: &Target, address: &str, workload: Workload) -> anyhow::Result<EnigmaConnection> {
-        let mut client = target.client(address)?;
-        let table = &target.table;
-        let insert = format!("INSERT INTO {table} (pk, ck, value) VALUES (?, ?, ?)");
-        let select = format!("SELECT value FROM {table} WHERE pk = ? AND ck = ?");
-        let insert = client.prepare(&insert).with_context(|| format!("preparing {insert}"))?;
-        let select = client.prepare(&select).with_context(|| format!("preparing {select}"))?;
-        Ok(EnigmaConnection {
-            client,
-            insert,
-            select,
-            params: QueryParams::with_consistency(target.consistency),
-            workload,
-        })
-    }
-
-    fn answer(response: Response) -> Answer {
-        match response {
-            Response::Result(QueryResult::Void) => Answer::Written,
-            Response::Result(QueryResult::Rows(rows)) => match rows.rows.as_slice() {
-                [] => Answer::Missing,
-                [row] => match row.as_slice() {
-                    [Some(Value::Blob(v))] => Answer::Found(v.clone()),
-                    _ => Answer::Error("unexpected answer: row of another shape".into()),
-                },
-                _ => Answer::Error("unexpected answer: more than one row".into()),
-            },
-            Response::Error(e) => Answer::Error(e.code.name().into()),
-            _ => Answer::Error("unexpected answer".into()),
-        }
-    }
-}
-
-impl Connection for EnigmaConnection {
-    fn send(&mut self, op: Op) -> Result<u64, ConnectionLost> {
-        let shape = &self.workload.shape;
-        let mut values =
-            vec![Some(Value::Blob(shape.partition_key(op.key))), Some(Value::BigInt(shape.clustering(op.key)))];
-        let id = match op.kind {
-            OpKind::Write => {
-                values.push(Some(Value::Blob(self.workload.value(op.key).to_vec())));
-                self.insert.id
-            }
-            OpKind::Read => self.select.id,
-        };
-        let request = Request::Execute { id, values, params: self.params.clone() };
-        self.client.send(&request).map(u64::from).map_err(|e| lost(&e))
-    }
-
-    fn recv(&mut self, wait: Option<Duration>) -> Result<Option<(u64, Answer)>, ConnectionLost> {
-        if let Some(wait) = wait.filter(|_| !self.client.has_buffered_input()) {
-            self.client.flush().map_err(|e| lost(&e))?;
-            let readable = wait_readable(self.client.as_raw_fd(), wait)
-                .map_err(|e| ConnectionLost(format!("connection: poll failed ({:?})", e.kind())))?;
-            if !readable {
-                return Ok(None);
-            }
-        }
-        match self.client.recv() {
-            Ok((stream, response)) => Ok(Some((u64::from(stream), EnigmaConnection::answer(response)))),
-            Err(e) => Err(lost(&e)),
         }
     }
 }
 
 /// Waits until `fd` is readable (or closed) or `timeout` has passed; `true` when readable.
-/// `ppoll` sleeps on a high-resolution timer: socket timeouts (SO_RCVTIMEO) are rounded up to
-/// the kernel's tick, up to 10 ms late, which would delay the open loop's sends.
 pub fn wait_readable(fd: RawFd, timeout: Duration) -> std::io::Result<bool> {
-    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    wait_any_readable(&mut [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }], timeout)
+}
+
+/// Waits until one of `fds` (each asking for `POLLIN`) is readable or closed, or `timeout` has
+/// passed; `true` when one is, its `revents` then set. `ppoll` sleeps on a high-resolution
+/// timer: socket timeouts (SO_RCVTIMEO) are rounded up to the kernel's tick, up to 10 ms late,
+/// which would delay the open loop's sends.
+pub fn wait_any_readable(fds: &mut [libc::pollfd], timeout: Duration) -> std::io::Result<bool> {
     let timeout = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
     };
+    // A connection has a few clients (one per node and shard), far fewer than nfds_t counts.
+    let count = fds.len() as libc::nfds_t;
     loop {
-        // SAFETY: one valid pollfd, a valid timespec and no signal mask, all outliving the call.
-        let n = unsafe { libc::ppoll(&mut poll, 1, &timeout, std::ptr::null()) };
+        // SAFETY: `count` valid pollfds, a valid timespec and no signal mask, all outliving the
+        // call.
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), count, &timeout, std::ptr::null()) };
         match n {
             0 => return Ok(false),
             n if n > 0 => return Ok(true),
@@ -235,7 +191,7 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> std::io::Result<bool> {
 }
 
 /// How a client failure is counted.
-fn lost(e: &ClientError) -> ConnectionLost {
+pub fn lost(e: &ClientError) -> ConnectionLost {
     ConnectionLost(match e {
         ClientError::Io(io) => format!("connection: I/O error ({:?})", io.kind()),
         ClientError::Timeout => "connection: no answer within the timeout".into(),

@@ -113,6 +113,8 @@ pub struct Server {
     pub metrics: Option<SocketAddr>,
     /// Where its peer protocol listens (read from its ready line).
     pub peer: Option<SocketAddr>,
+    /// Where its shard-aware client port listens, unless it is off (read from its ready line).
+    pub shard_aware: Option<SocketAddr>,
     pub dir: PathBuf,
     /// Its stdout lines after the ready line.
     stdout: mpsc::Receiver<String>,
@@ -168,6 +170,7 @@ impl Server {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             metrics: None,
             peer: None,
+            shard_aware: None,
             dir: dir.to_owned(),
             stdout: lines,
         };
@@ -180,6 +183,7 @@ impl Server {
                         server.addr = addr;
                         server.metrics = ready_metrics_address(&line);
                         server.peer = ready_peer_address(&line);
+                        server.shard_aware = ready_shard_aware_address(&line);
                         return server;
                     }
                 }
@@ -257,6 +261,12 @@ pub fn ready_address(line: &str) -> Option<SocketAddr> {
 /// The peer address in a server's ready line (`..., peers on 127.0.0.5:40125, ...`).
 pub fn ready_peer_address(line: &str) -> Option<SocketAddr> {
     line.split_once(" peers on ")?.1.split([',', ' ']).next()?.parse().ok()
+}
+
+/// The shard-aware client address in a server's ready line (`..., shard-aware on
+/// 127.0.0.5:40126, ...`); `None` when it says `shard-aware port off`.
+pub fn ready_shard_aware_address(line: &str) -> Option<SocketAddr> {
+    line.split_once(" shard-aware on ")?.1.split([',', ' ']).next()?.parse().ok()
 }
 
 /// The metrics address in a server's ready line (`..., metrics on http://127.0.0.5:40124/metrics,

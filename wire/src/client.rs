@@ -8,17 +8,26 @@
 //! shared with tokio anyway. Pipelining needs no async: [`Client::send`] queues many requests on
 //! one connection and [`Client::recv`] takes answers in whatever order the server sends them.
 //! For parallelism, open one `Client` per thread.
+//!
+//! Shard-aware connections ([`Client::connect_to_shard`]) pick their own source port, because
+//! a node's shard-aware port hands a connection to shard source-port % shards: a client that
+//! knows the owner of a partition (`routing`) reaches the shard that stores it without a hop
+//! between shards.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::frame::{encode_frame, Frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::protocol::{
     AdminRequest, AdminResult, BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, ProtocolError,
-    QueryParams, QueryResult, Request, Response, Rows,
+    QueryParams, QueryResult, Request, Response, Rows, TopologyAnswer,
 };
 use crate::value::Value;
 
@@ -37,6 +46,18 @@ const MAX_REPREPARES: usize = 1;
 
 /// Default bound on connecting and on every wait for the server.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Local ports [`Client::connect_to_shard`] tries before it gives up: each one that is taken
+/// costs a failed bind or connect, and a machine with that many taken ports in a row is better
+/// served by the ordinary port.
+pub const MAX_SHARD_PORT_ATTEMPTS: usize = 64;
+
+/// Where the kernel says its ephemeral ports are (`net.ipv4.ip_local_port_range`, which Linux
+/// applies to IPv6 too).
+const LOCAL_PORT_RANGE_FILE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// Linux's default ephemeral port range, for systems without [`LOCAL_PORT_RANGE_FILE`].
+const DEFAULT_LOCAL_PORTS: RangeInclusive<u16> = 32768..=60999;
 
 /// How a connection is opened.
 #[derive(Debug, Clone)]
@@ -86,6 +107,15 @@ pub enum ClientError {
     RequestTooLarge { len: usize, limit: usize },
     #[error("recv called with no request in flight")]
     NothingInFlight,
+    /// [`Client::connect_to_shard`] was asked for a shard at or above the shard count it was
+    /// given.
+    #[error("shard {shard} is not one of {shards} shards")]
+    InvalidShard { shard: u16, shards: u16 },
+    /// A shard-aware connection was served by another shard than the one its source port
+    /// asked for (a NAT rewrote the port, or the node's shard count is not the one assumed).
+    /// The connection is closed; use the node's ordinary port instead.
+    #[error("asked for shard {asked} through the shard-aware port, served by shard {served}")]
+    ShardMismatch { asked: u16, served: u16 },
 }
 
 impl ClientError {
@@ -104,6 +134,11 @@ pub struct ServerInfo {
     pub versions: Vec<u8>,
     pub max_frame_bytes: u32,
     pub server: String,
+    /// The shard serving this connection, and the node's shard count.
+    pub shard: u16,
+    pub shards: u16,
+    /// The node's shard-aware client port; 0 when it has none.
+    pub shard_aware_port: u16,
 }
 
 /// A statement prepared on the server. Keeps its text so that the client can prepare it again
@@ -114,6 +149,9 @@ pub struct Prepared {
     pub text: String,
     pub bind: Vec<ColumnSpec>,
     pub columns: Vec<ColumnSpec>,
+    /// The bind markers of the partition key, in key order (`routing::routing_token`); empty
+    /// when the statement cannot be routed.
+    pub pk_indexes: Vec<u16>,
 }
 
 /// One connection to an EnigmaDB server.
@@ -133,6 +171,9 @@ pub struct Client {
     /// Answers read while waiting for another stream; at most one per in-flight request.
     ready: VecDeque<(u16, Response)>,
     version: u8,
+    /// The shard serving this connection and the node's shard count, from READY.
+    shard: u16,
+    shards: u16,
     /// Set when the byte stream can no longer be trusted; every later call fails with `Closed`.
     broken: bool,
 }
@@ -159,7 +200,33 @@ impl Client {
                 Err(e) => last_err = e,
             }
         }
-        let socket = socket.ok_or(last_err)?;
+        Client::start(socket.ok_or(last_err)?, options)
+    }
+
+    /// Connects to a node's shard-aware port `addr` so that shard `shard` of its `shards`
+    /// serves the connection: binds a local port p with p % `shards` == `shard` (in the
+    /// kernel's ephemeral range, from a random point, skipping taken ports, at most
+    /// [`MAX_SHARD_PORT_ATTEMPTS`]), performs STARTUP, and checks that READY names that shard.
+    /// [`ClientError::ShardMismatch`] means the port did not arrive as sent (NAT): connect to
+    /// the node's ordinary port instead.
+    pub fn connect_to_shard(
+        addr: SocketAddr,
+        shard: u16,
+        shards: u16,
+        options: ClientOptions,
+    ) -> Result<Client, ClientError> {
+        if shard >= shards {
+            return Err(ClientError::InvalidShard { shard, shards });
+        }
+        let client = Client::start(connect_from_shard_port(addr, shard, shards, options.timeout)?, options)?;
+        match client.shard == shard {
+            true => Ok(client),
+            false => Err(ClientError::ShardMismatch { asked: shard, served: client.shard }),
+        }
+    }
+
+    /// STARTUP on a connected socket: what every way of connecting shares.
+    fn start(socket: TcpStream, options: ClientOptions) -> Result<Client, ClientError> {
         socket.set_nodelay(true)?;
         let mut client = Client {
             socket,
@@ -172,11 +239,15 @@ impl Client {
             abandoned: HashSet::new(),
             ready: VecDeque::new(),
             version: PROTOCOL_VERSION,
+            shard: 0,
+            shards: 1,
             broken: false,
         };
         client.set_timeout(options.timeout)?;
         match client.request(&Request::Startup { version: PROTOCOL_VERSION, client: options.client_name })? {
-            Response::Ready { version } => client.version = version,
+            Response::Ready { version, shard, shards } => {
+                (client.version, client.shard, client.shards) = (version, shard, shards);
+            }
             other => return Err(unexpected("READY", &other)),
         }
         Ok(client)
@@ -185,6 +256,26 @@ impl Client {
     /// The protocol version agreed at STARTUP.
     pub fn version(&self) -> u8 {
         self.version
+    }
+
+    /// The shard of the node serving this connection (READY).
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// The node's shard count (READY).
+    pub fn shards(&self) -> u16 {
+        self.shards
+    }
+
+    /// The server's address, as connected to.
+    pub fn peer_addr(&self) -> Result<SocketAddr, ClientError> {
+        Ok(self.socket.peer_addr()?)
+    }
+
+    /// This end's address: its port decides the shard on a shard-aware port.
+    pub fn local_addr(&self) -> Result<SocketAddr, ClientError> {
+        Ok(self.socket.local_addr()?)
     }
 
     /// Bounds every later wait for the server (each socket read or write); `None` waits forever.
@@ -197,10 +288,19 @@ impl Client {
 
     pub fn options(&mut self) -> Result<ServerInfo, ClientError> {
         match self.request(&Request::Options)? {
-            Response::Supported { versions, max_frame_bytes, server } => {
-                Ok(ServerInfo { versions, max_frame_bytes, server })
+            Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port } => {
+                Ok(ServerInfo { versions, max_frame_bytes, server, shard, shards, shard_aware_port })
             }
             other => Err(unexpected("SUPPORTED", &other)),
+        }
+    }
+
+    /// The cluster's nodes, shards and tokens, unless the server's topology version is still
+    /// `known_version` (0: the caller knows none).
+    pub fn topology(&mut self, known_version: u64) -> Result<TopologyAnswer, ClientError> {
+        match result_of(self.request(&Request::Topology { known_version })?)? {
+            QueryResult::Topology(answer) => Ok(answer),
+            other => Err(ClientError::Unexpected(format!("expected a TOPOLOGY result, got {other:?}"))),
         }
     }
 
@@ -214,9 +314,13 @@ impl Client {
 
     pub fn prepare(&mut self, text: &str) -> Result<Prepared, ClientError> {
         match result_of(self.request(&Request::Prepare { text: text.to_owned() })?)? {
-            QueryResult::Prepared(meta) => {
-                Ok(Prepared { id: meta.id, text: text.to_owned(), bind: meta.bind, columns: meta.columns })
-            }
+            QueryResult::Prepared(meta) => Ok(Prepared {
+                id: meta.id,
+                text: text.to_owned(),
+                bind: meta.bind,
+                columns: meta.columns,
+                pk_indexes: meta.pk_indexes,
+            }),
             other => Err(ClientError::Unexpected(format!("expected a PREPARED result, got {other:?}"))),
         }
     }
@@ -446,6 +550,69 @@ impl Client {
     }
 }
 
+/// A socket to `addr` from a local port p with p % `shards` == `shard` (see
+/// [`Client::connect_to_shard`]). Taken ports (bind or connect failing with "in use" or "not
+/// available") are skipped; any other failure is the answer.
+fn connect_from_shard_port(
+    addr: SocketAddr,
+    shard: u16,
+    shards: u16,
+    timeout: Option<Duration>,
+) -> Result<TcpStream, ClientError> {
+    let range = local_port_range();
+    // Any well-spread number does: it only keeps clients from all trying the same ports first.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let span = u64::from(range.end() - range.start()) + 1;
+    // `random % span` < span <= 65536 and adding it to the start stays within the range.
+    let start = range.start() + (random % span) as u16;
+    let unspecified = match addr {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let mut last_err = io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        format!("no local port in {range:?} is {shard} modulo {shards}"),
+    );
+    for port in shard_ports(range, shard, shards, start).take(MAX_SHARD_PORT_ATTEMPTS) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let attempt = socket.bind(&SocketAddr::new(unspecified, port).into()).and_then(|()| match timeout {
+            Some(t) => socket.connect_timeout(&addr.into(), t),
+            None => socket.connect(&addr.into()),
+        });
+        match attempt {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) if matches!(e.kind(), io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable) => last_err = e,
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    Err(ClientError::Io(last_err))
+}
+
+/// The kernel's ephemeral port range: ports no server listens on by convention, which the
+/// kernel would otherwise hand out itself.
+fn local_port_range() -> RangeInclusive<u16> {
+    let text = std::fs::read_to_string(LOCAL_PORT_RANGE_FILE).unwrap_or_default();
+    let mut bounds = text.split_whitespace().map(str::parse::<u16>);
+    match (bounds.next(), bounds.next()) {
+        (Some(Ok(low)), Some(Ok(high))) if 0 < low && low <= high => low..=high,
+        _ => DEFAULT_LOCAL_PORTS,
+    }
+}
+
+/// Every port p of `range` with p % `shards` == `shard`, once each, from the first at or after
+/// `start` upwards, wrapping to the bottom of the range. `shards` must be at least 1.
+fn shard_ports(range: RangeInclusive<u16>, shard: u16, shards: u16, start: u16) -> impl Iterator<Item = u16> {
+    let (low, high, step) = (u32::from(*range.start()), u32::from(*range.end()), u32::from(shards.max(1)));
+    let first = low + (u32::from(shard) + step - low % step) % step;
+    let count = match first <= high {
+        true => (high - first) / step + 1,
+        false => 0,
+    };
+    let skip = u32::from(start).saturating_sub(first).div_ceil(step);
+    // Every port is first + k * step for k < count, so at most `high`: a u16.
+    (0..count).map(move |i| (first + ((skip + i) % count) * step) as u16)
+}
+
 fn io_error(e: io::Error) -> ClientError {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
@@ -536,14 +703,23 @@ impl Iterator for PagedRows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::encode_frame;
-    use crate::protocol::{negotiate_version, AdminDone, BatchKind, BatchStatement, Consistency, PreparedMeta};
+    use crate::frame::{encode_frame, SUPPORTED_VERSIONS};
+    use crate::protocol::{
+        negotiate_version, AdminDone, BatchKind, BatchStatement, Consistency, PreparedMeta, Topology, TopologyNode,
+    };
     use crate::value::ColumnType;
     use std::collections::HashMap;
     use std::net::{SocketAddr, TcpListener};
 
     /// Rows of the test server's `numbers` table: n = 0..NUMBERS.
     const NUMBERS: u32 = 1000;
+
+    /// The test server's shard count: a connection is served by shard client port % SHARDS, as
+    /// on a node's shard-aware port.
+    const SHARDS: u16 = 3;
+
+    /// The test server's topology version.
+    const TOPOLOGY_VERSION: u64 = 7;
 
     /// Starts a tiny protocol server on a std thread (one thread per connection). It understands
     /// a handful of made-up statements (see `answer`); `HOLD i` answers are kept back until
@@ -563,11 +739,13 @@ mod tests {
     struct Session {
         prepared: HashMap<PreparedId, String>,
         held: Vec<Frame>,
+        shard: u16,
     }
 
     fn serve(mut socket: TcpStream) {
         let mut decoder = FrameDecoder::default();
-        let mut session = Session::default();
+        let shard = socket.peer_addr().map_or(0, |a| a.port() % SHARDS);
+        let mut session = Session { shard, ..Session::default() };
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
@@ -621,12 +799,21 @@ mod tests {
         };
         let response = match request {
             Request::Startup { version, .. } => match negotiate_version(version) {
-                Ok(version) => Response::Ready { version },
+                Ok(version) => Response::Ready { version, shard: session.shard, shards: SHARDS },
                 Err(e) => Response::Error(e),
             },
-            Request::Options => {
-                Response::Supported { versions: vec![1], max_frame_bytes: 1 << 24, server: "test".into() }
+            Request::Options => Response::Supported {
+                versions: SUPPORTED_VERSIONS.to_vec(),
+                max_frame_bytes: 1 << 24,
+                server: "test".into(),
+                shard: session.shard,
+                shards: SHARDS,
+                shard_aware_port: 19470,
+            },
+            Request::Topology { known_version: TOPOLOGY_VERSION } => {
+                Response::Result(QueryResult::Topology(TopologyAnswer::Unchanged { version: TOPOLOGY_VERSION }))
             }
+            Request::Topology { .. } => Response::Result(QueryResult::Topology(TopologyAnswer::Full(test_topology()))),
             Request::Query { text, params } => {
                 let (verb, arg) = text.split_once(' ').unwrap_or((&text, ""));
                 match verb {
@@ -680,6 +867,7 @@ mod tests {
                     id,
                     bind: vec![spec.clone()],
                     columns: vec![spec],
+                    pk_indexes: vec![0],
                 }))
             }
             Request::Execute { id, values, .. } => match session.prepared.contains_key(&id) {
@@ -706,6 +894,17 @@ mod tests {
         vec![response.to_frame(frame.stream)]
     }
 
+    fn test_topology() -> Topology {
+        let node = TopologyNode {
+            host_id: 1,
+            client: SocketAddr::from(([127, 0, 0, 1], 9470)),
+            shard_aware: Some(SocketAddr::from(([127, 0, 0, 1], 19470))),
+            alive: true,
+            tokens: vec![vec![-10, 10], vec![0], vec![20]],
+        };
+        Topology { version: TOPOLOGY_VERSION, nodes: vec![node] }
+    }
+
     fn int_rows(result: QueryResult) -> Vec<i32> {
         match result {
             QueryResult::Rows(rows) => rows
@@ -725,8 +924,10 @@ mod tests {
         let mut client = Client::connect(start_server()).unwrap();
         assert_eq!(client.version(), PROTOCOL_VERSION);
         let info = client.options().unwrap();
-        assert_eq!(info.versions, vec![1]);
+        assert_eq!(info.versions, vec![PROTOCOL_VERSION]);
         assert_eq!(info.server, "test");
+        assert_eq!((info.shard, info.shards, info.shard_aware_port), (client.shard(), SHARDS, 19470));
+        assert_eq!(client.shards(), SHARDS);
         assert_eq!(
             client.query("CREATE t").unwrap(),
             QueryResult::SchemaChange { change: "CREATED".into(), table: "t".into() }
@@ -814,6 +1015,7 @@ mod tests {
         let prepared = client.prepare("SELECT i WHERE i = ?").unwrap();
         assert_eq!(prepared.id, PreparedId::of_statement("SELECT i WHERE i = ?"));
         assert_eq!(prepared.bind, vec![ColumnSpec { name: "i".into(), ty: ColumnType::Int }]);
+        assert_eq!(prepared.pk_indexes, vec![0]);
         let run = |client: &mut Client, i| client.execute(&prepared, &[Some(Value::Int(i))], QueryParams::default());
         assert_eq!(int_rows(run(&mut client, 3).unwrap()), vec![3]);
         client.query("FORGET").unwrap();
@@ -886,6 +1088,46 @@ mod tests {
         assert!(matches!(err, ClientError::RequestTooLarge { limit: 4096, .. }), "{err:?}");
         assert_eq!(client.in_flight(), 0);
         assert_eq!(int_rows(client.query("ECHO 3").unwrap()), vec![3]);
+    }
+
+    #[test]
+    fn topology_is_sent_whole_or_as_unchanged() {
+        let mut client = Client::connect(start_server()).unwrap();
+        assert_eq!(client.topology(0).unwrap(), TopologyAnswer::Full(test_topology()));
+        let unchanged = client.topology(TOPOLOGY_VERSION).unwrap();
+        assert_eq!(unchanged, TopologyAnswer::Unchanged { version: TOPOLOGY_VERSION });
+        assert_eq!(unchanged.version(), TOPOLOGY_VERSION);
+    }
+
+    #[test]
+    fn a_shard_aware_connection_is_served_by_the_shard_its_port_names() {
+        let addr = start_server();
+        for shard in 0..SHARDS {
+            let client = Client::connect_to_shard(addr, shard, SHARDS, ClientOptions::default()).unwrap();
+            assert_eq!((client.shard(), client.shards()), (shard, SHARDS));
+            assert_eq!(client.local_addr().unwrap().port() % SHARDS, shard);
+        }
+        // Ports 4 modulo 6 are 1 modulo 3: the server's shard 1 answers a client that wanted 4.
+        let err = Client::connect_to_shard(addr, 4, 6, ClientOptions::default()).err();
+        assert!(matches!(err, Some(ClientError::ShardMismatch { asked: 4, served: 1 })), "{err:?}");
+        let err = Client::connect_to_shard(addr, 3, 3, ClientOptions::default()).err();
+        assert!(matches!(err, Some(ClientError::InvalidShard { shard: 3, shards: 3 })), "{err:?}");
+    }
+
+    #[test]
+    fn shard_ports_cover_the_range_once_from_the_start() {
+        let ports: Vec<u16> = shard_ports(100..=120, 2, 4, 111).collect();
+        assert_eq!(ports, [114, 118, 102, 106, 110]);
+        assert!(ports.iter().all(|p| p % 4 == 2));
+        assert_eq!(shard_ports(100..=120, 2, 4, 100).next(), Some(102));
+        assert_eq!(shard_ports(100..=120, 2, 4, 119).collect::<Vec<_>>(), [102, 106, 110, 114, 118]);
+        assert_eq!(shard_ports(100..=101, 3, 4, 100).count(), 0, "no port of the range fits");
+        assert_eq!(
+            shard_ports(65530..=65535, 0, 1, 65535).collect::<Vec<_>>(),
+            [65535, 65530, 65531, 65532, 65533, 65534]
+        );
+        let range = local_port_range();
+        assert!(range.start() <= range.end() && *range.start() > 0, "{range:?}");
     }
 
     #[test]

@@ -147,6 +147,17 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, min_item_size: usize) -> Result<usize, DecodeError> {
         let at = self.pos;
         let n = self.u32()? as usize;
+        self.check_count(at, n, min_item_size)
+    }
+
+    /// As [`Reader::count`], for a count encoded as a u16.
+    pub fn count_u16(&mut self, min_item_size: usize) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let n = usize::from(self.u16()?);
+        self.check_count(at, n, min_item_size)
+    }
+
+    fn check_count(&self, at: usize, n: usize, min_item_size: usize) -> Result<usize, DecodeError> {
         let limit = self.remaining() / min_item_size.max(1);
         if n > limit {
             return Err(DecodeError::TooLong { offset: at, len: n, limit });
@@ -205,5 +216,13 @@ mod tests {
         w.u32(u32::MAX);
         let bytes = w.into_bytes();
         assert!(matches!(Reader::new(&bytes).count(1), Err(DecodeError::TooLong { .. })));
+        let mut w = Writer::new();
+        w.u16(3).u16(0);
+        let bytes = w.into_bytes();
+        assert!(matches!(Reader::new(&bytes).count_u16(1), Err(DecodeError::TooLong { len: 3, limit: 2, .. })));
+        let mut w = Writer::new();
+        w.u16(2).u16(0);
+        let bytes = w.into_bytes();
+        assert_eq!(Reader::new(&bytes).count_u16(1), Ok(2));
     }
 }

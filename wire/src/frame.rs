@@ -8,11 +8,21 @@ use bytemuck::{Pod, Zeroable};
 /// First four bytes of every frame: `"ENGP"` (EnigmaDB protocol).
 pub const FRAME_MAGIC: [u8; 4] = *b"ENGP";
 
-/// The protocol version this build speaks (frame layout and message bodies).
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The client protocol version this build speaks (frame layout and message bodies). Version 2
+/// added the shard fields of READY and SUPPORTED, PREPARED's partition key markers and
+/// TOPOLOGY; version 1 is no longer spoken.
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// Every protocol version this build can speak, oldest first.
+/// Every client protocol version this build can speak, oldest first.
 pub const SUPPORTED_VERSIONS: [u8; 1] = [PROTOCOL_VERSION];
+
+/// The version byte of peer protocol frames. It stays 1 when the client protocol changes: the
+/// peer protocol versions its own bodies (the cluster layer's HELLO), and bumping this byte
+/// would make nodes of consecutive releases refuse each other's frames for no reason.
+pub const PEER_FRAME_VERSION: u8 = 1;
+
+/// The frame versions [`FrameDecoder::decode_peer`] accepts.
+const PEER_FRAME_VERSIONS: [u8; 1] = [PEER_FRAME_VERSION];
 
 /// Size of [`FrameHeader`] on the wire.
 pub const HEADER_BYTES: usize = std::mem::size_of::<FrameHeader>();
@@ -98,10 +108,13 @@ pub enum Opcode {
     Batch = 0x0D,
     /// An operator's command (`enigmadb admin`); no Cassandra counterpart.
     Admin = 0x20,
+    /// The cluster's nodes, shards and tokens, for token- and shard-aware clients; no Cassandra
+    /// counterpart (its drivers read system tables and ScyllaDB's SUPPORTED options instead).
+    Topology = 0x21,
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 11] = [
+    pub const ALL: [Opcode; 12] = [
         Opcode::Error,
         Opcode::Startup,
         Opcode::Ready,
@@ -113,6 +126,7 @@ impl Opcode {
         Opcode::Execute,
         Opcode::Batch,
         Opcode::Admin,
+        Opcode::Topology,
     ];
 
     pub fn code(self) -> u8 {
@@ -134,6 +148,7 @@ impl Opcode {
                 | Opcode::Execute
                 | Opcode::Batch
                 | Opcode::Admin
+                | Opcode::Topology
         )
     }
 }
@@ -162,7 +177,7 @@ impl Frame {
 /// limit (the decoder on the other side refuses larger ones); a body can never exceed
 /// `u32::MAX` bytes because no limit allows it.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    encode_raw(frame.opcode.code(), frame.flags, frame.stream, &frame.body, out);
+    encode_raw(PROTOCOL_VERSION, frame.opcode.code(), frame.flags, frame.stream, &frame.body, out);
 }
 
 /// A frame of the peer (node to node) protocol: the same header and checks as [`Frame`], with
@@ -185,14 +200,14 @@ impl PeerFrame {
 /// Appends a peer frame to `out`, as [`encode_frame`] does a client frame.
 pub fn encode_peer_frame(frame: &PeerFrame, out: &mut Vec<u8>) {
     debug_assert!(PEER_OPCODES.contains(&frame.opcode), "{:#x} is not a peer opcode", frame.opcode);
-    encode_raw(frame.opcode, 0, frame.stream, &frame.body, out);
+    encode_raw(PEER_FRAME_VERSION, frame.opcode, 0, frame.stream, &frame.body, out);
 }
 
-fn encode_raw(opcode: u8, flags: u16, stream: u16, body: &[u8], out: &mut Vec<u8>) {
+fn encode_raw(version: u8, opcode: u8, flags: u16, stream: u16, body: &[u8], out: &mut Vec<u8>) {
     debug_assert!(body.len() <= u32::MAX as usize);
     let mut header = FrameHeader {
         magic: FRAME_MAGIC,
-        version: PROTOCOL_VERSION,
+        version,
         opcode,
         flags: flags.to_le_bytes(),
         stream: stream.to_le_bytes(),
@@ -216,8 +231,8 @@ fn encode_raw(opcode: u8, flags: u16, stream: u16, body: &[u8], out: &mut Vec<u8
 pub enum FrameError {
     #[error("bad frame magic {found:02x?} (expected {FRAME_MAGIC:02x?}): not an EnigmaDB protocol stream")]
     BadMagic { found: [u8; 4] },
-    #[error("unsupported protocol version {version} (this node speaks {SUPPORTED_VERSIONS:?})")]
-    UnsupportedVersion { version: u8 },
+    #[error("unsupported protocol version {version} (this node speaks {supported:?})")]
+    UnsupportedVersion { version: u8, supported: &'static [u8] },
     #[error("frame header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     HeaderChecksum { stored: u32, computed: u32 },
     #[error("frame header reserved bytes are not zero: {found:02x?}")]
@@ -285,23 +300,26 @@ impl FrameDecoder {
     /// newer peer is reported as such), header checksum, reserved bytes, the frame limit, and,
     /// once the whole body is present, opcode, flags and body checksum.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
-        let decoded = self.decode_with(buf, Opcode::from_code)?;
+        let decoded = self.decode_with(buf, &SUPPORTED_VERSIONS, Opcode::from_code)?;
         Ok(decoded.map(|(opcode, flags, stream, body, used)| (Frame { opcode, flags, stream, body }, used)))
     }
 
     /// As [`FrameDecoder::decode`], for the peer protocol: an opcode outside [`PEER_OPCODES`]
     /// (a client opcode included) is `UnknownOpcode`.
     pub fn decode_peer(&mut self, buf: &[u8]) -> Result<Option<(PeerFrame, usize)>, FrameError> {
-        let decoded = self.decode_with(buf, |code| PEER_OPCODES.contains(&code).then_some(code))?;
+        let decoded =
+            self.decode_with(buf, &PEER_FRAME_VERSIONS, |code| PEER_OPCODES.contains(&code).then_some(code))?;
         Ok(decoded.map(|(opcode, _, stream, body, used)| (PeerFrame { opcode, stream, body }, used)))
     }
 
-    /// The checks of [`FrameDecoder::decode`], with `opcode_of` deciding which opcodes exist.
-    /// Returns the opcode, flags, stream, body and the bytes the frame took.
+    /// The checks of [`FrameDecoder::decode`], with `versions` the frame versions accepted and
+    /// `opcode_of` deciding which opcodes exist. Returns the opcode, flags, stream, body and
+    /// the bytes the frame took.
     #[allow(clippy::type_complexity)]
     fn decode_with<O>(
         &mut self,
         buf: &[u8],
+        versions: &'static [u8],
         opcode_of: impl Fn(u8) -> Option<O>,
     ) -> Result<Option<(O, u16, u16, Vec<u8>, usize)>, FrameError> {
         // Reject a wrong magic or version as soon as the bytes that carry them arrive, so a
@@ -313,8 +331,8 @@ impl FrameDecoder {
             return Err(FrameError::BadMagic { found });
         }
         if let Some(&version) = buf.get(4) {
-            if !SUPPORTED_VERSIONS.contains(&version) {
-                return Err(FrameError::UnsupportedVersion { version });
+            if !versions.contains(&version) {
+                return Err(FrameError::UnsupportedVersion { version, supported: versions });
             }
         }
         let Some(header_bytes) = buf.get(..HEADER_BYTES) else {
@@ -454,10 +472,11 @@ pub(crate) mod tests {
     #[test]
     fn unknown_version_is_fatal_before_the_checksum() {
         let mut bytes = encoded(&Frame::new(Opcode::Options, 3, vec![]));
-        bytes[4] = 2;
+        bytes[4] = 1;
         let err = FrameDecoder::default().decode(&bytes[..5]).unwrap_err();
-        assert_eq!(err, FrameError::UnsupportedVersion { version: 2 });
+        assert_eq!(err, FrameError::UnsupportedVersion { version: 1, supported: &SUPPORTED_VERSIONS });
         assert!(err.is_fatal());
+        assert!(err.to_string().contains("version 1 (this node speaks [2])"), "{err}");
     }
 
     #[test]
@@ -527,11 +546,20 @@ pub(crate) mod tests {
         let mut bytes = Vec::new();
         encode_peer_frame(&frame, &mut bytes);
         assert_eq!(bytes.len(), frame.wire_len());
+        assert_eq!(bytes[4], PEER_FRAME_VERSION, "peer frames keep their own version");
         let mut decoder = FrameDecoder::default();
         assert_eq!(decoder.decode_peer(&bytes), Ok(Some((frame.clone(), 27))));
-        // The client decoder does not know peer opcodes, and the peer decoder no client ones.
-        assert!(matches!(decoder.decode(&bytes), Err(FrameError::UnknownOpcode { opcode: 0x48, .. })));
-        let client = encoded(&Frame::new(Opcode::Query, 9, vec![]));
+        // Each decoder refuses the other protocol's frame version, and, past it, its opcodes.
+        assert!(matches!(decoder.decode(&bytes), Err(FrameError::UnsupportedVersion { version: 1, .. })));
+        let mut as_client = bytes.clone();
+        as_client[4] = PROTOCOL_VERSION;
+        reseal(&mut as_client);
+        assert!(matches!(decoder.decode(&as_client), Err(FrameError::UnknownOpcode { opcode: 0x48, .. })));
+        let mut client = encoded(&Frame::new(Opcode::Query, 9, vec![]));
+        let err = decoder.decode_peer(&client).unwrap_err();
+        assert_eq!(err, FrameError::UnsupportedVersion { version: PROTOCOL_VERSION, supported: &PEER_FRAME_VERSIONS });
+        client[4] = PEER_FRAME_VERSION;
+        reseal(&mut client);
         let err = decoder.decode_peer(&client).unwrap_err();
         assert_eq!(err, FrameError::UnknownOpcode { stream: 9, opcode: 0x07, consumed: 24 });
         // Every other check is the client decoder's.

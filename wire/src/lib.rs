@@ -9,6 +9,7 @@ pub mod codec;
 pub mod frame;
 pub mod protocol;
 pub mod ring;
+pub mod routing;
 pub mod schema;
 pub mod token;
 pub mod value;

@@ -8,10 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use wire::frame::{encode_frame, Frame, FrameDecoder, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES};
+use wire::frame::{encode_frame, Frame, FrameDecoder, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, PROTOCOL_VERSION};
 use wire::protocol::{
     BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, PreparedId, PreparedMeta, QueryParams, QueryResult,
-    Request, Response, Rows,
+    Request, Response, Rows, Topology, TopologyAnswer, TopologyNode,
 };
 use wire::{ColumnType, Consistency, Value};
 
@@ -79,7 +79,7 @@ fn corpus() -> Vec<Vec<u8>> {
     let id = PreparedId::of_statement("SELECT v FROM t WHERE k = ?");
     let spec = |name: &str, ty| ColumnSpec { name: name.into(), ty };
     let requests = [
-        Request::Startup { version: 1, client: "fuzz".into() },
+        Request::Startup { version: PROTOCOL_VERSION, client: "fuzz".into() },
         Request::Options,
         Request::Query { text: "SELECT * FROM t".into(), params: params.clone() },
         Request::Prepare { text: "SELECT v FROM t WHERE k = ?".into() },
@@ -93,10 +93,26 @@ fn corpus() -> Vec<Vec<u8>> {
             consistency: Consistency::All,
             timestamp: Some(5),
         }),
+        Request::Topology { known_version: 3 },
     ];
+    let node = |host_id: u128, tokens: Vec<Vec<i64>>| TopologyNode {
+        host_id,
+        client: std::net::SocketAddr::from(([10, 0, 0, host_id as u8], 9470)),
+        shard_aware: Some(std::net::SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, host_id as u16], 19470))),
+        alive: host_id % 2 == 1,
+        tokens,
+    };
+    let topology = Topology { version: 4, nodes: vec![node(1, vec![vec![-7, 3], vec![11]]), node(2, vec![vec![]])] };
     let responses = [
-        Response::Ready { version: 1 },
-        Response::Supported { versions: vec![1], max_frame_bytes: 1 << 24, server: "enigmadb".into() },
+        Response::Ready { version: 2, shard: 1, shards: 2 },
+        Response::Supported {
+            versions: vec![2],
+            max_frame_bytes: 1 << 24,
+            server: "enigmadb".into(),
+            shard: 0,
+            shards: 2,
+            shard_aware_port: 19470,
+        },
         Response::Result(QueryResult::Void),
         Response::Result(QueryResult::Rows(Rows {
             columns: vec![spec("k", ColumnType::Text), spec("v", ColumnType::Int)],
@@ -108,7 +124,10 @@ fn corpus() -> Vec<Vec<u8>> {
             id,
             bind: vec![spec("k", ColumnType::Text)],
             columns: vec![spec("v", ColumnType::Int)],
+            pk_indexes: vec![0],
         })),
+        Response::Result(QueryResult::Topology(TopologyAnswer::Full(topology))),
+        Response::Result(QueryResult::Topology(TopologyAnswer::Unchanged { version: 4 })),
         Response::error(ErrorCode::Syntax, "line 1: no viable alternative"),
         Response::error(
             ErrorCode::ReadTimeout { consistency: Consistency::Two, received: 1, required: 2, data_present: false },
@@ -218,7 +237,12 @@ fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..256),
         // A correct magic and version, then noise: reaches the header checks.
-        proptest::collection::vec(any::<u8>(), 0..256).prop_map(|tail| [b"ENGP\x01".as_slice(), &tail].concat()),
+        proptest::collection::vec(any::<u8>(), 0..256).prop_map(|tail| [
+            b"ENGP".as_slice(),
+            &[PROTOCOL_VERSION],
+            &tail
+        ]
+        .concat()),
         mutated_frame(),
         mutated_frame(),
         mutated_message(),
@@ -343,7 +367,17 @@ fn densest_bodies_stay_within_the_memory_bound() {
         consistency: Consistency::One,
         timestamp: None,
     });
-    for frame in [rows.to_frame(1), execute.to_frame(2), batch.to_frame(3)] {
+    // Nodes of empty shards: two bytes each, a vector each once decoded.
+    let shardy = TopologyNode {
+        host_id: 1,
+        client: std::net::SocketAddr::from(([127, 0, 0, 1], 9470)),
+        shard_aware: None,
+        alive: true,
+        tokens: vec![vec![]; wire::protocol::MAX_TOPOLOGY_SHARDS],
+    };
+    let nodes = vec![shardy; 64];
+    let topology = Response::Result(QueryResult::Topology(TopologyAnswer::Full(Topology { version: 1, nodes })));
+    for frame in [rows.to_frame(1), execute.to_frame(2), batch.to_frame(3), topology.to_frame(4)] {
         let (decoded, total, _) =
             measured(|| (Request::from_frame(&frame).is_ok(), Response::from_frame(&frame).is_ok()));
         assert!(decoded.0 || decoded.1, "{:?} decodes", frame.opcode);

@@ -533,11 +533,11 @@ pub(super) fn read_count(r: &mut Reader<'_>, min_item_bytes: usize) -> Result<us
     Ok(n)
 }
 
-fn write_host_id(w: &mut Writer, id: u128) {
+pub(super) fn write_host_id(w: &mut Writer, id: u128) {
     w.raw(&id.to_le_bytes());
 }
 
-fn read_host_id(r: &mut Reader<'_>) -> Result<u128, DecodeError> {
+pub(super) fn read_host_id(r: &mut Reader<'_>) -> Result<u128, DecodeError> {
     let mut id = [0u8; 16];
     id.copy_from_slice(r.take(16)?);
     Ok(u128::from_le_bytes(id))

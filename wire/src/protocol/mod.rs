@@ -6,6 +6,7 @@ mod admin;
 mod repair;
 mod request;
 mod response;
+mod topology;
 
 pub use admin::{
     AdminDone, AdminRequest, AdminResult, Liveness, NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, TableStats,
@@ -16,6 +17,9 @@ pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
 pub use response::{
     ColumnSpec, ErrorCode, ErrorResponse, PreparedMeta, QueryResult, Response, Rows, TraceEvent, Traced,
     MAX_TRACE_EVENTS,
+};
+pub use topology::{
+    Topology, TopologyAnswer, TopologyNode, MAX_TOKENS_PER_SHARD, MAX_TOPOLOGY_NODES, MAX_TOPOLOGY_SHARDS,
 };
 
 use std::fmt;

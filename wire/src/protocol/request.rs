@@ -1,6 +1,6 @@
-//! Requests a client sends (STARTUP, OPTIONS, QUERY, PREPARE, EXECUTE, BATCH, ADMIN) and their body
-//! encodings. Decoding validates structure only; whether a statement makes sense is the
-//! server's business.
+//! Requests a client sends (STARTUP, OPTIONS, QUERY, PREPARE, EXECUTE, BATCH, ADMIN, TOPOLOGY)
+//! and their body encodings. Decoding validates structure only; whether a statement makes sense
+//! is the server's business.
 
 use super::admin::AdminRequest;
 use super::{
@@ -35,6 +35,12 @@ pub enum Request {
     Batch(BatchRequest),
     /// An operator's command; answered by a RESULT of kind admin.
     Admin(AdminRequest),
+    /// The cluster's nodes, shards and tokens; answered by a RESULT of kind topology.
+    /// `known_version` is the topology version the client has (0: none), so that an unchanged
+    /// topology is answered in a few bytes.
+    Topology {
+        known_version: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +81,7 @@ impl Request {
             Request::Execute { .. } => Opcode::Execute,
             Request::Batch(_) => Opcode::Batch,
             Request::Admin(_) => Opcode::Admin,
+            Request::Topology { .. } => Opcode::Topology,
         }
     }
 
@@ -99,6 +106,9 @@ impl Request {
             }
             Request::Batch(batch) => batch.write(&mut w),
             Request::Admin(command) => command.write(&mut w),
+            Request::Topology { known_version } => {
+                w.u64(*known_version);
+            }
         }
         (self.opcode(), w.into_bytes())
     }
@@ -121,6 +131,7 @@ impl Request {
                 },
                 Opcode::Batch => Request::Batch(BatchRequest::read(r, &mut budget)?),
                 Opcode::Admin => Request::Admin(AdminRequest::read(r)?),
+                Opcode::Topology => Request::Topology { known_version: r.u64()? },
                 // Refused above; kept typed rather than unreachable.
                 Opcode::Error | Opcode::Ready | Opcode::Supported | Opcode::Result => {
                     return Err(r.invalid("opcode", "not a request"))
@@ -221,6 +232,7 @@ mod tests {
                     timestamp
                 })),
             any_admin_request().prop_map(Request::Admin),
+            any::<u64>().prop_map(|known_version| Request::Topology { known_version }),
         ]
     }
 

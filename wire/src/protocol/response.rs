@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::admin::AdminResult;
+use super::topology::TopologyAnswer;
 use super::{
     decode_body, read_bool, read_list, read_text, read_value, write_value, Consistency, PreparedId, ProtocolError,
     MAX_NAME_BYTES, MAX_PAGING_STATE_BYTES,
@@ -14,15 +15,23 @@ use crate::value::{ColumnType, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Response {
-    /// STARTUP accepted: the version both sides speak from now on.
+    /// STARTUP accepted: the version both sides speak from now on, and the shard of the node
+    /// that serves this connection (`shard` < `shards`, the node's shard count).
     Ready {
         version: u8,
+        shard: u16,
+        shards: u16,
     },
-    /// Answer to OPTIONS.
+    /// Answer to OPTIONS. `shard` and `shards` as in READY; `shard_aware_port` is the node's
+    /// shard-aware client port (a connection from source port p is served by shard
+    /// p % `shards`), 0 when it has none.
     Supported {
         versions: Vec<u8>,
         max_frame_bytes: u32,
         server: String,
+        shard: u16,
+        shards: u16,
+        shard_aware_port: u16,
     },
     Result(QueryResult),
     /// The answer to an ADMIN request: a RESULT of kind admin.
@@ -44,6 +53,8 @@ pub enum QueryResult {
     /// The answer to a request that asked for a trace (`QueryParams::trace`): what the
     /// coordinator did, then the result itself (never traced again).
     Traced(Box<Traced>),
+    /// The answer to TOPOLOGY.
+    Topology(TopologyAnswer),
 }
 
 /// A traced request's answer.
@@ -93,6 +104,11 @@ pub struct PreparedMeta {
     pub bind: Vec<ColumnSpec>,
     /// The columns a SELECT returns (empty for writes).
     pub columns: Vec<ColumnSpec>,
+    /// The bind markers (indexes into `bind`) holding the partition key's columns, in
+    /// partition-key order: with them a client computes a request's token and sends it to a
+    /// replica. Empty when the partition key is not fully bound by markers (the client cannot
+    /// route the statement).
+    pub pk_indexes: Vec<u16>,
 }
 
 /// A typed error answer.
@@ -256,6 +272,8 @@ const RESULT_SCHEMA_CHANGE: u32 = 5;
 const RESULT_ADMIN: u32 = 0x100;
 /// EnigmaDB's: a trace, then a result of another kind.
 const RESULT_TRACED: u32 = 0x101;
+/// EnigmaDB's: the answer to TOPOLOGY.
+const RESULT_TOPOLOGY: u32 = 0x102;
 /// Smallest encoded column spec: an empty name and a type code.
 const MIN_COLUMN_SPEC_BYTES: usize = 4 + 1;
 
@@ -344,6 +362,15 @@ impl QueryResult {
                 meta.id.write(w);
                 write_specs(w, &meta.bind);
                 write_specs(w, &meta.columns);
+                debug_assert!(meta.pk_indexes.len() <= meta.bind.len());
+                w.u16(meta.pk_indexes.len() as u16);
+                meta.pk_indexes.iter().for_each(|i| {
+                    w.u16(*i);
+                });
+            }
+            QueryResult::Topology(answer) => {
+                w.u32(RESULT_TOPOLOGY);
+                answer.write(w);
             }
             QueryResult::Traced(traced) => {
                 let events = &traced.events[..traced.events.len().min(MAX_TRACE_EVENTS)];
@@ -366,11 +393,12 @@ impl QueryResult {
                 change: read_text(r, MAX_NAME_BYTES)?,
                 table: read_text(r, MAX_NAME_BYTES)?,
             },
-            RESULT_PREPARED => QueryResult::Prepared(PreparedMeta {
-                id: PreparedId::read(r)?,
-                bind: read_specs(r)?,
-                columns: read_specs(r)?,
-            }),
+            RESULT_PREPARED => {
+                let (id, bind, columns) = (PreparedId::read(r)?, read_specs(r)?, read_specs(r)?);
+                let pk_indexes = read_pk_indexes(r, bind.len())?;
+                QueryResult::Prepared(PreparedMeta { id, bind, columns, pk_indexes })
+            }
+            RESULT_TOPOLOGY => QueryResult::Topology(TopologyAnswer::read(r)?),
             RESULT_TRACED => {
                 let n = r.count(MIN_TRACE_EVENT_BYTES)?;
                 if n > MAX_TRACE_EVENTS {
@@ -402,6 +430,32 @@ impl QueryResult {
     }
 }
 
+/// The partition key's bind marker indexes of a PREPARED result: at most one per marker, each
+/// naming one of the `markers` bind markers.
+fn read_pk_indexes(r: &mut Reader<'_>, markers: usize) -> Result<Vec<u16>, DecodeError> {
+    let at = r.offset();
+    let n = r.count_u16(2)?;
+    if n > markers {
+        return Err(DecodeError::TooLong { offset: at, len: n, limit: markers });
+    }
+    read_list(r, n, |r, _| {
+        let i = r.u16()?;
+        match usize::from(i) < markers {
+            true => Ok(i),
+            false => Err(r.invalid("partition key index", format!("marker {i} of {markers}"))),
+        }
+    })
+}
+
+/// A READY or SUPPORTED shard pair: the serving shard is one of the node's.
+fn read_shard(r: &mut Reader<'_>) -> Result<(u16, u16), DecodeError> {
+    let (shard, shards) = (r.u16()?, r.u16()?);
+    match shard < shards {
+        true => Ok((shard, shards)),
+        false => Err(r.invalid("shard", format!("shard {shard} of a node with {shards} shards"))),
+    }
+}
+
 /// `text` cut to at most MAX_TRACE_TEXT bytes, at a character boundary.
 fn cut(text: &str) -> &str {
     let mut end = text.len().min(MAX_TRACE_TEXT);
@@ -428,11 +482,11 @@ impl Response {
     pub fn encode(&self) -> (Opcode, Vec<u8>) {
         let mut w = Writer::new();
         match self {
-            Response::Ready { version } => {
-                w.u8(*version);
+            Response::Ready { version, shard, shards } => {
+                w.u8(*version).u16(*shard).u16(*shards);
             }
-            Response::Supported { versions, max_frame_bytes, server } => {
-                w.bytes(versions).u32(*max_frame_bytes).str(server);
+            Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port } => {
+                w.bytes(versions).u32(*max_frame_bytes).str(server).u16(*shard).u16(*shards).u16(*shard_aware_port);
             }
             Response::Result(result) => result.write(&mut w),
             Response::Admin(result) => {
@@ -454,12 +508,18 @@ impl Response {
         }
         decode_body(opcode, body, |r| {
             Ok(match opcode {
-                Opcode::Ready => Response::Ready { version: r.u8()? },
-                Opcode::Supported => Response::Supported {
-                    versions: r.bytes_limited(usize::from(u8::MAX))?.to_vec(),
-                    max_frame_bytes: r.u32()?,
-                    server: read_text(r, MAX_NAME_BYTES)?,
-                },
+                Opcode::Ready => {
+                    let version = r.u8()?;
+                    let (shard, shards) = read_shard(r)?;
+                    Response::Ready { version, shard, shards }
+                }
+                Opcode::Supported => {
+                    let versions = r.bytes_limited(usize::from(u8::MAX))?.to_vec();
+                    let (max_frame_bytes, server) = (r.u32()?, read_text(r, MAX_NAME_BYTES)?);
+                    let (shard, shards) = read_shard(r)?;
+                    let shard_aware_port = r.u16()?;
+                    Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port }
+                }
                 Opcode::Result => match r.u32()? {
                     RESULT_ADMIN => Response::Admin(AdminResult::read(r)?),
                     kind => Response::Result(QueryResult::read(kind, r)?),
@@ -476,7 +536,8 @@ impl Response {
                 | Opcode::Prepare
                 | Opcode::Execute
                 | Opcode::Batch
-                | Opcode::Admin => return Err(r.invalid("opcode", "not a response")),
+                | Opcode::Admin
+                | Opcode::Topology => return Err(r.invalid("opcode", "not a response")),
             })
         })
     }
@@ -495,6 +556,7 @@ impl Response {
 pub(crate) mod tests {
     use super::super::admin::tests::any_admin_result;
     use super::super::tests::{any_consistency, any_prepared_id};
+    use super::super::topology::tests::any_topology_answer;
     use super::*;
     use crate::value::tests::value_of;
     use proptest::prelude::*;
@@ -543,26 +605,47 @@ pub(crate) mod tests {
         ]
     }
 
+    /// A serving shard and the node's shard count.
+    fn any_shard() -> impl Strategy<Value = (u16, u16)> {
+        (1..=u16::MAX).prop_flat_map(|shards| (0..shards, Just(shards)))
+    }
+
+    /// Bind markers, and partition key indexes into them.
+    fn any_bind() -> impl Strategy<Value = (Vec<ColumnSpec>, Vec<u16>)> {
+        proptest::collection::vec(any_spec(), 0..4).prop_flat_map(|bind| {
+            let n = bind.len();
+            let indexes = match n {
+                0 => Just(Vec::new()).boxed(),
+                n => proptest::collection::vec(0..n as u16, 0..=n).boxed(),
+            };
+            (Just(bind), indexes)
+        })
+    }
+
     pub fn any_response() -> impl Strategy<Value = Response> {
         prop_oneof![
-            any::<u8>().prop_map(|version| Response::Ready { version }),
-            (proptest::collection::vec(any::<u8>(), 0..4), any::<u32>(), ".{0,10}").prop_map(
-                |(versions, max_frame_bytes, server)| Response::Supported { versions, max_frame_bytes, server }
-            ),
+            (any::<u8>(), any_shard()).prop_map(|(version, (shard, shards))| Response::Ready {
+                version,
+                shard,
+                shards
+            }),
+            (proptest::collection::vec(any::<u8>(), 0..4), any::<u32>(), ".{0,10}", any_shard(), any::<u16>())
+                .prop_map(|(versions, max_frame_bytes, server, (shard, shards), shard_aware_port)| {
+                    Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port }
+                }),
             Just(Response::Result(QueryResult::Void)),
             any_rows().prop_map(|rows| Response::Result(QueryResult::Rows(rows))),
             ("CREATED|DROPPED|UPDATED", "[a-z]{1,8}")
                 .prop_map(|(change, table)| Response::Result(QueryResult::SchemaChange { change, table })),
-            (
-                any_prepared_id(),
-                proptest::collection::vec(any_spec(), 0..3),
-                proptest::collection::vec(any_spec(), 0..3)
-            )
-                .prop_map(|(id, bind, columns)| Response::Result(QueryResult::Prepared(PreparedMeta {
+            (any_prepared_id(), any_bind(), proptest::collection::vec(any_spec(), 0..3)).prop_map(
+                |(id, (bind, pk_indexes), columns)| Response::Result(QueryResult::Prepared(PreparedMeta {
                     id,
                     bind,
-                    columns
-                }))),
+                    columns,
+                    pk_indexes
+                }))
+            ),
+            any_topology_answer().prop_map(|answer| Response::Result(QueryResult::Topology(answer))),
             (any_error_code(), ".{0,30}").prop_map(|(code, message)| Response::error(code, message)),
             any_admin_result().prop_map(Response::Admin),
             (proptest::collection::vec(any_trace_event(), 0..5), any_rows()).prop_map(|(events, rows)| {
@@ -654,6 +737,42 @@ pub(crate) mod tests {
         no_columns.u32(RESULT_ROWS).u32(0).u32(1).u8(0);
         let err = Response::decode(Opcode::Result, &no_columns.into_bytes()).unwrap_err();
         assert!(matches!(err, ProtocolError::Malformed { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn partition_key_indexes_must_name_bind_markers() {
+        let spec = |name: &str| ColumnSpec { name: name.into(), ty: ColumnType::Int };
+        let meta = PreparedMeta {
+            id: PreparedId([3; 16]),
+            bind: vec![spec("v"), spec("k")],
+            columns: vec![],
+            pk_indexes: vec![1],
+        };
+        let (opcode, body) = Response::Result(QueryResult::Prepared(meta)).encode();
+        // The body ends with the count and the one index, each a u16.
+        assert_eq!(&body[body.len() - 4..], &[1, 0, 1, 0]);
+        let mut out_of_range = body.clone();
+        let at = body.len() - 2;
+        out_of_range[at] = 2;
+        let err = Response::decode(opcode, &out_of_range).unwrap_err();
+        assert!(err.to_string().contains("marker 2 of 2"), "{err}");
+        let mut too_many = body[..body.len() - 4].to_vec();
+        too_many.extend_from_slice(&[3, 0, 0, 0, 0, 0, 1, 0]);
+        let err = Response::decode(opcode, &too_many).unwrap_err();
+        assert!(matches!(err, ProtocolError::Malformed { source: DecodeError::TooLong { len: 3, limit: 2, .. }, .. }));
+    }
+
+    #[test]
+    fn a_serving_shard_must_be_one_of_the_nodes() {
+        let (opcode, mut body) = Response::Ready { version: 2, shard: 1, shards: 2 }.encode();
+        assert_eq!(body, [2, 1, 0, 2, 0]);
+        body[1] = 2;
+        let err = Response::decode(opcode, &body).unwrap_err();
+        assert!(err.to_string().contains("shard 2 of a node with 2 shards"), "{err}");
+        let (opcode, body) = Response::Ready { version: 2, shard: 0, shards: 1 }.encode();
+        let mut none = body.clone();
+        none[3] = 0;
+        assert!(Response::decode(opcode, &none).is_err(), "a node has at least one shard");
     }
 
     #[test]

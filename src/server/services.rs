@@ -1,0 +1,307 @@
+//! The composition root of a node's services: what runs on each shard's executor, built in
+//! dependency order. Shard 0, the coordinator shard, opens the batchlog, binds the client
+//! ports, starts the cluster service (gossip, peers), the hints, metrics and repair, accepts
+//! every client connection and hands each to a shard's front door, and serves the other
+//! doors' requests for node-wide duties. Every shard (shard 0 too) is a front door: it runs
+//! the coordinator role for the connections it is handed. The channels between them are made
+//! here, once, before any executor starts (`link.rs` says what crosses).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use shards::node::{LocalService, Node};
+
+use super::accept::{self, ConnectionLimit, Handoff, Steering};
+use super::connection::{self, Door};
+use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
+use crate::cluster::service::Cluster;
+use crate::cluster::view::ClusterView;
+use crate::config::ServerConfig;
+use crate::coordinator::{Coordinator, Role};
+use crate::frame_io::Stopping;
+use crate::hints::HintStore;
+use crate::metrics::{self, Metrics};
+
+/// What the shards' services tell the main thread.
+pub enum ServiceEvent {
+    Listening {
+        client: SocketAddr,
+        shard_aware: Option<SocketAddr>,
+        peer: SocketAddr,
+        metrics: Option<SocketAddr>,
+    },
+    Failed(String),
+    /// Every connection of every shard has finished after a stop request.
+    Stopped,
+}
+
+/// The channel ends of every shard, made once the shard count is known; each shard's service
+/// takes its own.
+pub struct Wiring {
+    shards: usize,
+    config: ServerConfig,
+    events: flume::Sender<ServiceEvent>,
+    stop: flume::Receiver<()>,
+    home: (flume::Sender<HomeRequest>, flume::Receiver<HomeRequest>),
+    handoffs: Vec<(flume::Sender<Handoff>, flume::Receiver<Handoff>)>,
+    control: Vec<(flume::Sender<DoorControl>, flume::Receiver<DoorControl>)>,
+    /// Each front door but shard 0's says here when its connections have finished.
+    done: (flume::Sender<()>, flume::Receiver<()>),
+}
+
+impl Wiring {
+    pub fn new(
+        shards: usize,
+        config: ServerConfig,
+        events: flume::Sender<ServiceEvent>,
+        stop: flume::Receiver<()>,
+    ) -> Wiring {
+        // Connections wait in a door's queue only while the door takes them from the accept
+        // task: a few per shard at most.
+        let handoff_queue = 64;
+        Wiring {
+            shards,
+            home: flume::bounded(HOME_QUEUE),
+            handoffs: (0..shards).map(|_| flume::bounded(handoff_queue)).collect(),
+            control: (0..shards).map(|_| flume::bounded(DOOR_CONTROL_QUEUE)).collect(),
+            done: flume::bounded(shards),
+            config,
+            events,
+            stop,
+        }
+    }
+
+    /// The service of `shard`.
+    pub fn service(&self, shard: u16) -> LocalService {
+        match shard {
+            0 => {
+                let ends = CoordinatorShardEnds {
+                    home: self.home.1.clone(),
+                    handoffs: self.handoffs.iter().map(|(tx, _)| tx.clone()).collect(),
+                    incoming: self.handoffs[0].1.clone(),
+                    // Shard 0 is reached directly, not through a control queue.
+                    control: self.control.iter().enumerate().map(|(i, (tx, _))| (i > 0).then(|| tx.clone())).collect(),
+                    done: self.done.1.clone(),
+                    stop: self.stop.clone(),
+                };
+                let (config, events) = (self.config.clone(), self.events.clone());
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events)))
+            }
+            shard => {
+                let ends = DoorEnds {
+                    shard,
+                    shards: self.shards as u16,
+                    home: self.home.0.clone(),
+                    incoming: self.handoffs[usize::from(shard)].1.clone(),
+                    control: self.control[usize::from(shard)].1.clone(),
+                    done: self.done.0.clone(),
+                };
+                let (config, events) = (self.config.clone(), self.events.clone());
+                Box::new(move |node| Box::pin(front_door(node, ends, config, events)))
+            }
+        }
+    }
+}
+
+struct CoordinatorShardEnds {
+    home: flume::Receiver<HomeRequest>,
+    /// To every shard's front door, shard 0's included; held by the accept tasks only, so
+    /// the doors' queues end when accepting does.
+    handoffs: Vec<flume::Sender<Handoff>>,
+    incoming: flume::Receiver<Handoff>,
+    control: Vec<Option<flume::Sender<DoorControl>>>,
+    done: flume::Receiver<()>,
+    stop: flume::Receiver<()>,
+}
+
+struct DoorEnds {
+    shard: u16,
+    shards: u16,
+    home: flume::Sender<HomeRequest>,
+    incoming: flume::Receiver<Handoff>,
+    control: flume::Receiver<DoorControl>,
+    done: flume::Sender<()>,
+}
+
+/// Shard 0: the node-wide services, the accept tasks, and its own front door.
+async fn coordinator_shard(
+    node: Node,
+    ends: CoordinatorShardEnds,
+    config: ServerConfig,
+    events: flume::Sender<ServiceEvent>,
+) {
+    let fail = |reason: String| {
+        let _ = events.send(ServiceEvent::Failed(reason));
+    };
+    let shards = node.shard_count();
+    let coordinator = match Coordinator::open(node, Role::CoordinatorShard).await {
+        Ok((coordinator, replayed)) => {
+            if replayed > 0 {
+                tracing::info!(replayed, "replayed unfinished logged batches");
+            }
+            Rc::new(coordinator)
+        }
+        Err(e) => return fail(format!("opening the batchlog: {e}")),
+    };
+    let bind =
+        |at: SocketAddr, what: &str| glommio::net::TcpListener::bind(at).map_err(|e| format!("{what} on {at}: {e}"));
+    let client_listener = match bind(config.listen, "listening") {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let client_addr = client_listener.local_addr().unwrap_or(config.listen);
+    let shard_aware_listener = match config.shard_aware_listen.addr().map(|at| bind(at, "shard-aware port")) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => return fail(e),
+    };
+    let shard_aware_addr = shard_aware_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let shard_aware_port = shard_aware_addr.map_or(0, |a| a.port());
+    coordinator.set_client_address(client_addr);
+    let doors = Rc::new(Doors::new(ends.control));
+    let publish = doors.clone();
+    let cluster = match Cluster::start(
+        coordinator.node().clone(),
+        coordinator.proxy().view_cell(),
+        coordinator.proxy().clock().clone(),
+        config.cluster_config(client_addr, shard_aware_addr),
+        Box::new(move |view: &Rc<ClusterView>| publish.publish(view)),
+    ) {
+        Ok(cluster) => cluster,
+        Err(e) => return fail(e.to_string()),
+    };
+    // After the cluster service's first view, which the doors take before serving.
+    doors.start(client_addr, shard_aware_port);
+    coordinator.proxy().set_peers(cluster.transport().clone());
+    coordinator.proxy().set_timeouts(config.timeouts());
+    coordinator.attach_cluster(cluster.clone());
+    // Subsystems started on this shard (the cluster layer's hints and gossip) add their
+    // metrics with `metrics.register(...)`; every later scrape includes them.
+    let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
+    if let Err(e) = metrics.register(Rc::new(metrics::gossip::GossipMetrics(cluster.clone()))) {
+        tracing::warn!(error = %e, "gossip metrics are not exported");
+    }
+    let hints = match HintStore::open(
+        coordinator.node().clone(),
+        config.hint_settings(),
+        coordinator.proxy().view_cell(),
+        config.timeouts().write,
+    )
+    .await
+    {
+        Ok(hints) => hints,
+        Err(e) => return fail(format!("opening the hints: {e}")),
+    };
+    hints.set_peers(cluster.transport().clone());
+    coordinator.attach_hints(hints.clone());
+    let replays = Rc::downgrade(&hints);
+    cluster.on_liveness(Box::new(move |host, up| match (replays.upgrade(), up) {
+        (Some(hints), true) => hints.peer_up(host),
+        (Some(hints), false) => hints.peer_down(host),
+        (None, _) => {}
+    }));
+    if let Err(e) = metrics.register(hints.clone()) {
+        tracing::warn!(error = %e, "hint metrics not exported");
+    }
+    if let Err(e) = metrics.register(coordinator.repair_metrics()) {
+        tracing::warn!(error = %e, "repair metrics are not exported");
+    }
+    // The metrics endpoint serves until the client connections have finished (its task is
+    // dropped, which cancels it).
+    let (metrics_addr, _metrics_task) = match config.metrics_listen.addr() {
+        None => (None, None),
+        Some(at) => match bind(at, "metrics endpoint") {
+            Ok(l) => {
+                let bound = l.local_addr().unwrap_or(at);
+                let node = coordinator.node().clone();
+                let serve = metrics::listener::serve(l, metrics.clone(), node, config.metrics_timeout());
+                (Some(bound), Some(glommio::spawn_local(serve)))
+            }
+            Err(e) => return fail(e),
+        },
+    };
+    // Background repair runs until the connections have finished (dropped: cancelled).
+    let _repair_task = config
+        .repair_interval()
+        .map(|every| glommio::spawn_local(crate::coordinator::repair_every(coordinator.clone(), every)));
+    // Ends once every front door has dropped its `Home` (when the executors stop).
+    glommio::spawn_local(link::serve_home(ends.home, coordinator.clone(), cluster.clone(), hints)).detach();
+    let stopping = Rc::new(Stopping::default());
+    let stop = (ends.stop, stopping.clone());
+    glommio::spawn_local(async move {
+        let _ = stop.0.recv_async().await;
+        stop.1.stop();
+    })
+    .detach();
+    let limit = ConnectionLimit::new(config.max_connections);
+    let listeners = std::iter::once((client_listener, Steering::Spread))
+        .chain(shard_aware_listener.map(|l| (l, Steering::BySourcePort)));
+    for (listener, steering) in listeners {
+        let (doors, limit, metrics, stopping) =
+            (ends.handoffs.clone(), limit.clone(), metrics.clone(), stopping.clone());
+        glommio::spawn_local(async move {
+            accept::accept(listener, steering, doors, limit, metrics, async move { stopping.wait().await }).await
+        })
+        .detach();
+    }
+    // The accept tasks hold the only senders now: the doors' queues end when they stop.
+    drop(ends.handoffs);
+    let _ = events.send(ServiceEvent::Listening {
+        client: client_addr,
+        shard_aware: shard_aware_addr,
+        peer: cluster.peer_addr(),
+        metrics: metrics_addr,
+    });
+    let door = Door { shard: 0, shards: shards as u16, shard_aware_port };
+    connection::serve(ends.incoming, door, coordinator.clone(), metrics, &config).await;
+    // The other doors may still be finishing requests that need the peers or the hints.
+    for _ in 1..shards {
+        let _ = ends.done.recv_async().await;
+    }
+    // Tells the peers this node is leaving now rather than after their failure detectors'
+    // delay.
+    cluster.stop().await;
+    let _ = events.send(ServiceEvent::Stopped);
+}
+
+/// Shard 1 and up: the coordinator role for the connections this shard is handed.
+async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: flume::Sender<ServiceEvent>) {
+    let DoorEnds { shard, shards, home, incoming, control, done } = ends;
+    // The coordinator shard says when it serves (the batchlog exists, the ports are bound,
+    // the cluster service has sent its first view).
+    let mut first_view = None;
+    let (client, shard_aware_port) = loop {
+        match control.recv_async().await {
+            Ok(DoorControl::Start { client, shard_aware_port }) => break (client, shard_aware_port),
+            Ok(DoorControl::View(view)) => first_view = Some(view),
+            Ok(DoorControl::Counters { reply }) => {
+                let _ = reply.send(Default::default());
+            }
+            Err(_) => {
+                let _ = done.send(());
+                return;
+            }
+        }
+    };
+    let home = Rc::new(Home::new(home));
+    let coordinator = match Coordinator::open(node, Role::FrontDoor { shard, home: home.clone() }).await {
+        Ok((coordinator, _)) => Rc::new(coordinator),
+        Err(e) => {
+            let _ = events.send(ServiceEvent::Failed(format!("shard {shard}: opening the batchlog: {e}")));
+            let _ = done.send(());
+            return;
+        }
+    };
+    coordinator.set_client_address(client);
+    if let Some(view) = first_view {
+        *coordinator.proxy().view_cell().borrow_mut() = Rc::new((*view).clone());
+    }
+    coordinator.proxy().set_peers(home.clone());
+    coordinator.proxy().set_hints(home);
+    coordinator.proxy().set_timeouts(config.timeouts());
+    let metrics = Rc::new(Metrics::new());
+    glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
+    let door = Door { shard, shards, shard_aware_port };
+    connection::serve(incoming, door, coordinator, metrics, &config).await;
+    let _ = done.send(());
+}

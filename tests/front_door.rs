@@ -1,0 +1,105 @@
+//! Every shard a front door, against a real server: a connection to the shard-aware port is
+//! served by the shard its source port names (the server says which in READY), the ordinary
+//! port spreads its connections over every shard, and a shard-aware client's writes cross no
+//! core (the cross-shard counter stays at 0) while an ordinary client's do.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use common::*;
+use enigmadb::metrics::text;
+use wire::client::{Client, ClientOptions};
+
+fn options() -> ClientOptions {
+    ClientOptions { timeout: Some(ANSWER_TIMEOUT), ..ClientOptions::default() }
+}
+
+/// The sum over shards of `enigmadb_cross_shard_requests_total`.
+fn cross_shard_requests(server: &Server) -> f64 {
+    let addr = server.metrics.expect("the ready line names the metrics address");
+    let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).expect("read timeout");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("sending the scrape");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reading the scrape");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let scrape = text::parse(body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"));
+    assert!(scrape.select("enigmadb_cross_shard_requests_total", &[]).count() > 0, "no cross-shard counter");
+    scrape.sum("enigmadb_cross_shard_requests_total", &[])
+}
+
+fn stress(addr: SocketAddr, args: &[&str]) {
+    let out = enigmadb()
+        .arg("stress")
+        .args(args)
+        .args(["--host", &addr.to_string()])
+        .output()
+        .expect("running enigmadb stress");
+    assert!(out.status.success(), "stress failed:\n{}\n{}", text_of(&out.stdout), text_of(&out.stderr));
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    common::text(bytes)
+}
+
+#[test]
+fn the_shard_aware_port_serves_each_connection_on_the_shard_its_source_port_names() {
+    let dir = scratch_dir("front-door-steering");
+    let server = Server::start(&dir, 3, &[]);
+    let at = server.shard_aware.expect("the ready line names the shard-aware port");
+    for shard in 0..3u16 {
+        for _ in 0..3 {
+            let mut client = Client::connect_to_shard(at, shard, 3, options())
+                .unwrap_or_else(|e| panic!("a connection to shard {shard}: {e}"));
+            let port = client.local_addr().expect("the connection's own address").port();
+            assert_eq!(port % 3, shard, "the client chose its source port for shard {shard}");
+            assert_eq!((client.shard(), client.shards()), (shard, 3), "READY names the serving shard");
+            let info = client.options().expect("OPTIONS");
+            assert_eq!((info.shard, info.shards, info.shard_aware_port), (shard, 3, at.port()));
+            client.query("SELECT * FROM system_nothing").expect_err("a request is served (and refused)");
+        }
+    }
+}
+
+#[test]
+fn the_ordinary_port_spreads_its_connections_over_every_shard() {
+    let dir = scratch_dir("front-door-spread");
+    let server = Server::start(&dir, 3, &[]);
+    let mut served: BTreeMap<u16, usize> = BTreeMap::new();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let client = Client::connect_with(server.addr, options()).expect("connecting");
+        assert_eq!(client.shards(), 3);
+        *served.entry(client.shard()).or_default() += 1;
+        clients.push(client);
+    }
+    assert_eq!(served.keys().copied().collect::<Vec<_>>(), [0, 1, 2], "every shard serves some: {served:?}");
+    let (least, most) = (served.values().min().unwrap(), served.values().max().unwrap());
+    assert!(most - least <= 1, "connections are handed out in turn: {served:?}");
+}
+
+#[test]
+fn a_shard_aware_client_writes_cross_no_core_and_an_ordinary_one_does() {
+    let dir = scratch_dir("front-door-cross-core");
+    let server = Server::start(&dir.join("data"), 2, &[]);
+    let shape = ["--population", "10000", "--concurrency", "32", "--connections", "2", "--seed", "3"];
+    let report = dir.join("aware.json");
+    let aware = [&["write", "-n", "10000", "--report", report.to_str().unwrap()], &shape[..]].concat();
+    // The start's own work (the batchlog replay scans every shard) is not the client's.
+    let at_start = cross_shard_requests(&server);
+    stress(server.addr, &aware);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report")).expect("JSON");
+    assert_eq!(report["summary"]["ok"], 10000, "{}", report["summary"]);
+    let routed = &report["summary"]["shard_aware"];
+    assert_eq!((routed["requests"].as_u64(), routed["to_owner"].as_u64()), (Some(10000), Some(10000)), "{routed}");
+    assert_eq!(cross_shard_requests(&server), at_start, "every write went to the shard that owns it");
+
+    let plain = [&["write", "-n", "2000", "--shard-aware", "false"], &shape[..]].concat();
+    stress(server.addr, &plain);
+    assert!(cross_shard_requests(&server) > at_start, "an ordinary connection hands other shards' writes over");
+}
