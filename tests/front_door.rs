@@ -1,14 +1,17 @@
-//! Every shard a front door, against a real server: a connection to the shard-aware port is
+//! Every shard a front door, against real servers: a connection to the shard-aware port is
 //! served by the shard its source port names (the server says which in READY), the ordinary
-//! port spreads its connections over every shard, and a shard-aware client's writes cross no
-//! core (the cross-shard counter stays at 0) while an ordinary client's do.
+//! port spreads its connections over every shard, a shard-aware client's writes cross no core
+//! (the cross-shard counter stays at 0) while an ordinary client's do, and a shard-aware client
+//! follows the cluster: a node that joins gets requests, a node that dies is avoided.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
+use common::cluster::{await_until, count_up, TestCluster};
 use common::*;
 use enigmadb::metrics::text;
 use wire::client::{Client, ClientOptions};
@@ -19,6 +22,12 @@ fn options() -> ClientOptions {
 
 /// The sum over shards of `enigmadb_cross_shard_requests_total`.
 fn cross_shard_requests(server: &Server) -> f64 {
+    let scrape = scrape(server);
+    assert!(scrape.select("enigmadb_cross_shard_requests_total", &[]).count() > 0, "no cross-shard counter");
+    scrape.sum("enigmadb_cross_shard_requests_total", &[])
+}
+
+fn scrape(server: &Server) -> text::Scrape {
     let addr = server.metrics.expect("the ready line names the metrics address");
     let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).expect("read timeout");
@@ -27,9 +36,7 @@ fn cross_shard_requests(server: &Server) -> f64 {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("reading the scrape");
     let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    let scrape = text::parse(body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"));
-    assert!(scrape.select("enigmadb_cross_shard_requests_total", &[]).count() > 0, "no cross-shard counter");
-    scrape.sum("enigmadb_cross_shard_requests_total", &[])
+    text::parse(body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"))
 }
 
 fn stress(addr: SocketAddr, args: &[&str]) {
@@ -102,4 +109,55 @@ fn a_shard_aware_client_writes_cross_no_core_and_an_ordinary_one_does() {
     let plain = [&["write", "-n", "2000", "--shard-aware", "false"], &shape[..]].concat();
     stress(server.addr, &plain);
     assert!(cross_shard_requests(&server) > at_start, "an ordinary connection hands other shards' writes over");
+}
+
+/// How long the stress run of the topology test lasts: long enough for a node to join, another
+/// to die and be convicted (about 6 s at the test clusters' phi), and several seconds after.
+const FOLLOW_RUN: Duration = Duration::from_secs(40);
+
+/// Answers that may still fail after the dead node's conviction: the client asks for the
+/// topology every second and reconnects 200 ms after a lost connection.
+const FOLLOW_GRACE: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_shard_aware_client_sends_to_a_node_that_joins_and_avoids_one_that_died() {
+    let mut cluster = TestCluster::start("front-door-follow", 3);
+    let report = cluster.dir.join("follow.json");
+    let seconds = format!("{}s", FOLLOW_RUN.as_secs());
+    let mut stress = enigmadb()
+        .args(["stress", "write", "--rate", "500", "--duration", &seconds, "--population", "100000"])
+        .args(["--replication-factor", "3", "--consistency", "ONE", "--connections", "2", "--concurrency", "8"])
+        .args(["--host", &cluster.addr(1).to_string(), "--report", report.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting enigmadb stress");
+    let started = Instant::now();
+
+    let joined = cluster.join();
+    cluster.await_up(4);
+    let requests = |server: &Server| scrape(server).sum("enigmadb_requests_total", &[("opcode", "execute")]);
+    await_until("the new node serves the client's writes", || requests(cluster.server(joined)) > 0.0);
+
+    cluster.kill(2);
+    await_until("node 1 sees node 2 down", || count_up(cluster.addr(1)) == 3);
+    let convicted = started.elapsed();
+    assert!(convicted + FOLLOW_GRACE + Duration::from_secs(5) < FOLLOW_RUN, "the run left too little time after");
+    let before = requests(cluster.server(joined));
+    let status = stress.wait().expect("waiting for enigmadb stress");
+    assert!(status.success(), "stress failed: {status}");
+    assert!(requests(cluster.server(joined)) > before, "the joined node kept getting requests");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report")).expect("JSON");
+    let after: Vec<&serde_json::Value> = report["series"]
+        .as_array()
+        .expect("a per-second series")
+        .iter()
+        .filter(|s| s["t"].as_f64().unwrap() > (convicted + FOLLOW_GRACE).as_secs_f64() && !s["step"].is_null())
+        .collect();
+    assert!(after.len() >= 5, "seconds after the conviction: {}", after.len());
+    for second in after {
+        assert!(second["operations"].as_u64().unwrap() > 0, "writes go on: {second}");
+        assert_eq!(second["errors"], serde_json::json!({}), "no write fails once node 2 is convicted: {second}");
+    }
 }

@@ -64,6 +64,19 @@ impl TestCluster {
         Server::start_on(&node_host(i), &self.node_dir(i), 1, &extra)
     }
 
+    /// Starts one more node (the next number) with node 1 as its seed; returns its number.
+    pub fn join(&mut self) -> usize {
+        let i = self.nodes.len() + 1;
+        let server = self.launch(i);
+        self.nodes.push(Some(server));
+        i
+    }
+
+    /// The running node `i`.
+    pub fn server(&self, i: usize) -> &Server {
+        self.nodes[i - 1].as_ref().expect("node is running")
+    }
+
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.nodes[i - 1].as_ref().expect("node is running").addr
     }
