@@ -10,7 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
 use wire::protocol::{
-    AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RepairRequest, RingEntry, TableStats,
+    display_host_id, AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RepairRequest, RingEntry,
+    TableStats,
 };
 use wire::{ColumnType, Value};
 
@@ -436,12 +437,6 @@ fn latency_ms(operations: u64, nanos: u64) -> Option<f64> {
 
 fn display_latency(operations: u64, nanos: u64) -> String {
     latency_ms(operations, nanos).map_or_else(|| "n/a".to_owned(), |ms| format!("{ms:.3}"))
-}
-
-/// A host id in the UUID layout operators know from Cassandra (8-4-4-4-12 hex digits).
-pub fn display_host_id(id: u128) -> String {
-    let hex = format!("{id:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Bytes in binary units with one decimal (`512 B`, `1.5 KiB`, `64.0 MiB`), as nodetool shows

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use shards::hlc::Hlc;
 use shards::node::Node;
 use wire::Token;
 
@@ -98,8 +97,8 @@ pub struct Cluster {
     detector: RefCell<FailureDetector>,
     /// The coordinator's view, replaced whenever membership or liveness changes.
     view: Rc<RefCell<Rc<ClusterView>>>,
-    /// The coordinator's clock, which observes the timestamps of peers' writes.
-    clock: Rc<RefCell<Hlc>>,
+    /// Serves the data messages (replica writes, reads, scans, trees) peers send this node.
+    replica: Rc<dyn PeerHandler>,
     /// Origin of the failure detector's clock.
     epoch: Instant,
     round: Cell<u64>,
@@ -121,14 +120,15 @@ pub type LivenessListener = Box<dyn Fn(HostId, bool)>;
 
 impl Cluster {
     /// Binds the peer port and starts serving it and gossiping (tasks on the current
-    /// executor, which must be the node's coordinator shard). `view` and `clock` are the
+    /// executor, which must be the node's coordinator shard). `view` is the
     /// coordinator's (its `StorageProxy`'s): the service keeps the view current, and calls
-    /// `publish_view` with each one it swaps in, and serves peers' writes through the clock.
+    /// `publish_view` with each one it swaps in, and hands the peers' data messages to
+    /// `replica` (gossip and schema messages are its own).
     /// The service runs until [`Cluster::stop`].
     pub fn start(
         node: Node,
         view: Rc<RefCell<Rc<ClusterView>>>,
-        clock: Rc<RefCell<Hlc>>,
+        replica: Rc<dyn PeerHandler>,
         config: ClusterConfig,
         publish_view: ViewPublisher,
     ) -> Result<Rc<Cluster>, ClusterError> {
@@ -169,7 +169,7 @@ impl Cluster {
             transport: Transport::new(transport_config.clone()),
             gossip: RefCell::new(gossip),
             view,
-            clock,
+            replica,
             epoch: Instant::now(),
             round: Cell::new(0),
             schema_pulled: RefCell::default(),
@@ -552,7 +552,7 @@ impl PeerHandler for Handler {
                     cluster.merge_schema(from, &body).await;
                     (opcodes::SCHEMA_OK, Vec::new())
                 }
-                _ => crate::coordinator::handle_data(&cluster.node, &cluster.clock, opcode, &body).await,
+                _ => cluster.replica.handle(from, opcode, body).await,
             }
         })
     }

@@ -39,6 +39,21 @@ use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
 use crate::frame_io::{accept_loop, incoming, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use streams::{Completion, Streams};
 
+/// A peer's answer (opcode, body) on its way.
+pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + 'a>>;
+
+/// How the proxy reaches other nodes: the peer transport in a server, an in-process stand-in
+/// in tests. A PEER_ERROR answer is an `Err`.
+pub trait Peers {
+    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_>;
+}
+
+impl Peers for Transport {
+    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_> {
+        Box::pin(Transport::call(self, peer, opcode, body, timeout))
+    }
+}
+
 /// Default bound on requests waiting for answers from one peer.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
 

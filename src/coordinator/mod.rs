@@ -39,11 +39,9 @@ use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 
 pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
-pub use proxy::{
-    HintSink, PeerCall, Peers, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-};
+pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;
-pub use replica::handle_data;
+pub use replica::{handle_data, ReplicaHandler};
 
 /// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client
 /// gets an UNPREPARED error and prepares again, as with Cassandra's prepared cache).
@@ -147,11 +145,6 @@ impl Coordinator {
     /// learns from gossip and sets the peer transport.
     pub fn proxy(&self) -> &StorageProxy {
         &self.proxy
-    }
-
-    /// Answers a data request (MUTATE, READ, SCAN) a peer sent to this node.
-    pub async fn handle_peer_data(&self, opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
-        replica::handle_data(&self.node, self.proxy.clock(), opcode, body).await
     }
 
     /// Answers one request (STARTUP and OPTIONS are the connection's business).

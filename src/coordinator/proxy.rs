@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT, TRUNCATE, TR
 use crate::cluster::replication::{
     required_replicas, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
-use crate::cluster::transport::{PeerError, Transport};
+use crate::cluster::transport::Peers;
 use crate::cluster::view::{ClusterView, Replica};
 use crate::cluster::HostId;
 use crate::hints::HintStore;
@@ -50,21 +49,6 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts { write: DEFAULT_WRITE_TIMEOUT, read: DEFAULT_READ_TIMEOUT }
-    }
-}
-
-/// A peer's answer (opcode, body) on its way.
-pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + 'a>>;
-
-/// How the proxy reaches other nodes: the peer transport in a server, an in-process stand-in
-/// in tests. A PEER_ERROR answer is an `Err`.
-pub trait Peers {
-    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_>;
-}
-
-impl Peers for Transport {
-    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_> {
-        Box::pin(Transport::call(self, peer, opcode, body, timeout))
     }
 }
 

@@ -23,8 +23,9 @@ use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
 
-use super::{Peers, StorageProxy, Timeouts};
+use super::{StorageProxy, Timeouts};
 use crate::cluster::opcodes::PEER_ERROR;
+use crate::cluster::transport::Peers;
 use crate::cluster::transport::{PeerError, RemoteError};
 use crate::cluster::view::{ClusterView, Member};
 use crate::coordinator::handle_data;

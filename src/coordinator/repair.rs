@@ -19,11 +19,12 @@ use wire::protocol::{
 };
 use wire::schema::TableId;
 
-use super::proxy::{replication_factor, Peers};
+use super::proxy::replication_factor;
 use super::{node_error, Coordinator};
 use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest, DEFAULT_TREE_DEPTH};
 use crate::cluster::messages::{self, ScanRequest};
 use crate::cluster::opcodes::{MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, SCAN, SCAN_RESULT};
+use crate::cluster::transport::Peers;
 use crate::cluster::view::{ClusterView, Replica};
 use crate::metrics::{Exposition, Kind, MetricsSource};
 

@@ -4,6 +4,10 @@
 //! a peer sends panics the shard.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 
 use shards::hlc::Hlc;
 use shards::mutation::PartitionUpdate;
@@ -16,7 +20,26 @@ use crate::cluster::opcodes::{
     MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT, TRUNCATE,
     TRUNCATE_OK,
 };
-use crate::cluster::transport::{codes, RemoteError};
+use crate::cluster::transport::{codes, PeerHandler, RemoteError};
+
+/// The replica side as the peer transport's handler of data messages (the cluster service
+/// hands it every opcode that is not gossip or schema).
+pub struct ReplicaHandler {
+    pub node: Node,
+    /// The coordinator's clock of this node, which observes the timestamps peers' writes carry.
+    pub clock: Rc<RefCell<Hlc>>,
+}
+
+impl PeerHandler for ReplicaHandler {
+    fn handle(
+        &self,
+        _from: SocketAddr,
+        opcode: u8,
+        body: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
+        Box::pin(async move { handle_data(&self.node, &self.clock, opcode, &body).await })
+    }
+}
 
 /// Answers one data request from a peer: (answer opcode, body). `clock` is the coordinator's
 /// clock of this node, which observes the timestamps a peer's writes carry (the shards'

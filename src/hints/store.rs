@@ -23,9 +23,9 @@ use super::{
 };
 use crate::cluster::messages;
 use crate::cluster::opcodes::{MUTATE, MUTATE_OK};
+use crate::cluster::transport::Peers;
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
-use crate::coordinator::Peers;
 use crate::metrics::{Exposition, Kind, MetricsSource};
 
 /// Directory of the hint segments, inside the node's data directory.

@@ -23,8 +23,8 @@ use super::*;
 use crate::cluster::messages::{decode_mutate, encode_mutate};
 use crate::cluster::opcodes::{MUTATE, MUTATE_OK};
 use crate::cluster::transport::PeerError;
+use crate::cluster::transport::Peers;
 use crate::cluster::view::{ClusterView, Member};
-use crate::coordinator::Peers;
 
 const TARGET: HostId = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
 

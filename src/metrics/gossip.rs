@@ -5,9 +5,9 @@
 use std::rc::Rc;
 
 use super::{Exposition, Kind, MetricsSource};
-use crate::admin::display_host_id;
 use crate::cluster::service::{Cluster, MemberStatus};
 use crate::cluster::HostId;
+use wire::protocol::display_host_id;
 
 /// Registered by the server once the cluster service runs.
 pub struct GossipMetrics(pub Rc<Cluster>);

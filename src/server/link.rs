@@ -13,9 +13,10 @@ use wire::protocol::{AdminRequest, Request, Response};
 
 use crate::cluster::service::Cluster;
 use crate::cluster::transport::PeerError;
+use crate::cluster::transport::{PeerCall, Peers};
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
-use crate::coordinator::{Coordinator, CoordinatorShard, HintSink, PeerCall, Peers};
+use crate::coordinator::{Coordinator, CoordinatorShard, HintSink};
 use crate::hints::HintStore;
 use crate::metrics::{Metrics, RequestCounters};
 

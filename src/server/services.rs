@@ -17,7 +17,7 @@ use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEU
 use crate::cluster::service::Cluster;
 use crate::cluster::view::ClusterView;
 use crate::config::ServerConfig;
-use crate::coordinator::{Coordinator, Role};
+use crate::coordinator::{Coordinator, ReplicaHandler, Role};
 use crate::frame_io::Stopping;
 use crate::hints::HintStore;
 use crate::metrics::{self, Metrics};
@@ -163,7 +163,7 @@ async fn coordinator_shard(
     let cluster = match Cluster::start(
         coordinator.node().clone(),
         coordinator.proxy().view_cell(),
-        coordinator.proxy().clock().clone(),
+        Rc::new(ReplicaHandler { node: coordinator.node().clone(), clock: coordinator.proxy().clock().clone() }),
         config.cluster_config(client_addr, shard_aware_addr),
         Box::new(move |view: &Rc<ClusterView>| publish.publish(view)),
     ) {

@@ -533,6 +533,13 @@ pub(super) fn read_count(r: &mut Reader<'_>, min_item_bytes: usize) -> Result<us
     Ok(n)
 }
 
+/// A host id in the UUID layout operators know from Cassandra (8-4-4-4-12 hex digits): how
+/// the admin tool, the metrics and the logs name a node.
+pub fn display_host_id(id: u128) -> String {
+    let hex = format!("{id:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
 pub(super) fn write_host_id(w: &mut Writer, id: u128) {
     w.raw(&id.to_le_bytes());
 }
