@@ -107,7 +107,7 @@ pub struct Cluster {
     schema_pulled: RefCell<std::collections::HashMap<HostId, u64>>,
     stopping: Cell<bool>,
     /// Told when the failure detector marks a peer up (true) or down (false).
-    liveness_listener: RefCell<Option<LivenessListener>>,
+    liveness_listener: LivenessListener,
     /// Told of every new view after it replaced the coordinator's (the other shards' copies).
     publish_view: ViewPublisher,
 }
@@ -115,29 +115,60 @@ pub struct Cluster {
 /// What [`Cluster::start`] calls with each new view: the server sends it to every shard.
 pub type ViewPublisher = Box<dyn Fn(&Rc<ClusterView>)>;
 
-/// What [`Cluster::on_liveness`] calls: the host and whether it is now up.
+/// What [`Cluster::start`] calls whenever a peer is marked up or down (hinted handoff replays
+/// on up): the host and whether it is now up. It must not call back into the cluster service.
 pub type LivenessListener = Box<dyn Fn(HostId, bool)>;
 
+/// The bound peer port and the transport this node calls its peers with (whose HELLO names
+/// the bound address, so it can only be made once the port is bound). Made before the cluster
+/// service so that the storage proxy and the hints can be built holding the transport.
+pub struct PeerPort {
+    listener: glommio::net::TcpListener,
+    addr: SocketAddr,
+    transport: Rc<Transport>,
+}
+
+impl PeerPort {
+    /// Binds `config.peer_listen` (on the node's coordinator shard); nothing is served until
+    /// [`Cluster::start`].
+    pub fn bind(config: &ClusterConfig) -> Result<PeerPort, ClusterError> {
+        let listener = glommio::net::TcpListener::bind(config.peer_listen)
+            .map_err(|e| ClusterError::Listen { addr: config.peer_listen, reason: e.to_string() })?;
+        let addr = listener.local_addr().unwrap_or(config.peer_listen);
+        let mut transport_config = TransportConfig::new(addr);
+        transport_config.max_frame_bytes = config.max_frame_bytes;
+        transport_config.cluster_name = config.cluster_name.clone();
+        Ok(PeerPort { listener, addr, transport: Transport::new(transport_config) })
+    }
+
+    /// The bound address (differs from the configured one when its port was 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn transport(&self) -> &Rc<Transport> {
+        &self.transport
+    }
+}
+
 impl Cluster {
-    /// Binds the peer port and starts serving it and gossiping (tasks on the current
-    /// executor, which must be the node's coordinator shard). `view` is the
-    /// coordinator's (its `StorageProxy`'s): the service keeps the view current, and calls
-    /// `publish_view` with each one it swaps in, and hands the peers' data messages to
-    /// `replica` (gossip and schema messages are its own).
+    /// Starts serving the peer port and gossiping (tasks on the current executor, which must
+    /// be the node's coordinator shard). `view` is the coordinator's (its `StorageProxy`'s):
+    /// the service keeps the view current, and calls `publish_view` with each one it swaps
+    /// in, and hands the peers' data messages to `replica` (gossip and schema messages are its
+    /// own). `liveness` hears of every peer marked up or down.
     /// The service runs until [`Cluster::stop`].
     pub fn start(
         node: Node,
         view: Rc<RefCell<Rc<ClusterView>>>,
+        port: PeerPort,
         replica: Rc<dyn PeerHandler>,
         config: ClusterConfig,
         publish_view: ViewPublisher,
+        liveness: LivenessListener,
     ) -> Result<Rc<Cluster>, ClusterError> {
-        let listener = glommio::net::TcpListener::bind(config.peer_listen)
-            .map_err(|e| ClusterError::Listen { addr: config.peer_listen, reason: e.to_string() })?;
-        let peer_addr = listener.local_addr().unwrap_or(config.peer_listen);
-        let mut transport_config = TransportConfig::new(peer_addr);
-        transport_config.max_frame_bytes = config.max_frame_bytes;
-        transport_config.cluster_name = config.cluster_name.clone();
+        let PeerPort { listener, addr: peer_addr, transport } = port;
+        let transport_config = transport.config().clone();
         let local = node.host_id();
         let tokens = node.tokens();
         let mut states = vec![
@@ -166,7 +197,7 @@ impl Cluster {
             node,
             local,
             peer_addr,
-            transport: Transport::new(transport_config.clone()),
+            transport,
             gossip: RefCell::new(gossip),
             view,
             replica,
@@ -174,7 +205,7 @@ impl Cluster {
             round: Cell::new(0),
             schema_pulled: RefCell::default(),
             stopping: Cell::new(false),
-            liveness_listener: RefCell::new(None),
+            liveness_listener: liveness,
             publish_view,
             config,
         });
@@ -217,16 +248,8 @@ impl Cluster {
         &self.transport
     }
 
-    /// Calls `listener` whenever a peer is marked up or down (hinted handoff replays on up).
-    /// It must not call back into the cluster service.
-    pub fn on_liveness(&self, listener: LivenessListener) {
-        *self.liveness_listener.borrow_mut() = Some(listener);
-    }
-
     fn liveness_changed(&self, host: HostId, up: bool) {
-        if let Some(listener) = self.liveness_listener.borrow().as_ref() {
-            listener(host, up);
-        }
+        (self.liveness_listener)(host, up);
     }
 
     /// Stops gossiping after telling the live peers this node is shutting down (so they mark

@@ -2,7 +2,6 @@
 //! the node's counters (`Node::stats`) and operations (`flush`, `compact`, `drain`). It reads
 //! counters and calls node operations only; it never reaches into a shard or the query path.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -23,25 +22,19 @@ use crate::cluster::HostId;
 /// clients reach it.
 pub(super) struct AdminState {
     started: Instant,
-    client_address: Cell<Option<SocketAddr>>,
+    client_address: SocketAddr,
 }
 
 impl AdminState {
-    pub(super) fn new() -> AdminState {
-        AdminState { started: Instant::now(), client_address: Cell::new(None) }
+    pub(super) fn new(client_address: SocketAddr) -> AdminState {
+        AdminState { started: Instant::now(), client_address }
     }
 }
 
 impl Coordinator {
-    /// The client address this node listens on (shown by `status`); the server sets it once
-    /// its listener is bound.
-    pub fn set_client_address(&self, address: SocketAddr) {
-        self.admin.client_address.set(Some(address));
-    }
-
-    /// This node's name in traces and status: its client address once bound.
+    /// This node's name in traces and status: its client address.
     pub(super) fn node_name(&self) -> String {
-        self.admin.client_address.get().map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+        self.admin.client_address.to_string()
     }
 
     /// Answers one admin command: a RESULT of kind admin, or a typed error (`Invalid` for a

@@ -20,6 +20,7 @@ mod trace;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -34,8 +35,8 @@ use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
 
 use crate::cluster::service::Cluster;
-use crate::cluster::view::ClusterView;
 use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
+use crate::hints::HintStore;
 
 pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
@@ -53,7 +54,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 5000;
 pub enum Role {
     /// On the node's coordinator shard (shard 0), which owns the cluster service, the hint
     /// store, admin and repair, and replays the batchlog at start.
-    CoordinatorShard,
+    CoordinatorShard { cluster: Rc<Cluster>, hints: Rc<HintStore> },
     /// On another shard (its front door), which reaches those duties through `home`.
     FrontDoor { shard: u16, home: Rc<dyn CoordinatorShard> },
 }
@@ -77,72 +78,56 @@ pub struct Coordinator {
     prepared: RefCell<PreparedCache>,
     admin: admin::AdminState,
     repairs: repair::Repairs,
-    /// The cluster service (gossip, peers) once the server started it (coordinator shard).
-    cluster: RefCell<Option<Rc<Cluster>>>,
-    /// The hint store, for `admin info` (coordinator shard).
-    hint_store: RefCell<Option<Rc<crate::hints::HintStore>>>,
 }
 
 impl Coordinator {
-    /// Opens the batchlog (on the coordinator shard: replaying the batches a crash left
-    /// unfinished, so open it there before any front door) and returns the coordinator with
-    /// how many batches were replayed.
-    pub async fn open(node: Node, role: Role) -> Result<(Coordinator, usize), BatchlogError> {
-        let proxy = StorageProxy::new(node.clone(), ClusterView::alone(node.host_id()));
-        let (batchlog, replayed) = match &role {
-            Role::CoordinatorShard => Batchlog::open(&node, 0).await?,
-            Role::FrontDoor { shard, .. } => (Batchlog::attach(&node, *shard)?, 0),
-        };
-        let coordinator = Coordinator {
-            node,
+    /// The coordinator of `proxy`'s node in `role`. `batchlog` is this shard's: on the
+    /// coordinator shard, [`Batchlog::open`] it (replaying what a crash left) before any
+    /// front door attaches to it. `client_address` is where the node's clients connect.
+    pub fn new(role: Role, proxy: StorageProxy, batchlog: Batchlog, client_address: SocketAddr) -> Coordinator {
+        Coordinator {
+            node: proxy.node().clone(),
             role,
             proxy,
             batchlog,
             prepared: RefCell::new(PreparedCache::default()),
-            admin: admin::AdminState::new(),
+            admin: admin::AdminState::new(client_address),
             repairs: repair::Repairs::new(),
-            cluster: RefCell::new(None),
-            hint_store: RefCell::new(None),
-        };
-        Ok((coordinator, replayed))
+        }
     }
 
     pub fn node(&self) -> &Node {
         &self.node
     }
 
-    /// Makes this coordinator part of a cluster: schema changes made here are pushed to the
-    /// peers, and `admin status` lists every node the cluster service knows.
-    pub fn attach_cluster(&self, cluster: Rc<Cluster>) {
-        *self.cluster.borrow_mut() = Some(cluster);
-    }
-
+    /// The cluster service (gossip, peers), on the coordinator shard: schema changes made
+    /// here are pushed to the peers, and `admin status` lists every node it knows.
     fn cluster(&self) -> Option<Rc<Cluster>> {
-        self.cluster.borrow().clone()
+        match &self.role {
+            Role::CoordinatorShard { cluster, .. } => Some(cluster.clone()),
+            Role::FrontDoor { .. } => None,
+        }
     }
 
-    /// Keeps the replicas' missed writes in `hints` (the coordinator shard's store).
-    pub fn attach_hints(&self, hints: Rc<crate::hints::HintStore>) {
-        self.proxy.set_hints(hints.clone());
-        *self.hint_store.borrow_mut() = Some(hints);
-    }
-
-    fn hint_store(&self) -> Option<Rc<crate::hints::HintStore>> {
-        self.hint_store.borrow().clone()
+    /// The node's hint store, for `admin info` (coordinator shard).
+    fn hint_store(&self) -> Option<Rc<HintStore>> {
+        match &self.role {
+            Role::CoordinatorShard { hints, .. } => Some(hints.clone()),
+            Role::FrontDoor { .. } => None,
+        }
     }
 
     /// After DDL here: the peers learn the change (the cluster service waits, bounded, for
     /// the live ones to take it).
     async fn schema_changed(&self) {
-        if let Some(cluster) = self.cluster() {
-            cluster.schema_changed().await;
-        } else if let Role::FrontDoor { home, .. } = &self.role {
-            home.schema_changed().await;
+        match &self.role {
+            Role::CoordinatorShard { cluster, .. } => cluster.schema_changed().await,
+            Role::FrontDoor { home, .. } => home.schema_changed().await,
         }
     }
 
-    /// The replicated write and read paths: where the cluster service swaps in the view it
-    /// learns from gossip and sets the peer transport.
+    /// The replicated write and read paths (their view cell is where a new view is swapped
+    /// in).
     pub fn proxy(&self) -> &StorageProxy {
         &self.proxy
     }
@@ -150,7 +135,7 @@ impl Coordinator {
     /// Answers one request (STARTUP and OPTIONS are the connection's business).
     pub async fn execute(&self, request: Request) -> Response {
         match (request, &self.role) {
-            (Request::Admin(command), Role::CoordinatorShard) => self.admin(command).await,
+            (Request::Admin(command), Role::CoordinatorShard { .. }) => self.admin(command).await,
             (Request::Admin(command), Role::FrontDoor { home, .. }) => home.admin(command).await,
             (request, _) => self.query(request).await,
         }

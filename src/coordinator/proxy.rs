@@ -85,25 +85,28 @@ pub struct StorageProxy {
     /// This node's picture of the cluster; the cluster service swaps in a new one as gossip
     /// learns, a request keeps the one it started with.
     view: Rc<RefCell<Rc<ClusterView>>>,
-    peers: RefCell<Option<Rc<dyn Peers>>>,
+    peers: Rc<dyn Peers>,
     /// The coordinator's clock: stamps every write it coordinates, observes the timestamps
     /// clients give and peers send.
     clock: Rc<RefCell<Hlc>>,
-    timeouts: RefCell<Timeouts>,
-    /// Keeps the writes replicas missed (hinted handoff), once the server set it.
-    hints: RefCell<Option<Rc<dyn HintSink>>>,
+    timeouts: Timeouts,
+    /// Keeps the writes replicas missed (hinted handoff); without it they are only counted
+    /// as failed replica writes.
+    hints: Option<Rc<dyn HintSink>>,
 }
 
 impl StorageProxy {
-    pub fn new(node: Node, view: ClusterView) -> StorageProxy {
-        StorageProxy {
-            node,
-            view: Rc::new(RefCell::new(Rc::new(view))),
-            peers: RefCell::new(None),
-            clock: Rc::new(RefCell::new(Hlc::default())),
-            timeouts: RefCell::new(Timeouts::default()),
-            hints: RefCell::new(None),
-        }
+    /// A proxy that reads the view requests start with from `view` (which the cluster service
+    /// or the coordinator shard's messages replace), reaches other nodes through `peers` and
+    /// keeps the writes replicas miss in `hints`.
+    pub fn new(
+        node: Node,
+        view: Rc<RefCell<Rc<ClusterView>>>,
+        peers: Rc<dyn Peers>,
+        hints: Option<Rc<dyn HintSink>>,
+        timeouts: Timeouts,
+    ) -> StorageProxy {
+        StorageProxy { node, view, peers, clock: Rc::new(RefCell::new(Hlc::default())), timeouts, hints }
     }
 
     pub fn node(&self) -> &Node {
@@ -115,26 +118,13 @@ impl StorageProxy {
         self.view.borrow().clone()
     }
 
-    /// Where the cluster service swaps in a new view.
+    /// Where a new view is swapped in.
     pub fn view_cell(&self) -> Rc<RefCell<Rc<ClusterView>>> {
         self.view.clone()
     }
 
-    pub fn set_peers(&self, peers: Rc<dyn Peers>) {
-        *self.peers.borrow_mut() = Some(peers);
-    }
-
-    pub fn set_timeouts(&self, timeouts: Timeouts) {
-        *self.timeouts.borrow_mut() = timeouts;
-    }
-
-    /// From now on, a replica that misses a write gets a hint in `hints`.
-    pub fn set_hints(&self, hints: Rc<dyn HintSink>) {
-        *self.hints.borrow_mut() = Some(hints);
-    }
-
     pub fn hints(&self) -> Option<Rc<dyn HintSink>> {
-        self.hints.borrow().clone()
+        self.hints.clone()
     }
 
     /// The coordinator's clock (the replica side observes incoming timestamps with it too).
@@ -213,7 +203,7 @@ impl StorageProxy {
             trace::event(|| "Applied on this node".into());
             return Ok(());
         }
-        let timeout = self.timeouts.borrow().write;
+        let timeout = self.timeouts.write;
         let deadline = Instant::now() + timeout;
         let sends: usize = groups.iter().map(|g| g.replicas.iter().filter(|r| r.alive).count()).sum();
         trace::event(|| {
@@ -253,7 +243,7 @@ impl StorageProxy {
                     })
                     .detach();
                 } else {
-                    let peers = self.peers()?;
+                    let peers = self.peers();
                     let (body, hints) = (body.clone(), hints.clone());
                     glommio::spawn_local(async move {
                         let result = match peers.call(replica.peer, MUTATE, body.to_vec(), timeout).await {
@@ -332,7 +322,7 @@ impl StorageProxy {
             trace::event(|| format!("Read {} row(s) on this node", rows(partition.as_ref())));
             return Ok(partition);
         }
-        let timeout = self.timeouts.borrow().read;
+        let timeout = self.timeouts.read;
         let deadline = Instant::now() + timeout;
         let request = ReadRequest { table: schema.id, key, slice, digest_only: false };
         // Each candidate is asked at most twice (a digest or data, then data after a mismatch).
@@ -443,7 +433,7 @@ impl StorageProxy {
         if repairs.is_empty() || mode == ReadRepair::None {
             return Ok(());
         }
-        let timeout = self.timeouts.borrow().write;
+        let timeout = self.timeouts.write;
         let deadline = Instant::now() + timeout;
         let sends = repairs.len();
         // One answer per stale replica: the channel never holds more.
@@ -482,7 +472,6 @@ impl StorageProxy {
         }
         let peers = self.peers();
         Box::pin(async move {
-            let peers = peers.map_err(|e| e.message)?;
             let mut body = Vec::new();
             messages::encode_mutate(&updates, &mut body);
             match peers.call(replica.peer, MUTATE, body, timeout).await {
@@ -517,7 +506,7 @@ impl StorageProxy {
             .detach();
             return Ok(());
         }
-        let peers = self.peers()?;
+        let peers = self.peers();
         let body = ReadRequest { digest_only, ..request.clone() }.encode();
         let peer = replica.peer;
         glommio::spawn_local(async move {
@@ -534,13 +523,11 @@ impl StorageProxy {
 
     /// The read and write timeouts requests start with.
     pub(super) fn timeouts(&self) -> Timeouts {
-        *self.timeouts.borrow()
+        self.timeouts
     }
 
-    pub(super) fn peers(&self) -> Result<Rc<dyn Peers>, ErrorResponse> {
-        self.peers.borrow().clone().ok_or_else(|| {
-            ErrorResponse::new(ErrorCode::Server, "a replica is on another node, and this node has no peer transport")
-        })
+    pub(super) fn peers(&self) -> Rc<dyn Peers> {
+        self.peers.clone()
     }
 
     /// TRUNCATE on every node, as Cassandra does it: every member must be up (UNAVAILABLE at
@@ -572,7 +559,7 @@ impl StorageProxy {
         let body = messages::encode_truncate(schema.id);
         let mut calls = Vec::new();
         for member in members.iter().filter(|m| m.host != view.local()) {
-            let peers = self.peers()?;
+            let peers = self.peers();
             let (peer, body) = (member.peer, body.clone());
             trace::event(|| format!("Sending TRUNCATE to {peer}"));
             calls.push(glommio::spawn_local(async move {

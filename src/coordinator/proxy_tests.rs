@@ -23,12 +23,13 @@ use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
 
-use super::{StorageProxy, Timeouts};
+use super::{HintSink, StorageProxy, Timeouts};
 use crate::cluster::opcodes::PEER_ERROR;
 use crate::cluster::transport::Peers;
 use crate::cluster::transport::{PeerError, RemoteError};
 use crate::cluster::view::{ClusterView, Member};
 use crate::coordinator::handle_data;
+use crate::hints::{HintSettings, HintStore};
 
 /// Short, so the timeout tests are quick; far above an in-process round trip.
 const TEST_TIMEOUTS: Timeouts = Timeouts { write: Duration::from_millis(300), read: Duration::from_millis(300) };
@@ -97,12 +98,15 @@ struct TestCluster {
     alive: RefCell<Vec<bool>>,
     proxies: Vec<StorageProxy>,
     peers: Rc<LocalPeers>,
+    /// Node 0's hint store, when its proxy keeps hints.
+    hints: Option<Rc<HintStore>>,
     table: Arc<TableSchema>,
 }
 
 impl TestCluster {
-    /// `nodes` nodes with a kv table of these options on each (same id everywhere).
-    async fn start(nodes: Vec<Node>, options: TableOptions) -> TestCluster {
+    /// `nodes` nodes with a kv table of these options on each (same id everywhere); node 0's
+    /// proxy keeps hints in a store of these settings when given.
+    async fn start(nodes: Vec<Node>, options: TableOptions, hint_settings: Option<HintSettings>) -> TestCluster {
         // Eight vnodes per node, interleaved around the ring, so the order of replicas varies
         // from key to key.
         let n = nodes.len();
@@ -118,11 +122,22 @@ impl TestCluster {
             .collect();
         let peers = Rc::new(LocalPeers::default());
         let mut proxies = Vec::new();
-        for (node, member) in nodes.iter().zip(&members) {
+        let mut hints = None;
+        for (i, (node, member)) in nodes.iter().zip(&members).enumerate() {
             let view = ClusterView::new(member.host, members.clone()).expect("view");
-            let proxy = StorageProxy::new(node.clone(), view);
-            proxy.set_peers(peers.clone());
-            proxy.set_timeouts(TEST_TIMEOUTS);
+            let view = Rc::new(RefCell::new(Rc::new(view)));
+            let sink: Option<Rc<dyn HintSink>> = match hint_settings.filter(|_| i == 0) {
+                None => None,
+                Some(settings) => {
+                    let store =
+                        HintStore::open(node.clone(), settings, view.clone(), peers.clone(), TEST_TIMEOUTS.write)
+                            .await
+                            .expect("open the hints");
+                    hints = Some(store.clone());
+                    Some(store)
+                }
+            };
+            let proxy = StorageProxy::new(node.clone(), view, peers.clone(), sink, TEST_TIMEOUTS);
             let target = Target {
                 node: node.clone(),
                 clock: proxy.clock().clone(),
@@ -146,7 +161,7 @@ impl TestCluster {
             node.adopt_schema(&entries, &drops).await.expect("adopt the schema");
         }
         let alive = RefCell::new(vec![true; nodes.len()]);
-        TestCluster { nodes, members, alive, proxies, peers, table }
+        TestCluster { nodes, members, alive, proxies, peers, hints, table }
     }
 
     fn set_fault(&self, node: usize, fault: Fault) {
@@ -217,6 +232,23 @@ where
     F: FnOnce(TestCluster) -> Fut + Send + 'static,
     Fut: Future<Output = TestCluster> + 'static,
 {
+    run_cluster(n, options, None, body)
+}
+
+/// [`with_cluster`] where node 0's proxy keeps hints in a store of `settings`.
+fn with_hinted_cluster<F, Fut>(n: usize, rf: u8, settings: HintSettings, body: F)
+where
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = TestCluster> + 'static,
+{
+    run_cluster(n, TableOptions { replication_factor: rf, ..TableOptions::default() }, Some(settings), body)
+}
+
+fn run_cluster<F, Fut>(n: usize, options: TableOptions, hint_settings: Option<HintSettings>, body: F)
+where
+    F: FnOnce(TestCluster) -> Fut + Send + 'static,
+    Fut: Future<Output = TestCluster> + 'static,
+{
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().expect("a temporary directory")).collect();
     let nodes: Vec<Node> = dirs
         .iter()
@@ -228,7 +260,7 @@ where
         .collect();
     glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let cluster = body(TestCluster::start(nodes, options).await).await;
+            let cluster = body(TestCluster::start(nodes, options, hint_settings).await).await;
             for node in &cluster.nodes {
                 node.shutdown().await.expect("shut a node down");
             }
@@ -407,14 +439,9 @@ fn peer_timestamps_advance_the_replica_coordinators_clock() {
 /// once it is up, after which the replica holds every write on its own.
 #[test]
 fn a_replica_that_missed_writes_gets_them_from_the_hints_when_it_is_back() {
-    with_cluster(3, 3, |c| async move {
-        let settings = crate::hints::HintSettings { throttle_kib: 0, ..Default::default() };
-        let view = c.proxies[0].view_cell();
-        let hints = crate::hints::HintStore::open(c.nodes[0].clone(), settings, view, TEST_TIMEOUTS.write)
-            .await
-            .expect("open the hints");
-        hints.set_peers(c.peers.clone());
-        c.proxies[0].set_hints(hints.clone());
+    let settings = HintSettings { throttle_kib: 0, ..Default::default() };
+    with_hinted_cluster(3, 3, settings, |c| async move {
+        let hints = c.hints.clone().expect("node 0's hints");
         // Up in the view but unreachable: hinted once its send has failed.
         c.set_fault(2, Fault::Unreachable);
         for k in 0..20 {

@@ -313,7 +313,7 @@ impl RangeRead<'_> {
             .detach();
             return Ok(());
         }
-        let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers()?;
+        let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers();
         let (peer, body, timeout) = (replica.peer, request.encode(), self.proxy.timeouts().read);
         glommio::spawn_local(async move {
             let page = match peers.call(peer, SCAN, body, timeout).await {

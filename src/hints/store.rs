@@ -151,7 +151,8 @@ pub struct HintStore {
     settings: HintSettings,
     /// The coordinator's view: who is up, and where a target listens.
     view: Rc<RefCell<Rc<ClusterView>>>,
-    peers: RefCell<Option<Rc<dyn Peers>>>,
+    /// Where replays send the hints.
+    peers: Rc<dyn Peers>,
     /// How long a replayed MUTATE waits for its answer.
     timeout: Duration,
     targets: RefCell<BTreeMap<HostId, Target>>,
@@ -167,11 +168,12 @@ pub struct HintStore {
 impl HintStore {
     /// Opens the hints of `node` (`DATA/hints/`, created if needed), counting what every
     /// segment left by an earlier run holds, and starts the writer and the periodic replay
-    /// check on the current executor. Replays use `peers` once [`HintStore::set_peers`] gave it.
+    /// check on the current executor. Replays send to the targets through `peers`.
     pub async fn open(
         node: Node,
         settings: HintSettings,
         view: Rc<RefCell<Rc<ClusterView>>>,
+        peers: Rc<dyn Peers>,
         timeout: Duration,
     ) -> Result<Rc<HintStore>, HintError> {
         let dir = node.data_dir().join(HINTS_DIR);
@@ -182,7 +184,7 @@ impl HintStore {
             node,
             settings,
             view,
-            peers: RefCell::new(None),
+            peers,
             timeout,
             targets: RefCell::default(),
             queue: RefCell::default(),
@@ -196,10 +198,6 @@ impl HintStore {
         glommio::spawn_local(write_loop(Rc::downgrade(&store), rings)).detach();
         glommio::spawn_local(check_loop(Rc::downgrade(&store))).detach();
         Ok(store)
-    }
-
-    pub fn set_peers(&self, peers: Rc<dyn Peers>) {
-        *self.peers.borrow_mut() = Some(peers);
     }
 
     pub fn settings(&self) -> &HintSettings {
@@ -466,7 +464,9 @@ impl HintStore {
 
     /// Replays `host`'s hints, oldest first, until there are none left or the target fails.
     async fn replay(&self, host: HostId) {
-        let (Some(_), Some(peers)) = (self.live_peer(host), self.peers.borrow().clone()) else { return };
+        if self.live_peer(host).is_none() {
+            return;
+        }
         let (pending, pending_bytes) = self.with_target(host, |t| (t.pending, t.pending_bytes)).unwrap_or_default();
         let who = format!("{host:032x}");
         tracing::info!(host = %who, hints = pending, bytes = pending_bytes, "hint replay started");
@@ -475,7 +475,7 @@ impl HintStore {
         let mut progress = Progress::default();
         let stopped = loop {
             let Some(segment) = self.with_target(host, |t| t.sealed.front().cloned()).flatten() else { break None };
-            if let Err(why) = self.replay_segment(host, &*peers, &segment, &mut progress).await {
+            if let Err(why) = self.replay_segment(host, &*self.peers, &segment, &mut progress).await {
                 break Some(why);
             }
             let finished = self.with_target(host, |t| {

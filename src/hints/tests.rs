@@ -230,11 +230,9 @@ impl Fixture {
     }
 
     async fn open(&self, settings: HintSettings) -> Rc<HintStore> {
-        let store = HintStore::open(self.node.clone(), settings, self.view.clone(), Duration::from_secs(1))
+        HintStore::open(self.node.clone(), settings, self.view.clone(), self.target.clone(), Duration::from_secs(1))
             .await
-            .expect("open the hints");
-        store.set_peers(self.target.clone());
-        store
+            .expect("open the hints")
     }
 }
 

@@ -1,11 +1,13 @@
 //! The composition root of a node's services: what runs on each shard's executor, built in
-//! dependency order. Shard 0, the coordinator shard, opens the batchlog, binds the client
-//! ports, starts the cluster service (gossip, peers), the hints, metrics and repair, accepts
-//! every client connection and hands each to a shard's front door, and serves the other
-//! doors' requests for node-wide duties. Every shard (shard 0 too) is a front door: it runs
-//! the coordinator role for the connections it is handed. The channels between them are made
-//! here, once, before any executor starts (`link.rs` says what crosses).
+//! dependency order, each service given what it uses when it is made. Shard 0, the
+//! coordinator shard, opens the batchlog, binds the client and peer ports, opens the hints,
+//! starts the cluster service (gossip), metrics and repair, accepts every client connection
+//! and hands each to a shard's front door, and serves the other doors' requests for node-wide
+//! duties. Every shard (shard 0 too) is a front door: it runs the coordinator role for the
+//! connections it is handed. The channels between them are made here, once, before any
+//! executor starts (`link.rs` says what crosses).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -14,10 +16,10 @@ use shards::node::{LocalService, Node};
 use super::accept::{self, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
-use crate::cluster::service::Cluster;
+use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::view::ClusterView;
 use crate::config::ServerConfig;
-use crate::coordinator::{Coordinator, ReplicaHandler, Role};
+use crate::coordinator::{Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
 use crate::frame_io::Stopping;
 use crate::hints::HintStore;
 use crate::metrics::{self, Metrics};
@@ -134,12 +136,14 @@ async fn coordinator_shard(
         let _ = events.send(ServiceEvent::Failed(reason));
     };
     let shards = node.shard_count();
-    let coordinator = match Coordinator::open(node, Role::CoordinatorShard).await {
-        Ok((coordinator, replayed)) => {
+    // Replays the batches a crash left unfinished before anything else runs: before the
+    // peers can reach this node, and before any front door attaches to the batchlog.
+    let batchlog = match Batchlog::open(&node, 0).await {
+        Ok((batchlog, replayed)) => {
             if replayed > 0 {
                 tracing::info!(replayed, "replayed unfinished logged batches");
             }
-            Rc::new(coordinator)
+            batchlog
         }
         Err(e) => return fail(format!("opening the batchlog: {e}")),
     };
@@ -157,34 +161,19 @@ async fn coordinator_shard(
     };
     let shard_aware_addr = shard_aware_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shard_aware_port = shard_aware_addr.map_or(0, |a| a.port());
-    coordinator.set_client_address(client_addr);
-    let doors = Rc::new(Doors::new(ends.control));
-    let publish = doors.clone();
-    let cluster = match Cluster::start(
-        coordinator.node().clone(),
-        coordinator.proxy().view_cell(),
-        Rc::new(ReplicaHandler { node: coordinator.node().clone(), clock: coordinator.proxy().clock().clone() }),
-        config.cluster_config(client_addr, shard_aware_addr),
-        Box::new(move |view: &Rc<ClusterView>| publish.publish(view)),
-    ) {
-        Ok(cluster) => cluster,
+    let cluster_config = config.cluster_config(client_addr, shard_aware_addr);
+    let peer_port = match PeerPort::bind(&cluster_config) {
+        Ok(port) => port,
         Err(e) => return fail(e.to_string()),
     };
-    // After the cluster service's first view, which the doors take before serving.
-    doors.start(client_addr, shard_aware_port);
-    coordinator.proxy().set_peers(cluster.transport().clone());
-    coordinator.proxy().set_timeouts(config.timeouts());
-    coordinator.attach_cluster(cluster.clone());
-    // Subsystems started on this shard (the cluster layer's hints and gossip) add their
-    // metrics with `metrics.register(...)`; every later scrape includes them.
-    let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
-    if let Err(e) = metrics.register(Rc::new(metrics::gossip::GossipMetrics(cluster.clone()))) {
-        tracing::warn!(error = %e, "gossip metrics are not exported");
-    }
+    let peers = peer_port.transport().clone();
+    // The coordinator's view until the cluster service swaps in its first.
+    let view = Rc::new(RefCell::new(Rc::new(ClusterView::alone(node.host_id()))));
     let hints = match HintStore::open(
-        coordinator.node().clone(),
+        node.clone(),
         config.hint_settings(),
-        coordinator.proxy().view_cell(),
+        view.clone(),
+        peers.clone(),
         config.timeouts().write,
     )
     .await
@@ -192,14 +181,36 @@ async fn coordinator_shard(
         Ok(hints) => hints,
         Err(e) => return fail(format!("opening the hints: {e}")),
     };
-    hints.set_peers(cluster.transport().clone());
-    coordinator.attach_hints(hints.clone());
+    let proxy = StorageProxy::new(node.clone(), view.clone(), peers, Some(hints.clone()), config.timeouts());
+    let doors = Rc::new(Doors::new(ends.control));
+    let publish = doors.clone();
     let replays = Rc::downgrade(&hints);
-    cluster.on_liveness(Box::new(move |host, up| match (replays.upgrade(), up) {
-        (Some(hints), true) => hints.peer_up(host),
-        (Some(hints), false) => hints.peer_down(host),
-        (None, _) => {}
-    }));
+    let cluster = match Cluster::start(
+        node.clone(),
+        view,
+        peer_port,
+        Rc::new(ReplicaHandler { node: node.clone(), clock: proxy.clock().clone() }),
+        cluster_config,
+        Box::new(move |view: &Rc<ClusterView>| publish.publish(view)),
+        Box::new(move |host, up| match (replays.upgrade(), up) {
+            (Some(hints), true) => hints.peer_up(host),
+            (Some(hints), false) => hints.peer_down(host),
+            (None, _) => {}
+        }),
+    ) {
+        Ok(cluster) => cluster,
+        Err(e) => return fail(e.to_string()),
+    };
+    // After the cluster service's first view, which the doors take before serving.
+    doors.start(client_addr, shard_aware_port);
+    let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr));
+    // Subsystems started on this shard (the cluster layer's hints and gossip) add their
+    // metrics with `metrics.register(...)`; every later scrape includes them.
+    let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
+    if let Err(e) = metrics.register(Rc::new(metrics::gossip::GossipMetrics(cluster.clone()))) {
+        tracing::warn!(error = %e, "gossip metrics are not exported");
+    }
     if let Err(e) = metrics.register(hints.clone()) {
         tracing::warn!(error = %e, "hint metrics not exported");
     }
@@ -284,21 +295,19 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
         }
     };
     let home = Rc::new(Home::new(home));
-    let coordinator = match Coordinator::open(node, Role::FrontDoor { shard, home: home.clone() }).await {
-        Ok((coordinator, _)) => Rc::new(coordinator),
+    let batchlog = match Batchlog::attach(&node, shard) {
+        Ok(batchlog) => batchlog,
         Err(e) => {
             let _ = events.send(ServiceEvent::Failed(format!("shard {shard}: opening the batchlog: {e}")));
             let _ = done.send(());
             return;
         }
     };
-    coordinator.set_client_address(client);
-    if let Some(view) = first_view {
-        *coordinator.proxy().view_cell().borrow_mut() = Rc::new((*view).clone());
-    }
-    coordinator.proxy().set_peers(home.clone());
-    coordinator.proxy().set_hints(home);
-    coordinator.proxy().set_timeouts(config.timeouts());
+    let view = first_view.map_or_else(|| ClusterView::alone(node.host_id()), |view| (*view).clone());
+    let view = Rc::new(RefCell::new(Rc::new(view)));
+    let proxy = StorageProxy::new(node, view, home.clone(), Some(home.clone()), config.timeouts());
+    let role = Role::FrontDoor { shard, home };
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
     let door = Door { shard, shards, shard_aware_port };
