@@ -1,6 +1,6 @@
 //! The bodies of the peer protocol's data messages: MUTATE, READ, READ_RESULT, SCAN and
 //! SCAN_RESULT (docs/PROTOCOL.md, "Peer protocol: data messages"; PEER_ERROR belongs to the
-//! transport, `transport::RemoteError`). Pure
+//! transport, `transport::RemoteError`; the typed messages built on these are `verbs`). Pure
 //! encoding: no I/O here, and a decoder trusts no byte (versions, bounds and ordering are
 //! checked; bad input is a typed error, never a panic).
 
@@ -29,6 +29,16 @@ pub enum MessageError {
     Malformed { message: &'static str, source: DecodeError },
     #[error("{message} asks for {asked} partitions, above the limit of {MAX_SCAN_PARTITIONS}")]
     ScanTooLarge { message: &'static str, asked: usize },
+    /// A gossip body (`cluster::gossip`), worded as the gossip handlers always answered it.
+    #[error("{message}: {source}")]
+    Gossip { message: &'static str, source: DecodeError },
+    /// A SCHEMA or SCHEMA_PUSH body (`cluster::schema`).
+    #[error("{message}: {reason}")]
+    Schema { message: &'static str, reason: String },
+    #[error("opcode {0:#04x} is not a peer request")]
+    NotARequest(u8),
+    #[error("opcode {0:#04x} is not a peer answer")]
+    NotAnAnswer(u8),
 }
 
 /// A 128-bit digest of a partition's stored versions (tombstones included), so replicas can

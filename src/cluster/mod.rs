@@ -13,6 +13,7 @@ pub mod replication;
 pub mod schema;
 pub mod service;
 pub mod transport;
+pub mod verbs;
 pub mod view;
 
 /// A node's identity in the cluster (`shards::node_meta::NodeMeta::host_id`), fixed when its

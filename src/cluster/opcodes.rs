@@ -71,6 +71,11 @@ pub const ALL: [(u8, &str); 21] = [
     (PEER_HELLO_OK, "PEER_HELLO_OK"),
 ];
 
+/// The name of `code` as [`ALL`] spells it ("?" for a code not listed).
+pub fn name(code: u8) -> &'static str {
+    ALL.iter().find(|(c, _)| *c == code).map_or("?", |(_, name)| name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,17 +53,26 @@ impl SchemaBody {
 }
 
 /// The SCHEMA answer to a SCHEMA_PULL: every table entry and drop record this node's peers see.
-pub fn on_schema_pull(node: &Node) -> Vec<u8> {
+pub fn snapshot(node: &Node) -> SchemaBody {
     let (entries, drops) = node.schema_snapshot();
-    SchemaBody { entries, drops }.encode()
+    SchemaBody { entries, drops }
+}
+
+/// [`snapshot`], encoded.
+pub fn on_schema_pull(node: &Node) -> Vec<u8> {
+    snapshot(node).encode()
 }
 
 /// A SCHEMA_PUSH request (answered with an empty SCHEMA_OK on success) or the SCHEMA answer of
 /// a pull this node made: merges the peer's entries and drop records into the catalog and
 /// applies the result to every shard. Returns what changed here.
 pub async fn on_schema_push(node: &Node, body: &[u8]) -> Result<SchemaChanges, SchemaSyncError> {
-    let SchemaBody { entries, drops } = SchemaBody::decode(body)?;
-    Ok(node.adopt_schema(&entries, &drops).await?)
+    adopt(node, SchemaBody::decode(body)?).await
+}
+
+/// [`on_schema_push`] of a body already decoded (`verbs::PeerRequest::SchemaPush`).
+pub async fn adopt(node: &Node, body: SchemaBody) -> Result<SchemaChanges, SchemaSyncError> {
+    Ok(node.adopt_schema(&body.entries, &body.drops).await?)
 }
 
 /// The SCHEMA_PUSH body announcing a DDL on `table` (by name) that this node just made: the

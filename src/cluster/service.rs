@@ -18,8 +18,10 @@ use shards::node::Node;
 use wire::Token;
 
 use super::failure_detector::{FailureDetector, FailureDetectorConfig, FailureDetectorError};
-use super::gossip::{Ack, Ack2, AppState, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status, Syn};
-use super::transport::{self, codes, PeerError, PeerHandler, RemoteError, Transport, TransportConfig};
+use super::gossip::{AppState, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status};
+use super::schema::SchemaBody;
+use super::transport::{self, codes, PeerError, RemoteError, Transport, TransportConfig};
+use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
 use super::view::{ClusterView, Member, ViewError};
 use super::{opcodes, HostId};
 
@@ -97,8 +99,6 @@ pub struct Cluster {
     detector: RefCell<FailureDetector>,
     /// The coordinator's view, replaced whenever membership or liveness changes.
     view: Rc<RefCell<Rc<ClusterView>>>,
-    /// Serves the data messages (replica writes, reads, scans, trees) peers send this node.
-    replica: Rc<dyn PeerHandler>,
     /// Origin of the failure detector's clock.
     epoch: Instant,
     round: Cell<u64>,
@@ -200,7 +200,6 @@ impl Cluster {
             transport,
             gossip: RefCell::new(gossip),
             view,
-            replica,
             epoch: Instant::now(),
             round: Cell::new(0),
             schema_pulled: RefCell::default(),
@@ -209,7 +208,15 @@ impl Cluster {
             publish_view,
             config,
         });
-        let handler: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
+        let own: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
+        let mut handlers = PeerHandlers::new();
+        handlers
+            .register(&[opcodes::GOSSIP_SYN, opcodes::GOSSIP_ACK2, opcodes::SCHEMA_PULL, opcodes::SCHEMA_PUSH], own)
+            .register(
+                &[opcodes::MUTATE, opcodes::READ, opcodes::SCAN, opcodes::MERKLE_TREE, opcodes::TRUNCATE],
+                replica,
+            );
+        let handler: Rc<PeerHandlers> = Rc::new(handlers);
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let served = cluster.clone();
         glommio::spawn_local(async move {
@@ -303,11 +310,11 @@ impl Cluster {
     pub async fn schema_changed(&self) {
         let version = self.node.schema_version();
         let _ = self.gossip.borrow_mut().set_local(AppState::SchemaVersion(version));
-        let body = super::schema::on_schema_pull(&self.node);
+        let body = super::schema::snapshot(&self.node);
         let pushes = self.live_peers().into_iter().map(|(host, addr)| {
-            let body = body.clone();
+            let push = PeerRequest::SchemaPush(body.clone());
             async move {
-                if let Err(e) = self.transport.call(addr, opcodes::SCHEMA_PUSH, body, SCHEMA_TIMEOUT).await {
+                if let Err(e) = self.transport.call(addr, push, SCHEMA_TIMEOUT).await {
                     tracing::warn!(peer = %addr, host = %format!("{host:032x}"), error = %e, "pushing a schema change");
                 }
             }
@@ -397,13 +404,13 @@ impl Cluster {
 
     /// SYN, ACK, ACK2 with one peer. A peer that does not answer just misses the round.
     async fn gossip_with(&self, peer: SocketAddr) {
-        let syn = self.gossip.borrow().syn().encode();
-        let ack = match self.transport.call(peer, opcodes::GOSSIP_SYN, syn, GOSSIP_TIMEOUT).await {
-            Ok((opcodes::GOSSIP_ACK, body)) => match Ack::decode(&body) {
-                Ok(ack) => ack,
-                Err(e) => return tracing::warn!(%peer, error = %e, "undecodable gossip ACK"),
-            },
-            Ok((opcode, _)) => return tracing::warn!(%peer, opcode, "unexpected answer to a gossip SYN"),
+        let syn = PeerRequest::GossipSyn(self.gossip.borrow().syn());
+        let ack = match self.transport.call(peer, syn, GOSSIP_TIMEOUT).await {
+            Ok(PeerAnswer::GossipAck(ack)) => ack,
+            Ok(_) => unreachable!("a call answers with the request's kind"),
+            Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {
+                return tracing::warn!(%peer, error = %e, "bad answer to a gossip SYN")
+            }
             Err(e) => return log_unreachable(peer, &e),
         };
         let (ack2, events) = self.gossip.borrow_mut().handle_ack(ack);
@@ -411,7 +418,7 @@ impl Cluster {
         if ack2.deltas.is_empty() {
             return;
         }
-        if let Err(e) = self.transport.call(peer, opcodes::GOSSIP_ACK2, ack2.encode(), GOSSIP_TIMEOUT).await {
+        if let Err(e) = self.transport.call(peer, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await {
             log_unreachable(peer, &e);
         }
     }
@@ -523,18 +530,21 @@ impl Cluster {
                 continue;
             }
             self.schema_pulled.borrow_mut().insert(host, round);
-            match self.transport.call(addr, opcodes::SCHEMA_PULL, Vec::new(), SCHEMA_TIMEOUT).await {
-                Ok((opcodes::SCHEMA, body)) => self.merge_schema(addr, &body).await,
-                Ok((opcode, _)) => tracing::warn!(peer = %addr, opcode, "unexpected answer to SCHEMA_PULL"),
+            match self.transport.call(addr, PeerRequest::SchemaPull, SCHEMA_TIMEOUT).await {
+                Ok(PeerAnswer::Schema(body)) => self.merge_schema(addr, body).await,
+                Ok(_) => unreachable!("a call answers with the request's kind"),
+                Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {
+                    tracing::warn!(peer = %addr, error = %e, "bad answer to SCHEMA_PULL")
+                }
                 Err(e) => log_unreachable(addr, &e),
             }
         }
     }
 
     /// Merges a peer's catalog into ours and gossips our new version if it changed.
-    async fn merge_schema(&self, from: SocketAddr, body: &[u8]) {
+    async fn merge_schema(&self, from: SocketAddr, body: SchemaBody) {
         let before = self.node.schema_version();
-        if let Err(e) = super::schema::on_schema_push(&self.node, body).await {
+        if let Err(e) = super::schema::adopt(&self.node, body).await {
             tracing::warn!(peer = %from, error = %e, "merging a peer's schema");
             return;
         }
@@ -550,37 +560,30 @@ fn log_unreachable(peer: SocketAddr, e: &PeerError) {
     tracing::debug!(%peer, error = %e, "gossip message not answered");
 }
 
-/// Serves the peer port: gossip and schema messages here, data messages on the replica side.
+/// Serves the gossip and schema requests (registered for their opcodes in `Cluster::start`).
 struct Handler(Rc<Cluster>);
 
 impl PeerHandler for Handler {
-    fn handle(&self, from: SocketAddr, opcode: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
+    fn handle(&self, from: SocketAddr, request: PeerRequest) -> Pin<Box<dyn Future<Output = PeerAnswer> + '_>> {
         Box::pin(async move {
             let cluster = &self.0;
-            match opcode {
-                opcodes::GOSSIP_SYN => match Syn::decode(&body) {
-                    Ok(syn) => (opcodes::GOSSIP_ACK, cluster.gossip.borrow().handle_syn(&syn).encode()),
-                    Err(e) => bad_request(format!("GOSSIP_SYN: {e}")),
-                },
-                opcodes::GOSSIP_ACK2 => match Ack2::decode(&body) {
-                    Ok(ack2) => {
-                        let events = cluster.gossip.borrow_mut().handle_ack2(ack2);
-                        cluster.on_events(&events);
-                        (opcodes::GOSSIP_ACK2_OK, Vec::new())
-                    }
-                    Err(e) => bad_request(format!("GOSSIP_ACK2: {e}")),
-                },
-                opcodes::SCHEMA_PULL => (opcodes::SCHEMA, super::schema::on_schema_pull(&cluster.node)),
-                opcodes::SCHEMA_PUSH => {
-                    cluster.merge_schema(from, &body).await;
-                    (opcodes::SCHEMA_OK, Vec::new())
+            match request {
+                PeerRequest::GossipSyn(syn) => PeerAnswer::GossipAck(cluster.gossip.borrow().handle_syn(&syn)),
+                PeerRequest::GossipAck2(ack2) => {
+                    let events = cluster.gossip.borrow_mut().handle_ack2(ack2);
+                    cluster.on_events(&events);
+                    PeerAnswer::GossipAck2Ok
                 }
-                _ => cluster.replica.handle(from, opcode, body).await,
+                PeerRequest::SchemaPull => PeerAnswer::Schema(super::schema::snapshot(&cluster.node)),
+                PeerRequest::SchemaPush(body) => {
+                    cluster.merge_schema(from, body).await;
+                    PeerAnswer::SchemaOk
+                }
+                other => PeerAnswer::Error(RemoteError::new(
+                    codes::PROTOCOL,
+                    format!("opcode {:#04x} is not a gossip or schema request", other.opcode()),
+                )),
             }
         })
     }
-}
-
-fn bad_request(message: String) -> (u8, Vec<u8>) {
-    (opcodes::PEER_ERROR, RemoteError::new(codes::PROTOCOL, message).encode())
 }

@@ -1,7 +1,9 @@
 //! The peer transport (glommio edge): TCP connections between nodes carrying peer frames
 //! (`wire::frame::PeerFrame`). It owns connections, the HELLO handshake, stream ids, pooling,
-//! bounds, reconnects with backoff and timeouts; it never interprets a request or an answer
-//! body (its own HELLO and PEER_ERROR excepted). Layout: docs/PROTOCOL.md, "Peer protocol".
+//! bounds, reconnects with backoff and timeouts. Frames carry raw (opcode, body) pairs
+//! ([`Transport::call_raw`], [`FrameHandler`]); the typed messages and the serving side's
+//! table of handlers per opcode are `cluster::verbs`, which [`Transport::call`] and
+//! `verbs::PeerHandlers` plug in. Layout: docs/PROTOCOL.md, "Peer protocol".
 //!
 //! Calling side: one connection per peer, opened by the first call, carrying up to
 //! `max_in_flight_per_peer` requests matched to answers by stream id. A failed connection
@@ -9,7 +11,7 @@
 //! at once with `Unreachable` (each wait up to a tenth shorter at random: no synchronized
 //! retries); a connection lost after it was up fails its waiting calls with
 //! `Closed`, and the next call reconnects. Serving side ([`serve`]): each request runs as its
-//! own task through [`PeerHandler::handle`]; answers go out in batches, in completion order.
+//! own task through [`FrameHandler::handle`]; answers go out in batches, in completion order.
 
 mod hello;
 mod streams;
@@ -35,22 +37,25 @@ pub use hello::{
 };
 pub use streams::{MAX_ABANDONED_STREAMS, MAX_STREAMS_IN_FLIGHT};
 
+use super::messages::MessageError;
 use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
+pub use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
 use crate::frame_io::{accept_loop, incoming, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use streams::{Completion, Streams};
 
-/// A peer's answer (opcode, body) on its way.
-pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + 'a>>;
+/// A peer's answer on its way.
+pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<PeerAnswer, PeerError>> + 'a>>;
 
 /// How the proxy reaches other nodes: the peer transport in a server, an in-process stand-in
-/// in tests. A PEER_ERROR answer is an `Err`.
+/// in tests. A PEER_ERROR answer is `Err(Remote)`, an answer of another kind than the request
+/// expects `Err(UnexpectedAnswer)`: an `Ok` answer is always the request's kind.
 pub trait Peers {
-    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_>;
+    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_>;
 }
 
 impl Peers for Transport {
-    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_> {
-        Box::pin(Transport::call(self, peer, opcode, body, timeout))
+    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
+        Box::pin(Transport::call(self, peer, request, timeout))
     }
 }
 
@@ -154,6 +159,12 @@ pub enum PeerError {
     /// `call` was given an opcode outside `PEER_OPCODES` or one the transport reserves.
     #[error("opcode {opcode:#04x} is not a peer request (call to {peer})")]
     NotARequest { peer: SocketAddr, opcode: u8 },
+    /// The peer answered with another kind of answer than the request expects.
+    #[error("{peer}: answered {request} with opcode {answer:#04x}")]
+    UnexpectedAnswer { peer: SocketAddr, request: &'static str, answer: u8 },
+    /// The answer's body does not decode.
+    #[error("{peer}: {error}")]
+    BadAnswer { peer: SocketAddr, error: MessageError },
 }
 
 /// A peer opcode a caller may send: the handshake and error codes belong to the transport.
@@ -161,10 +172,10 @@ fn is_request(opcode: u8) -> bool {
     PEER_OPCODES.contains(&opcode) && !matches!(opcode, PEER_ERROR | PEER_HELLO | PEER_HELLO_OK)
 }
 
-/// What serves requests arriving from peers. `from` is the caller's peer address (from its
-/// HELLO). The answer is (opcode, body); an opcode outside `PEER_OPCODES` or an answer over the
-/// frame limit is replaced by a PEER_ERROR.
-pub trait PeerHandler {
+/// What serves request frames arriving from peers (`verbs::PeerHandlers` in a node). `from` is
+/// the caller's peer address (from its HELLO). The answer is (opcode, body); an opcode outside
+/// `PEER_OPCODES` or an answer over the frame limit is replaced by a PEER_ERROR.
+pub trait FrameHandler {
     fn handle(&self, from: SocketAddr, opcode: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>>;
 }
 
@@ -219,9 +230,23 @@ impl Transport {
         &self.config
     }
 
+    /// Sends `request` to `peer` and waits for its answer, at most `timeout` in all
+    /// (connecting included); see [`Peers`] for the errors.
+    pub async fn call(
+        &self,
+        peer: SocketAddr,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerAnswer, PeerError> {
+        let (opcode, body) = request.encode();
+        drop(request);
+        let answer = self.call_raw(peer, opcode, body, timeout).await?;
+        super::verbs::answer_from_frame(peer, opcode, answer)
+    }
+
     /// Sends one request frame to `peer` and waits for the frame answering it, at most
     /// `timeout` in all (connecting included). A PEER_ERROR answer is `Err(Remote)`.
-    pub async fn call(
+    pub async fn call_raw(
         &self,
         peer: SocketAddr,
         opcode: u8,
@@ -558,7 +583,7 @@ async fn read_answers(
 /// `stop` resolves; then stops reading, lets the requests in progress answer, and returns.
 pub async fn serve(
     listener: TcpListener,
-    handler: Rc<dyn PeerHandler>,
+    handler: Rc<dyn FrameHandler>,
     config: &TransportConfig,
     stop: impl Future<Output = ()>,
 ) {
@@ -590,7 +615,7 @@ async fn refuse(mut stream: TcpStream, error: RemoteError) {
 /// failed write, or the node stops.
 async fn serve_connection(
     stream: TcpStream,
-    handler: Rc<dyn PeerHandler>,
+    handler: Rc<dyn FrameHandler>,
     config: TransportConfig,
     stopping: Rc<Stopping>,
 ) {
@@ -659,7 +684,7 @@ fn accept_hello(
 
 /// The serving side of one connection after its HELLO.
 struct Server {
-    handler: Rc<dyn PeerHandler>,
+    handler: Rc<dyn FrameHandler>,
     outbox: Rc<Outbox>,
     from: SocketAddr,
     max_frame_bytes: usize,

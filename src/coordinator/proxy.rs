@@ -22,12 +22,12 @@ use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ReadRepair, TableId, TableSchema};
 
 use super::{node_error, trace};
-use crate::cluster::messages::{self, digest, Digest, ReadRequest, ReadResult};
-use crate::cluster::opcodes::{MUTATE, MUTATE_OK, READ, READ_RESULT, TRUNCATE, TRUNCATE_OK};
+use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult};
 use crate::cluster::replication::{
     required_replicas, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
-use crate::cluster::transport::Peers;
+use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
+use crate::cluster::verbs::MutateBody;
 use crate::cluster::view::{ClusterView, Replica};
 use crate::cluster::HostId;
 use crate::hints::HintStore;
@@ -218,16 +218,15 @@ impl StorageProxy {
             trackers.push(WriteTracker::new(group.required, live.len()));
             // Other nodes get the MUTATE body; so do the hints of the replicas that miss it.
             let hinted = hints.is_some() && live.len() < group.replicas.len();
-            let mut body = Vec::new();
-            if hinted || live.iter().any(|r| !r.local) {
-                messages::encode_mutate(&group.updates, &mut body);
-            }
-            let body = Rc::new(body);
+            let body = match hinted || live.iter().any(|r| !r.local) {
+                true => MutateBody::encode(&group.updates),
+                false => MutateBody::from_encoded(Rc::default()),
+            };
             if let Some(hints) = hints.as_ref().filter(|_| hinted) {
                 // A replica the view holds down (never this node) misses the write for sure.
                 for down in group.replicas.iter().filter(|r| !r.alive) {
                     trace::event(|| format!("Hint kept for {}, down", down.peer));
-                    hints.store(down.host, false, &body);
+                    hints.store(down.host, false, body.bytes());
                 }
             }
             let mut updates = Some(group.updates);
@@ -246,16 +245,13 @@ impl StorageProxy {
                     let peers = self.peers();
                     let (body, hints) = (body.clone(), hints.clone());
                     glommio::spawn_local(async move {
-                        let result = match peers.call(replica.peer, MUTATE, body.to_vec(), timeout).await {
-                            Ok((MUTATE_OK, _)) => Ok(()),
-                            Ok((opcode, _)) => {
-                                Err(format!("{}: answered MUTATE with opcode {opcode:#04x}", replica.peer))
-                            }
+                        let result = match peers.call(replica.peer, PeerRequest::Mutate(body.clone()), timeout).await {
+                            Ok(_) => Ok(()),
                             Err(e) => Err(e.to_string()),
                         };
                         if let (Err(_), Some(hints)) = (&result, &hints) {
                             // This replica's outcome is known: it missed the write.
-                            hints.store(replica.host, true, &body);
+                            hints.store(replica.host, true, body.bytes());
                         }
                         let _ = tx.send_async((index, replica, result)).await;
                     })
@@ -472,11 +468,8 @@ impl StorageProxy {
         }
         let peers = self.peers();
         Box::pin(async move {
-            let mut body = Vec::new();
-            messages::encode_mutate(&updates, &mut body);
-            match peers.call(replica.peer, MUTATE, body, timeout).await {
-                Ok((MUTATE_OK, _)) => Ok(()),
-                Ok((opcode, _)) => Err(format!("{}: answered MUTATE with opcode {opcode:#04x}", replica.peer)),
+            match peers.call(replica.peer, PeerRequest::Mutate(MutateBody::encode(&updates)), timeout).await {
+                Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
         })
@@ -507,12 +500,12 @@ impl StorageProxy {
             return Ok(());
         }
         let peers = self.peers();
-        let body = ReadRequest { digest_only, ..request.clone() }.encode();
+        let read = PeerRequest::Read(ReadRequest { digest_only, ..request.clone() });
         let peer = replica.peer;
         glommio::spawn_local(async move {
-            let result = match peers.call(peer, READ, body, timeout).await {
-                Ok((READ_RESULT, body)) => ReadResult::decode(&body).map_err(|e| format!("{peer}: {e}")),
-                Ok((opcode, _)) => Err(format!("{peer}: answered READ with opcode {opcode:#04x}")),
+            let result = match peers.call(peer, read, timeout).await {
+                Ok(PeerAnswer::ReadResult(result)) => Ok(result),
+                Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),
             };
             let _ = tx.send_async((index, digest_only, result)).await;
@@ -556,16 +549,14 @@ impl StorageProxy {
         // This node first: its failure is the statement's, typed as a local one would be.
         trace::event(|| "Truncating this node's copy".into());
         self.node.truncate(&schema.name).await.map_err(node_error)?;
-        let body = messages::encode_truncate(schema.id);
         let mut calls = Vec::new();
         for member in members.iter().filter(|m| m.host != view.local()) {
             let peers = self.peers();
-            let (peer, body) = (member.peer, body.clone());
+            let (peer, table) = (member.peer, schema.id);
             trace::event(|| format!("Sending TRUNCATE to {peer}"));
             calls.push(glommio::spawn_local(async move {
-                match peers.call(peer, TRUNCATE, body, TRUNCATE_TIMEOUT).await {
-                    Ok((TRUNCATE_OK, _)) => Ok(()),
-                    Ok((opcode, _)) => Err(format!("{peer}: answered TRUNCATE with opcode {opcode:#04x}")),
+                match peers.call(peer, PeerRequest::Truncate(table), TRUNCATE_TIMEOUT).await {
+                    Ok(_) => Ok(()),
                     Err(e) => Err(e.to_string()),
                 }
             }));

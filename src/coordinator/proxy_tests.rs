@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +23,8 @@ use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
 
 use super::{HintSink, StorageProxy, Timeouts};
-use crate::cluster::opcodes::PEER_ERROR;
-use crate::cluster::transport::Peers;
-use crate::cluster::transport::{PeerError, RemoteError};
+use crate::cluster::transport::PeerError;
+use crate::cluster::transport::{PeerCall, PeerRequest, Peers};
 use crate::cluster::view::{ClusterView, Member};
 use crate::coordinator::handle_data;
 use crate::hints::{HintSettings, HintStore};
@@ -58,13 +56,7 @@ struct LocalPeers {
 }
 
 impl Peers for LocalPeers {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>> {
+    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
         let target = self.targets.borrow().get(&peer).cloned();
         Box::pin(async move {
             let Some(target) = target else {
@@ -79,13 +71,10 @@ impl Peers for LocalPeers {
                     glommio::timer::sleep(timeout).await;
                     Err(PeerError::Timeout { peer, timeout })
                 }
-                Fault::None => match handle_data(&target.node, &target.clock, opcode, &body).await {
-                    (PEER_ERROR, body) => {
-                        let e = RemoteError::decode(&body).expect("the replica side sends well-formed errors");
-                        Err(PeerError::Remote { peer, code: e.code, message: e.message })
-                    }
-                    answer => Ok(answer),
-                },
+                Fault::None => {
+                    let opcode = request.opcode();
+                    handle_data(&target.node, &target.clock, request).await.check(peer, opcode)
+                }
             }
         })
     }

@@ -19,9 +19,9 @@ use super::proxy::{
     read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
 };
 use super::{node_error, trace};
-use crate::cluster::messages::{decode_scan_result, ScanRequest, MAX_SCAN_PARTITIONS};
-use crate::cluster::opcodes::{SCAN, SCAN_RESULT};
+use crate::cluster::messages::{ScanRequest, MAX_SCAN_PARTITIONS};
 use crate::cluster::replication::{required_replicas, resolve_versions};
+use crate::cluster::transport::{PeerAnswer, PeerRequest};
 use crate::cluster::view::{ClusterView, Replica};
 
 /// Partitions asked of each contacted replica in one round (one SCAN) of a range read: the
@@ -314,15 +314,14 @@ impl RangeRead<'_> {
             return Ok(());
         }
         let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers();
-        let (peer, body, timeout) = (replica.peer, request.encode(), self.proxy.timeouts().read);
+        let (peer, scan, timeout) = (replica.peer, PeerRequest::Scan(request.clone()), self.proxy.timeouts().read);
         glommio::spawn_local(async move {
-            let page = match peers.call(peer, SCAN, body, timeout).await {
-                Ok((SCAN_RESULT, body)) => match decode_scan_result(&body) {
-                    Ok(page) if page.len() <= limit => Ok(page),
-                    Ok(page) => Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.len())),
-                    Err(e) => Err(format!("{peer}: {e}")),
-                },
-                Ok((opcode, _)) => Err(format!("{peer}: answered SCAN with opcode {opcode:#04x}")),
+            let page = match peers.call(peer, scan, timeout).await {
+                Ok(PeerAnswer::ScanResult(page)) if page.len() <= limit => Ok(page),
+                Ok(PeerAnswer::ScanResult(page)) => {
+                    Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.len()))
+                }
+                Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),
             };
             let _ = tx.send_async((index, page)).await;

@@ -23,8 +23,8 @@ use super::proxy::replication_factor;
 use super::{node_error, Coordinator};
 use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest, DEFAULT_TREE_DEPTH};
 use crate::cluster::messages::{self, ScanRequest};
-use crate::cluster::opcodes::{MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, SCAN, SCAN_RESULT};
-use crate::cluster::transport::Peers;
+use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
+use crate::cluster::verbs::MutateBody;
 use crate::cluster::view::{ClusterView, Replica};
 use crate::metrics::{Exposition, Kind, MetricsSource};
 
@@ -384,14 +384,13 @@ impl RangeRepair<'_> {
             return Ok(done);
         };
         let local = build_tree(self.node, &self.tree).await.map_err(StreamError::Node)?;
-        let body = self.tree.encode();
-        let calls = live.iter().map(|r| peers.call(r.peer, MERKLE_TREE, body.clone(), TREE_TIMEOUT));
+        let calls = live.iter().map(|r| peers.call(r.peer, PeerRequest::MerkleTree(self.tree), TREE_TIMEOUT));
         let answers = futures_util::future::join_all(calls).await;
         let mut trees: Vec<(SocketAddr, MerkleTree)> = Vec::with_capacity(live.len());
         for (replica, answer) in live.iter().zip(answers) {
             let tree = match answer {
-                Ok((MERKLE_TREE_RESULT, body)) => MerkleTree::decode(&body).map_err(|e| e.to_string()),
-                Ok((opcode, _)) => Err(format!("answered MERKLE_TREE with opcode {opcode:#04x}")),
+                Ok(PeerAnswer::MerkleTree(tree)) => Ok(tree),
+                Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),
             };
             match tree {
@@ -470,16 +469,16 @@ impl RangeRepair<'_> {
         let mut pager = RangePager::new(range, REPAIR_PAGE_PARTITIONS);
         while let Some((start, end, after)) = pager.next_scan() {
             let limit = pager.page_size() as u32;
-            let body = ScanRequest { table: self.tree.table, start, end, after, limit }.encode();
-            let page = match peers.call(peer, SCAN, body, STREAM_TIMEOUT).await {
-                Ok((SCAN_RESULT, body)) => {
-                    let page = messages::decode_scan_result(&body).map_err(|e| peer_error(peer, e))?;
+            let scan = PeerRequest::Scan(ScanRequest { table: self.tree.table, start, end, after, limit });
+            let page = match peers.call(peer, scan, STREAM_TIMEOUT).await {
+                Ok(PeerAnswer::ScanResult(page)) => {
                     if !page.is_empty() {
-                        done.bytes_received += body.len() as u64;
+                        // The answer arrives decoded; its size on the wire is measured again.
+                        done.bytes_received += messages::encode_scan_result(&page).len() as u64;
                     }
                     page
                 }
-                Ok((opcode, _)) => return Err(peer_error(peer, format!("answered SCAN with opcode {opcode:#04x}"))),
+                Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => return Err(peer_error(peer, e)),
             };
             pager.advance(&page);
@@ -517,13 +516,10 @@ impl RangeRepair<'_> {
             if updates.is_empty() {
                 continue;
             }
-            let mut body = Vec::new();
-            messages::encode_mutate(&updates, &mut body);
-            let bytes = body.len() as u64;
-            match peers.call(peer, MUTATE, body, STREAM_TIMEOUT).await {
-                Ok((MUTATE_OK, _)) => {}
-                Ok((opcode, _)) => return Err(peer_error(peer, format!("answered MUTATE with opcode {opcode:#04x}"))),
-                Err(e) => return Err(peer_error(peer, e)),
+            let body = MutateBody::encode(&updates);
+            let bytes = body.bytes().len() as u64;
+            if let Err(e) = peers.call(peer, PeerRequest::Mutate(body), STREAM_TIMEOUT).await {
+                return Err(peer_error(peer, e));
             }
             done.partitions_sent += updates.len() as u64;
             done.rows_sent += rows;

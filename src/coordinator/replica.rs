@@ -14,16 +14,11 @@ use shards::mutation::PartitionUpdate;
 use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
 
-use crate::cluster::merkle::TreeRequest;
-use crate::cluster::messages::{self, digest, MessageError, ReadRequest, ReadResult, ScanRequest};
-use crate::cluster::opcodes::{
-    MERKLE_TREE, MERKLE_TREE_RESULT, MUTATE, MUTATE_OK, PEER_ERROR, READ, READ_RESULT, SCAN, SCAN_RESULT, TRUNCATE,
-    TRUNCATE_OK,
-};
-use crate::cluster::transport::{codes, PeerHandler, RemoteError};
+use crate::cluster::messages::{digest, MessageError, ReadResult};
+use crate::cluster::transport::{codes, PeerAnswer, PeerHandler, PeerRequest, RemoteError};
 
-/// The replica side as the peer transport's handler of data messages (the cluster service
-/// hands it every opcode that is not gossip or schema).
+/// The replica side as the handler of the data requests (MUTATE, READ, SCAN, MERKLE_TREE,
+/// TRUNCATE) in the node's `PeerHandlers`.
 pub struct ReplicaHandler {
     pub node: Node,
     /// The coordinator's clock of this node, which observes the timestamps peers' writes carry.
@@ -31,39 +26,35 @@ pub struct ReplicaHandler {
 }
 
 impl PeerHandler for ReplicaHandler {
-    fn handle(
-        &self,
-        _from: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
-        Box::pin(async move { handle_data(&self.node, &self.clock, opcode, &body).await })
+    fn handle(&self, _from: SocketAddr, request: PeerRequest) -> Pin<Box<dyn Future<Output = PeerAnswer> + '_>> {
+        Box::pin(async move { handle_data(&self.node, &self.clock, request).await })
     }
 }
 
-/// Answers one data request from a peer: (answer opcode, body). `clock` is the coordinator's
-/// clock of this node, which observes the timestamps a peer's writes carry (the shards'
-/// clocks observe them too, when they apply the writes).
-pub async fn handle_data(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> (u8, Vec<u8>) {
-    match serve(node, clock, opcode, body).await {
+/// Answers one data request from a peer. `clock` is the coordinator's clock of this node,
+/// which observes the timestamps a peer's writes carry (the shards' clocks observe them too,
+/// when they apply the writes).
+pub async fn handle_data(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> PeerAnswer {
+    match serve(node, clock, request).await {
         Ok(answer) => answer,
-        Err(error) => (PEER_ERROR, error.encode()),
+        Err(error) => PeerAnswer::Error(error),
     }
 }
 
-async fn serve(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> Result<(u8, Vec<u8>), RemoteError> {
-    match opcode {
-        MUTATE => {
-            let updates = messages::decode_mutate(body).map_err(malformed)?;
+async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Result<PeerAnswer, RemoteError> {
+    match request {
+        PeerRequest::Mutate(body) => {
+            // MUTATE bodies travel encoded (`MutateBody`): decoded only here, where applied.
+            let updates = body.decode().map_err(malformed)?;
+            drop(body);
             if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
                 // A timestamp too far ahead is refused by the shard below, with its reason.
                 let _ = clock.borrow_mut().observe(ts);
             }
             node.apply_stamped(updates).await.map_err(storage)?;
-            Ok((MUTATE_OK, Vec::new()))
+            Ok(PeerAnswer::MutateOk)
         }
-        READ => {
-            let request = ReadRequest::decode(body).map_err(malformed)?;
+        PeerRequest::Read(request) => {
             let stored = node.read_partition(request.table, request.key, request.slice).await.map_err(storage)?;
             // An empty partition and no partition read the same: one digest for both.
             let stored = stored.filter(|p| !p.is_empty());
@@ -71,29 +62,28 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, opcode: u8, body: &[u8]) -> Re
                 true => ReadResult::Digest(digest(stored.as_ref())),
                 false => ReadResult::Data(stored),
             };
-            Ok((READ_RESULT, result.encode()))
+            Ok(PeerAnswer::ReadResult(result))
         }
-        SCAN => {
-            let request = ScanRequest::decode(body).map_err(malformed)?;
+        PeerRequest::Scan(request) => {
             let limit = request.limit as usize;
             let page =
                 node.scan(request.table, request.start, request.end, request.after, limit).await.map_err(storage)?;
-            Ok((SCAN_RESULT, messages::encode_scan_result(&page)))
+            Ok(PeerAnswer::ScanResult(page))
         }
-        MERKLE_TREE => {
-            let request = TreeRequest::decode(body).map_err(malformed)?;
+        PeerRequest::MerkleTree(request) => {
             let tree = super::repair::build_tree(node, &request).await.map_err(storage)?;
-            Ok((MERKLE_TREE_RESULT, tree.encode()))
+            Ok(PeerAnswer::MerkleTree(tree))
         }
-        TRUNCATE => {
-            let table = messages::decode_truncate(body).map_err(malformed)?;
+        PeerRequest::Truncate(table) => {
             // By id: a table dropped and created again under the same name is another table.
             let schema =
                 node.table_by_id(table).ok_or(NodeError::UnknownTable(format!("id {table}"))).map_err(storage)?;
             node.truncate(&schema.name).await.map_err(storage)?;
-            Ok((TRUNCATE_OK, Vec::new()))
+            Ok(PeerAnswer::TruncateOk)
         }
-        other => Err(RemoteError::new(codes::PROTOCOL, format!("opcode {other:#04x} is not a data request"))),
+        other => {
+            Err(RemoteError::new(codes::PROTOCOL, format!("opcode {:#04x} is not a data request", other.opcode())))
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use super::{
     segment_file_name, DropReason, HintSettings, SegmentError, SEGMENT_HEADER_LEN,
 };
 use crate::cluster::messages;
-use crate::cluster::opcodes::{MUTATE, MUTATE_OK};
-use crate::cluster::transport::Peers;
+use crate::cluster::transport::{PeerRequest, Peers};
+use crate::cluster::verbs::MutateBody;
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
 use crate::metrics::{Exposition, Kind, MetricsSource};
@@ -586,14 +586,9 @@ impl HintStore {
     ) -> Result<(), String> {
         if !batch.updates.is_empty() {
             let peer = self.live_peer(host).ok_or_else(|| "the target is down".to_owned())?;
-            let mut body = Vec::new();
-            messages::encode_mutate(&batch.updates, &mut body);
-            let sent = body.len() as u64;
-            match peers.call(peer, MUTATE, body, self.timeout).await {
-                Ok((MUTATE_OK, _)) => {}
-                Ok((opcode, _)) => return Err(format!("{peer} answered MUTATE with opcode {opcode:#04x}")),
-                Err(e) => return Err(e.to_string()),
-            }
+            let body = MutateBody::encode(&batch.updates);
+            let sent = body.bytes().len() as u64;
+            peers.call(peer, PeerRequest::Mutate(body), self.timeout).await.map_err(|e| e.to_string())?;
             let pause = self.throttle.borrow_mut().admit(sent, Instant::now());
             if !pause.is_zero() {
                 glommio::timer::sleep(pause).await;

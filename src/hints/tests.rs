@@ -6,7 +6,6 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +19,9 @@ use wire::{ColumnType, Value};
 
 use super::store::HINTS_DIR;
 use super::*;
-use crate::cluster::messages::{decode_mutate, encode_mutate};
-use crate::cluster::opcodes::{MUTATE, MUTATE_OK};
+use crate::cluster::messages::encode_mutate;
 use crate::cluster::transport::PeerError;
-use crate::cluster::transport::Peers;
+use crate::cluster::transport::{PeerAnswer, PeerCall, PeerRequest, Peers};
 use crate::cluster::view::{ClusterView, Member};
 
 const TARGET: HostId = 0x0123_4567_89ab_cdef_0011_2233_4455_6677;
@@ -173,13 +171,7 @@ impl Default for Recorder {
 }
 
 impl Peers for Recorder {
-    fn call(
-        &self,
-        peer: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-        _timeout: Duration,
-    ) -> Pin<Box<dyn Future<Output = Result<(u8, Vec<u8>), PeerError>> + '_>> {
+    fn call(&self, peer: SocketAddr, request: PeerRequest, _timeout: Duration) -> PeerCall<'_> {
         Box::pin(async move {
             self.calls.set(self.calls.get() + 1);
             if self.answers_left.get() == 0 {
@@ -189,9 +181,9 @@ impl Peers for Recorder {
             if self.down.get() {
                 return Err(PeerError::Unreachable { peer, reason: "test: down".into() });
             }
-            assert_eq!(opcode, MUTATE);
-            self.received.borrow_mut().extend(decode_mutate(&body).expect("a replayed MUTATE decodes"));
-            Ok((MUTATE_OK, Vec::new()))
+            let PeerRequest::Mutate(body) = request else { panic!("hints send only MUTATE, not {request:?}") };
+            self.received.borrow_mut().extend(body.decode().expect("a replayed MUTATE decodes"));
+            Ok(PeerAnswer::MutateOk)
         })
     }
 }

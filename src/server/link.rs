@@ -13,7 +13,8 @@ use wire::protocol::{AdminRequest, Request, Response};
 
 use crate::cluster::service::Cluster;
 use crate::cluster::transport::PeerError;
-use crate::cluster::transport::{PeerCall, Peers};
+use crate::cluster::transport::{PeerCall, PeerRequest, Peers};
+use crate::cluster::verbs::answer_from_frame;
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
 use crate::coordinator::{Coordinator, CoordinatorShard, HintSink};
@@ -84,12 +85,17 @@ impl Home {
 }
 
 impl Peers for Home {
-    fn call(&self, peer: SocketAddr, opcode: u8, body: Vec<u8>, timeout: Duration) -> PeerCall<'_> {
+    /// The request crosses to the coordinator shard encoded (plain bytes, `Send`), and its
+    /// answer comes back as the frame the transport received, decoded here.
+    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
+        let (opcode, body) = request.encode();
+        drop(request);
         Box::pin(async move {
             let asked = self.ask(|reply| HomeRequest::Peer { peer, opcode, body, timeout, reply });
-            asked.await.unwrap_or_else(|| {
+            let answer = asked.await.unwrap_or_else(|| {
                 Err(PeerError::Unreachable { peer, reason: "the coordinator shard has stopped".into() })
-            })
+            })?;
+            answer_from_frame(peer, opcode, answer)
         })
     }
 }
@@ -135,7 +141,7 @@ pub async fn serve_home(
             HomeRequest::Peer { peer, opcode, body, timeout, reply } => {
                 let transport = cluster.transport().clone();
                 glommio::spawn_local(async move {
-                    let _ = reply.send(transport.call(peer, opcode, body, timeout).await);
+                    let _ = reply.send(transport.call_raw(peer, opcode, body, timeout).await);
                 })
                 .detach();
             }

@@ -18,7 +18,7 @@ use bench::machine::Machine;
 use bench::report::{per_second, thousands, write_json};
 use clap::Parser;
 use enigmadb::cluster::opcodes::{MUTATE, MUTATE_OK};
-use enigmadb::cluster::transport::{serve, PeerHandler, Transport, TransportConfig};
+use enigmadb::cluster::transport::{serve, FrameHandler, Transport, TransportConfig};
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 
@@ -60,7 +60,7 @@ struct Report {
 /// Answers every request at once with MUTATE_OK and an empty body.
 struct Echo;
 
-impl PeerHandler for Echo {
+impl FrameHandler for Echo {
     fn handle(&self, _: SocketAddr, _: u8, _: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
         Box::pin(async { (MUTATE_OK, Vec::new()) })
     }
@@ -169,7 +169,7 @@ async fn call_loop(
                     if at >= measure_until {
                         break;
                     }
-                    let answer = transport.call(peer, MUTATE, vec![0; body_bytes], Duration::from_secs(5)).await;
+                    let answer = transport.call_raw(peer, MUTATE, vec![0; body_bytes], Duration::from_secs(5)).await;
                     if at < measure_from {
                         continue;
                     }

@@ -32,7 +32,7 @@ impl TestHandler {
     }
 }
 
-impl PeerHandler for TestHandler {
+impl FrameHandler for TestHandler {
     fn handle(&self, from: SocketAddr, opcode: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
         Box::pin(async move {
             self.served.set(self.served.get() + 1);
@@ -76,7 +76,7 @@ struct TestPeer {
 }
 
 impl TestPeer {
-    fn start(handler: Rc<dyn PeerHandler>, config: TransportConfig, addr: SocketAddr) -> TestPeer {
+    fn start(handler: Rc<dyn FrameHandler>, config: TransportConfig, addr: SocketAddr) -> TestPeer {
         let listener = TcpListener::bind(addr).expect("bind the peer listener");
         let addr = listener.local_addr().expect("a bound listener has an address");
         let (stop, stopped) = flume::bounded::<()>(1);
@@ -133,7 +133,7 @@ fn concurrent_calls_share_one_connection_and_are_answered_out_of_order() {
             body.extend_from_slice(&i.to_le_bytes());
             let (transport, finished) = (transport.clone(), finished.clone());
             calls.push(glommio::spawn_local(async move {
-                let answer = transport.call(peer.addr, READ, body.clone(), PATIENCE).await;
+                let answer = transport.call_raw(peer.addr, READ, body.clone(), PATIENCE).await;
                 finished.borrow_mut().push(i);
                 (body, answer)
             }));
@@ -159,17 +159,17 @@ fn a_timed_out_call_frees_its_slot_and_its_late_answer_is_dropped() {
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), localhost());
         let transport = Transport::new(TransportConfig { max_in_flight_per_peer: 1, ..caller_config() });
         let started = Instant::now();
-        let slow = transport.call(peer.addr, READ, vec![200, 1], Duration::from_millis(30)).await;
+        let slow = transport.call_raw(peer.addr, READ, vec![200, 1], Duration::from_millis(30)).await;
         assert_eq!(slow, Err(PeerError::Timeout { peer: peer.addr, timeout: Duration::from_millis(30) }));
         assert!(started.elapsed() < Duration::from_secs(1), "the timeout took {:?}", started.elapsed());
         // The only in-flight slot is free again while the slow answer is still on its way...
-        let fast = transport.call(peer.addr, READ, vec![0, 2], PATIENCE).await;
+        let fast = transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await;
         assert_eq!(fast, Ok((READ_RESULT, vec![2, 0])));
         assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
         // ...and once it arrives it is dropped, not handed to a later call.
         glommio::timer::sleep(Duration::from_millis(250)).await;
         for i in 3..6 {
-            assert_eq!(transport.call(peer.addr, READ, vec![0, i], PATIENCE).await, Ok((READ_RESULT, vec![i, 0])));
+            assert_eq!(transport.call_raw(peer.addr, READ, vec![0, i], PATIENCE).await, Ok((READ_RESULT, vec![i, 0])));
         }
         assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.connect_attempts, s.abandoned)), Some((1, 0)));
         peer.stop().await;
@@ -187,24 +187,24 @@ fn a_down_peer_is_unreachable_at_once_and_connect_attempts_back_off() {
         };
         let transport = Transport::new(backoff);
         let started = Instant::now();
-        let first = transport.call(down, READ, vec![0], PATIENCE).await;
+        let first = transport.call_raw(down, READ, vec![0], PATIENCE).await;
         assert!(matches!(&first, Err(PeerError::Unreachable { peer, .. }) if *peer == down), "{first:?}");
         assert!(started.elapsed() < Duration::from_secs(1), "the first failure took {:?}", started.elapsed());
         // Within the backoff, calls fail at once (on their first poll) without trying to connect.
         for _ in 0..100 {
-            let again = futures_lite::future::poll_once(transport.call(down, READ, vec![0], PATIENCE)).await;
+            let again = futures_lite::future::poll_once(transport.call_raw(down, READ, vec![0], PATIENCE)).await;
             assert!(matches!(again, Some(Err(PeerError::Unreachable { .. }))), "{again:?}");
         }
         assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(1));
         // After it (100 ms), one new attempt; the wait then doubles (200 ms).
         glommio::timer::sleep(Duration::from_millis(120)).await;
-        assert!(matches!(transport.call(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
+        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
         assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(2));
         glommio::timer::sleep(Duration::from_millis(120)).await;
-        assert!(matches!(transport.call(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
+        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
         assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(2), "the second wait is 200 ms");
         glommio::timer::sleep(Duration::from_millis(100)).await;
-        assert!(matches!(transport.call(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
+        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
         assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(3));
     });
 }
@@ -216,19 +216,19 @@ fn a_restarted_peer_is_reached_again() {
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let addr = peer.addr;
         let transport = Transport::new(caller_config());
-        assert_eq!(transport.call(addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
         peer.stop().await;
         // The connection is gone: the next call reconnects, fails, and backs off.
-        let mut down = transport.call(addr, READ, vec![0, 2], PATIENCE).await;
+        let mut down = transport.call_raw(addr, READ, vec![0, 2], PATIENCE).await;
         if matches!(down, Err(PeerError::Closed { .. })) {
             // The close raced the call; the call after it reconnects.
-            down = transport.call(addr, READ, vec![0, 2], PATIENCE).await;
+            down = transport.call_raw(addr, READ, vec![0, 2], PATIENCE).await;
         }
         assert!(matches!(down, Err(PeerError::Unreachable { .. })), "{down:?}");
         let peer = TestPeer::start(handler.clone(), caller_config(), addr);
         let deadline = Instant::now() + PATIENCE;
         let answer = loop {
-            match transport.call(addr, READ, vec![0, 3], PATIENCE).await {
+            match transport.call_raw(addr, READ, vec![0, 3], PATIENCE).await {
                 Err(PeerError::Unreachable { .. }) if Instant::now() < deadline => {
                     glommio::timer::sleep(Duration::from_millis(10)).await
                 }
@@ -284,7 +284,7 @@ fn garbage_closes_the_connection_and_the_peer_keeps_serving() {
         let handler = Rc::new(TestHandler::default());
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let transport = Transport::new(caller_config());
-        assert_eq!(transport.call(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
 
         // Not the protocol at all.
         let mut raw = TcpStream::connect(peer.addr).await.expect("connect");
@@ -319,9 +319,9 @@ fn garbage_closes_the_connection_and_the_peer_keeps_serving() {
         assert!(matches!(&errors[..], [(0, e)] if e.message.contains("unsupported protocol version")), "{errors:?}");
 
         // The pooled connection and new ones are served as before.
-        assert_eq!(transport.call(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         let other = Transport::new(caller_config());
-        assert_eq!(other.call(peer.addr, READ, vec![0, 3], PATIENCE).await, Ok((READ_RESULT, vec![3, 0])));
+        assert_eq!(other.call_raw(peer.addr, READ, vec![0, 3], PATIENCE).await, Ok((READ_RESULT, vec![3, 0])));
         assert_eq!(handler.served.get(), 3, "no garbage reached the handler");
         peer.stop().await;
     });
@@ -348,7 +348,7 @@ fn a_wrong_peer_protocol_version_is_refused_with_a_typed_error() {
             read_to_close(&mut stream).await;
         });
         let transport = Transport::new(caller_config());
-        let refused = transport.call(addr, READ, vec![0], PATIENCE).await;
+        let refused = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Incompatible { reason, .. }) if reason.contains("version 9")),
             "{refused:?}"
@@ -363,7 +363,7 @@ fn a_node_of_another_cluster_is_refused_and_its_calls_fail_as_incompatible() {
         let handler = Rc::new(TestHandler::default());
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let stranger = Transport::new(TransportConfig { cluster_name: "staging".into(), ..caller_config() });
-        let refused = stranger.call(peer.addr, READ, vec![0, 1], PATIENCE).await;
+        let refused = stranger.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Incompatible { reason, .. })
                 if reason.contains("\"staging\"") && reason.contains(&format!("{DEFAULT_CLUSTER_NAME:?}"))),
@@ -371,7 +371,7 @@ fn a_node_of_another_cluster_is_refused_and_its_calls_fail_as_incompatible() {
         );
         // Its own cluster's nodes are served as before, and nothing reached the handler.
         let member = Transport::new(caller_config());
-        assert_eq!(member.call(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(member.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         assert_eq!(handler.served.get(), 1, "the stranger's request never reached the handler");
         peer.stop().await;
     });
@@ -387,26 +387,26 @@ fn bounds_give_overloaded_at_once() {
         let waiting: Vec<_> = (0..4)
             .map(|_| {
                 let transport = transport.clone();
-                glommio::spawn_local(async move { transport.call(peer.addr, MUTATE, vec![], PATIENCE).await })
+                glommio::spawn_local(async move { transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE).await })
             })
             .collect();
         glommio::timer::sleep(Duration::from_millis(20)).await;
         // Refused at once: the call resolves on its first poll.
-        let over = futures_lite::future::poll_once(transport.call(peer.addr, MUTATE, vec![], PATIENCE)).await;
+        let over = futures_lite::future::poll_once(transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE)).await;
         assert!(
             matches!(&over, Some(Err(PeerError::Overloaded { reason, .. })) if reason.contains("limit 4")),
             "{over:?}"
         );
         // Too many queued bytes: a frame larger than the queue bound.
         let small_queue = Transport::new(TransportConfig { max_queued_bytes_per_peer: 1000, ..caller_config() });
-        let over = small_queue.call(peer.addr, READ, vec![0; 1000], PATIENCE).await;
+        let over = small_queue.call_raw(peer.addr, READ, vec![0; 1000], PATIENCE).await;
         assert!(matches!(&over, Err(PeerError::Overloaded { reason, .. }) if reason.contains("queued")), "{over:?}");
         // A frame over the frame limit is refused before anything is queued.
-        let too_large = transport.call(peer.addr, READ, vec![0; DEFAULT_MAX_FRAME_BYTES], PATIENCE).await;
+        let too_large = transport.call_raw(peer.addr, READ, vec![0; DEFAULT_MAX_FRAME_BYTES], PATIENCE).await;
         assert!(matches!(too_large, Err(PeerError::TooLarge { .. })), "{too_large:?}");
         // The serving side accepts one connection: a second caller is refused.
         let second = Transport::new(caller_config());
-        let refused = second.call(peer.addr, READ, vec![0], PATIENCE).await;
+        let refused = second.call_raw(peer.addr, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Overloaded { reason, .. }) if reason.contains("limit 1")),
             "{refused:?}"
@@ -425,13 +425,13 @@ fn handler_errors_and_panics_answer_only_their_request() {
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), localhost());
         let transport = Transport::new(caller_config());
         let remote = |code: u16| move |r: &Result<(u8, Vec<u8>), PeerError>| matches!(r, Err(PeerError::Remote { code: c, .. }) if *c == code);
-        let invalid = transport.call(peer.addr, SCAN, vec![], PATIENCE).await;
+        let invalid = transport.call_raw(peer.addr, SCAN, vec![], PATIENCE).await;
         assert!(remote(codes::INVALID)(&invalid), "{invalid:?}");
-        let panicked = transport.call(peer.addr, SCHEMA_PULL, vec![], PATIENCE).await;
+        let panicked = transport.call_raw(peer.addr, SCHEMA_PULL, vec![], PATIENCE).await;
         assert!(remote(codes::SERVER)(&panicked), "{panicked:?}");
-        let wrong = transport.call(peer.addr, GOSSIP_SYN, vec![], PATIENCE).await;
+        let wrong = transport.call_raw(peer.addr, GOSSIP_SYN, vec![], PATIENCE).await;
         assert!(remote(codes::SERVER)(&wrong), "{wrong:?}");
-        assert_eq!(transport.call(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
         assert_eq!(transport.peer_stats(peer.addr).map(|s| s.connect_attempts), Some(1));
         peer.stop().await;
     });
@@ -456,14 +456,14 @@ fn a_connection_lost_mid_call_fails_its_calls_with_closed_and_the_next_call_reco
             listener
         });
         let transport = Transport::new(caller_config());
-        let lost = transport.call(addr, READ, vec![0], PATIENCE).await;
+        let lost = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&lost, Err(PeerError::Closed { reason, .. }) if reason.contains("closed by the peer")),
             "{lost:?}"
         );
         drop(fake.await);
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), addr);
-        assert_eq!(transport.call(addr, READ, vec![0, 7], PATIENCE).await, Ok((READ_RESULT, vec![7, 0])));
+        assert_eq!(transport.call_raw(addr, READ, vec![0, 7], PATIENCE).await, Ok((READ_RESULT, vec![7, 0])));
         assert_eq!(
             transport.peer_stats(addr).map(|s| s.connect_attempts),
             Some(2),
@@ -495,7 +495,7 @@ fn silence_is_bounded_by_the_connect_timeout_on_both_sides() {
         });
         let transport = Transport::new(quick);
         let started = Instant::now();
-        let paused = transport.call(addr, READ, vec![0], PATIENCE).await;
+        let paused = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&paused, Err(PeerError::Unreachable { reason, .. }) if reason.contains("within")),
             "{paused:?}"
@@ -513,10 +513,10 @@ fn a_dropped_call_gives_its_in_flight_slot_up() {
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let transport = Transport::new(TransportConfig { max_in_flight_per_peer: 1, ..caller_config() });
         // Polled once (the request is queued), then dropped by its caller.
-        let dropped = futures_lite::future::poll_once(transport.call(peer.addr, MUTATE, vec![], PATIENCE)).await;
+        let dropped = futures_lite::future::poll_once(transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE)).await;
         assert_eq!(dropped, None);
         assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
-        assert_eq!(transport.call(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
         // Its answer, when it comes, goes nowhere.
         handler.open_gate();
         let deadline = Instant::now() + PATIENCE;
@@ -524,7 +524,7 @@ fn a_dropped_call_gives_its_in_flight_slot_up() {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 0)));
-        assert_eq!(transport.call(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         peer.stop().await;
     });
 }
