@@ -1,6 +1,7 @@
 //! Kill -9 of a real `enigmadb server` while a client pipelines writes (consistency ONE, sync
-//! mode `batch`), restart, and read every acknowledged write back through the client protocol,
-//! cycle after cycle. Cycles overlap their key ranges, so an acknowledged overwrite must win
+//! mode `batch`, and `periodic`, whose acknowledged writes are in the page cache, which a
+//! killed process does not take with it), restart, and read every acknowledged write back
+//! through the client protocol, cycle after cycle. Cycles overlap their key ranges, so an acknowledged overwrite must win
 //! after every restart.
 //!
 //! ENIGMADB_CRASH_CYCLES (default 20) sets the number of kill cycles; ENIGMADB_CRASH_SEED
@@ -29,13 +30,22 @@ const TABLE: &str = "crash";
 
 #[test]
 fn every_acknowledged_write_survives_kill_9_of_the_server() {
+    survives_kill_9("batch");
+}
+
+#[test]
+fn every_acknowledged_write_survives_kill_9_in_periodic_mode() {
+    survives_kill_9("periodic");
+}
+
+fn survives_kill_9(sync_mode: &str) {
     let cycles: u64 = std::env::var("ENIGMADB_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let seed: u64 = std::env::var("ENIGMADB_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("server crash test: {cycles} cycles, seed {seed} (ENIGMADB_CRASH_SEED={seed} replays it)");
+    eprintln!("server crash test ({sync_mode}): {cycles} cycles, seed {seed} (ENIGMADB_CRASH_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = common::scratch_dir("server-crash");
+    let dir = common::scratch_dir(&format!("server-crash-{sync_mode}"));
     // A small MemTable, so that kills also land during flushes.
-    let flags = ["--sync-mode", "batch", "--memtable-budget", "1MiB"];
+    let flags = ["--sync-mode", sync_mode, "--memtable-budget", "1MiB"];
     let started = Instant::now();
 
     // key -> (value of the last acknowledged write, cycle of that ack)
