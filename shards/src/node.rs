@@ -101,6 +101,8 @@ enum Request {
     },
     ApplyStamped {
         updates: Vec<PartitionUpdate>,
+        /// The updates as encoded on arrival, logged as they are (see `Shard::apply_stamped`).
+        encoded: Option<Vec<u8>>,
         reply: flume::Sender<Result<(), ShardError>>,
     },
     Read {
@@ -513,15 +515,37 @@ impl Node {
     /// Applies updates already stamped with their timestamps (a logged batch replayed from
     /// the batchlog), each shard's part atomically, as [`Node::write`] does.
     pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), NodeError> {
+        self.apply_stamped_with(updates, None).await
+    }
+
+    /// [`Node::apply_stamped`] of updates that arrived encoded: `encoded` is exactly their
+    /// mutation batch encoding (`mutation::encode_batch`; a peer's MUTATE body after its
+    /// version byte). When they all belong to one shard (the usual replica write), that shard
+    /// logs these bytes as its WAL record rather than encoding the updates again.
+    pub async fn apply_stamped_encoded(
+        &self,
+        updates: Vec<PartitionUpdate>,
+        encoded: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        self.apply_stamped_with(updates, Some(encoded)).await
+    }
+
+    async fn apply_stamped_with(
+        &self,
+        updates: Vec<PartitionUpdate>,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<(), NodeError> {
         self.check_not_drained()?;
         let mut groups = self.group_by_shard(updates, |u| u.key.token());
+        // Bytes of the whole batch are one shard's record only when one shard owns all of it.
+        let mut encoded = encoded.filter(|_| groups.len() == 1);
         if let [(shard, _)] = groups[..] {
             if let Some(local) = self.local_shard(shard) {
                 // All of it belongs to the shard this executor runs (one partition, on the
                 // coordinator's shard): its own task, as through the channel, so that it runs to
                 // the end even if the caller stops waiting, but with no reply channel.
                 let (_, updates) = groups.swap_remove(0);
-                let applied = glommio::spawn_local(async move { local.apply_stamped(updates).await }).detach();
+                let applied = glommio::spawn_local(async move { local.apply_stamped(updates, encoded).await }).detach();
                 return applied
                     .await
                     .ok_or(NodeError::ShardStopped(shard))?
@@ -530,7 +554,10 @@ impl Node {
         }
         let pending: Vec<_> = groups
             .into_iter()
-            .map(|(shard, updates)| (shard, self.send(shard, |reply| Request::ApplyStamped { updates, reply })))
+            .map(|(shard, updates)| {
+                let encoded = encoded.take();
+                (shard, self.send(shard, |reply| Request::ApplyStamped { updates, encoded, reply }))
+            })
             .collect();
         for (shard, reply) in pending {
             reply?
@@ -961,8 +988,8 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::Apply { writes, ts, reply } => {
             let _ = reply.send(shard.apply(writes, ts).await);
         }
-        Request::ApplyStamped { updates, reply } => {
-            let _ = reply.send(shard.apply_stamped(updates).await);
+        Request::ApplyStamped { updates, encoded, reply } => {
+            let _ = reply.send(shard.apply_stamped(updates, encoded).await);
         }
         Request::Read { table, key, slice, reply } => {
             let _ = reply.send(shard.read(table, &key, &slice).await);

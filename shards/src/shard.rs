@@ -520,14 +520,22 @@ impl Shard {
     /// Resolves once the batch is durable under the sync mode; returns the timestamp used.
     pub async fn apply(&self, writes: Vec<Write>, ts: Option<Timestamp>) -> Result<Timestamp, ShardError> {
         let (ts, updates) = self.stamp(writes, ts)?;
-        self.log_and_apply(updates).await?;
+        self.log_and_apply(updates, None).await?;
         Ok(ts)
     }
 
     /// Applies updates stamped elsewhere (a logged batch replayed from the batchlog), exactly
     /// as [`Shard::apply`] applies its own: one WAL record, atomic. Their timestamps advance
     /// this shard's clock.
-    pub async fn apply_stamped(&self, updates: Vec<PartitionUpdate>) -> Result<(), ShardError> {
+    /// Applies updates already stamped with their timestamps, atomically (one WAL record).
+    /// `encoded`, when given, is these updates in the mutation batch encoding (`encode_batch`),
+    /// as they arrived (a peer's MUTATE): it becomes the WAL record as it is, instead of
+    /// encoding the updates a second time.
+    pub async fn apply_stamped(
+        &self,
+        updates: Vec<PartitionUpdate>,
+        encoded: Option<Vec<u8>>,
+    ) -> Result<(), ShardError> {
         {
             let schemas = self.schemas.borrow();
             if let Some(u) = updates.iter().find(|u| !schemas.contains_key(&u.table)) {
@@ -537,16 +545,19 @@ impl Shard {
         if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
             self.hlc.borrow_mut().observe(ts)?;
         }
-        self.log_and_apply(updates).await
+        self.log_and_apply(updates, encoded).await
     }
 
-    async fn log_and_apply(&self, updates: Vec<PartitionUpdate>) -> Result<(), ShardError> {
+    async fn log_and_apply(&self, updates: Vec<PartitionUpdate>, encoded: Option<Vec<u8>>) -> Result<(), ShardError> {
         if updates.is_empty() {
             return Ok(());
         }
         self.make_room().await?;
-        let mut payload = Vec::new();
-        encode_batch(&updates, &mut payload);
+        let payload = encoded.unwrap_or_else(|| {
+            let mut payload = Vec::new();
+            encode_batch(&updates, &mut payload);
+            payload
+        });
         // The record gets its LSN now, in call order, in the generation active now; the await
         // is for durability, after which the write is applied to that same generation.
         let in_flight = InFlight::enter(self.active.borrow().clone());

@@ -79,6 +79,12 @@ pub fn encode_mutate(updates: &[PartitionUpdate], out: &mut Vec<u8>) {
     encode_batch(updates, out);
 }
 
+/// The mutation batch inside a MUTATE body (what follows its version byte), for a replica to
+/// log as it is once [`decode_mutate`] has accepted the body.
+pub fn mutate_batch_bytes(body: &[u8]) -> Result<&[u8], MessageError> {
+    check_version("MUTATE", body)
+}
+
 pub fn decode_mutate(body: &[u8]) -> Result<Vec<PartitionUpdate>, MessageError> {
     const MESSAGE: &str = "MUTATE";
     let batch = check_version(MESSAGE, body)?;

@@ -46,12 +46,15 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
         PeerRequest::Mutate(body) => {
             // MUTATE bodies travel encoded (`MutateBody`): decoded only here, where applied.
             let updates = body.decode().map_err(malformed)?;
+            // The body is the updates' own encoding behind a version byte: the shard logs
+            // those bytes instead of encoding the updates again.
+            let encoded = crate::cluster::messages::mutate_batch_bytes(body.bytes()).map_err(malformed)?.to_vec();
             drop(body);
             if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
                 // A timestamp too far ahead is refused by the shard below, with its reason.
                 let _ = clock.borrow_mut().observe(ts);
             }
-            node.apply_stamped(updates).await.map_err(storage)?;
+            node.apply_stamped_encoded(updates, encoded).await.map_err(storage)?;
             Ok(PeerAnswer::MutateOk)
         }
         PeerRequest::Read(request) => {
