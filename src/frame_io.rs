@@ -186,6 +186,33 @@ pub fn incoming(listener: TcpListener) -> impl futures_lite::Stream<Item = std::
     }))
 }
 
+/// Pause before accepting again after an accept error.
+const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The next connection from `incoming`, or None once `stop` resolves or `incoming` ends (then
+/// neither may be polled again). An accept error (EMFILE and friends) is logged and retried
+/// after a pause: the connections already served go on.
+pub async fn next_accepted<C>(
+    incoming: &mut (impl futures_lite::Stream<Item = std::io::Result<C>> + Unpin),
+    stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<C> {
+    use futures_lite::StreamExt;
+    loop {
+        let accepted = futures_lite::future::or(async { incoming.next().await }, async {
+            stop.as_mut().await;
+            None
+        })
+        .await;
+        match accepted? {
+            Ok(connection) => return Some(connection),
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection");
+                glommio::timer::sleep(ACCEPT_RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
 /// Takes connections from `incoming` (a listener's, or those another shard hands over) until
 /// `stop` resolves or `incoming` ends, running `serve` for each, at most `max_connections` at
 /// once (beyond it, `refuse` answers and closes the connection, off the accept loop). Then
@@ -200,28 +227,12 @@ pub async fn accept_loop<C, S, R>(
     S: Future<Output = ()> + 'static,
     R: Future<Output = ()> + 'static,
 {
-    use futures_lite::StreamExt;
     let mut incoming = incoming;
     let connections = Gate::new();
     let open = Rc::new(Cell::new(0usize));
     let stopping = Rc::new(Stopping::default());
     let mut stop = std::pin::pin!(stop);
-    loop {
-        let accepted = futures_lite::future::or(async { incoming.next().await }, async {
-            stop.as_mut().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // EMFILE and friends: keep serving the connections we have.
-                tracing::warn!(error = %e, "accepting a connection");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = next_accepted(&mut incoming, &mut stop).await {
         if open.get() >= max_connections {
             glommio::spawn_local(refuse(stream)).detach();
             continue;

@@ -46,11 +46,7 @@ fn stress(addr: SocketAddr, args: &[&str]) {
         .args(["--host", &addr.to_string()])
         .output()
         .expect("running enigmadb stress");
-    assert!(out.status.success(), "stress failed:\n{}\n{}", text_of(&out.stdout), text_of(&out.stderr));
-}
-
-fn text_of(bytes: &[u8]) -> String {
-    common::text(bytes)
+    assert!(out.status.success(), "stress failed:\n{}\n{}", common::text(&out.stdout), common::text(&out.stderr));
 }
 
 #[test]

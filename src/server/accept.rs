@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use glommio::net::{AcceptedTcpStream, TcpListener};
 
+use crate::frame_io::next_accepted;
 use crate::metrics::Metrics;
 
 /// A connection on its way to the shard that serves it, with its place among the node's
@@ -81,23 +82,12 @@ pub async fn accept(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
+    let mut incoming = Box::pin(futures_lite::stream::unfold(listener, |listener| async move {
+        let accepted = listener.shared_accept().await.map_err(std::io::Error::from);
+        Some((accepted, listener))
+    }));
     let mut accepted_count = 0usize;
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.shared_accept().await) }, async {
-            stop.as_mut().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                // EMFILE and friends: keep serving the connections we have.
-                tracing::warn!(error = %e, "accepting a client connection");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = next_accepted(&mut incoming, &mut stop).await {
         let Some(slot) = limit.take() else {
             metrics.connection_refused();
             glommio::spawn_local(super::connection::refuse(stream.bind_to_executor(), limit.max)).detach();

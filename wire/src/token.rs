@@ -111,8 +111,8 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
-    /// Cassandra's published key -> token pairs: a copy of shared/vectors/murmur3-tokens.tsv
-    /// kept in the repository, so that a clean clone checks them too.
+    /// Key -> token pairs as Cassandra's Murmur3Partitioner computes them, kept in the
+    /// repository so that a clean clone checks them too.
     #[test]
     fn tokens_match_cassandra_vectors() {
         let table = include_str!("../tests/vectors/murmur3-tokens.tsv");
