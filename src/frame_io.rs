@@ -112,6 +112,12 @@ pub struct ReadBuf {
 }
 
 impl ReadBuf {
+    /// A buffer holding `bytes`, received and not decoded yet.
+    pub fn from_bytes(bytes: Vec<u8>) -> ReadBuf {
+        let end = bytes.len();
+        ReadBuf { buf: bytes, start: 0, end }
+    }
+
     /// The bytes not decoded yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]

@@ -1,7 +1,8 @@
 //! Every shard a front door, against real servers: a connection to the shard-aware port is
 //! served by the shard its source port names (the server says which in READY), the ordinary
 //! port spreads its connections over every shard, a shard-aware client's writes cross no core
-//! (the cross-shard counter stays at 0) while an ordinary client's do, and a shard-aware client
+//! (the cross-shard counter stays at 0) while an ordinary client's do, on the replicas too
+//! (a replicated write reaches the owning shard of every replica), and a shard-aware client
 //! follows the cluster: a node that joins gets requests, a node that dies is avoided.
 
 mod common;
@@ -105,6 +106,24 @@ fn a_shard_aware_client_writes_cross_no_core_and_an_ordinary_one_does() {
     let plain = [&["write", "-n", "2000", "--shard-aware", "false"], &shape[..]].concat();
     stress(server.addr, &plain);
     assert!(cross_shard_requests(&server) > at_start, "an ordinary connection hands other shards' writes over");
+}
+
+#[test]
+fn a_replicated_write_to_the_owning_shard_crosses_no_core_on_any_replica() {
+    let cluster = TestCluster::start_sharded("front-door-replicas", 3, 2, &[]);
+    let nodes = [1, 2, 3];
+    let at_start: Vec<f64> = nodes.iter().map(|&i| cross_shard_requests(cluster.server(i))).collect();
+    let report = cluster.dir.join("replicated.json");
+    let args = ["write", "-n", "5000", "--population", "5000", "--replication-factor", "3", "--consistency", "ALL"];
+    let shape = ["--concurrency", "16", "--connections", "2", "--seed", "5", "--report", report.to_str().unwrap()];
+    stress(cluster.addr(1), &[&args[..], &shape[..]].concat());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report")).expect("JSON");
+    assert_eq!(report["summary"]["ok"], 5000, "{}", report["summary"]);
+    // At ALL every replica applied each write before it was acknowledged: all are counted.
+    for (&i, before) in nodes.iter().zip(at_start) {
+        assert_eq!(cross_shard_requests(cluster.server(i)), before, "node {i}: a replica write crossed a core");
+    }
 }
 
 /// How long the stress run of the topology test lasts: long enough for a node to join, another

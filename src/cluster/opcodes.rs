@@ -46,6 +46,11 @@ pub const PEER_HELLO: u8 = 0x7E;
 /// Answer to PEER_HELLO: the agreed peer protocol version.
 pub const PEER_HELLO_OK: u8 = 0x7F;
 
+/// The requests about a node's data, which every shard serves (on a connection to a shard
+/// other than the coordinator shard, only these are); gossip and schema requests go to the
+/// coordinator shard.
+pub const DATA_REQUESTS: [u8; 5] = [MUTATE, READ, SCAN, MERKLE_TREE, TRUNCATE];
+
 /// Every code above, for the uniqueness test and the protocol document.
 pub const ALL: [(u8, &str); 21] = [
     (PEER_ERROR, "PEER_ERROR"),

@@ -20,7 +20,7 @@ use wire::Token;
 use super::failure_detector::{FailureDetector, FailureDetectorConfig, FailureDetectorError};
 use super::gossip::{AppState, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status};
 use super::schema::SchemaBody;
-use super::transport::{self, codes, PeerError, RemoteError, Transport, TransportConfig};
+use super::transport::{self, codes, PeerDoors, PeerError, RemoteError, Transport, TransportConfig, COORDINATOR_SHARD};
 use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
 use super::view::{ClusterView, Member, ViewError};
 use super::{opcodes, HostId};
@@ -126,19 +126,20 @@ pub struct PeerPort {
     listener: glommio::net::TcpListener,
     addr: SocketAddr,
     transport: Rc<Transport>,
+    doors: PeerDoors,
 }
 
 impl PeerPort {
     /// Binds `config.peer_listen` (on the node's coordinator shard); nothing is served until
-    /// [`Cluster::start`].
-    pub fn bind(config: &ClusterConfig) -> Result<PeerPort, ClusterError> {
+    /// [`Cluster::start`], which then hands the connections meant for other shards to `doors`.
+    pub fn bind(config: &ClusterConfig, doors: PeerDoors) -> Result<PeerPort, ClusterError> {
         let listener = glommio::net::TcpListener::bind(config.peer_listen)
             .map_err(|e| ClusterError::Listen { addr: config.peer_listen, reason: e.to_string() })?;
         let addr = listener.local_addr().unwrap_or(config.peer_listen);
         let mut transport_config = TransportConfig::new(addr);
         transport_config.max_frame_bytes = config.max_frame_bytes;
         transport_config.cluster_name = config.cluster_name.clone();
-        Ok(PeerPort { listener, addr, transport: Transport::new(transport_config) })
+        Ok(PeerPort { listener, addr, transport: Transport::new(transport_config), doors })
     }
 
     /// The bound address (differs from the configured one when its port was 0).
@@ -167,7 +168,7 @@ impl Cluster {
         publish_view: ViewPublisher,
         liveness: LivenessListener,
     ) -> Result<Rc<Cluster>, ClusterError> {
-        let PeerPort { listener, addr: peer_addr, transport } = port;
+        let PeerPort { listener, addr: peer_addr, transport, doors } = port;
         let transport_config = transport.config().clone();
         let local = node.host_id();
         let tokens = node.tokens();
@@ -212,15 +213,12 @@ impl Cluster {
         let mut handlers = PeerHandlers::new();
         handlers
             .register(&[opcodes::GOSSIP_SYN, opcodes::GOSSIP_ACK2, opcodes::SCHEMA_PULL, opcodes::SCHEMA_PUSH], own)
-            .register(
-                &[opcodes::MUTATE, opcodes::READ, opcodes::SCAN, opcodes::MERKLE_TREE, opcodes::TRUNCATE],
-                replica,
-            );
+            .register(&opcodes::DATA_REQUESTS, replica);
         let handler: Rc<PeerHandlers> = Rc::new(handlers);
         let (stop_tx, stop_rx) = flume::bounded::<()>(1);
         let served = cluster.clone();
         glommio::spawn_local(async move {
-            transport::serve(listener, handler, &transport_config, async move {
+            transport::serve(listener, handler, &transport_config, doors, async move {
                 let _ = stop_rx.recv_async().await;
             })
             .await;
@@ -314,7 +312,7 @@ impl Cluster {
         let pushes = self.live_peers().into_iter().map(|(host, addr)| {
             let push = PeerRequest::SchemaPush(body.clone());
             async move {
-                if let Err(e) = self.transport.call(addr, push, SCHEMA_TIMEOUT).await {
+                if let Err(e) = self.transport.call_on(addr, COORDINATOR_SHARD, push, SCHEMA_TIMEOUT).await {
                     tracing::warn!(peer = %addr, host = %format!("{host:032x}"), error = %e, "pushing a schema change");
                 }
             }
@@ -405,7 +403,7 @@ impl Cluster {
     /// SYN, ACK, ACK2 with one peer. A peer that does not answer just misses the round.
     async fn gossip_with(&self, peer: SocketAddr) {
         let syn = PeerRequest::GossipSyn(self.gossip.borrow().syn());
-        let ack = match self.transport.call(peer, syn, GOSSIP_TIMEOUT).await {
+        let ack = match self.transport.call_on(peer, COORDINATOR_SHARD, syn, GOSSIP_TIMEOUT).await {
             Ok(PeerAnswer::GossipAck(ack)) => ack,
             Ok(_) => unreachable!("a call answers with the request's kind"),
             Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {
@@ -418,7 +416,9 @@ impl Cluster {
         if ack2.deltas.is_empty() {
             return;
         }
-        if let Err(e) = self.transport.call(peer, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await {
+        if let Err(e) =
+            self.transport.call_on(peer, COORDINATOR_SHARD, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await
+        {
             log_unreachable(peer, &e);
         }
     }
@@ -530,7 +530,7 @@ impl Cluster {
                 continue;
             }
             self.schema_pulled.borrow_mut().insert(host, round);
-            match self.transport.call(addr, PeerRequest::SchemaPull, SCHEMA_TIMEOUT).await {
+            match self.transport.call_on(addr, COORDINATOR_SHARD, PeerRequest::SchemaPull, SCHEMA_TIMEOUT).await {
                 Ok(PeerAnswer::Schema(body)) => self.merge_schema(addr, body).await,
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {

@@ -5,13 +5,18 @@
 //! table of handlers per opcode are `cluster::verbs`, which [`Transport::call`] and
 //! `verbs::PeerHandlers` plug in. Layout: docs/PROTOCOL.md, "Peer protocol".
 //!
-//! Calling side: one connection per peer, opened by the first call, carrying up to
-//! `max_in_flight_per_peer` requests matched to answers by stream id. A failed connection
+//! Calling side: one connection per (peer, shard of that peer), opened by the first call,
+//! carrying up to `max_in_flight_per_peer` requests matched to answers by stream id. Its HELLO
+//! names the shard, and the peer serves the connection on that shard: a replica write sent to
+//! the shard owning its token crosses no core there. Node-wide requests (gossip, schema,
+//! repair, hints) go to shard 0, the coordinator shard. A failed connection
 //! attempt fails every waiting call and starts an exponential backoff during which calls fail
 //! at once with `Unreachable` (each wait up to a tenth shorter at random: no synchronized
 //! retries); a connection lost after it was up fails its waiting calls with
-//! `Closed`, and the next call reconnects. Serving side ([`serve`]): each request runs as its
-//! own task through [`FrameHandler::handle`]; answers go out in batches, in completion order.
+//! `Closed`, and the next call reconnects. Serving side ([`serve`]): the coordinator shard
+//! accepts, reads the HELLO and hands a connection meant for another shard to it
+//! ([`HandedPeer`], served there by [`serve_handed`]); each request runs as its own task
+//! through [`FrameHandler::handle`]; answers go out in batches, in completion order.
 
 mod hello;
 mod streams;
@@ -20,6 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -50,14 +56,25 @@ pub type PeerCall<'a> = Pin<Box<dyn Future<Output = Result<PeerAnswer, PeerError
 /// in tests. A PEER_ERROR answer is `Err(Remote)`, an answer of another kind than the request
 /// expects `Err(UnexpectedAnswer)`: an `Ok` answer is always the request's kind.
 pub trait Peers {
-    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_>;
+    /// Sends `request` to the shard `shard` of the node at `peer` (the shard owning the data
+    /// the request is about, so that it crosses no core there).
+    fn call_shard(&self, peer: SocketAddr, shard: u16, request: PeerRequest, timeout: Duration) -> PeerCall<'_>;
+
+    /// Sends `request` to the coordinator shard of the node at `peer`: node-wide requests,
+    /// and data whose owning shard the caller does not know.
+    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
+        self.call_shard(peer, COORDINATOR_SHARD, request, timeout)
+    }
 }
 
 impl Peers for Transport {
-    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
-        Box::pin(Transport::call(self, peer, request, timeout))
+    fn call_shard(&self, peer: SocketAddr, shard: u16, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
+        Box::pin(self.call_on(peer, shard, request, timeout))
     }
 }
+
+/// The shard of a node that owns its node-wide duties (gossip, schema, hints, repair).
+pub const COORDINATOR_SHARD: u16 = 0;
 
 /// Default bound on requests waiting for answers from one peer.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
@@ -87,8 +104,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// while that many run.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: usize = 1024;
 
-/// Peers a transport keeps state for; peers without a connection are forgotten first.
-pub const MAX_PEERS: usize = 4096;
+/// (peer, shard) pairs a transport keeps state for; those without a connection are forgotten
+/// first.
+pub const MAX_LINKS: usize = 4096;
 
 /// Settings of both sides of the peer protocol.
 #[derive(Debug, Clone)]
@@ -189,18 +207,19 @@ pub struct PeerStats {
     pub abandoned: usize,
 }
 
-/// The calling side: pooled connections to peers. `!Send`: it lives on one executor (the
-/// coordinator shard).
+/// The calling side: pooled connections to peers' shards. `!Send`: it lives on one executor
+/// (each shard has its own).
 pub struct Transport {
     config: TransportConfig,
-    links: RefCell<HashMap<SocketAddr, Rc<Link>>>,
+    links: RefCell<HashMap<(SocketAddr, u16), Rc<Link>>>,
 }
 
 type Answer = Result<(u8, Vec<u8>), PeerError>;
 
-/// The transport's state for one peer.
+/// The transport's state for one shard of one peer.
 struct Link {
     peer: SocketAddr,
+    shard: u16,
     /// The connection calls use (being opened, or up); `None` until the next call opens one.
     conn: RefCell<Option<Rc<Conn>>>,
     /// After a failed attempt: no new attempt before this instant, and why it failed.
@@ -230,25 +249,28 @@ impl Transport {
         &self.config
     }
 
-    /// Sends `request` to `peer` and waits for its answer, at most `timeout` in all
-    /// (connecting included); see [`Peers`] for the errors.
-    pub async fn call(
+    /// Sends `request` to the shard `shard` of `peer` and waits for its answer, at most
+    /// `timeout` in all (connecting included); see [`Peers`] for the errors.
+    pub async fn call_on(
         &self,
         peer: SocketAddr,
+        shard: u16,
         request: PeerRequest,
         timeout: Duration,
     ) -> Result<PeerAnswer, PeerError> {
         let (opcode, body) = request.encode();
         drop(request);
-        let answer = self.call_raw(peer, opcode, body, timeout).await?;
+        let answer = self.call_raw(peer, shard, opcode, body, timeout).await?;
         super::verbs::answer_from_frame(peer, opcode, answer)
     }
 
-    /// Sends one request frame to `peer` and waits for the frame answering it, at most
-    /// `timeout` in all (connecting included). A PEER_ERROR answer is `Err(Remote)`.
+    /// Sends one request frame to the shard `shard` of `peer` and waits for the frame
+    /// answering it, at most `timeout` in all (connecting included). A PEER_ERROR answer is
+    /// `Err(Remote)`.
     pub async fn call_raw(
         &self,
         peer: SocketAddr,
+        shard: u16,
         opcode: u8,
         body: Vec<u8>,
         timeout: Duration,
@@ -260,7 +282,7 @@ impl Transport {
         if len > self.config.max_frame_bytes {
             return Err(PeerError::TooLarge { peer, len, limit: self.config.max_frame_bytes });
         }
-        let conn = self.connection(peer)?;
+        let conn = self.connection(peer, shard)?;
         if conn.outbox.len() + len > self.config.max_queued_bytes_per_peer {
             let reason = format!(
                 "{} request bytes are queued (limit {})",
@@ -295,10 +317,11 @@ impl Transport {
         }
     }
 
-    /// What this transport knows about `peer`; `None` if it never called it.
-    pub fn peer_stats(&self, peer: SocketAddr) -> Option<PeerStats> {
+    /// What this transport knows about its connection to the shard `shard` of `peer`; `None`
+    /// if it never called it.
+    pub fn peer_stats(&self, peer: SocketAddr, shard: u16) -> Option<PeerStats> {
         let links = self.links.borrow();
-        let link = links.get(&peer)?;
+        let link = links.get(&(peer, shard))?;
         let conn = link.conn.borrow();
         Some(PeerStats {
             connect_attempts: link.connect_attempts.get(),
@@ -308,10 +331,10 @@ impl Transport {
         })
     }
 
-    /// The connection a call to `peer` uses: the current one, or a new one being opened;
-    /// `Unreachable` while backing off after a failed attempt.
-    fn connection(&self, peer: SocketAddr) -> Result<Rc<Conn>, PeerError> {
-        let link = self.link(peer)?;
+    /// The connection a call to the shard `shard` of `peer` uses: the current one, or a new
+    /// one being opened; `Unreachable` while backing off after a failed attempt.
+    fn connection(&self, peer: SocketAddr, shard: u16) -> Result<Rc<Conn>, PeerError> {
+        let link = self.link(peer, shard)?;
         // A connection closing (too many timeouts) is replaced at once; it fails its own calls.
         if let Some(conn) = link.conn.borrow().as_ref().filter(|c| c.closing.borrow().is_none()) {
             return Ok(conn.clone());
@@ -336,25 +359,27 @@ impl Transport {
         Ok(conn)
     }
 
-    fn link(&self, peer: SocketAddr) -> Result<Rc<Link>, PeerError> {
+    fn link(&self, peer: SocketAddr, shard: u16) -> Result<Rc<Link>, PeerError> {
         let mut links = self.links.borrow_mut();
-        if let Some(link) = links.get(&peer) {
+        if let Some(link) = links.get(&(peer, shard)) {
             return Ok(link.clone());
         }
-        if links.len() >= MAX_PEERS {
+        if links.len() >= MAX_LINKS {
             links.retain(|_, link| link.conn.borrow().is_some());
-            if links.len() >= MAX_PEERS {
-                return Err(PeerError::Overloaded { peer, reason: format!("connected to {MAX_PEERS} peers already") });
+            if links.len() >= MAX_LINKS {
+                let reason = format!("connected to {MAX_LINKS} peer shards already");
+                return Err(PeerError::Overloaded { peer, reason });
             }
         }
         let link = Rc::new(Link {
             peer,
+            shard,
             conn: RefCell::new(None),
             backing_off: RefCell::new(None),
             next_backoff: Cell::new(self.config.backoff_min),
             connect_attempts: Cell::new(0),
         });
-        links.insert(peer, link.clone());
+        links.insert((peer, shard), link.clone());
         Ok(link)
     }
 }
@@ -438,7 +463,7 @@ impl Conn {
 /// Opens `conn`, then reads its answers until it ends; fails every call still waiting.
 async fn run_connection(config: TransportConfig, link: Rc<Link>, conn: Rc<Conn>) {
     let peer = link.peer;
-    let error = match greet(&config, peer).await {
+    let error = match greet(&config, peer, link.shard).await {
         Err(error) => {
             let full = link.next_backoff.get();
             link.next_backoff.set((full * 2).min(config.backoff_max));
@@ -476,12 +501,12 @@ async fn run_connection(config: TransportConfig, link: Rc<Link>, conn: Rc<Conn>)
 
 /// Connects to `peer` and exchanges HELLO / HELLO_OK, within the connect timeout. Returns the
 /// stream and whatever bytes arrived after HELLO_OK.
-async fn greet(config: &TransportConfig, peer: SocketAddr) -> Result<(TcpStream, ReadBuf), PeerError> {
+async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result<(TcpStream, ReadBuf), PeerError> {
     let unreachable = |reason: String| PeerError::Unreachable { peer, reason };
     let attempt = async {
         let mut stream = TcpStream::connect(peer).await.map_err(|e| unreachable(format!("connecting: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let hello = Hello::new(config.local_addr, &config.cluster_name);
+        let hello = Hello::new(config.local_addr, &config.cluster_name, shard);
         let mut bytes = Vec::new();
         wire::frame::encode_peer_frame(&PeerFrame { opcode: PEER_HELLO, stream: 0, body: hello.encode() }, &mut bytes);
         stream.write_all(&bytes).await.map_err(|e| unreachable(format!("sending HELLO: {e}")))?;
@@ -579,22 +604,78 @@ async fn read_answers(
     }
 }
 
-/// Accepts peer connections on `listener` and serves their requests through `handler` until
-/// `stop` resolves; then stops reading, lets the requests in progress answer, and returns.
+/// A peer connection the coordinator shard accepted for another shard (its HELLO asked for
+/// that shard), on its way there: the socket and what its HELLO said.
+pub struct HandedPeer {
+    socket: OwnedFd,
+    from: SocketAddr,
+    version: u8,
+    /// Bytes that arrived after the HELLO (none from a caller that waits for HELLO_OK).
+    pending: Vec<u8>,
+}
+
+impl HandedPeer {
+    /// The connection as a stream of the calling executor, with the bytes already received.
+    fn into_stream(self) -> (TcpStream, ReadBuf, SocketAddr, u8) {
+        // SAFETY: the descriptor is an open TCP socket this value owns, and ownership passes to
+        // the stream.
+        let stream = unsafe { TcpStream::from_raw_fd(self.socket.into_raw_fd()) };
+        (stream, ReadBuf::from_bytes(self.pending), self.from, self.version)
+    }
+}
+
+/// Where the accepting shard sends the connections meant for the others: indexed by shard,
+/// `None` for the accepting shard itself (and for every shard on a one-shard node).
+pub type PeerDoors = Vec<Option<flume::Sender<HandedPeer>>>;
+
+/// Connections on their way to one shard; the accepting shard waits while that many are.
+pub const HANDED_PEER_QUEUE: usize = 64;
+
+/// Accepts peer connections on `listener` until `stop` resolves: serves those whose HELLO asks
+/// for this shard (or a shard the node does not have) through `handler`, and hands the others
+/// to their shard through `doors`. Then stops reading, lets the requests in progress answer,
+/// and returns; dropping `doors` then ends the other shards' [`serve_handed`].
 pub async fn serve(
     listener: TcpListener,
     handler: Rc<dyn FrameHandler>,
     config: &TransportConfig,
+    doors: PeerDoors,
     stop: impl Future<Output = ()>,
 ) {
     let limit = config.max_connections;
+    let doors = Rc::new(doors);
     accept_loop(
         incoming(listener),
         limit,
         stop,
-        |stream, stopping| serve_connection(stream, handler.clone(), config.clone(), stopping),
+        |stream, stopping| accept_connection(stream, handler.clone(), config.clone(), doors.clone(), stopping),
         |stream| {
             refuse(stream, RemoteError::new(codes::OVERLOADED, format!("too many peer connections (limit {limit})")))
+        },
+    )
+    .await
+}
+
+/// Serves the peer connections the accepting shard hands this shard, through `handler`, until
+/// the accepting shard stops handing them; then lets the requests in progress answer.
+pub async fn serve_handed(
+    handed: flume::Receiver<HandedPeer>,
+    handler: Rc<dyn FrameHandler>,
+    config: &TransportConfig,
+) {
+    use futures_lite::StreamExt;
+    let limit = config.max_connections;
+    accept_loop(
+        handed.into_stream().map(Ok),
+        limit,
+        std::future::pending(),
+        |handed, stopping| {
+            let (stream, read_buf, from, version) = handed.into_stream();
+            serve_connection(stream, read_buf, from, version, handler.clone(), config.clone(), stopping)
+        },
+        |handed| {
+            let refusal = RemoteError::new(codes::OVERLOADED, format!("too many peer connections (limit {limit})"));
+            refuse(handed.into_stream().0, refusal)
         },
     )
     .await
@@ -611,60 +692,87 @@ async fn refuse(mut stream: TcpStream, error: RemoteError) {
     let _ = stream.close().await;
 }
 
-/// One accepted connection: HELLO, then requests until the caller closes, a bad frame, a
-/// failed write, or the node stops.
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection: its HELLO, then served here or handed to the shard it asks for.
+async fn accept_connection(
+    mut stream: TcpStream,
     handler: Rc<dyn FrameHandler>,
     config: TransportConfig,
+    doors: Rc<PeerDoors>,
     stopping: Rc<Stopping>,
 ) {
     let caller = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = futures_lite::io::split(stream);
-    let outbox = Rc::new(Outbox::default());
-    let writer = glommio::spawn_local(write_loop(writer, outbox.clone()));
     let mut decoder = FrameDecoder::new(config.max_frame_bytes);
     let mut read_buf = ReadBuf::default();
     let hello =
-        futures_lite::future::or(async { Some(read_frame(&mut reader, &mut decoder, &mut read_buf).await) }, async {
+        futures_lite::future::or(async { Some(read_frame(&mut stream, &mut decoder, &mut read_buf).await) }, async {
             glommio::timer::sleep(config.connect_timeout).await;
             None
         })
         .await;
-    let from = match accept_hello(hello, &config.cluster_name) {
-        Ok((from, version)) => {
-            outbox.push_peer(&PeerFrame { opcode: PEER_HELLO_OK, stream: 0, body: hello::encode_hello_ok(version) });
-            Some(from)
-        }
+    let hello = match accept_hello(hello, &config.cluster_name) {
+        Ok(hello) => hello,
         Err(refusal) => {
             tracing::warn!(?caller, reason = %refusal.message, "refusing a peer connection");
-            outbox.push_peer(&error_frame(0, &refusal));
-            None
+            return refuse(stream, refusal).await;
         }
     };
-    if let Some(from) = from {
-        let in_flight = Rc::new(Semaphore::new(config.max_requests_per_connection as u64));
-        let server = Server { handler, outbox: outbox.clone(), from, max_frame_bytes: config.max_frame_bytes };
-        let server = Rc::new(server);
-        let ended = server.read_requests(&mut reader, &mut decoder, &mut read_buf, &in_flight, &stopping).await;
-        if let Err((stream, refusal)) = ended {
-            tracing::warn!(%from, reason = %refusal.message, "closing a peer connection after a bad frame");
-            outbox.push_peer(&error_frame(stream, &refusal));
+    let (from, version) = (hello.from, hello.version);
+    let Some(door) = doors.get(usize::from(hello.shard)).and_then(Option::as_ref) else {
+        return serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
+    };
+    // The other shard gets its own descriptor of the socket; this one closes with `stream`.
+    // SAFETY: `stream` owns the descriptor and outlives this borrow.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!(%from, shard = hello.shard, error = %e, "serving a peer connection here, not on its shard");
+            return serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
         }
-        // Every request started has answered once all permits are back.
-        let _ = in_flight.acquire(config.max_requests_per_connection as u64).await;
+    };
+    drop(stream);
+    let handed = HandedPeer { socket, from, version, pending: read_buf.pending().to_vec() };
+    if let Err(flume::SendError(handed)) = door.send_async(handed).await {
+        // The shard stopped serving peers (the node is stopping): serve the connection here.
+        let (stream, read_buf, from, version) = handed.into_stream();
+        serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
     }
+}
+
+/// One connection after its HELLO: HELLO_OK, then requests until the caller closes, a bad
+/// frame, a failed write, or the node stops.
+async fn serve_connection(
+    stream: TcpStream,
+    mut read_buf: ReadBuf,
+    from: SocketAddr,
+    version: u8,
+    handler: Rc<dyn FrameHandler>,
+    config: TransportConfig,
+    stopping: Rc<Stopping>,
+) {
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let outbox = Rc::new(Outbox::default());
+    let writer = glommio::spawn_local(write_loop(writer, outbox.clone()));
+    outbox.push_peer(&PeerFrame { opcode: PEER_HELLO_OK, stream: 0, body: hello::encode_hello_ok(version) });
+    let mut decoder = FrameDecoder::new(config.max_frame_bytes);
+    let in_flight = Rc::new(Semaphore::new(config.max_requests_per_connection as u64));
+    let server = Server { handler, outbox: outbox.clone(), from, max_frame_bytes: config.max_frame_bytes };
+    let server = Rc::new(server);
+    let ended = server.read_requests(&mut reader, &mut decoder, &mut read_buf, &in_flight, &stopping).await;
+    if let Err((stream, refusal)) = ended {
+        tracing::warn!(%from, reason = %refusal.message, "closing a peer connection after a bad frame");
+        outbox.push_peer(&error_frame(stream, &refusal));
+    }
+    // Every request started has answered once all permits are back.
+    let _ = in_flight.acquire(config.max_requests_per_connection as u64).await;
     outbox.close();
     writer.await;
 }
 
 /// Checks the first frame of a connection: a HELLO on stream 0 with a version both speak,
-/// from a node of this node's cluster (`cluster`).
-fn accept_hello(
-    first: Option<Result<Option<PeerFrame>, FrameError>>,
-    cluster: &str,
-) -> Result<(SocketAddr, u8), RemoteError> {
+/// from a node of this node's cluster (`cluster`). Its version is the agreed one.
+fn accept_hello(first: Option<Result<Option<PeerFrame>, FrameError>>, cluster: &str) -> Result<Hello, RemoteError> {
     let protocol = |message: String| RemoteError::new(codes::PROTOCOL, message);
     let frame = match first {
         None => return Err(protocol("no HELLO within the connect timeout".into())),
@@ -679,7 +787,8 @@ fn accept_hello(
         )));
     }
     let hello = Hello::decode(&frame.body).map_err(|e| protocol(format!("malformed HELLO: {e}")))?;
-    Ok((hello.from, hello.accept(cluster)?))
+    let version = hello.accept(cluster)?;
+    Ok(Hello { version, ..hello })
 }
 
 /// The serving side of one connection after its HELLO.

@@ -269,7 +269,8 @@ impl FrameHandler for PeerHandlers {
         Box::pin(async move {
             let protocol = |message: String| PeerAnswer::Error(RemoteError::new(codes::PROTOCOL, message)).encode();
             let Some(handler) = self.table.get(&opcode).cloned() else {
-                return protocol(format!("opcode {opcode:#04x} is not a data request"));
+                let name = opcodes::name(opcode);
+                return protocol(format!("{name} ({opcode:#04x}) is not served on this connection's shard"));
             };
             match PeerRequest::decode(opcode, &body) {
                 Ok(request) => handler.handle(from, request).await.encode(),

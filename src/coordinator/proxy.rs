@@ -245,7 +245,10 @@ impl StorageProxy {
                     let peers = self.peers();
                     let (body, hints) = (body.clone(), hints.clone());
                     glommio::spawn_local(async move {
-                        let result = match peers.call(replica.peer, PeerRequest::Mutate(body.clone()), timeout).await {
+                        let result = match peers
+                            .call_shard(replica.peer, replica.shard, PeerRequest::Mutate(body.clone()), timeout)
+                            .await
+                        {
                             Ok(_) => Ok(()),
                             Err(e) => Err(e.to_string()),
                         };
@@ -468,7 +471,10 @@ impl StorageProxy {
         }
         let peers = self.peers();
         Box::pin(async move {
-            match peers.call(replica.peer, PeerRequest::Mutate(MutateBody::encode(&updates)), timeout).await {
+            match peers
+                .call_shard(replica.peer, replica.shard, PeerRequest::Mutate(MutateBody::encode(&updates)), timeout)
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
@@ -501,9 +507,9 @@ impl StorageProxy {
         }
         let peers = self.peers();
         let read = PeerRequest::Read(ReadRequest { digest_only, ..request.clone() });
-        let peer = replica.peer;
+        let (peer, shard) = (replica.peer, replica.shard);
         glommio::spawn_local(async move {
-            let result = match peers.call(peer, read, timeout).await {
+            let result = match peers.call_shard(peer, shard, read, timeout).await {
                 Ok(PeerAnswer::ReadResult(result)) => Ok(result),
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),

@@ -56,7 +56,7 @@ struct LocalPeers {
 }
 
 impl Peers for LocalPeers {
-    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
+    fn call_shard(&self, peer: SocketAddr, _shard: u16, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
         let target = self.targets.borrow().get(&peer).cloned();
         Box::pin(async move {
             let Some(target) = target else {

@@ -314,9 +314,10 @@ impl RangeRead<'_> {
             return Ok(());
         }
         let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers();
-        let (peer, scan, timeout) = (replica.peer, PeerRequest::Scan(request.clone()), self.proxy.timeouts().read);
+        let (peer, shard, scan) = (replica.peer, replica.shard, PeerRequest::Scan(request.clone()));
+        let timeout = self.proxy.timeouts().read;
         glommio::spawn_local(async move {
-            let page = match peers.call(peer, scan, timeout).await {
+            let page = match peers.call_shard(peer, shard, scan, timeout).await {
                 Ok(PeerAnswer::ScanResult(page)) if page.len() <= limit => Ok(page),
                 Ok(PeerAnswer::ScanResult(page)) => {
                     Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.len()))

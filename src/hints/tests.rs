@@ -171,7 +171,7 @@ impl Default for Recorder {
 }
 
 impl Peers for Recorder {
-    fn call(&self, peer: SocketAddr, request: PeerRequest, _timeout: Duration) -> PeerCall<'_> {
+    fn call_shard(&self, peer: SocketAddr, _shard: u16, request: PeerRequest, _timeout: Duration) -> PeerCall<'_> {
         Box::pin(async move {
             self.calls.set(self.calls.get() + 1);
             if self.answers_left.get() == 0 {

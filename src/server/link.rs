@@ -1,20 +1,18 @@
 //! What crosses between a node's shards in the server, and nothing else: a front door asks
-//! the coordinator shard for the node-wide duties it owns (peer calls over its transport,
-//! hints, telling peers of schema changes, admin), and the coordinator shard tells every
-//! front door of each new cluster view and hands it its share of the client connections.
+//! the coordinator shard for the node-wide duties it owns (hints, telling peers of schema
+//! changes, admin), and the coordinator shard tells every front door of each new cluster view
+//! and hands it its share of the client and peer connections. Peer calls do not cross: every
+//! shard has its own peer transport.
 //! Each shard keeps its own state; only these messages, over bounded flume channels, cross.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wire::protocol::{AdminRequest, Request, Response};
 
 use crate::cluster::service::Cluster;
-use crate::cluster::transport::PeerError;
-use crate::cluster::transport::{PeerCall, PeerRequest, Peers};
-use crate::cluster::verbs::answer_from_frame;
+use crate::cluster::transport::TransportConfig;
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
 use crate::coordinator::{Coordinator, CoordinatorShard, HintSink};
@@ -32,14 +30,6 @@ pub const DOOR_CONTROL_QUEUE: usize = 64;
 
 /// What a front door asks of the coordinator shard.
 pub enum HomeRequest {
-    /// A call to another node over the coordinator shard's peer transport.
-    Peer {
-        peer: SocketAddr,
-        opcode: u8,
-        body: Vec<u8>,
-        timeout: Duration,
-        reply: flume::Sender<Result<(u8, Vec<u8>), PeerError>>,
-    },
     /// A replica missed a write: keep a hint for it.
     Hint {
         target: HostId,
@@ -59,15 +49,16 @@ pub enum HomeRequest {
 /// What the coordinator shard tells a front door.
 pub enum DoorControl {
     /// The first message: the coordinator shard is serving (batchlog opened, cluster service
-    /// started) and the node's client ports are bound.
-    Start { client: SocketAddr, shard_aware_port: u16 },
+    /// started) and the node's client and peer ports are bound; `peers` is how this node's
+    /// transports call and serve peers.
+    Start { client: SocketAddr, shard_aware_port: u16, peers: TransportConfig },
     /// The cluster view requests start with from now on.
     View(Arc<ClusterView>),
     /// Answer with the door's request counters (a metrics scrape).
     Counters { reply: flume::Sender<RequestCounters> },
 }
 
-/// A front door's way to the coordinator shard: peers, hints and node-wide duties.
+/// A front door's way to the coordinator shard: hints and node-wide duties.
 pub struct Home {
     requests: flume::Sender<HomeRequest>,
 }
@@ -81,22 +72,6 @@ impl Home {
         let (reply, answer) = flume::bounded(1);
         self.requests.send_async(make(reply)).await.ok()?;
         answer.recv_async().await.ok()
-    }
-}
-
-impl Peers for Home {
-    /// The request crosses to the coordinator shard encoded (plain bytes, `Send`), and its
-    /// answer comes back as the frame the transport received, decoded here.
-    fn call(&self, peer: SocketAddr, request: PeerRequest, timeout: Duration) -> PeerCall<'_> {
-        let (opcode, body) = request.encode();
-        drop(request);
-        Box::pin(async move {
-            let asked = self.ask(|reply| HomeRequest::Peer { peer, opcode, body, timeout, reply });
-            let answer = asked.await.unwrap_or_else(|| {
-                Err(PeerError::Unreachable { peer, reason: "the coordinator shard has stopped".into() })
-            })?;
-            answer_from_frame(peer, opcode, answer)
-        })
     }
 }
 
@@ -138,13 +113,6 @@ pub async fn serve_home(
     while let Ok(request) = requests.recv_async().await {
         match request {
             HomeRequest::Hint { target, target_alive, mutate } => hints.store(target, target_alive, &Rc::new(mutate)),
-            HomeRequest::Peer { peer, opcode, body, timeout, reply } => {
-                let transport = cluster.transport().clone();
-                glommio::spawn_local(async move {
-                    let _ = reply.send(transport.call_raw(peer, opcode, body, timeout).await);
-                })
-                .detach();
-            }
             HomeRequest::SchemaChanged { reply } => {
                 let cluster = cluster.clone();
                 glommio::spawn_local(async move {
@@ -176,9 +144,9 @@ impl Doors {
     }
 
     /// Tells every other shard's front door to start serving.
-    pub fn start(&self, client: SocketAddr, shard_aware_port: u16) {
+    pub fn start(&self, client: SocketAddr, shard_aware_port: u16, peers: &TransportConfig) {
         for door in self.control.iter().flatten() {
-            let _ = door.try_send(DoorControl::Start { client, shard_aware_port });
+            let _ = door.try_send(DoorControl::Start { client, shard_aware_port, peers: peers.clone() });
         }
     }
 

@@ -2,8 +2,10 @@
 //! dependency order, each service given what it uses when it is made. Shard 0, the
 //! coordinator shard, opens the batchlog, binds the client and peer ports, opens the hints,
 //! starts the cluster service (gossip), metrics and repair, accepts every client connection
-//! and hands each to a shard's front door, and serves the other doors' requests for node-wide
-//! duties. Every shard (shard 0 too) is a front door: it runs the coordinator role for the
+//! and hands each to a shard's front door, accepts every peer connection and hands it to the
+//! shard its HELLO names, and serves the other doors' requests for node-wide duties. Every
+//! shard (shard 0 too) is a front door: it runs the coordinator role for the connections it
+//! is handed, calls peers over its own transport and serves the data requests of the peer
 //! connections it is handed. The channels between them are made here, once, before any
 //! executor starts (`link.rs` says what crosses).
 
@@ -16,7 +18,9 @@ use shards::node::{LocalService, Node};
 use super::accept::{self, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
+use crate::cluster::opcodes::DATA_REQUESTS;
 use crate::cluster::service::{Cluster, PeerPort};
+use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandlers, Transport, HANDED_PEER_QUEUE};
 use crate::cluster::view::ClusterView;
 use crate::config::ServerConfig;
 use crate::coordinator::{Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
@@ -46,6 +50,7 @@ pub struct Wiring {
     stop: flume::Receiver<()>,
     home: (flume::Sender<HomeRequest>, flume::Receiver<HomeRequest>),
     handoffs: Vec<(flume::Sender<Handoff>, flume::Receiver<Handoff>)>,
+    peer_handoffs: Vec<(flume::Sender<HandedPeer>, flume::Receiver<HandedPeer>)>,
     control: Vec<(flume::Sender<DoorControl>, flume::Receiver<DoorControl>)>,
     /// Each front door but shard 0's says here when its connections have finished.
     done: (flume::Sender<()>, flume::Receiver<()>),
@@ -65,6 +70,7 @@ impl Wiring {
             shards,
             home: flume::bounded(HOME_QUEUE),
             handoffs: (0..shards).map(|_| flume::bounded(handoff_queue)).collect(),
+            peer_handoffs: (0..shards).map(|_| flume::bounded(HANDED_PEER_QUEUE)).collect(),
             control: (0..shards).map(|_| flume::bounded(DOOR_CONTROL_QUEUE)).collect(),
             done: flume::bounded(shards),
             config,
@@ -81,6 +87,13 @@ impl Wiring {
                     home: self.home.1.clone(),
                     handoffs: self.handoffs.iter().map(|(tx, _)| tx.clone()).collect(),
                     incoming: self.handoffs[0].1.clone(),
+                    // Shard 0 serves its own peer connections where it accepts them.
+                    peer_doors: self
+                        .peer_handoffs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (tx, _))| (i > 0).then(|| tx.clone()))
+                        .collect(),
                     // Shard 0 is reached directly, not through a control queue.
                     control: self.control.iter().enumerate().map(|(i, (tx, _))| (i > 0).then(|| tx.clone())).collect(),
                     done: self.done.1.clone(),
@@ -95,6 +108,7 @@ impl Wiring {
                     shards: self.shards as u16,
                     home: self.home.0.clone(),
                     incoming: self.handoffs[usize::from(shard)].1.clone(),
+                    peers: self.peer_handoffs[usize::from(shard)].1.clone(),
                     control: self.control[usize::from(shard)].1.clone(),
                     done: self.done.0.clone(),
                 };
@@ -111,6 +125,8 @@ struct CoordinatorShardEnds {
     /// the doors' queues end when accepting does.
     handoffs: Vec<flume::Sender<Handoff>>,
     incoming: flume::Receiver<Handoff>,
+    /// To every other shard, for the peer connections whose HELLO names it.
+    peer_doors: PeerDoors,
     control: Vec<Option<flume::Sender<DoorControl>>>,
     done: flume::Receiver<()>,
     stop: flume::Receiver<()>,
@@ -121,6 +137,8 @@ struct DoorEnds {
     shards: u16,
     home: flume::Sender<HomeRequest>,
     incoming: flume::Receiver<Handoff>,
+    /// The peer connections the coordinator shard hands this shard.
+    peers: flume::Receiver<HandedPeer>,
     control: flume::Receiver<DoorControl>,
     done: flume::Sender<()>,
 }
@@ -162,11 +180,12 @@ async fn coordinator_shard(
     let shard_aware_addr = shard_aware_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shard_aware_port = shard_aware_addr.map_or(0, |a| a.port());
     let cluster_config = config.cluster_config(client_addr, shard_aware_addr);
-    let peer_port = match PeerPort::bind(&cluster_config) {
+    let peer_port = match PeerPort::bind(&cluster_config, ends.peer_doors) {
         Ok(port) => port,
         Err(e) => return fail(e.to_string()),
     };
     let peers = peer_port.transport().clone();
+    let transport_config = peers.config().clone();
     // The coordinator's view until the cluster service swaps in its first.
     let view = Rc::new(RefCell::new(Rc::new(ClusterView::alone(node.host_id()))));
     let hints = match HintStore::open(
@@ -202,7 +221,7 @@ async fn coordinator_shard(
         Err(e) => return fail(e.to_string()),
     };
     // After the cluster service's first view, which the doors take before serving.
-    doors.start(client_addr, shard_aware_port);
+    doors.start(client_addr, shard_aware_port, &transport_config);
     let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
     let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr));
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
@@ -277,13 +296,13 @@ async fn coordinator_shard(
 
 /// Shard 1 and up: the coordinator role for the connections this shard is handed.
 async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: flume::Sender<ServiceEvent>) {
-    let DoorEnds { shard, shards, home, incoming, control, done } = ends;
+    let DoorEnds { shard, shards, home, incoming, peers, control, done } = ends;
     // The coordinator shard says when it serves (the batchlog exists, the ports are bound,
     // the cluster service has sent its first view).
     let mut first_view = None;
-    let (client, shard_aware_port) = loop {
+    let (client, shard_aware_port, transport_config) = loop {
         match control.recv_async().await {
-            Ok(DoorControl::Start { client, shard_aware_port }) => break (client, shard_aware_port),
+            Ok(DoorControl::Start { client, shard_aware_port, peers }) => break (client, shard_aware_port, peers),
             Ok(DoorControl::View(view)) => first_view = Some(view),
             Ok(DoorControl::Counters { reply }) => {
                 let _ = reply.send(Default::default());
@@ -305,7 +324,14 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     };
     let view = first_view.map_or_else(|| ClusterView::alone(node.host_id()), |view| (*view).clone());
     let view = Rc::new(RefCell::new(Rc::new(view)));
-    let proxy = StorageProxy::new(node, view, home.clone(), Some(home.clone()), config.timeouts());
+    let transport = Transport::new(transport_config.clone());
+    let proxy = StorageProxy::new(node.clone(), view, transport, Some(home.clone()), config.timeouts());
+    // The data requests of the peer connections handed to this shard, served here: a replica
+    // write for a token this shard owns crosses no core. Gossip and schema requests belong to
+    // the coordinator shard, where the callers send them.
+    let mut handlers = PeerHandlers::new();
+    handlers.register(&DATA_REQUESTS, Rc::new(ReplicaHandler { node, clock: proxy.clock().clone() }));
+    glommio::spawn_local(async move { serve_handed(peers, Rc::new(handlers), &transport_config).await }).detach();
     let role = Role::FrontDoor { shard, home };
     let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client));
     let metrics = Rc::new(Metrics::new());

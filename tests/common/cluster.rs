@@ -25,6 +25,8 @@ pub struct TestCluster {
     seed: SocketAddr,
     /// Flags every node starts with, after the cluster's own.
     extra: Vec<String>,
+    /// Shards of every node.
+    shards: usize,
 }
 
 impl TestCluster {
@@ -35,9 +37,15 @@ impl TestCluster {
 
     /// As [`TestCluster::start`], every node also given `extra` flags.
     pub fn start_with(name: &str, n: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_sharded(name, n, 1, extra)
+    }
+
+    /// As [`TestCluster::start_with`], with `shards` shards on every node.
+    pub fn start_sharded(name: &str, n: usize, shards: usize, extra: &[&str]) -> TestCluster {
         let dir = super::scratch_dir(name);
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut cluster = TestCluster { dir, nodes: Vec::new(), seed: SocketAddr::from(([0, 0, 0, 0], 0)), extra };
+        let seed = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut cluster = TestCluster { dir, nodes: Vec::new(), seed, extra, shards };
         for i in 1..=n {
             let server = cluster.launch(i);
             if i == 1 {
@@ -61,7 +69,7 @@ impl TestCluster {
             extra.extend(["--seeds", &seeds]);
         }
         extra.extend(self.extra.iter().map(String::as_str));
-        Server::start_on(&node_host(i), &self.node_dir(i), 1, &extra)
+        Server::start_on(&node_host(i), &self.node_dir(i), self.shards, &extra)
     }
 
     /// Starts one more node (the next number) with node 1 as its seed; returns its number.

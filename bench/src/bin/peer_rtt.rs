@@ -169,7 +169,7 @@ async fn call_loop(
                     if at >= measure_until {
                         break;
                     }
-                    let answer = transport.call_raw(peer, MUTATE, vec![0; body_bytes], Duration::from_secs(5)).await;
+                    let answer = transport.call_raw(peer, 0, MUTATE, vec![0; body_bytes], Duration::from_secs(5)).await;
                     if at < measure_from {
                         continue;
                     }

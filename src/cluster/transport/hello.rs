@@ -1,6 +1,7 @@
 //! The peer protocol's own messages: the HELLO handshake that opens every connection (peer
-//! protocol version, the caller's peer address and its cluster name) and the PEER_ERROR body. Pure encodings
-//! (docs/PROTOCOL.md, "Peer protocol"); no I/O, no glommio.
+//! protocol version, the caller's peer address, its cluster name and the callee's shard that
+//! is to serve the connection) and the PEER_ERROR body. Pure encodings (docs/PROTOCOL.md,
+//! "Peer protocol"); no I/O, no glommio.
 
 use std::net::SocketAddr;
 
@@ -8,11 +9,12 @@ use wire::codec::{DecodeError, Reader, Writer};
 
 /// The peer protocol version this build speaks: the meaning of the peer opcodes and bodies.
 /// It is independent of the frame version (`wire::frame::PROTOCOL_VERSION`), which the two
-/// protocols share. Version 2 added the cluster name to HELLO.
-pub const PEER_PROTOCOL_VERSION: u8 = 2;
+/// protocols share. Version 2 added the cluster name to HELLO, version 3 the shard.
+pub const PEER_PROTOCOL_VERSION: u8 = 3;
 
-/// Every peer protocol version this build speaks, oldest first.
-pub const SUPPORTED_PEER_VERSIONS: [u8; 1] = [PEER_PROTOCOL_VERSION];
+/// Every peer protocol version this build speaks, oldest first. A version 2 caller's
+/// connections are served by the callee's coordinator shard.
+pub const SUPPORTED_PEER_VERSIONS: [u8; 2] = [2, PEER_PROTOCOL_VERSION];
 
 /// Longest peer address text in a HELLO ("[ipv6%scope]:port" fits with room to spare).
 pub const MAX_ADDRESS_BYTES: usize = 128;
@@ -44,19 +46,23 @@ pub mod codes {
 }
 
 /// First request on every connection (stream 0): the highest peer protocol version the caller
-/// speaks, the address the caller's own peer listener is reachable at, and the name of the
-/// cluster it belongs to.
+/// speaks, the address the caller's own peer listener is reachable at, the name of the
+/// cluster it belongs to, and which of the callee's shards is to serve the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version: u8,
     pub from: SocketAddr,
     /// Absent in a version 1 HELLO (refused by version anyway, with a clear reason).
     pub cluster: Option<String>,
+    /// The callee's shard the caller wants (the one owning the data it will send); 0, the
+    /// coordinator shard, in a version 2 HELLO. A shard the callee does not have is served by
+    /// its coordinator shard.
+    pub shard: u16,
 }
 
 impl Hello {
-    pub fn new(from: SocketAddr, cluster: &str) -> Hello {
-        Hello { version: PEER_PROTOCOL_VERSION, from, cluster: Some(cluster.to_owned()) }
+    pub fn new(from: SocketAddr, cluster: &str, shard: u16) -> Hello {
+        Hello { version: PEER_PROTOCOL_VERSION, from, cluster: Some(cluster.to_owned()), shard }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -64,6 +70,9 @@ impl Hello {
         w.u8(self.version).str(&self.from.to_string());
         if let Some(cluster) = &self.cluster {
             w.str(cluster);
+        }
+        if self.version >= 3 {
+            w.u16(self.shard);
         }
         w.into_bytes()
     }
@@ -83,8 +92,16 @@ impl Hello {
                     .to_owned(),
             ),
         };
-        r.finish()?;
-        Ok(Hello { version, from, cluster })
+        // Versions from 3 on name the shard; later versions add fields after it, which a
+        // node of this version need not read (it answers with the version it speaks).
+        let shard = match version {
+            0..=2 => 0,
+            _ => r.u16()?,
+        };
+        if version <= PEER_PROTOCOL_VERSION {
+            r.finish()?;
+        }
+        Ok(Hello { version, from, cluster, shard })
     }
 
     /// The version both sides speak, or the PEER_ERROR refusing the connection: no version in
@@ -168,13 +185,16 @@ mod tests {
 
     proptest! {
         #[test]
-        fn hello_round_trips(version in any::<u8>(), ip in any::<[u8; 16]>(), v4 in any::<bool>(), port in any::<u16>()) {
+        fn hello_round_trips(
+            version in any::<u8>(), ip in any::<[u8; 16]>(), v4 in any::<bool>(), port in any::<u16>(), shard in any::<u16>()
+        ) {
             let from: SocketAddr = match v4 {
                 true => (std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]), port).into(),
                 false => (std::net::Ipv6Addr::from(ip), port).into(),
             };
             let cluster = (version >= 2).then(|| format!("cluster {port}"));
-            let hello = Hello { version, from, cluster };
+            let shard = if version >= 3 { shard } else { 0 };
+            let hello = Hello { version, from, cluster, shard };
             prop_assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
         }
 
@@ -207,7 +227,7 @@ mod tests {
         let mut w = Writer::new();
         w.u8(1).str("not an address");
         assert!(matches!(Hello::decode(&w.into_bytes()), Err(DecodeError::Invalid { what: "peer address", .. })));
-        let mut body = Hello::new("127.0.0.1:7470".parse().unwrap(), "c").encode();
+        let mut body = Hello::new("127.0.0.1:7470".parse().unwrap(), "c", 1).encode();
         body.push(0);
         assert!(matches!(Hello::decode(&body), Err(DecodeError::Trailing { extra: 1 })));
         // A version 2 HELLO without its cluster name is cut short.
@@ -217,10 +237,22 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_hello_asks_for_the_coordinator_shard_and_a_newer_one_may_carry_more() {
+        let mut w = Writer::new();
+        w.u8(2).str("127.0.0.1:7470").str("c");
+        assert_eq!(Hello::decode(&w.into_bytes()).map(|h| h.shard), Ok(0));
+        let mut w = Writer::new();
+        w.u8(PEER_PROTOCOL_VERSION + 1).str("127.0.0.1:7470").str("c").u16(5).u32(7);
+        let newer = Hello::decode(&w.into_bytes()).expect("fields after the shard are a newer version's");
+        assert_eq!(newer.shard, 5);
+        assert_eq!(newer.accept("c"), Ok(PEER_PROTOCOL_VERSION));
+    }
+
+    #[test]
     fn a_hello_from_another_cluster_or_an_older_version_is_refused_saying_why() {
         let from = "127.0.0.2:7470".parse().unwrap();
-        assert_eq!(Hello::new(from, "prod").accept("prod"), Ok(PEER_PROTOCOL_VERSION));
-        let other = Hello::new(from, "staging").accept("prod").unwrap_err();
+        assert_eq!(Hello::new(from, "prod", 0).accept("prod"), Ok(PEER_PROTOCOL_VERSION));
+        let other = Hello::new(from, "staging", 0).accept("prod").unwrap_err();
         assert_eq!(other.code, codes::CLUSTER);
         assert!(other.message.contains("\"prod\"") && other.message.contains("\"staging\""), "{}", other.message);
         // A version 1 caller (no cluster name) is refused by version, the clearer reason.

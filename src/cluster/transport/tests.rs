@@ -82,7 +82,7 @@ impl TestPeer {
         let (stop, stopped) = flume::bounded::<()>(1);
         let served = glommio::spawn_local(async move {
             let config = TransportConfig { local_addr: addr, ..config };
-            serve(listener, handler, &config, async move {
+            serve(listener, handler, &config, Vec::new(), async move {
                 let _ = stopped.recv_async().await;
             })
             .await;
@@ -133,7 +133,7 @@ fn concurrent_calls_share_one_connection_and_are_answered_out_of_order() {
             body.extend_from_slice(&i.to_le_bytes());
             let (transport, finished) = (transport.clone(), finished.clone());
             calls.push(glommio::spawn_local(async move {
-                let answer = transport.call_raw(peer.addr, READ, body.clone(), PATIENCE).await;
+                let answer = transport.call_raw(peer.addr, 0, READ, body.clone(), PATIENCE).await;
                 finished.borrow_mut().push(i);
                 (body, answer)
             }));
@@ -145,7 +145,7 @@ fn concurrent_calls_share_one_connection_and_are_answered_out_of_order() {
         }
         let order = finished.borrow().clone();
         assert!(order.windows(2).any(|w| w[0] > w[1]), "answers came back in request order: {order:?}");
-        let stats = transport.peer_stats(peer.addr).expect("the peer was called");
+        let stats = transport.peer_stats(peer.addr, 0).expect("the peer was called");
         assert_eq!(stats, PeerStats { connect_attempts: 1, connected: true, in_flight: 0, abandoned: 0 });
         assert_eq!(handler.served.get(), 200);
         assert_eq!(handler.last_from.get(), Some(caller_config().local_addr), "the handler sees the HELLO address");
@@ -159,19 +159,22 @@ fn a_timed_out_call_frees_its_slot_and_its_late_answer_is_dropped() {
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), localhost());
         let transport = Transport::new(TransportConfig { max_in_flight_per_peer: 1, ..caller_config() });
         let started = Instant::now();
-        let slow = transport.call_raw(peer.addr, READ, vec![200, 1], Duration::from_millis(30)).await;
+        let slow = transport.call_raw(peer.addr, 0, READ, vec![200, 1], Duration::from_millis(30)).await;
         assert_eq!(slow, Err(PeerError::Timeout { peer: peer.addr, timeout: Duration::from_millis(30) }));
         assert!(started.elapsed() < Duration::from_secs(1), "the timeout took {:?}", started.elapsed());
         // The only in-flight slot is free again while the slow answer is still on its way...
-        let fast = transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await;
+        let fast = transport.call_raw(peer.addr, 0, READ, vec![0, 2], PATIENCE).await;
         assert_eq!(fast, Ok((READ_RESULT, vec![2, 0])));
-        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
+        assert_eq!(transport.peer_stats(peer.addr, 0).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
         // ...and once it arrives it is dropped, not handed to a later call.
         glommio::timer::sleep(Duration::from_millis(250)).await;
         for i in 3..6 {
-            assert_eq!(transport.call_raw(peer.addr, READ, vec![0, i], PATIENCE).await, Ok((READ_RESULT, vec![i, 0])));
+            assert_eq!(
+                transport.call_raw(peer.addr, 0, READ, vec![0, i], PATIENCE).await,
+                Ok((READ_RESULT, vec![i, 0]))
+            );
         }
-        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.connect_attempts, s.abandoned)), Some((1, 0)));
+        assert_eq!(transport.peer_stats(peer.addr, 0).map(|s| (s.connect_attempts, s.abandoned)), Some((1, 0)));
         peer.stop().await;
     });
 }
@@ -187,25 +190,34 @@ fn a_down_peer_is_unreachable_at_once_and_connect_attempts_back_off() {
         };
         let transport = Transport::new(backoff);
         let started = Instant::now();
-        let first = transport.call_raw(down, READ, vec![0], PATIENCE).await;
+        let first = transport.call_raw(down, 0, READ, vec![0], PATIENCE).await;
         assert!(matches!(&first, Err(PeerError::Unreachable { peer, .. }) if *peer == down), "{first:?}");
         assert!(started.elapsed() < Duration::from_secs(1), "the first failure took {:?}", started.elapsed());
         // Within the backoff, calls fail at once (on their first poll) without trying to connect.
         for _ in 0..100 {
-            let again = futures_lite::future::poll_once(transport.call_raw(down, READ, vec![0], PATIENCE)).await;
+            let again = futures_lite::future::poll_once(transport.call_raw(down, 0, READ, vec![0], PATIENCE)).await;
             assert!(matches!(again, Some(Err(PeerError::Unreachable { .. }))), "{again:?}");
         }
-        assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(1));
+        assert_eq!(transport.peer_stats(down, 0).map(|s| s.connect_attempts), Some(1));
         // After it (100 ms), one new attempt; the wait then doubles (200 ms).
         glommio::timer::sleep(Duration::from_millis(120)).await;
-        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
-        assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(2));
+        assert!(matches!(
+            transport.call_raw(down, 0, READ, vec![0], PATIENCE).await,
+            Err(PeerError::Unreachable { .. })
+        ));
+        assert_eq!(transport.peer_stats(down, 0).map(|s| s.connect_attempts), Some(2));
         glommio::timer::sleep(Duration::from_millis(120)).await;
-        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
-        assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(2), "the second wait is 200 ms");
+        assert!(matches!(
+            transport.call_raw(down, 0, READ, vec![0], PATIENCE).await,
+            Err(PeerError::Unreachable { .. })
+        ));
+        assert_eq!(transport.peer_stats(down, 0).map(|s| s.connect_attempts), Some(2), "the second wait is 200 ms");
         glommio::timer::sleep(Duration::from_millis(100)).await;
-        assert!(matches!(transport.call_raw(down, READ, vec![0], PATIENCE).await, Err(PeerError::Unreachable { .. })));
-        assert_eq!(transport.peer_stats(down).map(|s| s.connect_attempts), Some(3));
+        assert!(matches!(
+            transport.call_raw(down, 0, READ, vec![0], PATIENCE).await,
+            Err(PeerError::Unreachable { .. })
+        ));
+        assert_eq!(transport.peer_stats(down, 0).map(|s| s.connect_attempts), Some(3));
     });
 }
 
@@ -216,19 +228,19 @@ fn a_restarted_peer_is_reached_again() {
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let addr = peer.addr;
         let transport = Transport::new(caller_config());
-        assert_eq!(transport.call_raw(addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(addr, 0, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
         peer.stop().await;
         // The connection is gone: the next call reconnects, fails, and backs off.
-        let mut down = transport.call_raw(addr, READ, vec![0, 2], PATIENCE).await;
+        let mut down = transport.call_raw(addr, 0, READ, vec![0, 2], PATIENCE).await;
         if matches!(down, Err(PeerError::Closed { .. })) {
             // The close raced the call; the call after it reconnects.
-            down = transport.call_raw(addr, READ, vec![0, 2], PATIENCE).await;
+            down = transport.call_raw(addr, 0, READ, vec![0, 2], PATIENCE).await;
         }
         assert!(matches!(down, Err(PeerError::Unreachable { .. })), "{down:?}");
         let peer = TestPeer::start(handler.clone(), caller_config(), addr);
         let deadline = Instant::now() + PATIENCE;
         let answer = loop {
-            match transport.call_raw(addr, READ, vec![0, 3], PATIENCE).await {
+            match transport.call_raw(addr, 0, READ, vec![0, 3], PATIENCE).await {
                 Err(PeerError::Unreachable { .. }) if Instant::now() < deadline => {
                     glommio::timer::sleep(Duration::from_millis(10)).await
                 }
@@ -236,7 +248,7 @@ fn a_restarted_peer_is_reached_again() {
             }
         };
         assert_eq!(answer, Ok((READ_RESULT, vec![3, 0])));
-        let stats = transport.peer_stats(addr).expect("called");
+        let stats = transport.peer_stats(addr, 0).expect("called");
         assert!(stats.connected && stats.connect_attempts <= 4, "{stats:?}");
         peer.stop().await;
     });
@@ -275,7 +287,11 @@ fn peer_frame(opcode: u8, stream: u16, body: Vec<u8>) -> Vec<u8> {
 
 fn hello_frame(version: u8) -> Vec<u8> {
     let cluster = (version >= 2).then(|| DEFAULT_CLUSTER_NAME.to_owned());
-    peer_frame(PEER_HELLO, 0, Hello { version, from: "127.0.0.1:7000".parse().expect("valid"), cluster }.encode())
+    peer_frame(
+        PEER_HELLO,
+        0,
+        Hello { version, from: "127.0.0.1:7000".parse().expect("valid"), cluster, shard: 0 }.encode(),
+    )
 }
 
 #[test]
@@ -284,7 +300,7 @@ fn garbage_closes_the_connection_and_the_peer_keeps_serving() {
         let handler = Rc::new(TestHandler::default());
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let transport = Transport::new(caller_config());
-        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.call_raw(peer.addr, 0, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
 
         // Not the protocol at all.
         let mut raw = TcpStream::connect(peer.addr).await.expect("connect");
@@ -319,9 +335,9 @@ fn garbage_closes_the_connection_and_the_peer_keeps_serving() {
         assert!(matches!(&errors[..], [(0, e)] if e.message.contains("unsupported protocol version")), "{errors:?}");
 
         // The pooled connection and new ones are served as before.
-        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(transport.call_raw(peer.addr, 0, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         let other = Transport::new(caller_config());
-        assert_eq!(other.call_raw(peer.addr, READ, vec![0, 3], PATIENCE).await, Ok((READ_RESULT, vec![3, 0])));
+        assert_eq!(other.call_raw(peer.addr, 0, READ, vec![0, 3], PATIENCE).await, Ok((READ_RESULT, vec![3, 0])));
         assert_eq!(handler.served.get(), 3, "no garbage reached the handler");
         peer.stop().await;
     });
@@ -348,7 +364,7 @@ fn a_wrong_peer_protocol_version_is_refused_with_a_typed_error() {
             read_to_close(&mut stream).await;
         });
         let transport = Transport::new(caller_config());
-        let refused = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
+        let refused = transport.call_raw(addr, 0, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Incompatible { reason, .. }) if reason.contains("version 9")),
             "{refused:?}"
@@ -363,7 +379,7 @@ fn a_node_of_another_cluster_is_refused_and_its_calls_fail_as_incompatible() {
         let handler = Rc::new(TestHandler::default());
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let stranger = Transport::new(TransportConfig { cluster_name: "staging".into(), ..caller_config() });
-        let refused = stranger.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await;
+        let refused = stranger.call_raw(peer.addr, 0, READ, vec![0, 1], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Incompatible { reason, .. })
                 if reason.contains("\"staging\"") && reason.contains(&format!("{DEFAULT_CLUSTER_NAME:?}"))),
@@ -371,7 +387,7 @@ fn a_node_of_another_cluster_is_refused_and_its_calls_fail_as_incompatible() {
         );
         // Its own cluster's nodes are served as before, and nothing reached the handler.
         let member = Transport::new(caller_config());
-        assert_eq!(member.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(member.call_raw(peer.addr, 0, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         assert_eq!(handler.served.get(), 1, "the stranger's request never reached the handler");
         peer.stop().await;
     });
@@ -387,26 +403,26 @@ fn bounds_give_overloaded_at_once() {
         let waiting: Vec<_> = (0..4)
             .map(|_| {
                 let transport = transport.clone();
-                glommio::spawn_local(async move { transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE).await })
+                glommio::spawn_local(async move { transport.call_raw(peer.addr, 0, MUTATE, vec![], PATIENCE).await })
             })
             .collect();
         glommio::timer::sleep(Duration::from_millis(20)).await;
         // Refused at once: the call resolves on its first poll.
-        let over = futures_lite::future::poll_once(transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE)).await;
+        let over = futures_lite::future::poll_once(transport.call_raw(peer.addr, 0, MUTATE, vec![], PATIENCE)).await;
         assert!(
             matches!(&over, Some(Err(PeerError::Overloaded { reason, .. })) if reason.contains("limit 4")),
             "{over:?}"
         );
         // Too many queued bytes: a frame larger than the queue bound.
         let small_queue = Transport::new(TransportConfig { max_queued_bytes_per_peer: 1000, ..caller_config() });
-        let over = small_queue.call_raw(peer.addr, READ, vec![0; 1000], PATIENCE).await;
+        let over = small_queue.call_raw(peer.addr, 0, READ, vec![0; 1000], PATIENCE).await;
         assert!(matches!(&over, Err(PeerError::Overloaded { reason, .. }) if reason.contains("queued")), "{over:?}");
         // A frame over the frame limit is refused before anything is queued.
-        let too_large = transport.call_raw(peer.addr, READ, vec![0; DEFAULT_MAX_FRAME_BYTES], PATIENCE).await;
+        let too_large = transport.call_raw(peer.addr, 0, READ, vec![0; DEFAULT_MAX_FRAME_BYTES], PATIENCE).await;
         assert!(matches!(too_large, Err(PeerError::TooLarge { .. })), "{too_large:?}");
         // The serving side accepts one connection: a second caller is refused.
         let second = Transport::new(caller_config());
-        let refused = second.call_raw(peer.addr, READ, vec![0], PATIENCE).await;
+        let refused = second.call_raw(peer.addr, 0, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&refused, Err(PeerError::Overloaded { reason, .. }) if reason.contains("limit 1")),
             "{refused:?}"
@@ -425,14 +441,14 @@ fn handler_errors_and_panics_answer_only_their_request() {
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), localhost());
         let transport = Transport::new(caller_config());
         let remote = |code: u16| move |r: &Result<(u8, Vec<u8>), PeerError>| matches!(r, Err(PeerError::Remote { code: c, .. }) if *c == code);
-        let invalid = transport.call_raw(peer.addr, SCAN, vec![], PATIENCE).await;
+        let invalid = transport.call_raw(peer.addr, 0, SCAN, vec![], PATIENCE).await;
         assert!(remote(codes::INVALID)(&invalid), "{invalid:?}");
-        let panicked = transport.call_raw(peer.addr, SCHEMA_PULL, vec![], PATIENCE).await;
+        let panicked = transport.call_raw(peer.addr, 0, SCHEMA_PULL, vec![], PATIENCE).await;
         assert!(remote(codes::SERVER)(&panicked), "{panicked:?}");
-        let wrong = transport.call_raw(peer.addr, GOSSIP_SYN, vec![], PATIENCE).await;
+        let wrong = transport.call_raw(peer.addr, 0, GOSSIP_SYN, vec![], PATIENCE).await;
         assert!(remote(codes::SERVER)(&wrong), "{wrong:?}");
-        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
-        assert_eq!(transport.peer_stats(peer.addr).map(|s| s.connect_attempts), Some(1));
+        assert_eq!(transport.call_raw(peer.addr, 0, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.peer_stats(peer.addr, 0).map(|s| s.connect_attempts), Some(1));
         peer.stop().await;
     });
 }
@@ -456,16 +472,16 @@ fn a_connection_lost_mid_call_fails_its_calls_with_closed_and_the_next_call_reco
             listener
         });
         let transport = Transport::new(caller_config());
-        let lost = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
+        let lost = transport.call_raw(addr, 0, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&lost, Err(PeerError::Closed { reason, .. }) if reason.contains("closed by the peer")),
             "{lost:?}"
         );
         drop(fake.await);
         let peer = TestPeer::start(Rc::new(TestHandler::default()), caller_config(), addr);
-        assert_eq!(transport.call_raw(addr, READ, vec![0, 7], PATIENCE).await, Ok((READ_RESULT, vec![7, 0])));
+        assert_eq!(transport.call_raw(addr, 0, READ, vec![0, 7], PATIENCE).await, Ok((READ_RESULT, vec![7, 0])));
         assert_eq!(
-            transport.peer_stats(addr).map(|s| s.connect_attempts),
+            transport.peer_stats(addr, 0).map(|s| s.connect_attempts),
             Some(2),
             "no backoff after a lost connection"
         );
@@ -495,7 +511,7 @@ fn silence_is_bounded_by_the_connect_timeout_on_both_sides() {
         });
         let transport = Transport::new(quick);
         let started = Instant::now();
-        let paused = transport.call_raw(addr, READ, vec![0], PATIENCE).await;
+        let paused = transport.call_raw(addr, 0, READ, vec![0], PATIENCE).await;
         assert!(
             matches!(&paused, Err(PeerError::Unreachable { reason, .. }) if reason.contains("within")),
             "{paused:?}"
@@ -513,18 +529,78 @@ fn a_dropped_call_gives_its_in_flight_slot_up() {
         let peer = TestPeer::start(handler.clone(), caller_config(), localhost());
         let transport = Transport::new(TransportConfig { max_in_flight_per_peer: 1, ..caller_config() });
         // Polled once (the request is queued), then dropped by its caller.
-        let dropped = futures_lite::future::poll_once(transport.call_raw(peer.addr, MUTATE, vec![], PATIENCE)).await;
+        let dropped = futures_lite::future::poll_once(transport.call_raw(peer.addr, 0, MUTATE, vec![], PATIENCE)).await;
         assert_eq!(dropped, None);
-        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
-        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
+        assert_eq!(transport.peer_stats(peer.addr, 0).map(|s| (s.in_flight, s.abandoned)), Some((0, 1)));
+        assert_eq!(transport.call_raw(peer.addr, 0, READ, vec![0, 1], PATIENCE).await, Ok((READ_RESULT, vec![1, 0])));
         // Its answer, when it comes, goes nowhere.
         handler.open_gate();
         let deadline = Instant::now() + PATIENCE;
-        while transport.peer_stats(peer.addr).map(|s| s.abandoned) != Some(0) && Instant::now() < deadline {
+        while transport.peer_stats(peer.addr, 0).map(|s| s.abandoned) != Some(0) && Instant::now() < deadline {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(transport.peer_stats(peer.addr).map(|s| (s.in_flight, s.abandoned)), Some((0, 0)));
-        assert_eq!(transport.call_raw(peer.addr, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
+        assert_eq!(transport.peer_stats(peer.addr, 0).map(|s| (s.in_flight, s.abandoned)), Some((0, 0)));
+        assert_eq!(transport.call_raw(peer.addr, 0, READ, vec![0, 2], PATIENCE).await, Ok((READ_RESULT, vec![2, 0])));
         peer.stop().await;
     });
+}
+
+/// Answers every READ with the number of the shard (executor) that served it.
+struct ShardNamer(u8);
+
+impl FrameHandler for ShardNamer {
+    fn handle(
+        &self,
+        _from: SocketAddr,
+        _opcode: u8,
+        _body: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
+        Box::pin(async move { (READ_RESULT, vec![self.0]) })
+    }
+}
+
+#[test]
+fn a_connection_is_served_by_the_shard_its_hello_names() {
+    let (doors, handed) = flume::bounded(HANDED_PEER_QUEUE);
+    let (bound, listening) = flume::bounded(1);
+    let (stop, stopped) = flume::bounded::<()>(1);
+    let shard1 = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { serve_handed(handed, Rc::new(ShardNamer(1)), &caller_config()).await })
+        .expect("spawn shard 1");
+    let shard0 = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let listener = TcpListener::bind(localhost()).expect("bind");
+            bound.send(listener.local_addr().expect("bound")).expect("the test waits");
+            let config = TransportConfig { local_addr: localhost(), ..caller_config() };
+            serve(listener, Rc::new(ShardNamer(0)), &config, vec![None, Some(doors)], async move {
+                let _ = stopped.recv_async().await;
+            })
+            .await
+        })
+        .expect("spawn shard 0");
+    run(move || async move {
+        let addr = listening.recv_async().await.expect("shard 0 listens");
+        let transport = Transport::new(caller_config());
+        // A shard the node does not have is served by its coordinator shard.
+        for (shard, served_by) in [(1, 1), (0, 0), (9, 0), (1, 1)] {
+            let answer = transport.call_raw(addr, shard, READ, vec![], PATIENCE).await;
+            assert_eq!(answer, Ok((READ_RESULT, vec![served_by])), "a call to shard {shard}");
+        }
+        assert_eq!(transport.peer_stats(addr, 1).map(|s| s.connect_attempts), Some(1), "one connection per shard");
+
+        // A version 2 caller names no shard: the coordinator shard serves it.
+        let mut raw = TcpStream::connect(addr).await.expect("connect");
+        raw.write_all(&[hello_frame(2), peer_frame(READ, 1, vec![])].concat()).await.expect("write");
+        let (mut decoder, mut read_buf, mut frames) = (FrameDecoder::default(), ReadBuf::default(), Vec::new());
+        while frames.len() < 2 {
+            let frame = read_frame(&mut raw, &mut decoder, &mut read_buf).await.expect("valid frames");
+            frames.push(frame.expect("the peer answers before closing"));
+        }
+        assert_eq!((frames[0].opcode, frames[0].body.clone()), (PEER_HELLO_OK, vec![2]));
+        assert_eq!((frames[1].opcode, frames[1].stream, frames[1].body.clone()), (READ_RESULT, 1, vec![0]));
+        drop(stop);
+    });
+    shard0.join().expect("shard 0 stops when told");
+    // Shard 0 dropped its door: shard 1's serving ends too.
+    shard1.join().expect("shard 1 stops once shard 0 does");
 }
