@@ -17,7 +17,7 @@ use wire::Token;
 use crate::cell::Deletion;
 use crate::key::{ClusteringKey, PartitionKey};
 use crate::mutation::PartitionUpdate;
-use crate::row::{ClusteringSlice, Partition, Row};
+use crate::row::{ClusteringSlice, Partition, PartitionRows, Row};
 
 /// Bytes charged per stored row on top of its keys and cells: its share of B-tree nodes.
 const ROW_OVERHEAD: usize = 64;
@@ -175,6 +175,11 @@ impl MemTable {
         }
     }
 
+    /// Every partition in storage order, borrowed: what a flush writes, without copying a row.
+    pub fn sorted_partitions(&self) -> SortedPartitions<'_> {
+        SortedPartitions { rows: self.rows.iter().peekable(), deletions: self.deletions.iter().peekable() }
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -212,6 +217,53 @@ impl MemTable {
     /// (min, max) timestamp of everything applied, None when empty.
     pub fn timestamp_range(&self) -> Option<(i64, i64)> {
         (self.min_timestamp <= self.max_timestamp).then_some((self.min_timestamp, self.max_timestamp))
+    }
+}
+
+/// Every partition of a MemTable in storage order, each borrowed from the flat row map and the
+/// partition deletions ([`MemTable::sorted_partitions`]).
+pub struct SortedPartitions<'a> {
+    rows: Peekable<std::collections::btree_map::Iter<'a, RowKey, Row>>,
+    deletions: Peekable<std::collections::btree_map::Iter<'a, PartitionKey, Deletion>>,
+}
+
+/// One partition of a MemTable, borrowed: its deletion and its run of rows in the row map.
+pub struct BorrowedPartition<'a> {
+    deletion: Option<Deletion>,
+    /// Positioned at the partition's first row; the partition has the next `len` rows.
+    rows: Peekable<std::collections::btree_map::Iter<'a, RowKey, Row>>,
+    len: usize,
+}
+
+impl PartitionRows for BorrowedPartition<'_> {
+    fn deletion(&self) -> Option<Deletion> {
+        self.deletion
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (&ClusteringKey, &Row)> {
+        self.rows.clone().take(self.len).map(|(k, r)| (&k.clustering, r))
+    }
+}
+
+impl<'a> Iterator for SortedPartitions<'a> {
+    type Item = (&'a PartitionKey, BorrowedPartition<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let next_row = self.rows.peek().map(|(k, _)| &k.partition);
+        let next_deletion = self.deletions.peek().map(|(k, _)| *k);
+        let key: &'a PartitionKey = match (next_row, next_deletion) {
+            (Some(r), Some(d)) => r.min(d),
+            (Some(r), None) => r,
+            (None, Some(d)) => d,
+            (None, None) => return None,
+        };
+        let deletion = self.deletions.next_if(|(k, _)| *k == key).map(|(_, d)| *d);
+        let first = self.rows.clone();
+        let mut len = 0;
+        while self.rows.next_if(|(k, _)| k.partition == *key).is_some() {
+            len += 1;
+        }
+        Some((key, BorrowedPartition { deletion, rows: first, len }))
     }
 }
 
@@ -381,6 +433,15 @@ mod tests {
             model.retain(|_, p| !p.is_empty());
             let got: BTreeMap<PartitionKey, Partition> = mt.range(i64::MIN, i64::MAX, None).collect();
             prop_assert_eq!(&got, &model);
+            // The borrowed walk a flush writes from sees the same partitions, rows and deletions.
+            let borrowed: BTreeMap<PartitionKey, Partition> = mt
+                .sorted_partitions()
+                .map(|(k, p)| {
+                    let rows = p.rows().map(|(c, r)| (c.clone(), r.clone())).collect();
+                    (k.clone(), Partition { deletion: p.deletion(), rows })
+                })
+                .collect();
+            prop_assert_eq!(&borrowed, &model);
             for (k, p) in &model {
                 let found = mt.get(k, &ClusteringSlice::ALL);
                 prop_assert_eq!(found.as_ref(), Some(p));

@@ -10,6 +10,24 @@ use std::ops::Bound;
 use crate::cell::{Cell, Deletion, DeletionTime};
 use crate::key::ClusteringKey;
 
+/// A partition as an SSTable writer reads it: its deletion and its rows in clustering order,
+/// borrowed from wherever they live (a merged [`Partition`], or a frozen MemTable's row map
+/// while it is flushed, so a flush copies no row).
+pub trait PartitionRows {
+    fn deletion(&self) -> Option<Deletion>;
+    fn rows(&self) -> impl Iterator<Item = (&ClusteringKey, &Row)>;
+}
+
+impl PartitionRows for Partition {
+    fn deletion(&self) -> Option<Deletion> {
+        self.deletion
+    }
+
+    fn rows(&self) -> impl Iterator<Item = (&ClusteringKey, &Row)> {
+        self.rows.iter()
+    }
+}
+
 /// Position of a regular column in its table's schema.
 pub type ColumnId = u16;
 

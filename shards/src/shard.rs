@@ -232,7 +232,10 @@ struct TableActivity {
 /// The MemTables that take the writes logged between two flush points.
 #[derive(Default)]
 struct Generation {
-    tables: RefCell<AHashMap<TableId, MemTable>>,
+    /// Shared (`Rc`) so that a flush walks a frozen MemTable without holding this borrow
+    /// across its writes; only the flush takes such a handle, and only once the generation is
+    /// frozen and drained, when nothing applies to it any more.
+    tables: RefCell<AHashMap<TableId, Rc<MemTable>>>,
     /// Writes logged into this generation whose acknowledgement has not applied them yet.
     in_flight: Cell<usize>,
     drained: Signal,
@@ -240,13 +243,16 @@ struct Generation {
 
 impl Generation {
     fn bytes(&self) -> usize {
-        self.tables.borrow().values().map(MemTable::bytes).sum()
+        self.tables.borrow().values().map(|m| m.bytes()).sum()
     }
 
     fn apply(&self, updates: Vec<PartitionUpdate>) {
         let mut tables = self.tables.borrow_mut();
         for update in updates {
-            tables.entry(update.table).or_default().apply(update);
+            let memtable = tables.entry(update.table).or_default();
+            // Writes apply to the active generation, or to a frozen one before it is drained:
+            // never to one a flush holds (`Generation::tables`).
+            Rc::get_mut(memtable).expect("a MemTable being written is not being flushed").apply(update);
         }
     }
 
@@ -743,32 +749,25 @@ impl Shard {
         table: TableId,
         sst_generation: u64,
     ) -> Result<Option<(SstableEntry, Rc<Sstable>)>, ShardError> {
-        /// Partitions copied out of the MemTable per step, so no borrow is held across I/O.
+        /// Partitions written between two chances for other tasks to run.
         const CHUNK: usize = 256;
-        let partitions = generation.tables.borrow().get(&table).map_or(0, MemTable::partitions);
+        let Some(memtable) = generation.tables.borrow().get(&table).cloned() else { return Ok(None) };
+        let partitions = memtable.partitions();
         if partitions == 0 {
             return Ok(None);
         }
         let path = self.dir.join(SSTABLE_DIR).join(sstable_file_name(table, sst_generation));
         let mut writer =
             SstableWriter::create(&path, table, self.id, sst_generation, partitions, &self.config.sstable).await?;
-        let mut after: Option<PartitionKey> = None;
-        loop {
-            let chunk: Vec<(PartitionKey, Partition)> = {
-                let tables = generation.tables.borrow();
-                let Some(memtable) = tables.get(&table) else { break };
-                memtable.range(i64::MIN, i64::MAX, after.as_ref()).take(CHUNK).collect()
-            };
-            // The minimum token holds no real key, so (MIN, MAX] covers every partition.
-            let Some((last, _)) = chunk.last() else { break };
-            after = Some(last.clone());
-            for (key, partition) in &chunk {
-                if let Err(e) = writer.add(key, partition).await {
-                    writer.abort().await;
-                    return Err(e.into());
-                }
+        // Rows are written from where they are in the frozen MemTable: none is copied.
+        for (n, (key, partition)) in memtable.sorted_partitions().enumerate() {
+            if let Err(e) = writer.add(key, &partition).await {
+                writer.abort().await;
+                return Err(e.into());
             }
-            glommio::yield_if_needed().await;
+            if n % CHUNK == CHUNK - 1 {
+                glommio::yield_if_needed().await;
+            }
         }
         let meta = writer.finish().await?;
         let sst = Sstable::open(&path, sst_generation, self.cache.clone()).await?;
@@ -1147,7 +1146,7 @@ impl Shard {
             immutable_memtables: immutables.len(),
             memtable_partitions: generations
                 .iter()
-                .map(|g| g.tables.borrow().values().map(MemTable::partitions).sum::<usize>())
+                .map(|g| g.tables.borrow().values().map(|m| m.partitions()).sum::<usize>())
                 .sum(),
             writes: self.writes.get(),
             cross_shard_requests: self.cross_shard_requests.get(),

@@ -10,7 +10,7 @@ use wire::Token;
 use super::format::{verify_crc, Damage, CRC_LEN, MAX_KEY_LEN, SECTION_METADATA};
 use crate::cell::{Cell, DeletionTime};
 use crate::key::PartitionKey;
-use crate::row::Partition;
+use crate::row::PartitionRows;
 
 /// Version of the [`SstableMeta`] encoding (its first byte).
 pub const META_ENCODING_VERSION: u8 = 1;
@@ -207,14 +207,14 @@ impl PartitionStats {
         }
     }
 
-    pub fn add(&mut self, partition: &Partition) {
+    pub fn add(&mut self, partition: &impl PartitionRows) {
         self.partitions += 1;
-        if let Some(d) = partition.deletion {
+        if let Some(d) = partition.deletion() {
             self.tombstones += 1;
             self.timestamp(d.ts);
             self.deletion_time(d.deleted_at);
         }
-        for row in partition.rows.values() {
+        for (_, row) in partition.rows() {
             self.rows += 1;
             if let Some(marker) = &row.marker {
                 self.cell(marker);
@@ -234,6 +234,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::cell::Deletion;
     use crate::key::ClusteringKey;
+    use crate::row::Partition;
     use crate::row::Row;
     use proptest::prelude::*;
 

@@ -23,7 +23,7 @@ use super::{io_error, SstableConfig, SstableError};
 use crate::cell::Cell;
 use crate::io::sync_dir;
 use crate::key::PartitionKey;
-use crate::row::Partition;
+use crate::row::PartitionRows;
 
 /// How long the encoder sleeps right after handing a buffer to the device. glommio queues a DMA
 /// write in its submission ring and only submits it to the kernel when the executor loop polls
@@ -132,7 +132,7 @@ impl SstableWriter {
     /// Appends one partition. Partitions must come in strictly increasing [`PartitionKey`]
     /// order ([`SstableError::OutOfOrder`] otherwise, and nothing is written). A failed write
     /// makes this and every later call fail; the caller then drops or aborts the writer.
-    pub async fn add(&mut self, key: &PartitionKey, partition: &Partition) -> Result<(), SstableError> {
+    pub async fn add(&mut self, key: &PartitionKey, partition: &impl PartitionRows) -> Result<(), SstableError> {
         let Some(inner) = self.inner.as_mut() else {
             return Err(SstableError::WriterFailed { path: self.path.clone() });
         };
@@ -215,7 +215,7 @@ fn remove_partial(path: &Path) {
 impl Inner {
     /// Everything that can be refused before a byte is encoded, so a refusal leaves the writer
     /// usable.
-    fn check_partition(&self, key: &PartitionKey, partition: &Partition) -> Result<(), SstableError> {
+    fn check_partition(&self, key: &PartitionKey, partition: &impl PartitionRows) -> Result<(), SstableError> {
         if self.failed {
             return Err(SstableError::WriterFailed { path: self.path.clone() });
         }
@@ -240,13 +240,13 @@ impl Inner {
         if key.bytes().len() > MAX_KEY_LEN {
             return Err(too_large("partition key", key.bytes().len()));
         }
-        if let Some(ck) = partition.rows.keys().find(|ck| ck.as_bytes().len() > MAX_KEY_LEN) {
+        if let Some((ck, _)) = partition.rows().find(|(ck, _)| ck.as_bytes().len() > MAX_KEY_LEN) {
             return Err(too_large("clustering key", ck.as_bytes().len()));
         }
         Ok(())
     }
 
-    async fn append(&mut self, key: &PartitionKey, partition: &Partition) -> Result<(), SstableError> {
+    async fn append(&mut self, key: &PartitionKey, partition: &impl PartitionRows) -> Result<(), SstableError> {
         self.bloom.insert(key.bytes());
         self.stats.add(partition);
         if self.first_key.is_none() {
@@ -262,9 +262,9 @@ impl Inner {
                 self.close_block().await?;
             }
         }
-        self.block.push_partition_header(key, partition.deletion);
+        self.block.push_partition_header(key, partition.deletion());
         self.close_block_if_full().await?;
-        for (clustering, row) in &partition.rows {
+        for (clustering, row) in partition.rows() {
             self.block.push_row(key, clustering, row);
             self.close_block_if_full().await?;
         }
@@ -368,16 +368,16 @@ impl Inner {
 /// Bytes `partition` takes in a block when written whole into one run (the layouts of
 /// `format::BlockBuilder` and `row_codec`), counted only up to `limit`: wide partitions stop the
 /// count early, so the cost is bounded by the block size, not the partition.
-fn encoded_len_up_to(key: &PartitionKey, partition: &Partition, limit: usize) -> usize {
+fn encoded_len_up_to(key: &PartitionKey, partition: &impl PartitionRows, limit: usize) -> usize {
     let cell_len = |c: &Cell| match c {
         Cell::Live { value, .. } => 1 + 8 + 4 + value.len(),
         Cell::Expiring { value, .. } => 1 + 8 + 4 + value.len() + 8,
         Cell::Tombstone { .. } => 1 + 8 + 4,
     };
-    let deletion_len = if partition.deletion.is_some() { 13 } else { 1 };
+    let deletion_len = if partition.deletion().is_some() { 13 } else { 1 };
     // Run: token, key length, key, run length; then the header entry.
     let mut len = 8 + 4 + key.bytes().len() + 4 + 1 + deletion_len;
-    for (clustering, row) in &partition.rows {
+    for (clustering, row) in partition.rows() {
         if len >= limit {
             break;
         }
@@ -489,6 +489,7 @@ mod tests {
     use super::*;
     use crate::cell::Deletion;
     use crate::key::ClusteringKey;
+    use crate::row::Partition;
     use crate::row::Row;
     use crate::sstable::format::BlockBuilder;
 
