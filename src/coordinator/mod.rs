@@ -35,6 +35,7 @@ use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
 
 use crate::cluster::service::Cluster;
+use crate::cluster::view::ClusterView;
 use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 use crate::hints::HintStore;
 
@@ -76,6 +77,9 @@ pub struct Coordinator {
     proxy: StorageProxy,
     batchlog: Batchlog,
     prepared: RefCell<PreparedCache>,
+    /// The TOPOLOGY of the last view asked about, with its version (a new view is a new `Rc`,
+    /// so a pointer comparison tells whether it is still current).
+    topology: RefCell<Option<(Rc<ClusterView>, Rc<Topology>)>>,
     admin: admin::AdminState,
     repairs: repair::Repairs,
 }
@@ -91,6 +95,7 @@ impl Coordinator {
             proxy,
             batchlog,
             prepared: RefCell::new(PreparedCache::default()),
+            topology: RefCell::new(None),
             admin: admin::AdminState::new(client_address),
             repairs: repair::Repairs::new(),
         }
@@ -206,6 +211,20 @@ impl Coordinator {
     /// every shard (and node with the same view) names the same topology alike.
     fn topology(&self, known_version: u64) -> TopologyAnswer {
         let view = self.proxy.view();
+        let cached = self.topology.borrow().as_ref().filter(|(of, _)| Rc::ptr_eq(of, &view)).map(|(_, t)| t.clone());
+        let topology = cached.unwrap_or_else(|| {
+            let topology = Rc::new(Self::topology_of(&view));
+            *self.topology.borrow_mut() = Some((view, topology.clone()));
+            topology
+        });
+        match topology.version == known_version {
+            true => TopologyAnswer::Unchanged { version: known_version },
+            false => TopologyAnswer::Full((*topology).clone()),
+        }
+    }
+
+    /// The topology `view` shows, with its version: a digest of its encoding.
+    fn topology_of(view: &ClusterView) -> Topology {
         let nodes = view
             .members()
             .iter()
@@ -221,10 +240,7 @@ impl Coordinator {
         let (_, body) = Response::Result(QueryResult::Topology(TopologyAnswer::Full(topology.clone()))).encode();
         // Never 0, which a client sends when it knows no version.
         topology.version = wire::token::murmur3_x64_128_cassandra(&body, 0).0.max(1);
-        match topology.version == known_version {
-            true => TopologyAnswer::Unchanged { version: known_version },
-            false => TopologyAnswer::Full(topology),
-        }
+        topology
     }
 
     /// What a prepared statement does (the request metrics' `op` label); None for an id this
