@@ -33,6 +33,10 @@ pub const DEFAULT_METRICS_PORT: u16 = 9471;
 pub const DEFAULT_SHARD_AWARE_PORT: u16 = 19470;
 /// Default log level (`info`: one line per notable event, never one per request).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Bounds of `task_quota_us`: below 100 us the shard spends its time switching queues, above
+/// 100 ms (glommio's own default) a compaction step could stall requests for longer.
+pub const MIN_TASK_QUOTA_US: u64 = 100;
+pub const MAX_TASK_QUOTA_US: u64 = 100_000;
 
 /// A size in bytes: an integer, or a string with a unit ("64MiB").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +244,12 @@ pub struct ServerConfig {
     /// Pin shard i to CPU i (a production node); leave off when nodes share cores.
     pub pin_shards: bool,
     /// Microseconds an idle executor spins before parking (cross-core wake-up latency,
-    /// GLOMMIO.md pitfall 4); 0 parks at once.
+    /// docs/GLOMMIO.md pitfall 4); 0 parks at once.
     pub spin_before_park_us: u64,
+    /// Microseconds a shard's task queue runs before the shard polls for I/O and other queues
+    /// run: the longest a flush or compaction step holds the CPU from requests
+    /// (docs/GLOMMIO.md pitfall 6).
+    pub task_quota_us: u64,
     /// Bound of each shard's request queue.
     pub shard_queue: usize,
     /// At start, quarantine SSTables that fail their checksums instead of refusing to start.
@@ -286,6 +294,7 @@ impl Default for ServerConfig {
             max_requests_per_connection: 1024,
             pin_shards: true,
             spin_before_park_us: 50,
+            task_quota_us: shards::node::DEFAULT_TASK_QUOTA.as_micros() as u64,
             shard_queue: 1024,
             quarantine_corrupt_sstables: false,
             wal_truncate_corrupt: false,
@@ -382,6 +391,9 @@ impl ServerConfig {
         if self.max_requests_per_connection == 0 {
             return invalid("max_requests_per_connection", "must be positive");
         }
+        if !(MIN_TASK_QUOTA_US..=MAX_TASK_QUOTA_US).contains(&self.task_quota_us) {
+            return invalid("task_quota_us", &format!("must be {MIN_TASK_QUOTA_US} to {MAX_TASK_QUOTA_US}"));
+        }
         if self.shard_queue == 0 {
             return invalid("shard_queue", "must be positive");
         }
@@ -465,6 +477,7 @@ impl ServerConfig {
         node.pin_shards = self.pin_shards;
         node.spin_before_park = (self.spin_before_park_us > 0).then(|| Duration::from_micros(self.spin_before_park_us));
         node.channel_capacity = self.shard_queue;
+        node.task_quota = Duration::from_micros(self.task_quota_us);
         node.shard.memtable_budget = self.memtable_budget.0;
         node.shard.block_cache_bytes = self.cache_budget.0;
         node.shard.quarantine_corrupt_sstables = self.quarantine_corrupt_sstables;

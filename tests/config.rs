@@ -116,6 +116,7 @@ fn bad_configuration_files_are_refused_naming_the_key() {
     assert_refused(&dir, "range", "shards = 0\n", "shards");
     assert_refused(&dir, "segment", "wal_segment_bytes = 1000\n", "wal_segment_bytes");
     assert_refused(&dir, "cluster-name", "cluster_name = \"\"\n", "cluster_name");
+    assert_refused(&dir, "task-quota", "task_quota_us = 5\n", "task_quota_us");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

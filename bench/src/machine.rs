@@ -59,11 +59,11 @@ impl Machine {
 /// (`write_surge`, `read_path`), flattened into each one's own.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EngineRunArgs {
-    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
+    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; docs/GLOMMIO.md, memory).
     #[arg(long, default_value_t = 512 * 1024)]
     pub io_memory: usize,
     /// Busy-poll this long before an idle executor parks (0 = park at once, the node's
-    /// default). Parking costs a wake-up when the I/O completes (GLOMMIO.md, pitfall 4).
+    /// default). Parking costs a wake-up when the I/O completes (docs/GLOMMIO.md, pitfall 4).
     #[arg(long, default_value_t = 0)]
     pub spin_before_park_us: u64,
     /// Pin shard i to CPU i: auto pins when there are at least as many CPUs as shards.

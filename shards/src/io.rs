@@ -14,7 +14,7 @@ pub const DMA_PROBE_FILE: &str = ".dma-probe";
 /// Size of the probe file: at least one 4 KiB block, so glommio's poll probe reads real data.
 const DMA_PROBE_SIZE: usize = 4096;
 
-/// Works around upstream glommio issue 605 (see GLOMMIO.md, pitfall 1).
+/// Works around upstream glommio issue 605 (see docs/GLOMMIO.md, pitfall 1).
 ///
 /// The first time an executor thread opens a `DmaFile` on a device, glommio probes io_uring
 /// poll support by reading the file's first block. If that file is readable and empty, the

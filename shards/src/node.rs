@@ -42,15 +42,22 @@ pub struct NodeConfig {
     pub num_tokens: usize,
     /// Pin shard i to CPU i (production); unpinned for local clusters and tests.
     pub pin_shards: bool,
-    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
+    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; docs/GLOMMIO.md, memory).
     pub io_memory: usize,
     /// Busy-wait before parking an idle executor: trades CPU for cross-core wake-up latency
-    /// (GLOMMIO.md, pitfall 4). None parks at once.
+    /// (docs/GLOMMIO.md, pitfall 4). None parks at once.
     pub spin_before_park: Option<Duration>,
     /// Bound on requests queued at each shard.
     pub channel_capacity: usize,
+    /// How long a task queue runs before the executor polls for I/O and lets the other queues
+    /// run: the longest a flush or compaction step (which yields when asked) holds the CPU
+    /// from requests. glommio's default is 100 ms (docs/GLOMMIO.md, pitfall 6).
+    pub task_quota: Duration,
     pub shard: ShardConfig,
 }
+
+/// Default [`NodeConfig::task_quota`]: 0.5 ms, as ScyllaDB's task quota.
+pub const DEFAULT_TASK_QUOTA: Duration = Duration::from_micros(500);
 
 impl NodeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
@@ -62,6 +69,7 @@ impl NodeConfig {
             io_memory: 512 * 1024,
             spin_before_park: None,
             channel_capacity: 1024,
+            task_quota: DEFAULT_TASK_QUOTA,
             shard: ShardConfig::default(),
         }
     }
@@ -270,8 +278,10 @@ impl Node {
             let (tx, rx) = flume::bounded(config.channel_capacity);
             senders.push(tx);
             let placement = if config.pin_shards { Placement::Fixed(shard) } else { Placement::Unbound };
-            let mut builder =
-                LocalExecutorBuilder::new(placement).name(&format!("shard-{shard}")).io_memory(config.io_memory);
+            let mut builder = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{shard}"))
+                .io_memory(config.io_memory)
+                .preempt_timer(config.task_quota);
             if let Some(spin) = config.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }

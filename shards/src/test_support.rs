@@ -10,7 +10,7 @@ use rand::SeedableRng;
 
 use crate::io::prepare_executor_io;
 
-/// Runs `body(dir)` on a fresh executor after the device probe (GLOMMIO.md, pitfall 1).
+/// Runs `body(dir)` on a fresh executor after the device probe (docs/GLOMMIO.md, pitfall 1).
 pub fn on_executor<T, F, Fut>(dir: &Path, body: F) -> T
 where
     T: Send + 'static,

@@ -1476,7 +1476,10 @@ fn main() -> Result<()> {
     );
 
     let placement = if pin { Placement::Fixed(0) } else { Placement::Unbound };
-    let mut builder = LocalExecutorBuilder::new(placement).name("read-path").io_memory(args.engine.io_memory);
+    let mut builder = LocalExecutorBuilder::new(placement)
+        .name("read-path")
+        .io_memory(args.engine.io_memory)
+        .preempt_timer(shards::node::DEFAULT_TASK_QUOTA);
     if args.engine.spin_before_park_us > 0 {
         builder = builder.spin_before_park(Duration::from_micros(args.engine.spin_before_park_us));
     }

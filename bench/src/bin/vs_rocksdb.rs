@@ -84,7 +84,7 @@ struct Args {
     /// Phases to run, comma-separated (reads need the surge).
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = vec![Phase::Surge, Phase::Reads, Phase::Durable, Phase::Overwrite])]
     phases: Vec<Phase>,
-    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; GLOMMIO.md).
+    /// Memory each executor registers with io_uring (bounded by `ulimit -l`; docs/GLOMMIO.md, memory).
     #[arg(long, default_value_t = 512 * 1024)]
     io_memory: usize,
     /// Pin shard i to CPU i: auto pins when there are at least as many CPUs as shards.
@@ -448,6 +448,7 @@ impl EnigmaRun {
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{i}"))
                 .io_memory(args.io_memory)
+                .preempt_timer(shards::node::DEFAULT_TASK_QUOTA)
                 .spawn(move || run_shard(plan));
             match spawned {
                 Ok(h) => handles.push(h),

@@ -360,6 +360,8 @@ fn run_scenario(args: &Args, scenario: &Scenario, run_dir: &Path, values: &Arc<V
         let placement = if pin { Placement::Fixed(i) } else { Placement::Unbound };
         let mut builder =
             LocalExecutorBuilder::new(placement).name(&format!("surge-{i}")).io_memory(args.engine.io_memory);
+        // As the server's shards: flushes and compactions give way to the writers every quota.
+        builder = builder.preempt_timer(shards::node::DEFAULT_TASK_QUOTA);
         if args.engine.spin_before_park_us > 0 {
             builder = builder.spin_before_park(Duration::from_micros(args.engine.spin_before_park_us));
         }

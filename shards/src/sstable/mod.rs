@@ -37,7 +37,7 @@ use crate::key::PartitionKey;
 /// among the SSTables that share one [`BlockCache`].
 pub type SstableId = u64;
 
-/// Largest single read or write issued to the device (GLOMMIO.md pitfall 3).
+/// Largest single read or write issued to the device (docs/GLOMMIO.md pitfall 3).
 pub const MAX_IO_SIZE: usize = 1 << 20;
 
 /// Bounds of [`SstableConfig::block_size`].

@@ -72,7 +72,7 @@ impl SstableWriter {
         config: &SstableConfig,
     ) -> Result<SstableWriter, SstableError> {
         config.validate()?;
-        // Write-only: the file is never read through this handle (GLOMMIO.md pitfall 2).
+        // Write-only: the file is never read through this handle (docs/GLOMMIO.md pitfall 2).
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -14,7 +14,7 @@ use super::format::{align_down, align_up, SegmentHeader, SegmentId, BLOCK_SIZE};
 use super::{Lsn, WalError};
 use crate::io::{sync_dir, PathIoError};
 
-/// Largest single read or write issued to the device (GLOMMIO.md pitfall 3: reads beyond the
+/// Largest single read or write issued to the device (docs/GLOMMIO.md pitfall 3: reads beyond the
 /// device's `max_sectors_kb` can hang; writes are kept to the same bound).
 pub const MAX_IO_SIZE: usize = 1 << 20;
 
