@@ -7,8 +7,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::cluster::{await_until, TestCluster};
-use common::{connect, enigmadb, query_at, text};
+use common::cluster::{admin_status, await_until, node_host, rows, sees_up, TestCluster, PHI};
+use common::{connect, enigmadb, query_at, text, Server};
 use wire::client::Client;
 use wire::protocol::QueryResult;
 use wire::{Consistency, Value};
@@ -146,4 +146,47 @@ fn scheduled_repair_brings_back_a_node_that_missed_writes_without_a_command() {
     for n in 0..100 {
         assert_eq!(read(&mut third, &format!("k{n}")), Some(n), "k{n} on node 3 alone");
     }
+}
+
+/// A repair right after a peer came back reaches it, though the node's earlier connection
+/// attempts to the peer's address failed and started a backoff (up to 5 s): gossip hearing the
+/// peer again resets that backoff, so no replica is skipped.
+#[test]
+fn repair_right_after_a_peer_restart_reaches_it_despite_the_connection_backoff() {
+    let mut cluster = TestCluster::start_with("repair-backoff", 1, &NO_HINTS);
+    let seed = cluster.server(1).peer.expect("the ready line names the peer address").to_string();
+    let flags = [&NO_HINTS[..], &["--phi-convict-threshold", PHI, "--seeds", &seed]].concat();
+    let (host, dir) = (node_host(2), cluster.dir.join("node-2"));
+    let launch =
+        |peer_listen: &str| Server::start_command(enigmadb(), &format!("{host}:0"), peer_listen, &dir, 1, &flags);
+    let second = launch(&format!("{host}:0"));
+    // Restarted on the same peer address, which node 1 has been failing to connect to.
+    let peer_listen = second.peer.expect("the ready line names the peer address").to_string();
+    await_until("node 1 sees node 2 up", || sees_up(cluster.addr(1), second.addr));
+    let mut first = cluster.create_kv_table(2);
+    let mut client = connect(second.addr);
+    await_until("node 2 knows table kv", || {
+        query_at(&mut client, "SELECT v FROM kv WHERE k = 'absent'", Consistency::One).is_ok()
+    });
+    drop(client);
+    let old_addr = second.addr;
+    drop(second); // SIGKILL
+    for n in 0..20 {
+        write(&mut first, &format!("k{n}"), n, Consistency::One);
+    }
+    // Node 1 convicts node 2 after its gossip rounds (one a second) kept failing to connect:
+    // by then its backoff before the next attempt is at the maximum.
+    await_until("node 1 sees node 2 down", || {
+        admin_status(cluster.addr(1)).is_some_and(|status| {
+            rows(&status).iter().any(|r| r["address"] == old_addr.to_string() && r["state"] == "DN")
+        })
+    });
+    let second = launch(&peer_listen);
+    await_until("node 1 sees node 2 up again", || sees_up(cluster.addr(1), second.addr));
+
+    let repaired = repair(cluster.addr(1), &["--table", "kv"]);
+    assert_eq!(count(&repaired, "replicas_skipped"), 0, "{repaired}");
+    assert!(count(&repaired, "rows_sent") >= 20, "node 2 gets the rows it missed: {repaired}");
+    cluster.kill(1);
+    drop(second);
 }

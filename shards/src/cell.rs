@@ -15,6 +15,12 @@ pub type DeletionTime = u32;
 /// Bound on a TTL, as Cassandra's (20 years).
 pub const MAX_TTL_SECONDS: u32 = 20 * 365 * 24 * 3600;
 
+/// The lowest timestamp a write may carry. Timestamps are microseconds since the Unix epoch;
+/// the clock never issues a negative one, and the engine uses `i64::MIN` as "no timestamp"
+/// (SSTable metadata of an empty table, the clock before its first reading), so a write below
+/// 0 is refused: from a client (`Invalid`) as from a peer.
+pub const MIN_WRITE_TIMESTAMP: Timestamp = 0;
+
 /// One version of a column's value (or of a row's liveness marker, whose value is empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {

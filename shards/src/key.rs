@@ -94,6 +94,35 @@ impl PartitionKey {
     pub fn heap_size(&self) -> usize {
         std::mem::size_of::<PartitionKey>() + self.key.len()
     }
+
+    /// Checks that the key decodes under `schema` (what [`PartitionKey::to_values`] accepts,
+    /// plus the component length bound of [`PartitionKey::from_values`]) without building
+    /// the values.
+    pub fn check(&self, schema: &TableSchema) -> Result<(), KeyError> {
+        fn bad(col: &wire::schema::ColumnDef) -> impl FnOnce(ValueError) -> KeyError + '_ {
+            move |source| KeyError::BadValue { column: col.name.clone(), source }
+        }
+        let too_long = |col: &wire::schema::ColumnDef, len: usize| match len > MAX_KEY_COMPONENT_LEN {
+            true => Err(KeyError::ComponentTooLong { column: col.name.clone(), len }),
+            false => Ok(()),
+        };
+        if let [col] = schema.partition_key.as_slice() {
+            too_long(col, self.key.len())?;
+            return col.ty.check_bytes(&self.key).map_err(bad(col));
+        }
+        let mut rest = self.key.as_slice();
+        for col in &schema.partition_key {
+            let (len, tail) = rest.split_first_chunk::<2>().ok_or(KeyError::Undecodable)?;
+            let len = u16::from_be_bytes(*len) as usize;
+            let raw = tail.get(..len).ok_or(KeyError::Undecodable)?;
+            col.ty.check_bytes(raw).map_err(bad(col))?;
+            rest = tail[len..].strip_prefix(&[0u8][..]).ok_or(KeyError::Undecodable)?;
+        }
+        match rest.is_empty() {
+            true => Ok(()),
+            false => Err(KeyError::Undecodable),
+        }
+    }
 }
 
 impl fmt::Debug for PartitionKey {
@@ -124,6 +153,28 @@ impl ClusteringKey {
 
     pub fn from_encoded(bytes: Vec<u8>) -> ClusteringKey {
         ClusteringKey(bytes)
+    }
+
+    /// Checks that this is a row's full key under `schema`: one value of each clustering
+    /// column's type, nothing after (empty for a table without clustering columns).
+    pub fn check_full(&self, schema: &TableSchema) -> Result<(), KeyError> {
+        let mut rest = self.0.as_slice();
+        for (got, col) in schema.clustering.iter().enumerate() {
+            if rest.is_empty() {
+                return check_arity(schema, "clustering", schema.clustering.len(), got);
+            }
+            let desc = col.order == ClusteringOrder::Desc;
+            let used = col
+                .column
+                .ty
+                .check_ordered(desc, rest)
+                .map_err(|source| KeyError::BadValue { column: col.column.name.clone(), source })?;
+            rest = &rest[used..];
+        }
+        match rest.is_empty() {
+            true => Ok(()),
+            false => Err(KeyError::Undecodable),
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {

@@ -7,7 +7,7 @@ use wire::codec::{DecodeError, Reader, Writer};
 use wire::schema::{TableId, TableSchema};
 use wire::Value;
 
-use crate::cell::{Cell, Deletion, DeletionTime, Timestamp, MAX_TTL_SECONDS};
+use crate::cell::{Cell, Deletion, DeletionTime, Timestamp, MAX_TTL_SECONDS, MIN_WRITE_TIMESTAMP};
 use crate::key::{column_value_bytes, ClusteringKey, KeyError, PartitionKey};
 use crate::row::{ColumnId, Partition, Row};
 use crate::row_codec::{decode_deletion, decode_row, encode_deletion, encode_row};
@@ -199,7 +199,103 @@ pub struct PartitionUpdate {
     pub rows: Vec<(ClusteringKey, Row)>,
 }
 
+/// A stamped update that does not fit its table's schema (from a peer, a hint or the
+/// batchlog): refused where it would be applied, before it is logged, so that nothing stored
+/// can fail to decode later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("table '{table}': partition key {key}: {source}")]
+    PartitionKey { table: String, key: String, source: KeyError },
+    #[error("table '{table}': clustering key {key}: {source}")]
+    ClusteringKey { table: String, key: String, source: KeyError },
+    #[error("table '{table}' has no column with id {id} (it has {columns})")]
+    UnknownColumn { table: String, id: ColumnId, columns: usize },
+    #[error("table '{table}', column '{column}': {source}")]
+    BadValue { table: String, column: String, source: wire::ValueError },
+    #[error("table '{table}': a row marker carries a {len}-byte value; markers are empty")]
+    MarkerValue { table: String, len: usize },
+    #[error("table '{table}': TTL {ttl} s is outside 1..={MAX_TTL_SECONDS} s")]
+    Ttl { table: String, ttl: u32 },
+    #[error("table '{table}': timestamp {ts} is below the lowest valid write timestamp {MIN_WRITE_TIMESTAMP}")]
+    Timestamp { table: String, ts: Timestamp },
+}
+
+/// The key bytes of an error message, in hex, cut after 64 bytes.
+fn hex_key(bytes: &[u8]) -> String {
+    let mut out = String::from("0x");
+    for b in bytes.iter().take(64) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    if bytes.len() > 64 {
+        out.push_str(&format!("... ({} bytes)", bytes.len()));
+    }
+    out
+}
+
 impl PartitionUpdate {
+    /// Checks the update against its table's schema: the keys decode under it, every cell
+    /// names one of its columns and holds a value of that column's type, TTLs and timestamps
+    /// are in range. One pass over the cells, allocating only for the error.
+    pub fn check(&self, schema: &TableSchema) -> Result<(), UpdateError> {
+        debug_assert_eq!(self.table, schema.id);
+        let table = || schema.name.clone();
+        self.key.check(schema).map_err(|source| UpdateError::PartitionKey {
+            table: table(),
+            key: hex_key(self.key.bytes()),
+            source,
+        })?;
+        let timestamp = |ts: Timestamp| match ts < MIN_WRITE_TIMESTAMP {
+            true => Err(UpdateError::Timestamp { table: table(), ts }),
+            false => Ok(()),
+        };
+        let cell_ok = |cell: &Cell| -> Result<(), UpdateError> {
+            timestamp(cell.ts())?;
+            match cell {
+                Cell::Expiring { ttl, .. } if *ttl == 0 || *ttl > MAX_TTL_SECONDS => {
+                    Err(UpdateError::Ttl { table: table(), ttl: *ttl })
+                }
+                _ => Ok(()),
+            }
+        };
+        if let Some(d) = self.deletion {
+            timestamp(d.ts)?;
+        }
+        for (clustering, row) in &self.rows {
+            clustering.check_full(schema).map_err(|source| UpdateError::ClusteringKey {
+                table: table(),
+                key: hex_key(clustering.as_bytes()),
+                source,
+            })?;
+            if let Some(marker) = &row.marker {
+                cell_ok(marker)?;
+                if let Cell::Live { value, .. } | Cell::Expiring { value, .. } = marker {
+                    if !value.is_empty() {
+                        return Err(UpdateError::MarkerValue { table: table(), len: value.len() });
+                    }
+                }
+            }
+            if let Some(d) = row.deletion {
+                timestamp(d.ts)?;
+            }
+            for (id, cell) in &row.cells {
+                let def = schema.columns.get(*id as usize).ok_or_else(|| UpdateError::UnknownColumn {
+                    table: table(),
+                    id: *id,
+                    columns: schema.columns.len(),
+                })?;
+                cell_ok(cell)?;
+                if let Cell::Live { value, .. } | Cell::Expiring { value, .. } = cell {
+                    def.ty.check_bytes(value).map_err(|source| UpdateError::BadValue {
+                        table: table(),
+                        column: def.name.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The newest timestamp in the update.
     pub fn max_timestamp(&self) -> Option<i64> {
         let rows = self.rows.iter().filter_map(|(_, r)| r.max_timestamp());
@@ -358,6 +454,66 @@ mod tests {
         assert!(matches!(Write::delete(&s, &pk, &ck, &[]).unwrap().op, WriteOp::DeleteRow { .. }));
         assert!(matches!(Write::delete(&s, &pk, &ck, &["body"]).unwrap().op, WriteOp::DeleteColumns { .. }));
         assert!(matches!(Write::delete(&s, &pk, &ck, &["nope"]), Err(WriteError::UnknownColumn { .. })));
+    }
+
+    fn valid_update() -> PartitionUpdate {
+        let s = events_schema();
+        let pk = [Value::Text("t".into()), Value::Int(1)];
+        let ck = [Value::BigInt(9), Value::Int(1)];
+        Write::upsert(&s, &pk, &ck, &[("body", Some(Value::Text("hello".into())))], 60, true).unwrap().stamp(100, 5)
+    }
+
+    #[test]
+    fn an_update_written_by_the_coordinator_passes_its_check() {
+        let s = events_schema();
+        valid_update().check(&s).unwrap();
+        let pk = [Value::Text("t".into()), Value::Int(1)];
+        for write in [
+            Write::delete(&s, &pk, &[], &[]).unwrap(),
+            Write::delete(&s, &pk, &[Value::BigInt(1), Value::Int(2)], &["body"]).unwrap(),
+        ] {
+            write.stamp(0, 5).check(&s).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_update_that_does_not_fit_its_schema_is_refused_by_its_check() {
+        let s = events_schema();
+        let with = |change: &dyn Fn(&mut PartitionUpdate)| {
+            let mut u = valid_update();
+            change(&mut u);
+            u.check(&s).unwrap_err()
+        };
+        // A 3-byte int in the composite partition key.
+        let err = with(&|u| u.key = PartitionKey::from_serialized(vec![0, 1, b't', 0, 0, 3, 1, 2, 3, 0]));
+        assert!(
+            matches!(&err, UpdateError::PartitionKey { source: KeyError::BadValue { column, .. }, .. } if column == "day"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("0x0001740000030102030"), "the message names the key: {err}");
+        let err = with(&|u| u.key = PartitionKey::from_serialized(vec![1, 2, 3]));
+        assert!(matches!(err, UpdateError::PartitionKey { source: KeyError::Undecodable, .. }), "{err}");
+        // Clustering keys: short, long, of a wrong type.
+        let err = with(&|u| u.rows[0].0 = ClusteringKey::from_encoded(vec![0; 8]));
+        assert!(matches!(err, UpdateError::ClusteringKey { source: KeyError::WrongArity { got: 1, .. }, .. }), "{err}");
+        let err = with(&|u| u.rows[0].0 = ClusteringKey::from_encoded(vec![0; 13]));
+        assert!(matches!(err, UpdateError::ClusteringKey { source: KeyError::Undecodable, .. }), "{err}");
+        // Cells: unknown column, non-UTF-8 text, bad TTL, negative timestamp; a marker with a value.
+        let err = with(&|u| u.rows[0].1.cells[0].0 = 7);
+        assert!(matches!(err, UpdateError::UnknownColumn { id: 7, columns: 1, .. }), "{err}");
+        let err = with(&|u| u.rows[0].1.cells[0].1 = Cell::Live { ts: 1, value: vec![0xC3, 0x28] });
+        assert!(
+            matches!(&err, UpdateError::BadValue { column, source: wire::ValueError::NotUtf8, .. } if column == "body"),
+            "{err}"
+        );
+        let err = with(&|u| u.rows[0].1.cells[0].1 = Cell::Expiring { ts: 1, value: vec![], ttl: 0, expires_at: 9 });
+        assert!(matches!(err, UpdateError::Ttl { ttl: 0, .. }), "{err}");
+        let err = with(&|u| u.rows[0].1.cells[0].1 = Cell::Tombstone { ts: i64::MIN, deleted_at: 9 });
+        assert!(matches!(err, UpdateError::Timestamp { ts: i64::MIN, .. }), "{err}");
+        let err = with(&|u| u.deletion = Some(Deletion { ts: -1, deleted_at: 0 }));
+        assert!(matches!(err, UpdateError::Timestamp { ts: -1, .. }), "{err}");
+        let err = with(&|u| u.rows[0].1.marker = Some(Cell::Live { ts: 1, value: vec![1] }));
+        assert!(matches!(err, UpdateError::MarkerValue { len: 1, .. }), "{err}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::cell::Timestamp;
 use crate::compaction::CompactionReport;
 use crate::hlc::{SystemClock, WallClock};
 use crate::key::{ClusteringKey, KeyError, PartitionKey};
-use crate::mutation::{PartitionUpdate, Write, WriteError};
+use crate::mutation::{PartitionUpdate, UpdateError, Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
 use crate::row::{ClusteringSlice, Partition};
@@ -91,6 +91,8 @@ pub enum NodeError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error("invalid write: {0}")]
+    InvalidUpdate(#[from] UpdateError),
     #[error("shard {shard}: {source}")]
     Shard { shard: u16, source: ShardError },
     #[error("shard {shard} failed to start: {reason}")]
@@ -189,6 +191,9 @@ struct Inner {
     ring: Ring<u16>,
     /// Set by [`Node::drain`]; writes are refused from then on.
     drained: AtomicBool,
+    /// Stored rows readers skipped because they do not decode under their table's schema
+    /// (see `read::visible_rows_skipping`), since the node started.
+    undecodable_rows: AtomicU64,
     senders: Vec<flume::Sender<Request>>,
     /// DDL only: serializes catalog changes and their persistence.
     catalog: Mutex<Catalog>,
@@ -330,6 +335,7 @@ impl Node {
                 generation: meta.generation,
                 ring: meta.local_ring(),
                 drained: AtomicBool::new(false),
+                undecodable_rows: AtomicU64::new(0),
                 senders,
                 catalog: Mutex::new(catalog),
                 schema_version,
@@ -546,6 +552,7 @@ impl Node {
         encoded: Option<Vec<u8>>,
     ) -> Result<(), NodeError> {
         self.check_not_drained()?;
+        self.check_stamped(&updates)?;
         let mut groups = self.group_by_shard(updates, |u| u.key.token());
         // Bytes of the whole batch are one shard's record only when one shard owns all of it.
         let mut encoded = encoded.filter(|_| groups.len() == 1);
@@ -575,6 +582,24 @@ impl Node {
                 .await
                 .map_err(|_| NodeError::ShardStopped(shard))?
                 .map_err(|source| NodeError::Shard { shard, source })?;
+        }
+        Ok(())
+    }
+
+    /// Checks updates stamped elsewhere (a peer's MUTATE, the batchlog) against their tables'
+    /// schemas, all of them before any shard applies one: a batch that does not fit is refused
+    /// whole, before it is logged, so that nothing stored fails to decode later.
+    fn check_stamped(&self, updates: &[PartitionUpdate]) -> Result<(), NodeError> {
+        let mut schema: Option<Arc<TableSchema>> = None;
+        for update in updates {
+            let table = match schema.take() {
+                Some(s) if s.id == update.table => s,
+                _ => self
+                    .table_by_id(update.table)
+                    .ok_or_else(|| NodeError::UnknownTable(format!("id {}", update.table)))?,
+            };
+            update.check(&table)?;
+            schema = Some(table);
         }
         Ok(())
     }
@@ -686,6 +711,16 @@ impl Node {
     pub async fn drain(&self) -> Result<(), NodeError> {
         self.inner.drained.store(true, Ordering::SeqCst);
         self.flush().await
+    }
+
+    /// Counts a stored row a reader skipped because it does not decode under its schema.
+    pub fn note_undecodable_row(&self) {
+        self.inner.undecodable_rows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stored rows readers skipped as undecodable since the node started.
+    pub fn undecodable_rows(&self) -> u64 {
+        self.inner.undecodable_rows.load(Ordering::Relaxed)
     }
 
     pub fn is_drained(&self) -> bool {

@@ -28,6 +28,7 @@ use glommio::{Latency, Shares, TaskQueueHandle};
 use wire::schema::{TableId, TableSchema};
 use wire::Token;
 
+use crate::catalog::CATALOG_FILE;
 use crate::cell::Timestamp;
 use crate::compaction::merge::PartitionMerge;
 use crate::compaction::purge::min_timestamp;
@@ -89,6 +90,10 @@ impl Default for ShardConfig {
 pub enum ShardError {
     #[error("unknown table id {0}")]
     UnknownTable(TableId),
+    /// Data on disk of a table the node's catalog neither lists nor records as dropped: the
+    /// catalog file was lost or replaced, and starting would hide the data.
+    #[error("{found} holds rows of table id {table}, {}", catalog_note(catalog))]
+    UnknownTableData { found: String, table: TableId, catalog: PathBuf },
     #[error("write log: {0}")]
     Wal(#[from] WalError),
     #[error("timestamp: {0}")]
@@ -109,6 +114,17 @@ pub enum ShardError {
     CompactionConfig(#[from] InvalidCompactionConfig),
     #[error("shard {shard}: starting a background task: {reason}")]
     Task { shard: u16, reason: String },
+}
+
+/// What the node's schema catalog `catalog` says of a table id it does not know.
+fn catalog_note(catalog: &Path) -> String {
+    match catalog.exists() {
+        false => format!(
+            "but the schema catalog {} is missing: restore it (from a backup, or a peer's copy of the same cluster) before starting the node",
+            catalog.display()
+        ),
+        true => format!("which the schema catalog {} does not list", catalog.display()),
+    }
 }
 
 /// Where corrupt SSTables are moved (inside the shard directory, outside `sstables/`).
@@ -383,6 +399,12 @@ impl Shard {
             manifest.save(dir)?;
         }
         manifest.remove_leftovers(dir)?;
+        // The node's catalog sits beside its shard directories.
+        let catalog = dir.parent().unwrap_or(dir).join(CATALOG_FILE);
+        if let Some(entry) = manifest.sstables.iter().find(|s| !schemas.iter().any(|t| t.id == s.table)) {
+            let found = dir.join(SSTABLE_DIR).join(entry.file_name()).display().to_string();
+            return Err(ShardError::UnknownTableData { found, table: entry.table, catalog });
+        }
         let cache = BlockCache::new(config.block_cache_bytes);
         let mut hlc = Hlc::new(SystemClock, config.max_clock_drift);
         let mut max_seen = i64::MIN;
@@ -426,7 +448,8 @@ impl Shard {
             updates.retain(|u| !dropped(u.table));
             for update in &updates {
                 if !known.contains_key(&update.table) {
-                    return Err(WalError::Apply(format!("record {lsn}: unknown table id {}", update.table)));
+                    let (table, note) = (update.table, catalog_note(&catalog));
+                    return Err(WalError::Apply(format!("record {lsn} holds rows of table id {table}, {note}")));
                 }
                 if let Some(ts) = update.max_timestamp() {
                     max_seen = max_seen.max(ts);

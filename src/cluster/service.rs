@@ -435,10 +435,12 @@ impl Cluster {
                     if matches!(event, GossipEvent::Restarted(_)) {
                         tracing::info!(host = %format!("{host:032x}"), "peer restarted");
                         self.detector.borrow_mut().remove(host);
+                        self.connect_at_once(host);
                     }
                     match self.detector.borrow_mut().report(host, now) {
                         Ok(true) => {
                             tracing::info!(host = %format!("{host:032x}"), "peer up");
+                            self.connect_at_once(host);
                             self.liveness_changed(host, true);
                             rebuild = true;
                         }
@@ -466,6 +468,15 @@ impl Cluster {
         }
         if rebuild {
             self.rebuild_view();
+        }
+    }
+
+    /// A peer gossip just heard from (restarted, or up again) is called without waiting out
+    /// the backoff its failed connection attempts started.
+    fn connect_at_once(&self, host: HostId) {
+        let peer = self.gossip.borrow().endpoint(host).and_then(EndpointState::peer_address);
+        if let Some(peer) = peer {
+            self.transport.peer_is_back(peer);
         }
     }
 

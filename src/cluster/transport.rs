@@ -331,6 +331,20 @@ impl Transport {
         })
     }
 
+    /// Forgets the backoff after failed connection attempts to `peer` (every shard of it), so
+    /// that the next call connects at once: called when gossip hears the peer again (it
+    /// restarted, or the failure detector sees it up). Without it, calls such as a repair's
+    /// right after a peer restart would fail `Unreachable` for up to `backoff_max` though the
+    /// peer is up.
+    pub fn peer_is_back(&self, peer: SocketAddr) {
+        for ((addr, _), link) in self.links.borrow().iter() {
+            if *addr == peer {
+                link.backing_off.borrow_mut().take();
+                link.next_backoff.set(self.config.backoff_min);
+            }
+        }
+    }
+
     /// The connection a call to the shard `shard` of `peer` uses: the current one, or a new
     /// one being opened; `Unreachable` while backing off after a failed attempt.
     fn connection(&self, peer: SocketAddr, shard: u16) -> Result<Rc<Conn>, PeerError> {

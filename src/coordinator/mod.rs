@@ -412,7 +412,9 @@ fn cql_error(e: CqlError) -> ErrorResponse {
 /// request; a node that cannot take writes right now is overloaded; the rest is a server error.
 fn node_error(e: NodeError) -> ErrorResponse {
     let code = match &e {
-        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) => ErrorCode::Invalid,
+        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) | NodeError::InvalidUpdate(_) => {
+            ErrorCode::Invalid
+        }
         NodeError::Shard { source: ShardError::Clock(_), .. } => ErrorCode::Invalid,
         NodeError::Shard { source: ShardError::UnknownTable(_), .. } => ErrorCode::Invalid,
         NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } => ErrorCode::Overloaded,

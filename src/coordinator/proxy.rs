@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use shards::cell::Timestamp;
+use shards::cell::{Timestamp, MIN_WRITE_TIMESTAMP};
 use shards::hlc::Hlc;
 use shards::key::PartitionKey;
 use shards::mutation::{PartitionUpdate, Write};
@@ -137,6 +137,10 @@ impl StorageProxy {
     pub fn timestamp(&self, client: Option<Timestamp>) -> Result<Timestamp, ErrorResponse> {
         let mut clock = self.clock.borrow_mut();
         match client {
+            Some(ts) if ts < MIN_WRITE_TIMESTAMP => Err(ErrorResponse::new(
+                ErrorCode::Invalid,
+                format!("timestamp {ts} is out of range: a write timestamp is microseconds since the Unix epoch, {MIN_WRITE_TIMESTAMP} or more"),
+            )),
             Some(ts) => {
                 clock.observe(ts).map(|()| ts).map_err(|e| ErrorResponse::new(ErrorCode::Invalid, e.to_string()))
             }

@@ -8,11 +8,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use shards::catalog::is_local_table;
 use shards::hlc::Hlc;
 use shards::mutation::PartitionUpdate;
 use shards::node::{Node, NodeError};
 use shards::shard::ShardError;
+use wire::schema::{TableId, TableSchema};
 
 use crate::cluster::messages::{digest, MessageError, ReadResult};
 use crate::cluster::transport::{codes, PeerAnswer, PeerHandler, PeerRequest, RemoteError};
@@ -46,6 +49,14 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
         PeerRequest::Mutate(body) => {
             // MUTATE bodies travel encoded (`MutateBody`): decoded only here, where applied.
             let updates = body.decode().map_err(malformed)?;
+            // Each table once: a batch is usually many updates of one table.
+            let mut checked = None;
+            for update in &updates {
+                if checked != Some(update.table) {
+                    peer_table(node, update.table)?;
+                    checked = Some(update.table);
+                }
+            }
             // The body is the updates' own encoding behind a version byte: the shard logs
             // those bytes instead of encoding the updates again.
             let encoded = crate::cluster::messages::mutate_batch_bytes(body.bytes()).map_err(malformed)?.to_vec();
@@ -58,6 +69,7 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
             Ok(PeerAnswer::MutateOk)
         }
         PeerRequest::Read(request) => {
+            peer_table(node, request.table)?;
             let stored = node.read_partition(request.table, request.key, request.slice).await.map_err(storage)?;
             // An empty partition and no partition read the same: one digest for both.
             let stored = stored.filter(|p| !p.is_empty());
@@ -68,19 +80,20 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
             Ok(PeerAnswer::ReadResult(result))
         }
         PeerRequest::Scan(request) => {
+            peer_table(node, request.table)?;
             let limit = request.limit as usize;
             let page =
                 node.scan(request.table, request.start, request.end, request.after, limit).await.map_err(storage)?;
             Ok(PeerAnswer::ScanResult(page))
         }
         PeerRequest::MerkleTree(request) => {
+            peer_table(node, request.table)?;
             let tree = super::repair::build_tree(node, &request).await.map_err(storage)?;
             Ok(PeerAnswer::MerkleTree(tree))
         }
         PeerRequest::Truncate(table) => {
             // By id: a table dropped and created again under the same name is another table.
-            let schema =
-                node.table_by_id(table).ok_or(NodeError::UnknownTable(format!("id {table}"))).map_err(storage)?;
+            let schema = peer_table(node, table)?;
             node.truncate(&schema.name).await.map_err(storage)?;
             Ok(PeerAnswer::TruncateOk)
         }
@@ -88,6 +101,20 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
             Err(RemoteError::new(codes::PROTOCOL, format!("opcode {:#04x} is not a data request", other.opcode())))
         }
     }
+}
+
+/// The table a peer's data request names, by id: one this node knows, and not one of the
+/// node's own (`system_...`, the batchlog), which peers never read or write: a node fills its
+/// own tables itself, through its own verbs.
+fn peer_table(node: &Node, table: TableId) -> Result<Arc<TableSchema>, RemoteError> {
+    let schema = node.table_by_id(table).ok_or(NodeError::UnknownTable(format!("id {table}"))).map_err(storage)?;
+    if is_local_table(&schema.name) {
+        return Err(RemoteError::new(
+            codes::INVALID,
+            format!("table '{}' (id {table}) is this node's own: peers may not read or write it", schema.name),
+        ));
+    }
+    Ok(schema)
 }
 
 fn malformed(e: MessageError) -> RemoteError {
@@ -99,7 +126,9 @@ fn malformed(e: MessageError) -> RemoteError {
 /// that cannot take writes now is overloaded; the rest is a server error.
 fn storage(e: NodeError) -> RemoteError {
     let code = match &e {
-        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) => codes::INVALID,
+        NodeError::UnknownTable(_) | NodeError::Write(_) | NodeError::Key(_) | NodeError::InvalidUpdate(_) => {
+            codes::INVALID
+        }
         NodeError::Shard { source: ShardError::UnknownTable(_) | ShardError::Clock(_), .. } => codes::INVALID,
         NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } | NodeError::Drained => codes::OVERLOADED,
         _ => codes::SERVER,

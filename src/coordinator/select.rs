@@ -6,7 +6,7 @@
 use std::ops::Bound;
 
 use shards::key::{ClusteringKey, PartitionKey};
-use shards::read::{now_secs, visible_rows, ResultRow};
+use shards::read::{now_secs, visible_rows_skipping, ResultRow};
 use shards::row::{ClusteringSlice, Partition};
 use wire::protocol::{ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows};
 use wire::Value;
@@ -140,7 +140,12 @@ impl Cursor {
         // with room for at least one row.
         let mut feed = |key: &PartitionKey, partition: &Partition, budget: &mut usize| -> Result<bool, ErrorResponse> {
             debug_assert!(*budget > 0);
-            let rows = visible_rows(schema, key, partition, now_secs()).map_err(|e| server_error(&e))?;
+            // A row stored before replicas checked writes may not decode: it is skipped,
+            // logged with its key and counted, and the rest of the table stays readable.
+            let rows = visible_rows_skipping(schema, key, partition, now_secs(), &mut |bad| {
+                tracing::warn!(table = %schema.name, row = %bad, "skipping a stored row that does not decode");
+                proxy.node().note_undecodable_row();
+            });
             for (i, row) in rows.iter().enumerate() {
                 emit(key, row);
                 emitted += 1;

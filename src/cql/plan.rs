@@ -941,10 +941,11 @@ fn create_table_schema(create: &ast::CreateTable) -> Result<TableSchema, CqlErro
             options.read_repair = mode;
             continue;
         }
-        let max = match name {
-            "gc_grace_seconds" => u64::from(u32::MAX),
-            "default_time_to_live" => u64::from(MAX_TTL_SECONDS),
-            "replication_factor" => u64::from(u8::MAX),
+        let (min, max) = match name {
+            "gc_grace_seconds" => (0, u64::from(u32::MAX)),
+            "default_time_to_live" => (0, u64::from(MAX_TTL_SECONDS)),
+            // A table needs at least one replica (`TableSchema::validate`).
+            "replication_factor" => (1, u64::from(u8::MAX)),
             _ => {
                 let msg = format!(
                     "Unknown property '{name}' (supported: gc_grace_seconds, default_time_to_live, replication_factor, read_repair, CLUSTERING ORDER BY)"
@@ -954,12 +955,12 @@ fn create_table_schema(create: &ast::CreateTable) -> Result<TableSchema, CqlErro
         };
         let value = match &property.value {
             Term::Literal { kind: ast::LiteralKind::Integer, text, .. } => {
-                text.parse::<u64>().ok().filter(|v| *v <= max)
+                text.parse::<u64>().ok().filter(|v| (min..=max).contains(v))
             }
             _ => None,
         };
         let Some(value) = value else {
-            let msg = format!("Invalid value for property '{name}': expected an integer from 0 to {max}");
+            let msg = format!("Invalid value for property '{name}': expected an integer from {min} to {max}");
             return Err(CqlError::invalid(property.value.pos(), msg));
         };
         // Each value is at most its field's maximum, checked above.
@@ -1534,8 +1535,10 @@ mod tests {
         assert!(
             create("CREATE TABLE t (k int PRIMARY KEY) WITH compaction = 1").contains("Unknown property 'compaction'")
         );
-        assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH replication_factor = 0")
-            .contains("replication factor must be at least 1"));
+        for rf in [0, 256] {
+            let text = format!("CREATE TABLE t (k int PRIMARY KEY) WITH replication_factor = {rf}");
+            assert!(create(&text).contains("'replication_factor': expected an integer from 1 to 255"), "{rf}");
+        }
         assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH gc_grace_seconds = 'x'")
             .contains("Invalid value for property"));
         assert!(create("CREATE TABLE t (k int PRIMARY KEY) WITH read_repair = 'sometimes'")

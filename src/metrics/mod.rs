@@ -332,7 +332,7 @@ impl Metrics {
             others.request_counters().await.iter().for_each(|c| requests.add(c));
         }
         let mut out = Exposition::new();
-        self.render_node(&mut out, shards.len());
+        self.render_node(&mut out, shards.len(), node.undecodable_rows());
         self.render_requests(&mut out, &requests);
         let table_name = |id| node.table_by_id(id).map(|t| t.name.clone());
         render_shards(&mut out, &shards, table_name);
@@ -343,13 +343,16 @@ impl Metrics {
         Ok(out.finish())
     }
 
-    fn render_node(&self, out: &mut Exposition, shards: usize) {
+    fn render_node(&self, out: &mut Exposition, shards: usize, undecodable_rows: u64) {
         out.family("enigmadb_build_info", Kind::Gauge, "Always 1; the version of the running server.");
         out.sample("enigmadb_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1u8);
         out.family("enigmadb_uptime_seconds", Kind::Gauge, "Seconds since the server started.");
         out.sample("enigmadb_uptime_seconds", &[], self.started.elapsed().as_secs_f64());
         out.family("enigmadb_shards", Kind::Gauge, "Shards of this node (one executor each).");
         out.sample("enigmadb_shards", &[], shards as f64);
+        let name = "enigmadb_undecodable_rows_total";
+        out.family(name, Kind::Counter, "Stored rows reads skipped because they do not decode under their schema.");
+        out.sample(name, &[], undecodable_rows as f64);
     }
 
     fn render_requests(&self, out: &mut Exposition, counters: &RequestCounters) {

@@ -4,7 +4,8 @@
 //! frame the decoder rejects gets a typed ERROR answer or closes the connection; nothing a
 //! client sends can panic or stall the shard.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Instant;
@@ -85,6 +86,9 @@ struct Connection {
     in_flight: Rc<Semaphore>,
     /// STARTUP has been answered with READY.
     started: Cell<bool>,
+    /// Stream ids of the requests in flight (at most `max_requests` + 1: the reader waits
+    /// for a permit before reading on).
+    streams: RefCell<HashSet<u16>>,
     limits: Limits,
 }
 
@@ -106,6 +110,7 @@ impl Connection {
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
             started: Cell::new(false),
+            streams: RefCell::default(),
             limits,
         });
         conn.read_loop(&mut reader, &stopping).await;
@@ -125,7 +130,9 @@ impl Connection {
                 match decoder.decode(buf.pending()) {
                     Ok(Some((frame, used))) => {
                         buf.consume(used);
-                        self.dispatch(frame).await;
+                        if !self.dispatch(frame).await {
+                            return;
+                        }
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -156,10 +163,24 @@ impl Connection {
         }
     }
 
-    /// Starts serving one frame as its own task, once a request permit is free.
-    async fn dispatch(self: &Rc<Self>, frame: Frame) {
+    /// Starts serving one frame as its own task, once a request permit is free. A request on
+    /// stream 0 or on a stream still in use is a connection-level error: answered on stream
+    /// 0, then false (the connection closes once the requests in flight are answered).
+    async fn dispatch(self: &Rc<Self>, frame: Frame) -> bool {
+        let misuse = match frame.stream {
+            0 => Some("stream 0 is reserved for connection-level errors: requests use streams 1 to 65535".to_owned()),
+            s if !self.streams.borrow_mut().insert(s) => {
+                Some(format!("stream {s} is already in use by a request still in flight"))
+            }
+            _ => None,
+        };
+        if let Some(message) = misuse {
+            self.metrics.record_error(RequestLabels::unknown(), &ErrorCode::Protocol);
+            self.outbox.push(&Response::error(ErrorCode::Protocol, message).to_frame(0));
+            return false;
+        }
         self.outbox.wait_below(MAX_OUTBOX_BYTES).await;
-        let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return };
+        let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return false };
         let conn = self.clone();
         glommio::spawn_local(async move {
             let (stream, started) = (frame.stream, Instant::now());
@@ -176,9 +197,11 @@ impl Connection {
             };
             conn.metrics.record(labels.get(), started.elapsed(), &response);
             conn.outbox.push(&response.to_frame(stream));
+            conn.streams.borrow_mut().remove(&stream);
             drop(permit);
         })
         .detach();
+        true
     }
 
     /// The answer to one frame; `labels` gets the request's metric labels once it decodes.
@@ -197,6 +220,9 @@ impl Connection {
                 shards: self.limits.door.shards,
                 shard_aware_port: self.limits.door.shard_aware_port,
             },
+            Request::Startup { .. } if self.started.get() => {
+                Response::error(ErrorCode::Protocol, "STARTUP was already answered READY on this connection")
+            }
             Request::Startup { version, .. } => match negotiate_version(version) {
                 Ok(version) => {
                     self.started.set(true);

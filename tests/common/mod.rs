@@ -328,11 +328,11 @@ impl RawConnection {
     /// STARTUP with this build's protocol version: true once READY comes back, false if the
     /// server closed the connection; panics on any other answer.
     pub fn startup(&mut self) -> bool {
-        if !self.send(&Request::Startup { version: PROTOCOL_VERSION, client: "raw-test".into() }, 0) {
+        if !self.send(&Request::Startup { version: PROTOCOL_VERSION, client: "raw-test".into() }, 1) {
             return false;
         }
         match self.receive() {
-            Some((0, Response::Ready { .. })) => true,
+            Some((1, Response::Ready { .. })) => true,
             None => false,
             other => panic!("STARTUP answered with {other:?}"),
         }

@@ -120,15 +120,21 @@ impl<'a> Reader<'a> {
     pub fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(self.u64()? as i64)
     }
-    /// A byte string with a u32 length prefix, at most `limit` bytes long.
+    /// A byte string with a u32 length prefix, at most `limit` bytes long. A length past the
+    /// end of the input is truncation, whatever the limit: the usual case of a corrupt or
+    /// hostile length, reported as such rather than against a bound the reader never reached.
     pub fn bytes_limited(&mut self, limit: usize) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let len = self.u32()? as usize;
+        if len > self.remaining() {
+            return Err(DecodeError::Truncated { offset: self.pos, needed: len - self.remaining() });
+        }
         if len > limit {
             return Err(DecodeError::TooLong { offset: at, len, limit });
         }
         self.take(len)
     }
+    /// A byte string with a u32 length prefix, at most [`MAX_FIELD_LEN`] bytes long.
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         self.bytes_limited(MAX_FIELD_LEN)
     }
@@ -179,6 +185,16 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_past_the_end_is_truncation_not_a_bound() {
+        let mut w = Writer::new();
+        w.u32(u32::MAX).u8(1);
+        let bytes = w.into_bytes();
+        let err = Reader::new(&bytes).bytes().unwrap_err();
+        assert_eq!(err, DecodeError::Truncated { offset: 4, needed: u32::MAX as usize - 1 });
+        assert!(!err.to_string().contains("268435456"), "{err}");
+    }
 
     #[test]
     fn fields_round_trip_and_truncation_is_typed() {

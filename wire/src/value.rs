@@ -65,6 +65,68 @@ impl ColumnType {
     pub fn from_code(code: u8) -> Option<ColumnType> {
         ColumnType::ALL.into_iter().find(|t| t.code() == code)
     }
+
+    /// Checks that `raw` is a serialized value of this type, exactly what [`Value::from_bytes`]
+    /// accepts, without building the value (no allocation): how a replica checks every cell
+    /// of a write it is sent.
+    pub fn check_bytes(self, raw: &[u8]) -> Result<(), ValueError> {
+        let fixed = |n: usize| match raw.len() == n {
+            true => Ok(()),
+            false => Err(ValueError::WrongLength { ty: self, expected: n, got: raw.len() }),
+        };
+        match self {
+            ColumnType::Text => std::str::from_utf8(raw).map(drop).map_err(|_| ValueError::NotUtf8),
+            ColumnType::Blob => Ok(()),
+            ColumnType::Int => fixed(4),
+            ColumnType::BigInt | ColumnType::Timestamp | ColumnType::Double => fixed(8),
+            ColumnType::Boolean => match raw {
+                [0 | 1] => Ok(()),
+                [b] => Err(ValueError::BadBoolean(*b)),
+                _ => fixed(1),
+            },
+        }
+    }
+
+    /// Checks one order-preserving value ([`Value::write_ordered`]) at the front of `input`,
+    /// accepting exactly what [`Value::read_ordered`] accepts; returns the bytes it takes.
+    /// Allocates nothing, except for text in descending order (its bytes are inverted).
+    pub fn check_ordered(self, descending: bool, input: &[u8]) -> Result<usize, ValueError> {
+        let bad = || ValueError::BadOrderedEncoding(self);
+        let flip = |b: u8| if descending { !b } else { b };
+        let fixed = |n: usize| input.get(..n).map(|_| n).ok_or_else(bad);
+        match self {
+            ColumnType::Text if descending => Value::read_ordered(self, descending, input).map(|(_, used)| used),
+            ColumnType::Text | ColumnType::Blob => {
+                let mut i = 0;
+                let end = loop {
+                    if flip(*input.get(i).ok_or_else(bad)?) != 0 {
+                        i += 1;
+                        continue;
+                    }
+                    match flip(*input.get(i + 1).ok_or_else(bad)?) {
+                        0 => break i + 2,
+                        0xFF => i += 2,
+                        _ => return Err(bad()),
+                    }
+                };
+                if self == ColumnType::Text {
+                    // Escaped 0x00 bytes (ascending: 00 FF) split the text into runs; a 0x00
+                    // never falls inside a UTF-8 sequence, so the text is valid when every run is.
+                    for (n, run) in input[..end - 2].split(|b| *b == 0).enumerate() {
+                        let run = if n == 0 { run } else { run.get(1..).unwrap_or_default() };
+                        std::str::from_utf8(run).map_err(|_| ValueError::NotUtf8)?;
+                    }
+                }
+                Ok(end)
+            }
+            ColumnType::Int => fixed(4),
+            ColumnType::BigInt | ColumnType::Timestamp | ColumnType::Double => fixed(8),
+            ColumnType::Boolean => match input.first().map(|b| flip(*b)) {
+                Some(0 | 1) => Ok(1),
+                _ => Err(bad()),
+            },
+        }
+    }
 }
 
 impl fmt::Display for ColumnType {
@@ -358,7 +420,30 @@ pub(crate) mod tests {
         proptest::sample::select(ColumnType::ALL.to_vec()).prop_flat_map(|ty| (value_of(ty), value_of(ty)))
     }
 
+    fn any_type() -> impl Strategy<Value = ColumnType> {
+        proptest::sample::select(ColumnType::ALL.to_vec())
+    }
+
     proptest! {
+        #[test]
+        fn checks_accept_exactly_what_decoding_accepts(
+            ty in any_type(),
+            desc in any::<bool>(),
+            raw in proptest::collection::vec(prop_oneof![Just(0u8), Just(0xFF), Just(0xC3), Just(0xA9), Just(b'a'), any::<u8>()], 0..12),
+        ) {
+            prop_assert_eq!(ty.check_bytes(&raw), Value::from_bytes(ty, &raw).map(drop));
+            prop_assert_eq!(ty.check_ordered(desc, &raw), Value::read_ordered(ty, desc, &raw).map(|(_, used)| used));
+        }
+
+        #[test]
+        fn checks_accept_every_encoded_value(v in any_value(), desc in any::<bool>()) {
+            let ty = v.column_type();
+            prop_assert_eq!(ty.check_bytes(&v.to_bytes()), Ok(()));
+            let mut ordered = Vec::new();
+            v.write_ordered(desc, &mut ordered);
+            prop_assert_eq!(ty.check_ordered(desc, &ordered), Ok(ordered.len()));
+        }
+
         #[test]
         fn serialized_form_round_trips(v in any_value()) {
             let back = Value::from_bytes(v.column_type(), &v.to_bytes()).unwrap();
@@ -396,6 +481,10 @@ pub(crate) mod tests {
         assert_eq!(Value::from_bytes(ColumnType::Boolean, &[2]), Err(ValueError::BadBoolean(2)));
         assert!(Value::read_ordered(ColumnType::Text, false, &[b'a', 0, 7]).is_err());
         assert!(Value::read_ordered(ColumnType::BigInt, false, &[1, 2, 3]).is_err());
+        assert_eq!(ColumnType::Int.check_bytes(&[1, 2, 3]), Value::from_bytes(ColumnType::Int, &[1, 2, 3]).map(drop));
+        assert_eq!(ColumnType::Text.check_ordered(false, &[0xFF, 0, 0]), Err(ValueError::NotUtf8));
+        assert_eq!(ColumnType::Text.check_ordered(false, &[b'a', 0, 0xFF, 0xC3, 0, 0]), Err(ValueError::NotUtf8));
+        assert_eq!(ColumnType::Text.check_ordered(false, &[b'a', 0, 0xFF, b'b', 0, 0]), Ok(6));
     }
 
     #[test]
