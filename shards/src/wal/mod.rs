@@ -214,11 +214,24 @@ impl Wal {
     pub async fn open(
         dir: &Path,
         config: WalConfig,
+        apply: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
+    ) -> Result<(Wal, ReplayReport), WalError> {
+        Wal::open_needing(dir, config, None, apply).await
+    }
+
+    /// [`Wal::open`] for a caller that holds every record below `needed_from` elsewhere (a
+    /// shard's SSTables hold the records up to its manifest's WAL boundary): a log that starts
+    /// after `needed_from` lost its oldest segment and is refused as corruption (unless
+    /// `truncate_corrupt`), and new records never get an LSN below `needed_from`.
+    pub async fn open_needing(
+        dir: &Path,
+        config: WalConfig,
+        needed_from: Option<Lsn>,
         mut apply: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
     ) -> Result<(Wal, ReplayReport), WalError> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| PathIoError::new("create", dir, e))?;
-        let recovered = replay::replay(dir, config.truncate_corrupt, &mut apply).await?;
+        let recovered = replay::replay(dir, config.truncate_corrupt, needed_from, &mut apply).await?;
         let report = recovered.report.clone();
         let (shared, writer) = writer::start(dir, config, recovered).await?;
         Ok((Wal { shared, writer: Some(writer) }, report))
