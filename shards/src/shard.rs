@@ -66,6 +66,9 @@ pub struct ShardConfig {
     /// At start, move an SSTable that fails its checksums to `quarantine/` and drop it from
     /// the manifest (losing its rows on this node) instead of refusing to start.
     pub quarantine_corrupt_sstables: bool,
+    /// At start, a shard whose `MANIFEST` is missing while SSTables are present rebuilds it
+    /// from the SSTables found (each checked whole) instead of refusing to start.
+    pub rebuild_missing_manifest: bool,
     pub compaction: CompactionConfig,
 }
 
@@ -80,6 +83,7 @@ impl Default for ShardConfig {
             max_clock_drift: crate::hlc::DEFAULT_MAX_DRIFT,
             flush_shares: 250,
             quarantine_corrupt_sstables: false,
+            rebuild_missing_manifest: false,
             compaction: CompactionConfig::default(),
         }
     }
@@ -109,6 +113,12 @@ pub enum ShardError {
     CompactionConfig(#[from] InvalidCompactionConfig),
     #[error("shard {shard}: starting a background task: {reason}")]
     Task { shard: u16, reason: String },
+    #[error(
+        "shard {shard}: {dir} holds {sstables} SSTable file(s) but no MANIFEST; refusing to start rather \
+         than drop them as crash leftovers. Restore the MANIFEST, or start once with \
+         --rebuild-missing-manifest to rebuild it from the SSTables found (each is checked)"
+    )]
+    ManifestMissing { shard: u16, dir: PathBuf, sstables: usize },
 }
 
 /// Where corrupt SSTables are moved (inside the shard directory, outside `sstables/`).
@@ -123,6 +133,9 @@ pub struct OpenReport {
     pub sstables: usize,
     /// Corrupt SSTables moved to quarantine (only with `quarantine_corrupt_sstables`).
     pub quarantined: Vec<PathBuf>,
+    /// The largest write timestamp the shard holds (SSTable metadata and replayed WAL
+    /// records), if any: clocks that stamp writes for it must start above it.
+    pub max_timestamp: Option<Timestamp>,
 }
 
 /// Counters of one shard.
@@ -368,7 +381,30 @@ impl Shard {
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
         config.compaction.validate()?;
         let dropped = |table: TableId| is_dropped(table) && !schemas.iter().any(|s| s.id == table);
-        let mut manifest = Manifest::load(dir)?;
+        let (mut manifest, needed_from) = match Manifest::read(dir)? {
+            // Replay must find every record after the manifest's WAL boundary.
+            Some(manifest) => {
+                let needed_from = manifest.flushed_through + 1;
+                (manifest, Some(needed_from))
+            }
+            None => {
+                let found = Manifest::sstable_files(dir)?;
+                if found.is_empty() {
+                    // A new shard, or one that never flushed: its WAL holds everything.
+                    (Manifest::default(), Some(1))
+                } else if config.rebuild_missing_manifest {
+                    // Which WAL records the lost manifest covered is unknown: replay them all
+                    // (merging is idempotent) and accept a log that starts anywhere.
+                    (rebuild_manifest(id, dir, found, schemas, &dropped)?, None)
+                } else {
+                    return Err(ShardError::ManifestMissing {
+                        shard: id,
+                        dir: dir.to_path_buf(),
+                        sstables: found.len(),
+                    });
+                }
+            }
+        };
         let listed = manifest.sstables.len();
         manifest.sstables.retain(|s| !dropped(s.table));
         if manifest.sstables.len() != listed {
@@ -412,7 +448,7 @@ impl Shard {
         let active = Generation::default();
         let flushed_through = manifest.flushed_through;
         let mut applied_records = 0;
-        let (wal, replay) = Wal::open(&dir.join("wal"), config.wal.clone(), |lsn, payload| {
+        let (wal, replay) = Wal::open_needing(&dir.join("wal"), config.wal.clone(), needed_from, |lsn, payload| {
             if lsn <= flushed_through {
                 return Ok(()); // already in an SSTable; the segment outlived its flush
             }
@@ -438,6 +474,7 @@ impl Shard {
             applied_records,
             sstables: sstables.values().map(Vec::len).sum(),
             quarantined: quarantined.into_iter().map(|(_, p)| p).collect(),
+            max_timestamp: (max_seen > i64::MIN).then_some(max_seen),
         };
         if max_seen > i64::MIN && hlc.advance_past(max_seen) {
             tracing::warn!(
@@ -1246,8 +1283,49 @@ impl Shard {
     }
 }
 
+/// A manifest for a shard whose `MANIFEST` is gone, listing the SSTables `found` that pass a
+/// full check (every block's checksum and structure, as `enigmadb sstable check` does) and
+/// belong to a table of the node. A file that fails (an interrupted flush or compaction leaves
+/// one) or whose table the node does not know is moved to quarantine, never deleted. The WAL
+/// boundary is 0: replay applies every record still logged. Saved before it is returned.
+fn rebuild_manifest(
+    shard: u16,
+    dir: &Path,
+    found: Vec<(SstableEntry, PathBuf)>,
+    schemas: &[TableSchema],
+    dropped: &impl Fn(TableId) -> bool,
+) -> Result<Manifest, ShardError> {
+    let mut manifest = Manifest::default();
+    for (entry, path) in found {
+        manifest.next_generation = manifest.next_generation.max(entry.generation + 1);
+        if dropped(entry.table) {
+            continue; // removed below as a leftover, as the drop would have done
+        }
+        let checked = if schemas.iter().any(|s| s.id == entry.table) {
+            crate::sstable::inspect::InspectedSstable::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|sst| sst.check().map(|_| ()).map_err(|e| e.to_string()))
+        } else {
+            Err(format!("table id {} is not in the node's catalog", entry.table))
+        };
+        match checked {
+            Ok(()) => manifest.sstables.push(entry),
+            Err(reason) => quarantine_sstable(dir, &path, &reason)?,
+        }
+    }
+    manifest.version = 1;
+    manifest.save(dir)?;
+    tracing::warn!(
+        shard,
+        sstables = manifest.sstables.len(),
+        next_generation = manifest.next_generation,
+        "MANIFEST was missing: rebuilt from the SSTables found (--rebuild-missing-manifest); the whole WAL is replayed"
+    );
+    Ok(manifest)
+}
+
 /// Moves a corrupt SSTable out of the live set into `<shard>/quarantine/`, never deleting it.
-fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &SstableError) -> Result<(), ShardError> {
+fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &dyn std::fmt::Display) -> Result<(), ShardError> {
     let target_dir = shard_dir.join(QUARANTINE_DIR);
     let io = |source| ShardError::Quarantine { path: path.to_path_buf(), source };
     std::fs::create_dir_all(&target_dir).map_err(io)?;
