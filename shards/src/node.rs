@@ -103,7 +103,12 @@ pub enum NodeError {
          (repair brings back replicated rows), create the empty directory {missing} first"
     )]
     ShardDirMissing { dir: PathBuf, shard: u16, missing: PathBuf },
+    #[error("the disk holding {dir} is full, so the node did not start ({reason}); free space and start it again")]
+    DiskFull { dir: PathBuf, reason: String },
 }
+
+/// How a shard that failed to open on a full disk says so across its start-up channel.
+const DISK_FULL_MARK: &str = "the disk is full";
 
 /// The directory of shard `shard` inside a node directory.
 pub fn shard_dir(node_dir: &Path, shard: usize) -> PathBuf {
@@ -128,7 +133,9 @@ fn data_evidence(dir: &Path) -> Option<String> {
 /// The first thing in a shard directory that only a running shard writes.
 fn shard_data(shard_dir: &Path) -> Option<&'static str> {
     let non_empty = |sub: &str| std::fs::read_dir(shard_dir.join(sub)).is_ok_and(|mut d| d.next().is_some());
-    if shard_dir.join(crate::manifest::MANIFEST_FILE).exists() {
+    // A manifest never edited (version 0) is the one every new shard saves at once.
+    let edited = |m: &crate::manifest::Manifest| m.version > 0;
+    if crate::manifest::Manifest::read(shard_dir).map_or(true, |m| m.is_some_and(|m| edited(&m))) {
         Some(crate::manifest::MANIFEST_FILE)
     } else if non_empty(crate::manifest::SSTABLE_DIR) {
         Some(crate::manifest::SSTABLE_DIR)
@@ -316,6 +323,20 @@ impl Node {
     /// shard). `services` is called on this thread once per shard, in shard order, before that
     /// shard's executor starts; each service ends with its executor, when the node shuts down.
     pub fn open_with_services(
+        config: NodeConfig,
+        services: &mut dyn FnMut(u16, usize) -> Option<LocalService>,
+    ) -> Result<(Node, OpenReport), NodeError> {
+        let dir = config.data_dir.clone();
+        Node::open_all(config, services).map_err(|e| match e {
+            e @ NodeError::ShardStart { .. } if e.to_string().contains(DISK_FULL_MARK) => {
+                NodeError::DiskFull { dir, reason: e.to_string() }
+            }
+            e if crate::io::caused_by_full_disk(&e) => NodeError::DiskFull { dir, reason: e.to_string() },
+            e => e,
+        })
+    }
+
+    fn open_all(
         config: NodeConfig,
         services: &mut dyn FnMut(u16, usize) -> Option<LocalService>,
     ) -> Result<(Node, OpenReport), NodeError> {
@@ -1004,13 +1025,18 @@ async fn run_shard(
     service: Option<(flume::Receiver<Node>, LocalService)>,
 ) {
     if let Err(e) = crate::io::prepare_executor_io(&dir).await {
-        let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
+        let mark = if crate::io::is_disk_full(&e) { format!("{DISK_FULL_MARK}: ") } else { String::new() };
+        let _ = ready.send((id, Err(format!("{mark}preparing I/O in {}: {e}", dir.display()))));
         return;
     }
     let shard = match Shard::open_in_node(id, &dir, config, &catalog.tables(), |t| catalog.is_dropped(t)).await {
         Ok((shard, report)) => {
             let _ = ready.send((id, Ok(report)));
             shard
+        }
+        Err(e) if crate::io::caused_by_full_disk(&e) => {
+            let _ = ready.send((id, Err(format!("{DISK_FULL_MARK}: {e}"))));
+            return;
         }
         Err(e) => {
             let _ = ready.send((id, Err(e.to_string())));

@@ -103,6 +103,10 @@ pub enum ShardError {
     Manifest(#[from] ManifestError),
     #[error("shard {shard} cannot take writes: flushing MemTables failed ({reason}) and {waiting} are waiting")]
     FlushFailed { shard: u16, reason: String, waiting: usize },
+    /// The disk is full: a write to the WAL or a flush found no space. Writes are refused
+    /// until space is freed; the shard retries by itself (nothing acknowledged is lost).
+    #[error("shard {shard} cannot take writes: the disk is full ({during}: {reason}); retrying until space is freed")]
+    DiskFull { shard: u16, during: &'static str, reason: String },
     #[error("shard {0} is closing")]
     Closing(u16),
     #[error("quarantining {path}: {source}")]
@@ -290,6 +294,24 @@ impl Drop for InFlight {
     }
 }
 
+/// Why the last flush failed; cleared by the next one that succeeds.
+#[derive(Clone)]
+struct FlushError {
+    reason: String,
+    disk_full: bool,
+}
+
+impl FlushError {
+    /// The error a write or a manual flush gets while flushing fails.
+    fn refusal(&self, shard: u16, waiting: usize) -> ShardError {
+        if self.disk_full {
+            ShardError::DiskFull { shard, during: "flushing MemTables", reason: self.reason.clone() }
+        } else {
+            ShardError::FlushFailed { shard, reason: self.reason.clone(), waiting }
+        }
+    }
+}
+
 struct Immutable {
     generation: Rc<Generation>,
     /// Every WAL record up to here was logged into this generation or an older one.
@@ -319,7 +341,7 @@ pub struct Shard {
     cache: Rc<BlockCache>,
     /// Notified when a generation becomes immutable, when a flush ends and when closing.
     flush_state: Signal,
-    flush_error: RefCell<Option<String>>,
+    flush_error: RefCell<Option<FlushError>>,
     flushes: Cell<u64>,
     closing: Cell<bool>,
     flush_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
@@ -390,8 +412,13 @@ impl Shard {
             None => {
                 let found = Manifest::sstable_files(dir)?;
                 if found.is_empty() {
-                    // A new shard, or one that never flushed: its WAL holds everything.
-                    (Manifest::default(), Some(1))
+                    // A new shard (or one an older version made that never flushed): its WAL
+                    // holds everything. Its empty manifest is saved at once, so that from now
+                    // on SSTables without a manifest (even the first flush's, left by a crash)
+                    // always mean a lost manifest.
+                    let manifest = Manifest::default();
+                    manifest.save(dir)?;
+                    (manifest, Some(1))
                 } else if config.rebuild_missing_manifest {
                     // Which WAL records the lost manifest covered is unknown: replay them all
                     // (merging is idempotent) and accept a log that starts anywhere.
@@ -599,7 +626,13 @@ impl Shard {
         // is for durability, after which the write is applied to that same generation.
         let in_flight = InFlight::enter(self.active.borrow().clone());
         let started = Instant::now();
-        self.wal.append(&payload).await?;
+        self.wal.append(&payload).await.map_err(|e| {
+            if e.is_disk_full() {
+                ShardError::DiskFull { shard: self.id, during: "writing the WAL", reason: e.to_string() }
+            } else {
+                ShardError::Wal(e)
+            }
+        })?;
         {
             let elapsed = started.elapsed();
             let mut activities = self.table_activity.borrow_mut();
@@ -652,8 +685,8 @@ impl Shard {
                 self.switch_active();
                 return Ok(());
             }
-            if let Some(reason) = self.flush_error.borrow().clone() {
-                return Err(ShardError::FlushFailed { shard: self.id, reason, waiting });
+            if let Some(error) = self.flush_error.borrow().as_ref() {
+                return Err(error.refusal(self.id, waiting));
             }
             let max = self.config.max_immutable_memtables;
             self.flush_state
@@ -683,9 +716,7 @@ impl Shard {
             .wait_until(|| self.flushes.get() >= target || self.flush_error.borrow().is_some() || self.closing.get())
             .await;
         match self.flush_error.borrow().clone() {
-            Some(reason) if self.flushes.get() < target => {
-                Err(ShardError::FlushFailed { shard: self.id, reason, waiting: self.immutables.borrow().len() })
-            }
+            Some(error) if self.flushes.get() < target => Err(error.refusal(self.id, self.immutables.borrow().len())),
             _ if self.flushes.get() < target => Err(ShardError::Closing(self.id)),
             _ => Ok(()),
         }
@@ -711,8 +742,9 @@ impl Shard {
                     self.flush_error.borrow_mut().take();
                 }
                 Err(e) => {
-                    tracing::error!(shard = self.id, error = %e, "flush failed; retrying");
-                    *self.flush_error.borrow_mut() = Some(e.to_string());
+                    let disk_full = crate::io::caused_by_full_disk(&e);
+                    tracing::error!(shard = self.id, error = %e, disk_full, "flush failed; retrying");
+                    *self.flush_error.borrow_mut() = Some(FlushError { reason: e.to_string(), disk_full });
                     self.flush_state.notify_all();
                     glommio::timer::sleep(RETRY_AFTER).await;
                 }
@@ -1197,7 +1229,7 @@ impl Shard {
                 total.add(&s.stats());
                 total
             }),
-            flush_error: self.flush_error.borrow().clone(),
+            flush_error: self.flush_error.borrow().as_ref().map(|e| e.reason.clone()),
             compaction: CompactionStats {
                 pending: self
                     .strategy

@@ -197,6 +197,22 @@ pub enum WalError {
     /// The replay callback refused a record.
     #[error("replay callback failed: {0}")]
     Apply(String),
+    /// A write found the disk full. The WAL keeps the records it could not write and retries
+    /// them until space is freed (their appends wait); new appends fail with this meanwhile.
+    #[error("the disk is full, so the WAL takes no new records until space is freed (retrying): {0}")]
+    DiskFull(Arc<WalError>),
+}
+
+impl WalError {
+    /// Whether this failure is a full disk (retried), rather than damage or a bug.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            WalError::DiskFull(_) => true,
+            WalError::Failed(cause) => cause.is_disk_full(),
+            WalError::Io(e) => crate::io::is_disk_full(&e.source),
+            _ => false,
+        }
+    }
 }
 
 /// The WAL of one shard. Lives on one glommio executor (`!Send`).
