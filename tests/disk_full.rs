@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wire::protocol::ErrorCode;
+use wire::client::ClientError;
+use wire::protocol::{ErrorCode, QueryParams};
+use wire::Consistency;
 
 /// Size of the filesystem image: room for the node and a little data, small enough to fill in
 /// a moment.
@@ -86,9 +88,26 @@ impl Drop for LoopFs {
     }
 }
 
-fn insert(client: &mut wire::client::Client, n: u32) -> Result<(), wire::protocol::ErrorResponse> {
+/// What became of one write.
+enum Outcome {
+    Acknowledged,
+    Refused(wire::protocol::ErrorResponse),
+    /// No answer in the client's time (a write the node had accepted waits for disk space):
+    /// the connection is replaced.
+    NoAnswer,
+}
+
+/// One write of row `k{n}` on `client` (reconnected after a write with no answer).
+fn insert(client: &mut wire::client::Client, addr: SocketAddr, n: u32) -> Outcome {
     let text = format!("INSERT INTO kv (k, v) VALUES ('k{n}', '{}')", "v".repeat(PAD));
-    common::query(client, &text).map(|_| ())
+    match client.query_with(&text, QueryParams::with_consistency(Consistency::One)) {
+        Ok(_) => Outcome::Acknowledged,
+        Err(ClientError::Server(e)) => Outcome::Refused(e),
+        Err(_) => {
+            *client = common::connect(addr);
+            Outcome::NoAnswer
+        }
+    }
 }
 
 /// Writes k0, k1, ... on a thread of its own until told to stop, recording every
@@ -98,7 +117,7 @@ fn writer(addr: SocketAddr, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<u32>>>) 
         let mut client = common::connect(addr);
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
-            if insert(&mut client, n).is_ok() {
+            if matches!(insert(&mut client, addr, n), Outcome::Acknowledged) {
                 acked.lock().unwrap().push(n);
                 n += 1;
             }
@@ -145,11 +164,13 @@ fn a_full_disk_refuses_writes_with_one_typed_error_and_recovers_once_freed() {
     // Writes are refused, fast, with one error that says the disk is full.
     let mut probe = common::connect(server.addr);
     let mut refusal = None;
-    wait_until("a write refused for the full disk", RECOVERY_TIMEOUT, || match insert(&mut probe, 1_000_000) {
-        Ok(()) => false,
-        Err(e) => {
-            refusal = Some(e);
-            true
+    wait_until("a write refused for the full disk", RECOVERY_TIMEOUT, || {
+        match insert(&mut probe, server.addr, 1_000_000) {
+            Outcome::Refused(e) => {
+                refusal = Some(e);
+                true
+            }
+            _ => false,
         }
     });
     let refusal = refusal.unwrap();
@@ -158,7 +179,9 @@ fn a_full_disk_refuses_writes_with_one_typed_error_and_recovers_once_freed() {
 
     std::fs::remove_file(&filler).unwrap();
     // Back by itself: writes are taken again, and the writer's stalled write completed.
-    wait_until("writes accepted again", RECOVERY_TIMEOUT, || insert(&mut probe, 1_000_001).is_ok());
+    wait_until("writes accepted again", RECOVERY_TIMEOUT, || {
+        matches!(insert(&mut probe, server.addr, 1_000_001), Outcome::Acknowledged)
+    });
     let before = acked.lock().unwrap().len();
     wait_until("the writer to go on", RECOVERY_TIMEOUT, || acked.lock().unwrap().len() > before + 50);
     stop.store(true, Ordering::Relaxed);
