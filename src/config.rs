@@ -254,8 +254,12 @@ pub struct ServerConfig {
     pub shard_queue: usize,
     /// At start, quarantine SSTables that fail their checksums instead of refusing to start.
     pub quarantine_corrupt_sstables: bool,
-    /// On WAL corruption in the middle of the log, truncate there instead of refusing to start.
+    /// On WAL damage (corruption in the middle of the log, a damaged newest segment, missing
+    /// oldest segments), truncate there instead of refusing to start.
     pub wal_truncate_corrupt: bool,
+    /// At start, a shard whose MANIFEST is missing while SSTables are present rebuilds it from
+    /// the SSTables found (each checked) instead of refusing to start.
+    pub rebuild_missing_manifest: bool,
     /// Test-only: milliseconds added to this node's wall clock (a node whose clock is wrong,
     /// for the clock-skew tests). Never set it on a real node.
     pub clock_offset_ms: i64,
@@ -298,6 +302,7 @@ impl Default for ServerConfig {
             shard_queue: 1024,
             quarantine_corrupt_sstables: false,
             wal_truncate_corrupt: false,
+            rebuild_missing_manifest: false,
             clock_offset_ms: 0,
         }
     }
@@ -481,6 +486,7 @@ impl ServerConfig {
         node.shard.memtable_budget = self.memtable_budget.0;
         node.shard.block_cache_bytes = self.cache_budget.0;
         node.shard.quarantine_corrupt_sstables = self.quarantine_corrupt_sstables;
+        node.shard.rebuild_missing_manifest = self.rebuild_missing_manifest;
         node.shard.wal.sync_mode = self.sync_mode.into();
         node.shard.wal.periodic_sync = Duration::from_millis(self.periodic_sync_ms);
         node.shard.wal.segment_size = self.wal_segment_bytes.0 as u64;

@@ -45,6 +45,10 @@ pub struct Args {
     /// wal/quarantine/) instead of refusing to start. Data after the damage is not replayed.
     #[arg(long, global = true)]
     wal_truncate_corrupt: bool,
+    /// Rebuild a shard's missing MANIFEST from the SSTables found (each checked) instead of
+    /// refusing to start.
+    #[arg(long, global = true)]
+    rebuild_missing_manifest: bool,
     /// Background compaction strategy (`none`: only `compact` merges SSTables).
     #[arg(long, global = true, value_enum, default_value_t = CompactionArg::SizeTiered)]
     compaction_strategy: CompactionArg,
@@ -120,6 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     config.pin_shards = args.pin_shards;
     config.shard.memtable_budget = args.memtable_budget;
     config.shard.quarantine_corrupt_sstables = args.quarantine_corrupt_sstables;
+    config.shard.rebuild_missing_manifest = args.rebuild_missing_manifest;
     config.shard.compaction = CompactionConfig {
         strategy: match args.compaction_strategy {
             CompactionArg::SizeTiered => StrategyKind::SizeTiered,

@@ -41,14 +41,69 @@ fn row_count(dir: &Path) -> usize {
     common::dump_key_value_table(dir, 1, "demo").len()
 }
 
+/// Segments are pre-allocated before they get their name, so a crash never leaves a short
+/// one: a newest segment cut short (inside its last record, at 6,000 bytes, to 0 bytes) is
+/// refused naming the segment and its size, and only the operator's --wal-truncate-corrupt
+/// keeps what is left.
 #[test]
-fn truncated_tail_is_dropped_and_earlier_records_kept() {
-    let (dir, segment) = node_with_rows("wal-truncated");
+fn truncated_newest_segment_is_refused_unless_truncation_is_asked_for() {
+    for cut in ["last-record", "6000", "0"] {
+        let (dir, segment) = node_with_rows(&format!("wal-truncated-{cut}"));
+        let len = match cut {
+            "last-record" => data_end(&segment) - 20,
+            other => other.parse().unwrap(),
+        };
+        rewrite(&segment, |b| b.truncate(len));
+        let out = common::embedded(&dir, &["info"]);
+        let stderr = common::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cut}: {stderr}");
+        assert!(stderr.contains("corrupt WAL segment") && stderr.contains(&*segment.to_string_lossy()), "{stderr}");
+        assert!(stderr.contains(&format!("offset {len}")) && stderr.contains("truncated"), "{stderr}");
+        let out = common::embedded(&dir, &["--wal-truncate-corrupt", "info"]);
+        assert!(out.status.success(), "{cut}: {}", common::text(&out.stderr));
+        let kept = row_count(&dir);
+        if cut == "last-record" {
+            assert_eq!(kept, ROWS as usize - 1, "exactly the cut record is lost");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// A flipped byte in the newest segment's last record, or a zeroed segment header: neither
+/// can come from an interrupted write (the record is complete on disk; a header is written
+/// before any record after it), so both are refused as corruption.
+#[test]
+fn damage_to_the_newest_segment_that_no_crash_leaves_is_refused() {
+    for damage in ["flipped-byte", "zeroed-header"] {
+        let (dir, segment) = node_with_rows(&format!("wal-{damage}"));
+        let end = data_end(&segment);
+        rewrite(&segment, |b| match damage {
+            "flipped-byte" => b[end - 30] ^= 0x10,
+            _ => b[..4096].fill(0),
+        });
+        let out = common::embedded(&dir, &["info"]);
+        let stderr = common::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {stderr}");
+        assert!(stderr.contains(&*segment.to_string_lossy()), "{damage}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(segment.exists(), "never deleted");
+        let out = common::embedded(&dir, &["--wal-truncate-corrupt", "info"]);
+        assert!(out.status.success(), "{damage}: {}", common::text(&out.stderr));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+#[test]
+fn torn_tail_is_dropped_and_earlier_records_kept() {
+    let (dir, segment) = node_with_rows("wal-torn");
     let end = data_end(&segment);
-    rewrite(&segment, |b| b.truncate(end - 20));
+    // The last record's final bytes never landed, as an interrupted write leaves them.
+    rewrite(&segment, |b| b[end - 20..end].fill(0));
     let out = common::embedded(&dir, &["info"]);
     assert!(out.status.success(), "{}", common::text(&out.stderr));
     assert!(common::text(&out.stdout).contains("torn tail discarded"), "{}", common::text(&out.stdout));
+    let stderr = common::text(&out.stderr);
+    assert!(stderr.contains("WAL torn tail dropped") && stderr.contains(&*segment.to_string_lossy()), "{stderr}");
     assert_eq!(row_count(&dir), ROWS as usize - 1, "exactly the cut record is lost");
     // The log keeps working after the repair: new writes land and replay.
     let out = common::embedded(&dir, &["demo", "--rows", "10"]);

@@ -49,11 +49,16 @@ pub fn write(path: &Path, kind: FileKind, payload: &[u8]) -> Result<(), DurableF
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk leaves no partial temp file behind; the old file is untouched.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
     }
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -79,6 +79,11 @@ pub struct Hlc<C: WallClock = SystemClock> {
     /// The largest timestamp issued, observed or advanced past so far. Starts at `i64::MIN`, which
     /// no timestamp can be below, so "nothing seen yet" needs no special case.
     last: Timestamp,
+    /// The largest timestamp found in trusted storage ([`Hlc::advance_past`]): the drift bound
+    /// is measured from it when the wall clock is behind it (a clock stepped back across a
+    /// restart), so writes stamped just above stored data are not refused as far-future.
+    /// Only stored data moves it, so accepted remote timestamps cannot ratchet the bound.
+    trusted: Timestamp,
 }
 
 impl Default for Hlc<SystemClock> {
@@ -91,7 +96,12 @@ impl<C: WallClock> Hlc<C> {
     /// A clock reading `clock` that rejects observed timestamps more than `max_drift` ahead of
     /// it. A `max_drift` beyond i64 microseconds (about 292,000 years) saturates.
     pub fn new(clock: C, max_drift: Duration) -> Self {
-        Self { clock, max_drift_micros: duration_to_micros_saturating(max_drift), last: Timestamp::MIN }
+        Self {
+            clock,
+            max_drift_micros: duration_to_micros_saturating(max_drift),
+            last: Timestamp::MIN,
+            trusted: Timestamp::MIN,
+        }
     }
 
     /// Issues a timestamp strictly greater than every timestamp issued or observed before, and
@@ -125,8 +135,10 @@ impl<C: WallClock> Hlc<C> {
     /// caller can warn that the wall clock probably jumped backwards.
     pub fn advance_past(&mut self, seen: Timestamp) -> bool {
         let wall = self.clock.now_micros();
+        let beyond = seen > wall.saturating_add(self.max_drift_micros);
         self.last = self.last.max(seen);
-        self.is_beyond_drift(seen, wall)
+        self.trusted = self.trusted.max(seen);
+        beyond
     }
 
     /// The largest timestamp issued, observed or advanced past so far; `i64::MIN` before any.
@@ -141,7 +153,7 @@ impl<C: WallClock> Hlc<C> {
 
     fn is_beyond_drift(&self, timestamp: Timestamp, wall: Timestamp) -> bool {
         // Saturating: with the wall clock near i64::MAX every timestamp is within the drift.
-        timestamp > wall.saturating_add(self.max_drift_micros)
+        timestamp > wall.max(self.trusted).saturating_add(self.max_drift_micros)
     }
 }
 
@@ -184,6 +196,23 @@ mod tests {
     fn hlc_at(micros: i64) -> (Hlc<FakeClock>, FakeClock) {
         let wall = FakeClock::at(micros);
         (Hlc::new(wall.clone(), DRIFT), wall)
+    }
+
+    /// Stored data 60 s ahead of a clock stepped back: the next timestamp is above it, and a
+    /// peer's timestamp just above it is accepted (the drift counts from the stored data), but
+    /// a remote one far beyond is still refused, and accepting one does not move the bound.
+    #[test]
+    fn a_clock_stepped_back_issues_above_stored_data_and_measures_drift_from_it() {
+        let (mut hlc, _wall) = hlc_at(T0);
+        let stored = T0 + 60_000_000;
+        assert!(hlc.advance_past(stored), "beyond the drift: the caller warns");
+        let next = hlc.now().unwrap();
+        assert!(next > stored);
+        assert_eq!(hlc.observe(next + 10), Ok(()));
+        let far = stored + DRIFT_MICROS + 1;
+        assert!(matches!(hlc.observe(far), Err(HlcError::FarFuture { .. })));
+        assert_eq!(hlc.observe(stored + DRIFT_MICROS), Ok(()));
+        assert!(matches!(hlc.observe(stored + DRIFT_MICROS + 2), Err(HlcError::FarFuture { .. })));
     }
 
     #[test]

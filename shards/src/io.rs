@@ -42,6 +42,24 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Whether an I/O error says the disk (or the user's quota on it) is full: the one failure a
+/// node waits out and retries instead of treating as damage.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// Whether `e` or any error in its source chain is an I/O error saying the disk is full.
+pub fn caused_by_full_disk(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(error) = next {
+        if error.downcast_ref::<std::io::Error>().is_some_and(is_disk_full) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// An I/O error with the path it happened on, for typed errors that name their file.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {source}")]

@@ -52,6 +52,17 @@ pub fn sstable_file_name(table: TableId, generation: u64) -> String {
     format!("t{table:010}-g{generation:020}.sst")
 }
 
+/// The table and generation in an SSTable file name, or None if the name is not one.
+pub fn parse_sstable_file_name(name: &str) -> Option<(TableId, u64)> {
+    let rest = name.strip_prefix('t')?.strip_suffix(".sst")?;
+    let (table, generation) = rest.split_once("-g")?;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(table, 10) || !digits(generation, 20) {
+        return None;
+    }
+    Some((table.parse().ok()?, generation.parse().ok()?))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// Incremented by every edit.
@@ -72,9 +83,36 @@ impl Default for Manifest {
 impl Manifest {
     /// Loads the manifest of a shard directory; a new directory has an empty one.
     pub fn load(shard_dir: &Path) -> Result<Manifest, ManifestError> {
+        Ok(Self::read(shard_dir)?.unwrap_or_default())
+    }
+
+    /// The manifest of a shard directory, or None if it has no `MANIFEST` file.
+    pub fn read(shard_dir: &Path) -> Result<Option<Manifest>, ManifestError> {
         let path = shard_dir.join(MANIFEST_FILE);
-        let Some(bytes) = durable_file::read(&path, KIND)? else { return Ok(Manifest::default()) };
-        Self::decode(&bytes).map_err(|reason| ManifestError::Corrupt { path, reason })
+        let Some(bytes) = durable_file::read(&path, KIND)? else { return Ok(None) };
+        Self::decode(&bytes).map(Some).map_err(|reason| ManifestError::Corrupt { path, reason })
+    }
+
+    /// SSTable files in the shard's SSTable directory (by their names), in name order, whether
+    /// or not a manifest names them. A missing directory holds none.
+    pub fn sstable_files(shard_dir: &Path) -> Result<Vec<(SstableEntry, PathBuf)>, ManifestError> {
+        let dir = shard_dir.join(SSTABLE_DIR);
+        let io = |source| ManifestError::Io { path: dir.clone(), source };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some((table, generation)) = name.to_str().and_then(parse_sstable_file_name) else { continue };
+            let file_size = entry.metadata().map_err(io)?.len();
+            found.push((SstableEntry { table, generation, file_size }, entry.path()));
+        }
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(found)
     }
 
     /// Makes this version the durable one.
@@ -172,6 +210,20 @@ mod tests {
         let removed = m.remove_leftovers(dir.path()).unwrap();
         assert_eq!(removed.len(), 2);
         assert!(sst.join(sstable_file_name(1, 3)).exists() && !sst.join(sstable_file_name(1, 4)).exists());
+    }
+
+    #[test]
+    fn sstable_file_names_round_trip_and_others_are_ignored() {
+        assert_eq!(parse_sstable_file_name(&sstable_file_name(7, 42)), Some((7, 42)));
+        assert_eq!(parse_sstable_file_name(&sstable_file_name(u32::MAX, u64::MAX)), Some((u32::MAX, u64::MAX)));
+        for other in
+            ["t1-g2.sst", "x.tmp", "t0000000001-g00000000000000000002.sst.tmp", "t000000000a-g00000000000000000002.sst"]
+        {
+            assert_eq!(parse_sstable_file_name(other), None, "{other}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::sstable_files(dir.path()).unwrap().is_empty());
+        assert_eq!(Manifest::read(dir.path()).unwrap(), None);
     }
 
     #[test]

@@ -101,6 +101,82 @@ pub enum NodeError {
     ShardStopped(u16),
     #[error("the node is drained: it takes no writes until it restarts")]
     Drained,
+    #[error(
+        "data directory {dir} holds data ({evidence}) but no node.meta: starting would give this node a \
+         new host id and tokens and hide its rows. Restore node.meta from a backup; to start a new node \
+         here, move the old data away first"
+    )]
+    IdentityMissing { dir: PathBuf, evidence: String },
+    #[error(
+        "data directory {dir} has no {missing} although its other shards hold data: shard {shard}'s rows \
+         on this node would be gone. Restore the directory from a backup; to start with that shard empty \
+         (repair brings back replicated rows), create the empty directory {missing} first"
+    )]
+    ShardDirMissing { dir: PathBuf, shard: u16, missing: PathBuf },
+    #[error("the disk holding {dir} is full, so the node did not start ({reason}); free space and start it again")]
+    DiskFull { dir: PathBuf, reason: String },
+}
+
+/// How a shard that failed to open on a full disk says so across its start-up channel.
+const DISK_FULL_MARK: &str = "the disk is full";
+
+/// The directory of shard `shard` inside a node directory.
+pub fn shard_dir(node_dir: &Path, shard: usize) -> PathBuf {
+    node_dir.join(format!("shard-{shard:03}"))
+}
+
+/// What a node directory holds that only a node that ran can have written, if anything: the
+/// catalog, or a shard directory (of any number) with a manifest, an SSTable or a WAL segment.
+/// None for a new directory.
+fn data_evidence(dir: &Path) -> Option<String> {
+    if dir.join(crate::catalog::CATALOG_FILE).exists() {
+        return Some(crate::catalog::CATALOG_FILE.to_owned());
+    }
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries.filter_map(Result::ok).find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let what = name.starts_with("shard-").then(|| shard_data(&entry.path())).flatten()?;
+        Some(format!("{name}/{what}"))
+    })
+}
+
+/// The first thing in a shard directory that only a running shard writes.
+fn shard_data(shard_dir: &Path) -> Option<&'static str> {
+    let non_empty = |sub: &str| std::fs::read_dir(shard_dir.join(sub)).is_ok_and(|mut d| d.next().is_some());
+    // A manifest never edited (version 0) is the one every new shard saves at once.
+    let edited = |m: &crate::manifest::Manifest| m.version > 0;
+    if crate::manifest::Manifest::read(shard_dir).map_or(true, |m| m.is_some_and(|m| edited(&m))) {
+        Some(crate::manifest::MANIFEST_FILE)
+    } else if non_empty(crate::manifest::SSTABLE_DIR) {
+        Some(crate::manifest::SSTABLE_DIR)
+    } else if non_empty("wal") {
+        Some("wal")
+    } else {
+        None
+    }
+}
+
+/// Refuses a node directory that lost its identity or a shard while it holds data. Data is
+/// written only once every shard has opened, and the first open writes `node.meta` before
+/// any shard directory exists, so a directory with data always had both: their absence is
+/// an operator's slip or a disk fault, never a crash during the first start.
+fn check_complete(dir: &Path) -> Result<(), NodeError> {
+    let existing = NodeMeta::existing_shard_count(dir)?;
+    let Some(count) = existing else {
+        return match data_evidence(dir) {
+            Some(evidence) => Err(NodeError::IdentityMissing { dir: dir.to_path_buf(), evidence }),
+            None => Ok(()),
+        };
+    };
+    let holds_data = (0..count).any(|shard| shard_data(&shard_dir(dir, shard)).is_some());
+    if let Some(shard) = (0..count).find(|shard| !shard_dir(dir, *shard).is_dir()).filter(|_| holds_data) {
+        return Err(NodeError::ShardDirMissing {
+            dir: dir.to_path_buf(),
+            shard: shard as u16,
+            missing: shard_dir(dir, shard),
+        });
+    }
+    Ok(())
 }
 
 enum Request {
@@ -188,6 +264,8 @@ struct Inner {
     host_id: u128,
     /// This start's generation (`node.meta`), above every earlier start's.
     generation: u64,
+    /// The largest write timestamp any shard held when the node opened.
+    max_stored_timestamp: Option<Timestamp>,
     ring: Ring<u16>,
     /// Set by [`Node::drain`]; writes are refused from then on.
     drained: AtomicBool,
@@ -261,6 +339,20 @@ impl Node {
         config: NodeConfig,
         services: &mut dyn FnMut(u16, usize) -> Option<LocalService>,
     ) -> Result<(Node, OpenReport), NodeError> {
+        let dir = config.data_dir.clone();
+        Node::open_all(config, services).map_err(|e| match e {
+            e @ NodeError::ShardStart { .. } if e.to_string().contains(DISK_FULL_MARK) => {
+                NodeError::DiskFull { dir, reason: e.to_string() }
+            }
+            e if crate::io::caused_by_full_disk(&e) => NodeError::DiskFull { dir, reason: e.to_string() },
+            e => e,
+        })
+    }
+
+    fn open_all(
+        config: NodeConfig,
+        services: &mut dyn FnMut(u16, usize) -> Option<LocalService>,
+    ) -> Result<(Node, OpenReport), NodeError> {
         let node_id = NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed);
         let dir = config.data_dir.clone();
         let dir_err = |source| NodeError::DataDir { path: dir.clone(), source };
@@ -271,6 +363,7 @@ impl Node {
             Err(std::fs::TryLockError::WouldBlock) => return Err(NodeError::Locked(dir)),
             Err(std::fs::TryLockError::Error(e)) => return Err(dir_err(e)),
         }
+        check_complete(&dir)?;
         let meta = NodeMeta::load_or_create(&dir, config.shards, config.num_tokens)?;
         let catalog = Catalog::load(&dir)?;
         let schemas = catalog.tables();
@@ -290,7 +383,7 @@ impl Node {
             if let Some(spin) = config.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
-            let shard_dir = dir.join(format!("shard-{shard:03}"));
+            let shard_dir = shard_dir(&dir, shard);
             let (shard_config, ready) = (config.shard.clone(), ready_tx.clone());
             let tables = catalog.clone();
             let local_service = services(shard as u16, meta.shards()).map(|start| (node_rx.clone(), start));
@@ -327,12 +420,14 @@ impl Node {
         }
         let tables = schemas.iter().map(|s| (s.name.to_ascii_lowercase(), Arc::new(s.clone()))).collect();
         let schema_version = AtomicU64::new(catalog.version());
+        let max_stored_timestamp = replay.iter().flatten().filter_map(|r| r.max_timestamp).max();
         let node = Node {
             inner: Arc::new(Inner {
                 id: node_id,
                 dir,
                 host_id: meta.host_id,
                 generation: meta.generation,
+                max_stored_timestamp,
                 ring: meta.local_ring(),
                 drained: AtomicBool::new(false),
                 undecodable_rows: AtomicU64::new(0),
@@ -370,6 +465,14 @@ impl Node {
     /// start's (durable in `node.meta` before the node was opened).
     pub fn generation(&self) -> u64 {
         self.inner.generation
+    }
+
+    /// The largest write timestamp the node's shards held when it opened (SSTables and WAL).
+    /// A clock that stamps writes for this node starts above it ([`crate::hlc::Hlc::advance_past`]),
+    /// so a new write wins over every stored one even if the wall clock went back across the
+    /// restart.
+    pub fn max_stored_timestamp(&self) -> Option<Timestamp> {
+        self.inner.max_stored_timestamp
     }
 
     /// Vnode tokens of every shard together.
@@ -967,13 +1070,18 @@ async fn run_shard(
     service: Option<(flume::Receiver<Node>, LocalService)>,
 ) {
     if let Err(e) = crate::io::prepare_executor_io(&dir).await {
-        let _ = ready.send((id, Err(format!("preparing I/O in {}: {e}", dir.display()))));
+        let mark = if crate::io::is_disk_full(&e) { format!("{DISK_FULL_MARK}: ") } else { String::new() };
+        let _ = ready.send((id, Err(format!("{mark}preparing I/O in {}: {e}", dir.display()))));
         return;
     }
     let shard = match Shard::open_in_node(id, &dir, config, &catalog.tables(), |t| catalog.is_dropped(t)).await {
         Ok((shard, report)) => {
             let _ = ready.send((id, Ok(report)));
             shard
+        }
+        Err(e) if crate::io::caused_by_full_disk(&e) => {
+            let _ = ready.send((id, Err(format!("{DISK_FULL_MARK}: {e}"))));
+            return;
         }
         Err(e) => {
             let _ = ready.send((id, Err(e.to_string())));

@@ -67,6 +67,9 @@ pub struct ShardConfig {
     /// At start, move an SSTable that fails its checksums to `quarantine/` and drop it from
     /// the manifest (losing its rows on this node) instead of refusing to start.
     pub quarantine_corrupt_sstables: bool,
+    /// At start, a shard whose `MANIFEST` is missing while SSTables are present rebuilds it
+    /// from the SSTables found (each checked whole) instead of refusing to start.
+    pub rebuild_missing_manifest: bool,
     pub compaction: CompactionConfig,
 }
 
@@ -81,6 +84,7 @@ impl Default for ShardConfig {
             max_clock_drift: crate::hlc::DEFAULT_MAX_DRIFT,
             flush_shares: 250,
             quarantine_corrupt_sstables: false,
+            rebuild_missing_manifest: false,
             compaction: CompactionConfig::default(),
         }
     }
@@ -104,6 +108,10 @@ pub enum ShardError {
     Manifest(#[from] ManifestError),
     #[error("shard {shard} cannot take writes: flushing MemTables failed ({reason}) and {waiting} are waiting")]
     FlushFailed { shard: u16, reason: String, waiting: usize },
+    /// The disk is full: a write to the WAL or a flush found no space. Writes are refused
+    /// until space is freed; the shard retries by itself (nothing acknowledged is lost).
+    #[error("shard {shard} cannot take writes: the disk is full ({during}: {reason}); retrying until space is freed")]
+    DiskFull { shard: u16, during: &'static str, reason: String },
     #[error("shard {0} is closing")]
     Closing(u16),
     #[error("quarantining {path}: {source}")]
@@ -114,6 +122,12 @@ pub enum ShardError {
     CompactionConfig(#[from] InvalidCompactionConfig),
     #[error("shard {shard}: starting a background task: {reason}")]
     Task { shard: u16, reason: String },
+    #[error(
+        "shard {shard}: {dir} holds {sstables} SSTable file(s) but no MANIFEST; refusing to start rather \
+         than drop them as crash leftovers. Restore the MANIFEST, or start once with \
+         --rebuild-missing-manifest to rebuild it from the SSTables found (each is checked)"
+    )]
+    ManifestMissing { shard: u16, dir: PathBuf, sstables: usize },
 }
 
 /// What the node's schema catalog `catalog` says of a table id it does not know.
@@ -139,6 +153,9 @@ pub struct OpenReport {
     pub sstables: usize,
     /// Corrupt SSTables moved to quarantine (only with `quarantine_corrupt_sstables`).
     pub quarantined: Vec<PathBuf>,
+    /// The largest write timestamp the shard holds (SSTable metadata and replayed WAL
+    /// records), if any: clocks that stamp writes for it must start above it.
+    pub max_timestamp: Option<Timestamp>,
 }
 
 /// Counters of one shard.
@@ -299,6 +316,24 @@ impl Drop for InFlight {
     }
 }
 
+/// Why the last flush failed; cleared by the next one that succeeds.
+#[derive(Clone)]
+struct FlushError {
+    reason: String,
+    disk_full: bool,
+}
+
+impl FlushError {
+    /// The error a write or a manual flush gets while flushing fails.
+    fn refusal(&self, shard: u16, waiting: usize) -> ShardError {
+        if self.disk_full {
+            ShardError::DiskFull { shard, during: "flushing MemTables", reason: self.reason.clone() }
+        } else {
+            ShardError::FlushFailed { shard, reason: self.reason.clone(), waiting }
+        }
+    }
+}
+
 struct Immutable {
     generation: Rc<Generation>,
     /// Every WAL record up to here was logged into this generation or an older one.
@@ -328,7 +363,7 @@ pub struct Shard {
     cache: Rc<BlockCache>,
     /// Notified when a generation becomes immutable, when a flush ends and when closing.
     flush_state: Signal,
-    flush_error: RefCell<Option<String>>,
+    flush_error: RefCell<Option<FlushError>>,
     flushes: Cell<u64>,
     closing: Cell<bool>,
     flush_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
@@ -390,7 +425,35 @@ impl Shard {
     ) -> Result<(Rc<Shard>, OpenReport), ShardError> {
         config.compaction.validate()?;
         let dropped = |table: TableId| is_dropped(table) && !schemas.iter().any(|s| s.id == table);
-        let mut manifest = Manifest::load(dir)?;
+        let (mut manifest, needed_from) = match Manifest::read(dir)? {
+            // Replay must find every record after the manifest's WAL boundary.
+            Some(manifest) => {
+                let needed_from = manifest.flushed_through + 1;
+                (manifest, Some(needed_from))
+            }
+            None => {
+                let found = Manifest::sstable_files(dir)?;
+                if found.is_empty() {
+                    // A new shard (or one an older version made that never flushed): its WAL
+                    // holds everything. Its empty manifest is saved at once, so that from now
+                    // on SSTables without a manifest (even the first flush's, left by a crash)
+                    // always mean a lost manifest.
+                    let manifest = Manifest::default();
+                    manifest.save(dir)?;
+                    (manifest, Some(1))
+                } else if config.rebuild_missing_manifest {
+                    // Which WAL records the lost manifest covered is unknown: replay them all
+                    // (merging is idempotent) and accept a log that starts anywhere.
+                    (rebuild_manifest(id, dir, found, schemas, &dropped)?, None)
+                } else {
+                    return Err(ShardError::ManifestMissing {
+                        shard: id,
+                        dir: dir.to_path_buf(),
+                        sstables: found.len(),
+                    });
+                }
+            }
+        };
         let listed = manifest.sstables.len();
         manifest.sstables.retain(|s| !dropped(s.table));
         if manifest.sstables.len() != listed {
@@ -440,7 +503,7 @@ impl Shard {
         let active = Generation::default();
         let flushed_through = manifest.flushed_through;
         let mut applied_records = 0;
-        let (wal, replay) = Wal::open(&dir.join("wal"), config.wal.clone(), |lsn, payload| {
+        let (wal, replay) = Wal::open_needing(&dir.join("wal"), config.wal.clone(), needed_from, |lsn, payload| {
             if lsn <= flushed_through {
                 return Ok(()); // already in an SSTable; the segment outlived its flush
             }
@@ -467,6 +530,7 @@ impl Shard {
             applied_records,
             sstables: sstables.values().map(Vec::len).sum(),
             quarantined: quarantined.into_iter().map(|(_, p)| p).collect(),
+            max_timestamp: (max_seen > i64::MIN).then_some(max_seen),
         };
         if max_seen > i64::MIN && hlc.advance_past(max_seen) {
             tracing::warn!(
@@ -591,7 +655,13 @@ impl Shard {
         // is for durability, after which the write is applied to that same generation.
         let in_flight = InFlight::enter(self.active.borrow().clone());
         let started = Instant::now();
-        self.wal.append(&payload).await?;
+        self.wal.append(&payload).await.map_err(|e| {
+            if e.is_disk_full() {
+                ShardError::DiskFull { shard: self.id, during: "writing the WAL", reason: e.to_string() }
+            } else {
+                ShardError::Wal(e)
+            }
+        })?;
         {
             let elapsed = started.elapsed();
             let mut activities = self.table_activity.borrow_mut();
@@ -644,8 +714,8 @@ impl Shard {
                 self.switch_active();
                 return Ok(());
             }
-            if let Some(reason) = self.flush_error.borrow().clone() {
-                return Err(ShardError::FlushFailed { shard: self.id, reason, waiting });
+            if let Some(error) = self.flush_error.borrow().as_ref() {
+                return Err(error.refusal(self.id, waiting));
             }
             let max = self.config.max_immutable_memtables;
             self.flush_state
@@ -675,9 +745,7 @@ impl Shard {
             .wait_until(|| self.flushes.get() >= target || self.flush_error.borrow().is_some() || self.closing.get())
             .await;
         match self.flush_error.borrow().clone() {
-            Some(reason) if self.flushes.get() < target => {
-                Err(ShardError::FlushFailed { shard: self.id, reason, waiting: self.immutables.borrow().len() })
-            }
+            Some(error) if self.flushes.get() < target => Err(error.refusal(self.id, self.immutables.borrow().len())),
             _ if self.flushes.get() < target => Err(ShardError::Closing(self.id)),
             _ => Ok(()),
         }
@@ -703,8 +771,9 @@ impl Shard {
                     self.flush_error.borrow_mut().take();
                 }
                 Err(e) => {
-                    tracing::error!(shard = self.id, error = %e, "flush failed; retrying");
-                    *self.flush_error.borrow_mut() = Some(e.to_string());
+                    let disk_full = crate::io::caused_by_full_disk(&e);
+                    tracing::error!(shard = self.id, error = %e, disk_full, "flush failed; retrying");
+                    *self.flush_error.borrow_mut() = Some(FlushError { reason: e.to_string(), disk_full });
                     self.flush_state.notify_all();
                     glommio::timer::sleep(RETRY_AFTER).await;
                 }
@@ -1182,7 +1251,7 @@ impl Shard {
                 total.add(&s.stats());
                 total
             }),
-            flush_error: self.flush_error.borrow().clone(),
+            flush_error: self.flush_error.borrow().as_ref().map(|e| e.reason.clone()),
             compaction: CompactionStats {
                 pending: self
                     .strategy
@@ -1268,8 +1337,49 @@ impl Shard {
     }
 }
 
+/// A manifest for a shard whose `MANIFEST` is gone, listing the SSTables `found` that pass a
+/// full check (every block's checksum and structure, as `enigmadb sstable check` does) and
+/// belong to a table of the node. A file that fails (an interrupted flush or compaction leaves
+/// one) or whose table the node does not know is moved to quarantine, never deleted. The WAL
+/// boundary is 0: replay applies every record still logged. Saved before it is returned.
+fn rebuild_manifest(
+    shard: u16,
+    dir: &Path,
+    found: Vec<(SstableEntry, PathBuf)>,
+    schemas: &[TableSchema],
+    dropped: &impl Fn(TableId) -> bool,
+) -> Result<Manifest, ShardError> {
+    let mut manifest = Manifest::default();
+    for (entry, path) in found {
+        manifest.next_generation = manifest.next_generation.max(entry.generation + 1);
+        if dropped(entry.table) {
+            continue; // removed below as a leftover, as the drop would have done
+        }
+        let checked = if schemas.iter().any(|s| s.id == entry.table) {
+            crate::sstable::inspect::InspectedSstable::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|sst| sst.check().map(|_| ()).map_err(|e| e.to_string()))
+        } else {
+            Err(format!("table id {} is not in the node's catalog", entry.table))
+        };
+        match checked {
+            Ok(()) => manifest.sstables.push(entry),
+            Err(reason) => quarantine_sstable(dir, &path, &reason)?,
+        }
+    }
+    manifest.version = 1;
+    manifest.save(dir)?;
+    tracing::warn!(
+        shard,
+        sstables = manifest.sstables.len(),
+        next_generation = manifest.next_generation,
+        "MANIFEST was missing: rebuilt from the SSTables found (--rebuild-missing-manifest); the whole WAL is replayed"
+    );
+    Ok(manifest)
+}
+
 /// Moves a corrupt SSTable out of the live set into `<shard>/quarantine/`, never deleting it.
-fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &SstableError) -> Result<(), ShardError> {
+fn quarantine_sstable(shard_dir: &Path, path: &Path, why: &dyn std::fmt::Display) -> Result<(), ShardError> {
     let target_dir = shard_dir.join(QUARANTINE_DIR);
     let io = |source| ShardError::Quarantine { path: path.to_path_buf(), source };
     std::fs::create_dir_all(&target_dir).map_err(io)?;

@@ -417,7 +417,11 @@ fn node_error(e: NodeError) -> ErrorResponse {
         }
         NodeError::Shard { source: ShardError::Clock(_), .. } => ErrorCode::Invalid,
         NodeError::Shard { source: ShardError::UnknownTable(_), .. } => ErrorCode::Invalid,
-        NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } => ErrorCode::Overloaded,
+        // A full disk (WAL write or flush) and a flush that keeps failing: the node cannot
+        // take writes now; another replica or a later retry can.
+        NodeError::Shard { source: ShardError::FlushFailed { .. } | ShardError::DiskFull { .. }, .. } => {
+            ErrorCode::Overloaded
+        }
         // A drained node refuses writes until it restarts: the client should use another node.
         NodeError::Drained => ErrorCode::Overloaded,
         _ => ErrorCode::Server,

@@ -106,7 +106,18 @@ impl StorageProxy {
         hints: Option<Rc<dyn HintSink>>,
         timeouts: Timeouts,
     ) -> StorageProxy {
-        StorageProxy { node, view, peers, clock: Rc::new(RefCell::new(Hlc::default())), timeouts, hints }
+        let mut clock = Hlc::default();
+        // Above every stored write, so a new write wins even if the wall clock went back
+        // across the restart.
+        if let Some(stored) = node.max_stored_timestamp() {
+            if clock.advance_past(stored) {
+                tracing::warn!(
+                    stored,
+                    "stored timestamps are ahead of the wall clock: it went back; new writes are stamped above them"
+                );
+            }
+        }
+        StorageProxy { node, view, peers, clock: Rc::new(RefCell::new(clock)), timeouts, hints }
     }
 
     pub fn node(&self) -> &Node {

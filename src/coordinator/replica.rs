@@ -130,7 +130,8 @@ fn storage(e: NodeError) -> RemoteError {
             codes::INVALID
         }
         NodeError::Shard { source: ShardError::UnknownTable(_) | ShardError::Clock(_), .. } => codes::INVALID,
-        NodeError::Shard { source: ShardError::FlushFailed { .. }, .. } | NodeError::Drained => codes::OVERLOADED,
+        NodeError::Shard { source: ShardError::FlushFailed { .. } | ShardError::DiskFull { .. }, .. }
+        | NodeError::Drained => codes::OVERLOADED,
         _ => codes::SERVER,
     };
     RemoteError::new(code, e.to_string())

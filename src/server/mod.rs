@@ -119,9 +119,14 @@ pub struct Args {
     /// Quarantine SSTables that fail their checksums at start instead of refusing to start.
     #[arg(long)]
     quarantine_corrupt_sstables: bool,
-    /// Truncate the WAL at corruption in the middle of the log instead of refusing to start.
+    /// Truncate the WAL at damage (corruption in the middle of the log, a damaged newest
+    /// segment, missing oldest segments) instead of refusing to start; the records there are lost.
     #[arg(long)]
     wal_truncate_corrupt: bool,
+    /// Rebuild a shard's missing MANIFEST from the SSTables found (each checked) instead of
+    /// refusing to start.
+    #[arg(long)]
+    rebuild_missing_manifest: bool,
     /// Test-only: shift this node's wall clock by this many milliseconds (clock-skew tests).
     #[arg(long, hide = true, allow_hyphen_values = true)]
     clock_offset_ms: Option<i64>,
@@ -235,6 +240,7 @@ impl Args {
         }
         c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
         c.wal_truncate_corrupt |= self.wal_truncate_corrupt;
+        c.rebuild_missing_manifest |= self.rebuild_missing_manifest;
         if let Some(v) = self.clock_offset_ms {
             c.clock_offset_ms = v;
         }

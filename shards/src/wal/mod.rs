@@ -197,6 +197,22 @@ pub enum WalError {
     /// The replay callback refused a record.
     #[error("replay callback failed: {0}")]
     Apply(String),
+    /// A write found the disk full. The WAL keeps the records it could not write and retries
+    /// them until space is freed (their appends wait); new appends fail with this meanwhile.
+    #[error("the disk is full, so the WAL takes no new records until space is freed (retrying): {0}")]
+    DiskFull(Arc<WalError>),
+}
+
+impl WalError {
+    /// Whether this failure is a full disk (retried), rather than damage or a bug.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            WalError::DiskFull(_) => true,
+            WalError::Failed(cause) => cause.is_disk_full(),
+            WalError::Io(e) => crate::io::is_disk_full(&e.source),
+            _ => false,
+        }
+    }
 }
 
 /// The WAL of one shard. Lives on one glommio executor (`!Send`).
@@ -214,11 +230,24 @@ impl Wal {
     pub async fn open(
         dir: &Path,
         config: WalConfig,
+        apply: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
+    ) -> Result<(Wal, ReplayReport), WalError> {
+        Wal::open_needing(dir, config, None, apply).await
+    }
+
+    /// [`Wal::open`] for a caller that holds every record below `needed_from` elsewhere (a
+    /// shard's SSTables hold the records up to its manifest's WAL boundary): a log that starts
+    /// after `needed_from` lost its oldest segment and is refused as corruption (unless
+    /// `truncate_corrupt`), and new records never get an LSN below `needed_from`.
+    pub async fn open_needing(
+        dir: &Path,
+        config: WalConfig,
+        needed_from: Option<Lsn>,
         mut apply: impl FnMut(Lsn, &[u8]) -> Result<(), WalError>,
     ) -> Result<(Wal, ReplayReport), WalError> {
         config.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| PathIoError::new("create", dir, e))?;
-        let recovered = replay::replay(dir, config.truncate_corrupt, &mut apply).await?;
+        let recovered = replay::replay(dir, config.truncate_corrupt, needed_from, &mut apply).await?;
         let report = recovered.report.clone();
         let (shared, writer) = writer::start(dir, config, recovered).await?;
         Ok((Wal { shared, writer: Some(writer) }, report))

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    align_down, decode_record, Decoded, HeaderDamage, SegmentHeader, SegmentId, BLOCK_SIZE, RECORD_ALIGN,
-    SEGMENT_HEADER_SIZE,
+    align_down, align_up, decode_record, Decoded, HeaderDamage, SegmentHeader, SegmentId, BLOCK_SIZE, RECORD_ALIGN,
+    RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
 };
-use super::segment::{io_error, list_segments, read_segment};
-use super::{Lsn, ReplayReport, TornTail, TruncatedCorruption, WalError};
+use super::segment::{io_error, list_segments, read_segment, remove_staging_leftovers};
+use super::{Lsn, ReplayReport, TornTail, TruncatedCorruption, WalError, MIN_SEGMENT_SIZE};
 use crate::io::sync_dir;
 
 /// Directory (inside the WAL directory) that receives segments cut off by `truncate_corrupt`.
@@ -105,6 +105,44 @@ pub fn nonzero_end(bytes: &[u8]) -> usize {
     head.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
 }
 
+/// Sector size below which a device may tear a write (disks promise per-sector atomicity).
+const SECTOR_SIZE: usize = 512;
+
+/// Whether the invalid record at `at`, the last thing in the newest segment, can be a write
+/// that a crash interrupted. Segments are pre-allocated and zeroed past the last good record at
+/// every start, so the sectors of an interrupted write that never landed read as zeros: the
+/// record's end lies beyond the last non-zero byte, or a whole sector inside it (or half of
+/// its header) is zero. A record complete on disk whose checksum fails was damaged after it
+/// was written.
+pub fn torn_write_plausible(bytes: &[u8], at: usize) -> bool {
+    let Some(header) = bytes.get(at..at + RECORD_HEADER_SIZE) else { return true };
+    if header[..8].iter().all(|b| *b == 0) || header[8..].iter().all(|b| *b == 0) {
+        return true;
+    }
+    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let claimed_end = (at + RECORD_HEADER_SIZE).saturating_add(len);
+    if claimed_end > nonzero_end(bytes) {
+        return true;
+    }
+    let first_sector = align_up((at + RECORD_HEADER_SIZE) as u64, SECTOR_SIZE as u64) as usize;
+    (first_sector..claimed_end.saturating_sub(SECTOR_SIZE - 1))
+        .step_by(SECTOR_SIZE)
+        .any(|s| bytes[s..s + SECTOR_SIZE].iter().all(|b| *b == 0))
+}
+
+/// Why a segment file's size cannot be one replay wrote: segments are created under a staging
+/// name and pre-allocated before they are named, so a segment is a whole number of blocks and
+/// at least [`MIN_SEGMENT_SIZE`] long. A shorter or ragged file was truncated.
+fn size_damage(len: usize) -> Option<String> {
+    let whole = len.is_multiple_of(BLOCK_SIZE) && len as u64 >= MIN_SEGMENT_SIZE;
+    (!whole).then(|| {
+        format!(
+            "the file is {len} bytes; segments are pre-allocated to a multiple of {BLOCK_SIZE} of at least \
+             {MIN_SEGMENT_SIZE} bytes, so it was truncated"
+        )
+    })
+}
+
 /// The segment the writer continues in after replay.
 #[derive(Debug)]
 pub struct NewestSegment {
@@ -156,7 +194,18 @@ struct Corruption {
 }
 
 /// Replays every segment in `dir`. See the module doc and docs/FORMAT.md for the rules.
-pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -> Result<Recovered, WalError> {
+/// `needed_from`, when known, is the first LSN replay must find (the one after what the caller
+/// already holds elsewhere): a log starting later lost its oldest segment.
+pub async fn replay(
+    dir: &Path,
+    truncate_corrupt: bool,
+    needed_from: Option<Lsn>,
+    apply: &mut Apply<'_>,
+) -> Result<Recovered, WalError> {
+    let staged = remove_staging_leftovers(dir)?;
+    if staged > 0 {
+        tracing::info!(dir = %dir.display(), files = staged, "removed WAL segments whose creation was interrupted");
+    }
     let segments = list_segments(dir)?;
     let next_segment_id = segments.last().map_or(1, |(id, _)| id + 1);
     let mut report = ReplayReport::default();
@@ -166,27 +215,44 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
     for (index, (id, path)) in segments.iter().enumerate() {
         let is_newest = index + 1 == segments.len();
         let bytes = read_segment(path).await?;
+        if let Some(reason) = size_damage(bytes.len()) {
+            if !truncate_corrupt {
+                return Err(WalError::Corrupt { segment: path.clone(), offset: bytes.len() as u64, reason });
+            }
+            // The operator asked to keep what is readable: the records before the cut are
+            // replayed, and a newest segment is extended again when the writer reopens it.
+            tracing::warn!(segment = %path.display(), %reason, "WAL segment truncated; replaying what is left (truncate_corrupt)");
+        }
         let header = match SegmentHeader::decode(&bytes) {
             Ok(header) => header,
             Err(HeaderDamage::AllZero) | Err(HeaderDamage::TooShort { .. })
-                if is_newest && nonzero_end(&bytes[..SEGMENT_HEADER_SIZE.min(bytes.len())]) == 0 =>
+                if is_newest && nonzero_end(&bytes) == 0 =>
             {
-                // Created (and maybe pre-allocated) but its first write, which carries the
-                // header, never landed: nothing in it was ever acknowledged. Remove it; the
-                // writer creates a fresh segment.
-                let discarded = nonzero_end(&bytes) as u64;
+                // Created and pre-allocated but its first write, which carries the header,
+                // never landed: nothing in it was ever acknowledged. Remove it; the writer
+                // creates a fresh segment.
                 std::fs::remove_file(path).map_err(|e| io_error("remove", path, e))?;
                 sync_dir(dir).map_err(|e| io_error("sync directory of", path, e))?;
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = 0,
+                    records = 0,
+                    "WAL torn tail dropped: the newest segment's first write never landed; empty segment removed"
+                );
                 report.torn_tail = Some(TornTail {
                     segment: path.clone(),
                     offset: 0,
-                    discarded_bytes: discarded,
+                    discarded_bytes: 0,
                     reason: "segment header never written; empty segment removed".to_string(),
                 });
                 break;
             }
             Err(HeaderDamage::UnsupportedVersion(version)) => {
                 return Err(WalError::UnsupportedVersion { segment: path.clone(), version });
+            }
+            Err(damage) if truncate_corrupt => {
+                corruption = Some(Corruption { index, offset: 0, reason: format!("bad segment header: {damage}") });
+                break;
             }
             Err(damage) => {
                 return Err(WalError::BadSegmentHeader { segment: path.clone(), reason: damage.to_string() });
@@ -199,7 +265,10 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
             });
         }
         if let Some(previous) = scanned.last() {
-            if header.first_lsn != previous.last_lsn + 1 {
+            // A gap is allowed only below `needed_from`: records the caller already holds.
+            let gap_held = header.first_lsn > previous.last_lsn + 1
+                && needed_from.is_some_and(|needed| header.first_lsn <= needed);
+            if header.first_lsn != previous.last_lsn + 1 && !gap_held {
                 corruption = Some(Corruption {
                     index,
                     offset: 0,
@@ -211,6 +280,18 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
                 });
                 break;
             }
+        } else if let Some(needed) = needed_from.filter(|needed| header.first_lsn > *needed) {
+            let reason = format!(
+                "the log starts at lsn {}, but records from lsn {needed} on were never flushed: \
+                 the oldest segment(s) of the log are missing",
+                header.first_lsn
+            );
+            if !truncate_corrupt {
+                return Err(WalError::Corrupt { segment: path.clone(), offset: 0, reason });
+            }
+            tracing::warn!(segment = %path.display(), %reason, "WAL records lost: replaying from the oldest segment left (truncate_corrupt)");
+            report.truncated_corruption =
+                Some(TruncatedCorruption { segment: path.clone(), offset: 0, reason, quarantined: Vec::new() });
         }
 
         let scan = scan_segment(&bytes, header.first_lsn, apply)?;
@@ -230,13 +311,24 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
         });
         match scan.stop {
             Stop::Clean => {}
+            Stop::Invalid { reason } if is_newest && torn_write_plausible(&bytes, scan.end as usize) => {
+                let discarded_bytes = garbage_end.saturating_sub(scan.end);
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = scan.end,
+                    records = scan.records,
+                    last_lsn = scan.last_lsn,
+                    discarded_bytes,
+                    %reason,
+                    "WAL torn tail dropped: the last write was interrupted; the records before it are kept"
+                );
+                report.torn_tail = Some(TornTail { segment: path.clone(), offset: scan.end, discarded_bytes, reason });
+            }
             Stop::Invalid { reason } if is_newest => {
-                report.torn_tail = Some(TornTail {
-                    segment: path.clone(),
-                    offset: scan.end,
-                    discarded_bytes: garbage_end.saturating_sub(scan.end),
-                    reason,
-                });
+                let reason =
+                    format!("{reason}; the record is complete on disk, so it was damaged after it was written");
+                corruption = Some(Corruption { index, offset: scan.end, reason });
+                break;
             }
             Stop::Invalid { reason } => {
                 // Rotation syncs a segment before the next one is started, so an older segment
@@ -278,7 +370,13 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
     }
 
     report.segments = scanned.len();
-    let newest = scanned.pop().map(|s| NewestSegment {
+    // LSNs never fall back to ones the caller already holds (a flushed record's LSN handed out
+    // again would be skipped at the next replay): with the log's end below that point (no
+    // segment left, or records lost to truncate_corrupt), the next record opens a new segment
+    // at `needed_from`, and the gap before it holds only records the caller has.
+    let floor = needed_from.unwrap_or(1);
+    let continue_newest = scanned.last().is_some_and(|s| s.last_lsn + 1 >= floor);
+    let newest = scanned.pop_if(|_| continue_newest).map(|s| NewestSegment {
         id: s.id,
         path: s.path,
         first_lsn: s.first_lsn,
@@ -287,7 +385,7 @@ pub async fn replay(dir: &Path, truncate_corrupt: bool, apply: &mut Apply<'_>) -
         garbage_end: s.garbage_end,
     });
     let sealed = scanned.into_iter().map(|s| SealedSegment { path: s.path, last_lsn: s.last_lsn }).collect();
-    let next_lsn = newest.as_ref().map_or(1, |n| n.first_lsn.max(report.last_lsn + 1));
+    let next_lsn = newest.as_ref().map_or(1, |n| n.first_lsn.max(report.last_lsn + 1)).max(floor);
     Ok(Recovered { report, sealed, newest, next_lsn, next_segment_id })
 }
 

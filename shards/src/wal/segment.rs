@@ -25,6 +25,10 @@ pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// File name extension of segments.
 const SEGMENT_EXTENSION: &str = ".wal";
 
+/// Suffix of a segment being created: it gets its final name only once pre-allocated, so a
+/// segment file under its own name always has its full size (replay removes leftovers).
+pub const STAGING_SUFFIX: &str = ".tmp";
+
 /// Digits of the zero-padded decimal segment id in a file name (u64::MAX has 20).
 const SEGMENT_ID_DIGITS: usize = 20;
 
@@ -40,6 +44,26 @@ pub fn parse_segment_file_name(name: &str) -> Option<SegmentId> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Removes segments whose creation a crash interrupted (`<name>.wal.tmp`): they were never
+/// named as segments, so nothing was ever written to them. Returns how many.
+pub fn remove_staging_leftovers(dir: &Path) -> Result<usize, WalError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| PathIoError::new("list", dir, e))?;
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| PathIoError::new("list", dir, e))?;
+        let name = entry.file_name();
+        let staged = name.to_str().and_then(|n| n.strip_suffix(STAGING_SUFFIX)).and_then(parse_segment_file_name);
+        if staged.is_some() {
+            std::fs::remove_file(entry.path()).map_err(|e| io_error("remove", &entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir).map_err(|e| io_error("sync directory", dir, e))?;
+    }
+    Ok(removed)
 }
 
 /// Segment files in `dir`, in id order. Other files are ignored.
@@ -146,8 +170,8 @@ fn open_flags(durable_writes: bool) -> i32 {
 }
 
 impl ActiveSegment {
-    /// Creates segment `id`, pre-allocates `segment_size` bytes and makes its directory entry
-    /// durable. Its header is not written yet: the caller passes the encoded header as the first
+    /// Creates segment `id` under a staging name, pre-allocates `segment_size` bytes, gives it
+    /// its name and makes the directory entry durable. Its header is not written yet: the caller passes the encoded header as the first
     /// bytes of its first [`ActiveSegment::append`]. With `durable_writes` the file is opened
     /// `O_DSYNC`: each append completes only once it is durable, as if an fdatasync had followed.
     pub async fn create(
@@ -157,17 +181,43 @@ impl ActiveSegment {
         durable_writes: bool,
     ) -> Result<ActiveSegment, WalError> {
         let path = dir.join(segment_file_name(id));
+        let staging = dir.join(format!("{}{STAGING_SUFFIX}", segment_file_name(id)));
+        match std::fs::remove_file(&staging) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error("remove", &staging, e)),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .custom_flags(open_flags(durable_writes))
-            .dma_open(&path)
+            .dma_open(&staging)
             .await
-            .map_err(|e| io_error("create", &path, e))?;
-        let page_cache = open_page_cache(&path, durable_writes)?;
-        let mut segment = ActiveSegment { file, page_cache, id, path, write_end: 0, tail: Vec::new(), durable_writes };
-        segment.prepare(segment_size).await?;
+            .map_err(|e| io_error("create", &staging, e))?;
+        let mut segment = ActiveSegment {
+            file,
+            page_cache: None,
+            id,
+            path: staging.clone(),
+            write_end: 0,
+            tail: Vec::new(),
+            durable_writes,
+        };
+        if let Err(e) = segment.prepare(segment_size).await {
+            // A full disk: leave nothing behind, so a retry starts from a clean directory.
+            let _ = segment.file.close().await;
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+        if path.exists() {
+            let _ = segment.file.close().await;
+            let _ = std::fs::remove_file(&staging);
+            let exists = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "segment already exists");
+            return Err(io_error("create", &path, exists));
+        }
+        std::fs::rename(&staging, &path).map_err(|e| io_error("rename", &staging, e))?;
+        segment.path = path;
+        segment.page_cache = open_page_cache(&segment.path, durable_writes)?;
         sync_dir(dir).map_err(|e| io_error("sync directory of", &segment.path, e))?;
         Ok(segment)
     }

@@ -454,18 +454,144 @@ fn ten_payloads(seed: &Seed) -> Vec<Vec<u8>> {
     (0..10).map(|_| payload(&mut rng, 2000)).collect()
 }
 
+/// Segments are pre-allocated before they are named, so a crash never leaves a short one: a
+/// newest segment cut in the middle of its last record is corruption (naming the segment and
+/// the size it was cut to), unless the operator asks to keep what is left.
 #[test]
-fn replay_stops_at_torn_tail_and_keeps_earlier_records() {
+fn truncated_newest_segment_is_corruption_unless_truncate_corrupt() {
     let seed = Seed::from_env("WAL_TEST_SEED");
     let dir = tempfile::tempdir().unwrap();
     let payloads = ten_payloads(&seed);
     let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
     let (acked, segment) = write_one_segment(dir.path(), payloads);
     let last = *record_offsets(&lens).last().unwrap();
-    // Cut the file in the middle of the last record's header + payload.
     let cut = last + (16 + lens[9] as u64) / 2;
     std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
-    assert_torn_tail_recovery(dir.path(), acked[..9].to_vec(), last);
+    let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
+    let expected = segment.clone();
+    assert!(
+        matches!(&err, Some(WalError::Corrupt { segment, offset, .. }) if *segment == expected && *offset == cut),
+        "{err:?}"
+    );
+    for len in [0, 6000] {
+        std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len).unwrap();
+        let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
+        assert!(matches!(&err, Some(WalError::Corrupt { offset, .. }) if *offset == len), "{len}: {err:?}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (acked_again, segment) = write_one_segment(dir.path(), ten_payloads(&seed));
+    assert_eq!(acked_again, acked);
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
+    let truncating = WalConfig { truncate_corrupt: true, ..test_config() };
+    let kept = acked[..9].to_vec();
+    on_executor(dir.path(), move |dir| async move {
+        let (wal, report, replayed) = open(&dir, truncating).await.unwrap();
+        assert_eq!(replayed, kept);
+        assert_eq!(report.torn_tail.map(|t| t.offset), Some(last));
+        wal.append(b"after").await.unwrap();
+        wal.close().await.unwrap();
+    });
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), test_config().segment_size, "extended again");
+}
+
+/// A flipped byte inside the newest segment's last record leaves it complete on disk, which
+/// an interrupted write cannot: corruption, not a torn tail.
+#[test]
+fn flipped_byte_in_the_last_record_is_corruption() {
+    let seed = Seed::from_env("WAL_TEST_SEED");
+    let dir = tempfile::tempdir().unwrap();
+    let mut payloads = ten_payloads(&seed);
+    payloads[9] = vec![0x5A; 1500];
+    let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
+    let (_, segment) = write_one_segment(dir.path(), payloads);
+    let last = *record_offsets(&lens).last().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[last as usize + 16 + 700] ^= 0x01;
+    std::fs::write(&segment, bytes).unwrap();
+    let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
+    assert!(matches!(&err, Some(WalError::Corrupt { offset, .. }) if *offset == last), "{err:?}");
+}
+
+/// A zeroed header with records after it is damage, not a segment whose first write never
+/// landed (that one is all zero).
+#[test]
+fn zeroed_header_of_the_newest_segment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, segment) = write_one_segment(dir.path(), vec![b"kept".to_vec(), b"also".to_vec()]);
+    patch_file(&segment, 0, &vec![0u8; SEGMENT_HEADER_SIZE]);
+    let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
+    assert!(matches!(&err, Some(WalError::BadSegmentHeader { .. })), "{err:?}");
+    assert!(segment.exists(), "never deleted");
+}
+
+/// The caller holds the records before `needed_from` elsewhere: a log starting after it has
+/// lost its oldest segment, and that is refused (or, with truncate_corrupt, accepted).
+#[test]
+fn a_log_starting_after_the_needed_lsn_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = on_executor(dir.path(), |dir| async move {
+        let (wal, _, _) = open(&dir, small_segments()).await.unwrap();
+        let acked = append_all(&wal, (0..40).map(|i| vec![i as u8; 5000]).collect()).await;
+        wal.close().await.unwrap();
+        acked
+    });
+    let segments = segment_paths(dir.path());
+    assert!(segments.len() >= 3, "{segments:?}");
+    let second_starts = first_lsn_of(&segments[1]);
+    std::fs::remove_file(&segments[0]).unwrap();
+    let open_needing = |needed: Option<Lsn>, config: WalConfig| {
+        on_executor(dir.path(), move |dir| async move {
+            match Wal::open_needing(&dir, config, needed, |_, _| Ok(())).await {
+                Ok((wal, report)) => {
+                    wal.close().await.unwrap();
+                    Ok(report)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    };
+    let err = open_needing(Some(3), small_segments()).unwrap_err();
+    assert!(matches!(&err, WalError::Corrupt { segment, offset: 0, .. } if *segment == segments[1]), "{err:?}");
+    // Everything before the second segment already held elsewhere: nothing is missing.
+    open_needing(Some(second_starts), small_segments()).unwrap();
+    let report = open_needing(Some(3), WalConfig { truncate_corrupt: true, ..small_segments() }).unwrap();
+    assert!(report.truncated_corruption.is_some());
+    assert_eq!(report.last_lsn, acked.last().unwrap().0);
+}
+
+/// With every segment gone, new LSNs still start after what the caller holds.
+#[test]
+fn lsns_never_fall_back_below_the_needed_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(dir.path(), |dir| async move {
+        let (wal, _) = Wal::open_needing(&dir, test_config(), Some(500), |_, _| Ok(())).await.unwrap();
+        assert_eq!(wal.append(b"x").await.unwrap(), 500);
+        wal.close().await.unwrap();
+        let (wal, report) = Wal::open_needing(&dir, test_config(), Some(500), |_, _| Ok(())).await.unwrap();
+        assert_eq!(report.last_lsn, 500);
+        wal.close().await.unwrap();
+        let missing = Wal::open_needing(&dir, test_config(), Some(400), |_, _| Ok(())).await.err();
+        assert!(matches!(missing, Some(WalError::Corrupt { offset: 0, .. })), "{missing:?}");
+    });
+}
+
+/// A segment whose creation a crash interrupted never got its name: it is removed.
+#[test]
+fn staging_leftovers_are_removed_and_segments_appear_full_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = on_executor(dir.path(), |dir| async move {
+        std::fs::write(dir.join(format!("{}.tmp", segment::segment_file_name(1))), b"").unwrap();
+        let (wal, _, _) = open(&dir, test_config()).await.unwrap();
+        let acked = append_all(&wal, vec![b"one".to_vec()]).await;
+        wal.close().await.unwrap();
+        acked
+    });
+    assert_replays(dir.path(), test_config(), &acked);
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(std::fs::metadata(&segment_paths(dir.path())[0]).unwrap().len(), test_config().segment_size);
 }
 
 #[test]
@@ -631,6 +757,9 @@ fn short_garbage_segment_is_a_typed_error_and_empty_newest_segment_is_dropped() 
 
     std::fs::write(&stray, b"not a segment at all").unwrap();
     let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
+    assert!(matches!(&err, Some(WalError::Corrupt { segment, offset: 20, .. }) if *segment == stray), "{err:?}");
+    std::fs::write(&stray, vec![0x41u8; 8192]).unwrap();
+    let err = on_executor(dir.path(), |dir| async move { open(&dir, test_config()).await.err() });
     assert!(matches!(&err, Some(WalError::BadSegmentHeader { .. })), "{err:?}");
 }
 
@@ -661,8 +790,8 @@ fn failed_rotation_fails_the_group_and_refuses_later_appends() {
     let acked = on_executor(dir.path(), |dir| async move {
         let (wal, _, _) = open(&dir, WalConfig { segment_size: 16384, ..test_config() }).await.unwrap();
         let acked = append_all(&wal, vec![vec![1u8; 5000]]).await;
-        // Occupy the next segment's name: its creation (create_new) fails.
-        std::fs::write(dir.join(segment::segment_file_name(2)), b"").unwrap();
+        // Occupy the next segment's name: its creation fails.
+        std::fs::write(dir.join(segment::segment_file_name(2)), vec![0u8; 8192]).unwrap();
         let err = wal.append(&[2u8; 9000]).await.unwrap_err();
         assert!(matches!(&err, WalError::Failed(cause) if matches!(**cause, WalError::Io(_))), "{err:?}");
         let later = wal.append(b"later").await.unwrap_err();

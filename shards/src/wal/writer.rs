@@ -4,7 +4,10 @@
 //! fdatasyncs as the sync mode asks (Periodic: once per period), and then wakes that group's
 //! waiters. Records that arrive meanwhile form the next group. The task never acknowledges a
 //! record after a failed write or fdatasync: the first failure fails every waiter and every later
-//! append.
+//! append. The one exception is a full disk: the records that could not be written keep their
+//! LSNs and are written again every [`DISK_FULL_RETRY`] until space is freed (their appends wait
+//! meanwhile, new appends are refused with [`WalError::DiskFull`]), so nothing acknowledged is
+//! lost and LSNs never skip.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -14,7 +17,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
@@ -23,6 +26,10 @@ use super::replay::{Recovered, SealedSegment};
 use super::segment::{io_error, new_segment_header, ActiveSegment, IoCounters};
 use super::{Lsn, SyncMode, WalConfig, WalError, WalStats};
 use crate::io::sync_dir;
+
+/// How often the writer tries again to write records a full disk refused (the flush path
+/// retries as often).
+pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// State shared by the `Wal` handle, its append futures and the writer task (one executor).
 pub struct Shared {
@@ -75,6 +82,9 @@ struct State {
     durable_lsn: Lsn,
     stopping: bool,
     failed: Option<Arc<WalError>>,
+    /// Set while the disk is full: admitted records wait to be written again, new appends are
+    /// refused with [`WalError::DiskFull`].
+    stalled: Option<Arc<WalError>>,
     writer_waker: Option<Waker>,
     /// Complete, older segments, oldest first.
     sealed: VecDeque<SealedSegment>,
@@ -92,7 +102,7 @@ impl State {
         } else if self.stopping {
             Some(WalError::Closed)
         } else {
-            None
+            self.stalled.as_ref().map(|cause| WalError::DiskFull(cause.clone()))
         }
     }
 
@@ -421,6 +431,7 @@ pub async fn start(
         durable_lsn: last_lsn,
         stopping: false,
         failed: None,
+        stalled: None,
         writer_waker: None,
         sealed: recovered.sealed.into(),
         records: 0,
@@ -495,22 +506,54 @@ impl Writer {
         }
     }
 
+    /// While the disk is full: waits [`DISK_FULL_RETRY`], or less when the WAL stops.
+    async fn wait_to_retry(&self) {
+        let stopping = future::poll_fn(|cx| {
+            let mut st = self.shared.state.borrow_mut();
+            if st.stopping {
+                Poll::Ready(())
+            } else {
+                st.writer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        future::or(stopping, glommio::timer::sleep(DISK_FULL_RETRY)).await;
+    }
+
     async fn serve(&mut self) -> Result<(), WalError> {
         let mode = self.shared.config.sync_mode;
+        // Batches taken from `pending` and not yet written, oldest first: more than one group
+        // only while the disk is full (bounded by `max_pending_bytes`, as `pending` is).
+        let mut unwritten: VecDeque<Batch> = VecDeque::new();
         loop {
-            self.wait_for_work().await;
-            let (batches, sync_requested, stopping) = {
+            if unwritten.is_empty() {
+                self.wait_for_work().await;
+            } else {
+                self.wait_to_retry().await;
+            }
+            let (sync_requested, stopping) = {
                 let mut st = self.shared.state.borrow_mut();
-                let requested = std::mem::take(&mut st.sync_requested);
-                (std::mem::take(&mut st.pending), requested, st.stopping)
+                unwritten.extend(std::mem::take(&mut st.pending));
+                (std::mem::take(&mut st.sync_requested), st.stopping)
             };
 
             let mut group_bytes = 0;
             let mut last_written = None;
-            for batch in batches {
-                self.write_batch(&batch).await?;
-                group_bytes += batch.bytes.len();
-                last_written = Some(batch.last_lsn);
+            let mut disk_full = None;
+            while let Some(batch) = unwritten.front() {
+                match self.write_batch(batch).await {
+                    Ok(()) => {
+                        group_bytes += batch.bytes.len();
+                        last_written = Some(batch.last_lsn);
+                        unwritten.pop_front();
+                    }
+                    // Stopping gives up: the records fail, unacknowledged.
+                    Err(e) if e.is_disk_full() && !stopping => {
+                        disk_full = Some(Arc::new(e));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             {
                 let mut st = self.shared.state.borrow_mut();
@@ -519,8 +562,21 @@ impl Writer {
                     debug_assert!(lsn > st.written_lsn, "LSNs must rise");
                     st.written_lsn = lsn;
                 }
-                // Room freed: admit waiting appends now; they join the next group.
-                st.admit_waiting(&self.shared.config);
+                match disk_full {
+                    Some(cause) => {
+                        if st.stalled.is_none() {
+                            tracing::error!(error = %cause, dir = %self.shared.dir.display(), "disk full: WAL writes stalled; refusing new records and retrying");
+                        }
+                        st.stalled = Some(cause);
+                    }
+                    None => {
+                        if st.stalled.take().is_some() {
+                            tracing::warn!(dir = %self.shared.dir.display(), "disk space again: the stalled WAL records are written; taking new records");
+                        }
+                        // Room freed: admit waiting appends now; they join the next group.
+                        st.admit_waiting(&self.shared.config);
+                    }
+                }
             }
 
             let period_passed = self.last_sync.elapsed() >= self.shared.config.periodic_sync;
@@ -532,14 +588,17 @@ impl Writer {
                 st.durable_lsn = st.written_lsn;
             }
             st.resolve(mode);
-            if stopping && st.pending.is_empty() {
+            if stopping && st.pending.is_empty() && unwritten.is_empty() {
                 return Ok(());
             }
         }
     }
 
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), WalError> {
-        if batch.new_segment {
+        // A retried batch finds the segment an earlier attempt created for it (nothing written
+        // yet): it goes there rather than leaving that one empty behind.
+        let created_for_it = self.active.as_ref().is_some_and(|a| a.write_end() == 0);
+        if batch.new_segment && !created_for_it {
             self.rotate(batch.first_lsn).await?;
         }
         let Some(active) = self.active.as_mut() else {
@@ -579,10 +638,10 @@ impl Writer {
             self.shared.state.borrow_mut().sealed.push_back(sealed);
         }
         let id = self.next_segment_id;
-        self.next_segment_id += 1;
         let config = &self.shared.config;
         let segment =
             ActiveSegment::create(&self.shared.dir, id, config.segment_size, config.sync_mode.durable_writes()).await?;
+        self.next_segment_id += 1;
         self.shared.state.borrow_mut().segments_created += 1;
         self.active = Some(segment);
         Ok(())
