@@ -175,10 +175,25 @@ impl Connection {
                 }
             };
             conn.metrics.record(labels.get(), started.elapsed(), &response);
-            conn.outbox.push(&response.to_frame(stream));
+            conn.outbox.push(&conn.answer_frame(response, stream));
             drop(permit);
         })
         .detach();
+    }
+
+    /// The frame of `response`, or of an INVALID error when it would be over the frame limit
+    /// (SELECT pages are cut to fit; this catches every other answer).
+    fn answer_frame(&self, response: Response, stream: u16) -> Frame {
+        let frame = response.to_frame(stream);
+        let len = frame.wire_len();
+        if len <= self.limits.max_frame_bytes {
+            return frame;
+        }
+        let message = format!(
+            "the answer is {len} bytes, over the frame limit of {} bytes (max_frame_bytes)",
+            self.limits.max_frame_bytes
+        );
+        Response::error(ErrorCode::Invalid, message).to_frame(stream)
     }
 
     /// The answer to one frame; `labels` gets the request's metric labels once it decodes.

@@ -204,7 +204,7 @@ async fn coordinator_shard(
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port);
     let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()));
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
     let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
@@ -307,7 +307,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     let view = Rc::new(RefCell::new(Rc::new(view)));
     let proxy = StorageProxy::new(node, view, home.clone(), Some(home.clone()), config.timeouts());
     let role = Role::FrontDoor { shard, home };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
     let door = Door { shard, shards, shard_aware_port };

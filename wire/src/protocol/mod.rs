@@ -245,6 +245,15 @@ pub fn negotiate_version(requested: u8) -> Result<u8, ErrorResponse> {
 }
 
 /// A nullable value with its type: type code (0 = null), then the serialized value.
+/// Bytes [`write_value`] writes for `value`: a type byte, then a length and the value's bytes.
+/// The server sizes its pages with it before encoding them.
+pub fn value_wire_len(value: Option<&Value>) -> usize {
+    match value {
+        None => 1,
+        Some(v) => 1 + 4 + v.byte_len(),
+    }
+}
+
 fn write_value(w: &mut Writer, value: Option<&Value>) {
     match value {
         None => {
@@ -382,6 +391,15 @@ pub(crate) mod tests {
                 timestamp,
                 trace,
             })
+    }
+
+    proptest! {
+        #[test]
+        fn value_wire_len_is_what_write_value_writes(v in proptest::option::of(any_value())) {
+            let mut w = Writer::new();
+            write_value(&mut w, v.as_ref());
+            prop_assert_eq!(w.into_bytes().len(), value_wire_len(v.as_ref()));
+        }
     }
 
     #[test]
