@@ -2,21 +2,22 @@
 //! shard hands it, and per connection runs a reader that delimits frames, one task per request
 //! (answered out of order, by stream id), and a writer that sends answers in batches. Every
 //! frame the decoder rejects gets a typed ERROR answer or closes the connection; nothing a
-//! client sends can panic or stall the shard.
+//! client sends can panic or stall the shard. A connection that does not start in time, stays
+//! idle too long, or took a place reserved for admin without being the admin tool is closed.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
-use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
+use wire::protocol::{negotiate_version, ErrorCode, Request, Response, ADMIN_CLIENT_PREFIX};
 
-use super::accept::Handoff;
+use super::accept::{Handoff, Refusal};
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
@@ -41,8 +42,13 @@ pub async fn serve(
     metrics: Rc<Metrics>,
     config: &ServerConfig,
 ) {
-    let limits =
-        Limits { max_frame_bytes: config.max_frame_bytes.0, max_requests: config.max_requests_per_connection, door };
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes.0,
+        max_requests: config.max_requests_per_connection,
+        handshake_timeout: config.handshake_timeout(),
+        idle_timeout: config.idle_timeout(),
+        door,
+    };
     accept_loop(
         incoming.into_stream().map(Ok),
         usize::MAX,
@@ -52,7 +58,8 @@ pub async fn serve(
             async move {
                 let stream = handoff.stream.bind_to_executor();
                 metrics.connection_opened();
-                Connection::serve(stream, coordinator, metrics.clone(), limits, stopping).await;
+                let reserved = handoff.slot.is_reserved();
+                Connection::serve(stream, coordinator, metrics.clone(), limits, reserved, stopping).await;
                 metrics.connection_closed();
                 drop(handoff.slot);
             }
@@ -63,9 +70,9 @@ pub async fn serve(
     .await
 }
 
-/// Answers a connection over the node's bound on stream 0 and closes it.
-pub async fn refuse(mut stream: TcpStream, limit: usize) {
-    let answer = error_frame(0, ErrorCode::Overloaded, format!("too many connections (limit {limit})"));
+/// Answers a connection over the node's bounds on stream 0 and closes it.
+pub async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let answer = error_frame(0, ErrorCode::Overloaded, refusal.to_string());
     let _ = stream.write_all(&answer).await;
     let _ = stream.close().await;
 }
@@ -74,6 +81,10 @@ pub async fn refuse(mut stream: TcpStream, limit: usize) {
 struct Limits {
     max_frame_bytes: usize,
     max_requests: usize,
+    /// From accept to READY.
+    handshake_timeout: Duration,
+    /// Without a request, once started; None: never closed for it.
+    idle_timeout: Option<Duration>,
     door: Door,
 }
 
@@ -85,6 +96,10 @@ struct Connection {
     in_flight: Rc<Semaphore>,
     /// STARTUP has been answered with READY.
     started: Cell<bool>,
+    /// The connection holds a place reserved for admin: only the admin tool may start on it.
+    reserved: bool,
+    /// Set when an answer ends the connection: the reader stops.
+    closing: Stopping,
     limits: Limits,
 }
 
@@ -94,8 +109,10 @@ impl Connection {
         coordinator: Rc<Coordinator>,
         metrics: Rc<Metrics>,
         limits: Limits,
+        reserved: bool,
         stopping: Rc<Stopping>,
     ) {
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = futures_lite::io::split(stream);
         let outbox = Rc::new(Outbox::default());
@@ -106,9 +123,11 @@ impl Connection {
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
             started: Cell::new(false),
+            reserved,
+            closing: Stopping::default(),
             limits,
         });
-        conn.read_loop(&mut reader, &stopping).await;
+        conn.read_loop(&mut reader, &stopping, accepted).await;
         // Every request started has answered once all permits are back.
         let _ = conn.in_flight.acquire(limits.max_requests as u64).await;
         outbox.close();
@@ -116,15 +135,22 @@ impl Connection {
     }
 
     /// Reads and dispatches frames until the peer closes, a fatal framing error, a failed
-    /// write, or the node stops.
-    async fn read_loop(self: &Rc<Self>, reader: &mut (impl futures_lite::AsyncRead + Unpin), stopping: &Stopping) {
+    /// write, an answer that ends the connection, a timeout, or the node stops.
+    async fn read_loop(
+        self: &Rc<Self>,
+        reader: &mut (impl futures_lite::AsyncRead + Unpin),
+        stopping: &Stopping,
+        accepted: Instant,
+    ) {
         let mut decoder = FrameDecoder::new(self.limits.max_frame_bytes);
         let mut buf = ReadBuf::default();
+        let mut last_request = accepted;
         loop {
             loop {
                 match decoder.decode(buf.pending()) {
                     Ok(Some((frame, used))) => {
                         buf.consume(used);
+                        last_request = Instant::now();
                         self.dispatch(frame).await;
                     }
                     Ok(None) => break,
@@ -138,21 +164,60 @@ impl Connection {
                     }
                 }
             }
-            if self.outbox.is_broken() || stopping.is_stopped() {
+            if self.outbox.is_broken() || stopping.is_stopped() || self.closing.is_stopped() {
                 return;
             }
+            let deadline = self.deadline(accepted, last_request);
             // The decoder bounds how much a frame may need.
-            let read = futures_lite::future::or(async { Some(buf.fill(reader).await) }, async {
-                stopping.wait().await;
-                None
+            let woke = futures_lite::future::or(async { Woke::Read(buf.fill(reader).await) }, async {
+                futures_lite::future::or(
+                    async {
+                        futures_lite::future::or(stopping.wait(), self.closing.wait()).await;
+                        Woke::Stop
+                    },
+                    async {
+                        match deadline {
+                            Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+                            None => futures_lite::future::pending().await,
+                        }
+                        Woke::Timeout
+                    },
+                )
+                .await
             })
             .await;
-            if read != Some(true) {
-                // Closed by the peer, a reset, or the node stopping.
-                return;
+            match woke {
+                Woke::Read(true) => {}
+                // Closed by the peer, a reset, the node stopping, or an answer that ends it.
+                Woke::Read(false) | Woke::Stop => return,
+                Woke::Timeout if !self.started.get() => {
+                    let why = format!("no STARTUP within {:?} of connecting: closing", self.limits.handshake_timeout);
+                    tracing::debug!("{why}");
+                    self.outbox.push(&Response::error(ErrorCode::Protocol, why).to_frame(0));
+                    return;
+                }
+                // A request in progress is not idleness: wait again from now.
+                Woke::Timeout if self.in_flight.available() < self.limits.max_requests as u64 => {
+                    last_request = Instant::now();
+                }
+                Woke::Timeout => {
+                    let idle = self.limits.idle_timeout.unwrap_or_default();
+                    let why = format!("idle for {idle:?}: closing");
+                    self.outbox.push(&Response::error(ErrorCode::Protocol, why).to_frame(0));
+                    return;
+                }
             }
             // A request answered from memory never waits: let the other tasks run between reads.
             glommio::yield_if_needed().await;
+        }
+    }
+
+    /// When the connection is closed unless a request comes: the handshake timeout until
+    /// READY, then the idle timeout (if any) after the last request.
+    fn deadline(&self, accepted: Instant, last_request: Instant) -> Option<Instant> {
+        match self.started.get() {
+            false => Some(accepted + self.limits.handshake_timeout),
+            true => self.limits.idle_timeout.map(|idle| last_request + idle),
         }
     }
 
@@ -212,6 +277,10 @@ impl Connection {
                 shards: self.limits.door.shards,
                 shard_aware_port: self.limits.door.shard_aware_port,
             },
+            Request::Startup { client, .. } if self.reserved && !client.starts_with(ADMIN_CLIENT_PREFIX) => {
+                self.closing.stop();
+                Response::error(ErrorCode::Overloaded, RESERVED_FOR_ADMIN)
+            }
             Request::Startup { version, .. } => match negotiate_version(version) {
                 Ok(version) => {
                     self.started.set(true);
@@ -219,10 +288,28 @@ impl Connection {
                 }
                 Err(e) => Response::Error(e),
             },
+            _ if !self.started.get() && self.reserved => {
+                self.closing.stop();
+                Response::error(ErrorCode::Overloaded, RESERVED_FOR_ADMIN)
+            }
             _ if !self.started.get() => Response::error(ErrorCode::Protocol, "send STARTUP before any other request"),
             request => self.coordinator.execute(request).await,
         }
     }
+}
+
+/// Why a connection on a place reserved for admin is closed.
+const RESERVED_FOR_ADMIN: &str =
+    "too many connections: the places beyond the node's bounds are reserved for enigmadb admin";
+
+/// What ended a wait of the reader.
+enum Woke {
+    /// A read: false once the peer closed or the read failed.
+    Read(bool),
+    /// The node stops, or an answer ends the connection.
+    Stop,
+    /// The handshake or idle timeout passed.
+    Timeout,
 }
 
 fn error_frame(stream: u16, code: ErrorCode, message: String) -> Vec<u8> {

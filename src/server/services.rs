@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use shards::node::{LocalService, Node};
 
-use super::accept::{self, ConnectionLimit, Handoff, Steering};
+use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
 use crate::cluster::service::{Cluster, PeerPort};
@@ -244,7 +244,11 @@ async fn coordinator_shard(
         stop.1.stop();
     })
     .detach();
-    let limit = ConnectionLimit::new(config.max_connections);
+    let limit = ConnectionLimit::new(ConnectionBounds {
+        max: config.max_connections,
+        per_address: config.max_connections_per_address,
+        reserved_admin: config.reserved_admin_connections,
+    });
     let listeners = std::iter::once((client_listener, Steering::Spread))
         .chain(shard_aware_listener.map(|l| (l, Steering::BySourcePort)));
     for (listener, steering) in listeners {

@@ -40,6 +40,9 @@ pub const MAX_PAGING_STATE_BYTES: usize = 1 << 20;
 
 /// Longest client or server name in STARTUP and SUPPORTED.
 pub const MAX_NAME_BYTES: usize = 1024;
+/// How `enigmadb admin` starts its client name in STARTUP: a server keeps a few connection
+/// places beyond its bounds for clients that do (docs/PROTOCOL.md, connection bounds).
+pub const ADMIN_CLIENT_PREFIX: &str = "enigmadb-admin";
 
 /// Largest page a client may ask for, in rows.
 pub const MAX_PAGE_SIZE: u32 = 1 << 20;
