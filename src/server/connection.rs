@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
+use shards::signal::Signal;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
 use wire::protocol::{negotiate_version, ErrorCode, Request, Response, ADMIN_CLIENT_PREFIX};
@@ -22,6 +23,15 @@ use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use crate::metrics::{Metrics, RequestLabels, StatementKind};
+
+/// Bytes of answers a connection may have in progress (estimated: requests running times the
+/// size of its recent answers), beyond the [`MAX_OUTBOX_BYTES`] waiting for its socket: the
+/// reader starts no new request past it (one always runs). A client that pipelines reads of
+/// large rows holds about this much of the server's memory, not one answer per request.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// The answer size a connection is assumed to get before it has had any: a page of the
+/// default size, so that a first burst of large reads starts a few at a time.
+const FIRST_ANSWER_ESTIMATE: usize = crate::coordinator::DEFAULT_PAGE_BYTES;
 
 /// Which front door a connection reached: told to the client in READY and SUPPORTED.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +59,9 @@ pub async fn serve(
         idle_timeout: config.idle_timeout(),
         door,
     };
+    // Every shard serves connections: each returns the memory its answers freed (dropped with
+    // this function, when the connections have finished).
+    let _memory = glommio::spawn_local(super::memory::return_freed_memory());
     accept_loop(
         incoming.into_stream().map(Ok),
         usize::MAX,
@@ -94,6 +107,11 @@ struct Connection {
     outbox: Rc<Outbox>,
     /// Requests in progress; the reader waits for a permit before starting another.
     in_flight: Rc<Semaphore>,
+    /// Size of the connection's recent answers: the largest, decaying by an eighth per
+    /// answer (a burst of small answers after a large one lets more requests run again).
+    answer_estimate: Cell<usize>,
+    /// Notified when a request has pushed its answer.
+    answered: Signal,
     /// STARTUP has been answered with READY.
     started: Cell<bool>,
     /// The connection holds a place reserved for admin: only the admin tool may start on it.
@@ -122,6 +140,8 @@ impl Connection {
             metrics,
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
+            answer_estimate: Cell::new(FIRST_ANSWER_ESTIMATE),
+            answered: Signal::default(),
             started: Cell::new(false),
             reserved,
             closing: Stopping::default(),
@@ -221,9 +241,25 @@ impl Connection {
         }
     }
 
-    /// Starts serving one frame as its own task, once a request permit is free.
+    /// Requests in progress.
+    fn running(&self) -> usize {
+        self.limits.max_requests - self.in_flight.available() as usize
+    }
+
+    /// Starts serving one frame as its own task, once a request permit is free and the answers
+    /// waiting and in progress leave room for one more.
     async fn dispatch(self: &Rc<Self>, frame: Frame) {
         self.outbox.wait_below(MAX_OUTBOX_BYTES).await;
+        self.answered
+            .wait_until(|| {
+                let running = self.running();
+                running == 0 || (running + 1).saturating_mul(self.answer_estimate.get()) <= MAX_ANSWER_BYTES
+            })
+            .await;
+        if self.outbox.is_broken() {
+            // The client is gone: its remaining requests are not worth running.
+            return;
+        }
         let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return };
         let conn = self.clone();
         glommio::spawn_local(async move {
@@ -240,8 +276,16 @@ impl Connection {
                 }
             };
             conn.metrics.record(labels.get(), started.elapsed(), &response);
-            conn.outbox.push(&conn.answer_frame(response, stream));
+            let frame = conn.answer_frame(response, stream);
+            let estimate = conn.answer_estimate.get();
+            conn.answer_estimate.set(frame.wire_len().max(estimate - estimate / 8));
+            // Nobody reads the answers of a connection whose socket failed: not kept.
+            if !conn.outbox.is_broken() {
+                conn.outbox.push(&frame);
+            }
+            drop(frame);
             drop(permit);
+            conn.answered.notify_all();
         })
         .detach();
     }

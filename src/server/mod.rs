@@ -7,6 +7,7 @@
 mod accept;
 mod connection;
 mod link;
+mod memory;
 mod services;
 
 use std::net::SocketAddr;
