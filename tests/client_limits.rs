@@ -119,11 +119,21 @@ fn select_star_over_200_rows_of_one_mib_pages_by_bytes_under_the_frame_limit() {
     assert!(fetched >= 100, "{fetched} pages for 200 MiB of values");
     let growth = watch.peak().saturating_sub(before);
     drop(watch);
-    println!("SELECT * of 200 x 1 MiB: {fetched} pages, server RSS {} MiB, +{} MiB at peak", before >> 20, growth >> 20);
+    println!(
+        "SELECT * of 200 x 1 MiB: {fetched} pages, server RSS {} MiB, +{} MiB at peak",
+        before >> 20,
+        growth >> 20
+    );
     assert!(growth < 160 * MIB as u64, "server RSS grew by {} MiB while paging", growth >> 20);
     // The shell pages through such an answer too (17 MiB of values: over the frame limit).
     let out = common::enigmadb()
-        .args(["shell", "--host", &server.addr.to_string(), "-e", "SELECT k, v FROM big WHERE k IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)"])
+        .args([
+            "shell",
+            "--host",
+            &server.addr.to_string(),
+            "-e",
+            "SELECT k, v FROM big WHERE k IN (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16)",
+        ])
         .output()
         .expect("running the shell");
     let stdout = common::text(&out.stdout);
@@ -224,7 +234,10 @@ fn a_half_sent_header_is_closed_after_the_handshake_timeout_and_an_idle_one_afte
     let server = Server::start(&dir, 1, &["--handshake-timeout-ms", "300", "--idle-timeout-ms", "600"]);
     let mut half = TcpStream::connect(server.addr).expect("connect");
     let mut startup = Vec::new();
-    encode_frame(&Request::Startup { version: wire::frame::PROTOCOL_VERSION, client: "slow".into() }.to_frame(0), &mut startup);
+    encode_frame(
+        &Request::Startup { version: wire::frame::PROTOCOL_VERSION, client: "slow".into() }.to_frame(0),
+        &mut startup,
+    );
     half.write_all(&startup[..10]).expect("half a header");
     let started = Instant::now();
     assert!(poll_until(Duration::from_secs(20), || closed_by_server(&mut half)), "a half-sent header stayed open");

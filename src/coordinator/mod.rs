@@ -42,8 +42,8 @@ pub use batchlog::{Batchlog, BatchlogError};
 pub use paging::{PagingError, PagingState};
 pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;
-pub use select::{PageLimits, DEFAULT_PAGE_BYTES};
 pub use replica::{handle_data, ReplicaHandler};
+pub use select::{PageLimits, DEFAULT_PAGE_BYTES};
 
 /// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client
 /// gets an UNPREPARED error and prepares again, as with Cassandra's prepared cache).

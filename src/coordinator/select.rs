@@ -228,7 +228,11 @@ impl Cursor {
         let mut cut: Option<PagingState> = None;
         let after_row = |key: &PartitionKey, row: &ResultRow| -> Result<PagingState, ErrorResponse> {
             let clustering = ClusteringKey::from_values(schema, &row.clustering, true).map_err(|e| server_error(&e))?;
-            Ok(PagingState { partition: key.bytes().to_vec(), clustering: Some(clustering.as_bytes().to_vec()), remaining: None })
+            Ok(PagingState {
+                partition: key.bytes().to_vec(),
+                clustering: Some(clustering.as_bytes().to_vec()),
+                remaining: None,
+            })
         };
         // Puts the partition's rows in the page while it has room. Called only with room for
         // at least one row.
@@ -399,7 +403,9 @@ fn stored_bytes(partition: &Partition) -> usize {
     partition
         .rows
         .iter()
-        .map(|(key, row)| key.as_bytes().len() + STORED_ROW_OVERHEAD + row.cells.iter().map(|(_, c)| cell(c)).sum::<usize>())
+        .map(|(key, row)| {
+            key.as_bytes().len() + STORED_ROW_OVERHEAD + row.cells.iter().map(|(_, c)| cell(c)).sum::<usize>()
+        })
         .sum()
 }
 
