@@ -430,3 +430,40 @@ fn server_error(e: &dyn std::fmt::Display) -> ErrorResponse {
 fn bad_paging_state() -> ErrorResponse {
     ErrorResponse::new(ErrorCode::Invalid, "invalid paging state: it does not belong to this query")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limits_leave_room_for_the_envelope_even_in_tiny_frames() {
+        let limits = PageLimits::new(1 << 20, 16 << 20);
+        assert_eq!(limits.answer_row_bytes, (16 << 20) - ANSWER_ENVELOPE_BYTES);
+        let tiny = PageLimits::new(1024, 4096);
+        assert_eq!(tiny.answer_row_bytes, 3072, "a quarter of a 4 KiB frame is kept for the rest");
+    }
+
+    #[test]
+    fn scan_steps_learn_the_partition_size_and_aim_at_a_page_of_bytes() {
+        let mut cursor = Cursor::new(None, None, PageLimits::new(1 << 20, 16 << 20));
+        assert_eq!(cursor.scan_step(5000), 1, "one partition first, to learn their size");
+        cursor.scanned = (1 << 20, 1);
+        assert_eq!(cursor.scan_step(5000), 1, "partitions of 1 MiB: one per step");
+        cursor.scanned = (100 * 1000, 1000);
+        assert_eq!(cursor.scan_step(5000), SCAN_BATCH_PARTITIONS, "small partitions: a full step");
+        assert_eq!(cursor.scan_step(7), 7, "never more than the page has room for");
+        cursor.scanned = (64 << 10, 1);
+        assert_eq!(cursor.scan_step(5000), 16);
+    }
+
+    #[test]
+    fn stored_bytes_count_values_and_keys() {
+        let row = shards::row::Row {
+            marker: None,
+            deletion: None,
+            cells: vec![(0, Cell::Live { ts: 1, value: vec![0; 1000] })],
+        };
+        let partition = Partition { deletion: None, rows: [(ClusteringKey::from_encoded(vec![1, 2]), row)].into() };
+        assert_eq!(stored_bytes(&partition), 1000 + 2 + STORED_ROW_OVERHEAD);
+    }
+}

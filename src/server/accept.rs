@@ -51,14 +51,15 @@ struct Counts {
 pub struct Slot {
     counts: Arc<Mutex<Counts>>,
     address: IpAddr,
-    reserved: bool,
+    /// Why an ordinary place was refused, for a place kept for admin.
+    reserved: Option<Refusal>,
 }
 
 impl Slot {
     /// A place beyond the bounds, kept for `enigmadb admin`: the connection must name the admin
-    /// tool in STARTUP or be closed.
-    pub fn is_reserved(&self) -> bool {
-        self.reserved
+    /// tool in STARTUP or be closed. Says which bound it is beyond.
+    pub fn reserved(&self) -> Option<&Refusal> {
+        self.reserved.as_ref()
     }
 }
 
@@ -66,8 +67,8 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = lock(&self.counts);
         match self.reserved {
-            true => counts.reserved -= 1,
-            false => counts.open -= 1,
+            Some(_) => counts.reserved -= 1,
+            None => counts.open -= 1,
         }
         if let std::collections::hash_map::Entry::Occupied(mut e) = counts.by_address.entry(self.address) {
             *e.get_mut() -= 1;
@@ -137,15 +138,12 @@ impl ConnectionLimit {
         } else {
             None
         };
-        let reserved = match refusal {
-            None => false,
-            Some(_) if counts.reserved < reserved_admin => true,
-            Some(refusal) => return Err(refusal),
-        };
-        match reserved {
-            true => counts.reserved += 1,
-            false => counts.open += 1,
+        match &refusal {
+            None => counts.open += 1,
+            Some(_) if counts.reserved < reserved_admin => counts.reserved += 1,
+            Some(refusal) => return Err(refusal.clone()),
         }
+        let reserved = refusal;
         *counts.by_address.entry(address).or_default() += 1;
         Ok(Slot { counts: self.counts.clone(), address, reserved })
     }
@@ -237,13 +235,17 @@ mod tests {
     fn reserved_places_are_taken_only_beyond_the_bounds_and_come_back() {
         let limit = ConnectionLimit::new(ConnectionBounds { max: 1, per_address: 0, reserved_admin: 2 });
         let ordinary = limit.take(HERE).expect("a place");
-        assert!(!ordinary.is_reserved());
+        assert!(ordinary.reserved().is_none());
         let (r1, r2) = (limit.take(HERE).expect("reserved"), limit.take(THERE).expect("reserved"));
-        assert!(r1.is_reserved() && r2.is_reserved());
+        assert_eq!(
+            (r1.reserved(), r2.reserved()),
+            (Some(&Refusal::Node(1)), Some(&Refusal::Node(1))),
+            "beyond the node bound"
+        );
         assert_eq!(limit.take(HERE).err(), Some(Refusal::Node(1)), "every reserved place taken");
         drop(r1);
-        assert!(limit.take(HERE).expect("a reserved place came back").is_reserved());
+        assert!(limit.take(HERE).expect("a reserved place came back").reserved().is_some());
         drop(ordinary);
-        assert!(!limit.take(HERE).expect("an ordinary place came back").is_reserved());
+        assert!(limit.take(HERE).expect("an ordinary place came back").reserved().is_none());
     }
 }

@@ -71,7 +71,7 @@ pub async fn serve(
             async move {
                 let stream = handoff.stream.bind_to_executor();
                 metrics.connection_opened();
-                let reserved = handoff.slot.is_reserved();
+                let reserved = handoff.slot.reserved().cloned();
                 Connection::serve(stream, coordinator, metrics.clone(), limits, reserved, stopping).await;
                 metrics.connection_closed();
                 drop(handoff.slot);
@@ -114,8 +114,9 @@ struct Connection {
     answered: Signal,
     /// STARTUP has been answered with READY.
     started: Cell<bool>,
-    /// The connection holds a place reserved for admin: only the admin tool may start on it.
-    reserved: bool,
+    /// The connection holds a place reserved for admin (beyond this bound): only the admin
+    /// tool may start on it.
+    reserved: Option<Refusal>,
     /// Set when an answer ends the connection: the reader stops.
     closing: Stopping,
     limits: Limits,
@@ -127,7 +128,7 @@ impl Connection {
         coordinator: Rc<Coordinator>,
         metrics: Rc<Metrics>,
         limits: Limits,
-        reserved: bool,
+        reserved: Option<Refusal>,
         stopping: Rc<Stopping>,
     ) {
         let accepted = Instant::now();
@@ -305,6 +306,14 @@ impl Connection {
         Response::error(ErrorCode::Invalid, message).to_frame(stream)
     }
 
+    /// Ends a connection on a place kept for admin that is not the admin tool.
+    fn refuse_reserved(&self) -> Response {
+        self.closing.stop();
+        let bound = self.reserved.as_ref().map(ToString::to_string).unwrap_or_default();
+        let message = format!("{bound}; the places beyond it are reserved for enigmadb admin");
+        Response::error(ErrorCode::Overloaded, message)
+    }
+
     /// The answer to one frame; `labels` gets the request's metric labels once it decodes.
     async fn answer(&self, frame: Frame, labels: &Cell<RequestLabels>) -> Response {
         let request = match Request::decode(frame.opcode, &frame.body) {
@@ -321,9 +330,8 @@ impl Connection {
                 shards: self.limits.door.shards,
                 shard_aware_port: self.limits.door.shard_aware_port,
             },
-            Request::Startup { client, .. } if self.reserved && !client.starts_with(ADMIN_CLIENT_PREFIX) => {
-                self.closing.stop();
-                Response::error(ErrorCode::Overloaded, RESERVED_FOR_ADMIN)
+            Request::Startup { client, .. } if self.reserved.is_some() && !client.starts_with(ADMIN_CLIENT_PREFIX) => {
+                self.refuse_reserved()
             }
             Request::Startup { version, .. } => match negotiate_version(version) {
                 Ok(version) => {
@@ -332,19 +340,12 @@ impl Connection {
                 }
                 Err(e) => Response::Error(e),
             },
-            _ if !self.started.get() && self.reserved => {
-                self.closing.stop();
-                Response::error(ErrorCode::Overloaded, RESERVED_FOR_ADMIN)
-            }
+            _ if !self.started.get() && self.reserved.is_some() => self.refuse_reserved(),
             _ if !self.started.get() => Response::error(ErrorCode::Protocol, "send STARTUP before any other request"),
             request => self.coordinator.execute(request).await,
         }
     }
 }
-
-/// Why a connection on a place reserved for admin is closed.
-const RESERVED_FOR_ADMIN: &str =
-    "too many connections: the places beyond the node's bounds are reserved for enigmadb admin";
 
 /// What ended a wait of the reader.
 enum Woke {
