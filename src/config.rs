@@ -235,7 +235,7 @@ pub struct ServerConfig {
     pub max_frame_bytes: Size,
     /// Bytes of selected values after which a page of a SELECT ends, whatever its row count
     /// (ScyllaDB's 1 MiB page): at least one row per page, so a larger row is a page of its
-    /// own. At most max_frame_bytes.
+    /// own. A page also ends before it would pass max_frame_bytes.
     pub max_page_bytes: Size,
     /// Client connections served at once; more are answered with an overloaded error.
     pub max_connections: usize,
@@ -398,8 +398,8 @@ impl ServerConfig {
         if self.max_frame_bytes.0 < 4096 || self.max_frame_bytes.0 > 256 << 20 {
             return invalid("max_frame_bytes", "must be between 4KiB and 256MiB");
         }
-        if self.max_page_bytes.0 == 0 || self.max_page_bytes.0 > self.max_frame_bytes.0 {
-            return invalid("max_page_bytes", "must be positive and at most max_frame_bytes");
+        if self.max_page_bytes.0 == 0 {
+            return invalid("max_page_bytes", "must be positive");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be positive");

@@ -49,7 +49,9 @@ pub struct PageLimits {
 impl PageLimits {
     pub fn new(page_bytes: usize, max_frame_bytes: usize) -> PageLimits {
         let envelope = ANSWER_ENVELOPE_BYTES.min(max_frame_bytes / 4);
-        PageLimits { page_bytes: page_bytes.max(1), answer_row_bytes: max_frame_bytes.saturating_sub(envelope) }
+        let answer_row_bytes = max_frame_bytes.saturating_sub(envelope);
+        // A page never outgrows its frame, whatever the setting says.
+        PageLimits { page_bytes: page_bytes.min(answer_row_bytes).max(1), answer_row_bytes }
     }
 }
 
@@ -439,8 +441,9 @@ mod tests {
     fn page_limits_leave_room_for_the_envelope_even_in_tiny_frames() {
         let limits = PageLimits::new(1 << 20, 16 << 20);
         assert_eq!(limits.answer_row_bytes, (16 << 20) - ANSWER_ENVELOPE_BYTES);
-        let tiny = PageLimits::new(1024, 4096);
+        let tiny = PageLimits::new(1 << 20, 4096);
         assert_eq!(tiny.answer_row_bytes, 3072, "a quarter of a 4 KiB frame is kept for the rest");
+        assert_eq!(tiny.page_bytes, 3072, "a page is never larger than its frame");
     }
 
     #[test]

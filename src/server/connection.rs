@@ -59,9 +59,6 @@ pub async fn serve(
         idle_timeout: config.idle_timeout(),
         door,
     };
-    // Every shard serves connections: each returns the memory its answers freed (dropped with
-    // this function, when the connections have finished).
-    let _memory = glommio::spawn_local(super::memory::return_freed_memory());
     accept_loop(
         incoming.into_stream().map(Ok),
         usize::MAX,

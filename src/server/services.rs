@@ -16,6 +16,7 @@ use shards::node::{LocalService, Node};
 use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
+use super::memory;
 use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::view::ClusterView;
 use crate::config::ServerConfig;
@@ -267,6 +268,8 @@ async fn coordinator_shard(
         peer: cluster.peer_addr(),
         metrics: metrics_addr,
     });
+    // Returns the memory this shard frees (answers, rows) until its connections have finished.
+    let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };
     connection::serve(ends.incoming, door, coordinator.clone(), metrics, &config).await;
     // The other doors may still be finishing requests that need the peers or the hints.
@@ -314,6 +317,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
+    let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard, shards, shard_aware_port };
     connection::serve(incoming, door, coordinator, metrics, &config).await;
     let _ = done.send(());
