@@ -103,7 +103,8 @@ impl Command {
 pub fn run(args: Args) -> Result<()> {
     let options = ClientOptions {
         timeout: Some(Duration::from_secs(args.timeout_secs.max(1))),
-        client_name: concat!("enigmadb-admin/", env!("CARGO_PKG_VERSION")).to_owned(),
+        // Names the admin tool, which may take a place reserved for it on a full node.
+        client_name: format!("{}/{}", wire::protocol::ADMIN_CLIENT_PREFIX, env!("CARGO_PKG_VERSION")),
         ..ClientOptions::default()
     };
     // The client error already names its cause (its source would repeat it in the report).

@@ -17,7 +17,7 @@ use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 use crate::cluster::failure_detector::FailureDetectorConfig;
 use crate::cluster::service::ClusterConfig;
 use crate::cluster::transport::{DEFAULT_CLUSTER_NAME, MAX_CLUSTER_NAME_BYTES};
-use crate::coordinator::Timeouts;
+use crate::coordinator::{PageLimits, Timeouts};
 use crate::hints::HintSettings;
 use crate::logging::{self, LogFormat};
 
@@ -237,8 +237,25 @@ pub struct ServerConfig {
     pub wal_segment_bytes: Size,
     /// Largest frame a client may send or receive.
     pub max_frame_bytes: Size,
+    /// Bytes of selected values after which a page of a SELECT ends, whatever its row count
+    /// (ScyllaDB's 1 MiB page): at least one row per page, so a larger row is a page of its
+    /// own. A page also ends before it would pass max_frame_bytes.
+    pub max_page_bytes: Size,
     /// Client connections served at once; more are answered with an overloaded error.
     pub max_connections: usize,
+    /// Client connections from one IP address served at once; 0 = no bound of its own
+    /// (Cassandra's native_transport_max_concurrent_connections_per_ip).
+    pub max_connections_per_address: usize,
+    /// Places beyond max_connections (and beyond max_connections_per_address) kept for
+    /// `enigmadb admin`: a connection that takes one must name the admin tool in STARTUP, or
+    /// it is answered with an overloaded error and closed.
+    pub reserved_admin_connections: usize,
+    /// A client connection that has not been answered READY this many milliseconds after it
+    /// was accepted is closed (a silent or half-sent handshake).
+    pub handshake_timeout_ms: u64,
+    /// A started client connection with no request for this many milliseconds (none in
+    /// progress either) is closed; 0 = never (Cassandra's native_transport_idle_timeout).
+    pub idle_timeout_ms: u64,
     /// Requests of one connection in progress at once; reading stops beyond it.
     pub max_requests_per_connection: usize,
     /// Pin shard i to CPU i (a production node); leave off when nodes share cores.
@@ -294,7 +311,12 @@ impl Default for ServerConfig {
             cache_budget: Size(64 << 20),
             wal_segment_bytes: Size(32 << 20),
             max_frame_bytes: Size(wire::frame::DEFAULT_MAX_FRAME_BYTES),
+            max_page_bytes: Size(crate::coordinator::DEFAULT_PAGE_BYTES),
             max_connections: 1024,
+            max_connections_per_address: 0,
+            reserved_admin_connections: 4,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 0,
             max_requests_per_connection: 1024,
             pin_shards: true,
             spin_before_park_us: 50,
@@ -390,8 +412,14 @@ impl ServerConfig {
         if self.max_frame_bytes.0 < 4096 || self.max_frame_bytes.0 > 256 << 20 {
             return invalid("max_frame_bytes", "must be between 4KiB and 256MiB");
         }
+        if self.max_page_bytes.0 == 0 {
+            return invalid("max_page_bytes", "must be positive");
+        }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be positive");
+        }
+        if self.handshake_timeout_ms == 0 {
+            return invalid("handshake_timeout_ms", "must be positive");
         }
         if self.max_requests_per_connection == 0 {
             return invalid("max_requests_per_connection", "must be positive");
@@ -444,6 +472,20 @@ impl ServerConfig {
             },
             max_frame_bytes: self.max_frame_bytes.0,
         }
+    }
+
+    /// How large a SELECT's page may grow.
+    pub fn page_limits(&self) -> PageLimits {
+        PageLimits::new(self.max_page_bytes.0, self.max_frame_bytes.0)
+    }
+
+    /// How long a client connection may take to start, and stay idle once started.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     /// How often the node repairs its primary ranges in the background, if at all.

@@ -20,6 +20,10 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// sends but does not read stops being read instead of growing the server's memory.
 pub const MAX_OUTBOX_BYTES: usize = 4 << 20;
 
+/// Capacity a connection's write buffers keep between bursts; a buffer grown past it by a
+/// burst of large answers is freed once written, so an idle connection holds little memory.
+pub const RETAINED_WRITE_BUFFER_BYTES: usize = 1 << 20;
+
 /// Encoded frames waiting for the socket, in the order they were pushed.
 #[derive(Default)]
 pub struct Outbox {
@@ -96,6 +100,9 @@ pub async fn write_loop(mut writer: impl futures_lite::AsyncWrite + Unpin, outbo
             break;
         }
         sending.clear();
+        if sending.capacity() > RETAINED_WRITE_BUFFER_BYTES {
+            sending = Vec::new();
+        }
     }
     let _ = writer.close().await;
 }

@@ -44,6 +44,7 @@ pub use paging::{PagingError, PagingState};
 pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;
 pub use replica::{handle_data, ReplicaHandler};
+pub use select::{PageLimits, DEFAULT_PAGE_BYTES};
 
 /// Prepared statements kept per coordinator; the oldest is forgotten beyond this (its client
 /// gets an UNPREPARED error and prepares again, as with Cassandra's prepared cache).
@@ -82,13 +83,22 @@ pub struct Coordinator {
     topology: RefCell<Option<(Rc<ClusterView>, Rc<Topology>)>>,
     admin: admin::AdminState,
     repairs: repair::Repairs,
+    /// How large a SELECT's page may grow.
+    pages: PageLimits,
 }
 
 impl Coordinator {
     /// The coordinator of `proxy`'s node in `role`. `batchlog` is this shard's: on the
     /// coordinator shard, [`Batchlog::open`] it (replaying what a crash left) before any
-    /// front door attaches to it. `client_address` is where the node's clients connect.
-    pub fn new(role: Role, proxy: StorageProxy, batchlog: Batchlog, client_address: SocketAddr) -> Coordinator {
+    /// front door attaches to it. `client_address` is where the node's clients connect;
+    /// `pages` bounds the pages of its SELECTs.
+    pub fn new(
+        role: Role,
+        proxy: StorageProxy,
+        batchlog: Batchlog,
+        client_address: SocketAddr,
+        pages: PageLimits,
+    ) -> Coordinator {
         Coordinator {
             node: proxy.node().clone(),
             role,
@@ -98,6 +108,7 @@ impl Coordinator {
             topology: RefCell::new(None),
             admin: admin::AdminState::new(client_address),
             repairs: repair::Repairs::new(),
+            pages,
         }
     }
 
@@ -341,7 +352,7 @@ impl Coordinator {
                 }
                 Ok(QueryResult::Void)
             }
-            Plan::Select(select) => select::run(&self.proxy, &select, params).await,
+            Plan::Select(select) => select::run(&self.proxy, &select, params, self.pages).await,
         }
     }
 

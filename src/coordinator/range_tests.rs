@@ -169,7 +169,9 @@ fn select_pages_and_counts_resume_across_range_boundaries() {
             params.page_size = Some(9);
             let mut got = Vec::new();
             loop {
-                let Ok(QueryResult::Rows(page)) = select::run(&c.proxies[via], &rows, &params).await else {
+                let Ok(QueryResult::Rows(page)) =
+                    select::run(&c.proxies[via], &rows, &params, select::PageLimits::default()).await
+                else {
                     panic!("a page of rows")
                 };
                 assert!(page.rows.len() <= 9);
@@ -184,7 +186,9 @@ fn select_pages_and_counts_resume_across_range_boundaries() {
             }
             assert!(got == expected(&c, |k| format!("v{k}")), "via {via}: every row once, in token order");
             let params = QueryParams::with_consistency(Consistency::Quorum);
-            let Ok(QueryResult::Rows(counted)) = select::run(&c.proxies[via], &count, &params).await else {
+            let Ok(QueryResult::Rows(counted)) =
+                select::run(&c.proxies[via], &count, &params, select::PageLimits::default()).await
+            else {
                 panic!("a count")
             };
             assert_eq!(counted.rows, vec![vec![Some(Value::BigInt(i64::from(KEYS)))]], "count(*) via {via}");

@@ -1,14 +1,19 @@
-//! Runs a SELECT plan: reads partitions (by key, or a token range in pages of partitions from
-//! its replicas, `range::scan`), turns stored versions into the rows a reader sees now, projects the selected
-//! columns, and cuts pages at `page_size` rows with a paging state to resume after the last row.
-//! Memory per request is bounded by the page size and one partition, never by the range.
+//! Runs a SELECT plan: reads partitions (by key, or a token range in steps of partitions from
+//! its replicas, `range::scan`), turns stored versions into the rows a reader sees now, projects
+//! the selected columns, and cuts pages at `page_size` rows or [`PageLimits::page_bytes`] of
+//! values, whichever comes first, with a paging state to resume after the last row. Memory per
+//! request is bounded by one page, one scan step (sized from the partitions seen so far to about
+//! a page of bytes) and one partition, never by the range; no answer outgrows the frame limit.
 
 use std::ops::Bound;
 
+use shards::cell::Cell;
 use shards::key::{ClusteringKey, PartitionKey};
 use shards::read::{now_secs, visible_rows_skipping, ResultRow};
 use shards::row::{ClusteringSlice, Partition};
-use wire::protocol::{ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows};
+use wire::protocol::{
+    value_wire_len, ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows,
+};
 use wire::Value;
 
 use super::paging::PagingState;
@@ -17,10 +22,44 @@ use super::{range, trace, DEFAULT_PAGE_SIZE};
 use crate::cql::plan::{ColumnSource, ReadSource, SelectPlan};
 use crate::cql::Projection;
 
-/// Partitions asked of the replicas per scan step while filling a page.
+/// Partitions asked of the replicas per scan step while filling a page, at most.
 const SCAN_BATCH_PARTITIONS: usize = 256;
 /// Rows counted per internal page of `count(*)` (the count itself is never paged).
 const COUNT_PAGE_ROWS: usize = 10_000;
+/// Room an answer frame keeps for everything but its rows (frame header, result kind, column
+/// specs, paging state), at most; a quarter of the frame when frames are tiny.
+pub const ANSWER_ENVELOPE_BYTES: usize = 16 * 1024;
+/// Bytes of values per page when the server is not configured (ScyllaDB's 1 MiB page).
+pub const DEFAULT_PAGE_BYTES: usize = 1 << 20;
+/// What a stored row costs beyond its cells' values, for sizing scan steps.
+const STORED_ROW_OVERHEAD: usize = 32;
+
+/// How large one page of a SELECT may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Bytes of selected values after which a page ends. A page holds at least one row, so a
+    /// row larger than this is a page of its own. It also sizes scan steps: about this many
+    /// stored bytes per shard per step.
+    pub page_bytes: usize,
+    /// Bytes the rows of one answer may take on the wire: the frame limit less
+    /// [`ANSWER_ENVELOPE_BYTES`]. A single row larger than this is refused (INVALID).
+    pub answer_row_bytes: usize,
+}
+
+impl PageLimits {
+    pub fn new(page_bytes: usize, max_frame_bytes: usize) -> PageLimits {
+        let envelope = ANSWER_ENVELOPE_BYTES.min(max_frame_bytes / 4);
+        let answer_row_bytes = max_frame_bytes.saturating_sub(envelope);
+        // A page never outgrows its frame, whatever the setting says.
+        PageLimits { page_bytes: page_bytes.min(answer_row_bytes).max(1), answer_row_bytes }
+    }
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        PageLimits::new(DEFAULT_PAGE_BYTES, wire::frame::DEFAULT_MAX_FRAME_BYTES)
+    }
+}
 
 pub fn column_specs(projection: &Projection) -> Vec<ColumnSpec> {
     match projection {
@@ -29,7 +68,12 @@ pub fn column_specs(projection: &Projection) -> Vec<ColumnSpec> {
     }
 }
 
-pub async fn run(proxy: &StorageProxy, plan: &SelectPlan, params: &QueryParams) -> Result<QueryResult, ErrorResponse> {
+pub async fn run(
+    proxy: &StorageProxy,
+    plan: &SelectPlan,
+    params: &QueryParams,
+    limits: PageLimits,
+) -> Result<QueryResult, ErrorResponse> {
     if let ReadSource::Tokens(_) = &plan.source {
         proxy.check_scan(&plan.schema, params.consistency)?;
     }
@@ -55,9 +99,13 @@ pub async fn run(proxy: &StorageProxy, plan: &SelectPlan, params: &QueryParams) 
         Projection::Count { .. } => {
             // Counted whole (bounded by LIMIT), walking the rows a page at a time.
             let mut count = 0u64;
-            let mut cursor = Cursor { resume, limit };
+            let mut cursor = Cursor::new(resume, limit, limits);
+            let mut rows = Vec::new();
             loop {
-                let page = cursor.next_page(proxy, consistency, plan, COUNT_PAGE_ROWS, |_, _| count += 1).await?;
+                let page = cursor.next_page(proxy, consistency, plan, COUNT_PAGE_ROWS, |_, _| Vec::new(), &mut rows);
+                let page = page.await?;
+                count += rows.len() as u64;
+                rows.clear();
                 if page.is_none() {
                     break;
                 }
@@ -71,12 +119,11 @@ pub async fn run(proxy: &StorageProxy, plan: &SelectPlan, params: &QueryParams) 
         Projection::Columns(columns) => {
             let page_size = params.page_size.unwrap_or(DEFAULT_PAGE_SIZE) as usize;
             let mut rows = Vec::new();
-            let mut cursor = Cursor { resume, limit };
-            let next = cursor
-                .next_page(proxy, consistency, plan, page_size, |key, row| {
-                    rows.push(columns.iter().map(|c| project(c.source, key, row)).collect());
-                })
-                .await?;
+            let mut cursor = Cursor::new(resume, limit, limits);
+            let project_row = |key: &PartitionKey, row: &ResultRow| -> Vec<Option<Value>> {
+                columns.iter().map(|c| project(c.source, key, row)).collect()
+            };
+            let next = cursor.next_page(proxy, consistency, plan, page_size, project_row, &mut rows).await?;
             Ok(QueryResult::Rows(Rows {
                 columns: column_specs(&plan.projection),
                 rows,
@@ -111,35 +158,88 @@ struct Cursor {
     resume: Option<PagingState>,
     /// Rows LIMIT still allows (None: no LIMIT).
     limit: Option<u64>,
+    limits: PageLimits,
+    /// Stored bytes and partitions scanned so far: their ratio sizes the next scan step.
+    scanned: (usize, usize),
+}
+
+/// How far one partition went into a page.
+enum Fed {
+    /// Every row of it is in the page.
+    Whole,
+    /// The page ended inside it; `cut` names the last row sent.
+    Cut,
+    /// The page is full without any of its rows: the next page starts at it.
+    FullBefore,
+}
+
+/// The rows of a page so far, against its bounds.
+struct PageFill {
+    rows_left: usize,
+    value_bytes: usize,
+    wire_bytes: usize,
+    rows: usize,
+}
+
+impl PageFill {
+    fn is_full(&self, limits: &PageLimits) -> bool {
+        self.rows_left == 0 || self.value_bytes >= limits.page_bytes
+    }
 }
 
 impl Cursor {
-    /// Emits up to `page_size` rows (fewer if LIMIT or the data ends) and returns where the
-    /// next page starts, or None when there are no more rows.
+    fn new(resume: Option<PagingState>, limit: Option<u64>, limits: PageLimits) -> Cursor {
+        Cursor { resume, limit, limits, scanned: (0, 0) }
+    }
+
+    /// Partitions to ask for in the next scan step: about a page of stored bytes by the size
+    /// of those seen so far (one, to learn it, before any), never more rows than the page has
+    /// room for.
+    fn scan_step(&self, rows_left: usize) -> usize {
+        let (bytes, partitions) = self.scanned;
+        let by_size = match partitions {
+            0 => 1,
+            n => self.limits.page_bytes / (bytes / n).max(1),
+        };
+        by_size.clamp(1, SCAN_BATCH_PARTITIONS).min(rows_left.max(1))
+    }
+
+    /// Puts up to `page_size` rows, projected by `project`, in `out` (fewer if LIMIT, the
+    /// page's bytes or the data end) and returns where the next page starts, or None when
+    /// there are no more rows.
     async fn next_page(
         &mut self,
         proxy: &StorageProxy,
         consistency: Consistency,
         plan: &SelectPlan,
         page_size: usize,
-        mut emit: impl FnMut(&PartitionKey, &ResultRow),
+        mut project: impl FnMut(&PartitionKey, &ResultRow) -> Vec<Option<Value>>,
+        out: &mut Vec<Vec<Option<Value>>>,
     ) -> Result<Option<PagingState>, ErrorResponse> {
         let schema = &plan.schema;
-        let mut budget = match self.limit {
+        let limits = self.limits;
+        let rows_left = match self.limit {
             Some(left) => (page_size as u64).min(left) as usize,
             None => page_size,
         };
-        if budget == 0 {
+        if rows_left == 0 {
             return Ok(None);
         }
+        let mut page = PageFill { rows_left, value_bytes: 0, wire_bytes: 0, rows: 0 };
         let resume = self.resume.take();
-        let mut emitted = 0usize;
         let mut cut: Option<PagingState> = None;
-        // Emits the partition's rows while the page has room; false when the page filled up
-        // before the partition's last row (then `cut` names the last row sent). Called only
-        // with room for at least one row.
-        let mut feed = |key: &PartitionKey, partition: &Partition, budget: &mut usize| -> Result<bool, ErrorResponse> {
-            debug_assert!(*budget > 0);
+        let after_row = |key: &PartitionKey, row: &ResultRow| -> Result<PagingState, ErrorResponse> {
+            let clustering = ClusteringKey::from_values(schema, &row.clustering, true).map_err(|e| server_error(&e))?;
+            Ok(PagingState {
+                partition: key.bytes().to_vec(),
+                clustering: Some(clustering.as_bytes().to_vec()),
+                remaining: None,
+            })
+        };
+        // Puts the partition's rows in the page while it has room. Called only with room for
+        // at least one row.
+        let mut feed = |key: &PartitionKey, partition: &Partition, page: &mut PageFill| -> Result<Fed, ErrorResponse> {
+            debug_assert!(!page.is_full(&limits));
             // A row stored before replicas checked writes may not decode: it is skipped,
             // logged with its key and counted, and the rest of the table stays readable.
             let rows = visible_rows_skipping(schema, key, partition, now_secs(), &mut |bad| {
@@ -147,23 +247,30 @@ impl Cursor {
                 proxy.node().note_undecodable_row();
             });
             for (i, row) in rows.iter().enumerate() {
-                emit(key, row);
-                emitted += 1;
-                *budget = budget.saturating_sub(1);
-                if *budget == 0 && i + 1 < rows.len() {
-                    let clustering = ClusteringKey::from_values(schema, &row.clustering, true)
-                        .map_err(|e| server_error(&e))?
-                        .as_bytes()
-                        .to_vec();
-                    cut = Some(PagingState {
-                        partition: key.bytes().to_vec(),
-                        clustering: Some(clustering),
-                        remaining: None,
-                    });
-                    return Ok(false);
+                let values = project(key, row);
+                let wire: usize = values.iter().map(|v| value_wire_len(v.as_ref())).sum();
+                if page.wire_bytes + wire > limits.answer_row_bytes {
+                    if page.rows == 0 {
+                        return Err(row_too_large(row, wire, limits));
+                    }
+                    // The answer would outgrow the frame: the page ends before this row.
+                    if i == 0 {
+                        return Ok(Fed::FullBefore);
+                    }
+                    cut = Some(after_row(key, &rows[i - 1])?);
+                    return Ok(Fed::Cut);
+                }
+                page.value_bytes += values.iter().flatten().map(Value::byte_len).sum::<usize>();
+                page.wire_bytes += wire;
+                page.rows += 1;
+                page.rows_left -= 1;
+                out.push(values);
+                if page.is_full(&limits) && i + 1 < rows.len() {
+                    cut = Some(after_row(key, row)?);
+                    return Ok(Fed::Cut);
                 }
             }
-            Ok(true)
+            Ok(Fed::Whole)
         };
         let mut last_key: Option<PartitionKey> = None;
         let mut exhausted = false;
@@ -189,19 +296,21 @@ impl Cursor {
                 }
                 exhausted = true;
                 for (n, key) in keys.iter().enumerate().skip(start) {
-                    if budget == 0 {
+                    if page.is_full(&limits) {
                         exhausted = false;
                         break;
                     }
                     let s = if n == start { &first_slice } else { slice };
                     let stored = proxy.read(schema, key.clone(), s.clone(), consistency).await?;
-                    last_key = Some(key.clone());
                     if let Some(partition) = stored {
-                        if !feed(key, &partition, &mut budget)? {
+                        // Full before this partition: the next page resumes after the previous
+                        // key, at this one.
+                        if let Fed::Cut | Fed::FullBefore = feed(key, &partition, &mut page)? {
                             exhausted = false;
                             break;
                         }
                     }
+                    last_key = Some(key.clone());
                 }
             }
             ReadSource::Tokens(range) if range.is_empty() => exhausted = true,
@@ -220,8 +329,9 @@ impl Cursor {
                         };
                         let stored = proxy.read(schema, key.clone(), slice, consistency).await?;
                         if let Some(partition) = stored {
-                            if !feed(&key, &partition, &mut budget)? {
-                                return Ok(self.advance(cut, emitted));
+                            // The first rows of a page: Whole or Cut (or an error), never FullBefore.
+                            if let Fed::Cut | Fed::FullBefore = feed(&key, &partition, &mut page)? {
+                                return Ok(self.advance(cut, page.rows));
                             }
                         }
                     }
@@ -229,26 +339,35 @@ impl Cursor {
                     after = Some(key);
                 }
                 loop {
-                    if budget == 0 {
+                    if page.is_full(&limits) {
                         break;
                     }
-                    let want = SCAN_BATCH_PARTITIONS.min(budget.max(1));
+                    let want = self.scan_step(page.rows_left);
                     // From the replicas of each token range at the request's level (this
                     // node's shards alone on a single node).
                     let scan = range::scan(proxy, schema, range.start, range.end, after.clone(), want, consistency);
                     let batch = scan.await?;
                     let got = batch.len();
+                    self.scanned.0 += batch.iter().map(|(_, p)| stored_bytes(p)).sum::<usize>();
+                    self.scanned.1 += got;
                     let mut stopped = false;
                     for (key, partition) in &batch {
-                        if budget == 0 {
+                        if page.is_full(&limits) {
                             // Full at a partition boundary: the next page starts at this key.
                             stopped = true;
                             break;
                         }
-                        last_key = Some(key.clone());
-                        if !feed(key, partition, &mut budget)? {
-                            stopped = true;
-                            break;
+                        match feed(key, partition, &mut page)? {
+                            Fed::Whole => last_key = Some(key.clone()),
+                            Fed::Cut => {
+                                last_key = Some(key.clone());
+                                stopped = true;
+                                break;
+                            }
+                            Fed::FullBefore => {
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
                     if stopped {
@@ -265,7 +384,7 @@ impl Cursor {
         if cut.is_none() && !exhausted {
             cut = last_key.map(|k| PagingState { partition: k.bytes().to_vec(), clustering: None, remaining: None });
         }
-        Ok(self.advance(cut, emitted))
+        Ok(self.advance(cut, page.rows))
     }
 
     /// Records a finished page and returns the state the client resumes from: None when the
@@ -281,10 +400,78 @@ impl Cursor {
     }
 }
 
+/// Stored bytes of a partition as read (values, clustering keys, a little per row): what a
+/// scan step holds in memory for it.
+fn stored_bytes(partition: &Partition) -> usize {
+    let cell = |c: &Cell| match c {
+        Cell::Live { value, .. } | Cell::Expiring { value, .. } => value.len(),
+        _ => 0,
+    };
+    partition
+        .rows
+        .iter()
+        .map(|(key, row)| {
+            key.as_bytes().len() + STORED_ROW_OVERHEAD + row.cells.iter().map(|(_, c)| cell(c)).sum::<usize>()
+        })
+        .sum()
+}
+
+/// A row that alone does not fit an answer frame.
+fn row_too_large(row: &ResultRow, wire: usize, limits: PageLimits) -> ErrorResponse {
+    let key: Vec<String> = row.partition_key.iter().map(|v| v.to_string()).collect();
+    ErrorResponse::new(
+        ErrorCode::Invalid,
+        format!(
+            "a row of partition ({}) takes {wire} bytes, over the {} bytes an answer has for rows under the frame \
+             limit (max_frame_bytes); select fewer columns of it",
+            key.join(", "),
+            limits.answer_row_bytes
+        ),
+    )
+}
+
 fn server_error(e: &dyn std::fmt::Display) -> ErrorResponse {
     ErrorResponse::new(ErrorCode::Server, format!("reading stored rows: {e}"))
 }
 
 fn bad_paging_state() -> ErrorResponse {
     ErrorResponse::new(ErrorCode::Invalid, "invalid paging state: it does not belong to this query")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limits_leave_room_for_the_envelope_even_in_tiny_frames() {
+        let limits = PageLimits::new(1 << 20, 16 << 20);
+        assert_eq!(limits.answer_row_bytes, (16 << 20) - ANSWER_ENVELOPE_BYTES);
+        let tiny = PageLimits::new(1 << 20, 4096);
+        assert_eq!(tiny.answer_row_bytes, 3072, "a quarter of a 4 KiB frame is kept for the rest");
+        assert_eq!(tiny.page_bytes, 3072, "a page is never larger than its frame");
+    }
+
+    #[test]
+    fn scan_steps_learn_the_partition_size_and_aim_at_a_page_of_bytes() {
+        let mut cursor = Cursor::new(None, None, PageLimits::new(1 << 20, 16 << 20));
+        assert_eq!(cursor.scan_step(5000), 1, "one partition first, to learn their size");
+        cursor.scanned = (1 << 20, 1);
+        assert_eq!(cursor.scan_step(5000), 1, "partitions of 1 MiB: one per step");
+        cursor.scanned = (100 * 1000, 1000);
+        assert_eq!(cursor.scan_step(5000), SCAN_BATCH_PARTITIONS, "small partitions: a full step");
+        assert_eq!(cursor.scan_step(7), 7, "never more than the page has room for");
+        cursor.scanned = (64 << 10, 1);
+        assert_eq!(cursor.scan_step(5000), 16);
+    }
+
+    #[test]
+    fn stored_bytes_count_values_and_keys() {
+        let row = shards::row::Row {
+            marker: None,
+            deletion: None,
+            cells: vec![(0, Cell::Live { ts: 1, value: vec![0; 1000] })],
+        };
+        let partition = Partition { deletion: None, rows: [(ClusteringKey::from_encoded(vec![1, 2]), row)].into() };
+        assert_eq!(stored_bytes(&partition), 1000 + 2 + STORED_ROW_OVERHEAD);
+    }
 }

@@ -408,7 +408,7 @@ impl Metrics {
             (
                 "enigmadb_client_connections_refused_total",
                 Kind::Counter,
-                "Client connections refused over max_connections.",
+                "Client connections refused over max_connections or max_connections_per_address (once the places reserved for admin are taken).",
                 counters.connections_refused,
             ),
         ];

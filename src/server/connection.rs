@@ -2,26 +2,37 @@
 //! shard hands it, and per connection runs a reader that delimits frames, one task per request
 //! (answered out of order, by stream id), and a writer that sends answers in batches. Every
 //! frame the decoder rejects gets a typed ERROR answer or closes the connection; nothing a
-//! client sends can panic or stall the shard.
+//! client sends can panic or stall the shard. A connection that does not start in time, stays
+//! idle too long, or took a place reserved for admin without being the admin tool is closed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
+use shards::signal::Signal;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
-use wire::protocol::{negotiate_version, ErrorCode, Request, Response};
+use wire::protocol::{negotiate_version, ErrorCode, Request, Response, ADMIN_CLIENT_PREFIX};
 
-use super::accept::Handoff;
+use super::accept::{Handoff, Refusal};
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use crate::metrics::{Metrics, RequestLabels, StatementKind};
+
+/// Bytes of answers a connection may have in progress (estimated: requests running times the
+/// size of its recent answers), beyond the [`MAX_OUTBOX_BYTES`] waiting for its socket: the
+/// reader starts no new request past it (one always runs). A client that pipelines reads of
+/// large rows holds about this much of the server's memory, not one answer per request.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// The answer size a connection is assumed to get before it has had any: a page of the
+/// default size, so that a first burst of large reads starts a few at a time.
+const FIRST_ANSWER_ESTIMATE: usize = crate::coordinator::DEFAULT_PAGE_BYTES;
 
 /// Which front door a connection reached: told to the client in READY and SUPPORTED.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +53,13 @@ pub async fn serve(
     metrics: Rc<Metrics>,
     config: &ServerConfig,
 ) {
-    let limits =
-        Limits { max_frame_bytes: config.max_frame_bytes.0, max_requests: config.max_requests_per_connection, door };
+    let limits = Limits {
+        max_frame_bytes: config.max_frame_bytes.0,
+        max_requests: config.max_requests_per_connection,
+        handshake_timeout: config.handshake_timeout(),
+        idle_timeout: config.idle_timeout(),
+        door,
+    };
     accept_loop(
         incoming.into_stream().map(Ok),
         usize::MAX,
@@ -53,7 +69,8 @@ pub async fn serve(
             async move {
                 let stream = handoff.stream.bind_to_executor();
                 metrics.connection_opened();
-                Connection::serve(stream, coordinator, metrics.clone(), limits, stopping).await;
+                let reserved = handoff.slot.reserved().cloned();
+                Connection::serve(stream, coordinator, metrics.clone(), limits, reserved, stopping).await;
                 metrics.connection_closed();
                 drop(handoff.slot);
             }
@@ -64,9 +81,9 @@ pub async fn serve(
     .await
 }
 
-/// Answers a connection over the node's bound on stream 0 and closes it.
-pub async fn refuse(mut stream: TcpStream, limit: usize) {
-    let answer = error_frame(0, ErrorCode::Overloaded, format!("too many connections (limit {limit})"));
+/// Answers a connection over the node's bounds on stream 0 and closes it.
+pub async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let answer = error_frame(0, ErrorCode::Overloaded, refusal.to_string());
     let _ = stream.write_all(&answer).await;
     let _ = stream.close().await;
 }
@@ -75,6 +92,10 @@ pub async fn refuse(mut stream: TcpStream, limit: usize) {
 struct Limits {
     max_frame_bytes: usize,
     max_requests: usize,
+    /// From accept to READY.
+    handshake_timeout: Duration,
+    /// Without a request, once started; None: never closed for it.
+    idle_timeout: Option<Duration>,
     door: Door,
 }
 
@@ -84,11 +105,21 @@ struct Connection {
     outbox: Rc<Outbox>,
     /// Requests in progress; the reader waits for a permit before starting another.
     in_flight: Rc<Semaphore>,
+    /// Size of the connection's recent answers: the largest, decaying by an eighth per
+    /// answer (a burst of small answers after a large one lets more requests run again).
+    answer_estimate: Cell<usize>,
+    /// Notified when a request has pushed its answer.
+    answered: Signal,
     /// STARTUP has been answered with READY.
     started: Cell<bool>,
     /// Stream ids of the requests in flight (at most `max_requests` + 1: the reader waits
     /// for a permit before reading on).
     streams: RefCell<HashSet<u16>>,
+    /// The connection holds a place reserved for admin (beyond this bound): only the admin
+    /// tool may start on it.
+    reserved: Option<Refusal>,
+    /// Set when an answer ends the connection: the reader stops.
+    closing: Stopping,
     limits: Limits,
 }
 
@@ -98,8 +129,10 @@ impl Connection {
         coordinator: Rc<Coordinator>,
         metrics: Rc<Metrics>,
         limits: Limits,
+        reserved: Option<Refusal>,
         stopping: Rc<Stopping>,
     ) {
+        let accepted = Instant::now();
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = futures_lite::io::split(stream);
         let outbox = Rc::new(Outbox::default());
@@ -109,11 +142,15 @@ impl Connection {
             metrics,
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
+            answer_estimate: Cell::new(FIRST_ANSWER_ESTIMATE),
+            answered: Signal::default(),
             started: Cell::new(false),
             streams: RefCell::default(),
+            reserved,
+            closing: Stopping::default(),
             limits,
         });
-        conn.read_loop(&mut reader, &stopping).await;
+        conn.read_loop(&mut reader, &stopping, accepted).await;
         // Every request started has answered once all permits are back.
         let _ = conn.in_flight.acquire(limits.max_requests as u64).await;
         outbox.close();
@@ -121,15 +158,22 @@ impl Connection {
     }
 
     /// Reads and dispatches frames until the peer closes, a fatal framing error, a failed
-    /// write, or the node stops.
-    async fn read_loop(self: &Rc<Self>, reader: &mut (impl futures_lite::AsyncRead + Unpin), stopping: &Stopping) {
+    /// write, an answer that ends the connection, a timeout, or the node stops.
+    async fn read_loop(
+        self: &Rc<Self>,
+        reader: &mut (impl futures_lite::AsyncRead + Unpin),
+        stopping: &Stopping,
+        accepted: Instant,
+    ) {
         let mut decoder = FrameDecoder::new(self.limits.max_frame_bytes);
         let mut buf = ReadBuf::default();
+        let mut last_request = accepted;
         loop {
             loop {
                 match decoder.decode(buf.pending()) {
                     Ok(Some((frame, used))) => {
                         buf.consume(used);
+                        last_request = Instant::now();
                         if !self.dispatch(frame).await {
                             return;
                         }
@@ -145,27 +189,72 @@ impl Connection {
                     }
                 }
             }
-            if self.outbox.is_broken() || stopping.is_stopped() {
+            if self.outbox.is_broken() || stopping.is_stopped() || self.closing.is_stopped() {
                 return;
             }
+            let deadline = self.deadline(accepted, last_request);
             // The decoder bounds how much a frame may need.
-            let read = futures_lite::future::or(async { Some(buf.fill(reader).await) }, async {
-                stopping.wait().await;
-                None
+            let woke = futures_lite::future::or(async { Woke::Read(buf.fill(reader).await) }, async {
+                futures_lite::future::or(
+                    async {
+                        futures_lite::future::or(stopping.wait(), self.closing.wait()).await;
+                        Woke::Stop
+                    },
+                    async {
+                        match deadline {
+                            Some(at) => glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await,
+                            None => futures_lite::future::pending().await,
+                        }
+                        Woke::Timeout
+                    },
+                )
+                .await
             })
             .await;
-            if read != Some(true) {
-                // Closed by the peer, a reset, or the node stopping.
-                return;
+            match woke {
+                Woke::Read(true) => {}
+                // Closed by the peer, a reset, the node stopping, or an answer that ends it.
+                Woke::Read(false) | Woke::Stop => return,
+                Woke::Timeout if !self.started.get() => {
+                    let why = format!("no STARTUP within {:?} of connecting: closing", self.limits.handshake_timeout);
+                    tracing::debug!("{why}");
+                    self.outbox.push(&Response::error(ErrorCode::Protocol, why).to_frame(0));
+                    return;
+                }
+                // A request in progress is not idleness: wait again from now.
+                Woke::Timeout if self.in_flight.available() < self.limits.max_requests as u64 => {
+                    last_request = Instant::now();
+                }
+                Woke::Timeout => {
+                    let idle = self.limits.idle_timeout.unwrap_or_default();
+                    let why = format!("idle for {idle:?}: closing");
+                    self.outbox.push(&Response::error(ErrorCode::Protocol, why).to_frame(0));
+                    return;
+                }
             }
             // A request answered from memory never waits: let the other tasks run between reads.
             glommio::yield_if_needed().await;
         }
     }
 
-    /// Starts serving one frame as its own task, once a request permit is free. A request on
-    /// stream 0 or on a stream still in use is a connection-level error: answered on stream
-    /// 0, then false (the connection closes once the requests in flight are answered).
+    /// When the connection is closed unless a request comes: the handshake timeout until
+    /// READY, then the idle timeout (if any) after the last request.
+    fn deadline(&self, accepted: Instant, last_request: Instant) -> Option<Instant> {
+        match self.started.get() {
+            false => Some(accepted + self.limits.handshake_timeout),
+            true => self.limits.idle_timeout.map(|idle| last_request + idle),
+        }
+    }
+
+    /// Requests in progress.
+    fn running(&self) -> usize {
+        self.limits.max_requests - self.in_flight.available() as usize
+    }
+
+    /// Starts serving one frame as its own task, once a request permit is free and the answers
+    /// waiting and in progress leave room for one more. A request on stream 0 or on a stream
+    /// still in use is a connection-level error: answered on stream 0, then false (the
+    /// connection closes once the requests in flight are answered).
     async fn dispatch(self: &Rc<Self>, frame: Frame) -> bool {
         let misuse = match frame.stream {
             0 => Some("stream 0 is reserved for connection-level errors: requests use streams 1 to 65535".to_owned()),
@@ -180,6 +269,16 @@ impl Connection {
             return false;
         }
         self.outbox.wait_below(MAX_OUTBOX_BYTES).await;
+        self.answered
+            .wait_until(|| {
+                let running = self.running();
+                running == 0 || (running + 1).saturating_mul(self.answer_estimate.get()) <= MAX_ANSWER_BYTES
+            })
+            .await;
+        if self.outbox.is_broken() {
+            // The client is gone: its remaining requests are not worth running.
+            return false;
+        }
         let Ok(permit) = self.in_flight.acquire_static_permit(1).await else { return false };
         let conn = self.clone();
         glommio::spawn_local(async move {
@@ -196,12 +295,43 @@ impl Connection {
                 }
             };
             conn.metrics.record(labels.get(), started.elapsed(), &response);
-            conn.outbox.push(&response.to_frame(stream));
+            let frame = conn.answer_frame(response, stream);
+            let estimate = conn.answer_estimate.get();
+            conn.answer_estimate.set(frame.wire_len().max(estimate - estimate / 8));
+            // Nobody reads the answers of a connection whose socket failed: not kept.
+            if !conn.outbox.is_broken() {
+                conn.outbox.push(&frame);
+            }
+            drop(frame);
             conn.streams.borrow_mut().remove(&stream);
             drop(permit);
+            conn.answered.notify_all();
         })
         .detach();
         true
+    }
+
+    /// The frame of `response`, or of an INVALID error when it would be over the frame limit
+    /// (SELECT pages are cut to fit; this catches every other answer).
+    fn answer_frame(&self, response: Response, stream: u16) -> Frame {
+        let frame = response.to_frame(stream);
+        let len = frame.wire_len();
+        if len <= self.limits.max_frame_bytes {
+            return frame;
+        }
+        let message = format!(
+            "the answer is {len} bytes, over the frame limit of {} bytes (max_frame_bytes)",
+            self.limits.max_frame_bytes
+        );
+        Response::error(ErrorCode::Invalid, message).to_frame(stream)
+    }
+
+    /// Ends a connection on a place kept for admin that is not the admin tool.
+    fn refuse_reserved(&self) -> Response {
+        self.closing.stop();
+        let bound = self.reserved.as_ref().map(ToString::to_string).unwrap_or_default();
+        let message = format!("{bound}; the places beyond it are reserved for enigmadb admin");
+        Response::error(ErrorCode::Overloaded, message)
     }
 
     /// The answer to one frame; `labels` gets the request's metric labels once it decodes.
@@ -223,6 +353,9 @@ impl Connection {
             Request::Startup { .. } if self.started.get() => {
                 Response::error(ErrorCode::Protocol, "STARTUP was already answered READY on this connection")
             }
+            Request::Startup { client, .. } if self.reserved.is_some() && !client.starts_with(ADMIN_CLIENT_PREFIX) => {
+                self.refuse_reserved()
+            }
             Request::Startup { version, .. } => match negotiate_version(version) {
                 Ok(version) => {
                     self.started.set(true);
@@ -230,10 +363,21 @@ impl Connection {
                 }
                 Err(e) => Response::Error(e),
             },
+            _ if !self.started.get() && self.reserved.is_some() => self.refuse_reserved(),
             _ if !self.started.get() => Response::error(ErrorCode::Protocol, "send STARTUP before any other request"),
             request => self.coordinator.execute(request).await,
         }
     }
+}
+
+/// What ended a wait of the reader.
+enum Woke {
+    /// A read: false once the peer closed or the read failed.
+    Read(bool),
+    /// The node stops, or an answer ends the connection.
+    Stop,
+    /// The handshake or idle timeout passed.
+    Timeout,
 }
 
 fn error_frame(stream: u16, code: ErrorCode, message: String) -> Vec<u8> {

@@ -7,6 +7,7 @@
 mod accept;
 mod connection;
 mod link;
+mod memory;
 mod services;
 
 use std::net::SocketAddr;
@@ -116,6 +117,25 @@ pub struct Args {
     /// Largest frame accepted from or sent to a client [default: 16MiB].
     #[arg(long, value_parser = parse_size)]
     max_frame_bytes: Option<usize>,
+    /// Bytes of selected values after which a SELECT's page ends [default: 1MiB].
+    #[arg(long, value_parser = parse_size)]
+    max_page_bytes: Option<usize>,
+    /// Client connections served at once [default: 1024].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Client connections from one IP address served at once; 0 = no bound of its own
+    /// [default: 0].
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
+    /// Places beyond the connection bounds kept for `enigmadb admin` [default: 4].
+    #[arg(long)]
+    reserved_admin_connections: Option<usize>,
+    /// Close a client connection not started (READY) within this many ms [default: 10000].
+    #[arg(long)]
+    handshake_timeout_ms: Option<u64>,
+    /// Close a started client connection idle this many ms; 0 = never [default: 0].
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
     /// Quarantine SSTables that fail their checksums at start instead of refusing to start.
     #[arg(long)]
     quarantine_corrupt_sstables: bool,
@@ -237,6 +257,24 @@ impl Args {
         }
         if let Some(v) = self.max_frame_bytes {
             c.max_frame_bytes.0 = v;
+        }
+        if let Some(v) = self.max_page_bytes {
+            c.max_page_bytes.0 = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.max_connections_per_address {
+            c.max_connections_per_address = v;
+        }
+        if let Some(v) = self.reserved_admin_connections {
+            c.reserved_admin_connections = v;
+        }
+        if let Some(v) = self.handshake_timeout_ms {
+            c.handshake_timeout_ms = v;
+        }
+        if let Some(v) = self.idle_timeout_ms {
+            c.idle_timeout_ms = v;
         }
         c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
         c.wal_truncate_corrupt |= self.wal_truncate_corrupt;

@@ -15,9 +15,10 @@ use std::rc::Rc;
 
 use shards::node::{LocalService, Node};
 
-use super::accept::{self, ConnectionLimit, Handoff, Steering};
+use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
+use super::memory;
 use crate::cluster::opcodes::DATA_REQUESTS;
 use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandlers, Transport, HANDED_PEER_QUEUE};
@@ -223,7 +224,7 @@ async fn coordinator_shard(
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port, &transport_config);
     let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()));
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
     let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
@@ -263,7 +264,11 @@ async fn coordinator_shard(
         stop.1.stop();
     })
     .detach();
-    let limit = ConnectionLimit::new(config.max_connections);
+    let limit = ConnectionLimit::new(ConnectionBounds {
+        max: config.max_connections,
+        per_address: config.max_connections_per_address,
+        reserved_admin: config.reserved_admin_connections,
+    });
     let listeners = std::iter::once((client_listener, Steering::Spread))
         .chain(shard_aware_listener.map(|l| (l, Steering::BySourcePort)));
     for (listener, steering) in listeners {
@@ -282,6 +287,8 @@ async fn coordinator_shard(
         peer: cluster.peer_addr(),
         metrics: metrics_addr,
     });
+    // Returns the memory this shard frees (answers, rows) until its connections have finished.
+    let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };
     connection::serve(ends.incoming, door, coordinator.clone(), metrics, &config).await;
     // The other doors may still be finishing requests that need the peers or the hints.
@@ -333,9 +340,10 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     handlers.register(&DATA_REQUESTS, Rc::new(ReplicaHandler { node, clock: proxy.clock().clone() }));
     glommio::spawn_local(async move { serve_handed(peers, Rc::new(handlers), &transport_config).await }).detach();
     let role = Role::FrontDoor { shard, home };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
+    let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard, shards, shard_aware_port };
     connection::serve(incoming, door, coordinator, metrics, &config).await;
     let _ = done.send(());

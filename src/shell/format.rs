@@ -92,17 +92,27 @@ pub fn render_table(columns: &[ColumnSpec], rows: &[Vec<Option<Value>>]) -> Stri
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = columns.iter().zip(&widths).map(|(c, &w)| format!("{:<w$}", c.name)).collect();
+    let header: Vec<String> = columns.iter().zip(&widths).map(|(c, &w)| pad(&c.name, w, false)).collect();
     push_line(&mut out, &header.join(" | "));
     let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
     out.push('-');
     out.push_str(&rule.join("-+-"));
     out.push_str("-\n");
     for row in &cells {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, &w)| format!("{cell:>w$}")).collect();
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, &w)| pad(cell, w, true)).collect();
         push_line(&mut out, &line.join(" | "));
     }
     out
+}
+
+/// `text` padded with spaces to `width` characters, on the left when `right_aligned`. By hand:
+/// `format!`'s width is at most 65,535, and a blob of a few KiB prints wider than that.
+fn pad(text: &str, width: usize, right_aligned: bool) -> String {
+    let fill = " ".repeat(width.saturating_sub(text.chars().count()));
+    match right_aligned {
+        true => fill + text,
+        false => text.to_owned() + &fill,
+    }
 }
 
 /// A trace as cqlsh prints one: activity, source, source_elapsed (microseconds).
@@ -264,6 +274,21 @@ mod tests {
         let columns = [spec("k", ColumnType::Text), spec("v", ColumnType::Int)];
         let rows = vec![vec![Some(Value::Text("ééé".into())), Some(Value::Int(1))]];
         assert_eq!(render_table(&columns, &rows), " k   | v\n-----+---\n ééé | 1\n");
+    }
+
+    #[test]
+    fn values_wider_than_format_widths_allow_are_aligned() {
+        // A 1 MiB blob prints as 2 MiB of hex: far over format!'s 65,535 width limit.
+        let columns = [spec("k", ColumnType::Int), spec("v", ColumnType::Blob)];
+        let rows = vec![
+            vec![Some(Value::Int(1)), Some(Value::Blob(vec![0xab; 40_000]))],
+            vec![Some(Value::Int(2)), Some(Value::Blob(vec![1]))],
+        ];
+        let table = render_table(&columns, &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[2].len(), lines[3].len(), "both rows padded to the widest value");
+        assert!(lines[3].ends_with(" 0x01"), "right-aligned");
     }
 
     #[test]

@@ -224,6 +224,17 @@ impl Value {
         out
     }
 
+    /// Length of [`Value::to_bytes`], without making them.
+    pub fn byte_len(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len(),
+            Value::Blob(b) => b.len(),
+            Value::Int(_) => 4,
+            Value::BigInt(_) | Value::Timestamp(_) | Value::Double(_) => 8,
+            Value::Boolean(_) => 1,
+        }
+    }
+
     pub fn write_bytes(&self, out: &mut Vec<u8>) {
         match self {
             Value::Text(s) => out.extend_from_slice(s.as_bytes()),

@@ -40,6 +40,9 @@ pub const MAX_PAGING_STATE_BYTES: usize = 1 << 20;
 
 /// Longest client or server name in STARTUP and SUPPORTED.
 pub const MAX_NAME_BYTES: usize = 1024;
+/// How `enigmadb admin` starts its client name in STARTUP: a server keeps a few connection
+/// places beyond its bounds for clients that do (docs/PROTOCOL.md, connection bounds).
+pub const ADMIN_CLIENT_PREFIX: &str = "enigmadb-admin";
 
 /// Largest page a client may ask for, in rows.
 pub const MAX_PAGE_SIZE: u32 = 1 << 20;
@@ -245,6 +248,15 @@ pub fn negotiate_version(requested: u8) -> Result<u8, ErrorResponse> {
 }
 
 /// A nullable value with its type: type code (0 = null), then the serialized value.
+/// Bytes [`write_value`] writes for `value`: a type byte, then a length and the value's bytes.
+/// The server sizes its pages with it before encoding them.
+pub fn value_wire_len(value: Option<&Value>) -> usize {
+    match value {
+        None => 1,
+        Some(v) => 1 + 4 + v.byte_len(),
+    }
+}
+
 fn write_value(w: &mut Writer, value: Option<&Value>) {
     match value {
         None => {
@@ -382,6 +394,15 @@ pub(crate) mod tests {
                 timestamp,
                 trace,
             })
+    }
+
+    proptest! {
+        #[test]
+        fn value_wire_len_is_what_write_value_writes(v in proptest::option::of(any_value())) {
+            let mut w = Writer::new();
+            write_value(&mut w, v.as_ref());
+            prop_assert_eq!(w.into_bytes().len(), value_wire_len(v.as_ref()));
+        }
     }
 
     #[test]
