@@ -312,7 +312,11 @@ impl Layout {
         };
         let weight = |e: usize| {
             let f = fair_of(e);
-            if e < nodes { 1.0 / (f * f) } else { VNODE_WEIGHT / (f * f) }
+            if e < nodes {
+                1.0 / (f * f)
+            } else {
+                VNODE_WEIGHT / (f * f)
+            }
         };
         let holds_new = |k: usize| sets[k * rf..(k + 1) * rf].iter().any(|&v| node_of(v) == new);
         let mut best: Option<(f64, Token)> = None;
@@ -531,7 +535,6 @@ mod tests {
         let tokens = allocate_tokens(Some(&crowded), 1, Joining { host: 2, shards: 1, vnodes_per_shard: 1 }, 1);
         assert!(tokens.is_ok(), "the wrapping range is wide: {tokens:?}");
     }
-
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]

@@ -298,9 +298,13 @@ impl RangeMovements {
             .into_iter()
             .filter_map(|c| {
                 let natural_hosts = hosts(&c.natural);
-                let pending: Vec<Owner> =
-                    c.future.into_iter().filter(|(h, _)| !natural_hosts.contains(h)).collect();
-                (!pending.is_empty()).then_some(PendingRange { first: c.first, last: c.last, natural: c.natural, pending })
+                let pending: Vec<Owner> = c.future.into_iter().filter(|(h, _)| !natural_hosts.contains(h)).collect();
+                (!pending.is_empty()).then_some(PendingRange {
+                    first: c.first,
+                    last: c.last,
+                    natural: c.natural,
+                    pending,
+                })
             })
             .collect();
         self.pending = PendingRanges { ranges };
@@ -452,12 +456,13 @@ mod tests {
             prop_assert!(reads.iter().all(|(h, _)| natural_hosts.contains(h)), "seed {}: reads {:?}", seed, reads);
             let natural_now = host_set(&reads);
             let pending = host_set(moves.pending_for(token));
-            let expected: BTreeSet<HostId> = &host_set(
-                &future.replicas(token, rf, |(h, _)| *h).into_iter().copied().collect::<Vec<_>>(),
-            ) - &natural_now;
+            let expected: BTreeSet<HostId> =
+                &host_set(&future.replicas(token, rf, |(h, _)| *h).into_iter().copied().collect::<Vec<_>>())
+                    - &natural_now;
             prop_assert_eq!(&pending, &expected, "seed {} token {}", seed, token);
             let later = host_set(&after.natural_for(token));
-            check(&natural_now, &pending, &later).map_err(|e| TestCaseError::fail(format!("seed {seed} token {token}: {e}")))?;
+            check(&natural_now, &pending, &later)
+                .map_err(|e| TestCaseError::fail(format!("seed {seed} token {token}: {e}")))?;
         }
         Ok(())
     }
@@ -532,7 +537,10 @@ mod tests {
         // (0, 600] overlaps (0, 500].
         let err = moves.begin(Movement::Join { host: 11, tokens: vec![vec![600]] }).unwrap_err();
         let first = MovementId { kind: MovementKind::Join, host: 10 };
-        assert_eq!(err, MovementError::Overlaps { movement: MovementId { kind: MovementKind::Join, host: 11 }, other: first });
+        assert_eq!(
+            err,
+            MovementError::Overlaps { movement: MovementId { kind: MovementKind::Join, host: 11 }, other: first }
+        );
         assert!(err.to_string().contains("join of 0000000000000000000000000000000a"), "{err}");
         // The leave of node 2 (token 1000) moves (0, 1000] to node 3: overlaps too.
         let err = moves.begin(Movement::Leave { host: 2 }).unwrap_err();
