@@ -83,18 +83,89 @@ impl StateKey {
 }
 
 /// Where an endpoint is in its life in the ring. Down is never gossiped: each node's failure
-/// detector decides it.
+/// detector decides it. The code is the status's first byte in gossip bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
 pub enum Status {
-    Joining = 1,
-    Normal = 2,
-    Leaving = 3,
-    Shutdown = 4,
+    Joining,
+    Normal,
+    Leaving,
+    Shutdown,
+    /// The node decommissioned: it is out of the ring. Peers keep the state (so that gossip
+    /// does not bring the node back from a stale peer) until `expires_at_ms`, milliseconds
+    /// since the Unix epoch on the wall clock of the node that set it (Cassandra's LEFT with
+    /// its expire time; [`LEFT_STATE_RETENTION`] after leaving).
+    Left {
+        expires_at_ms: u64,
+    },
+    /// The node was taken out of the ring while dead, by `removenode` or by a replacement
+    /// taking its tokens (Cassandra's `removed`); kept until `expires_at_ms` as [`Status::Left`].
+    Removed {
+        expires_at_ms: u64,
+    },
 }
 
+/// How long peers keep the state of a node that left or was removed before forgetting it
+/// (Cassandra's VERY_LONG_TIME_MS, 3 days): longer than any node can stay down and still come
+/// back with a stale view.
+pub const LEFT_STATE_RETENTION: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
 impl Status {
-    const ALL: [Status; 4] = [Status::Joining, Status::Normal, Status::Leaving, Status::Shutdown];
+    /// The statuses a body may carry (with an expiry of 0 for those that have one).
+    #[cfg(test)]
+    const ALL: [Status; 6] = [
+        Status::Joining,
+        Status::Normal,
+        Status::Leaving,
+        Status::Shutdown,
+        Status::Left { expires_at_ms: 0 },
+        Status::Removed { expires_at_ms: 0 },
+    ];
+
+    /// Its code in gossip bodies (docs/PROTOCOL.md, key 4).
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Joining => 1,
+            Status::Normal => 2,
+            Status::Leaving => 3,
+            Status::Shutdown => 4,
+            Status::Left { .. } => 5,
+            Status::Removed { .. } => 6,
+        }
+    }
+
+    /// Whether the node is out of the ring for good (left or removed): not a member of the
+    /// cluster view, not listed by `admin status`.
+    pub fn is_gone(self) -> bool {
+        matches!(self, Status::Left { .. } | Status::Removed { .. })
+    }
+
+    /// Whether a gone node's state may be forgotten at wall clock `now_ms` (ms since the Unix
+    /// epoch); never for a node in the ring.
+    pub fn expired(self, now_ms: u64) -> bool {
+        match self {
+            Status::Left { expires_at_ms } | Status::Removed { expires_at_ms } => now_ms >= expires_at_ms,
+            _ => false,
+        }
+    }
+
+    fn encode(self, w: &mut Writer) {
+        w.u8(self.code());
+        if let Status::Left { expires_at_ms } | Status::Removed { expires_at_ms } = self {
+            w.u64(expires_at_ms);
+        }
+    }
+
+    fn decode(r: &mut Reader) -> Result<Status, DecodeError> {
+        Ok(match r.u8()? {
+            1 => Status::Joining,
+            2 => Status::Normal,
+            3 => Status::Leaving,
+            4 => Status::Shutdown,
+            5 => Status::Left { expires_at_ms: r.u64()? },
+            6 => Status::Removed { expires_at_ms: r.u64()? },
+            code => return Err(r.invalid("gossip status", format!("unknown status code {code}"))),
+        })
+    }
 }
 
 /// One application state value of an endpoint.
@@ -163,9 +234,7 @@ impl AppState {
                     });
                 }
             }
-            AppState::Status(s) => {
-                w.u8(*s as u8);
-            }
+            AppState::Status(s) => s.encode(w),
             AppState::SchemaVersion(v) | AppState::Load(v) => {
                 w.u64(*v);
             }
@@ -191,13 +260,7 @@ impl AppState {
                     .collect::<Result<Vec<_>, _>>()?;
                 AppState::Tokens(tokens)
             }
-            StateKey::Status => {
-                let code = r.u8()?;
-                match Status::ALL.into_iter().find(|s| *s as u8 == code) {
-                    Some(s) => AppState::Status(s),
-                    None => return Err(r.invalid("gossip status", format!("unknown status code {code}"))),
-                }
-            }
+            StateKey::Status => AppState::Status(Status::decode(r)?),
             StateKey::SchemaVersion => AppState::SchemaVersion(r.u64()?),
             StateKey::Load => AppState::Load(r.u64()?),
             StateKey::ReleaseVersion => {
@@ -1000,6 +1063,44 @@ mod tests {
         assert!(full.handle_syn(&unknown).requests.is_empty(), "no room: not asked for");
     }
 
+    /// The statuses of body version 2 keep their one byte, so a body without a gone node is
+    /// what an earlier release sends and reads; left and removed carry their expiry after the
+    /// code, and a code no release knows is refused (as an earlier release refuses 5 and 6).
+    #[test]
+    fn statuses_keep_their_bytes_and_gone_ones_carry_their_expiry() {
+        let encoded = |s: Status| {
+            let mut w = Writer::new();
+            AppState::Status(s).encode(&mut w);
+            w.into_bytes()
+        };
+        assert_eq!(encoded(Status::Joining), [1]);
+        assert_eq!(encoded(Status::Normal), [2]);
+        assert_eq!(encoded(Status::Leaving), [3]);
+        assert_eq!(encoded(Status::Shutdown), [4]);
+        let expiry = 1_800_000_000_000u64;
+        let left = encoded(Status::Left { expires_at_ms: expiry });
+        assert_eq!(left, [&[5][..], &expiry.to_le_bytes()].concat());
+        assert_eq!(encoded(Status::Removed { expires_at_ms: 7 })[0], 6);
+        for s in [Status::Left { expires_at_ms: expiry }, Status::Removed { expires_at_ms: 7 }, Status::Normal] {
+            let bytes = encoded(s);
+            assert_eq!(AppState::decode(StateKey::Status, &mut Reader::new(&bytes)), Ok(AppState::Status(s)));
+        }
+        let unknown = AppState::decode(StateKey::Status, &mut Reader::new(&[7]));
+        assert!(matches!(unknown, Err(DecodeError::Invalid { what: "gossip status", .. })), "{unknown:?}");
+        let cut = AppState::decode(StateKey::Status, &mut Reader::new(&left[..5]));
+        assert!(cut.is_err(), "a left status without its whole expiry: {cut:?}");
+    }
+
+    #[test]
+    fn gone_nodes_expire_and_nodes_in_the_ring_never_do() {
+        let left = Status::Left { expires_at_ms: 1000 };
+        assert!(left.is_gone() && !left.expired(999) && left.expired(1000));
+        assert!(Status::Removed { expires_at_ms: 5 }.expired(6));
+        for s in [Status::Joining, Status::Normal, Status::Leaving, Status::Shutdown] {
+            assert!(!s.is_gone() && !s.expired(u64::MAX), "{s:?}");
+        }
+    }
+
     #[test]
     fn bodies_of_another_version_or_with_trailing_bytes_are_refused() {
         let mut syn = node(A, 1).syn().encode();
@@ -1027,7 +1128,13 @@ mod tests {
             addr_strategy().prop_map(AppState::PeerAddress),
             addr_strategy().prop_map(AppState::ClientAddress),
             tokens.prop_map(AppState::Tokens),
-            proptest::sample::select(Status::ALL.to_vec()).prop_map(AppState::Status),
+            (proptest::sample::select(Status::ALL.to_vec()), any::<u64>()).prop_map(|(s, expiry)| AppState::Status(
+                match s {
+                    Status::Left { .. } => Status::Left { expires_at_ms: expiry },
+                    Status::Removed { .. } => Status::Removed { expires_at_ms: expiry },
+                    s => s,
+                }
+            )),
             any::<u64>().prop_map(AppState::SchemaVersion),
             any::<u64>().prop_map(AppState::Load),
             "[a-z0-9.-]{0,64}".prop_map(AppState::ReleaseVersion),

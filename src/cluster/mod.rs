@@ -4,11 +4,13 @@
 //! service that runs on the coordinator shard. Nothing here touches a shard's storage except
 //! through `shards::node::Node`.
 
+pub mod allocation;
 pub mod failure_detector;
 pub mod gossip;
 pub mod merkle;
 pub mod messages;
 pub mod opcodes;
+pub mod pending;
 pub mod replication;
 pub mod schema;
 pub mod service;

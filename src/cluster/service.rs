@@ -488,6 +488,9 @@ impl Cluster {
             let detector = self.detector.borrow();
             gossip
                 .endpoints()
+                // A node that left or was removed is out of the ring (its state stays in
+                // gossip until it expires); this one is always in its own view.
+                .filter(|(host, state)| *host == self.local || !state.status().is_some_and(Status::is_gone))
                 .filter_map(|(host, state)| {
                     let tokens: Vec<Vec<Token>> = state.tokens()?.to_vec();
                     Some(Member {

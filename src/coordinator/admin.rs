@@ -63,7 +63,7 @@ impl Coordinator {
         Ok(match command {
             AdminRequest::Status => AdminResult::Status(match self.cluster() {
                 Some(cluster) => {
-                    let mut nodes: Vec<NodeStatus> = cluster.status().iter().map(member_status).collect();
+                    let mut nodes: Vec<NodeStatus> = cluster.status().iter().filter_map(member_status).collect();
                     // Peers' load is what they gossiped last; this node's is current.
                     for node in nodes.iter_mut().filter(|n| n.host_id == cluster.local()) {
                         node.load_bytes = load(&stats);
@@ -211,7 +211,8 @@ impl Coordinator {
                 token,
                 address: member.map_or_else(|| "unknown".to_owned(), |m| m.client.to_string()),
                 liveness: if member.is_some_and(|m| m.alive) { Liveness::Up } else { Liveness::Down },
-                state: ring_state(gossiped.and_then(|m| m.status)),
+                // Every vnode's node is in the view, which leaves out nodes gone from the ring.
+                state: ring_state(gossiped.and_then(|m| m.status)).unwrap_or(RingState::Normal),
                 shard,
                 load_bytes: match host == view.local() {
                     true => load(stats),
@@ -231,25 +232,64 @@ fn load(stats: &[ShardStats]) -> u64 {
     stats.iter().map(|s| s.sstable_bytes).sum()
 }
 
-/// A gossiped status as nodetool's state letter shows it.
-fn ring_state(status: Option<Status>) -> RingState {
+/// A gossiped status as nodetool's state letter shows it; `None` for a node out of the ring
+/// (left or removed), which `status` does not list, as nodetool does not. A node shut down is
+/// Normal (and down: its liveness says so); no status makes Moving (there is no move).
+fn ring_state(status: Option<Status>) -> Option<RingState> {
     match status {
-        Some(Status::Joining) => RingState::Joining,
-        Some(Status::Leaving) => RingState::Leaving,
-        Some(Status::Normal) | Some(Status::Shutdown) | None => RingState::Normal,
+        Some(Status::Joining) => Some(RingState::Joining),
+        Some(Status::Leaving) => Some(RingState::Leaving),
+        Some(Status::Normal) | Some(Status::Shutdown) | None => Some(RingState::Normal),
+        Some(Status::Left { .. }) | Some(Status::Removed { .. }) => None,
     }
 }
 
-/// A node as the cluster service knows it, as `status` shows it.
-fn member_status(m: &MemberStatus) -> NodeStatus {
-    NodeStatus {
+/// A node as the cluster service knows it, as `status` shows it; `None` for a node that left
+/// the ring.
+fn member_status(m: &MemberStatus) -> Option<NodeStatus> {
+    Some(NodeStatus {
         address: m.client.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
         liveness: if m.up { Liveness::Up } else { Liveness::Down },
-        state: ring_state(m.status),
+        state: ring_state(m.status)?,
         load_bytes: m.load.unwrap_or(0),
         tokens: m.tokens as u32,
         // Summed floating-point shares may pass 1 by a rounding error.
         owns: m.owns.clamp(0.0, 1.0),
         host_id: m.host,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(up: bool, status: Option<Status>) -> MemberStatus {
+        MemberStatus {
+            host: 7,
+            client: Some(SocketAddr::from(([127, 0, 0, 7], 9470))),
+            peer: None,
+            up,
+            status,
+            load: Some(10),
+            tokens: 16,
+            owns: 0.25,
+            schema_version: None,
+            generation: 1,
+            heartbeat_version: 1,
+            phi: None,
+        }
+    }
+
+    #[test]
+    fn status_shows_nodetools_letters_and_leaves_out_nodes_gone_from_the_ring() {
+        let code = |up, status| member_status(&member(up, status)).map(|n| n.code());
+        assert_eq!(code(true, Some(Status::Normal)).as_deref(), Some("UN"));
+        assert_eq!(code(true, Some(Status::Joining)).as_deref(), Some("UJ"));
+        assert_eq!(code(true, Some(Status::Leaving)).as_deref(), Some("UL"));
+        assert_eq!(code(false, Some(Status::Leaving)).as_deref(), Some("DL"));
+        assert_eq!(code(false, Some(Status::Shutdown)).as_deref(), Some("DN"));
+        assert_eq!(code(false, None).as_deref(), Some("DN"), "a node whose status is not known yet");
+        assert_eq!(code(true, Some(Status::Left { expires_at_ms: 1 })), None);
+        assert_eq!(code(false, Some(Status::Removed { expires_at_ms: 1 })), None);
     }
 }
