@@ -95,7 +95,7 @@ fn main() -> Result<()> {
             let addr = listener.local_addr().unwrap_or(local);
             let _ = addr_tx.send(Ok(addr));
             let config = TransportConfig::new(addr);
-            serve(listener, Rc::new(Echo), &config, async move {
+            serve(listener, Rc::new(Echo), &config, Vec::new(), async move {
                 let _ = stop_rx.recv_async().await;
             })
             .await;
