@@ -156,6 +156,7 @@ fn scrape_counts_requests_latencies_and_every_shards_state() {
         "enigmadb_memtable_bytes",
         "enigmadb_flushes_total",
         "enigmadb_wal_syncs_total",
+        "enigmadb_wal_writebacks_total",
         "enigmadb_wal_written_bytes_total",
         "enigmadb_compactions_pending",
         "enigmadb_block_cache_hits_total",

@@ -428,7 +428,7 @@ impl Metrics {
 /// A per-shard metric: name, type, help and how to read it from a shard's counters.
 type ShardMetric = (&'static str, Kind, &'static str, fn(&ShardStats) -> f64);
 
-const SHARD_METRICS: [ShardMetric; 20] = [
+const SHARD_METRICS: [ShardMetric; 21] = [
     ("enigmadb_memtable_bytes", Kind::Gauge, "Bytes in the active and immutable MemTables.", |s| {
         s.memtable_bytes as f64
     }),
@@ -462,6 +462,12 @@ const SHARD_METRICS: [ShardMetric; 20] = [
         Kind::Counter,
         "Times the WAL was made durable: fdatasyncs, and in batch mode each write (O_DSYNC).",
         |s| s.wal.syncs as f64,
+    ),
+    (
+        "enigmadb_wal_writebacks_total",
+        Kind::Counter,
+        "Periodic mode: times the WAL handed a MiB of page-cache writes to writeback early.",
+        |s| s.wal.writebacks as f64,
     ),
     ("enigmadb_compactions_pending", Kind::Gauge, "Compactions the strategy would run now.", |s| {
         s.compaction.pending as f64

@@ -129,6 +129,9 @@ pub struct WalStats {
     pub writes: u64,
     /// Times the log was made durable: fdatasyncs, and in Batch mode each write (`O_DSYNC`).
     pub syncs: u64,
+    /// Page-cache appends (Periodic mode) handed to writeback early, a call per
+    /// `WRITEBACK_EVERY` (1 MiB) bytes.
+    pub writebacks: u64,
     pub segments_created: u64,
     pub segments_deleted: u64,
     /// Last LSN handed out (after replay: the last replayed one).

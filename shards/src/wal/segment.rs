@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use glommio::io::{DmaFile, OpenOptions};
@@ -17,6 +18,10 @@ use crate::io::{sync_dir, PathIoError};
 /// Largest single read or write issued to the device (docs/GLOMMIO.md pitfall 3: reads beyond the
 /// device's `max_sectors_kb` can hang; writes are kept to the same bound).
 pub const MAX_IO_SIZE: usize = 1 << 20;
+
+/// Page-cache appends start the writeback of what they wrote every this many bytes (see
+/// `ActiveSegment::start_writeback`).
+pub const WRITEBACK_EVERY: u64 = 1 << 20;
 
 /// Largest segment file this code will read or create (bounds replay memory: a segment is read
 /// whole).
@@ -131,6 +136,7 @@ pub struct IoCounters {
     pub writes: Cell<u64>,
     pub bytes_written: Cell<u64>,
     pub syncs: Cell<u64>,
+    pub writebacks: Cell<u64>,
 }
 
 fn bump(cell: &Cell<u64>, by: u64) {
@@ -151,6 +157,9 @@ pub struct ActiveSegment {
     /// them durable. Replay's direct reads see them: Linux writes dirty pages back before a
     /// direct read of their range.
     page_cache: Option<std::fs::File>,
+    /// Page-cache writes before this offset were handed to writeback
+    /// ([`WRITEBACK_EVERY`]).
+    writeback_from: u64,
     pub id: SegmentId,
     pub path: PathBuf,
     write_end: u64,
@@ -197,6 +206,7 @@ impl ActiveSegment {
         let mut segment = ActiveSegment {
             file,
             page_cache: None,
+            writeback_from: 0,
             id,
             path: staging.clone(),
             write_end: 0,
@@ -243,7 +253,8 @@ impl ActiveSegment {
             .map_err(|e| io_error("open", path, e))?;
         let page_cache = open_page_cache(path, durable_writes)?;
         let path = path.to_path_buf();
-        let mut segment = ActiveSegment { file, page_cache, id, path, write_end, tail, durable_writes };
+        let writeback_from = align_down(write_end, BLOCK_SIZE as u64);
+        let mut segment = ActiveSegment { file, page_cache, writeback_from, id, path, write_end, tail, durable_writes };
         segment.prepare(segment_size).await?;
         Ok(segment)
     }
@@ -295,7 +306,35 @@ impl ActiveSegment {
         if self.durable_writes {
             bump(&io.syncs, 1);
         }
+        self.start_writeback(io);
         Ok(())
+    }
+
+    /// Page-cache writes only: once [`WRITEBACK_EVERY`] bytes of whole blocks were written
+    /// since the last call, asks the kernel to start writing them back (`sync_file_range`
+    /// with `SYNC_FILE_RANGE_WRITE`: it starts the I/O and does not wait for it). Without it
+    /// a segment's dirty pages sit in memory until the fdatasync that seals the segment or
+    /// ends the period, which then writes up to a whole segment while every append of the
+    /// shard waits (RocksDB's `wal_bytes_per_sync` does the same). The partial last block is
+    /// left out: the next append rewrites it, and writing to a page under writeback can wait
+    /// for that writeback.
+    fn start_writeback(&mut self, io: &IoCounters) {
+        let Some(file) = &self.page_cache else { return };
+        let whole = align_down(self.write_end, BLOCK_SIZE as u64);
+        if whole < self.writeback_from + WRITEBACK_EVERY {
+            return;
+        }
+        let (offset, len) = (self.writeback_from, whole - self.writeback_from);
+        // SAFETY: a plain syscall on a descriptor this segment owns; no memory is passed.
+        let rc =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            // Only a hint: the period's fdatasync still makes the bytes durable (and reports a
+            // real I/O error).
+            tracing::debug!(path = %self.path.display(), error = %std::io::Error::last_os_error(), "sync_file_range failed");
+        }
+        self.writeback_from = whole;
+        bump(&io.writebacks, 1);
     }
 
     /// Overwrites `[write_end, through)` with zeros (keeping the partial block's good bytes), so

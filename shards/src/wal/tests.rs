@@ -328,6 +328,33 @@ fn periodic_mode_acknowledges_after_the_write_and_records_survive_a_killed_proce
     });
 }
 
+/// Periodic mode hands what it wrote to the page cache to writeback every
+/// `WRITEBACK_EVERY` bytes, so the fdatasync that seals a segment finds little left to write;
+/// Batch mode's direct writes never need it.
+#[test]
+fn periodic_appends_start_writeback_as_they_go_and_batch_appends_do_not() {
+    for mode in [SyncMode::Periodic, SyncMode::Batch] {
+        let config = WalConfig {
+            sync_mode: mode,
+            periodic_sync: Duration::from_secs(3600),
+            segment_size: 8 << 20,
+            ..test_config()
+        };
+        // 3.5 MiB in 56 records of 64 KiB.
+        let payloads: Vec<Vec<u8>> = (0..56u8).map(|i| vec![i; 64 << 10]).collect();
+        acked_then_replayed(config, move |wal| async move {
+            let acked = append_all(&wal, payloads).await;
+            let stats = wal.stats();
+            match mode {
+                SyncMode::Periodic => assert_eq!(stats.writebacks, 3, "one per whole MiB written: {stats:?}"),
+                SyncMode::Batch => assert_eq!(stats.writebacks, 0, "{stats:?}"),
+            }
+            wal.close().await.unwrap();
+            acked
+        });
+    }
+}
+
 #[test]
 fn periodic_timer_syncs_when_idle_and_dirty_and_then_rests() {
     let config = WalConfig { sync_mode: SyncMode::Periodic, periodic_sync: Duration::from_millis(20), ..test_config() };

@@ -370,6 +370,7 @@ impl Shared {
             bytes_written: self.io.bytes_written.get(),
             writes: self.io.writes.get(),
             syncs: self.io.syncs.get(),
+            writebacks: self.io.writebacks.get(),
             segments_created: st.segments_created,
             segments_deleted: st.segments_deleted,
             last_lsn: st.next_lsn - 1,
@@ -580,7 +581,13 @@ impl Writer {
             }
 
             let period_passed = self.last_sync.elapsed() >= self.shared.config.periodic_sync;
-            if self.dirty && (mode == SyncMode::Batch || sync_requested || stopping || period_passed) {
+            let sync_now = self.dirty && (mode == SyncMode::Batch || sync_requested || stopping || period_passed);
+            if sync_now && mode == SyncMode::Periodic {
+                // Periodic mode acknowledges a record once written: the records of this group
+                // do not wait for the period's fdatasync.
+                self.shared.state.borrow_mut().resolve(mode);
+            }
+            if sync_now {
                 self.sync_active().await?;
             }
             let mut st = self.shared.state.borrow_mut();
