@@ -189,6 +189,18 @@ pub struct ServerConfig {
     /// Name of the cluster (Cassandra's cluster_name): nodes refuse peer connections from
     /// nodes of another name, so two clusters given each other's seeds never merge.
     pub cluster_name: String,
+    /// How long a node's first boot (no node.meta in its data directory) with seeds waits for
+    /// one of them to answer its shadow round, milliseconds (Cassandra's ring delay). A seed
+    /// that answers says whether this node's peer address already belongs to a member; if
+    /// none answers in time, a node among its own seeds starts alone and any other refuses
+    /// to start.
+    pub shadow_round_timeout_ms: u64,
+    /// On a first boot, join even though a member of the cluster has this node's peer address
+    /// under another host id: the operator accepts that the old node's data is gone and this
+    /// node starts empty with a new host id and tokens (the old host id stays in the ring,
+    /// down, until it is removed). Without it such a start is refused. No effect once the
+    /// data directory has its node.meta.
+    pub allow_address_reuse: bool,
     /// Phi above which the failure detector marks a silent peer down (Cassandra's
     /// phi_convict_threshold; 8 is about 18 s of silence with gossip every second).
     pub phi_convict_threshold: f64,
@@ -291,6 +303,8 @@ impl Default for ServerConfig {
             peer_listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT)),
             seeds: Vec::new(),
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
+            shadow_round_timeout_ms: crate::cluster::shadow::DEFAULT_SHADOW_ROUND_TIMEOUT.as_millis() as u64,
+            allow_address_reuse: false,
             phi_convict_threshold: 8.0,
             write_request_timeout_ms: 2_000,
             read_request_timeout_ms: 5_000,
@@ -406,6 +420,9 @@ impl ServerConfig {
         if self.cluster_name.is_empty() || self.cluster_name.len() > MAX_CLUSTER_NAME_BYTES {
             return invalid("cluster_name", &format!("must be 1 to {MAX_CLUSTER_NAME_BYTES} bytes"));
         }
+        if self.shadow_round_timeout_ms == 0 {
+            return invalid("shadow_round_timeout_ms", "must be positive");
+        }
         if self.sync_mode == SyncModeSetting::Periodic && self.periodic_sync_ms == 0 {
             return invalid("periodic_sync_ms", "must be positive in periodic mode");
         }
@@ -472,6 +489,11 @@ impl ServerConfig {
             },
             max_frame_bytes: self.max_frame_bytes.0,
         }
+    }
+
+    /// How long a first boot waits for a seed to answer its shadow round.
+    pub fn shadow_round_timeout(&self) -> Duration {
+        Duration::from_millis(self.shadow_round_timeout_ms)
     }
 
     /// How large a SELECT's page may grow.

@@ -156,6 +156,15 @@ fn shard_data(shard_dir: &Path) -> Option<&'static str> {
     }
 }
 
+/// Whether opening `dir` would create a new identity (host id and tokens): it has no
+/// `node.meta`. Makes the checks `Node::open` makes first, so a directory that holds data
+/// without `node.meta` is refused here as there. The server asks before opening: a node's
+/// first boot into a cluster checks with the seeds that its address is not a member's.
+pub fn needs_new_identity(dir: &Path) -> Result<bool, NodeError> {
+    check_complete(dir)?;
+    Ok(NodeMeta::existing_shard_count(dir)?.is_none())
+}
+
 /// Refuses a node directory that lost its identity or a shard while it holds data. Data is
 /// written only once every shard has opened, and the first open writes `node.meta` before
 /// any shard directory exists, so a directory with data always had both: their absence is

@@ -579,37 +579,8 @@ impl Gossip {
     /// (only this node sets its own state).
     fn apply(&mut self, deltas: Vec<Delta>) -> Vec<GossipEvent> {
         let mut events = Vec::new();
-        for delta in deltas {
-            let host = delta.host;
-            if host == self.local {
-                continue;
-            }
-            let full = self.endpoints.len() >= MAX_ENDPOINTS;
-            match self.endpoints.get_mut(&host) {
-                None if full => events.push(GossipEvent::EndpointRefused(host)),
-                None => {
-                    self.endpoints.insert(host, EndpointState::from_delta(delta));
-                    events.push(GossipEvent::NewEndpoint(host));
-                }
-                Some(known) if delta.heartbeat.generation > known.heartbeat.generation => {
-                    *known = EndpointState::from_delta(delta);
-                    events.push(GossipEvent::Restarted(host));
-                }
-                Some(known) if delta.heartbeat.generation < known.heartbeat.generation => {}
-                Some(known) => {
-                    if delta.heartbeat.version > known.heartbeat.version {
-                        known.heartbeat = delta.heartbeat;
-                        events.push(GossipEvent::HeartbeatAdvanced(host));
-                    }
-                    for versioned in delta.states {
-                        let key = versioned.value.key();
-                        if known.states.get(&key).is_none_or(|v| v.version < versioned.version) {
-                            known.states.insert(key, versioned);
-                            events.push(GossipEvent::StateChanged(host, key));
-                        }
-                    }
-                }
-            }
+        for delta in deltas.into_iter().filter(|d| d.host != self.local) {
+            merge(&mut self.endpoints, delta, &mut events);
         }
         events
     }
@@ -630,6 +601,93 @@ impl Gossip {
             })
             .collect();
         Ring::new(vnodes)
+    }
+}
+
+/// Merges one delta into `endpoints` (at most [`MAX_ENDPOINTS`]): a higher generation replaces
+/// what is known, an older one is ignored, and within a generation the newer heartbeat and
+/// states win. What changed is pushed to `events`.
+fn merge(endpoints: &mut BTreeMap<HostId, EndpointState>, delta: Delta, events: &mut Vec<GossipEvent>) {
+    let host = delta.host;
+    let full = endpoints.len() >= MAX_ENDPOINTS;
+    match endpoints.get_mut(&host) {
+        None if full => events.push(GossipEvent::EndpointRefused(host)),
+        None => {
+            endpoints.insert(host, EndpointState::from_delta(delta));
+            events.push(GossipEvent::NewEndpoint(host));
+        }
+        Some(known) if delta.heartbeat.generation > known.heartbeat.generation => {
+            *known = EndpointState::from_delta(delta);
+            events.push(GossipEvent::Restarted(host));
+        }
+        Some(known) if delta.heartbeat.generation < known.heartbeat.generation => {}
+        Some(known) => {
+            if delta.heartbeat.version > known.heartbeat.version {
+                known.heartbeat = delta.heartbeat;
+                events.push(GossipEvent::HeartbeatAdvanced(host));
+            }
+            for versioned in delta.states {
+                let key = versioned.value.key();
+                if known.states.get(&key).is_none_or(|v| v.version < versioned.version) {
+                    known.states.insert(key, versioned);
+                    events.push(GossipEvent::StateChanged(host, key));
+                }
+            }
+        }
+    }
+}
+
+/// What a node without an identity learns in a shadow round (Cassandra's doShadowRound): it
+/// sends GOSSIP_SYNs listing only what it learnt so far (none at first), takes the seeds' ACKs
+/// and never answers them with an ACK2, so the seeds' state does not change and this node is
+/// never announced. A seed's ACK carries the endpoints the SYN did not mention, at most
+/// [`MAX_DELTAS_PER_MESSAGE`] each: a larger cluster takes a few SYNs.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowState {
+    endpoints: BTreeMap<HostId, EndpointState>,
+}
+
+impl ShadowState {
+    /// The next SYN: the digests of the endpoints learnt so far (an empty list at first).
+    pub fn syn(&self) -> Syn {
+        let digests = self
+            .endpoints
+            .iter()
+            .map(|(host, s)| Digest { host: *host, generation: s.heartbeat.generation, max_version: s.max_version() })
+            .collect();
+        Syn { digests }
+    }
+
+    /// Takes a seed's ACK (its requests are not answered); the number of endpoints it taught
+    /// that were not known before.
+    pub fn take_ack(&mut self, ack: Ack) -> usize {
+        let mut events = Vec::new();
+        for delta in ack.deltas {
+            merge(&mut self.endpoints, delta, &mut events);
+        }
+        events.iter().filter(|e| matches!(e, GossipEvent::NewEndpoint(_))).count()
+    }
+
+    /// Merges what another seed taught (the newer state of each endpoint wins).
+    pub fn absorb(&mut self, other: ShadowState) {
+        let mut events = Vec::new();
+        for (host, state) in other.endpoints {
+            merge(&mut self.endpoints, state.delta_after(host, 0), &mut events);
+        }
+    }
+
+    /// Every endpoint learnt, in host order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (HostId, &EndpointState)> {
+        self.endpoints.iter().map(|(h, s)| (*h, s))
+    }
+
+    /// The endpoints the cluster still counts as members that gossip `peer` as their peer
+    /// address: any status but left or removed (Cassandra's isSafeForStartup lets a new node
+    /// take the address of a node that left or was removed, nothing else).
+    pub fn members_at(&self, peer: SocketAddr) -> Vec<(HostId, &EndpointState)> {
+        self.endpoints()
+            .filter(|(_, s)| s.peer_address() == Some(peer) && !s.status().is_some_and(Status::is_gone))
+            .collect()
     }
 }
 
@@ -1061,6 +1119,56 @@ mod tests {
         assert_eq!(full.endpoints().count(), MAX_ENDPOINTS);
         let unknown = Syn { digests: vec![Digest { host: 7, generation: 1, max_version: 1 }] };
         assert!(full.handle_syn(&unknown).requests.is_empty(), "no room: not asked for");
+    }
+
+    /// A shadow round learns every endpoint a seed knows, past one ACK's worth, in a few SYNs
+    /// whose ACKs are never answered: the seed's state does not change and it never hears of
+    /// the asking node.
+    #[test]
+    fn a_shadow_round_learns_everything_and_changes_nothing_on_the_seed() {
+        let mut seed = node(A, 1);
+        let many = MAX_DELTAS_PER_MESSAGE as HostId * 2 + 5;
+        let deltas: Vec<Delta> = (1..=many)
+            .map(|h| Delta {
+                host: 0x1000 + h,
+                heartbeat: HeartBeat { generation: 3, version: 2 },
+                states: vec![Versioned { value: AppState::PeerAddress(addr(9, h as u16)), version: 1 }],
+            })
+            .collect();
+        deltas.chunks(MAX_DELTAS_PER_MESSAGE).for_each(|c| {
+            seed.handle_ack2(Ack2 { deltas: c.to_vec() });
+        });
+        let before = view(&seed);
+        let mut shadow = ShadowState::default();
+        assert!(shadow.syn().digests.is_empty(), "the first SYN names nothing");
+        let mut syns = 0;
+        loop {
+            let syn = Syn::decode(&shadow.syn().encode()).expect("a SYN decodes");
+            let ack = Ack::decode(&seed.handle_syn(&syn).encode()).expect("an ACK decodes");
+            syns += 1;
+            if shadow.take_ack(ack) == 0 {
+                break;
+            }
+        }
+        assert_eq!(syns, 4, "three ACKs of at most {MAX_DELTAS_PER_MESSAGE}, then one with nothing new");
+        assert_eq!(shadow.endpoints().count(), many as usize + 1);
+        assert_eq!(shadow.endpoints().map(|(h, s)| (h, s.clone())).collect::<Vec<_>>(), before);
+        assert_eq!(view(&seed), before, "the seed learnt nothing");
+        // What two seeds taught merges, the newer generation winning.
+        let mut other = ShadowState::default();
+        other.take_ack(node(A, 2).handle_syn(&Syn { digests: vec![] }));
+        shadow.absorb(other);
+        assert_eq!(shadow.endpoints().find(|(h, _)| *h == A).map(|(_, s)| s.heartbeat().generation), Some(2));
+        // Who has an address: members only, never a node that left or was removed.
+        assert_eq!(shadow.members_at(addr(9, 3)).iter().map(|(h, _)| *h).collect::<Vec<_>>(), [0x1003]);
+        let left = Delta {
+            host: 0x1003,
+            heartbeat: HeartBeat { generation: 3, version: 9 },
+            states: vec![Versioned { value: AppState::Status(Status::Left { expires_at_ms: 5 }), version: 9 }],
+        };
+        shadow.take_ack(Ack { requests: vec![], deltas: vec![left] });
+        assert!(shadow.members_at(addr(9, 3)).is_empty());
+        assert!(shadow.members_at(addr(9, 0)).is_empty(), "nobody there");
     }
 
     /// The statuses of body version 2 keep their one byte, so a body without a gone node is

@@ -14,6 +14,7 @@ pub mod pending;
 pub mod replication;
 pub mod schema;
 pub mod service;
+pub mod shadow;
 pub mod transport;
 pub mod verbs;
 pub mod view;

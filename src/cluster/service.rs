@@ -190,6 +190,7 @@ impl Cluster {
             shard_aware: config.shard_aware_addr,
             tokens,
             alive: true,
+            generation: node.generation(),
         })?);
         *view.borrow_mut() = first.clone();
         publish_view(&first);
@@ -501,6 +502,7 @@ impl Cluster {
                         tokens,
                         alive: host == self.local
                             || (detector.is_alive(host) && state.status() != Some(Status::Shutdown)),
+                        generation: state.heartbeat().generation,
                     })
                 })
                 .collect()

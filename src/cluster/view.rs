@@ -24,6 +24,8 @@ pub struct Member {
     pub tokens: Vec<Vec<Token>>,
     /// As the local failure detector judges it; the local node is always alive.
     pub alive: bool,
+    /// The generation it gossips (rises at every restart of the node); 0 before it is known.
+    pub generation: u64,
 }
 
 /// One replica of a token: a node and the shard of that node that owns the token.
@@ -90,8 +92,15 @@ impl ClusterView {
     /// `Node::shard_of`, so replicas name shard 0). The cluster service replaces it.
     pub fn alone(host: HostId) -> ClusterView {
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-        let member =
-            Member { host, peer: unspecified, client: unspecified, shard_aware: None, tokens: Vec::new(), alive: true };
+        let member = Member {
+            host,
+            peer: unspecified,
+            client: unspecified,
+            shard_aware: None,
+            tokens: Vec::new(),
+            alive: true,
+            generation: 0,
+        };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
         ClusterView { local: host, members: vec![member], ring }
@@ -117,6 +126,24 @@ impl ClusterView {
     /// Members the failure detector holds alive (the local node included).
     pub fn live_members(&self) -> usize {
         self.members.iter().filter(|m| m.alive).count()
+    }
+
+    /// The peer addresses of the members this view holds alive that `previous` did not: new
+    /// members, members up again, members that restarted (a higher generation) or moved to
+    /// another address. The local node is never one. A shard resets its transport's backoff
+    /// for them (`Transport::peer_is_back`): the attempts that failed while they were away say
+    /// nothing about them now.
+    pub fn peers_back_since(&self, previous: &ClusterView) -> Vec<SocketAddr> {
+        self.members
+            .iter()
+            .filter(|m| m.alive && m.host != self.local)
+            .filter(|m| {
+                previous
+                    .member(m.host)
+                    .is_none_or(|before| !before.alive || before.generation < m.generation || before.peer != m.peer)
+            })
+            .map(|m| m.peer)
+            .collect()
     }
 
     /// The `rf` replicas of `token` (SimpleStrategy: distinct nodes clockwise from the owning
@@ -161,6 +188,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             tokens: (0..shards).map(|_| (0..vnodes).map(|_| next()).collect()).collect(),
             shard_aware: None,
             alive: true,
+            generation: 1,
         })
         .collect()
 }
@@ -225,6 +253,31 @@ mod tests {
         let mut clash = ms;
         clash[1].tokens[0][0] = clash[0].tokens[0][0];
         assert!(matches!(ClusterView::new(1, clash), Err(ViewError::Ring(RingError::DuplicateToken(_)))));
+    }
+
+    #[test]
+    fn peers_are_back_when_new_up_again_restarted_or_moved() {
+        let before = ClusterView::new(1, members(5, 1, 2, 9)).unwrap();
+        assert!(before.peers_back_since(&before).is_empty(), "nothing changed");
+        let mut ms = members(5, 1, 2, 9);
+        // 1 is local; 2 restarted; 3 unchanged; 4 moved; 5 went down.
+        ms[1].generation = 2;
+        ms[3].peer = SocketAddr::from(([127, 0, 0, 44], 7470));
+        ms[4].alive = false;
+        let mut local_restarted = ms.clone();
+        local_restarted[0].generation = 9;
+        let after = ClusterView::new(1, local_restarted).unwrap();
+        assert_eq!(after.peers_back_since(&before), [ms[1].peer, ms[3].peer]);
+        // 5 comes back up; a sixth node appears; a down node back from a restart counts once.
+        let mut up = ms.clone();
+        up[4].alive = true;
+        up.extend(members(6, 1, 2, 77).into_iter().skip(5));
+        up[5].tokens = vec![vec![12345, 67890]];
+        let again = ClusterView::new(1, up.clone()).unwrap();
+        let down = ClusterView::new(1, ms).unwrap();
+        assert_eq!(again.peers_back_since(&down), [up[4].peer, up[5].peer]);
+        assert!(down.peers_back_since(&again).is_empty(), "going down is not coming back");
+        assert_eq!(again.peers_back_since(&ClusterView::alone(1)).len(), 5, "every peer is new to a node alone");
     }
 
     proptest! {

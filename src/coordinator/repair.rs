@@ -566,6 +566,7 @@ mod tests {
                 tokens: vec![(0..4).map(|v| host as i64 * 10 + v * 1000).collect()],
                 shard_aware: None,
                 alive: true,
+                generation: 1,
             })
             .collect();
         ClusterView::new(local, members).unwrap()

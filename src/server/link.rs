@@ -5,6 +5,7 @@
 //! shard has its own peer transport.
 //! Each shard keeps its own state; only these messages, over bounded flume channels, cross.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use wire::protocol::{AdminRequest, Request, Response};
 
 use crate::cluster::service::Cluster;
-use crate::cluster::transport::TransportConfig;
+use crate::cluster::transport::{Transport, TransportConfig};
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
 use crate::coordinator::{Coordinator, CoordinatorShard, HintSink};
@@ -182,24 +183,114 @@ impl crate::metrics::OtherShards for Doors {
 }
 
 /// Serves a front door's control messages: swaps in each new view, answers scrapes. Ends when
-/// the coordinator shard drops its [`Doors`].
+/// the coordinator shard drops its [`Doors`]. `transport` is the door's own peer transport.
 pub async fn serve_door_control(
     control: flume::Receiver<DoorControl>,
     coordinator: Rc<Coordinator>,
     metrics: Rc<Metrics>,
+    transport: Rc<Transport>,
 ) {
     while let Ok(message) = control.recv_async().await {
-        handle_control(message, &coordinator, &metrics);
+        handle_control(message, &coordinator, &metrics, &transport);
     }
 }
 
 /// Serves one control message of a front door.
-pub fn handle_control(message: DoorControl, coordinator: &Coordinator, metrics: &Metrics) {
+pub fn handle_control(message: DoorControl, coordinator: &Coordinator, metrics: &Metrics, transport: &Transport) {
     match message {
-        DoorControl::View(view) => *coordinator.proxy().view_cell().borrow_mut() = Rc::new((*view).clone()),
+        DoorControl::View(view) => take_view(&coordinator.proxy().view_cell(), transport, &view),
         DoorControl::Counters { reply } => {
             let _ = reply.send(metrics.counters());
         }
         DoorControl::Start { .. } => tracing::error!("a front door was told to start twice"),
+    }
+}
+
+/// Swaps `view` into a front door's `cell`, and first resets the door's `transport` backoff
+/// for every peer the view says is back (up again, restarted, new or moved): gossip resets the
+/// coordinator shard's transport itself, and without this the door's calls to a peer that just
+/// came back would keep failing for up to the backoff's 5 s.
+pub fn take_view(cell: &RefCell<Rc<ClusterView>>, transport: &Transport, view: &ClusterView) {
+    let back = view.peers_back_since(&cell.borrow());
+    for peer in back {
+        transport.peer_is_back(peer);
+    }
+    *cell.borrow_mut() = Rc::new(view.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::opcodes::{READ, READ_RESULT};
+    use crate::cluster::transport::{serve, FrameHandler, PeerError};
+    use crate::cluster::view::Member;
+
+    /// Answers every request with READ_RESULT and the body it got.
+    struct Echo;
+
+    impl FrameHandler for Echo {
+        fn handle(&self, _: SocketAddr, _: u8, body: Vec<u8>) -> Pin<Box<dyn Future<Output = (u8, Vec<u8>)> + '_>> {
+            Box::pin(async move { (READ_RESULT, body) })
+        }
+    }
+
+    fn view_with_peer(peer: SocketAddr, alive: bool) -> ClusterView {
+        let member = |host, peer, alive| Member {
+            host,
+            peer,
+            client: peer,
+            shard_aware: None,
+            tokens: vec![vec![host as i64 * 1000]],
+            alive,
+            generation: 1,
+        };
+        let local = SocketAddr::from(([127, 0, 0, 1], 1));
+        ClusterView::new(1, vec![member(1, local, true), member(2, peer, alive)]).expect("a view")
+    }
+
+    /// A door's transport that backed off from a peer while it was down calls it at once when
+    /// the view the door takes says it is up again (with a 60 s backoff, the call would
+    /// otherwise fail for a minute).
+    #[test]
+    fn a_door_calls_a_peer_its_new_view_says_is_back_at_once() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let probe = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let peer = probe.local_addr().expect("a bound listener has an address");
+                drop(probe);
+                let config = TransportConfig {
+                    backoff_min: Duration::from_secs(60),
+                    backoff_max: Duration::from_secs(60),
+                    ..TransportConfig::new(SocketAddr::from(([127, 0, 0, 1], 1)))
+                };
+                let transport = Transport::new(config.clone());
+                let cell = RefCell::new(Rc::new(view_with_peer(peer, true)));
+                let call = || transport.call_raw(peer, 0, READ, vec![7], Duration::from_secs(5));
+                assert!(matches!(call().await, Err(PeerError::Unreachable { .. })), "nothing listens yet");
+                // The peer comes up; the door's view still says it is down.
+                let listener = glommio::net::TcpListener::bind(peer).expect("bind the peer's port again");
+                let (stop, stopped) = flume::bounded::<()>(1);
+                let served = glommio::spawn_local(async move {
+                    let config = TransportConfig { local_addr: peer, ..config };
+                    serve(listener, Rc::new(Echo), &config, Vec::new(), async move {
+                        let _ = stopped.recv_async().await;
+                    })
+                    .await
+                });
+                take_view(&cell, &transport, &view_with_peer(peer, false));
+                assert!(matches!(call().await, Err(PeerError::Unreachable { .. })), "still backing off");
+                take_view(&cell, &transport, &view_with_peer(peer, true));
+                assert_eq!(call().await, Ok((READ_RESULT, vec![7])), "called at once");
+                assert!(cell.borrow().member(2).is_some_and(|m| m.alive), "the view was taken");
+                drop(stop);
+                served.await;
+            })
+            .expect("spawn an executor")
+            .join()
+            .expect("the test body panicked");
     }
 }

@@ -6,6 +6,7 @@
 
 mod accept;
 mod connection;
+mod first_boot;
 mod link;
 mod memory;
 mod services;
@@ -64,6 +65,14 @@ pub struct Args {
     /// Cluster name; peers of another name are refused [default: "Test Cluster"].
     #[arg(long)]
     cluster_name: Option<String>,
+    /// On a first boot (no node.meta) with seeds, how long to wait for a seed to answer, ms
+    /// [default: 30000].
+    #[arg(long)]
+    shadow_round_timeout_ms: Option<u64>,
+    /// On a first boot, join even if a member of the cluster has this node's peer address
+    /// under another host id: its data is accepted as gone, this node starts empty.
+    #[arg(long)]
+    allow_address_reuse: bool,
     /// Failure detector threshold: phi above which a silent peer is marked down [default: 8].
     #[arg(long)]
     phi_convict_threshold: Option<f64>,
@@ -207,6 +216,10 @@ impl Args {
         if let Some(v) = &self.cluster_name {
             c.cluster_name = v.clone();
         }
+        if let Some(v) = self.shadow_round_timeout_ms {
+            c.shadow_round_timeout_ms = v;
+        }
+        c.allow_address_reuse |= self.allow_address_reuse;
         if let Some(v) = self.phi_convict_threshold {
             c.phi_convict_threshold = v;
         }
@@ -306,6 +319,8 @@ pub fn run(args: Args) -> Result<()> {
         shards = config.shards,
         "starting"
     );
+    // A first boot into a cluster asks the seeds before the data directory gets an identity.
+    first_boot::check(&config)?;
     // Block the termination signals in every thread (executors inherit this mask) so that the
     // main thread alone receives them, with sigtimedwait.
     let signals = TerminationSignals::block()?;

@@ -332,7 +332,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     let view = first_view.map_or_else(|| ClusterView::alone(node.host_id()), |view| (*view).clone());
     let view = Rc::new(RefCell::new(Rc::new(view)));
     let transport = Transport::new(transport_config.clone());
-    let proxy = StorageProxy::new(node.clone(), view, transport, Some(home.clone()), config.timeouts());
+    let proxy = StorageProxy::new(node.clone(), view, transport.clone(), Some(home.clone()), config.timeouts());
     // The data requests of the peer connections handed to this shard, served here: a replica
     // write for a token this shard owns crosses no core. Gossip and schema requests belong to
     // the coordinator shard, where the callers send them.
@@ -342,7 +342,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     let role = Role::FrontDoor { shard, home };
     let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
     let metrics = Rc::new(Metrics::new());
-    glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone())).detach();
+    glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone(), transport)).detach();
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard, shards, shard_aware_port };
     connection::serve(incoming, door, coordinator, metrics, &config).await;
