@@ -9,6 +9,7 @@
 
 mod admin;
 mod batchlog;
+mod bootstrap;
 mod paging;
 mod proxy;
 mod range;
@@ -40,6 +41,7 @@ use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 use crate::hints::HintStore;
 
 pub use batchlog::{Batchlog, BatchlogError};
+pub use bootstrap::{bootstrap, BootstrapSettings};
 pub use paging::{PagingError, PagingState};
 pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;

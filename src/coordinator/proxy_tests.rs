@@ -106,7 +106,15 @@ impl TestCluster {
                 let ip = [127, 0, 0, i as u8 + 1];
                 let (peer, client) = (SocketAddr::from((ip, 7470)), SocketAddr::from((ip, 9470)));
                 let tokens = (0..8).map(|j| i64::MIN / 2 + ((j * n + i) as i64) * (i64::MAX / 32)).collect();
-                Member { host: node.host_id(), peer, client, shard_aware: None, tokens: vec![tokens], alive: true }
+                Member {
+                    host: node.host_id(),
+                    peer,
+                    client,
+                    shard_aware: None,
+                    tokens: vec![tokens],
+                    alive: true,
+                    joining: false,
+                }
             })
             .collect();
         let peers = Rc::new(LocalPeers::default());

@@ -535,7 +535,7 @@ fn peer_error(peer: SocketAddr, e: impl std::fmt::Display) -> StreamError {
 
 /// The non-empty partitions of a page as updates carrying their stored versions (timestamps,
 /// tombstones and TTLs as they are), and how many rows they hold.
-fn updates(table: TableId, page: Vec<(PartitionKey, Partition)>) -> (Vec<PartitionUpdate>, u64) {
+pub(super) fn updates(table: TableId, page: Vec<(PartitionKey, Partition)>) -> (Vec<PartitionUpdate>, u64) {
     let mut rows = 0;
     let updates = page
         .into_iter()
@@ -566,6 +566,7 @@ mod tests {
                 tokens: vec![(0..4).map(|v| host as i64 * 10 + v * 1000).collect()],
                 shard_aware: None,
                 alive: true,
+                joining: false,
             })
             .collect();
         ClusterView::new(local, members).unwrap()

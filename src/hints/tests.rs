@@ -205,6 +205,7 @@ impl Fixture {
             tokens: vec![vec![i64::from(ip) * 1000]],
             shard_aware: None,
             alive,
+            joining: false,
         };
         let members = vec![member(self.node.host_id(), 1, true), member(TARGET, 2, up)];
         *self.view.borrow_mut() = Rc::new(ClusterView::new(self.node.host_id(), members).expect("a view"));
