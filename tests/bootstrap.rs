@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::cluster::{await_until, TestCluster};
-use common::connect;
+use common::cluster::{admin_status, await_until, rows, TestCluster};
+use common::{connect, enigmadb};
 use wire::client::{Client, Prepared};
 use wire::protocol::{QueryParams, QueryResult};
 use wire::{Consistency, Value};
@@ -69,9 +69,16 @@ fn check_all(addr: std::net::SocketAddr, acked: &BTreeMap<String, i32>, consiste
     threads.into_iter().flat_map(|t| t.join().expect("reader thread")).collect()
 }
 
+/// `enigmadb admin netstats --json` of the node at `addr`.
+fn netstats(addr: std::net::SocketAddr) -> serde_json::Value {
+    let out = enigmadb().args(["admin", "netstats", "--host", &addr.to_string(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "admin netstats: {}", common::text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("admin netstats prints JSON")
+}
+
 #[test]
 fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
-    let mut cluster = TestCluster::start_with("bootstrap-join", 3, &["--ring-delay-ms", "2000"]);
+    let mut cluster = TestCluster::start_with("bootstrap-join", 3, &["--ring-delay-ms", "3000"]);
     cluster.create_kv_table(3);
 
     // Load: ROWS keys at QUORUM through node 1.
@@ -145,7 +152,20 @@ fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
 
     let joined = cluster.join();
     assert_eq!(joined, 4);
+    let new = cluster.addr(4);
+    // While it streams, the others list it as UJ (up, joining), as nodetool does.
+    await_until("node 1 lists the new node as UJ", || {
+        admin_status(cluster.addr(1))
+            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UJ"))
+    });
     cluster.await_up(4);
+    let netstats = netstats(new);
+    assert_eq!(netstats["mode"], "NORMAL: bootstrap completed", "{netstats}");
+    let (total, done) = (netstats["ranges_total"].as_u64().unwrap(), netstats["ranges_done"].as_u64().unwrap());
+    assert!(total > 0 && done == total, "{netstats}");
+    let received: u64 = netstats["receiving"].as_array().unwrap().iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    assert!(received > ROWS as u64 / 2, "at RF 3 on 4 nodes the new node replicates about 3/4 of the rows: {netstats}");
+    eprintln!("netstats of the new node: {netstats}");
     // Keep going a little with the new node NORMAL everywhere.
     let after = written.lock().unwrap().len();
     await_until("the writer goes on after the join", || written.lock().unwrap().len() > after + 200);
