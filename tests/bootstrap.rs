@@ -191,3 +191,114 @@ fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
         );
     }
 }
+
+/// Rows of ~1 KiB values, so that a stream throttled at 1 MB/s lasts a few seconds.
+const WIDE_ROWS: usize = 4_000;
+
+/// Creates table `wide (k text PRIMARY KEY, v text)` at RF 3, waits until every node knows it,
+/// and loads [`WIDE_ROWS`] rows at QUORUM through node 1; returns them.
+fn load_wide(cluster: &TestCluster) -> BTreeMap<String, String> {
+    let mut first = connect(cluster.addr(1));
+    common::query_at(
+        &mut first,
+        "CREATE TABLE wide (k text PRIMARY KEY, v text) WITH replication_factor = 3",
+        Consistency::One,
+    )
+    .expect("CREATE TABLE wide");
+    for i in 1..=3 {
+        let mut client = connect(cluster.addr(i));
+        await_until(&format!("node {i} knows table wide"), || {
+            common::query_at(&mut client, "SELECT v FROM wide WHERE k = 'absent'", Consistency::One).is_ok()
+        });
+    }
+    let insert = first.prepare("INSERT INTO wide (k, v) VALUES (?, ?)").expect("prepare");
+    let rows: BTreeMap<String, String> =
+        (0..WIDE_ROWS).map(|n| (format!("k{n}"), format!("{n}-{}", "v".repeat(1000)))).collect();
+    for (k, v) in &rows {
+        let values = [Some(Value::Text(k.clone())), Some(Value::Text(v.clone()))];
+        first.execute(&insert, &values, at(Consistency::Quorum)).expect("loading wide");
+    }
+    rows
+}
+
+/// Keys of `rows` that do not read back with their value at ONE through `addr`.
+fn wrong_at_one(addr: std::net::SocketAddr, rows: &BTreeMap<String, String>) -> Vec<String> {
+    let mut client = connect(addr);
+    let select = client.prepare("SELECT v FROM wide WHERE k = ?").expect("prepare");
+    rows.iter()
+        .filter(|(k, v)| {
+            let got = client.execute(&select, &[Some(Value::Text((*k).clone()))], at(Consistency::One));
+            !matches!(got, Ok(QueryResult::Rows(r)) if r.rows.first().and_then(|row| row[0].clone()) == Some(Value::Text((*v).clone())))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Waits until node 4 streams (JOINING, some bytes received, not every range done).
+fn await_streaming(cluster: &TestCluster) -> serde_json::Value {
+    let new = cluster.addr(4);
+    let mut seen = serde_json::Value::Null;
+    await_until("the new node is streaming", || {
+        seen = netstats(new);
+        let received: u64 =
+            seen["receiving"].as_array().map_or(0, |a| a.iter().map(|p| p["bytes"].as_u64().unwrap_or(0)).sum());
+        seen["mode"] == "JOINING: streaming" && received > 0 && seen["ranges_done"] != seen["ranges_total"]
+    });
+    seen
+}
+
+const THROTTLED: [&str; 4] = ["--ring-delay-ms", "1000", "--stream-throughput-mb-per-s", "1"];
+
+#[test]
+fn a_joining_node_killed_mid_stream_bootstraps_again_when_restarted() {
+    let mut cluster = TestCluster::start_with("bootstrap-crash", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    let at_kill = await_streaming(&cluster);
+    let at_kill_addr = cluster.addr(4);
+    cluster.kill(4);
+    eprintln!("killed the joining node at {at_kill}");
+    // It is not NORMAL anywhere: peers keep it JOINING (down), never a natural replica.
+    for i in 1..=3 {
+        let status = admin_status(cluster.addr(i)).expect("admin status");
+        let killed = at_kill_addr.to_string();
+        assert!(!rows(&status).iter().any(|r| r["state"] == "UN" && r["address"] == killed), "node {i}: {status}");
+    }
+    cluster.restart(4);
+    let done = netstats(cluster.addr(4));
+    assert_eq!(done["mode"], "NORMAL: bootstrap completed", "{done}");
+    assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
+    let wrong = wrong_at_one(cluster.addr(4), &wide);
+    assert!(
+        wrong.is_empty(),
+        "{} rows wrong at ONE through the restarted node, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn a_source_killed_mid_stream_is_replaced_by_another_replica() {
+    let mut cluster = TestCluster::start_with("bootstrap-source", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    await_streaming(&cluster);
+    cluster.kill(2);
+    let new = cluster.addr(4);
+    for i in [1, 3, 4] {
+        await_until(&format!("node {i} lists the new node UN"), || {
+            admin_status(cluster.addr(i))
+                .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UN"))
+        });
+    }
+    let done = netstats(new);
+    assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
+    eprintln!("netstats after a source was killed: {done}");
+    let wrong = wrong_at_one(new, &wide);
+    assert!(
+        wrong.is_empty(),
+        "{} rows wrong at ONE through the new node, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}

@@ -472,26 +472,41 @@ impl Cluster {
         (live, down)
     }
 
-    /// SYN, ACK, ACK2 with one peer. A peer that does not answer just misses the round.
-    async fn gossip_with(&self, peer: SocketAddr) {
+    /// A gossip round with every live peer at once: true when each completed, after which
+    /// each of them knows this node's state as it was when the round started (a peer that
+    /// knew less asked for it in its ACK, and got it in the ACK2).
+    pub async fn gossip_with_live_peers(&self) -> bool {
+        let rounds = self.live_peers().into_iter().map(|(_, addr)| self.gossip_with(addr));
+        futures_util::future::join_all(rounds).await.into_iter().all(|done| done)
+    }
+
+    /// SYN, ACK, ACK2 with one peer; whether the round completed. A peer that does not answer
+    /// just misses the round.
+    async fn gossip_with(&self, peer: SocketAddr) -> bool {
         let syn = PeerRequest::GossipSyn(self.gossip.borrow().syn());
         let ack = match self.transport.call_on(peer, COORDINATOR_SHARD, syn, GOSSIP_TIMEOUT).await {
             Ok(PeerAnswer::GossipAck(ack)) => ack,
             Ok(_) => unreachable!("a call answers with the request's kind"),
             Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {
-                return tracing::warn!(%peer, error = %e, "bad answer to a gossip SYN")
+                tracing::warn!(%peer, error = %e, "bad answer to a gossip SYN");
+                return false;
             }
-            Err(e) => return log_unreachable(peer, &e),
+            Err(e) => {
+                log_unreachable(peer, &e);
+                return false;
+            }
         };
         let (ack2, events) = self.gossip.borrow_mut().handle_ack(ack);
         self.on_events(&events);
         if ack2.deltas.is_empty() {
-            return;
+            return true;
         }
-        if let Err(e) =
-            self.transport.call_on(peer, COORDINATOR_SHARD, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await
-        {
-            log_unreachable(peer, &e);
+        match self.transport.call_on(peer, COORDINATOR_SHARD, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await {
+            Ok(_) => true,
+            Err(e) => {
+                log_unreachable(peer, &e);
+                false
+            }
         }
     }
 

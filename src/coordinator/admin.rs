@@ -266,9 +266,11 @@ fn load(stats: &[ShardStats]) -> u64 {
 /// Normal (and down: its liveness says so); no status makes Moving (there is no move).
 fn ring_state(status: Option<Status>) -> Option<RingState> {
     match status {
-        Some(Status::Joining) => Some(RingState::Joining),
+        // No status yet: not in the ring yet (a bootstrapping node gossips none until it
+        // announces JOINING with its tokens).
+        Some(Status::Joining) | None => Some(RingState::Joining),
         Some(Status::Leaving) => Some(RingState::Leaving),
-        Some(Status::Normal) | Some(Status::Shutdown) | None => Some(RingState::Normal),
+        Some(Status::Normal) | Some(Status::Shutdown) => Some(RingState::Normal),
         Some(Status::Left { .. }) | Some(Status::Removed { .. }) => None,
     }
 }
@@ -317,7 +319,7 @@ mod tests {
         assert_eq!(code(true, Some(Status::Leaving)).as_deref(), Some("UL"));
         assert_eq!(code(false, Some(Status::Leaving)).as_deref(), Some("DL"));
         assert_eq!(code(false, Some(Status::Shutdown)).as_deref(), Some("DN"));
-        assert_eq!(code(false, None).as_deref(), Some("DN"), "a node whose status is not known yet");
+        assert_eq!(code(false, None).as_deref(), Some("DJ"), "a node not in the ring yet");
         assert_eq!(code(true, Some(Status::Left { expires_at_ms: 1 })), None);
         assert_eq!(code(false, Some(Status::Removed { expires_at_ms: 1 })), None);
     }

@@ -30,8 +30,9 @@ use crate::cluster::HostId;
 const STREAM_PAGE_PARTITIONS: usize = 256;
 /// How long one page of a stream may take.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the node waits for its schema to be every live peer's.
-const SCHEMA_WAIT: Duration = Duration::from_secs(60);
+/// How long the node waits for its schema to be every live peer's, and for every live peer
+/// to learn of its join.
+const AGREEMENT_WAIT: Duration = Duration::from_secs(60);
 /// Rounds over every replica of a range before the bootstrap fails.
 const SOURCE_ROUNDS: u32 = 5;
 /// Pause between two rounds over a range's replicas.
@@ -81,10 +82,10 @@ async fn run(
     });
     crate::cluster::schema::adopt(node, schema).await.map_err(|e| format!("adopting the seed's schema: {e}"))?;
     cluster.schema_changed().await;
-    let deadline = Instant::now() + SCHEMA_WAIT;
+    let deadline = Instant::now() + AGREEMENT_WAIT;
     while !cluster.schema_agrees() {
         if Instant::now() >= deadline {
-            return Err(format!("the schema did not agree with every live peer's within {SCHEMA_WAIT:?}"));
+            return Err(format!("the schema did not agree with every live peer's within {AGREEMENT_WAIT:?}"));
         }
         glommio::timer::sleep(POLL).await;
     }
@@ -101,6 +102,15 @@ async fn run(
 
     cluster.announce_joining().map_err(|e| e.to_string())?;
     cluster.update_progress(|p| p.phase = Phase::RingDelay);
+    // Every live peer (each a coordinator) learns of the join now rather than by chance within
+    // the ring delay; the ring delay then covers writes coordinated before they knew.
+    let deadline = Instant::now() + AGREEMENT_WAIT;
+    while !cluster.gossip_with_live_peers().await {
+        if Instant::now() >= deadline {
+            return Err(format!("some live peer did not learn of this join within {AGREEMENT_WAIT:?}"));
+        }
+        glommio::timer::sleep(POLL).await;
+    }
     tracing::info!(ring_delay = ?settings.ring_delay, tables = tables.len(), "JOINING: waiting for the ring to settle");
     glommio::timer::sleep(settings.ring_delay).await;
 
