@@ -236,11 +236,13 @@ impl Coordinator {
         }
     }
 
-    /// The topology `view` shows, with its version: a digest of its encoding.
+    /// The topology `view` shows, with its version: a digest of its encoding. Joining members
+    /// are left out: clients route to the natural ring, as reads do.
     fn topology_of(view: &ClusterView) -> Topology {
         let nodes = view
             .members()
             .iter()
+            .filter(|m| !m.joining || view.joins().is_empty())
             .map(|m| TopologyNode {
                 host_id: m.host,
                 client: m.client,

@@ -407,6 +407,16 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
+/// Whether `dir` is missing or holds nothing of a node (an earlier start may have left its
+/// LOCK, its bootstrap state or a temporary file behind).
+fn is_new_dir(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    entries.flatten().all(|e| {
+        let name = e.file_name();
+        matches!(name.to_str(), Some("LOCK" | "bootstrap.state" | "bootstrap.tmp" | "node.tmp"))
+    })
+}
+
 /// How long a new node tries its seeds before it refuses to start.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
 
@@ -422,15 +432,25 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     use crate::cluster::allocation::{allocate_tokens, Joining};
     use crate::cluster::bootstrap::BootstrapState;
     use shards::node_meta::NodeMeta;
-    if !config.auto_bootstrap {
-        return Ok(None);
-    }
     let dir = &config.data_dir;
     let state =
         BootstrapState::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
     let has_identity = NodeMeta::existing_shard_count(dir)?.is_some();
     let resume = state == Some(BootstrapState::InProgress);
+    if !config.auto_bootstrap {
+        if has_identity && resume {
+            tracing::warn!(
+                "auto_bootstrap is off: this node starts NORMAL without the ranges its unfinished bootstrap did not stream"
+            );
+        }
+        return Ok(None);
+    }
     if has_identity && !resume {
+        return Ok(None);
+    }
+    if !has_identity && !is_new_dir(dir) {
+        // Something is there but no identity: opening the node refuses it (a directory with
+        // data that lost its node.meta) or creates one as it always did.
         return Ok(None);
     }
     let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
