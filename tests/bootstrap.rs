@@ -302,3 +302,30 @@ fn a_source_killed_mid_stream_is_replaced_by_another_replica() {
         &wrong[..wrong.len().min(5)]
     );
 }
+
+#[test]
+fn a_second_join_overlapping_one_in_progress_is_refused() {
+    let mut cluster = TestCluster::start_with("bootstrap-overlap", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    await_streaming(&cluster);
+    // Node 5 starts while node 4 streams: with vnodes at RF 3 their ranges overlap, so node 5
+    // stops before it announces anything (its next start would try again).
+    let mut fifth = cluster.launch(5);
+    let fifth_addr = fifth.addr.to_string();
+    await_until("the fifth node refuses to join and exits", || !fifth.is_running());
+    for i in 1..=3 {
+        let status = admin_status(cluster.addr(i)).expect("admin status");
+        assert!(
+            !rows(&status).iter().any(|r| r["address"] == fifth_addr && r["tokens"].as_u64() != Some(0)),
+            "node {i} knows the refused node's tokens: {status}"
+        );
+    }
+    let new = cluster.addr(4);
+    await_until("node 1 lists node 4 UN", || {
+        admin_status(cluster.addr(1))
+            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UN"))
+    });
+    let wrong = wrong_at_one(new, &wide);
+    assert!(wrong.is_empty(), "{} rows wrong at ONE through node 4", wrong.len());
+}

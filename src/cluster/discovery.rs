@@ -37,14 +37,15 @@ pub enum DiscoveryError {
 }
 
 impl Discovered {
-    /// The natural ring the seed knows: its NORMAL and LEAVING members' vnodes (None when it
-    /// knows no such member).
+    /// The ring the seed knows with its JOINING members' tokens as well (a new node's tokens are
+    /// allocated against it, so that they never take a joining node's and even out the ring as
+    /// it will be), or None when it knows no NORMAL or LEAVING member (no natural ring).
     pub fn ring(&self) -> Result<Option<Ring<(HostId, u16)>>, RingError> {
         let gossip = self.gossip();
         let natural = |s: &super::gossip::EndpointState| matches!(s.status(), Some(Status::Normal | Status::Leaving));
         let any = gossip.endpoints().any(|(_, s)| natural(s) && s.tokens().is_some());
         match any {
-            true => gossip.ring(natural).map(Some),
+            true => gossip.ring(|s| natural(s) || s.status() == Some(Status::Joining)).map(Some),
             false => Ok(None),
         }
     }
