@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
 use wire::protocol::{
-    display_host_id, AdminDone, AdminRequest, AdminResult, ColumnSpec, NodeInfo, NodeStatus, RepairRequest, RingEntry,
-    TableStats,
+    display_host_id, AdminDone, AdminRequest, AdminResult, ColumnSpec, Netstats, NodeInfo, NodeStatus, RepairRequest,
+    RingEntry, TableStats,
 };
 use wire::{ColumnType, Value};
 
@@ -45,6 +45,9 @@ enum Command {
     Ring,
     /// This node: uptime, load, cache hit rate; per shard MemTables, flushes, compactions, WAL.
     Info,
+    /// This node's streams (nodetool's netstats): its mode (NORMAL, or where its bootstrap
+    /// is), the streams planned and done, and what it received from each peer.
+    Netstats,
     /// Per table: SSTables, space used, MemTable, read and write counts and local latencies
     /// (p50/p99), tombstones scanned, bloom filter counters.
     Tablestats {
@@ -89,6 +92,7 @@ impl Command {
             Command::Status => AdminRequest::Status,
             Command::Ring => AdminRequest::Ring,
             Command::Info => AdminRequest::Info,
+            Command::Netstats => AdminRequest::Netstats,
             Command::Tablestats { table } => AdminRequest::TableStats { table },
             Command::Flush { table } => AdminRequest::Flush { table },
             Command::Compact { table } => AdminRequest::Compact { table },
@@ -148,6 +152,7 @@ pub fn render(result: &AdminResult) -> String {
             display_size(done.bytes_out),
         ),
         AdminResult::Repair(result) => repair::render(result),
+        AdminResult::Netstats(netstats) => render_netstats(netstats),
         AdminResult::Drained(done) => format!(
             "Drained: flushed {} of MemTables on {} shards; writes are refused until the node restarts\n",
             display_size(done.memtable_bytes),
@@ -332,7 +337,81 @@ pub fn to_json(result: &AdminResult) -> Json {
         AdminResult::Compacted(done) => done_json("compact", done),
         AdminResult::Drained(done) => done_json("drain", done),
         AdminResult::Repair(result) => repair::to_json(result),
+        AdminResult::Netstats(n) => json!({
+            "mode": n.mode,
+            "ranges_total": n.ranges_total,
+            "ranges_done": n.ranges_done,
+            "seconds": n.seconds,
+            "throughput_limit_bytes_per_s": n.throughput_limit,
+            "error": n.error,
+            "receiving": n.peers.iter().map(|p| json!({
+                "host_id": display_host_id(p.host_id),
+                "address": p.address,
+                "ranges_done": p.ranges_done,
+                "partitions": p.partitions,
+                "rows": p.rows,
+                "bytes": p.bytes,
+                "failures": p.failures,
+            })).collect::<Vec<_>>(),
+        }),
     }
+}
+
+fn render_netstats(n: &Netstats) -> String {
+    let bytes: u64 = n.peers.iter().map(|p| p.bytes).sum();
+    let rows: u64 = n.peers.iter().map(|p| p.rows).sum();
+    let rate = match n.seconds > 0.0 {
+        true => format!("{}/s", display_size((bytes as f64 / n.seconds) as u64)),
+        false => "-".to_owned(),
+    };
+    let limit = match n.throughput_limit {
+        0 => "unthrottled".to_owned(),
+        l => format!("{:.1} MB/s", l as f64 / 1e6),
+    };
+    let mut out = format!(
+        "Mode: {}
+",
+        n.mode
+    );
+    if let Some(error) = &n.error {
+        out.push_str(&format!(
+            "Error: {error}
+"
+        ));
+    }
+    if n.ranges_total == 0 && n.peers.is_empty() {
+        out.push_str(
+            "Not sending or receiving any streams.
+",
+        );
+        return out;
+    }
+    out.push_str(&format!(
+        "Receiving: {}/{} ranges, {rows} rows, {} in {:.1} s ({rate}, throttle {limit})
+",
+        n.ranges_done,
+        n.ranges_total,
+        display_size(bytes),
+        n.seconds
+    ));
+    let columns = ["From", "Host ID", "Ranges", "Partitions", "Rows", "Received", "Failures"];
+    let table = n
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.address.clone(),
+                display_host_id(p.host_id),
+                p.ranges_done.to_string(),
+                p.partitions.to_string(),
+                p.rows.to_string(),
+                display_size(p.bytes),
+                p.failures.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&text_table(&columns, table));
+    out
 }
 
 fn status_json(n: &NodeStatus) -> Json {

@@ -224,6 +224,20 @@ pub struct ServerConfig {
     /// milliseconds (counted from the end of the previous round); 0 = only on demand
     /// (`enigmadb admin repair`).
     pub repair_interval_ms: u64,
+    /// A brand-new node started with seeds into a cluster that has tables bootstraps: chooses
+    /// balanced tokens, announces JOINING, streams the ranges it will own, then turns NORMAL
+    /// (Cassandra's auto_bootstrap). Off: it starts NORMAL at once with random tokens.
+    pub auto_bootstrap: bool,
+    /// How long a bootstrapping node announces JOINING before it streams, milliseconds, so
+    /// that every coordinator sends it the writes of its future ranges first (Cassandra's
+    /// ring_delay); a few gossip intervals.
+    pub ring_delay_ms: u64,
+    /// Bytes a bootstrap streams per second at most, in MB/s (10^6 bytes); 0 = unthrottled
+    /// (Cassandra's stream_throughput_outbound).
+    pub stream_throughput_mb_per_s: u64,
+    /// The replication factor a joining node balances its tokens for (Cassandra's
+    /// allocate_tokens_for_local_replication_factor).
+    pub allocate_tokens_for_local_replication_factor: usize,
     /// Metrics endpoint (HTTP GET /metrics, Prometheus text format), or off.
     pub metrics_listen: MetricsListen,
     /// How long one metrics connection may take (reading the request, scraping, writing the
@@ -313,6 +327,10 @@ impl Default for ServerConfig {
             max_hints_size_per_host: Size(crate::hints::DEFAULT_MAX_HINTS_BYTES_PER_HOST as usize),
             hinted_handoff_throttle_kib: crate::hints::DEFAULT_THROTTLE_KIB,
             repair_interval_ms: 0,
+            auto_bootstrap: true,
+            ring_delay_ms: 5_000,
+            stream_throughput_mb_per_s: 24,
+            allocate_tokens_for_local_replication_factor: 3,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             metrics_timeout_ms: 10_000,
             log_format: LogFormat::Text,
@@ -402,6 +420,12 @@ impl ServerConfig {
         }
         if self.num_tokens == 0 || self.num_tokens > 256 {
             return invalid("num_tokens", "must be between 1 and 256");
+        }
+        if !(1..=255).contains(&self.allocate_tokens_for_local_replication_factor) {
+            return invalid("allocate_tokens_for_local_replication_factor", "must be between 1 and 255");
+        }
+        if self.ring_delay_ms > 600_000 {
+            return invalid("ring_delay_ms", "must be at most 600000 (10 minutes)");
         }
         if !self.phi_convict_threshold.is_finite() || self.phi_convict_threshold <= 0.0 {
             return invalid("phi_convict_threshold", "must be a number above 0");
@@ -513,6 +537,15 @@ impl ServerConfig {
     /// How often the node repairs its primary ranges in the background, if at all.
     pub fn repair_interval(&self) -> Option<Duration> {
         (self.repair_interval_ms > 0).then(|| Duration::from_millis(self.repair_interval_ms))
+    }
+
+    /// How a bootstrap of this node runs.
+    pub fn bootstrap_settings(&self) -> crate::coordinator::BootstrapSettings {
+        crate::coordinator::BootstrapSettings {
+            ring_delay: Duration::from_millis(self.ring_delay_ms),
+            throughput: (self.stream_throughput_mb_per_s > 0)
+                .then(|| self.stream_throughput_mb_per_s.saturating_mul(1_000_000)),
+        }
     }
 
     /// How long the coordinator waits for replicas.

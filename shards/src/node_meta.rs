@@ -85,6 +85,31 @@ impl NodeMeta {
         Ok(meta)
     }
 
+    /// Creates the identity of a new directory with `tokens` (per shard, as a joining node's
+    /// token allocation chose them) and a random host id, durably, before the node is opened
+    /// ([`NodeMeta::load_or_create`] then loads it). Refused if the directory has one already.
+    pub fn create_with_tokens(dir: &Path, tokens: Vec<Vec<Token>>) -> Result<NodeMeta, NodeMetaError> {
+        if tokens.is_empty() || tokens.len() > MAX_SHARDS {
+            return Err(NodeMetaError::BadShardCount(tokens.len()));
+        }
+        if let Some(bad) = tokens.iter().find(|t| t.is_empty() || t.len() > MAX_TOKENS_PER_SHARD) {
+            return Err(NodeMetaError::BadTokenCount(bad.len()));
+        }
+        let path = dir.join(NODE_META_FILE);
+        if let Some(existing) = Self::read(&path)? {
+            return Err(NodeMetaError::Corrupt(
+                path.display().to_string(),
+                format!("an identity exists already (host {:032x})", existing.host_id),
+            ));
+        }
+        let meta = NodeMeta { host_id: rand::thread_rng().gen(), generation: 0, tokens };
+        // Checked as a file read back would be: no shard without tokens, no token twice.
+        Self::decode(&meta.encode(), KIND.version)
+            .map_err(|e| NodeMetaError::Corrupt(path.display().to_string(), e))?;
+        durable_file::write(&path, KIND, &meta.encode())?;
+        Ok(meta)
+    }
+
     /// The shard count recorded in an existing directory, if any.
     pub fn existing_shard_count(dir: &Path) -> Result<Option<usize>, NodeMetaError> {
         Ok(Self::read(&dir.join(NODE_META_FILE))?.map(|m| m.tokens.len()))
@@ -182,6 +207,18 @@ mod tests {
         assert_eq!(NodeMeta { generation: a.generation, ..b.clone() }, a, "host id and tokens are kept");
         assert_eq!(a.local_ring().vnodes().len(), 24);
         assert_eq!(NodeMeta::existing_shard_count(dir.path()).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn an_identity_created_with_chosen_tokens_is_loaded_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = NodeMeta::create_with_tokens(dir.path(), vec![vec![5, -7], vec![99, 3]]).unwrap();
+        let loaded = NodeMeta::load_or_create(dir.path(), 2, 8).unwrap();
+        assert_eq!((loaded.host_id, &loaded.tokens), (made.host_id, &made.tokens));
+        assert!(NodeMeta::create_with_tokens(dir.path(), vec![vec![1]]).is_err(), "never replaced");
+        let other = tempfile::tempdir().unwrap();
+        assert!(NodeMeta::create_with_tokens(other.path(), vec![vec![1, 1]]).is_err(), "a token twice");
+        assert!(NodeMeta::create_with_tokens(other.path(), vec![vec![]]).is_err());
     }
 
     #[test]

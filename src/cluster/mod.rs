@@ -5,6 +5,8 @@
 //! through `shards::node::Node`.
 
 pub mod allocation;
+pub mod bootstrap;
+pub mod discovery;
 pub mod failure_detector;
 pub mod gossip;
 pub mod merkle;

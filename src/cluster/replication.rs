@@ -30,6 +30,26 @@ pub fn required_replicas(consistency: Consistency, rf: usize, replicas: &[Replic
     Ok(required)
 }
 
+/// As [`required_replicas`] for a write whose token also has `pending` replicas (nodes that
+/// join): Cassandra's rule, `blockFor = CL's count + pending replicas`, counted over natural
+/// and pending replicas together, so that once the movement completes the level still holds
+/// among the new natural replicas even if a pending one missed the write. Unavailable when
+/// fewer natural replicas exist than `rf`, or fewer natural and pending replicas are alive than
+/// that sum.
+pub fn required_with_pending(
+    consistency: Consistency,
+    rf: usize,
+    natural: &[Replica],
+    pending: &[Replica],
+) -> Result<usize, Unavailable> {
+    let required = consistency.block_for(rf) + pending.len();
+    let alive = natural.iter().chain(pending).filter(|r| r.alive).count();
+    if natural.len() < rf || alive < required {
+        return Err(Unavailable { required, alive });
+    }
+    Ok(required)
+}
+
 /// Where a replicated write stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteProgress {
@@ -256,6 +276,30 @@ mod tests {
     fn data(resolver: &mut ReadResolver<u8>, from: u8, p: Option<Partition>) -> ReadStep<u8> {
         let d = digest(p.as_ref());
         resolver.on_data(from, p, d)
+    }
+
+    #[test]
+    fn writes_with_pending_replicas_need_the_level_plus_one_ack_per_pending_replica() {
+        let natural = [replica(1, true), replica(2, true), replica(3, true)];
+        let joining = [replica(4, true)];
+        assert_eq!(required_with_pending(Consistency::Quorum, 3, &natural, &joining), Ok(3));
+        assert_eq!(required_with_pending(Consistency::One, 3, &natural, &joining), Ok(2));
+        assert_eq!(required_with_pending(Consistency::All, 3, &natural, &joining), Ok(4));
+        // A joining node down: the natural replicas make up for it, at QUORUM all of them.
+        let down = [replica(4, false)];
+        assert_eq!(required_with_pending(Consistency::Quorum, 3, &natural, &down), Ok(3));
+        assert_eq!(
+            required_with_pending(Consistency::All, 3, &natural, &down),
+            Err(Unavailable { required: 4, alive: 3 })
+        );
+        let one_down = [replica(1, true), replica(2, true), replica(3, false)];
+        assert_eq!(
+            required_with_pending(Consistency::Quorum, 3, &one_down, &down),
+            Err(Unavailable { required: 3, alive: 2 })
+        );
+        assert_eq!(required_with_pending(Consistency::Quorum, 3, &one_down, &joining), Ok(3));
+        // Too few natural replicas is unavailable whatever joins.
+        assert!(required_with_pending(Consistency::One, 3, &natural[..2], &joining).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use shards::node::Node;
 use wire::Token;
 
 use super::failure_detector::{FailureDetector, FailureDetectorConfig, FailureDetectorError};
-use super::gossip::{AppState, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status};
+use super::gossip::{Ack, AppState, Delta, EndpointState, Gossip, GossipError, GossipEvent, StateKey, Status};
 use super::schema::SchemaBody;
 use super::transport::{self, codes, PeerDoors, PeerError, RemoteError, Transport, TransportConfig, COORDINATOR_SHARD};
 use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
@@ -106,6 +106,11 @@ pub struct Cluster {
     /// the last pull from each.
     schema_pulled: RefCell<std::collections::HashMap<HostId, u64>>,
     stopping: Cell<bool>,
+    /// Bootstrapping: this node is not in the ring yet (it gossips no tokens and no status
+    /// until [`Cluster::announce_joining`], then JOINING until [`Cluster::announce_normal`]).
+    bootstrapping: Cell<bool>,
+    /// The bootstrap's progress (`admin netstats`).
+    progress: RefCell<super::bootstrap::Progress>,
     /// Told when the failure detector marks a peer up (true) or down (false).
     liveness_listener: LivenessListener,
     /// Told of every new view after it replaced the coordinator's (the other shards' copies).
@@ -157,8 +162,12 @@ impl Cluster {
     /// be the node's coordinator shard). `view` is the coordinator's (its `StorageProxy`'s):
     /// the service keeps the view current, and calls `publish_view` with each one it swaps
     /// in, and hands the peers' data messages to `replica` (gossip and schema messages are its
-    /// own). `liveness` hears of every peer marked up or down.
+    /// own). `liveness` hears of every peer marked up or down. `bootstrap` is `Some` for a
+    /// node that joins a cluster with data: it holds what a seed told of the cluster before the
+    /// node opened (the first view is built from it), and the node stays out of the ring until
+    /// the bootstrap announces it (`coordinator::bootstrap`).
     /// The service runs until [`Cluster::stop`].
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         node: Node,
         view: Rc<RefCell<Rc<ClusterView>>>,
@@ -167,6 +176,7 @@ impl Cluster {
         config: ClusterConfig,
         publish_view: ViewPublisher,
         liveness: LivenessListener,
+        bootstrap: Option<Vec<Delta>>,
     ) -> Result<Rc<Cluster>, ClusterError> {
         let PeerPort { listener, addr: peer_addr, transport, doors } = port;
         let transport_config = transport.config().clone();
@@ -175,12 +185,13 @@ impl Cluster {
         let mut states = vec![
             AppState::PeerAddress(peer_addr),
             AppState::ClientAddress(config.client_addr),
-            AppState::Tokens(tokens.clone()),
-            AppState::Status(Status::Normal),
             AppState::SchemaVersion(node.schema_version()),
             AppState::Load(0),
             AppState::ReleaseVersion(env!("CARGO_PKG_VERSION").into()),
         ];
+        if bootstrap.is_none() {
+            states.extend([AppState::Tokens(tokens.clone()), AppState::Status(Status::Normal)]);
+        }
         states.extend(config.shard_aware_addr.map(AppState::ShardAwareAddress));
         let gossip = Gossip::new(local, node.generation(), states)?;
         let first = Rc::new(ClusterView::single(Member {
@@ -191,6 +202,7 @@ impl Cluster {
             tokens,
             alive: true,
             generation: node.generation(),
+            joining: false,
         })?);
         *view.borrow_mut() = first.clone();
         publish_view(&first);
@@ -206,10 +218,18 @@ impl Cluster {
             round: Cell::new(0),
             schema_pulled: RefCell::default(),
             stopping: Cell::new(false),
+            bootstrapping: Cell::new(bootstrap.is_some()),
+            progress: RefCell::default(),
             liveness_listener: liveness,
             publish_view,
             config,
         });
+        if let Some(deltas) = bootstrap {
+            // What the seed knew: the ring and its members, before this node's first round.
+            let (_, events) = cluster.gossip.borrow_mut().handle_ack(Ack { requests: Vec::new(), deltas });
+            cluster.on_events(&events);
+            cluster.rebuild_view();
+        }
         let own: Rc<dyn PeerHandler> = Rc::new(Handler(cluster.clone()));
         let mut handlers = PeerHandlers::new();
         handlers
@@ -264,10 +284,62 @@ impl Cluster {
         if self.stopping.replace(true) {
             return;
         }
+        if self.bootstrapping.get() {
+            // A joining node that stops stays JOINING (down) to its peers: a SHUTDOWN status
+            // would make its tokens natural ones, owned by a node that streamed nothing.
+            return;
+        }
         let _ = self.gossip.borrow_mut().set_local(AppState::Status(Status::Shutdown));
         let peers: Vec<SocketAddr> = self.live_peers().into_iter().map(|(_, addr)| addr).collect();
         let rounds = peers.into_iter().map(|peer| self.gossip_with(peer));
         futures_util::future::join_all(rounds).await;
+    }
+
+    /// The bootstrap's progress now (`admin netstats`).
+    pub fn progress(&self) -> super::bootstrap::Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Updates the bootstrap's progress.
+    pub fn update_progress(&self, change: impl FnOnce(&mut super::bootstrap::Progress)) {
+        change(&mut self.progress.borrow_mut());
+    }
+
+    /// Whether this node is bootstrapping (not NORMAL yet).
+    pub fn is_bootstrapping(&self) -> bool {
+        self.bootstrapping.get()
+    }
+
+    /// Bootstrap: gossips this node's tokens with status JOINING; coordinators make it a
+    /// pending replica of the ranges it will own.
+    pub fn announce_joining(&self) -> Result<(), GossipError> {
+        {
+            let mut gossip = self.gossip.borrow_mut();
+            // Status first: a peer never sees these tokens without it (one delta carries both).
+            gossip.set_local(AppState::Status(Status::Joining))?;
+            gossip.set_local(AppState::Tokens(self.node.tokens()))?;
+        }
+        self.rebuild_view();
+        Ok(())
+    }
+
+    /// Bootstrap done: this node is NORMAL, a natural replica of its ranges.
+    pub fn announce_normal(&self) -> Result<(), GossipError> {
+        self.gossip.borrow_mut().set_local(AppState::Status(Status::Normal))?;
+        self.bootstrapping.set(false);
+        self.rebuild_view();
+        Ok(())
+    }
+
+    /// Whether this node's schema is every live natural peer's (at least one).
+    pub fn schema_agrees(&self) -> bool {
+        let ours = self.node.schema_version();
+        let gossip = self.gossip.borrow();
+        let view = self.view();
+        let peers: Vec<HostId> =
+            view.members().iter().filter(|m| m.alive && !m.joining && m.host != self.local).map(|m| m.host).collect();
+        !peers.is_empty()
+            && peers.iter().all(|h| gossip.endpoint(*h).and_then(EndpointState::schema_version) == Some(ours))
     }
 
     /// Gossip rounds this node started since it started.
@@ -401,26 +473,41 @@ impl Cluster {
         (live, down)
     }
 
-    /// SYN, ACK, ACK2 with one peer. A peer that does not answer just misses the round.
-    async fn gossip_with(&self, peer: SocketAddr) {
+    /// A gossip round with every live peer at once: true when each completed, after which
+    /// each of them knows this node's state as it was when the round started (a peer that
+    /// knew less asked for it in its ACK, and got it in the ACK2).
+    pub async fn gossip_with_live_peers(&self) -> bool {
+        let rounds = self.live_peers().into_iter().map(|(_, addr)| self.gossip_with(addr));
+        futures_util::future::join_all(rounds).await.into_iter().all(|done| done)
+    }
+
+    /// SYN, ACK, ACK2 with one peer; whether the round completed. A peer that does not answer
+    /// just misses the round.
+    async fn gossip_with(&self, peer: SocketAddr) -> bool {
         let syn = PeerRequest::GossipSyn(self.gossip.borrow().syn());
         let ack = match self.transport.call_on(peer, COORDINATOR_SHARD, syn, GOSSIP_TIMEOUT).await {
             Ok(PeerAnswer::GossipAck(ack)) => ack,
             Ok(_) => unreachable!("a call answers with the request's kind"),
             Err(e @ (PeerError::BadAnswer { .. } | PeerError::UnexpectedAnswer { .. })) => {
-                return tracing::warn!(%peer, error = %e, "bad answer to a gossip SYN")
+                tracing::warn!(%peer, error = %e, "bad answer to a gossip SYN");
+                return false;
             }
-            Err(e) => return log_unreachable(peer, &e),
+            Err(e) => {
+                log_unreachable(peer, &e);
+                return false;
+            }
         };
         let (ack2, events) = self.gossip.borrow_mut().handle_ack(ack);
         self.on_events(&events);
         if ack2.deltas.is_empty() {
-            return;
+            return true;
         }
-        if let Err(e) =
-            self.transport.call_on(peer, COORDINATOR_SHARD, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await
-        {
-            log_unreachable(peer, &e);
+        match self.transport.call_on(peer, COORDINATOR_SHARD, PeerRequest::GossipAck2(ack2), GOSSIP_TIMEOUT).await {
+            Ok(_) => true,
+            Err(e) => {
+                log_unreachable(peer, &e);
+                false
+            }
         }
     }
 
@@ -493,8 +580,19 @@ impl Cluster {
                 // gossip until it expires); this one is always in its own view.
                 .filter(|(host, state)| *host == self.local || !state.status().is_some_and(Status::is_gone))
                 .filter_map(|(host, state)| {
-                    let tokens: Vec<Vec<Token>> = state.tokens()?.to_vec();
+                    let local = host == self.local;
+                    // This node is in its own view with its tokens even before it gossips
+                    // them (while bootstrapping: as a joining member).
+                    let tokens: Vec<Vec<Token>> = match local {
+                        true => self.node.tokens(),
+                        false => state.tokens()?.to_vec(),
+                    };
+                    let joining = match local {
+                        true => self.bootstrapping.get(),
+                        false => state.status() == Some(Status::Joining),
+                    };
                     Some(Member {
+                        joining,
                         host,
                         peer: state.peer_address()?,
                         client: state.client_address()?,

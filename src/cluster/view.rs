@@ -4,11 +4,16 @@
 //! here does I/O or decides liveness (the failure detector does).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use wire::ring::{Ring, RingError};
 use wire::Token;
 
+use super::pending::{Movement, PendingRanges, RangeMovements};
 use super::HostId;
+
+/// Replication factors whose pending ranges a view computes (a table's RF is a u8).
+const MAX_RF: usize = u8::MAX as usize;
 
 /// One node as the view knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +31,9 @@ pub struct Member {
     pub alive: bool,
     /// The generation it gossips (rises at every restart of the node); 0 before it is known.
     pub generation: u64,
+    /// Bootstrapping (gossip status JOINING): not in the natural ring, so never read from,
+    /// but a pending replica of the ranges it will own, so written to.
+    pub joining: bool,
 }
 
 /// One replica of a token: a node and the shard of that node that owns the token.
@@ -57,7 +65,13 @@ pub struct ClusterView {
     local: HostId,
     /// Sorted by host id, unique.
     members: Vec<Member>,
+    /// The natural ring: members that are not joining (all of them when every member is).
     ring: Ring<(HostId, u16)>,
+    /// The joins in progress (members with `joining`, when some member is not), by host.
+    joins: Vec<Movement>,
+    /// `pending[rf - 1]`: the pending ranges of the joins at replication factor `rf`, computed
+    /// on first use (shared by the clones of a view). Empty when nothing joins.
+    pending: Arc<Vec<OnceLock<PendingRanges>>>,
 }
 
 impl ClusterView {
@@ -70,16 +84,30 @@ impl ClusterView {
         }
         let me = members.binary_search_by_key(&local, |m| m.host).map_err(|_| ViewError::NoLocalMember(local))?;
         members[me].alive = true;
+        // A cluster of joining nodes only has nobody to stream from: they are its ring.
+        let some_natural = members.iter().any(|m| !m.joining);
         let mut vnodes = Vec::new();
+        let mut joins = Vec::new();
         for m in &members {
             let too_many = || ViewError::TooManyShards { host: m.host, shards: m.tokens.len() };
+            if m.tokens.len() > usize::from(u16::MAX) + 1 {
+                return Err(too_many());
+            }
+            if m.joining && some_natural {
+                joins.push(Movement::Join { host: m.host, tokens: m.tokens.clone() });
+                continue;
+            }
             for (shard, tokens) in m.tokens.iter().enumerate() {
                 let shard = u16::try_from(shard).map_err(|_| too_many())?;
                 vnodes.extend(tokens.iter().map(|t| (*t, (m.host, shard))));
             }
         }
         let ring = Ring::new(vnodes)?;
-        Ok(ClusterView { local, members, ring })
+        let pending = match joins.is_empty() {
+            true => Arc::default(),
+            false => Arc::new((0..MAX_RF).map(|_| OnceLock::new()).collect()),
+        };
+        Ok(ClusterView { local, members, ring, joins, pending })
     }
 
     /// A one-member view: a node on its own (single-node mode).
@@ -100,10 +128,11 @@ impl ClusterView {
             tokens: Vec::new(),
             alive: true,
             generation: 0,
+            joining: false,
         };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
-        ClusterView { local: host, members: vec![member], ring }
+        ClusterView { local: host, members: vec![member], ring, joins: Vec::new(), pending: Arc::default() }
     }
 
     pub fn local(&self) -> HostId {
@@ -119,8 +148,44 @@ impl ClusterView {
         self.members.binary_search_by_key(&host, |m| m.host).ok().map(|i| &self.members[i])
     }
 
+    /// The natural ring (joining members are not in it).
     pub fn ring(&self) -> &Ring<(HostId, u16)> {
         &self.ring
+    }
+
+    /// The joins in progress this view knows of.
+    pub fn joins(&self) -> &[Movement] {
+        &self.joins
+    }
+
+    /// The pending replicas of `token` at replication factor `rf`: the joining nodes that will
+    /// replicate it once their join completes (Cassandra's pending endpoints). Writes go to
+    /// them as well as to [`ClusterView::replicas`]; reads never do. Empty (and free) when
+    /// nothing joins. A join that overlaps another one (which the joining node itself refuses
+    /// to start, `cluster::bootstrap::check_join`) is left out, the first by host id kept.
+    pub fn pending_replicas(&self, token: Token, rf: usize) -> Vec<Replica> {
+        if self.joins.is_empty() || rf == 0 || rf > MAX_RF {
+            return Vec::new();
+        }
+        let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
+        ranges
+            .pending_for(token)
+            .iter()
+            .filter_map(|&(host, shard)| {
+                let member = self.member(host)?;
+                Some(Replica { host, shard, peer: member.peer, alive: member.alive, local: host == self.local })
+            })
+            .collect()
+    }
+
+    fn pending_ranges(&self, rf: usize) -> PendingRanges {
+        let mut moves = RangeMovements::new(self.ring.clone(), rf);
+        for join in &self.joins {
+            if let Err(e) = moves.begin(join.clone()) {
+                tracing::warn!(error = %e, rf, "a join is not treated as pending");
+            }
+        }
+        moves.pending().clone()
     }
 
     /// Members the failure detector holds alive (the local node included).
@@ -189,6 +254,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             shard_aware: None,
             alive: true,
             generation: 1,
+            joining: false,
         })
         .collect()
 }
@@ -241,6 +307,39 @@ mod tests {
             assert_eq!(r.alive, r.host != 2, "{r:?}");
             assert_eq!(r.local, r.host == 1);
         }
+    }
+
+    #[test]
+    fn a_joining_member_is_written_to_as_pending_and_never_read_from() {
+        let mut ms = members(4, 1, 8, 21);
+        ms[3].joining = true;
+        let view = ClusterView::new(1, ms.clone()).unwrap();
+        let natural = ClusterView::new(1, ms[..3].to_vec()).unwrap();
+        assert_eq!(view.ring().vnodes(), natural.ring().vnodes(), "the joining node is not in the ring");
+        assert_eq!(view.joins().len(), 1);
+        let mut pending_somewhere = false;
+        for token in (-100..100).map(|i| i * (i64::MAX / 100)) {
+            for rf in 1..=3 {
+                let reads: Vec<HostId> = view.replicas(token, rf).iter().map(|r| r.host).collect();
+                assert!(!reads.contains(&4), "token {token} rf {rf}: reads {reads:?}");
+                let pending = view.pending_replicas(token, rf);
+                assert!(pending.iter().all(|r| r.host == 4 && r.peer == ms[3].peer && r.alive));
+                let mut moves = RangeMovements::new(natural.ring().clone(), rf);
+                moves.begin(Movement::Join { host: 4, tokens: ms[3].tokens.clone() }).unwrap();
+                assert_eq!(pending.len(), moves.pending_for(token).len(), "token {token} rf {rf}");
+                pending_somewhere |= !pending.is_empty();
+            }
+            // RF 4 on 3 natural nodes: the joining node is pending everywhere.
+            assert_eq!(view.pending_replicas(token, 4).len(), 1);
+        }
+        assert!(pending_somewhere);
+        assert!(natural.pending_replicas(0, 3).is_empty(), "nothing pending when nothing joins");
+        // Only joining members: they are the ring.
+        let mut all = members(2, 1, 4, 3);
+        all.iter_mut().for_each(|m| m.joining = true);
+        let view = ClusterView::new(1, all).unwrap();
+        assert_eq!(view.ring().vnodes().len(), 8);
+        assert!(view.joins().is_empty());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Instant;
 use shards::latency::LatencyHistogram;
 use shards::shard::{node_table_counters, ShardStats, TableCounters};
 use wire::protocol::{
-    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, NodeInfo, NodeStatus, Response,
-    RingEntry, RingState, ShardInfo, TableStats, MAX_ADMIN_ITEMS,
+    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, Netstats, NodeInfo, NodeStatus, Response,
+    RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
 };
 
 use super::{node_error, Coordinator};
@@ -55,6 +55,7 @@ impl Coordinator {
             | AdminRequest::Info
             | AdminRequest::Drain
             | AdminRequest::Repair(_)
+            | AdminRequest::Netstats
             | AdminRequest::Ring => None,
         };
         let stats = self.node.stats().await.map_err(node_error)?;
@@ -73,6 +74,7 @@ impl Coordinator {
                 None => vec![self.local_status(&stats)],
             }),
             AdminRequest::Info => AdminResult::Info(self.info(&stats)),
+            AdminRequest::Netstats => AdminResult::Netstats(self.netstats()),
             AdminRequest::TableStats { .. } => AdminResult::TableStats(self.table_stats(&stats, table)),
             AdminRequest::Ring => AdminResult::Ring(self.ring(&stats)?),
             AdminRequest::Flush { .. } => {
@@ -107,6 +109,33 @@ impl Coordinator {
         (self.schemas())(name)
             .map(|schema| schema.id)
             .ok_or_else(|| ErrorResponse::new(ErrorCode::Invalid, format!("Table '{name}' doesn't exist")))
+    }
+
+    /// `netstats`: this node's bootstrap streams (a node without the cluster service, or that
+    /// never bootstrapped, is NORMAL with none).
+    fn netstats(&self) -> Netstats {
+        let progress = self.cluster().map(|c| c.progress()).unwrap_or_default();
+        Netstats {
+            mode: progress.phase.name().to_owned(),
+            ranges_total: progress.ranges_total,
+            ranges_done: progress.ranges_done,
+            seconds: progress.seconds,
+            throughput_limit: progress.throughput_limit.unwrap_or(0),
+            error: progress.error.clone(),
+            peers: progress
+                .peers
+                .iter()
+                .map(|p| StreamPeer {
+                    host_id: p.host,
+                    address: p.peer.clone(),
+                    ranges_done: p.ranges_done,
+                    partitions: p.partitions,
+                    rows: p.rows,
+                    bytes: p.bytes,
+                    failures: p.failures,
+                })
+                .collect(),
+        }
     }
 
     fn local_status(&self, stats: &[ShardStats]) -> NodeStatus {
@@ -237,9 +266,11 @@ fn load(stats: &[ShardStats]) -> u64 {
 /// Normal (and down: its liveness says so); no status makes Moving (there is no move).
 fn ring_state(status: Option<Status>) -> Option<RingState> {
     match status {
-        Some(Status::Joining) => Some(RingState::Joining),
+        // No status yet: not in the ring yet (a bootstrapping node gossips none until it
+        // announces JOINING with its tokens).
+        Some(Status::Joining) | None => Some(RingState::Joining),
         Some(Status::Leaving) => Some(RingState::Leaving),
-        Some(Status::Normal) | Some(Status::Shutdown) | None => Some(RingState::Normal),
+        Some(Status::Normal) | Some(Status::Shutdown) => Some(RingState::Normal),
         Some(Status::Left { .. }) | Some(Status::Removed { .. }) => None,
     }
 }
@@ -288,7 +319,7 @@ mod tests {
         assert_eq!(code(true, Some(Status::Leaving)).as_deref(), Some("UL"));
         assert_eq!(code(false, Some(Status::Leaving)).as_deref(), Some("DL"));
         assert_eq!(code(false, Some(Status::Shutdown)).as_deref(), Some("DN"));
-        assert_eq!(code(false, None).as_deref(), Some("DN"), "a node whose status is not known yet");
+        assert_eq!(code(false, None).as_deref(), Some("DJ"), "a node not in the ring yet");
         assert_eq!(code(true, Some(Status::Left { expires_at_ms: 1 })), None);
         assert_eq!(code(false, Some(Status::Removed { expires_at_ms: 1 })), None);
     }

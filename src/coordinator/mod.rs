@@ -9,6 +9,7 @@
 
 mod admin;
 mod batchlog;
+mod bootstrap;
 mod paging;
 mod proxy;
 mod range;
@@ -40,6 +41,7 @@ use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 use crate::hints::HintStore;
 
 pub use batchlog::{Batchlog, BatchlogError};
+pub use bootstrap::{bootstrap, BootstrapSettings};
 pub use paging::{PagingError, PagingState};
 pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;
@@ -234,11 +236,13 @@ impl Coordinator {
         }
     }
 
-    /// The topology `view` shows, with its version: a digest of its encoding.
+    /// The topology `view` shows, with its version: a digest of its encoding. Joining members
+    /// are left out: clients route to the natural ring, as reads do.
     fn topology_of(view: &ClusterView) -> Topology {
         let nodes = view
             .members()
             .iter()
+            .filter(|m| !m.joining || view.joins().is_empty())
             .map(|m| TopologyNode {
                 host_id: m.host,
                 client: m.client,

@@ -24,7 +24,7 @@ use wire::schema::{ReadRepair, TableId, TableSchema};
 use super::{node_error, trace};
 use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult};
 use crate::cluster::replication::{
-    required_replicas, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
+    required_replicas, required_with_pending, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
 use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
 use crate::cluster::verbs::MutateBody;
@@ -187,9 +187,15 @@ impl StorageProxy {
                 }
             };
             let rf = replication_factor(&table);
-            let replicas = view.replicas(write.key.token(), rf);
-            let required =
-                required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, &table, rf, u))?;
+            let token = write.key.token();
+            let mut replicas = view.replicas(token, rf);
+            let pending = view.pending_replicas(token, rf);
+            let required = match pending.is_empty() {
+                true => required_replicas(consistency, rf, &replicas),
+                false => required_with_pending(consistency, rf, &replicas, &pending),
+            }
+            .map_err(|u| unavailable(consistency, &table, rf, u))?;
+            replicas.extend(pending);
             let update = write.stamp(ts, now);
             match groups.iter_mut().find(|g| same_nodes(&g.replicas, &replicas)) {
                 Some(group) => {

@@ -114,6 +114,7 @@ impl TestCluster {
                     tokens: vec![tokens],
                     alive: true,
                     generation: 1,
+                    joining: false,
                 }
             })
             .collect();

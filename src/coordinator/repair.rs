@@ -535,7 +535,7 @@ fn peer_error(peer: SocketAddr, e: impl std::fmt::Display) -> StreamError {
 
 /// The non-empty partitions of a page as updates carrying their stored versions (timestamps,
 /// tombstones and TTLs as they are), and how many rows they hold.
-fn updates(table: TableId, page: Vec<(PartitionKey, Partition)>) -> (Vec<PartitionUpdate>, u64) {
+pub(super) fn updates(table: TableId, page: Vec<(PartitionKey, Partition)>) -> (Vec<PartitionUpdate>, u64) {
     let mut rows = 0;
     let updates = page
         .into_iter()
@@ -567,6 +567,7 @@ mod tests {
                 shard_aware: None,
                 alive: true,
                 generation: 1,
+                joining: false,
             })
             .collect();
         ClusterView::new(local, members).unwrap()

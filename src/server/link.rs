@@ -247,6 +247,7 @@ mod tests {
             tokens: vec![vec![host as i64 * 1000]],
             alive,
             generation: 1,
+            joining: false,
         };
         let local = SocketAddr::from(([127, 0, 0, 1], 1));
         ClusterView::new(1, vec![member(1, local, true), member(2, peer, alive)]).expect("a view")

@@ -22,7 +22,7 @@ use crate::config::{
     parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT, DEFAULT_SHARD_AWARE_PORT,
 };
 use crate::logging::{self, LogFormat};
-use services::{ServiceEvent, Wiring};
+use services::{JoinPlan, ServiceEvent, Wiring};
 
 /// Flags of `enigmadb server`; each overrides the same setting of `--config`.
 #[derive(clap::Args, Debug, Default)]
@@ -92,6 +92,19 @@ pub struct Args {
     /// `enigmadb admin repair` [default: 0].
     #[arg(long)]
     repair_interval_ms: Option<u64>,
+    /// A new node joining a cluster with tables streams its ranges before it turns NORMAL
+    /// [default: true].
+    #[arg(long)]
+    auto_bootstrap: Option<bool>,
+    /// How long a bootstrapping node announces JOINING before streaming, ms [default: 5000].
+    #[arg(long)]
+    ring_delay_ms: Option<u64>,
+    /// Bootstrap streaming rate bound, MB/s; 0 = unthrottled [default: 24].
+    #[arg(long)]
+    stream_throughput_mb_per_s: Option<u64>,
+    /// The replication factor a joining node balances its tokens for [default: 3].
+    #[arg(long)]
+    allocate_tokens_for_local_replication_factor: Option<usize>,
     /// Bound on the hint bytes kept for one node [default: 128MiB].
     #[arg(long, value_parser = parse_size)]
     max_hints_size_per_host: Option<usize>,
@@ -238,6 +251,18 @@ impl Args {
         if let Some(v) = self.repair_interval_ms {
             c.repair_interval_ms = v;
         }
+        if let Some(v) = self.auto_bootstrap {
+            c.auto_bootstrap = v;
+        }
+        if let Some(v) = self.ring_delay_ms {
+            c.ring_delay_ms = v;
+        }
+        if let Some(v) = self.stream_throughput_mb_per_s {
+            c.stream_throughput_mb_per_s = v;
+        }
+        if let Some(v) = self.allocate_tokens_for_local_replication_factor {
+            c.allocate_tokens_for_local_replication_factor = v;
+        }
         if let Some(v) = self.max_hints_size_per_host {
             c.max_hints_size_per_host.0 = v;
         }
@@ -328,10 +353,12 @@ pub fn run(args: Args) -> Result<()> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     // The shards' channels are made once the shard count is known (the data directory fixes
     // it), at the first shard's turn.
+    let mut join = prepare_join(&config)?;
     let mut wiring: Option<Wiring> = None;
     let mut services = |shard: u16, shards: usize| -> Option<LocalService> {
-        let wiring =
-            wiring.get_or_insert_with(|| Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone()));
+        let wiring = wiring.get_or_insert_with(|| {
+            Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone(), join.take())
+        });
         Some(wiring.service(shard))
     };
     let (node, report) = Node::open_with_services(config.node_config(), &mut services)
@@ -360,14 +387,23 @@ pub fn run(args: Args) -> Result<()> {
         config.sync_mode,
     );
     tracing::info!(listen = %addr, metrics = %metrics_at, shards = node.shard_count(), replayed, "ready");
+    let mut failure = None;
     loop {
         if let Some(signal) = signals.wait(Duration::from_millis(200))? {
             tracing::info!(signal, "stopping: no new connections; in-flight requests finish");
             break;
         }
-        if !events.is_empty() || events.is_disconnected() {
-            tracing::error!("the coordinator stopped");
-            break;
+        match events.try_recv() {
+            Err(flume::TryRecvError::Empty) => {}
+            Ok(ServiceEvent::Failed(reason)) => {
+                tracing::error!(%reason, "stopping");
+                failure = Some(reason);
+                break;
+            }
+            Ok(_) | Err(flume::TryRecvError::Disconnected) => {
+                tracing::error!("the coordinator stopped");
+                break;
+            }
         }
     }
     let _ = stop_tx.try_send(());
@@ -380,7 +416,94 @@ pub fn run(args: Args) -> Result<()> {
     shutdown(&node)?;
     tracing::info!("stopped: WALs synced");
     println!("enigmadb stopped: WALs synced");
-    Ok(())
+    match failure {
+        Some(reason) => bail!(reason),
+        None => Ok(()),
+    }
+}
+
+/// Whether `dir` is missing or holds nothing of a node (an earlier start may have left its
+/// LOCK, its bootstrap state or a temporary file behind).
+fn is_new_dir(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return true };
+    entries.flatten().all(|e| {
+        let name = e.file_name();
+        matches!(name.to_str(), Some("LOCK" | "bootstrap.state" | "bootstrap.tmp" | "node.tmp"))
+    })
+}
+
+/// How long a new node tries its seeds before it refuses to start.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// Before the node opens its data directory: whether it bootstraps, and for a new directory
+/// its tokens. A directory with an identity whose bootstrap finished (or that never
+/// bootstrapped: the first node, or one started with `auto_bootstrap` off) starts as it is.
+/// A new directory with seeds asks one for the cluster; when the cluster has NORMAL nodes, the
+/// tokens are allocated against their ring and persisted; when it also has tables, the
+/// directory records a bootstrap in progress first (so a crash from here on bootstraps again)
+/// and the node bootstraps. A directory whose bootstrap did not finish bootstraps again with
+/// its tokens.
+fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
+    use crate::cluster::allocation::{allocate_tokens, Joining};
+    use crate::cluster::bootstrap::BootstrapState;
+    use shards::node_meta::NodeMeta;
+    let dir = &config.data_dir;
+    let state =
+        BootstrapState::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
+    let has_identity = NodeMeta::existing_shard_count(dir)?.is_some();
+    let resume = state == Some(BootstrapState::InProgress);
+    if !config.auto_bootstrap {
+        if has_identity && resume {
+            tracing::warn!(
+                "auto_bootstrap is off: this node starts NORMAL without the ranges its unfinished bootstrap did not stream"
+            );
+        }
+        return Ok(None);
+    }
+    if has_identity && !resume {
+        return Ok(None);
+    }
+    if !has_identity && !is_new_dir(dir) {
+        // Something is there but no identity: opening the node refuses it (a directory with
+        // data that lost its node.meta) or creates one as it always did.
+        return Ok(None);
+    }
+    let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
+    transport.cluster_name = config.cluster_name.clone();
+    transport.max_frame_bytes = config.max_frame_bytes.0;
+    let found = crate::cluster::discovery::discover(transport, &config.seeds, config.peer_listen, DISCOVERY_WAIT)?;
+    let Some(found) = found else {
+        if resume {
+            bail!("{}: this node's bootstrap did not finish, and no seed other than itself is listed to finish it from (start it with --seeds)", dir.display());
+        }
+        return Ok(None);
+    };
+    if resume {
+        tracing::info!(seed = %found.seed, "the bootstrap did not finish: bootstrapping again");
+        return Ok(Some(JoinPlan { deltas: found.deltas, schema: found.schema }));
+    }
+    let Some(ring) = found.ring().context("the seed's ring")? else {
+        tracing::warn!(seed = %found.seed, "the seed knows no NORMAL node: starting as the first one");
+        return Ok(None);
+    };
+    let joining = Joining { host: rand::random(), shards: config.shards, vnodes_per_shard: config.num_tokens };
+    let rf = config.allocate_tokens_for_local_replication_factor;
+    let tokens = allocate_tokens(Some(&ring), rf, joining, rand::random()).context("allocating tokens")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let bootstraps = found.has_user_tables();
+    if bootstraps {
+        BootstrapState::InProgress.store(dir)?;
+    }
+    let meta = NodeMeta::create_with_tokens(dir, tokens)?;
+    tracing::info!(
+        seed = %found.seed,
+        host = %format!("{:032x}", meta.host_id),
+        nodes = ring.vnodes().iter().map(|(_, (h, _))| *h).collect::<std::collections::BTreeSet<_>>().len(),
+        rf,
+        bootstraps,
+        "tokens allocated against the cluster's ring"
+    );
+    Ok(bootstraps.then_some(JoinPlan { deltas: found.deltas, schema: found.schema }))
 }
 
 /// Syncs and closes every shard (blocking the main thread on the node's executors).

@@ -19,7 +19,9 @@ use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
 use super::memory;
+use crate::cluster::gossip::Delta;
 use crate::cluster::opcodes::DATA_REQUESTS;
+use crate::cluster::schema::SchemaBody;
 use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandlers, Transport, HANDED_PEER_QUEUE};
 use crate::cluster::view::ClusterView;
@@ -42,9 +44,17 @@ pub enum ServiceEvent {
     Stopped,
 }
 
+/// What a node that bootstraps learnt from a seed before it opened (`prepare_join`).
+pub struct JoinPlan {
+    pub deltas: Vec<Delta>,
+    pub schema: SchemaBody,
+}
+
 /// The channel ends of every shard, made once the shard count is known; each shard's service
 /// takes its own.
 pub struct Wiring {
+    /// For the coordinator shard: the bootstrap to run, if any.
+    join: Option<JoinPlan>,
     shards: usize,
     config: ServerConfig,
     events: flume::Sender<ServiceEvent>,
@@ -63,11 +73,13 @@ impl Wiring {
         config: ServerConfig,
         events: flume::Sender<ServiceEvent>,
         stop: flume::Receiver<()>,
+        join: Option<JoinPlan>,
     ) -> Wiring {
         // Connections wait in a door's queue only while the door takes them from the accept
         // task: a few per shard at most.
         let handoff_queue = 64;
         Wiring {
+            join,
             shards,
             home: flume::bounded(HOME_QUEUE),
             handoffs: (0..shards).map(|_| flume::bounded(handoff_queue)).collect(),
@@ -81,7 +93,7 @@ impl Wiring {
     }
 
     /// The service of `shard`.
-    pub fn service(&self, shard: u16) -> LocalService {
+    pub fn service(&mut self, shard: u16) -> LocalService {
         match shard {
             0 => {
                 let ends = CoordinatorShardEnds {
@@ -100,8 +112,8 @@ impl Wiring {
                     done: self.done.1.clone(),
                     stop: self.stop.clone(),
                 };
-                let (config, events) = (self.config.clone(), self.events.clone());
-                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events)))
+                let (config, events, join) = (self.config.clone(), self.events.clone(), self.join.take());
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events, join)))
             }
             shard => {
                 let ends = DoorEnds {
@@ -150,7 +162,12 @@ async fn coordinator_shard(
     ends: CoordinatorShardEnds,
     config: ServerConfig,
     events: flume::Sender<ServiceEvent>,
+    join: Option<JoinPlan>,
 ) {
+    let (join_deltas, join_schema) = match join {
+        Some(JoinPlan { deltas, schema }) => (Some(deltas), Some(schema)),
+        None => (None, None),
+    };
     let fail = |reason: String| {
         let _ = events.send(ServiceEvent::Failed(reason));
     };
@@ -217,6 +234,7 @@ async fn coordinator_shard(
             (Some(hints), false) => hints.peer_down(host),
             (None, _) => {}
         }),
+        join_deltas,
     ) {
         Ok(cluster) => cluster,
         Err(e) => return fail(e.to_string()),
@@ -287,6 +305,17 @@ async fn coordinator_shard(
         peer: cluster.peer_addr(),
         metrics: metrics_addr,
     });
+    if let Some(schema) = join_schema {
+        let (node, cluster, clock) = (node.clone(), cluster.clone(), coordinator.proxy().clock().clone());
+        let (settings, events) = (config.bootstrap_settings(), events.clone());
+        glommio::spawn_local(async move {
+            if let Err(why) = crate::coordinator::bootstrap(node, cluster, clock, schema, settings).await {
+                tracing::error!(error = %why, "bootstrap failed: this node stops (its next start bootstraps again)");
+                let _ = events.send_async(ServiceEvent::Failed(format!("bootstrap failed: {why}"))).await;
+            }
+        })
+        .detach();
+    }
     // Returns the memory this shard frees (answers, rows) until its connections have finished.
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };

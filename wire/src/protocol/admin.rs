@@ -30,6 +30,8 @@ pub enum AdminRequest {
     Ring,
     /// Anti-entropy repair: a plan, or one range of it (`protocol::repair`).
     Repair(RepairRequest),
+    /// The node's streams: its bootstrap's phase and what it received from each peer.
+    Netstats,
 }
 
 const COMMAND_STATUS: u8 = 1;
@@ -40,6 +42,7 @@ const COMMAND_COMPACT: u8 = 5;
 const COMMAND_DRAIN: u8 = 6;
 const COMMAND_RING: u8 = 7;
 const COMMAND_REPAIR: u8 = 8;
+const COMMAND_NETSTATS: u8 = 9;
 
 impl AdminRequest {
     /// The command's name on the command line (`enigmadb admin <name>`).
@@ -53,6 +56,7 @@ impl AdminRequest {
             AdminRequest::Drain => "drain",
             AdminRequest::Ring => "ring",
             AdminRequest::Repair(_) => "repair",
+            AdminRequest::Netstats => "netstats",
         }
     }
 
@@ -74,6 +78,9 @@ impl AdminRequest {
                 w.u8(COMMAND_RING);
             }
             AdminRequest::Repair(repair) => repair.write(w.u8(COMMAND_REPAIR)),
+            AdminRequest::Netstats => {
+                w.u8(COMMAND_NETSTATS);
+            }
         }
     }
 
@@ -87,6 +94,7 @@ impl AdminRequest {
             COMMAND_DRAIN => AdminRequest::Drain,
             COMMAND_RING => AdminRequest::Ring,
             COMMAND_REPAIR => AdminRequest::Repair(RepairRequest::read(r)?),
+            COMMAND_NETSTATS => AdminRequest::Netstats,
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
     }
@@ -270,6 +278,73 @@ pub struct AdminDone {
     pub bytes_out: u64,
 }
 
+/// What a node received from one peer while bootstrapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPeer {
+    pub host_id: u128,
+    /// Its peer address (`host:port`).
+    pub address: String,
+    /// Token ranges (of one table each) it completed.
+    pub ranges_done: u64,
+    pub partitions: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Streams from it that failed (and went to another replica).
+    pub failures: u64,
+}
+
+/// The answer to `netstats` (nodetool's): the bootstrap's phase and its streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Netstats {
+    /// `NORMAL`, or where the bootstrap is (`JOINING: streaming`...).
+    pub mode: String,
+    /// Streams (one table's token range each) planned, and completed.
+    pub ranges_total: u64,
+    pub ranges_done: u64,
+    /// Seconds spent streaming.
+    pub seconds: f64,
+    /// The throttle in bytes per second; 0 = unthrottled.
+    pub throughput_limit: u64,
+    /// Why the bootstrap failed, when it did.
+    pub error: Option<String>,
+    pub peers: Vec<StreamPeer>,
+}
+
+const MIN_STREAM_PEER_BYTES: usize = 16 + 4 + 8 * 5;
+
+impl Netstats {
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.mode).u64(self.ranges_total).u64(self.ranges_done).u64(self.seconds.to_bits());
+        w.u64(self.throughput_limit);
+        write_opt_text(w, self.error.as_deref());
+        w.u32(self.peers.len() as u32);
+        for p in &self.peers {
+            write_host_id(w, p.host_id);
+            w.str(&p.address).u64(p.ranges_done).u64(p.partitions).u64(p.rows).u64(p.bytes).u64(p.failures);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Netstats, DecodeError> {
+        let mode = read_text(r, MAX_NAME_BYTES)?;
+        let (ranges_total, ranges_done, seconds, throughput_limit) =
+            (r.u64()?, r.u64()?, f64::from_bits(r.u64()?), r.u64()?);
+        let error = read_opt_message(r)?;
+        let n = read_count(r, MIN_STREAM_PEER_BYTES)?;
+        let peers = read_list(r, n, |r, _| {
+            Ok(StreamPeer {
+                host_id: read_host_id(r)?,
+                address: read_text(r, MAX_NAME_BYTES)?,
+                ranges_done: r.u64()?,
+                partitions: r.u64()?,
+                rows: r.u64()?,
+                bytes: r.u64()?,
+                failures: r.u64()?,
+            })
+        })?;
+        Ok(Netstats { mode, ranges_total, ranges_done, seconds, throughput_limit, error, peers })
+    }
+}
+
 /// The answer to an [`AdminRequest`] (sent as a RESULT of kind admin).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminResult {
@@ -281,6 +356,7 @@ pub enum AdminResult {
     Drained(AdminDone),
     Ring(Vec<RingEntry>),
     Repair(RepairResult),
+    Netstats(Netstats),
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -291,6 +367,7 @@ const RESULT_COMPACTED: u8 = 5;
 const RESULT_DRAINED: u8 = 6;
 const RESULT_RING: u8 = 7;
 const RESULT_REPAIR: u8 = 8;
+const RESULT_NETSTATS: u8 = 9;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
 const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
@@ -321,6 +398,7 @@ impl AdminResult {
                 entries.iter().for_each(|e| e.write(w));
             }
             AdminResult::Repair(repair) => repair.write(w.u8(RESULT_REPAIR)),
+            AdminResult::Netstats(netstats) => netstats.write(w.u8(RESULT_NETSTATS)),
         }
     }
 
@@ -343,6 +421,7 @@ impl AdminResult {
                 AdminResult::Ring(read_list(r, n, |r, _| RingEntry::read(r))?)
             }
             RESULT_REPAIR => AdminResult::Repair(RepairResult::read(r)?),
+            RESULT_NETSTATS => AdminResult::Netstats(Netstats::read(r)?),
             other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
         })
     }
@@ -597,6 +676,7 @@ pub(crate) mod tests {
             Just(AdminRequest::Drain),
             Just(AdminRequest::Ring),
             super::super::repair::tests::any_repair_request().prop_map(AdminRequest::Repair),
+            Just(AdminRequest::Netstats),
         ]
     }
 
@@ -701,6 +781,38 @@ pub(crate) mod tests {
         })
     }
 
+    fn any_netstats() -> impl Strategy<Value = Netstats> {
+        let peer = (any::<u128>(), "[0-9.:]{1,21}", proptest::array::uniform5(any::<u64>())).prop_map(
+            |(host_id, address, n)| StreamPeer {
+                host_id,
+                address,
+                ranges_done: n[0],
+                partitions: n[1],
+                rows: n[2],
+                bytes: n[3],
+                failures: n[4],
+            },
+        );
+        (
+            "[A-Z: a-z]{1,30}",
+            any::<u64>(),
+            any::<u64>(),
+            0.0..1e6f64,
+            any::<u64>(),
+            proptest::option::of("[a-z ]{0,40}"),
+            proptest::collection::vec(peer, 0..3),
+        )
+            .prop_map(|(mode, ranges_total, ranges_done, seconds, throughput_limit, error, peers)| Netstats {
+                mode,
+                ranges_total,
+                ranges_done,
+                seconds,
+                throughput_limit,
+                error,
+                peers,
+            })
+    }
+
     pub fn any_admin_result() -> impl Strategy<Value = AdminResult> {
         prop_oneof![
             proptest::collection::vec(any_node_status(), 0..3).prop_map(AdminResult::Status),
@@ -721,6 +833,7 @@ pub(crate) mod tests {
             any_done().prop_map(AdminResult::Drained),
             proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
             super::super::repair::tests::any_repair_result().prop_map(AdminResult::Repair),
+            any_netstats().prop_map(AdminResult::Netstats),
         ]
     }
 
@@ -777,8 +890,8 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_commands_and_results_are_typed_errors() {
-        let err = AdminRequest::read(&mut Reader::new(&[9])).unwrap_err();
-        assert!(err.to_string().contains("unknown command 9"), "{err}");
+        let err = AdminRequest::read(&mut Reader::new(&[10])).unwrap_err();
+        assert!(err.to_string().contains("unknown command 10"), "{err}");
         let err = AdminResult::read(&mut Reader::new(&[0])).unwrap_err();
         assert!(err.to_string().contains("unknown result 0"), "{err}");
     }

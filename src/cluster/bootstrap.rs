@@ -1,0 +1,388 @@
+//! Bootstrap of a node joining a cluster that has data, without I/O: which token ranges it
+//! streams from which replicas, whether its join may start alongside the movements in
+//! progress, how fast a stream may go, and the small state file that says a bootstrap is
+//! unfinished (docs/FORMAT.md, "Bootstrap state"). `coordinator::bootstrap` drives it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shards::durable_file::{self, DurableFileError, FileKind};
+use wire::ring::Ring;
+use wire::token::Token;
+
+use super::merkle::TokenRange;
+use super::pending::{Movement, MovementError, Owner, RangeMovements};
+use super::HostId;
+
+/// One token range the joining node will replicate, with the current replicas to stream it
+/// from, best first: those that lose the range once the join completes (Cassandra streams
+/// from them: they hold what the new node takes over), then the others in ring order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRange {
+    pub range: TokenRange,
+    pub sources: Vec<HostId>,
+}
+
+/// Every range `host` will replicate at `rf` once it joined `natural` with `tokens` (per
+/// shard) and does not replicate now, with its sources; adjacent ranges with the same sources
+/// are merged. In ring order.
+pub fn plan(
+    natural: &Ring<Owner>,
+    rf: usize,
+    host: HostId,
+    tokens: &[Vec<Token>],
+) -> Result<Vec<StreamRange>, MovementError> {
+    let join = Movement::Join { host, tokens: tokens.to_vec() };
+    let mut moves = RangeMovements::new(natural.clone(), rf);
+    moves.begin(join)?;
+    let mut future = natural.vnodes().to_vec();
+    for (shard, ts) in tokens.iter().enumerate() {
+        future.extend(ts.iter().map(|t| (*t, (host, shard as u16))));
+    }
+    future.sort_unstable_by_key(|(t, _)| *t);
+    let future = Ring::new(future)?;
+    let mut out: Vec<(Token, Token, Vec<HostId>)> = Vec::new();
+    for r in moves.pending().ranges() {
+        if !r.pending.iter().any(|(h, _)| *h == host) {
+            continue;
+        }
+        let keeps: Vec<HostId> = future.replicas(r.last, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect();
+        let natural: Vec<HostId> = r.natural.iter().map(|(h, _)| *h).collect();
+        let mut sources: Vec<HostId> = natural.iter().copied().filter(|h| !keeps.contains(h)).collect();
+        sources.extend(natural.iter().copied().filter(|h| keeps.contains(h)));
+        match out.last_mut() {
+            Some((_, last, s)) if *s == sources && last.checked_add(1) == Some(r.first) => *last = r.last,
+            _ => out.push((r.first, r.last, sources)),
+        }
+    }
+    // The range across the end of the token space comes as two pieces: one again.
+    if out.len() > 1 {
+        let (first, last) = (&out[0], &out[out.len() - 1]);
+        if first.0 == Token::MIN && last.1 == Token::MAX && first.2 == last.2 {
+            let (start, _, _) = out.pop().expect("two ranges or more");
+            out[0].0 = start;
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(first, last, sources)| StreamRange { range: TokenRange::new(first.wrapping_sub(1), last), sources })
+        .collect())
+}
+
+/// Whether `host` may start its join with `tokens`, given the natural ring, the joins in
+/// progress (`others`) and every replication factor in use: refused, naming the movement it
+/// overlaps, when at some factor its ranges overlap those of a join in progress (one range
+/// movement at a time, as Cassandra without `consistent_rangemovement=false`).
+pub fn check_join(
+    natural: &Ring<Owner>,
+    others: &[Movement],
+    host: HostId,
+    tokens: &[Vec<Token>],
+    rfs: &[usize],
+) -> Result<(), MovementError> {
+    for &rf in rfs {
+        let mut moves = RangeMovements::new(natural.clone(), rf);
+        for other in others {
+            // A join peers cannot take (it overlaps another) is not in progress for them either.
+            let _ = moves.begin(other.clone());
+        }
+        moves.begin(Movement::Join { host, tokens: tokens.to_vec() })?;
+    }
+    Ok(())
+}
+
+/// How long a stream that moved `bytes` in `elapsed` must pause to stay at `bytes_per_s` or
+/// below (None: unthrottled).
+pub fn throttle_delay(bytes: u64, elapsed: Duration, bytes_per_s: Option<u64>) -> Duration {
+    match bytes_per_s {
+        Some(rate) if rate > 0 => Duration::from_secs_f64(bytes as f64 / rate as f64).saturating_sub(elapsed),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Where this node's bootstrap is, for `enigmadb admin netstats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Not bootstrapping: NORMAL from the start (or the bootstrap finished before this run).
+    #[default]
+    Normal,
+    /// Waiting until its schema is every live peer's.
+    Schema,
+    /// JOINING announced: waiting `ring_delay_ms` for every coordinator to learn it.
+    RingDelay,
+    /// Streaming its ranges.
+    Streaming,
+    /// Every stream completed: NORMAL.
+    Completed,
+    /// Stopped on an error (the node exits; its next start bootstraps again).
+    Failed,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Normal => "NORMAL",
+            Phase::Schema => "JOINING: waiting for the schema",
+            Phase::RingDelay => "JOINING: waiting for the ring to settle",
+            Phase::Streaming => "JOINING: streaming",
+            Phase::Completed => "NORMAL: bootstrap completed",
+            Phase::Failed => "JOINING: bootstrap failed",
+        }
+    }
+}
+
+/// What this node received from one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStream {
+    pub host: HostId,
+    pub peer: String,
+    pub ranges_done: u64,
+    pub partitions: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Streams from it that failed (and went to another replica).
+    pub failures: u64,
+}
+
+/// The progress of this node's bootstrap streams.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    /// (table, range) streams planned, and done.
+    pub ranges_total: u64,
+    pub ranges_done: u64,
+    pub peers: Vec<PeerStream>,
+    /// Seconds spent streaming so far (or in all, once done).
+    pub seconds: f64,
+    /// The throttle, bytes per second (None: unthrottled).
+    pub throughput_limit: Option<u64>,
+    /// Why the bootstrap failed, when it did.
+    pub error: Option<String>,
+}
+
+impl Progress {
+    /// The entry of `host`, made on first use.
+    pub fn peer(&mut self, host: HostId, peer: String) -> &mut PeerStream {
+        match self.peers.iter().position(|p| p.host == host) {
+            Some(at) => &mut self.peers[at],
+            None => {
+                self.peers.push(PeerStream { host, peer, ..PeerStream::default() });
+                self.peers.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.peers.iter().map(|p| p.bytes).sum()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.peers.iter().map(|p| p.rows).sum()
+    }
+}
+
+/// The bootstrap state file of a data directory (`bootstrap.state`).
+pub const BOOTSTRAP_STATE_FILE: &str = "bootstrap.state";
+const KIND: FileKind = FileKind { name: "bootstrap state", magic: *b"ENIGBOOT", version: 1 };
+
+/// Where a node's bootstrap stands, as its data directory records it. A directory without the
+/// file never bootstrapped (the first node of a cluster, or one that joined before bootstrap
+/// existed): it starts NORMAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapState {
+    /// Tokens chosen (or being chosen), streams not all done: the next start bootstraps again.
+    InProgress,
+    /// Every stream completed; the node is NORMAL.
+    Completed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapStateError {
+    #[error(transparent)]
+    File(#[from] DurableFileError),
+    #[error("{path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+}
+
+impl BootstrapState {
+    fn code(self) -> u8 {
+        match self {
+            BootstrapState::InProgress => 1,
+            BootstrapState::Completed => 2,
+        }
+    }
+
+    /// The state recorded in `dir` (None: no file).
+    pub fn load(dir: &Path) -> Result<Option<BootstrapState>, BootstrapStateError> {
+        let path = dir.join(BOOTSTRAP_STATE_FILE);
+        let Some(payload) = durable_file::read(&path, KIND)? else { return Ok(None) };
+        let corrupt = |detail: String| BootstrapStateError::Corrupt { path: path.display().to_string(), detail };
+        match payload[..] {
+            [1] => Ok(Some(BootstrapState::InProgress)),
+            [2] => Ok(Some(BootstrapState::Completed)),
+            [code] => Err(corrupt(format!("unknown bootstrap state {code}"))),
+            _ => Err(corrupt(format!("a payload of {} bytes, expected 1", payload.len()))),
+        }
+    }
+
+    /// Records this state in `dir`, durably (written to a temporary file, synced, renamed).
+    pub fn store(self, dir: &Path) -> Result<(), BootstrapStateError> {
+        durable_file::write(&dir.join(BOOTSTRAP_STATE_FILE), KIND, &[self.code()])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ring(nodes: u128, vnodes: usize, seed: u64) -> Ring<Owner> {
+        let mut x = seed | 1;
+        let mut taken = BTreeSet::new();
+        let mut out = Vec::new();
+        for host in 1..=nodes {
+            for _ in 0..vnodes {
+                let t = loop {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if taken.insert(x as i64) && x as i64 != Token::MIN {
+                        break x as i64;
+                    }
+                };
+                out.push((t, (host, 0)));
+            }
+        }
+        Ring::new(out).unwrap()
+    }
+
+    fn fresh(natural: &Ring<Owner>, count: usize, seed: u64) -> Vec<Vec<Token>> {
+        let taken: BTreeSet<Token> = natural.vnodes().iter().map(|(t, _)| *t).collect();
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut out = Vec::new();
+        while out.len() < count {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !taken.contains(&(x as i64)) && !out.contains(&(x as i64)) && x as i64 != Token::MIN {
+                out.push(x as i64);
+            }
+        }
+        vec![out]
+    }
+
+    fn hosts(ring: &Ring<Owner>, token: Token, rf: usize) -> Vec<HostId> {
+        ring.replicas(token, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every token the new node will replicate and does not now is in exactly one planned
+        /// range, and nothing else is; sources are the current replicas, losers first.
+        #[test]
+        fn the_plan_covers_exactly_what_the_new_node_takes_over(
+            seed in any::<u64>(), nodes in 1u128..6, vnodes in 1usize..5, rf in 1usize..4, new in 1usize..5,
+        ) {
+            let natural = ring(nodes, vnodes, seed);
+            let tokens = fresh(&natural, new, seed);
+            let host = 99;
+            let streams = plan(&natural, rf, host, &tokens).unwrap();
+            let mut future = natural.vnodes().to_vec();
+            future.extend(tokens[0].iter().map(|t| (*t, (host, 0))));
+            future.sort_unstable_by_key(|(t, _)| *t);
+            let future = Ring::new(future).unwrap();
+            let mut probes: Vec<Token> = vec![Token::MIN + 1, 0, Token::MAX, -1, 1];
+            for (t, _) in future.vnodes() {
+                probes.extend([t.wrapping_sub(1), *t, t.wrapping_add(1)]);
+            }
+            for token in probes.into_iter().filter(|t| *t != Token::MIN) {
+                let now = hosts(&natural, token, rf);
+                let later = hosts(&future, token, rf);
+                let takes = later.contains(&host) && !now.contains(&host);
+                let covering: Vec<&StreamRange> = streams.iter().filter(|s| s.range.contains(token)).collect();
+                prop_assert_eq!(covering.len(), usize::from(takes), "token {} in {:?}", token, streams);
+                if let Some(s) = covering.first() {
+                    let mut sorted = s.sources.clone();
+                    sorted.sort_unstable();
+                    let mut expected = now.clone();
+                    expected.sort_unstable();
+                    prop_assert_eq!(sorted, expected);
+                    let losing: Vec<HostId> = now.iter().copied().filter(|h| !later.contains(h)).collect();
+                    prop_assert_eq!(&s.sources[..losing.len()], &losing[..], "losers first");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_between_two_nodes_streams_from_the_one_losing_the_range() {
+        // Nodes 1..4 at 0, 1000, 2000, 3000; RF 1; a join at 1500 takes (1000, 1500] from
+        // node 3 (token 2000).
+        let natural = Ring::new((0..4).map(|i| (i * 1000, (i as HostId + 1, 0))).collect()).unwrap();
+        let streams = plan(&natural, 1, 9, &[vec![1500]]).unwrap();
+        assert_eq!(streams, vec![StreamRange { range: TokenRange::new(1000, 1500), sources: vec![3] }]);
+        // RF 2: it takes (0, 1500] as a second or first replica; node 4 loses (0, 1000] and
+        // node 3 (1000, 1500].
+        let streams = plan(&natural, 2, 9, &[vec![1500]]).unwrap();
+        assert_eq!(
+            streams,
+            vec![
+                StreamRange { range: TokenRange::new(0, 1000), sources: vec![3, 2] },
+                StreamRange { range: TokenRange::new(1000, 1500), sources: vec![4, 3] },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_range_across_the_end_of_the_token_space_is_one_stream() {
+        let natural = Ring::new(vec![(-1000, (1, 0)), (1000, (2, 0))]).unwrap();
+        // A join at -5000 on RF 1 takes (1000, -5000] from node 1, across the end.
+        let streams = plan(&natural, 1, 9, &[vec![-5000]]).unwrap();
+        assert_eq!(streams, vec![StreamRange { range: TokenRange::new(1000, -5000), sources: vec![1] }]);
+        assert!(streams[0].range.contains(Token::MAX) && streams[0].range.contains(Token::MIN + 1));
+        assert!(!streams[0].range.contains(-4999) && !streams[0].range.contains(1000));
+    }
+
+    #[test]
+    fn a_join_overlapping_one_in_progress_is_refused_at_any_factor_in_use() {
+        let natural = Ring::new((0..4).map(|i| (i * 1000, (i as HostId + 1, 0))).collect()).unwrap();
+        let first = Movement::Join { host: 10, tokens: vec![vec![500]] };
+        assert!(check_join(&natural, std::slice::from_ref(&first), 11, &[vec![2500]], &[1]).is_ok());
+        // At RF 3 both joins change the replicas of (0, 500].
+        let err = check_join(&natural, std::slice::from_ref(&first), 11, &[vec![2500]], &[1, 3]).unwrap_err();
+        assert!(matches!(err, MovementError::Overlaps { .. }), "{err}");
+        assert!(err.to_string().contains("one range movement at a time"), "{err}");
+        assert!(check_join(&natural, &[], 11, &[vec![1000]], &[1]).is_err(), "a token taken");
+    }
+
+    #[test]
+    fn throttling_paces_bytes_to_the_rate() {
+        let mb = 1 << 20;
+        assert_eq!(throttle_delay(10 * mb, Duration::from_secs(1), Some(mb)), Duration::from_secs(9));
+        assert_eq!(throttle_delay(mb, Duration::from_secs(2), Some(mb)), Duration::ZERO);
+        assert_eq!(throttle_delay(u64::MAX, Duration::ZERO, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(BootstrapState::load(dir.path()).unwrap().is_none());
+        BootstrapState::InProgress.store(dir.path()).unwrap();
+        assert_eq!(BootstrapState::load(dir.path()).unwrap(), Some(BootstrapState::InProgress));
+        BootstrapState::Completed.store(dir.path()).unwrap();
+        assert_eq!(BootstrapState::load(dir.path()).unwrap(), Some(BootstrapState::Completed));
+        let path = dir.path().join(BOOTSTRAP_STATE_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(BootstrapState::load(dir.path()).is_err(), "a checksum mismatch is an error");
+        durable_file::write(&path, KIND, &[7]).unwrap();
+        assert!(matches!(BootstrapState::load(dir.path()), Err(BootstrapStateError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,331 @@
+//! Bootstrap with real processes: a 4th node joins a 3-node RF 3 cluster holding data while a
+//! writer keeps writing at QUORUM and a reader keeps reading acknowledged rows at QUORUM.
+//! Nothing acknowledged is ever missing, and once the node is UN everywhere every acknowledged
+//! row reads back at QUORUM and ALL, and at ONE through the new node (which answers from its
+//! own copy for the ranges it replicates: it streamed them).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use common::cluster::{admin_status, await_until, rows, TestCluster};
+use common::{connect, enigmadb};
+use wire::client::{Client, Prepared};
+use wire::protocol::{QueryParams, QueryResult};
+use wire::{Consistency, Value};
+
+/// Rows written before the join (a debug build writes them in a few seconds).
+const ROWS: usize = 20_000;
+/// Writer threads loading them.
+const LOADERS: usize = 4;
+
+fn at(consistency: Consistency) -> QueryParams {
+    QueryParams { consistency, ..QueryParams::default() }
+}
+
+fn insert(client: &mut Client, prepared: &Prepared, key: &str, value: i32) -> bool {
+    let values = [Some(Value::Text(key.to_owned())), Some(Value::Int(value))];
+    client.execute(prepared, &values, at(Consistency::Quorum)).is_ok()
+}
+
+/// The value of `key` at `consistency`; Err when the read itself failed.
+fn read(client: &mut Client, prepared: &Prepared, key: &str, consistency: Consistency) -> Result<Option<i32>, String> {
+    match client.execute(prepared, &[Some(Value::Text(key.to_owned()))], at(consistency)) {
+        Ok(QueryResult::Rows(rows)) => Ok(rows.rows.first().and_then(|row| match row[0] {
+            Some(Value::Int(v)) => Some(v),
+            _ => None,
+        })),
+        Ok(other) => Err(format!("a SELECT answered {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads every key of `acked` at `consistency` through `addr` with a few clients; returns the
+/// keys whose read did not give the acknowledged value.
+fn check_all(addr: std::net::SocketAddr, acked: &BTreeMap<String, i32>, consistency: Consistency) -> Vec<String> {
+    let keys: Vec<(String, i32)> = acked.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let chunk = keys.len().div_ceil(LOADERS);
+    let threads: Vec<_> = keys
+        .chunks(chunk)
+        .map(|part| {
+            let part = part.to_vec();
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                let select = client.prepare("SELECT v FROM kv WHERE k = ?").expect("prepare");
+                let mut wrong = Vec::new();
+                for (key, value) in part {
+                    match read(&mut client, &select, &key, consistency) {
+                        Ok(Some(v)) if v == value => {}
+                        other => wrong.push(format!("{key}: {other:?}")),
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().expect("reader thread")).collect()
+}
+
+/// `enigmadb admin netstats --json` of the node at `addr`.
+fn netstats(addr: std::net::SocketAddr) -> serde_json::Value {
+    let out = enigmadb().args(["admin", "netstats", "--host", &addr.to_string(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "admin netstats: {}", common::text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("admin netstats prints JSON")
+}
+
+#[test]
+fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
+    let mut cluster = TestCluster::start_with("bootstrap-join", 3, &["--ring-delay-ms", "3000"]);
+    cluster.create_kv_table(3);
+
+    // Load: ROWS keys at QUORUM through node 1.
+    let loaded = Instant::now();
+    let loaders: Vec<_> = (0..LOADERS)
+        .map(|t| {
+            let addr = cluster.addr(1);
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                let prepared = client.prepare("INSERT INTO kv (k, v) VALUES (?, ?)").expect("prepare");
+                (t..ROWS).step_by(LOADERS).for_each(|n| {
+                    assert!(insert(&mut client, &prepared, &format!("k{n}"), n as i32), "loading k{n}");
+                });
+            })
+        })
+        .collect();
+    loaders.into_iter().for_each(|t| t.join().expect("loader"));
+    let mut acked: BTreeMap<String, i32> = (0..ROWS).map(|n| (format!("k{n}"), n as i32)).collect();
+    eprintln!("loaded {ROWS} rows at QUORUM in {:?}", loaded.elapsed());
+
+    // A writer through node 2 and a reader through node 3, both at QUORUM, during the join.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(Vec::<(String, i32)>::new()));
+    let writer = {
+        let (stop, written, addr) = (stop.clone(), written.clone(), cluster.addr(2));
+        std::thread::spawn(move || {
+            let mut client = connect(addr);
+            let prepared = client.prepare("INSERT INTO kv (k, v) VALUES (?, ?)").expect("prepare");
+            let mut n = 0;
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{n}");
+                match insert(&mut client, &prepared, &key, n) {
+                    true => written.lock().unwrap().push((key, n)),
+                    false => failed += 1,
+                }
+                n += 1;
+            }
+            failed
+        })
+    };
+    let reader = {
+        let (stop, written, addr) = (stop.clone(), written.clone(), cluster.addr(3));
+        std::thread::spawn(move || {
+            let mut client = connect(addr);
+            let select = client.prepare("SELECT v FROM kv WHERE k = ?").expect("prepare");
+            let (mut reads, mut missing, mut errors) = (0u64, Vec::new(), 0u64);
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // Alternately a loaded key (spread over the ring) and one the writer had
+                // acknowledged before this read started.
+                let (key, value) = match i % 2 {
+                    0 => (format!("k{}", (i * 7919) % ROWS), ((i * 7919) % ROWS) as i32),
+                    _ => match written.lock().unwrap().iter().rev().nth(i % 50).cloned() {
+                        Some(acked) => acked,
+                        None => (format!("k{}", i % ROWS), (i % ROWS) as i32),
+                    },
+                };
+                i += 1;
+                match read(&mut client, &select, &key, Consistency::Quorum) {
+                    Ok(Some(v)) if v == value => {}
+                    Ok(other) => missing.push(format!("{key}: {other:?}")),
+                    Err(_) => errors += 1,
+                }
+                reads += 1;
+            }
+            (reads, missing, errors)
+        })
+    };
+    await_until("the writer has acknowledged writes", || written.lock().unwrap().len() > 100);
+
+    let joined = cluster.join();
+    assert_eq!(joined, 4);
+    let new = cluster.addr(4);
+    // While it streams, the others list it as UJ (up, joining), as nodetool does.
+    await_until("node 1 lists the new node as UJ", || {
+        admin_status(cluster.addr(1))
+            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UJ"))
+    });
+    cluster.await_up(4);
+    let netstats = netstats(new);
+    assert_eq!(netstats["mode"], "NORMAL: bootstrap completed", "{netstats}");
+    let (total, done) = (netstats["ranges_total"].as_u64().unwrap(), netstats["ranges_done"].as_u64().unwrap());
+    assert!(total > 0 && done == total, "{netstats}");
+    let received: u64 = netstats["receiving"].as_array().unwrap().iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    assert!(received > ROWS as u64 / 2, "at RF 3 on 4 nodes the new node replicates about 3/4 of the rows: {netstats}");
+    eprintln!("netstats of the new node: {netstats}");
+    // Keep going a little with the new node NORMAL everywhere.
+    let after = written.lock().unwrap().len();
+    await_until("the writer goes on after the join", || written.lock().unwrap().len() > after + 200);
+    stop.store(true, Ordering::Relaxed);
+    let failed_writes = writer.join().expect("writer");
+    let (reads, missing, read_errors) = reader.join().expect("reader");
+    let during: Vec<(String, i32)> = written.lock().unwrap().clone();
+    eprintln!(
+        "during the join: {} writes acknowledged ({failed_writes} failed), {reads} QUORUM reads ({read_errors} failed)",
+        during.len()
+    );
+    assert!(missing.is_empty(), "acknowledged rows missing at QUORUM during the join: {missing:?}");
+    acked.extend(during);
+
+    for (consistency, node) in [(Consistency::Quorum, 1), (Consistency::All, 2), (Consistency::One, 4)] {
+        let wrong = check_all(cluster.addr(node), &acked, consistency);
+        assert!(
+            wrong.is_empty(),
+            "{} of {} acknowledged rows wrong at {consistency} through node {node}, e.g. {:?}",
+            wrong.len(),
+            acked.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+    }
+}
+
+/// Rows of ~1 KiB values, so that a stream throttled at 1 MB/s lasts a few seconds.
+const WIDE_ROWS: usize = 4_000;
+
+/// Creates table `wide (k text PRIMARY KEY, v text)` at RF 3, waits until every node knows it,
+/// and loads [`WIDE_ROWS`] rows at QUORUM through node 1; returns them.
+fn load_wide(cluster: &TestCluster) -> BTreeMap<String, String> {
+    let mut first = connect(cluster.addr(1));
+    common::query_at(
+        &mut first,
+        "CREATE TABLE wide (k text PRIMARY KEY, v text) WITH replication_factor = 3",
+        Consistency::One,
+    )
+    .expect("CREATE TABLE wide");
+    for i in 1..=3 {
+        let mut client = connect(cluster.addr(i));
+        await_until(&format!("node {i} knows table wide"), || {
+            common::query_at(&mut client, "SELECT v FROM wide WHERE k = 'absent'", Consistency::One).is_ok()
+        });
+    }
+    let insert = first.prepare("INSERT INTO wide (k, v) VALUES (?, ?)").expect("prepare");
+    let rows: BTreeMap<String, String> =
+        (0..WIDE_ROWS).map(|n| (format!("k{n}"), format!("{n}-{}", "v".repeat(1000)))).collect();
+    for (k, v) in &rows {
+        let values = [Some(Value::Text(k.clone())), Some(Value::Text(v.clone()))];
+        first.execute(&insert, &values, at(Consistency::Quorum)).expect("loading wide");
+    }
+    rows
+}
+
+/// Keys of `rows` that do not read back with their value at ONE through `addr`.
+fn wrong_at_one(addr: std::net::SocketAddr, rows: &BTreeMap<String, String>) -> Vec<String> {
+    let mut client = connect(addr);
+    let select = client.prepare("SELECT v FROM wide WHERE k = ?").expect("prepare");
+    rows.iter()
+        .filter(|(k, v)| {
+            let got = client.execute(&select, &[Some(Value::Text((*k).clone()))], at(Consistency::One));
+            !matches!(got, Ok(QueryResult::Rows(r)) if r.rows.first().and_then(|row| row[0].clone()) == Some(Value::Text((*v).clone())))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Waits until node 4 streams (JOINING, some bytes received, not every range done).
+fn await_streaming(cluster: &TestCluster) -> serde_json::Value {
+    let new = cluster.addr(4);
+    let mut seen = serde_json::Value::Null;
+    await_until("the new node is streaming", || {
+        seen = netstats(new);
+        let received: u64 =
+            seen["receiving"].as_array().map_or(0, |a| a.iter().map(|p| p["bytes"].as_u64().unwrap_or(0)).sum());
+        seen["mode"] == "JOINING: streaming" && received > 0 && seen["ranges_done"] != seen["ranges_total"]
+    });
+    seen
+}
+
+const THROTTLED: [&str; 4] = ["--ring-delay-ms", "1000", "--stream-throughput-mb-per-s", "1"];
+
+#[test]
+fn a_joining_node_killed_mid_stream_bootstraps_again_when_restarted() {
+    let mut cluster = TestCluster::start_with("bootstrap-crash", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    let at_kill = await_streaming(&cluster);
+    let at_kill_addr = cluster.addr(4);
+    cluster.kill(4);
+    eprintln!("killed the joining node at {at_kill}");
+    // It is not NORMAL anywhere: peers keep it JOINING (down), never a natural replica.
+    for i in 1..=3 {
+        let status = admin_status(cluster.addr(i)).expect("admin status");
+        let killed = at_kill_addr.to_string();
+        assert!(!rows(&status).iter().any(|r| r["state"] == "UN" && r["address"] == killed), "node {i}: {status}");
+    }
+    cluster.restart(4);
+    let done = netstats(cluster.addr(4));
+    assert_eq!(done["mode"], "NORMAL: bootstrap completed", "{done}");
+    assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
+    let wrong = wrong_at_one(cluster.addr(4), &wide);
+    assert!(
+        wrong.is_empty(),
+        "{} rows wrong at ONE through the restarted node, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn a_source_killed_mid_stream_is_replaced_by_another_replica() {
+    let mut cluster = TestCluster::start_with("bootstrap-source", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    await_streaming(&cluster);
+    cluster.kill(2);
+    let new = cluster.addr(4);
+    for i in [1, 3, 4] {
+        await_until(&format!("node {i} lists the new node UN"), || {
+            admin_status(cluster.addr(i))
+                .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UN"))
+        });
+    }
+    let done = netstats(new);
+    assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
+    eprintln!("netstats after a source was killed: {done}");
+    let wrong = wrong_at_one(new, &wide);
+    assert!(
+        wrong.is_empty(),
+        "{} rows wrong at ONE through the new node, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn a_second_join_overlapping_one_in_progress_is_refused() {
+    let mut cluster = TestCluster::start_with("bootstrap-overlap", 3, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.join();
+    await_streaming(&cluster);
+    // Node 5 starts while node 4 streams: with vnodes at RF 3 their ranges overlap, so node 5
+    // stops before it announces anything (its next start would try again).
+    let mut fifth = cluster.launch(5);
+    let fifth_addr = fifth.addr.to_string();
+    await_until("the fifth node refuses to join and exits", || !fifth.is_running());
+    for i in 1..=3 {
+        let status = admin_status(cluster.addr(i)).expect("admin status");
+        assert!(
+            !rows(&status).iter().any(|r| r["address"] == fifth_addr && r["tokens"].as_u64() != Some(0)),
+            "node {i} knows the refused node's tokens: {status}"
+        );
+    }
+    let new = cluster.addr(4);
+    await_until("node 1 lists node 4 UN", || {
+        admin_status(cluster.addr(1))
+            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UN"))
+    });
+    let wrong = wrong_at_one(new, &wide);
+    assert!(wrong.is_empty(), "{} rows wrong at ONE through node 4", wrong.len());
+}
