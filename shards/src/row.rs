@@ -84,6 +84,15 @@ impl Row {
         (marker_live || !cells.is_empty()).then_some(cells)
     }
 
+    /// Whether a reader at `now_secs` sees this row under the partition's deletion `outer`: a
+    /// live marker or a live cell that no deletion shadows (what [`Row::live_cells`] finds,
+    /// without copying a value).
+    pub fn is_live(&self, outer: Option<Deletion>, now_secs: DeletionTime) -> bool {
+        let effective = Deletion::merge(outer, self.deletion);
+        let alive = |c: &Cell| !effective.is_some_and(|d| d.shadows(c.ts())) && c.live_value(now_secs).is_some();
+        self.marker.as_ref().is_some_and(alive) || self.cells.iter().any(|(_, c)| alive(c))
+    }
+
     /// Every timestamp in the row (for the HLC at replay and for metadata).
     pub fn max_timestamp(&self) -> Option<i64> {
         let cells = self.cells.iter().map(|(_, c)| c.ts());
@@ -174,6 +183,14 @@ impl Partition {
         self.deletion.is_none() && self.rows.is_empty()
     }
 
+    /// Drops every row after `last` (keeps `last` itself).
+    pub fn truncate_after(&mut self, last: &ClusteringKey) {
+        let mut tail = self.rows.split_off(last);
+        if let Some((key, row)) = tail.pop_first().filter(|(k, _)| k == last) {
+            self.rows.insert(key, row);
+        }
+    }
+
     pub fn max_timestamp(&self) -> Option<i64> {
         let rows = self.rows.values().filter_map(Row::max_timestamp);
         rows.chain(self.deletion.map(|d| d.ts)).max()
@@ -189,6 +206,16 @@ impl Partition {
         };
         u64::from(self.deletion.is_some()) + self.rows.values().map(row).sum::<u64>()
     }
+}
+
+/// Where a read of at most `limit` live rows may have stopped before its slice's end: after its
+/// last row, when it holds `limit` rows or more (a bounded read stops after `limit` live rows,
+/// or after more rows than that when many are dead, never before). None when the read holds
+/// every row of its slice, or had no limit. The same rule serves the replica that answers and
+/// the coordinator that compares answers, so no answer needs to say where it stopped.
+pub fn limited_cut(partition: Option<&Partition>, limit: Option<usize>) -> Option<ClusteringKey> {
+    let (partition, limit) = (partition?, limit?);
+    (partition.rows.len() >= limit).then(|| partition.rows.keys().next_back().cloned()).flatten()
 }
 
 /// A range of clustering keys. Bounds may be prefixes: `Included(p)` as an end includes every
