@@ -56,7 +56,7 @@ fn paging_a_large_partition_reads_each_row_once_and_does_not_stall_the_shard() {
         let statements = (first..first + 1000)
             .map(|ck| {
                 let values = vec![Some(Value::Int(0)), Some(Value::Int(ck)), Some(Value::Text(format!("v{ck}")))];
-                BatchStatement::Prepared(insert.id.clone(), values)
+                BatchStatement::Prepared(insert.id, values)
             })
             .collect();
         batch_ok(

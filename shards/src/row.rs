@@ -139,8 +139,16 @@ pub struct Partition {
 impl Partition {
     /// Merges another version of the partition into this one.
     pub fn merge(&mut self, other: Partition) {
-        let newer_deletion = other.deletion > self.deletion;
-        self.deletion = Deletion::merge(self.deletion, other.deletion);
+        self.merge_deletion(other.deletion);
+        self.merge_rows(other.rows);
+    }
+
+    /// The first half of [`Partition::merge`]: another version's partition deletion (dropping
+    /// the rows it shadows). Its rows follow with [`Partition::merge_rows`], in as many calls
+    /// as the caller likes (an async caller yields between chunks of a wide partition).
+    pub fn merge_deletion(&mut self, deletion: Option<Deletion>) {
+        let newer_deletion = deletion > self.deletion;
+        self.deletion = Deletion::merge(self.deletion, deletion);
         if newer_deletion {
             let deletion = self.deletion;
             self.rows.retain(|_, row| {
@@ -148,7 +156,12 @@ impl Partition {
                 !row.is_empty()
             });
         }
-        for (key, row) in other.rows {
+    }
+
+    /// The second half of [`Partition::merge`]: rows of a version whose deletion went through
+    /// [`Partition::merge_deletion`].
+    pub fn merge_rows(&mut self, rows: impl IntoIterator<Item = (ClusteringKey, Row)>) {
+        for (key, row) in rows {
             match self.rows.entry(key) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
                     e.get_mut().merge(row, self.deletion);

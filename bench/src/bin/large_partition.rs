@@ -34,7 +34,7 @@ struct Args {
     /// Rows per page.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
-    /// Deep pages measured (each a first page and its resumed successor).
+    /// Deep pages measured (each a first page and its resumed successor); 0 skips them.
     #[arg(long, default_value_t = 5)]
     pages: u32,
 }
@@ -47,9 +47,7 @@ fn rows_of(result: QueryResult) -> Result<wire::protocol::Rows> {
 }
 
 /// Reads the unrelated key until `stop`, recording each read's latency.
-fn unrelated_reader(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Result<LatencyHistogram> {
-    let mut client = Client::connect(addr)?;
-    client.set_timeout(Some(Duration::from_secs(600)))?;
+fn unrelated_reader(mut client: Client, stop: Arc<AtomicBool>) -> Result<LatencyHistogram> {
     let mut hist = LatencyHistogram::new();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
@@ -76,9 +74,12 @@ fn report(what: &str, hist: &LatencyHistogram) {
 /// Runs `work` while another connection reads the unrelated key; returns the latencies.
 fn with_reader(addr: std::net::SocketAddr, work: impl FnOnce() -> Result<()>) -> Result<LatencyHistogram> {
     let stop = Arc::new(AtomicBool::new(false));
+    // Connected before the work starts (a connection's handshake waits for the shard too).
+    let mut client = Client::connect(addr)?;
+    client.set_timeout(Some(Duration::from_secs(600)))?;
     let reader = {
         let stop = stop.clone();
-        std::thread::spawn(move || unrelated_reader(addr, stop))
+        std::thread::spawn(move || unrelated_reader(client, stop))
     };
     let outcome = work();
     stop.store(true, Ordering::Relaxed);
@@ -118,7 +119,7 @@ fn main() -> Result<()> {
         let statements = (ck..ck + n)
             .map(|c| {
                 let values = vec![Some(Value::Int(0)), Some(Value::Int(c as i32)), Some(Value::Text(format!("v{c}")))];
-                BatchStatement::Prepared(insert.id.clone(), values)
+                BatchStatement::Prepared(insert.id, values)
             })
             .collect();
         let batch =
@@ -131,7 +132,7 @@ fn main() -> Result<()> {
 
     // Pages at three depths: the first page of a slice starting there, then its successor
     // (resumed from the paging state, as a client paging through the partition would).
-    for percent in [0, 50, 90] {
+    for percent in [0, 50, 90].into_iter().filter(|_| args.pages > 0) {
         let mut first_pages = Vec::new();
         let mut resumed_pages = Vec::new();
         let pages_hist = with_reader(addr, || {
