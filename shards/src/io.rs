@@ -76,19 +76,6 @@ impl PathIoError {
     }
 }
 
-/// Lets the executor's other tasks (other requests of the shard) run when this one has used
-/// its time slice: call it at a bounded interval inside long loops (a merge of many rows, a
-/// scan, a wide read). glommio's preemption signal, answered with a plain yield: the task goes
-/// to the back of its queue and the executor polls for I/O before it runs again.
-/// `glommio::yield_if_needed` also marks the whole task queue as yielded, and a shard whose only
-/// runnable task sat in such a queue was seen to stall until some other event woke it (a
-/// batchlog replay at start hung for good); this does not.
-pub async fn yield_if_needed() {
-    if glommio::executor().need_preempt() {
-        futures_lite::future::yield_now().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

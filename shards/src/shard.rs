@@ -938,7 +938,7 @@ impl Shard {
             }
             bounded.push(chunks);
             if !bounded.is_done() {
-                crate::io::yield_if_needed().await;
+                glommio::yield_if_needed().await;
             }
         }
         let found = bounded.finish();
@@ -982,7 +982,7 @@ impl Shard {
             let Some(next) = merge.next().await? else { break };
             out.push(next);
             // Merging many (or wide) partitions must not hold the shard's other requests.
-            crate::io::yield_if_needed().await;
+            glommio::yield_if_needed().await;
         }
         let mut activities = self.table_activity.borrow_mut();
         let activity = activities.entry(table).or_default();

@@ -111,7 +111,7 @@ pub async fn run(
                 }
                 // A count over a wide partition or a large table is many pages: the shard's
                 // other requests run between them.
-                shards::io::yield_if_needed().await;
+                glommio::yield_if_needed().await;
             }
             Ok(QueryResult::Rows(Rows {
                 columns: column_specs(&plan.projection),

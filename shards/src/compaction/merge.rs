@@ -77,7 +77,7 @@ impl PartitionMerge {
                         let mut rows = p.rows.into_iter();
                         while rows.len() > 0 {
                             m.merge_rows(rows.by_ref().take(MERGE_CHUNK_ROWS));
-                            crate::io::yield_if_needed().await;
+                            glommio::yield_if_needed().await;
                         }
                     }
                     None => merged = Some(p),
