@@ -22,6 +22,7 @@ pub mod row;
 pub mod row_codec;
 pub mod shard;
 pub mod signal;
+pub mod slice;
 pub mod sstable;
 #[cfg(test)]
 mod test_support;

@@ -18,6 +18,7 @@ use crate::cell::Deletion;
 use crate::key::{ClusteringKey, PartitionKey};
 use crate::mutation::PartitionUpdate;
 use crate::row::{ClusteringSlice, Partition, PartitionRows, Row};
+use crate::slice::{chunk_of, SourceChunk};
 
 /// Bytes charged per stored row on top of its keys and cells: its share of B-tree nodes.
 const ROW_OVERHEAD: usize = 64;
@@ -133,19 +134,33 @@ impl MemTable {
     /// the clock: expired cells and tombstones are included, for merging with SSTables).
     pub fn get(&self, key: &PartitionKey, slice: &ClusteringSlice) -> Option<Partition> {
         let deletion = self.deletions.get(key).copied();
+        let rows: BTreeMap<ClusteringKey, Row> = self.slice_rows(key, slice).collect();
+        (deletion.is_some() || !rows.is_empty()).then_some(Partition { deletion, rows })
+    }
+
+    /// At most `max_rows` of the rows [`MemTable::get`] returns, from the slice's start: one
+    /// source's chunk of a bounded read (`slice` module). Seeks to the start; copies only the
+    /// rows it returns.
+    pub fn get_chunk(&self, key: &PartitionKey, slice: &ClusteringSlice, max_rows: usize) -> SourceChunk {
+        chunk_of(self.deletions.get(key).copied(), self.slice_rows(key, slice), max_rows)
+    }
+
+    /// The partition's rows inside `slice`, in clustering order, copied as they are taken.
+    fn slice_rows<'a>(
+        &'a self,
+        key: &'a PartitionKey,
+        slice: &'a ClusteringSlice,
+    ) -> impl Iterator<Item = (ClusteringKey, Row)> + 'a {
         let lower = match &slice.start {
             Bound::Unbounded => ClusteringKey::default(),
             Bound::Included(c) | Bound::Excluded(c) => c.clone(),
         };
         let start = RowKey { partition: key.clone(), clustering: lower };
-        let rows: BTreeMap<ClusteringKey, Row> = self
-            .rows
+        self.rows
             .range(start..)
-            .take_while(|(k, _)| k.partition == *key && slice.before_end(&k.clustering))
-            .filter(|(k, _)| slice.contains(&k.clustering))
+            .take_while(move |(k, _)| k.partition == *key && slice.before_end(&k.clustering))
+            .filter(move |(k, _)| slice.contains(&k.clustering))
             .map(|(k, r)| (k.clustering.clone(), r.clone()))
-            .collect();
-        (deletion.is_some() || !rows.is_empty()).then_some(Partition { deletion, rows })
     }
 
     /// Partitions whose token lies in (start, end] and, when `after` is given, whose key sorts

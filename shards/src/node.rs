@@ -31,6 +31,7 @@ use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
 use crate::row::{ClusteringSlice, Partition};
 use crate::shard::{self, Shard, ShardConfig, ShardError, ShardStats};
+use crate::slice::RowLimit;
 
 /// Settings of an embedded node.
 #[derive(Debug, Clone)]
@@ -204,6 +205,8 @@ enum Request {
         table: TableId,
         key: PartitionKey,
         slice: ClusteringSlice,
+        /// Stop after this many live rows (`Shard::read_limited`); None: the whole slice.
+        limit: Option<usize>,
         reply: flume::Sender<Result<Option<Partition>, ShardError>>,
     },
     Scan {
@@ -772,8 +775,20 @@ impl Node {
         key: PartitionKey,
         slice: ClusteringSlice,
     ) -> Result<Option<Partition>, NodeError> {
+        self.read_partition_limited(table, key, slice, None).await
+    }
+
+    /// [`Node::read_partition`] from the slice's start up to the `limit`-th row live now
+    /// (`Shard::read_limited`; dead rows on the way included), or the whole slice without one.
+    pub async fn read_partition_limited(
+        &self,
+        table: TableId,
+        key: PartitionKey,
+        slice: ClusteringSlice,
+        limit: Option<usize>,
+    ) -> Result<Option<Partition>, NodeError> {
         let shard = self.shard_of(key.token());
-        self.call(shard, |reply| Request::Read { table, key, slice, reply })
+        self.call(shard, |reply| Request::Read { table, key, slice, limit, reply })
             .await?
             .map_err(|source| NodeError::Shard { shard, source })
     }
@@ -1153,8 +1168,12 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::ApplyStamped { updates, encoded, reply } => {
             let _ = reply.send(shard.apply_stamped(updates, encoded).await);
         }
-        Request::Read { table, key, slice, reply } => {
+        Request::Read { table, key, slice, limit: None, reply } => {
             let _ = reply.send(shard.read(table, &key, &slice).await);
+        }
+        Request::Read { table, key, slice, limit: Some(live_rows), reply } => {
+            let limit = RowLimit { live_rows, now_secs: now_secs() };
+            let _ = reply.send(shard.read_limited(table, &key, &slice, limit).await);
         }
         Request::Scan { table, start, end, after, limit, reply } => {
             let _ = reply.send(shard.scan(table, start, end, after, limit).await);

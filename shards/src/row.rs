@@ -84,6 +84,15 @@ impl Row {
         (marker_live || !cells.is_empty()).then_some(cells)
     }
 
+    /// Whether a reader at `now_secs` sees this row under the partition's deletion `outer`: a
+    /// live marker or a live cell that no deletion shadows (what [`Row::live_cells`] finds,
+    /// without copying a value).
+    pub fn is_live(&self, outer: Option<Deletion>, now_secs: DeletionTime) -> bool {
+        let effective = Deletion::merge(outer, self.deletion);
+        let alive = |c: &Cell| !effective.is_some_and(|d| d.shadows(c.ts())) && c.live_value(now_secs).is_some();
+        self.marker.as_ref().is_some_and(alive) || self.cells.iter().any(|(_, c)| alive(c))
+    }
+
     /// Every timestamp in the row (for the HLC at replay and for metadata).
     pub fn max_timestamp(&self) -> Option<i64> {
         let cells = self.cells.iter().map(|(_, c)| c.ts());
@@ -130,8 +139,16 @@ pub struct Partition {
 impl Partition {
     /// Merges another version of the partition into this one.
     pub fn merge(&mut self, other: Partition) {
-        let newer_deletion = other.deletion > self.deletion;
-        self.deletion = Deletion::merge(self.deletion, other.deletion);
+        self.merge_deletion(other.deletion);
+        self.merge_rows(other.rows);
+    }
+
+    /// The first half of [`Partition::merge`]: another version's partition deletion (dropping
+    /// the rows it shadows). Its rows follow with [`Partition::merge_rows`], in as many calls
+    /// as the caller likes (an async caller yields between chunks of a wide partition).
+    pub fn merge_deletion(&mut self, deletion: Option<Deletion>) {
+        let newer_deletion = deletion > self.deletion;
+        self.deletion = Deletion::merge(self.deletion, deletion);
         if newer_deletion {
             let deletion = self.deletion;
             self.rows.retain(|_, row| {
@@ -139,7 +156,12 @@ impl Partition {
                 !row.is_empty()
             });
         }
-        for (key, row) in other.rows {
+    }
+
+    /// The second half of [`Partition::merge`]: rows of a version whose deletion went through
+    /// [`Partition::merge_deletion`].
+    pub fn merge_rows(&mut self, rows: impl IntoIterator<Item = (ClusteringKey, Row)>) {
+        for (key, row) in rows {
             match self.rows.entry(key) {
                 std::collections::btree_map::Entry::Occupied(mut e) => {
                     e.get_mut().merge(row, self.deletion);
@@ -174,6 +196,14 @@ impl Partition {
         self.deletion.is_none() && self.rows.is_empty()
     }
 
+    /// Drops every row after `last` (keeps `last` itself).
+    pub fn truncate_after(&mut self, last: &ClusteringKey) {
+        let mut tail = self.rows.split_off(last);
+        if let Some((key, row)) = tail.pop_first().filter(|(k, _)| k == last) {
+            self.rows.insert(key, row);
+        }
+    }
+
     pub fn max_timestamp(&self) -> Option<i64> {
         let rows = self.rows.values().filter_map(Row::max_timestamp);
         rows.chain(self.deletion.map(|d| d.ts)).max()
@@ -189,6 +219,16 @@ impl Partition {
         };
         u64::from(self.deletion.is_some()) + self.rows.values().map(row).sum::<u64>()
     }
+}
+
+/// Where a read of at most `limit` live rows may have stopped before its slice's end: after its
+/// last row, when it holds `limit` rows or more (a bounded read stops after `limit` live rows,
+/// or after more rows than that when many are dead, never before). None when the read holds
+/// every row of its slice, or had no limit. The same rule serves the replica that answers and
+/// the coordinator that compares answers, so no answer needs to say where it stopped.
+pub fn limited_cut(partition: Option<&Partition>, limit: Option<usize>) -> Option<ClusteringKey> {
+    let (partition, limit) = (partition?, limit?);
+    (partition.rows.len() >= limit).then(|| partition.rows.keys().next_back().cloned()).flatten()
 }
 
 /// A range of clustering keys. Bounds may be prefixes: `Included(p)` as an end includes every

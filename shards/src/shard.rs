@@ -46,6 +46,7 @@ use crate::mutation::{decode_batch, encode_batch, PartitionUpdate, Write};
 use crate::read::now_secs;
 use crate::row::{ClusteringSlice, Partition};
 use crate::signal::Signal;
+use crate::slice::{BoundedRead, RowLimit, SourceChunk};
 use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter};
 use crate::wal::{Lsn, ReplayReport, Wal, WalConfig, WalError, WalStats};
 
@@ -899,6 +900,56 @@ impl Shard {
         Ok(found)
     }
 
+    /// The stored versions of one partition's rows in `slice` from its start up to the
+    /// `limit.live_rows`-th row live at `limit.now_secs` (tombstones and dead rows on the way
+    /// included, at most `slice::MAX_DEAD_ROWS` of them), merged from the MemTables and every
+    /// SSTable that may hold the key. Reads in rounds of at most `slice::MAX_CHUNK_ROWS` rows
+    /// per source, each seeking to where the last one stopped, and lets the shard's other
+    /// tasks run between rounds: a page deep in a wide partition reads about a page of rows,
+    /// not the partition (see `crate::slice`).
+    pub async fn read_limited(
+        &self,
+        table: TableId,
+        key: &PartitionKey,
+        slice: &ClusteringSlice,
+        limit: RowLimit,
+    ) -> Result<Option<Partition>, ShardError> {
+        if !self.schemas.borrow().contains_key(&table) {
+            return Err(ShardError::UnknownTable(table));
+        }
+        let started = Instant::now();
+        let mut bounded = BoundedRead::new(slice, limit);
+        while let Some(round) = bounded.next_slice() {
+            let rows = bounded.chunk_rows();
+            // The MemTables and SSTables of one instant (nothing awaits in between): a flush
+            // between two rounds moves rows from the one to the other, never out of sight.
+            let mut chunks: Vec<SourceChunk> = Vec::new();
+            let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
+                .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
+                .collect();
+            for g in &generations {
+                if let Some(memtable) = g.tables.borrow().get(&table) {
+                    chunks.push(memtable.get_chunk(key, &round, rows));
+                }
+            }
+            let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
+            for sst in &sstables {
+                chunks.push(sst.read_chunk(key, &round, rows).await?);
+            }
+            bounded.push(chunks);
+            if !bounded.is_done() {
+                glommio::yield_if_needed().await;
+            }
+        }
+        let found = bounded.finish();
+        let mut activities = self.table_activity.borrow_mut();
+        let activity = activities.entry(table).or_default();
+        activity.reads += 1;
+        activity.tombstones_scanned += found.as_ref().map_or(0, Partition::tombstones);
+        activity.read_latency.record(started.elapsed());
+        Ok(found)
+    }
+
     /// Up to `limit` partitions with tokens in (start, end] and keys after `after` (paging),
     /// in storage order, merged from the MemTables and SSTables. Streams the SSTables: memory
     /// is bounded by `limit` partitions per source.
@@ -930,6 +981,8 @@ impl Shard {
         while out.len() < limit {
             let Some(next) = merge.next().await? else { break };
             out.push(next);
+            // Merging many (or wide) partitions must not hold the shard's other requests.
+            glommio::yield_if_needed().await;
         }
         let mut activities = self.table_activity.borrow_mut();
         let activity = activities.entry(table).or_default();
@@ -1398,9 +1451,13 @@ fn summaries(list: &[Rc<Sstable>]) -> Vec<SstableSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::{Cell, Deletion};
     use crate::compaction::StrategyKind;
+    use crate::key::ClusteringKey;
     use crate::read::visible_rows;
+    use crate::row::Row;
     use crate::test_support::on_executor;
+    use std::ops::Bound;
     use wire::schema::{ColumnDef, TableOptions};
     use wire::{ColumnType, Value};
 
@@ -1441,6 +1498,183 @@ mod tests {
 
     fn live(shard: &Shard, table: TableId) -> Vec<Rc<Sstable>> {
         shard.sstables.borrow().get(&table).cloned().unwrap_or_default()
+    }
+
+    fn wide() -> TableSchema {
+        use wire::schema::{ClusteringColumn, ClusteringOrder};
+        TableSchema {
+            id: 1,
+            name: "wide".into(),
+            partition_key: vec![ColumnDef { name: "p".into(), ty: ColumnType::Int }],
+            clustering: vec![ClusteringColumn {
+                column: ColumnDef { name: "c".into(), ty: ColumnType::Int },
+                order: ClusteringOrder::Asc,
+            }],
+            columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
+            options: TableOptions::default(),
+        }
+    }
+
+    fn wide_key(schema: &TableSchema, p: i32) -> PartitionKey {
+        PartitionKey::from_values(schema, &[Value::Int(p)]).unwrap()
+    }
+
+    fn wide_ck(schema: &TableSchema, c: i32) -> ClusteringKey {
+        ClusteringKey::from_values(schema, &[Value::Int(c)], true).unwrap()
+    }
+
+    /// The reference for a bounded read: the whole partition read, cut at the `limit`-th live
+    /// row of `slice`.
+    fn cut_reference(full: Option<Partition>, slice: &ClusteringSlice, limit: RowLimit) -> Option<Partition> {
+        let mut want = full?.slice(slice);
+        let mut live = 0;
+        let last = want.rows.iter().find_map(|(k, r)| {
+            live += usize::from(r.is_live(want.deletion, limit.now_secs));
+            (live == limit.live_rows).then(|| k.clone())
+        });
+        if let Some(last) = last {
+            want.truncate_after(&last);
+        }
+        Some(want)
+    }
+
+    /// A wide partition spread over a MemTable and several SSTables of small blocks, with row
+    /// deletions, cell tombstones and a partition deletion between them: a bounded read from
+    /// any start with any limit returns exactly the matching part of the full read.
+    #[test]
+    fn bounded_reads_match_the_full_read_across_memtable_and_sstables() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = wide();
+            let mut config = manual_compaction();
+            config.sstable.block_size = 256;
+            let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
+            let key = wide_key(&schema, 7);
+            // A fixed pseudo-random sequence (a 64-bit LCG): the test is the same every run.
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let mut next = |n: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (seed >> 33) % n
+            };
+            let mut ts = 1_000i64;
+            for round in 0..4 {
+                let mut updates = Vec::new();
+                for _ in 0..400 {
+                    ts += 1;
+                    let c = next(800) as i32;
+                    let row = match next(10) {
+                        0 => Row { deletion: Some(Deletion { ts, deleted_at: 1 }), ..Row::default() },
+                        1 => Row { cells: vec![(0, Cell::Tombstone { ts, deleted_at: 1 })], ..Row::default() },
+                        _ => Row {
+                            marker: Some(Cell::Live { ts, value: Vec::new() }),
+                            deletion: None,
+                            cells: vec![(0, Cell::Live { ts, value: format!("r{round}c{c}").into_bytes() })],
+                        },
+                    };
+                    updates.push(PartitionUpdate {
+                        table: 1,
+                        key: key.clone(),
+                        deletion: None,
+                        rows: vec![(wide_ck(&schema, c), row)],
+                    });
+                    // Another partition on either side in the same files.
+                    for p in [6, 8] {
+                        let other = Row { marker: Some(Cell::Live { ts, value: Vec::new() }), ..Row::default() };
+                        let rows = vec![(wide_ck(&schema, c), other)];
+                        updates.push(PartitionUpdate { table: 1, key: wide_key(&schema, p), deletion: None, rows });
+                    }
+                }
+                if round == 2 {
+                    // Hides everything written before it, in the older SSTables too.
+                    let deletion = Some(Deletion { ts: ts - 200, deleted_at: 1 });
+                    updates.push(PartitionUpdate { table: 1, key: key.clone(), deletion, rows: Vec::new() });
+                }
+                shard.apply_stamped(updates, None).await.unwrap();
+                if round < 3 {
+                    shard.flush().await.unwrap();
+                }
+            }
+            assert_eq!(live(&shard, 1).len(), 3, "three SSTables and a MemTable");
+            let full = shard.read(1, &key, &ClusteringSlice::ALL).await.unwrap();
+            let now = now_secs();
+            let live_rows = full
+                .as_ref()
+                .unwrap()
+                .rows
+                .values()
+                .filter(|r| r.is_live(full.as_ref().unwrap().deletion, now))
+                .count();
+            assert!(live_rows > 100, "{live_rows} live rows");
+            let bounds =
+                |c: i32| [Bound::Unbounded, Bound::Included(wide_ck(&schema, c)), Bound::Excluded(wide_ck(&schema, c))];
+            for start_at in [0, 1, 250, 399, 400, 777, 799, 900] {
+                for start in bounds(start_at) {
+                    for end in [Bound::Unbounded, Bound::Excluded(wide_ck(&schema, 600))] {
+                        let slice = ClusteringSlice { start: start.clone(), end };
+                        for live_rows in [1, 2, 7, 50, 1500, 5000] {
+                            let limit = RowLimit { live_rows, now_secs: now };
+                            let got = shard.read_limited(1, &key, &slice, limit).await.unwrap();
+                            assert_eq!(got, cut_reference(full.clone(), &slice, limit), "{slice:?} limit {live_rows}");
+                        }
+                    }
+                }
+            }
+            // Paging with bounded reads, each after where the last stopped, sees every live row once.
+            let mut seen = Vec::new();
+            let mut slice = ClusteringSlice::ALL;
+            loop {
+                let limit = RowLimit { live_rows: 13, now_secs: now };
+                let page = shard.read_limited(1, &key, &slice, limit).await.unwrap();
+                let Some(page) = page else { break };
+                seen.extend(page.rows.iter().filter(|(_, r)| r.is_live(page.deletion, now)).map(|(k, _)| k.clone()));
+                match crate::row::limited_cut(Some(&page), Some(13)) {
+                    Some(after) => slice = ClusteringSlice { start: Bound::Excluded(after), end: Bound::Unbounded },
+                    None => break,
+                }
+            }
+            let full = full.unwrap();
+            let want: Vec<_> =
+                full.rows.iter().filter(|(_, r)| r.is_live(full.deletion, now)).map(|(k, _)| k.clone()).collect();
+            assert_eq!(seen, want);
+            shard.close().await.unwrap();
+        });
+    }
+
+    /// A page deep in a wide partition of one SSTable reads the partition's header block and
+    /// the few blocks the page needs, not the blocks before it.
+    #[test]
+    fn a_bounded_read_deep_in_a_wide_partition_reads_a_few_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = wide();
+            let mut config = manual_compaction();
+            config.sstable.block_size = 512;
+            let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
+            let key = wide_key(&schema, 1);
+            let rows = (0..5000)
+                .map(|c| {
+                    let row = Row { marker: Some(Cell::Live { ts: 10, value: Vec::new() }), ..Row::default() };
+                    (wide_ck(&schema, c), row)
+                })
+                .collect();
+            shard
+                .apply_stamped(vec![PartitionUpdate { table: 1, key: key.clone(), deletion: None, rows }], None)
+                .await
+                .unwrap();
+            shard.flush().await.unwrap();
+            let sst = live(&shard, 1)[0].clone();
+            assert!(sst.meta().data_blocks > 100, "{} blocks", sst.meta().data_blocks);
+            let touched = |s: SstableReadStats| s.blocks_read + s.cache_hits;
+            let before = touched(sst.stats());
+            let slice = ClusteringSlice { start: Bound::Excluded(wide_ck(&schema, 4000)), end: Bound::Unbounded };
+            let limit = RowLimit { live_rows: 10, now_secs: now_secs() };
+            let page = shard.read_limited(1, &key, &slice, limit).await.unwrap().unwrap();
+            let keys: Vec<_> = page.rows.keys().cloned().collect();
+            assert_eq!(keys, (4001..4011).map(|c| wide_ck(&schema, c)).collect::<Vec<_>>());
+            let blocks = touched(sst.stats()) - before;
+            assert!(blocks <= 3, "the page touched {blocks} blocks");
+            shard.close().await.unwrap();
+        });
     }
 
     /// Old live data in an SSTable outside the compaction keeps an expired (past gc grace)

@@ -53,6 +53,9 @@ pub struct ReadRequest {
     pub key: PartitionKey,
     pub slice: ClusteringSlice,
     pub digest_only: bool,
+    /// Rows from the slice's start up to this many live ones (a page), not the whole slice;
+    /// at least 1. None: the whole slice (what a node before the limit existed always reads).
+    pub limit: Option<u32>,
 }
 
 /// READ_RESULT: the partition as stored (None: nothing stored), or its digest.
@@ -91,14 +94,25 @@ pub fn decode_mutate(body: &[u8]) -> Result<Vec<PartitionUpdate>, MessageError> 
     decode_batch(batch).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
 }
 
+/// READ flags: only the digest is wanted.
+const READ_DIGEST_ONLY: u8 = 1;
+/// READ flags: a u32 row limit follows the flags.
+const READ_LIMITED: u8 = 2;
+
 impl ReadRequest {
-    /// version | table u32 | key bytes | start bound | end bound | flags u8 (1 = digest only).
+    /// version | table u32 | key bytes | start bound | end bound | flags u8 (1 = digest only,
+    /// 2 = a row limit follows) [| limit u32]. A request without a limit is encoded exactly as
+    /// before limits existed, so nodes of the release before read it.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(DATA_MESSAGE_VERSION).u32(self.table).bytes(self.key.bytes());
         encode_bound(&mut w, &self.slice.start);
         encode_bound(&mut w, &self.slice.end);
-        w.u8(u8::from(self.digest_only));
+        let limited = if self.limit.is_some() { READ_LIMITED } else { 0 };
+        w.u8(u8::from(self.digest_only) | limited);
+        if let Some(limit) = self.limit {
+            w.u32(limit);
+        }
         w.into_bytes()
     }
 
@@ -111,13 +125,20 @@ impl ReadRequest {
             let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
             let start = decode_bound(r)?;
             let end = decode_bound(r)?;
-            let digest_only = match r.u8()? {
-                0 => false,
-                1 => true,
-                other => return Err(r.invalid("READ flags", format!("unknown flags {other:#04x}"))),
+            let flags = r.u8()?;
+            if flags & !(READ_DIGEST_ONLY | READ_LIMITED) != 0 {
+                return Err(r.invalid("READ flags", format!("unknown flags {flags:#04x}")));
+            }
+            let limit = match flags & READ_LIMITED {
+                0 => None,
+                _ => match r.u32()? {
+                    0 => return Err(r.invalid("READ limit", "a row limit of 0".to_owned())),
+                    n => Some(n),
+                },
             };
             r.finish()?;
-            Ok(ReadRequest { table, key, slice: ClusteringSlice { start, end }, digest_only })
+            let digest_only = flags & READ_DIGEST_ONLY != 0;
+            Ok(ReadRequest { table, key, slice: ClusteringSlice { start, end }, digest_only, limit })
         };
         decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
     }
@@ -390,12 +411,14 @@ mod tests {
     }
 
     fn any_read_request() -> impl Strategy<Value = ReadRequest> {
-        (any::<u32>(), any_partition_key(), any_bound(), any_bound(), any::<bool>()).prop_map(
-            |(table, key, start, end, digest_only)| ReadRequest {
+        let limit = proptest::option::of(1u32..);
+        (any::<u32>(), any_partition_key(), any_bound(), any_bound(), any::<bool>(), limit).prop_map(
+            |(table, key, start, end, digest_only, limit)| ReadRequest {
                 table,
                 key,
                 slice: ClusteringSlice { start, end },
                 digest_only,
+                limit,
             },
         )
     }
@@ -521,12 +544,33 @@ mod tests {
     }
 
     #[test]
+    fn a_read_without_a_limit_keeps_the_layout_of_the_release_before() {
+        let key = PartitionKey::from_serialized(vec![1, 2]);
+        let mut request = ReadRequest { table: 7, key, slice: ClusteringSlice::ALL, digest_only: true, limit: None };
+        // version, table, key (u32 length and bytes), two unbounded bounds, flags 1.
+        let before = [1, 7, 0, 0, 0, 2, 0, 0, 0, 1, 2, 0, 0, 1];
+        assert_eq!(request.encode(), before);
+        request.limit = Some(100);
+        let limited = request.encode();
+        assert_eq!(limited[..13], before[..13]);
+        assert_eq!(limited[13..], [3, 100, 0, 0, 0], "flag 2 and the u32 limit");
+        assert_eq!(ReadRequest::decode(&limited).unwrap(), request);
+        let mut zero = limited.clone();
+        zero[14] = 0;
+        assert!(matches!(ReadRequest::decode(&zero), Err(MessageError::Malformed { message: "READ", .. })));
+        let mut unknown = limited;
+        unknown[13] = 7;
+        assert!(matches!(ReadRequest::decode(&unknown), Err(MessageError::Malformed { message: "READ", .. })));
+    }
+
+    #[test]
     fn unknown_versions_and_oversized_scans_are_typed_errors() {
         let request = ReadRequest {
             table: 1,
             key: PartitionKey::from_serialized(vec![1]),
             slice: ClusteringSlice::ALL,
             digest_only: false,
+            limit: None,
         };
         let mut body = request.encode();
         body[0] = 9;

@@ -4,7 +4,8 @@
 //! last-write-wins merge, the replicas found stale). The coordinator feeds it answers as they
 //! arrive; nothing here sends, waits or reads a clock.
 
-use shards::row::Partition;
+use shards::key::ClusteringKey;
+use shards::row::{limited_cut, Partition};
 use wire::protocol::Consistency;
 
 use super::messages::Digest;
@@ -132,6 +133,9 @@ pub struct ResolvedRead<R> {
     pub partition: Option<Partition>,
     /// Replicas whose data lacked something the merged result has (for read repair).
     pub stale: Vec<R>,
+    /// In a read with a row limit: the result holds the rows up to this key only (rows after
+    /// it were not read, or not by every replica); None when it holds the whole slice.
+    pub cut: Option<ClusteringKey>,
 }
 
 /// Resolves one partition read at a consistency level: data from one replica and digests from
@@ -141,6 +145,8 @@ pub struct ResolvedRead<R> {
 #[derive(Debug, Clone)]
 pub struct ReadResolver<R> {
     required: usize,
+    /// The read's row limit, which every replica applied to its answer.
+    limit: Option<usize>,
     /// Full answers, each with its digest.
     data: Vec<(R, Option<Partition>, Digest)>,
     digests: Vec<(R, Digest)>,
@@ -150,8 +156,14 @@ pub struct ReadResolver<R> {
 
 impl<R: Copy + Eq> ReadResolver<R> {
     pub fn new(required: usize) -> ReadResolver<R> {
+        ReadResolver::with_limit(required, None)
+    }
+
+    /// A resolver of a read whose replicas each answered with the rows of the slice up to the
+    /// `limit`-th live one (see [`resolve_limited`]).
+    pub fn with_limit(required: usize, limit: Option<usize>) -> ReadResolver<R> {
         assert!(required >= 1, "a read needs at least one replica");
-        ReadResolver { required, data: Vec::new(), digests: Vec::new(), fetching: None }
+        ReadResolver { required, limit, data: Vec::new(), digests: Vec::new(), fetching: None }
     }
 
     /// A replica's full answer, with [`super::messages::digest`] of it.
@@ -206,7 +218,8 @@ impl<R: Copy + Eq> ReadResolver<R> {
                     self.data.iter().all(|(_, _, d)| *d == first) && self.digests.iter().all(|(_, d)| *d == first);
                 if agree {
                     let partition = self.data.swap_remove(0).1;
-                    return ReadStep::Resolved(ResolvedRead { partition, stale: Vec::new() });
+                    let cut = limited_cut(partition.as_ref(), self.limit);
+                    return ReadStep::Resolved(ResolvedRead { partition, stale: Vec::new(), cut });
                 }
                 let fetch: Vec<R> = self.digests.iter().map(|(r, _)| *r).collect();
                 if fetch.is_empty() {
@@ -222,7 +235,7 @@ impl<R: Copy + Eq> ReadResolver<R> {
 
     /// Merges every full answer (see [`resolve_versions`]).
     fn merge(&mut self) -> ResolvedRead<R> {
-        resolve_versions(self.data.iter().map(|(r, v, _)| (*r, v.clone())).collect())
+        resolve_limited(self.data.iter().map(|(r, v, _)| (*r, v.clone())).collect(), self.limit)
     }
 }
 
@@ -231,12 +244,34 @@ impl<R: Copy + Eq> ReadResolver<R> {
 /// result are stale. Answers that all agree are the result as they are, with no merge. Point
 /// reads (through [`ReadResolver`]) and range reads resolve partitions here, and only here.
 pub fn resolve_versions<R: Copy>(versions: Vec<(R, Option<Partition>)>) -> ResolvedRead<R> {
+    resolve_limited(versions, None)
+}
+
+/// [`resolve_versions`] of answers to a read with a row limit, each holding the rows of the
+/// slice from its start up to the `limit`-th row live on its replica (Cassandra compares the
+/// same limited slice). An answer that may have stopped before the slice's end
+/// (`row::limited_cut`) says nothing about rows after its last one: the answers are cut at
+/// the first such point (the result's `cut`) before they are merged and compared, so a row
+/// beyond it neither appears in the result nor makes a replica stale. The reader resumes after
+/// `cut` for more rows.
+pub fn resolve_limited<R: Copy>(versions: Vec<(R, Option<Partition>)>, limit: Option<usize>) -> ResolvedRead<R> {
+    let cut = versions.iter().filter_map(|(_, v)| limited_cut(v.as_ref(), limit)).min();
     // An empty partition and no partition read the same (as their digests do).
-    let versions: Vec<(R, Option<Partition>)> =
-        versions.into_iter().map(|(r, v)| (r, v.filter(|p| !p.is_empty()))).collect();
+    let versions: Vec<(R, Option<Partition>)> = versions
+        .into_iter()
+        .map(|(r, v)| {
+            let v = v.map(|mut p| {
+                if let Some(cut) = &cut {
+                    p.truncate_after(cut);
+                }
+                p
+            });
+            (r, v.filter(|p| !p.is_empty()))
+        })
+        .collect();
     if versions.windows(2).all(|w| w[0].1 == w[1].1) {
         let partition = versions.into_iter().next().and_then(|(_, v)| v);
-        return ResolvedRead { partition, stale: Vec::new() };
+        return ResolvedRead { partition, stale: Vec::new(), cut };
     }
     let mut merged = Partition::default();
     for (_, version) in &versions {
@@ -246,7 +281,7 @@ pub fn resolve_versions<R: Copy>(versions: Vec<(R, Option<Partition>)>) -> Resol
     }
     let empty = Partition::default();
     let stale = versions.iter().filter(|(_, v)| *v.as_ref().unwrap_or(&empty) != merged).map(|(r, _)| *r).collect();
-    ResolvedRead { partition: (!merged.is_empty()).then_some(merged), stale }
+    ResolvedRead { partition: (!merged.is_empty()).then_some(merged), stale, cut }
 }
 
 #[cfg(test)]
@@ -363,7 +398,7 @@ mod tests {
         let v = version(1, "a", 10);
         assert_eq!(r.on_digest(2, digest(v.as_ref())), ReadStep::Wait, "no data yet");
         let step = data(&mut r, 1, v.clone());
-        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![] }));
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![], cut: None }));
     }
 
     #[test]
@@ -376,7 +411,10 @@ mod tests {
     #[test]
     fn a_single_replica_read_is_its_data() {
         let mut r = ReadResolver::new(1);
-        assert_eq!(data(&mut r, 1, None), ReadStep::Resolved(ResolvedRead { partition: None, stale: vec![] }));
+        assert_eq!(
+            data(&mut r, 1, None),
+            ReadStep::Resolved(ResolvedRead { partition: None, stale: vec![], cut: None })
+        );
     }
 
     #[test]
@@ -389,7 +427,7 @@ mod tests {
         assert_eq!(r.on_digest(3, digest(old.as_ref())), ReadStep::FetchData(vec![2, 3]));
         assert_eq!(data(&mut r, 3, old.clone()), ReadStep::Wait, "replica 2 still owes its data");
         let step = data(&mut r, 2, new.clone());
-        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1, 3] }));
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1, 3], cut: None }));
     }
 
     #[test]
@@ -412,18 +450,49 @@ mod tests {
         let v = version(1, "a", 10);
         data(&mut r, 1, None);
         assert_eq!(r.on_digest(2, digest(v.as_ref())), ReadStep::FetchData(vec![2]));
-        assert_eq!(data(&mut r, 2, v.clone()), ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![1] }));
+        assert_eq!(
+            data(&mut r, 2, v.clone()),
+            ReadStep::Resolved(ResolvedRead { partition: v, stale: vec![1], cut: None })
+        );
+    }
+
+    /// Rows `cks` with column 0 = "v" written at `ts`.
+    fn rows(cks: &[u8], ts: i64) -> Option<Partition> {
+        let mut p = Partition::default();
+        for &ck in cks {
+            p.merge(version(ck, "v", ts)?);
+        }
+        Some(p)
+    }
+
+    #[test]
+    fn limited_answers_are_compared_and_merged_up_to_the_first_point_one_may_have_stopped() {
+        // Limit 3. Replica 1 holds rows 1..=5 and answers 1, 2, 3; replica 2 missed row 2 and
+        // holds 1, 3, 4, 5, 6, answering 1, 3, 4. Past row 3 replica 1 said nothing.
+        let (one, two) = (rows(&[1, 2, 3], 10), rows(&[1, 3, 4], 10));
+        let resolved = resolve_limited(vec![(1u8, one.clone()), (2, two)], Some(3));
+        assert_eq!(resolved.partition, one, "row 4 lies past where replica 1 stopped");
+        assert_eq!(resolved.stale, vec![2], "replica 2 lacks row 2; replica 1 is not stale for row 4");
+        assert_eq!(resolved.cut, Some(ClusteringKey::from_encoded(vec![3])), "the reader resumes after row 3");
+        // A replica that answered fewer rows than the limit holds the whole slice: no cut.
+        let short = resolve_limited(vec![(1u8, rows(&[1, 2], 10)), (2, rows(&[1], 10))], Some(3));
+        assert_eq!((short.partition, short.stale, short.cut), (rows(&[1, 2], 10), vec![2], None));
+        // Digests of equal limited answers agree, and the answer carries its cut.
+        let mut r = ReadResolver::with_limit(2, Some(3));
+        data(&mut r, 1, one.clone());
+        let ReadStep::Resolved(agreed) = r.on_digest(2, digest(one.as_ref())) else { panic!("digests agree") };
+        assert_eq!(agreed.cut, Some(ClusteringKey::from_encoded(vec![3])));
     }
 
     #[test]
     fn resolving_versions_merges_the_newest_cells_and_names_the_stale_replicas() {
         let (old, new) = (version(1, "old", 10), version(1, "new", 20));
         let agree = resolve_versions(vec![(1, new.clone()), (2, new.clone())]);
-        assert_eq!(agree, ResolvedRead { partition: new.clone(), stale: vec![] });
+        assert_eq!(agree, ResolvedRead { partition: new.clone(), stale: vec![], cut: None });
         let resolved = resolve_versions(vec![(1, old.clone()), (2, None), (3, new.clone())]);
-        assert_eq!(resolved, ResolvedRead { partition: new, stale: vec![1, 2] });
+        assert_eq!(resolved, ResolvedRead { partition: new, stale: vec![1, 2], cut: None });
         let empty = resolve_versions(vec![(1, Some(Partition::default())), (2, None)]);
-        assert_eq!(empty, ResolvedRead { partition: None, stale: vec![] }, "empty and absent agree");
+        assert_eq!(empty, ResolvedRead { partition: None, stale: vec![], cut: None }, "empty and absent agree");
     }
 
     #[test]
@@ -434,7 +503,7 @@ mod tests {
         assert_eq!(r.on_digest(2, digest(new.as_ref())), ReadStep::FetchData(vec![2]));
         r.replace_fetch(2, 3);
         let step = data(&mut r, 3, new.clone());
-        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1] }));
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1], cut: None }));
     }
 
     #[test]
@@ -443,7 +512,7 @@ mod tests {
         let (old, new) = (version(1, "x", 1), version(1, "y", 2));
         data(&mut r, 1, old);
         let step = data(&mut r, 2, new.clone());
-        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1] }));
+        assert_eq!(step, ReadStep::Resolved(ResolvedRead { partition: new, stale: vec![1], cut: None }));
     }
 
     #[test]

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use shards::cell::{Timestamp, MIN_WRITE_TIMESTAMP};
 use shards::hlc::Hlc;
-use shards::key::PartitionKey;
+use shards::key::{ClusteringKey, PartitionKey};
 use shards::mutation::{PartitionUpdate, Write};
 use shards::node::Node;
 use shards::read::now_secs;
-use shards::row::{ClusteringSlice, Partition};
+use shards::row::{limited_cut, ClusteringSlice, Partition};
 use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ReadRepair, TableId, TableSchema};
 
@@ -26,7 +26,7 @@ use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult};
 use crate::cluster::replication::{
     required_replicas, required_with_pending, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
-use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
+use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest, Peers};
 use crate::cluster::verbs::MutateBody;
 use crate::cluster::view::{ClusterView, Replica};
 use crate::cluster::HostId;
@@ -320,13 +320,21 @@ impl StorageProxy {
     /// needs; on a mismatch, data from all of them, merged cell by cell (last write wins). A
     /// replica that fails is replaced by another live one. Stale replicas get the merged
     /// result as the table's `read_repair` option says ([`StorageProxy::read_repair`]).
+    ///
+    /// With a `limit`, each replica reads the slice from its start up to the `limit`-th live
+    /// row only (a page; its digest covers that same limited slice), and the answer says where
+    /// it stopped ([`SliceRead::cut`]): the caller reads on after that key for more rows.
     pub async fn read(
         &self,
         schema: &TableSchema,
         key: PartitionKey,
         slice: ClusteringSlice,
         consistency: Consistency,
-    ) -> Result<Option<Partition>, ErrorResponse> {
+        limit: Option<usize>,
+    ) -> Result<SliceRead, ErrorResponse> {
+        // The limit travels as a u32 (READ): one that does not fit is just as many rows.
+        let wire_limit = limit.map(|n| u32::try_from(n.max(1)).unwrap_or(u32::MAX));
+        let limit = wire_limit.map(|n| n as usize);
         let view = self.view();
         let rf = replication_factor(schema);
         let replicas = view.replicas(key.token(), rf);
@@ -338,13 +346,15 @@ impl StorageProxy {
         // `required_replicas` vouched for at least `required` (>= 1) live candidates.
         if required == 1 && candidates[0].local {
             trace::event(|| format!("Reading the partition on this node, a replica ({consistency}: no other asked)"));
-            let partition = self.node.read_partition(schema.id, key, slice).await.map_err(node_error)?;
+            let read = self.node.read_partition_limited(schema.id, key, slice, limit);
+            let partition = read.await.map_err(node_error)?;
             trace::event(|| format!("Read {} row(s) on this node", rows(partition.as_ref())));
-            return Ok(partition);
+            let cut = limited_cut(partition.as_ref(), limit);
+            return Ok(SliceRead { partition, cut });
         }
         let timeout = self.timeouts.read;
         let deadline = Instant::now() + timeout;
-        let request = ReadRequest { table: schema.id, key, slice, digest_only: false };
+        let request = ReadRequest { table: schema.id, key, slice, digest_only: false, limit: wire_limit };
         // Each candidate is asked at most twice (a digest or data, then data after a mismatch).
         let (tx, rx) = flume::bounded::<ReadAnswer>(2 * candidates.len());
         let send = |index: usize, digest_only: bool| -> Result<(), ErrorResponse> {
@@ -356,7 +366,7 @@ impl StorageProxy {
             send(index, index > 0)?;
         }
         let mut next_spare = required;
-        let mut resolver = ReadResolver::new(required);
+        let mut resolver = ReadResolver::with_limit(required, limit);
         let mut fetching = false;
         loop {
             let step = match recv_until(&rx, deadline).await {
@@ -434,7 +444,7 @@ impl StorageProxy {
                             return Err(read_timeout(consistency, received, required, data, &why));
                         }
                     }
-                    return Ok(resolved.partition);
+                    return Ok(SliceRead { partition: resolved.partition, cut: resolved.cut });
                 }
             }
         }
@@ -514,9 +524,11 @@ impl StorageProxy {
         if replica.local {
             let node = self.node.clone();
             let (table, key, slice) = (request.table, request.key.clone(), request.slice.clone());
+            let limit = request.limit.map(|n| n as usize);
             glommio::spawn_local(async move {
                 // As on a remote replica: an empty partition reads as none (one digest for both).
-                let result = match node.read_partition(table, key, slice).await.map(|p| p.filter(|p| !p.is_empty())) {
+                let read = node.read_partition_limited(table, key, slice, limit).await;
+                let result = match read.map(|p| p.filter(|p| !p.is_empty())) {
                     Ok(p) if digest_only => Ok(ReadResult::Digest(digest(p.as_ref()))),
                     Ok(p) => Ok(ReadResult::Data(p)),
                     Err(e) => Err(format!("this node: {e}")),
@@ -527,10 +539,21 @@ impl StorageProxy {
             return Ok(());
         }
         let peers = self.peers();
-        let read = PeerRequest::Read(ReadRequest { digest_only, ..request.clone() });
+        let read = ReadRequest { digest_only, ..request.clone() };
         let (peer, shard) = (replica.peer, replica.shard);
+        let deadline = Instant::now() + timeout;
         glommio::spawn_local(async move {
-            let result = match peers.call_shard(peer, shard, read, timeout).await {
+            let limited = read.limit.is_some();
+            let mut answer = peers.call_shard(peer, shard, PeerRequest::Read(read.clone()), timeout).await;
+            if limited && matches!(&answer, Err(PeerError::Remote { code, .. }) if *code == codes::PROTOCOL) {
+                // A node of the release before row limits refuses the limit's flag: it is asked
+                // for the whole slice, as it always was. Its answer is a longer slice, which the
+                // resolver cuts like any other (`replication::resolve_limited`).
+                let whole = PeerRequest::Read(ReadRequest { limit: None, ..read });
+                let left = deadline.saturating_duration_since(Instant::now());
+                answer = peers.call_shard(peer, shard, whole, left).await;
+            }
+            let result = match answer {
                 Ok(PeerAnswer::ReadResult(result)) => Ok(result),
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),
@@ -618,6 +641,17 @@ impl StorageProxy {
         }
         Ok(())
     }
+}
+
+/// What [`StorageProxy::read`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceRead {
+    /// The stored versions read, merged (None: nothing stored).
+    pub partition: Option<Partition>,
+    /// In a read with a row limit: the slice was read up to this key only (the last row
+    /// returned, or past it when replicas stopped at different rows); rows after it may exist.
+    /// None when the whole slice was read.
+    pub cut: Option<ClusteringKey>,
 }
 
 /// (candidate index, whether only a digest was asked, the answer).

@@ -23,7 +23,7 @@ use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
 
 use super::{HintSink, StorageProxy, Timeouts};
-use crate::cluster::transport::PeerError;
+use crate::cluster::transport::{codes, PeerError};
 use crate::cluster::transport::{PeerCall, PeerRequest, Peers};
 use crate::cluster::view::{ClusterView, Member};
 use crate::coordinator::handle_data;
@@ -39,6 +39,8 @@ enum Fault {
     Unreachable,
     /// Calls get no answer until their timeout, as with a paused process.
     Silent,
+    /// A node of the release before READ row limits: it refuses a READ with one as malformed.
+    RefusesLimits,
 }
 
 struct Target {
@@ -62,7 +64,7 @@ impl Peers for LocalPeers {
             let Some(target) = target else {
                 return Err(PeerError::Unreachable { peer, reason: "no such test node".into() });
             };
-            if target.fault.get() != Fault::None {
+            if !matches!(target.fault.get(), Fault::None | Fault::RefusesLimits) {
                 target.faulted_calls.set(target.faulted_calls.get() + 1);
             }
             match target.fault.get() {
@@ -71,7 +73,11 @@ impl Peers for LocalPeers {
                     glommio::timer::sleep(timeout).await;
                     Err(PeerError::Timeout { peer, timeout })
                 }
-                Fault::None => {
+                Fault::RefusesLimits if matches!(&request, PeerRequest::Read(r) if r.limit.is_some()) => {
+                    let message = "malformed READ body: unknown flags 0x02".into();
+                    Err(PeerError::Remote { peer, code: codes::PROTOCOL, message })
+                }
+                Fault::None | Fault::RefusesLimits => {
                     let opcode = request.opcode();
                     handle_data(&target.node, &target.clock, request).await.check(peer, opcode)
                 }
@@ -194,8 +200,8 @@ impl TestCluster {
 
     async fn read(&self, via: usize, k: i32, consistency: Consistency) -> Result<Option<String>, ErrorResponse> {
         let key = PartitionKey::from_values(&self.table, &[Value::Int(k)]).expect("a valid key");
-        let stored = self.proxies[via].read(&self.table, key.clone(), ClusteringSlice::ALL, consistency).await?;
-        Ok(stored.and_then(|p| value_of(&self.table, &key, &p)))
+        let stored = self.proxies[via].read(&self.table, key.clone(), ClusteringSlice::ALL, consistency, None).await?;
+        Ok(stored.partition.and_then(|p| value_of(&self.table, &key, &p)))
     }
 
     /// What node `node` itself stores for `k` (no coordinator involved).
@@ -477,3 +483,113 @@ fn a_replica_that_missed_writes_gets_them_from_the_hints_when_it_is_back() {
 
 #[path = "range_tests.rs"]
 mod range_tests;
+
+/// A clustered table `wide (k int, c int, v text, PRIMARY KEY (k, c))` on every node of `c`.
+async fn wide_table(c: &TestCluster) -> Arc<TableSchema> {
+    use wire::schema::{ClusteringColumn, ClusteringOrder};
+    let schema = TableSchema {
+        id: 0,
+        name: "wide".into(),
+        partition_key: vec![ColumnDef { name: "k".into(), ty: ColumnType::Int }],
+        clustering: vec![ClusteringColumn {
+            column: ColumnDef { name: "c".into(), ty: ColumnType::Int },
+            order: ClusteringOrder::Asc,
+        }],
+        columns: vec![ColumnDef { name: "v".into(), ty: ColumnType::Text }],
+        options: c.table.options.clone(),
+    };
+    let table = c.nodes[0].create_table(schema, None).await.expect("create the table");
+    let (entries, drops) = c.nodes[0].schema_snapshot();
+    for node in &c.nodes[1..] {
+        node.adopt_schema(&entries, &drops).await.expect("adopt the schema");
+    }
+    table
+}
+
+/// Row `c` of partition 1 with `v` (None: a row deletion) at `ts`, written to `node` alone.
+async fn put_row(c: &TestCluster, table: &TableSchema, node: usize, ck: i32, v: Option<&str>, ts: i64) {
+    let write = match v {
+        Some(v) => {
+            Write::upsert(table, &[Value::Int(1)], &[Value::Int(ck)], &[("v", Some(Value::Text(v.into())))], 0, true)
+        }
+        None => Write::delete(table, &[Value::Int(1)], &[Value::Int(ck)], &[]),
+    };
+    let update = write.expect("a valid write").stamp(ts, now_secs());
+    c.nodes[node].apply_stamped(vec![update]).await.expect("apply on one node");
+}
+
+/// Pages through partition 1 of `table` with bounded reads of `limit` rows coordinated by
+/// `via` at ALL, each after where the last stopped; the (c, v) of every visible row.
+async fn page_through(c: &TestCluster, table: &TableSchema, via: usize, limit: usize) -> Vec<(i32, String)> {
+    let key = PartitionKey::from_values(table, &[Value::Int(1)]).expect("a valid key");
+    let mut slice = ClusteringSlice::ALL;
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        let read = c.proxies[via].read(table, key.clone(), slice.clone(), Consistency::All, Some(limit)).await;
+        let read = read.expect("ALL read");
+        if let Some(p) = &read.partition {
+            for row in visible_rows(table, &key, p, now_secs()).expect("rows decode") {
+                let (Value::Int(ck), Some(Value::Text(v))) = (&row.clustering[0], &row.columns[0]) else {
+                    panic!("unexpected row {row:?}")
+                };
+                seen.push((*ck, v.clone()));
+            }
+        }
+        match read.cut {
+            Some(after) => {
+                slice = ClusteringSlice { start: std::ops::Bound::Excluded(after), end: std::ops::Bound::Unbounded }
+            }
+            None => return seen,
+        }
+    }
+    panic!("paging did not end");
+}
+
+/// Replicas that differ row by row: paging with a row limit at ALL compares digests of the
+/// same limited slice, merges the limited answers (no row twice, none lost, deletions
+/// honoured), and read-repairs each stale replica for the rows the pages covered; the same
+/// with one replica of the release before limits (it is asked for the whole slice).
+#[test]
+fn paging_with_a_row_limit_merges_and_repairs_replicas_that_differ() {
+    with_cluster(3, 3, |c| async move {
+        let table = wide_table(&c).await;
+        for node in 0..3 {
+            for ck in 0..40 {
+                put_row(&c, &table, node, ck, Some(&format!("v{ck}")), 10).await;
+            }
+        }
+        // Node 0 alone: row 5 deleted, row 7 rewritten, row 50 added. Node 1 alone: row 3
+        // deleted, rows 20..=30 rewritten. Node 2: none of it.
+        put_row(&c, &table, 0, 5, None, 20).await;
+        put_row(&c, &table, 0, 7, Some("new7"), 20).await;
+        put_row(&c, &table, 0, 50, Some("v50"), 20).await;
+        put_row(&c, &table, 1, 3, None, 20).await;
+        for ck in 20..=30 {
+            put_row(&c, &table, 1, ck, Some(&format!("new{ck}")), 20).await;
+        }
+        let want: Vec<(i32, String)> = (0..40)
+            .filter(|ck| *ck != 5 && *ck != 3)
+            .map(|ck| match ck {
+                7 => (7, "new7".to_owned()),
+                20..=30 => (ck, format!("new{ck}")),
+                _ => (ck, format!("v{ck}")),
+            })
+            .chain([(50, "v50".to_owned())])
+            .collect();
+        c.set_fault(1, Fault::RefusesLimits);
+        assert_eq!(page_through(&c, &table, 2, 4).await, want, "with a replica of the release before");
+        c.set_fault(1, Fault::None);
+        for limit in [1, 3, 4, 7, 100] {
+            assert_eq!(page_through(&c, &table, 2, limit).await, want, "limit {limit}");
+        }
+        // Read repair wrote what the pages covered (all of it) to every replica.
+        let key = PartitionKey::from_values(&table, &[Value::Int(1)]).expect("a valid key");
+        for node in 0..3 {
+            let stored = c.nodes[node].read_partition(table.id, key.clone(), ClusteringSlice::ALL).await;
+            let stored = stored.expect("a local read").expect("rows");
+            let rows = visible_rows(&table, &key, &stored, now_secs()).expect("rows decode");
+            assert_eq!(rows.len(), want.len(), "node {node} was repaired");
+        }
+        c
+    });
+}

@@ -109,6 +109,9 @@ pub async fn run(
                 if page.is_none() {
                     break;
                 }
+                // A count over a wide partition or a large table is many pages: the shard's
+                // other requests run between them.
+                glommio::yield_if_needed().await;
             }
             Ok(QueryResult::Rows(Rows {
                 columns: column_specs(&plan.projection),
@@ -236,9 +239,21 @@ impl Cursor {
                 remaining: None,
             })
         };
+        let after_key = |key: &PartitionKey, clustering: &ClusteringKey| PagingState {
+            partition: key.bytes().to_vec(),
+            clustering: Some(clustering.as_bytes().to_vec()),
+            remaining: None,
+        };
         // Puts the partition's rows in the page while it has room. Called only with room for
-        // at least one row.
-        let mut feed = |key: &PartitionKey, partition: &Partition, page: &mut PageFill| -> Result<Fed, ErrorResponse> {
+        // at least one row. `read_cut`: the read stopped at this key, the partition may have
+        // rows after it; `resumed`: an earlier read of this partition for this page ended at
+        // this key (its rows up to there are in the page).
+        let mut feed = |key: &PartitionKey,
+                        partition: &Partition,
+                        page: &mut PageFill,
+                        read_cut: Option<&ClusteringKey>,
+                        resumed: Option<&ClusteringKey>|
+         -> Result<Fed, ErrorResponse> {
             debug_assert!(!page.is_full(&limits));
             // A row stored before replicas checked writes may not decode: it is skipped,
             // logged with its key and counted, and the rest of the table stays readable.
@@ -255,7 +270,14 @@ impl Cursor {
                     }
                     // The answer would outgrow the frame: the page ends before this row.
                     if i == 0 {
-                        return Ok(Fed::FullBefore);
+                        return Ok(match resumed {
+                            // Rows of this partition up to `after` are in the page already.
+                            Some(after) => {
+                                cut = Some(after_key(key, after));
+                                Fed::Cut
+                            }
+                            None => Fed::FullBefore,
+                        });
                     }
                     cut = Some(after_row(key, &rows[i - 1])?);
                     return Ok(Fed::Cut);
@@ -269,9 +291,43 @@ impl Cursor {
                     cut = Some(after_row(key, row)?);
                     return Ok(Fed::Cut);
                 }
+                if page.is_full(&limits) {
+                    if let Some(stopped) = read_cut {
+                        // The last row read fills the page: the next one resumes where the
+                        // read stopped (past rows it read that no reader sees).
+                        cut = Some(after_key(key, stopped));
+                        return Ok(Fed::Cut);
+                    }
+                }
             }
             Ok(Fed::Whole)
         };
+        // Feeds partition `key` from `$slice` on, read a page at a time (each read stops after
+        // the rows the page still has room for, plus one to tell whether the partition goes
+        // on), until the page is full or the partition ends.
+        macro_rules! feed_partition {
+            ($key:expr, $slice:expr) => {{
+                let key: &PartitionKey = $key;
+                let mut slice: ClusteringSlice = $slice;
+                let mut resumed: Option<ClusteringKey> = None;
+                loop {
+                    let want = page.rows_left + 1;
+                    let read = proxy.read(schema, key.clone(), slice.clone(), consistency, Some(want)).await?;
+                    let fed = match &read.partition {
+                        Some(partition) => feed(key, partition, &mut page, read.cut.as_ref(), resumed.as_ref())?,
+                        None => Fed::Whole,
+                    };
+                    match (fed, read.cut) {
+                        (Fed::Whole, Some(after)) => {
+                            // The page has room left (feed ends it otherwise): read on.
+                            slice = ClusteringSlice { start: Bound::Excluded(after.clone()), end: slice.end };
+                            resumed = Some(after);
+                        }
+                        (fed, _) => break fed,
+                    }
+                }
+            }};
+        }
         let mut last_key: Option<PartitionKey> = None;
         let mut exhausted = false;
         match &plan.source {
@@ -301,14 +357,11 @@ impl Cursor {
                         break;
                     }
                     let s = if n == start { &first_slice } else { slice };
-                    let stored = proxy.read(schema, key.clone(), s.clone(), consistency).await?;
-                    if let Some(partition) = stored {
-                        // Full before this partition: the next page resumes after the previous
-                        // key, at this one.
-                        if let Fed::Cut | Fed::FullBefore = feed(key, &partition, &mut page)? {
-                            exhausted = false;
-                            break;
-                        }
+                    // Full before this partition: the next page resumes after the previous key,
+                    // at this one.
+                    if let Fed::Cut | Fed::FullBefore = feed_partition!(key, s.clone()) {
+                        exhausted = false;
+                        break;
                     }
                     last_key = Some(key.clone());
                 }
@@ -327,12 +380,9 @@ impl Cursor {
                             start: Bound::Excluded(ClusteringKey::from_encoded(c.clone())),
                             end: Bound::Unbounded,
                         };
-                        let stored = proxy.read(schema, key.clone(), slice, consistency).await?;
-                        if let Some(partition) = stored {
-                            // The first rows of a page: Whole or Cut (or an error), never FullBefore.
-                            if let Fed::Cut | Fed::FullBefore = feed(&key, &partition, &mut page)? {
-                                return Ok(self.advance(cut, page.rows));
-                            }
+                        // The first rows of a page: Whole or Cut (or an error), never FullBefore.
+                        if let Fed::Cut | Fed::FullBefore = feed_partition!(&key, slice) {
+                            return Ok(self.advance(cut, page.rows));
                         }
                     }
                     last_key = Some(key.clone());
@@ -357,7 +407,7 @@ impl Cursor {
                             stopped = true;
                             break;
                         }
-                        match feed(key, partition, &mut page)? {
+                        match feed(key, partition, &mut page, None, None)? {
                             Fed::Whole => last_key = Some(key.clone()),
                             Fed::Cut => {
                                 last_key = Some(key.clone());

@@ -9,6 +9,9 @@ use crate::key::PartitionKey;
 use crate::row::Partition;
 use crate::sstable::{SstableError, SstableScan};
 
+/// Rows of one source merged between two chances for the shard's other tasks to run.
+const MERGE_CHUNK_ROWS: usize = 4096;
+
 enum Source {
     Memory(VecDeque<(PartitionKey, Partition)>),
     Disk { scan: SstableScan, head: Option<(PartitionKey, Partition)> },
@@ -67,7 +70,16 @@ impl PartitionMerge {
             if source.head_key() == Some(&min) {
                 let p = source.pop().await?;
                 match &mut merged {
-                    Some(m) => m.merge(p),
+                    Some(m) => {
+                        // A wide partition merges in chunks, letting the shard's other tasks
+                        // run in between.
+                        m.merge_deletion(p.deletion);
+                        let mut rows = p.rows.into_iter();
+                        while rows.len() > 0 {
+                            m.merge_rows(rows.by_ref().take(MERGE_CHUNK_ROWS));
+                            glommio::yield_if_needed().await;
+                        }
+                    }
                     None => merged = Some(p),
                 }
             }

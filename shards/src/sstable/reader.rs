@@ -26,6 +26,7 @@ use super::{io_error, SstableError, SstableId, MAX_IO_SIZE, SCAN_READ_AHEAD_BYTE
 use crate::cell::Deletion;
 use crate::key::{ClusteringKey, PartitionKey};
 use crate::row::{ClusteringSlice, Partition};
+use crate::slice::SourceChunk;
 
 /// Read counters of one open SSTable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -149,12 +150,38 @@ impl Sstable {
     /// The stored versions of one partition's rows inside `slice` (tombstones and expired cells
     /// included, for merging), with its partition deletion; `None` when the file does not hold
     /// the partition. Reads the block that holds the partition's header and, for a partition that
-    /// spans blocks, the following blocks the slice needs.
+    /// spans blocks, the blocks the slice needs, from the first that can hold its start.
     pub async fn read_partition(
         &self,
         key: &PartitionKey,
         slice: &ClusteringSlice,
     ) -> Result<Option<Partition>, SstableError> {
+        Ok(self.read_bounded(key, slice, None).await?.map(|(partition, _)| partition))
+    }
+
+    /// At most `max_rows` of the rows [`Sstable::read_partition`] returns, from the slice's
+    /// start: this file's chunk of a bounded read (`crate::slice`). Seeks through the index to
+    /// the block that can hold the slice's start and stops decoding once it has `max_rows`
+    /// rows, so a page deep in a wide partition reads a few blocks (and the header's).
+    pub async fn read_chunk(
+        &self,
+        key: &PartitionKey,
+        slice: &ClusteringSlice,
+        max_rows: usize,
+    ) -> Result<SourceChunk, SstableError> {
+        Ok(match self.read_bounded(key, slice, Some(max_rows.max(1))).await? {
+            Some((partition, truncated)) => SourceChunk { partition: Some(partition), truncated },
+            None => SourceChunk::default(),
+        })
+    }
+
+    /// The partition's rows in `slice`, at most `max_rows`, and whether it stopped there.
+    async fn read_bounded(
+        &self,
+        key: &PartitionKey,
+        slice: &ClusteringSlice,
+        max_rows: Option<usize>,
+    ) -> Result<Option<(Partition, bool)>, SstableError> {
         if !self.in_token_range(key) {
             self.bump(|s| s.range_rejects += 1);
             return Ok(None);
@@ -164,7 +191,7 @@ impl Sstable {
             return Ok(None);
         }
         self.bump(|s| s.bloom_positives += 1);
-        let found = self.find_partition(key, slice).await?;
+        let found = self.find_partition(key, slice, max_rows).await?;
         if found.is_none() {
             self.bump(|s| s.bloom_false_positives += 1);
         }
@@ -175,20 +202,27 @@ impl Sstable {
         &self,
         key: &PartitionKey,
         slice: &ClusteringSlice,
-    ) -> Result<Option<Partition>, SstableError> {
-        let Some(mut i) = block_for_header(&self.index, key) else { return Ok(None) };
-        let block = self.block(i).await?;
-        let Some(run) = block.find_run(key).map_err(|d| SstableError::corrupt(&self.path, d))? else {
-            return Ok(None);
-        };
-        let mut rows = RowCollector::new(slice);
-        let mut entries = block.entries(&run);
-        let mut partition =
-            Partition { deletion: self.partition_header(&block, &mut entries)?, ..Partition::default() };
-        rows.collect(self, &block, &mut entries, &mut partition)?;
-        let mut continues = run.end == block.payload().len();
-        while continues && !rows.past_end {
-            i += 1;
+        max_rows: Option<usize>,
+    ) -> Result<Option<(Partition, bool)>, SstableError> {
+        let Some(header) = block_for_header(&self.index, key) else { return Ok(None) };
+        let mut rows = RowCollector::new(slice, max_rows);
+        let mut partition = Partition::default();
+        let mut i = self.first_block_of_slice(header, key, slice);
+        let mut continues = true;
+        {
+            let block = self.block(header).await?;
+            let Some(run) = block.find_run(key).map_err(|d| SstableError::corrupt(&self.path, d))? else {
+                return Ok(None);
+            };
+            let mut entries = block.entries(&run);
+            partition.deletion = self.partition_header(&block, &mut entries)?;
+            if i == header {
+                rows.collect(self, &block, &mut entries, &mut partition)?;
+                continues = run.end == block.payload().len();
+                i += 1;
+            }
+        }
+        while continues && !rows.stopped() {
             let Some(entry) = self.index.get(i) else { break };
             if entry.first.cmp_partition(key) != Ordering::Equal {
                 break;
@@ -199,23 +233,31 @@ impl Sstable {
             if past_end(slice, first_row) {
                 break;
             }
-            // Every row of block i sorts before the next block's first row: when that row does
-            // not reach the slice's start, block i holds nothing the slice wants.
-            let next_starts_before_slice = self.index.get(i + 1).is_some_and(|next| {
-                next.first.cmp_partition(key) == Ordering::Equal
-                    && next.first.row.as_deref().is_some_and(|r| at_or_before_start(slice, r))
-            });
-            if next_starts_before_slice {
-                continue;
-            }
             let block = self.block(i).await?;
             // The block's first run is this partition: checked against the index when decoded.
             let run = block.run_at(0).map_err(|d| SstableError::corrupt(&self.path, d))?;
             let mut entries = block.entries(&run);
             rows.collect(self, &block, &mut entries, &mut partition)?;
             continues = run.end == block.payload().len();
+            i += 1;
         }
-        Ok(Some(partition))
+        Ok(Some((partition, rows.full)))
+    }
+
+    /// The first block that can hold a row of `slice` of the partition whose header is in block
+    /// `header`: the last of the partition's blocks whose first row is at or before the slice's
+    /// start (every row of an earlier block sorts before the next block's first row), found by
+    /// a binary search of the index.
+    fn first_block_of_slice(&self, header: usize, key: &PartitionKey, slice: &ClusteringSlice) -> usize {
+        let start = match &slice.start {
+            Bound::Unbounded => return header,
+            Bound::Included(p) | Bound::Excluded(p) => p.as_bytes(),
+        };
+        let later = self.index.get(header + 1..).unwrap_or_default();
+        header
+            + later.partition_point(|e| {
+                e.first.cmp_partition(key) == Ordering::Equal && e.first.row.as_deref().is_some_and(|r| r <= start)
+            })
     }
 
     /// The partition deletion from the header entry that must open a partition's first run.
@@ -463,17 +505,25 @@ pub(super) fn decode_sections(
     Ok((meta, index, bloom))
 }
 
-/// Collects the rows of a partition inside a slice, across runs (blocks), checking order.
+/// Collects the rows of a partition inside a slice, across runs (blocks), checking order, up
+/// to a number of rows when given.
 struct RowCollector<'s> {
     slice: &'s ClusteringSlice,
     last: Option<ClusteringKey>,
     /// A row past the slice's end was seen: nothing further can match.
     past_end: bool,
+    max_rows: Option<usize>,
+    /// `max_rows` rows were collected: the read stops there.
+    full: bool,
 }
 
 impl<'s> RowCollector<'s> {
-    fn new(slice: &'s ClusteringSlice) -> Self {
-        RowCollector { slice, last: None, past_end: false }
+    fn new(slice: &'s ClusteringSlice, max_rows: Option<usize>) -> Self {
+        RowCollector { slice, last: None, past_end: false, max_rows, full: false }
+    }
+
+    fn stopped(&self) -> bool {
+        self.past_end || self.full
     }
 
     /// Adds the rows left in `entries` that the slice wants.
@@ -484,7 +534,14 @@ impl<'s> RowCollector<'s> {
         entries: &mut RunEntries<'_>,
         partition: &mut Partition,
     ) -> Result<(), SstableError> {
-        while let Some(entry) = entries.next_entry().map_err(|d| SstableError::corrupt(&sstable.path, d))? {
+        loop {
+            if self.max_rows.is_some_and(|max| partition.rows.len() >= max) {
+                self.full = true;
+                return Ok(());
+            }
+            let Some(entry) = entries.next_entry().map_err(|d| SstableError::corrupt(&sstable.path, d))? else {
+                return Ok(());
+            };
             let (clustering, row) = match entry {
                 Entry::Row(c, r) => (c, r),
                 Entry::PartitionHeader(_) => {
@@ -503,21 +560,12 @@ impl<'s> RowCollector<'s> {
             }
             self.last = Some(clustering);
         }
-        Ok(())
     }
 }
 
 /// True when `row` and every row after it lie beyond the slice's end.
 fn past_end(slice: &ClusteringSlice, row: &[u8]) -> bool {
     !slice.encoded_before_end(row)
-}
-
-/// True when every row sorting before `row` lies before the slice's start.
-fn at_or_before_start(slice: &ClusteringSlice, row: &[u8]) -> bool {
-    match &slice.start {
-        Bound::Unbounded => false,
-        Bound::Included(p) | Bound::Excluded(p) => row <= p.as_bytes(),
-    }
 }
 
 /// A streaming scan over one SSTable (see [`Sstable::scan`]).
@@ -607,7 +655,7 @@ impl SstableScan {
         let sstable = self.sstable.clone();
         let corrupt = |d| SstableError::corrupt(&sstable.path, d);
         let mut current: Option<(PartitionKey, Partition)> = None;
-        let mut rows = RowCollector::new(&ClusteringSlice::ALL);
+        let mut rows = RowCollector::new(&ClusteringSlice::ALL, None);
         loop {
             let Some(block) = self.block_with_runs(current.as_ref().map(|(k, _)| k)).await? else {
                 return Ok(current);
