@@ -471,7 +471,17 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
     transport.cluster_name = config.cluster_name.clone();
     transport.max_frame_bytes = config.max_frame_bytes.0;
-    let found = crate::cluster::discovery::discover(transport, &config.seeds, config.peer_listen, DISCOVERY_WAIT)?;
+    let found = match crate::cluster::discovery::discover(transport, &config.seeds, config.peer_listen, DISCOVERY_WAIT)
+    {
+        // A seed of its own cluster starts alone when no other seed answers (the first boot
+        // check already waited for them): it is the cluster's first node.
+        Err(crate::cluster::discovery::DiscoveryError::NoSeed { .. })
+            if !resume && config.seeds.contains(&config.peer_listen) =>
+        {
+            None
+        }
+        found => found?,
+    };
     let Some(found) = found else {
         if resume {
             bail!("{}: this node's bootstrap did not finish, and no seed other than itself is listed to finish it from (start it with --seeds)", dir.display());
