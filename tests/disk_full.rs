@@ -198,30 +198,8 @@ fn a_full_disk_refuses_writes_with_one_typed_error_and_recovers_once_freed() {
     // Started on a full disk: a clear refusal, and nothing half-started.
     let filler = fs.fill();
     let listen = format!("{}:0", common::loopback_host());
-    let mut child = common::enigmadb()
-        .arg("server")
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["--shards", "1", "--pin-shards", "false", "--listen", &listen])
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running the server");
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > RECOVERY_TIMEOUT {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("the server did not refuse to start on a full disk: {}", common::text(&out.stdout));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = common::text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!common::text(&out.stdout).contains("enigmadb ready"), "{stderr}");
+    let refusal_args = [&["--shards", "1", "--listen", &listen][..], &args].concat();
+    let stderr = common::refused_start(&dir, &refusal_args);
     assert!(stderr.contains("disk holding") && stderr.contains("is full"), "{stderr}");
     std::fs::remove_file(&filler).unwrap();
     let server = common::Server::start(&dir, 1, &args);

@@ -8,46 +8,15 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::cluster::{admin_status, await_until, count_up, node_host, rows, sees_up, TestCluster, PHI};
 use common::{enigmadb, Server};
 
-/// How long a server may take to refuse to start (a shadow round that finds no seed waits
-/// for the timeout the test gives it).
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Runs `enigmadb server` on `dir` at `listen` and `peer_listen`, expecting it to refuse to
-/// start: returns its stderr. Panics if it becomes ready or keeps running.
+/// start: returns its stderr.
 fn refused_start(dir: &Path, listen: &str, peer_listen: &str, extra: &[&str]) -> String {
-    let mut child = enigmadb()
-        .arg("server")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--shards", "1", "--pin-shards", "false"])
-        .args(["--listen", listen, "--peer-listen", peer_listen])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting enigmadb server");
-    let deadline = Instant::now() + REFUSAL_TIMEOUT;
-    while child.try_wait().expect("polling the server").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("reaping the server");
-            panic!("the server did not refuse to start: {}", common::text(&out.stdout));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("reaping the server");
-    let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
-    assert!(!stdout.contains("enigmadb ready"), "the server started: {stdout}\n{stderr}");
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+    let args = [&["--shards", "1", "--listen", listen, "--peer-listen", peer_listen][..], extra].concat();
+    common::refused_start(dir, &args)
 }
 
 /// The host id (as `admin status` prints it) of the node whose client address is `client`,

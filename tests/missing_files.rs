@@ -7,46 +7,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use wire::protocol::QueryResult;
 use wire::Value;
 
-/// How long a server may take to refuse to start.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `enigmadb server` on `dir` as [`common::Server::start`] would, expecting it to refuse
-/// to start: returns its stderr. Panics if it becomes ready or keeps running.
+/// Runs `enigmadb server` on `dir` with `shards` shards, expecting it to refuse to start:
+/// returns its stderr.
 fn refused_start(dir: &Path, shards: usize, extra: &[&str]) -> String {
-    let listen = format!("{}:0", common::loopback_host());
-    let mut child = common::enigmadb()
-        .arg("server")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--shards", &shards.to_string(), "--pin-shards", "false"])
-        .args(["--listen", &listen, "--peer-listen", &listen])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting enigmadb server");
-    let deadline = Instant::now() + REFUSAL_TIMEOUT;
-    while child.try_wait().expect("polling the server").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("reaping the server");
-            panic!("the server did not refuse to start: {}", common::text(&out.stdout));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("reaping the server");
-    let (stdout, stderr) = (common::text(&out.stdout), common::text(&out.stderr));
-    assert!(!stdout.contains("enigmadb ready"), "the server started: {stdout}\n{stderr}");
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+    let (listen, shards) = (format!("{}:0", common::loopback_host()), shards.to_string());
+    let args = [&["--shards", &shards, "--listen", &listen, "--peer-listen", &listen][..], extra].concat();
+    common::refused_start(dir, &args)
 }
 
 fn create_table(addr: SocketAddr) {

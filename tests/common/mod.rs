@@ -33,6 +33,40 @@ pub fn embedded(dir: &Path, args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+/// How long a server that must refuse to start may take to exit.
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `enigmadb server --data-dir dir --pin-shards false` with `args`, expecting it to refuse
+/// to start within [`REFUSAL_TIMEOUT`]: returns its stderr. Panics if it becomes ready, keeps
+/// running, exits with another status than 1 or panics.
+pub fn refused_start(dir: &Path, args: &[&str]) -> String {
+    let mut child = enigmadb()
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--pin-shards", "false"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting enigmadb server");
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    while child.try_wait().expect("polling the server").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reaping the server");
+            panic!("the server did not refuse to start: {}", text(&out.stdout));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("reaping the server");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stdout.contains("enigmadb ready"), "the server started: {stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
 
 /// A fresh directory under the target dir (kept on failure for inspection, removed on success
 /// by the caller).
