@@ -234,46 +234,10 @@ impl BootstrapState {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use proptest::prelude::*;
 
     use super::*;
-
-    fn ring(nodes: u128, vnodes: usize, seed: u64) -> Ring<Owner> {
-        let mut x = seed | 1;
-        let mut taken = BTreeSet::new();
-        let mut out = Vec::new();
-        for host in 1..=nodes {
-            for _ in 0..vnodes {
-                let t = loop {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if taken.insert(x as i64) && x as i64 != Token::MIN {
-                        break x as i64;
-                    }
-                };
-                out.push((t, (host, 0)));
-            }
-        }
-        Ring::new(out).unwrap()
-    }
-
-    fn fresh(natural: &Ring<Owner>, count: usize, seed: u64) -> Vec<Vec<Token>> {
-        let taken: BTreeSet<Token> = natural.vnodes().iter().map(|(t, _)| *t).collect();
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut out = Vec::new();
-        while out.len() < count {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if !taken.contains(&(x as i64)) && !out.contains(&(x as i64)) && x as i64 != Token::MIN {
-                out.push(x as i64);
-            }
-        }
-        vec![out]
-    }
+    use crate::cluster::test_rings::{fresh_tokens, ring};
 
     fn hosts(ring: &Ring<Owner>, token: Token, rf: usize) -> Vec<HostId> {
         ring.replicas(token, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect()
@@ -288,8 +252,8 @@ mod tests {
         fn the_plan_covers_exactly_what_the_new_node_takes_over(
             seed in any::<u64>(), nodes in 1u128..6, vnodes in 1usize..5, rf in 1usize..4, new in 1usize..5,
         ) {
-            let natural = ring(nodes, vnodes, seed);
-            let tokens = fresh(&natural, new, seed);
+            let natural = ring(nodes, vnodes, seed, 1);
+            let tokens = fresh_tokens(&natural, new, seed);
             let host = 99;
             let streams = plan(&natural, rf, host, &tokens).unwrap();
             let mut future = natural.vnodes().to_vec();

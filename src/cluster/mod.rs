@@ -17,6 +17,8 @@ pub mod replication;
 pub mod schema;
 pub mod service;
 pub mod shadow;
+#[cfg(test)]
+mod test_rings;
 pub mod transport;
 pub mod verbs;
 pub mod view;

@@ -375,42 +375,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// A ring of `nodes` nodes (hosts 1..=nodes) with `vnodes` distinct tokens each from `seed`.
-    fn ring(nodes: u128, vnodes: usize, seed: u64) -> Ring<Owner> {
-        let mut x = seed | 1;
-        let mut taken = BTreeSet::new();
-        let mut out = Vec::new();
-        for host in 1..=nodes {
-            for i in 0..vnodes {
-                let token = loop {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if taken.insert(x as i64) {
-                        break x as i64;
-                    }
-                };
-                out.push((token, (host, (i % 2) as u16)));
-            }
-        }
-        Ring::new(out).expect("distinct tokens")
-    }
-
-    fn fresh_tokens(ring: &Ring<Owner>, count: usize, seed: u64) -> Vec<Vec<Token>> {
-        let taken: BTreeSet<Token> = ring.vnodes().iter().map(|(t, _)| *t).collect();
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let mut tokens = Vec::new();
-        while tokens.len() < count {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if !taken.contains(&(x as i64)) && !tokens.contains(&(x as i64)) {
-                tokens.push(x as i64);
-            }
-        }
-        vec![tokens]
-    }
+    use crate::cluster::test_rings::{fresh_tokens, ring};
 
     fn host_set(owners: &[Owner]) -> BTreeSet<HostId> {
         owners.iter().map(|(h, _)| *h).collect()
@@ -474,7 +439,7 @@ mod tests {
         fn a_join_makes_the_joining_node_pending_where_it_will_replicate(
             seed in any::<u64>(), nodes in 1u128..6, vnodes in 1usize..6, rf in 1usize..4, new_vnodes in 1usize..6,
         ) {
-            let natural = ring(nodes, vnodes, seed);
+            let natural = ring(nodes, vnodes, seed, 2);
             let tokens = fresh_tokens(&natural, new_vnodes, seed);
             let joining = nodes + 1;
             check_movement(natural, rf, Movement::Join { host: joining, tokens }, seed, |now, pending, after| {
@@ -493,7 +458,7 @@ mod tests {
             seed in any::<u64>(), nodes in 2u128..7, vnodes in 1usize..6, rf in 1usize..4, leaving in 1u128..7,
         ) {
             let leaving = leaving.min(nodes);
-            check_movement(ring(nodes, vnodes, seed), rf, Movement::Leave { host: leaving }, seed, |now, pending, after| {
+            check_movement(ring(nodes, vnodes, seed, 2), rf, Movement::Leave { host: leaving }, seed, |now, pending, after| {
                 let mut expected = now | pending;
                 expected.remove(&leaving);
                 match *after == expected {
@@ -508,7 +473,7 @@ mod tests {
             seed in any::<u64>(), nodes in 1u128..6, vnodes in 1usize..6, rf in 1usize..4, dead in 1u128..6,
         ) {
             let dead = dead.min(nodes);
-            let natural = ring(nodes, vnodes, seed);
+            let natural = ring(nodes, vnodes, seed, 2);
             let new = nodes + 1;
             check_movement(natural, rf, Movement::Replace { dead, host: new }, seed, |now, pending, after| {
                 let expected_pending: BTreeSet<HostId> = if now.contains(&dead) { [new].into() } else { BTreeSet::new() };
