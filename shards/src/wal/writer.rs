@@ -30,6 +30,9 @@ use crate::io::sync_dir;
 /// How often the writer tries again to write records a full disk refused (the flush path
 /// retries as often).
 pub const DISK_FULL_RETRY: Duration = Duration::from_secs(1);
+/// Buffers of written batches kept for reuse: one being filled while one is written, and
+/// one for a batch that opens a new segment. Each holds at most `max_pending_bytes`.
+const SPARE_BUFFERS: usize = 2;
 
 /// State shared by the `Wal` handle, its append futures and the writer task (one executor).
 pub struct Shared {
@@ -86,6 +89,9 @@ struct State {
     /// refused with [`WalError::DiskFull`].
     stalled: Option<Arc<WalError>>,
     writer_waker: Option<Waker>,
+    /// Buffers of written batches, emptied, for the next batches: a group's buffer grows once
+    /// and is reused, rather than regrown (copied, and its fresh pages faulted in) every group.
+    spare: Vec<Vec<u8>>,
     /// Complete, older segments, oldest first.
     sealed: VecDeque<SealedSegment>,
     records: u64,
@@ -106,6 +112,14 @@ impl State {
         }
     }
 
+    /// Keeps the buffer of a written batch for a later one (at most [`SPARE_BUFFERS`]).
+    fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
+
     fn has_room(&self, framed: usize, max_pending: usize) -> bool {
         self.unwritten_bytes == 0 || self.unwritten_bytes + framed <= max_pending
     }
@@ -117,12 +131,13 @@ impl State {
         self.next_lsn += 1;
         let framed = framed_len(payload.len());
         let fits = matches!(self.placement_end, Some(end) if end + framed as u64 <= segment_size);
-        if !fits {
-            // A record never spans segments: it opens the next one.
-            self.pending.push_back(Batch { new_segment: true, first_lsn: lsn, last_lsn: lsn, bytes: Vec::new() });
-            self.placement_end = Some(SEGMENT_HEADER_SIZE as u64);
-        } else if self.pending.is_empty() {
-            self.pending.push_back(Batch { new_segment: false, first_lsn: lsn, last_lsn: lsn, bytes: Vec::new() });
+        if !fits || self.pending.is_empty() {
+            // A record never spans segments: one that does not fit opens the next one.
+            let bytes = self.spare.pop().unwrap_or_default();
+            self.pending.push_back(Batch { new_segment: !fits, first_lsn: lsn, last_lsn: lsn, bytes });
+            if !fits {
+                self.placement_end = Some(SEGMENT_HEADER_SIZE as u64);
+            }
         }
         let Some(batch) = self.pending.back_mut() else {
             unreachable!("a batch was pushed above or pending was non-empty");
@@ -434,6 +449,7 @@ pub async fn start(
         failed: None,
         stalled: None,
         writer_waker: None,
+        spare: Vec::new(),
         sealed: recovered.sealed.into(),
         records: 0,
         payload_bytes: 0,
@@ -546,7 +562,9 @@ impl Writer {
                     Ok(()) => {
                         group_bytes += batch.bytes.len();
                         last_written = Some(batch.last_lsn);
-                        unwritten.pop_front();
+                        if let Some(batch) = unwritten.pop_front() {
+                            self.shared.state.borrow_mut().recycle(batch.bytes);
+                        }
                     }
                     // Stopping gives up: the records fail, unacknowledged.
                     Err(e) if e.is_disk_full() && !stopping => {
