@@ -220,6 +220,11 @@ fn render_info(info: &NodeInfo) -> String {
     for (key, value) in lines {
         out.push_str(&format!("{key:<20}: {value}\n"));
     }
+    if let Some(m) = &info.memory {
+        out.push_str(&format!("{:<20}: {} per shard\n", "MemTable budget", display_size(m.memtable_budget)));
+        out.push_str(&format!("{:<20}: {} per shard\n", "Cache budget", display_size(m.cache_budget)));
+        out.push_str(&format!("{:<20}: {}\n", "Memory sizing", m.why));
+    }
     let columns = [
         "Shard",
         "MemTable",
@@ -471,6 +476,11 @@ fn info_json(info: &NodeInfo) -> Json {
         "drained": info.drained,
         "cache_hit_rate": info.cache_hit_rate(),
         "hints_pending": info.hints_pending,
+        "memory": info.memory.as_ref().map(|m| json!({
+            "memtable_budget": m.memtable_budget,
+            "cache_budget": m.cache_budget,
+            "why": m.why,
+        })),
         "shards": shards,
     })
 }
@@ -595,9 +605,16 @@ mod tests {
             drained: true,
             shards: vec![shard],
             hints_pending: 7,
+            memory: Some(wire::protocol::MemoryBudgets {
+                memtable_budget: 64 << 20,
+                cache_budget: 3 << 30,
+                why: "auto: from 24GiB".into(),
+            }),
         };
         let text = render(&AdminResult::Info(info.clone()));
         assert!(text.contains("Hints pending       : 7"), "{text}");
+        assert!(text.contains("Cache budget        : 3.0 GiB per shard"), "{text}");
+        assert!(text.contains("Memory sizing       : auto: from 24GiB"), "{text}");
         assert!(text.contains("Uptime (seconds)    : 61"), "{text}");
         assert!(text.contains("Cache hit rate      : n/a"), "{text}");
         assert!(text.contains("shard 1: flush failing: disk full"), "{text}");

@@ -20,6 +20,7 @@ use crate::cluster::transport::{DEFAULT_CLUSTER_NAME, MAX_CLUSTER_NAME_BYTES};
 use crate::coordinator::{PageLimits, Timeouts};
 use crate::hints::HintSettings;
 use crate::logging::{self, LogFormat};
+use crate::memory_budget::{self, machine_memory, MemoryPlan};
 
 /// Default client address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
@@ -80,6 +81,62 @@ impl Serialize for Size {
             Some((shift, unit)) => s.serialize_str(&format!("{}{unit}", n >> shift)),
             None => s.serialize_u64(n as u64),
         }
+    }
+}
+
+/// A memory budget: `auto` (sized from the machine's memory when the node starts,
+/// `memory_budget::plan`) or a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Auto,
+    Fixed(Size),
+}
+
+impl Budget {
+    /// The size set, `None` for auto.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            Budget::Auto => None,
+            Budget::Fixed(size) => Some(size.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Budget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Budget, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        let size = |raw| match raw {
+            Raw::Number(n) => u64::try_from(n)
+                .map_err(|_| format!("a size cannot be negative ({n})"))
+                .and_then(|n| usize::try_from(n).map_err(|_| format!("{n} bytes is too large"))),
+            Raw::Text(t) => parse_size(&t),
+        };
+        match Raw::deserialize(d)? {
+            Raw::Text(t) if t.trim().eq_ignore_ascii_case("auto") => Ok(Budget::Auto),
+            raw => size(raw).map(|n| Budget::Fixed(Size(n))).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for Budget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Budget::Auto => s.serialize_str("auto"),
+            Budget::Fixed(size) => size.serialize(s),
+        }
+    }
+}
+
+/// `auto` or a size, as a flag value.
+pub fn parse_budget(text: &str) -> Result<Budget, String> {
+    match text.trim().eq_ignore_ascii_case("auto") {
+        true => Ok(Budget::Auto),
+        false => parse_size(text).map(|n| Budget::Fixed(Size(n))),
     }
 }
 
@@ -255,10 +312,12 @@ pub struct ServerConfig {
     pub sync_mode: SyncModeSetting,
     /// fdatasync period in periodic mode, milliseconds (Cassandra's commitlog_sync_period).
     pub periodic_sync_ms: u64,
-    /// MemTable bytes per shard before a flush.
-    pub memtable_budget: Size,
-    /// Block cache bytes per shard (direct I/O has no page cache).
-    pub cache_budget: Size,
+    /// MemTable bytes per shard before a flush; `auto`: from the machine's memory
+    /// (`memory_budget::plan`).
+    pub memtable_budget: Budget,
+    /// Block cache bytes per shard (direct I/O has no page cache); `auto`: from the machine's
+    /// memory (`memory_budget::plan`).
+    pub cache_budget: Budget,
     /// One WAL segment file.
     pub wal_segment_bytes: Size,
     /// Largest frame a client may send or receive.
@@ -339,8 +398,8 @@ impl Default for ServerConfig {
             num_tokens: 8,
             sync_mode: SyncModeSetting::Batch,
             periodic_sync_ms: 10_000,
-            memtable_budget: Size(64 << 20),
-            cache_budget: Size(64 << 20),
+            memtable_budget: Budget::Auto,
+            cache_budget: Budget::Auto,
             wal_segment_bytes: Size(32 << 20),
             max_frame_bytes: Size(wire::frame::DEFAULT_MAX_FRAME_BYTES),
             max_page_bytes: Size(crate::coordinator::DEFAULT_PAGE_BYTES),
@@ -471,7 +530,7 @@ impl ServerConfig {
         if self.shard_queue == 0 {
             return invalid("shard_queue", "must be positive");
         }
-        if self.memtable_budget.0 < 1 << 20 {
+        if self.memtable_budget.fixed().is_some_and(|n| n < 1 << 20) {
             return invalid("memtable_budget", "must be at least 1MiB");
         }
         let segment = self.wal_segment_bytes.0 as u64;
@@ -571,6 +630,14 @@ impl ServerConfig {
         }
     }
 
+    /// What each shard gets for its MemTables and block cache, and why: the settings, or
+    /// for `auto` a share of this machine's memory.
+    pub fn memory_plan(&self) -> MemoryPlan {
+        let (memtable, cache) = (self.memtable_budget.fixed(), self.cache_budget.fixed());
+        let machine = (memtable.is_none() || cache.is_none()).then(machine_memory).flatten();
+        memory_budget::plan(machine, self.shards, memtable.map(|n| n as u64), cache.map(|n| n as u64))
+    }
+
     /// The embedded node this configuration runs.
     pub fn node_config(&self) -> NodeConfig {
         let mut node = NodeConfig::new(&self.data_dir);
@@ -580,8 +647,9 @@ impl ServerConfig {
         node.spin_before_park = (self.spin_before_park_us > 0).then(|| Duration::from_micros(self.spin_before_park_us));
         node.channel_capacity = self.shard_queue;
         node.task_quota = Duration::from_micros(self.task_quota_us);
-        node.shard.memtable_budget = self.memtable_budget.0;
-        node.shard.block_cache_bytes = self.cache_budget.0;
+        let memory = self.memory_plan();
+        node.shard.memtable_budget = memory.memtable_budget as usize;
+        node.shard.block_cache_bytes = memory.cache_budget as usize;
         node.shard.quarantine_corrupt_sstables = self.quarantine_corrupt_sstables;
         node.shard.rebuild_missing_manifest = self.rebuild_missing_manifest;
         node.shard.wal.sync_mode = self.sync_mode.into();
@@ -615,8 +683,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.2:9000".parse().unwrap());
         assert_eq!(c.shards, 2);
         assert_eq!(c.sync_mode, SyncModeSetting::Periodic);
-        assert_eq!(c.memtable_budget, Size(8 << 20));
-        assert_eq!(c.cache_budget, Size(1 << 20));
+        assert_eq!(c.memtable_budget, Budget::Fixed(Size(8 << 20)));
+        assert_eq!(c.cache_budget, Budget::Fixed(Size(1 << 20)));
         assert_eq!(c.data_dir, PathBuf::from("./enigmadb-data"));
     }
 
@@ -667,8 +735,8 @@ mod tests {
             metrics_listen: MetricsListen::Off,
             log_format: LogFormat::Json,
             log_level: "warn,shards=debug".into(),
-            memtable_budget: Size(3 << 20),
-            cache_budget: Size(1_000_001),
+            memtable_budget: Budget::Fixed(Size(3 << 20)),
+            cache_budget: Budget::Fixed(Size(1_000_001)),
             ..ServerConfig::default()
         };
         let text = c.to_toml().unwrap();
@@ -679,6 +747,20 @@ mod tests {
         let defaults = ServerConfig::default();
         let back = ServerConfig::parse(&defaults.to_toml().unwrap()).unwrap();
         assert_eq!(format!("{back:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn budgets_read_auto_or_a_size() {
+        let c = ServerConfig::parse("memtable_budget = \"AUTO\"\ncache_budget = \"2GiB\"\n").unwrap();
+        assert_eq!((c.memtable_budget, c.cache_budget), (Budget::Auto, Budget::Fixed(Size(2 << 30))));
+        assert_eq!(ServerConfig::default().memtable_budget, Budget::Auto);
+        let err = ServerConfig::parse("cache_budget = \"lots\"\n").unwrap_err();
+        assert!(err.contains("cache_budget"), "{err}");
+        assert_eq!(parse_budget("auto"), Ok(Budget::Auto));
+        assert_eq!(parse_budget("1MiB"), Ok(Budget::Fixed(Size(1 << 20))));
+        let fixed = ServerConfig { cache_budget: Budget::Fixed(Size(1 << 20)), ..ServerConfig::default() };
+        assert_eq!(fixed.memory_plan().cache_budget, 1 << 20);
+        assert!(fixed.memory_plan().why.contains("cache_budget setting"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cql;
 pub mod frame_io;
 pub mod hints;
 pub mod logging;
+pub mod memory_budget;
 pub mod metrics;
 pub mod server;
 pub mod shell;

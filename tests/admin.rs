@@ -108,11 +108,23 @@ fn status_and_info_describe_the_node_in_text_and_json() {
     assert!(info["uptime_ms"].as_u64().is_some(), "{info}");
     // Nothing was flushed yet.
     assert!(shards.iter().all(|s| s["sstables"] == 0), "{info}");
+    // The memory budgets the test set, and that they were set.
+    let budget = common::TEST_BUDGET_BYTES;
+    assert_eq!(info["memory"]["memtable_budget"], budget, "{info}");
+    assert_eq!(info["memory"]["cache_budget"], budget, "{info}");
+    assert!(info["memory"]["why"].as_str().unwrap().contains("cache_budget setting"), "{info}");
 
-    // The same host id after a restart: it is the data directory's identity.
+    // The same host id after a restart: it is the data directory's identity. The cache left
+    // at auto is sized from the machine's memory, and info says so.
     common::stop_cleanly(server);
-    let server = Server::start(&dir, SHARDS, &[]);
+    let server = Server::start(&dir, SHARDS, &["--cache-budget", "auto"]);
     assert_eq!(admin_json(server.addr, &["status"])["nodes"][0]["host_id"], host_id.as_str());
+    let memory = admin_json(server.addr, &["info"])["memory"].clone();
+    assert!(
+        memory["why"].as_str().unwrap().contains("block cache") && memory["why"].as_str().unwrap().contains("auto")
+    );
+    assert!(memory["cache_budget"].as_u64().unwrap() >= 8 << 20, "{memory}");
+    assert!(admin_ok(server.addr, &["info"]).contains("Memory sizing       : per shard"));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

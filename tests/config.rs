@@ -46,10 +46,13 @@ fn printed_configuration_is_accepted_back_unchanged() {
         "metrics_listen = \"off\"",
         "log_format = \"json\"",
         "log_level = \"warn,shards=debug\"",
-        "cache_budget = \"64MiB\"",
+        "cache_budget = \"auto\"",
     ] {
         assert!(printed.lines().any(|l| l == line), "missing {line:?} in\n{printed}");
     }
+    // What auto chose, and why, for the budget left at auto.
+    let memory = printed.lines().find(|l| l.starts_with("# memory: ")).expect("a memory line");
+    assert!(memory.contains("MemTables 8MiB (memtable_budget setting)") && memory.contains("block cache"), "{memory}");
     let file = dir.join("printed.toml");
     std::fs::write(&file, &printed).expect("writing the printed configuration");
     let again = print_config(&["--config", file.to_str().expect("UTF-8 path")]);

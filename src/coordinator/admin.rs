@@ -9,8 +9,8 @@ use std::time::Instant;
 use shards::latency::LatencyHistogram;
 use shards::shard::{node_table_counters, ShardStats, TableCounters};
 use wire::protocol::{
-    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, Netstats, NodeInfo, NodeStatus, Response,
-    RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
+    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, MemoryBudgets, Netstats, NodeInfo,
+    NodeStatus, Response, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
 };
 
 use super::{node_error, Coordinator};
@@ -23,11 +23,13 @@ use crate::cluster::HostId;
 pub(super) struct AdminState {
     started: Instant,
     client_address: SocketAddr,
+    /// What the shards were given for MemTables and cache, for `info`.
+    pub(super) memory: Option<MemoryBudgets>,
 }
 
 impl AdminState {
     pub(super) fn new(client_address: SocketAddr) -> AdminState {
-        AdminState { started: Instant::now(), client_address }
+        AdminState { started: Instant::now(), client_address, memory: None }
     }
 }
 
@@ -183,6 +185,7 @@ impl Coordinator {
             drained: self.node.is_drained(),
             shards,
             hints_pending: self.hint_store().map_or(0, |h| h.counts().pending_total()),
+            memory: self.admin.memory.clone(),
         }
     }
 

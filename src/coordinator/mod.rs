@@ -114,6 +114,12 @@ impl Coordinator {
         }
     }
 
+    /// The coordinator with the shards' memory budgets, which `admin info` shows.
+    pub fn with_memory_budgets(mut self, memory: wire::protocol::MemoryBudgets) -> Coordinator {
+        self.admin.memory = Some(memory);
+        self
+    }
+
     pub fn node(&self) -> &Node {
         &self.node
     }

@@ -19,7 +19,8 @@ use anyhow::{bail, Context, Result};
 use shards::node::{LocalService, Node};
 
 use crate::config::{
-    parse_size, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT, DEFAULT_SHARD_AWARE_PORT,
+    parse_budget, parse_size, Budget, MetricsListen, ServerConfig, SyncModeSetting, DEFAULT_METRICS_PORT,
+    DEFAULT_SHARD_AWARE_PORT,
 };
 use crate::logging::{self, LogFormat};
 use services::{JoinPlan, ServiceEvent, Wiring};
@@ -123,12 +124,14 @@ pub struct Args {
     /// fdatasync period in periodic mode, ms [default: 10000].
     #[arg(long)]
     periodic_sync_ms: Option<u64>,
-    /// MemTable bytes per shard before a flush (e.g. 67108864 or 64MiB) [default: 64MiB].
-    #[arg(long, value_parser = parse_size)]
-    memtable_budget: Option<usize>,
-    /// Block cache bytes per shard [default: 64MiB].
-    #[arg(long, value_parser = parse_size)]
-    cache_budget: Option<usize>,
+    /// MemTable bytes per shard before a flush (e.g. 67108864 or 64MiB), or auto: 1/8 of the
+    /// machine's usable memory over the shards, 16MiB..128MiB [default: auto].
+    #[arg(long, value_parser = parse_budget)]
+    memtable_budget: Option<Budget>,
+    /// Block cache bytes per shard, or auto: half of the machine's usable memory left by the
+    /// MemTables, over the shards [default: auto].
+    #[arg(long, value_parser = parse_budget)]
+    cache_budget: Option<Budget>,
     /// Pin shard i to CPU i [default: true]. Pass false when nodes share cores.
     #[arg(long)]
     pin_shards: Option<bool>,
@@ -282,10 +285,10 @@ impl Args {
             c.periodic_sync_ms = v;
         }
         if let Some(v) = self.memtable_budget {
-            c.memtable_budget.0 = v;
+            c.memtable_budget = v;
         }
         if let Some(v) = self.cache_budget {
-            c.cache_budget.0 = v;
+            c.cache_budget = v;
         }
         if let Some(v) = self.pin_shards {
             c.pin_shards = v;
@@ -330,6 +333,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.print_config {
         println!("# enigmadb server: effective configuration (defaults, then --config, then flags)");
         print!("{}", config.to_toml()?);
+        println!("# memory: {}", config.memory_plan().why);
         return Ok(());
     }
     logging::init(config.log_format, &config.log_level)?;
@@ -344,6 +348,7 @@ pub fn run(args: Args) -> Result<()> {
         shards = config.shards,
         "starting"
     );
+    tracing::info!(memory = %config.memory_plan().why, "memory budgets");
     // A first boot into a cluster asks the seeds before the data directory gets an identity.
     first_boot::check(&config)?;
     // Block the termination signals in every thread (executors inherit this mask) so that the

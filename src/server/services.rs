@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use shards::node::{LocalService, Node};
+use wire::protocol::MemoryBudgets;
 
 use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
@@ -242,7 +243,11 @@ async fn coordinator_shard(
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port, &transport_config);
     let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()));
+    let memory = config.memory_plan();
+    let memory =
+        MemoryBudgets { memtable_budget: memory.memtable_budget, cache_budget: memory.cache_budget, why: memory.why };
+    let coordinator =
+        Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()).with_memory_budgets(memory));
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
     let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));

@@ -154,6 +154,11 @@ pub struct Server {
     stdout: mpsc::Receiver<String>,
 }
 
+/// MemTable and block cache budget per shard of a test node that sets none itself.
+pub const TEST_BUDGET: &str = "64MiB";
+/// [`TEST_BUDGET`] in bytes.
+pub const TEST_BUDGET_BYTES: u64 = 64 << 20;
+
 impl Server {
     /// Starts `enigmadb server` on `dir` with `shards` unpinned shards on this process's
     /// loopback address and waits for its ready line. `extra` adds flags (a small
@@ -178,12 +183,21 @@ impl Server {
         shards: usize,
         extra: &[&str],
     ) -> Server {
+        // Test nodes share the machine: fixed memory budgets (the sizes the tests were made
+        // with) unless a test sets its own (a flag, or a config file, which flags would
+        // override), rather than each sizing itself from all of it.
+        let configured = extra.iter().any(|e| *e == "--config");
+        let budgets = ["--memtable-budget", "--cache-budget"]
+            .into_iter()
+            .filter(|flag| !configured && !extra.iter().any(|e| e == flag || e.starts_with(&format!("{flag}="))))
+            .flat_map(|flag| [flag, TEST_BUDGET]);
         let mut child = command
             .arg("server")
             .arg("--data-dir")
             .arg(dir)
             .args(["--shards", &shards.to_string(), "--pin-shards", "false"])
             .args(["--listen", listen, "--peer-listen", peer_listen])
+            .args(budgets)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

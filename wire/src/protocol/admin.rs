@@ -194,6 +194,18 @@ pub struct NodeInfo {
     pub shards: Vec<ShardInfo>,
     /// Hints this node keeps for replicas that missed writes, not yet delivered.
     pub hints_pending: u64,
+    /// The memory budgets the shards were given and why; `None` from a server older than
+    /// this field (it ends the encoding, so older servers' answers still decode).
+    pub memory: Option<MemoryBudgets>,
+}
+
+/// What every shard of a node may hold in MemTables and in its block cache, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBudgets {
+    pub memtable_budget: u64,
+    pub cache_budget: u64,
+    /// The settings, or how `auto` sized them from the machine's memory.
+    pub why: String,
 }
 
 impl NodeInfo {
@@ -540,6 +552,9 @@ impl NodeInfo {
         w.u32(self.shards.len() as u32);
         self.shards.iter().for_each(|s| s.write(w));
         w.u64(self.hints_pending);
+        if let Some(m) = &self.memory {
+            w.u64(m.memtable_budget).u64(m.cache_budget).str(&m.why);
+        }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<NodeInfo, DecodeError> {
@@ -548,7 +563,15 @@ impl NodeInfo {
         let n = read_count(r, MIN_SHARD_INFO_BYTES)?;
         let shards = read_list(r, n, |r, _| ShardInfo::read(r))?;
         let hints_pending = r.u64()?;
-        Ok(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards, hints_pending })
+        let memory = match r.remaining() {
+            0 => None,
+            _ => Some(MemoryBudgets {
+                memtable_budget: r.u64()?,
+                cache_budget: r.u64()?,
+                why: read_text(r, MAX_NAME_BYTES)?,
+            }),
+        };
+        Ok(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards, hints_pending, memory })
     }
 }
 
@@ -823,9 +846,23 @@ pub(crate) mod tests {
                 any::<bool>(),
                 proptest::collection::vec(any_shard_info(), 0..3),
                 any::<u64>(),
+                proptest::option::of((any::<u64>(), any::<u64>(), "[ -~]{0,40}")),
             )
-                .prop_map(|(host_id, uptime_ms, load_bytes, drained, shards, hints_pending)| {
-                    AdminResult::Info(NodeInfo { host_id, uptime_ms, load_bytes, drained, shards, hints_pending })
+                .prop_map(|(host_id, uptime_ms, load_bytes, drained, shards, hints_pending, memory)| {
+                    let memory = memory.map(|(memtable_budget, cache_budget, why)| MemoryBudgets {
+                        memtable_budget,
+                        cache_budget,
+                        why,
+                    });
+                    AdminResult::Info(NodeInfo {
+                        host_id,
+                        uptime_ms,
+                        load_bytes,
+                        drained,
+                        shards,
+                        hints_pending,
+                        memory,
+                    })
                 }),
             proptest::collection::vec(any_table_stats(), 0..3).prop_map(AdminResult::TableStats),
             any_done().prop_map(AdminResult::Flushed),
@@ -881,8 +918,15 @@ pub(crate) mod tests {
     #[test]
     fn cache_hit_rate_sums_every_shard() {
         let shard = |hits, misses| ShardInfo { cache_hits: hits, cache_misses: misses, ..ShardInfo::default() };
-        let mut info =
-            NodeInfo { host_id: 1, uptime_ms: 0, load_bytes: 0, drained: false, shards: vec![], hints_pending: 0 };
+        let mut info = NodeInfo {
+            host_id: 1,
+            uptime_ms: 0,
+            load_bytes: 0,
+            drained: false,
+            shards: vec![],
+            hints_pending: 0,
+            memory: None,
+        };
         assert_eq!(info.cache_hit_rate(), None);
         info.shards = vec![shard(3, 1), shard(0, 0), shard(1, 3)];
         assert_eq!(info.cache_hit_rate(), Some(0.5));
