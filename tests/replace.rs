@@ -47,13 +47,17 @@ fn a_replacement_takes_the_dead_nodes_tokens_and_serves_its_ranges() {
     let unknown = refused_start(&refused_dir, &cluster.flags(5, &["--replace", "127.9.9.9:1", "--listen", &listen]));
     assert!(unknown.contains("no member of the cluster has peer address 127.9.9.9:1"), "{unknown}");
 
+    let dead_peer = cluster.server(3).peer.expect("a peer address").to_string();
     cluster.kill(3);
     for i in [1, 2] {
         await_until(&format!("node {i} sees node 3 down"), || count_up(cluster.addr(i)) == 2);
     }
-    // The replacement takes the dead node's address (a new port: the test nodes' ports are
-    // the kernel's choice).
-    let new = cluster.add_on(3, &["--replace", &dead]);
+    // A directory that holds a node's data is no place for a replacement.
+    let held = refused_start(&cluster.node_dir(3), &cluster.flags(5, &["--replace", &dead, "--listen", &listen]));
+    assert!(held.contains("already holds data"), "{held}");
+    // The replacement, naming the dead node by its peer address, takes the dead node's
+    // address (a new port: the test nodes' ports are the kernel's choice).
+    let new = cluster.add_on(3, &["--replace", &dead_peer]);
     let new_host = cluster.host_id(new);
     assert_ne!(new_host, dead);
     await_until("node 1 lists the replacement joining with the dead node's tokens", || {
