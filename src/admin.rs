@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
 use wire::protocol::{
-    display_host_id, AdminDone, AdminRequest, AdminResult, ColumnSpec, Netstats, NodeInfo, NodeStatus, RepairRequest,
-    RingEntry, TableStats,
+    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, ColumnSpec, Netstats, NodeInfo, NodeStatus,
+    RepairRequest, RingEntry, TableStats,
 };
 use wire::{ColumnType, Value};
 
@@ -66,6 +66,14 @@ enum Command {
         /// Only this table.
         table: Option<String>,
     },
+    /// Drop the partitions this node no longer replicates (after a node joined) from the
+    /// table's SSTables (every table's without a name): each SSTable is rewritten keeping only
+    /// the tokens its shard owns under the current ring. Refused while a range movement
+    /// involves this node.
+    Cleanup {
+        /// Only this table (keyspace.table or table).
+        table: Option<String>,
+    },
     /// Flush everything, then refuse writes, before a clean shutdown. The drained state is not
     /// persisted: as with Cassandra, a restarted node serves writes again.
     Drain,
@@ -96,6 +104,7 @@ impl Command {
             Command::Tablestats { table } => AdminRequest::TableStats { table },
             Command::Flush { table } => AdminRequest::Flush { table },
             Command::Compact { table } => AdminRequest::Compact { table },
+            Command::Cleanup { table } => AdminRequest::Cleanup { table },
             Command::Drain => AdminRequest::Drain,
             Command::Repair { table, primary_range, .. } => {
                 AdminRequest::Repair(RepairRequest::Plan { table, primary_only: primary_range })
@@ -153,6 +162,7 @@ pub fn render(result: &AdminResult) -> String {
         ),
         AdminResult::Repair(result) => repair::render(result),
         AdminResult::Netstats(netstats) => render_netstats(netstats),
+        AdminResult::Cleaned(tables) => render_cleaned(tables),
         AdminResult::Drained(done) => format!(
             "Drained: flushed {} of MemTables on {} shards; writes are refused until the node restarts\n",
             display_size(done.memtable_bytes),
@@ -342,6 +352,19 @@ pub fn to_json(result: &AdminResult) -> Json {
         AdminResult::Compacted(done) => done_json("compact", done),
         AdminResult::Drained(done) => done_json("drain", done),
         AdminResult::Repair(result) => repair::to_json(result),
+        AdminResult::Cleaned(tables) => json!({
+            "command": "cleanup",
+            "tables": tables.iter().map(|t| json!({
+                "table": t.table,
+                "sstables_in": t.sstables_in,
+                "sstables_out": t.sstables_out,
+                "bytes_in": t.bytes_in,
+                "bytes_out": t.bytes_out,
+                "bytes_dropped": t.bytes_dropped(),
+                "partitions_in": t.partitions_in,
+                "partitions_dropped": t.partitions_dropped,
+            })).collect::<Vec<_>>(),
+        }),
         AdminResult::Netstats(n) => json!({
             "mode": n.mode,
             "ranges_total": n.ranges_total,
@@ -360,6 +383,30 @@ pub fn to_json(result: &AdminResult) -> Json {
             })).collect::<Vec<_>>(),
         }),
     }
+}
+
+fn render_cleaned(tables: &[CleanedTable]) -> String {
+    let bytes: u64 = tables.iter().map(CleanedTable::bytes_dropped).sum();
+    let partitions: u64 = tables.iter().map(|t| t.partitions_dropped).sum();
+    let mut out =
+        format!("Cleaned {} tables: dropped {partitions} partitions, {}\n", tables.len(), display_size(bytes));
+    let columns = ["Table", "SSTables rewritten", "Before", "After", "Dropped", "Partitions", "Partitions dropped"];
+    let rows = tables
+        .iter()
+        .map(|t| {
+            vec![
+                t.table.clone(),
+                format!("{} -> {}", t.sstables_in, t.sstables_out),
+                display_size(t.bytes_in),
+                display_size(t.bytes_out),
+                display_size(t.bytes_dropped()),
+                t.partitions_in.to_string(),
+                t.partitions_dropped.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&text_table(&columns, rows));
+    out
 }
 
 fn render_netstats(n: &Netstats) -> String {

@@ -258,6 +258,12 @@ pub struct ServerConfig {
     /// down, until it is removed). Without it such a start is refused. No effect once the
     /// data directory has its node.meta.
     pub allow_address_reuse: bool,
+    /// On a first boot: the dead node (host id, or peer address `ip:port` or `ip`) whose
+    /// tokens this node takes over, streaming its data from the surviving replicas
+    /// (`--replace`, Cassandra's replace_address_first_boot). Ignored once the replacement
+    /// completed; unset: a new node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<String>,
     /// Phi above which the failure detector marks a silent peer down (Cassandra's
     /// phi_convict_threshold; 8 is about 18 s of silence with gossip every second).
     pub phi_convict_threshold: f64,
@@ -378,6 +384,7 @@ impl Default for ServerConfig {
             cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
             shadow_round_timeout_ms: crate::cluster::shadow::DEFAULT_SHADOW_ROUND_TIMEOUT.as_millis() as u64,
             allow_address_reuse: false,
+            replace: None,
             phi_convict_threshold: 8.0,
             write_request_timeout_ms: 2_000,
             read_request_timeout_ms: 5_000,
@@ -571,6 +578,7 @@ impl ServerConfig {
                 ..FailureDetectorConfig::default()
             },
             max_frame_bytes: self.max_frame_bytes.0,
+            replaces: None,
         }
     }
 
@@ -604,6 +612,7 @@ impl ServerConfig {
             ring_delay: Duration::from_millis(self.ring_delay_ms),
             throughput: (self.stream_throughput_mb_per_s > 0)
                 .then(|| self.stream_throughput_mb_per_s.saturating_mul(1_000_000)),
+            replaces: None,
         }
     }
 

@@ -23,7 +23,7 @@ use wire::{Token, Value};
 
 use crate::catalog::{Catalog, CatalogError, DropRecord, SchemaChanges, TableEntry};
 use crate::cell::Timestamp;
-use crate::compaction::CompactionReport;
+use crate::compaction::{CompactionReport, OwnedRanges};
 use crate::hlc::{SystemClock, WallClock};
 use crate::key::{ClusteringKey, KeyError, PartitionKey};
 use crate::mutation::{PartitionUpdate, UpdateError, Write, WriteError};
@@ -223,6 +223,12 @@ enum Request {
     Compact {
         /// One table, or every table.
         table: Option<TableId>,
+        reply: flume::Sender<Result<CompactionReport, ShardError>>,
+    },
+    Cleanup {
+        table: TableId,
+        /// The token ranges the shard keeps.
+        owned: OwnedRanges,
         reply: flume::Sender<Result<CompactionReport, ShardError>>,
     },
     DropTable {
@@ -896,6 +902,18 @@ impl Node {
         Ok(out)
     }
 
+    /// Cleanup of `table`: shard `s` keeps only the partitions whose token is in `owned[s]`
+    /// (`Shard::cleanup`). Returns what each shard did, in shard order.
+    pub async fn cleanup(&self, table: TableId, owned: Vec<OwnedRanges>) -> Result<Vec<CompactionReport>, NodeError> {
+        assert_eq!(owned.len(), self.shard_count(), "one set of owned ranges per shard");
+        let mut out = Vec::new();
+        for (shard, owned) in (0..self.shard_count() as u16).zip(owned) {
+            let report = self.call(shard, |reply| Request::Cleanup { table, owned, reply }).await?;
+            out.push(report.map_err(|source| NodeError::Shard { shard, source })?);
+        }
+        Ok(out)
+    }
+
     pub async fn stats(&self) -> Result<Vec<ShardStats>, NodeError> {
         let mut out = Vec::new();
         for shard in 0..self.shard_count() as u16 {
@@ -1183,6 +1201,9 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         }
         Request::Compact { table, reply } => {
             let _ = reply.send(shard.compact_major(table).await);
+        }
+        Request::Cleanup { table, owned, reply } => {
+            let _ = reply.send(shard.cleanup(table, owned).await);
         }
         Request::DropTable { table, reply } => {
             let _ = reply.send(shard.drop_table(table).await);

@@ -111,6 +111,11 @@ impl NodeMeta {
     }
 
     /// The shard count recorded in an existing directory, if any.
+    /// The identity recorded in `dir`, if any (without creating one).
+    pub fn existing(dir: &Path) -> Result<Option<NodeMeta>, NodeMetaError> {
+        Self::read(&dir.join(NODE_META_FILE))
+    }
+
     pub fn existing_shard_count(dir: &Path) -> Result<Option<usize>, NodeMetaError> {
         Ok(Self::read(&dir.join(NODE_META_FILE))?.map(|m| m.tokens.len()))
     }

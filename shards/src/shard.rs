@@ -34,8 +34,8 @@ use crate::compaction::merge::PartitionMerge;
 use crate::compaction::purge::min_timestamp;
 use crate::compaction::run::{merge_sstables, CompactionError, MergeJob};
 use crate::compaction::{
-    CompactionConfig, CompactionReport, CompactionStats, CompactionStrategy, InvalidCompactionConfig, Purger,
-    SstableSummary, Throttle,
+    CompactionConfig, CompactionReport, CompactionStats, CompactionStrategy, InvalidCompactionConfig, OwnedRanges,
+    Purger, SstableSummary, Throttle,
 };
 use crate::hlc::{Hlc, HlcError, SystemClock};
 use crate::key::PartitionKey;
@@ -1026,7 +1026,7 @@ impl Shard {
                 }
                 let picked = self.pick_compaction(strategy);
                 let Some((table, inputs)) = picked else { break };
-                if self.run_compaction(table, inputs).await.is_err() {
+                if self.run_compaction(table, inputs, None).await.is_err() {
                     break;
                 }
             }
@@ -1047,8 +1047,13 @@ impl Shard {
     }
 
     /// Runs one compaction and keeps the counters; the caller holds the compaction slot.
-    async fn run_compaction(&self, table: TableId, inputs: Vec<Rc<Sstable>>) -> Result<CompactionReport, ShardError> {
-        let result = self.compact(table, inputs).await;
+    async fn run_compaction(
+        &self,
+        table: TableId,
+        inputs: Vec<Rc<Sstable>>,
+        owned: Option<&OwnedRanges>,
+    ) -> Result<CompactionReport, ShardError> {
+        let result = self.compact(table, inputs, owned).await;
         match &result {
             Ok(report) => {
                 let mut stats = self.compaction_stats.borrow_mut();
@@ -1069,8 +1074,15 @@ impl Shard {
     /// Merges `inputs` (SSTables of `table`) into one new SSTable and replaces them with it in
     /// one manifest edit. A crash before the edit leaves the old set (the new file is a
     /// leftover), after it the new set (the old files are leftovers). If the inputs left the
-    /// live set meanwhile (truncate, drop), the result is thrown away.
-    async fn compact(&self, table: TableId, inputs: Vec<Rc<Sstable>>) -> Result<CompactionReport, ShardError> {
+    /// live set meanwhile (truncate, drop), the result is thrown away. A cleanup (`owned`)
+    /// keeps only the partitions whose token is in it; when it dropped none, its output is
+    /// thrown away and the inputs stay (nothing to gain from rewriting them).
+    async fn compact(
+        &self,
+        table: TableId,
+        inputs: Vec<Rc<Sstable>>,
+        owned: Option<&OwnedRanges>,
+    ) -> Result<CompactionReport, ShardError> {
         let Some(schema) = self.schema(table) else { return Ok(CompactionReport::default()) };
         let generation = self.allocate_generation();
         let path = self.dir.join(SSTABLE_DIR).join(sstable_file_name(table, generation));
@@ -1083,6 +1095,7 @@ impl Shard {
             generation,
             sstable: &self.config.sstable,
             purger: Purger::new(now_secs(), schema.options.gc_grace_seconds),
+            owned,
         };
         let mut throttle = Throttle::new(self.config.compaction.throughput_bytes());
         let (meta, mut report) = merge_sstables(
@@ -1092,6 +1105,10 @@ impl Shard {
             || self.closing.get(),
         )
         .await?;
+        if owned.is_some() && report.partitions_not_owned == 0 {
+            let _ = std::fs::remove_file(&path);
+            return Ok(CompactionReport { partitions_in: report.partitions_in, ..CompactionReport::default() });
+        }
         let output = match meta {
             Some(meta) => match Sstable::open(&path, generation, self.cache.clone()).await {
                 Ok(sst) => Some((SstableEntry { table, generation, file_size: meta.file_size }, Rc::new(sst))),
@@ -1228,10 +1245,44 @@ impl Shard {
             let inputs: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
             let purgeable = |s: &Rc<Sstable>| s.meta().tombstones > 0 || s.meta().expiring_cells > 0;
             if inputs.len() >= 2 || inputs.iter().any(purgeable) {
-                total.add(&self.run_compaction(table, inputs).await?);
+                total.add(&self.run_compaction(table, inputs, None).await?);
             }
         }
         Ok(total)
+    }
+
+    /// Cleanup (`nodetool cleanup`): flushes the MemTables (so what they hold is filtered
+    /// too), then rewrites each SSTable of `table` alone, keeping only the partitions whose
+    /// token is in `owned` (the ranges this shard replicates under the current ring); an
+    /// SSTable holding nothing else is left as it is. Each rewrite is one compaction (one
+    /// manifest edit) in the compaction task queue, one at a time with the others.
+    pub async fn cleanup(self: &Rc<Self>, table: TableId, owned: OwnedRanges) -> Result<CompactionReport, ShardError> {
+        if !self.schemas.borrow().contains_key(&table) {
+            return Err(ShardError::UnknownTable(table));
+        }
+        self.flush().await?;
+        let shard = self.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                let inputs: Vec<Rc<Sstable>> = shard.sstables.borrow().get(&table).cloned().unwrap_or_default();
+                let mut total = CompactionReport::default();
+                for sst in inputs {
+                    let _slot = shard.compaction_slot().await;
+                    if shard.closing.get() {
+                        return Err(ShardError::Closing(shard.id));
+                    }
+                    let live =
+                        shard.sstables.borrow().get(&table).is_some_and(|l| l.iter().any(|s| Rc::ptr_eq(s, &sst)));
+                    if live {
+                        total.add(&shard.run_compaction(table, vec![sst], Some(&owned)).await?);
+                    }
+                }
+                Ok(total)
+            },
+            self.compaction_queue,
+        )
+        .map_err(|e| ShardError::Task { shard: self.id, reason: e.to_string() })?;
+        task.await
     }
 
     /// DROP TABLE on this shard (after the node's catalog dropped it): the table becomes
@@ -1695,12 +1746,12 @@ mod tests {
             let newest = live(&shard, 1)[0].clone();
             assert!(newest.meta().tombstones > 0);
 
-            let report = shard.run_compaction(1, vec![newest]).await.unwrap();
+            let report = shard.run_compaction(1, vec![newest], None).await.unwrap();
             assert_eq!(report.purged.tombstones, 0, "{report:?}");
             assert_eq!(report.purged.kept_for_older_data, 1, "{report:?}");
             assert_eq!(visible(&shard, &schema, "x").await, 0, "the deleted value must not come back");
 
-            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            let report = shard.run_compaction(1, live(&shard, 1), None).await.unwrap();
             assert_eq!((report.purged.tombstones, report.purged.kept_for_older_data), (1, 0), "{report:?}");
             assert_eq!((report.sstables_in, report.sstables_out, report.partitions_out), (2, 1, 1), "{report:?}");
             assert_eq!(visible(&shard, &schema, "x").await, 0);
@@ -1708,6 +1759,48 @@ mod tests {
             let out = live(&shard, 1);
             assert_eq!(out.len(), 1);
             assert_eq!((out[0].meta().tombstones, out[0].meta().partitions), (0, 1), "only y is left on disk");
+            shard.close().await.unwrap();
+        });
+    }
+
+    /// A cleanup keeps exactly the partitions whose token is owned, drops the others from the
+    /// SSTables (the MemTable is flushed first), and leaves an SSTable holding nothing else as
+    /// it was.
+    #[test]
+    fn cleanup_drops_the_partitions_whose_token_is_not_owned() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = kv(864_000);
+            let (shard, _) = Shard::open(0, &dir, manual_compaction(), std::slice::from_ref(&schema)).await.unwrap();
+            let names: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+            for name in &names[..40] {
+                put(&shard, &schema, name, "v", 100).await;
+            }
+            shard.flush().await.unwrap();
+            for name in &names[40..] {
+                put(&shard, &schema, name, "v", 100).await; // still in the MemTable
+            }
+            let token = |name: &str| PartitionKey::from_values(&schema, &[Value::Text(name.into())]).unwrap().token();
+            let owned = OwnedRanges::new(vec![(i64::MIN + 1, 0)]).unwrap();
+            let kept = names.iter().filter(|n| owned.contains(token(n))).count();
+            assert!(kept > 10 && kept < 54, "{kept} of 64 owned");
+            let report = shard.cleanup(1, owned.clone()).await.unwrap();
+            assert_eq!(report.partitions_not_owned as usize, 64 - kept, "{report:?}");
+            assert_eq!(report.partitions_out as usize, kept, "{report:?}");
+            assert_eq!((report.sstables_in, report.compactions), (2, 2), "{report:?}");
+            // Files are written in whole blocks: a few dropped partitions need not shrink them.
+            assert!(report.bytes_out <= report.bytes_in, "{report:?}");
+            for name in &names {
+                assert_eq!(visible(&shard, &schema, name).await, usize::from(owned.contains(token(name))), "{name}");
+            }
+            let on_disk: u64 = live(&shard, 1).iter().map(|s| s.meta().partitions).sum();
+            assert_eq!(on_disk as usize, kept);
+            // A second cleanup finds nothing to drop: the SSTables stay as they are.
+            let generations: Vec<u64> = live(&shard, 1).iter().map(|s| s.meta().generation).collect();
+            let report = shard.cleanup(1, owned).await.unwrap();
+            assert_eq!((report.compactions, report.partitions_not_owned), (0, 0), "{report:?}");
+            assert_eq!(live(&shard, 1).iter().map(|s| s.meta().generation).collect::<Vec<_>>(), generations);
+            assert!(matches!(shard.cleanup(9, OwnedRanges::default()).await, Err(ShardError::UnknownTable(9))));
             shard.close().await.unwrap();
         });
     }
@@ -1723,13 +1816,13 @@ mod tests {
             shard.flush().await.unwrap();
             put(&shard, &schema, "x", "late", 100).await; // older than the deletion: hidden
             glommio::timer::sleep(Duration::from_millis(1100)).await;
-            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            let report = shard.run_compaction(1, live(&shard, 1), None).await.unwrap();
             assert_eq!(report.purged.kept_for_older_data, 1, "{report:?}");
             assert_eq!(visible(&shard, &schema, "x").await, 0);
             shard.flush().await.unwrap();
             assert_eq!(visible(&shard, &schema, "x").await, 0);
             // Everything of x is now inside one compaction: nothing is left of it.
-            let report = shard.run_compaction(1, live(&shard, 1)).await.unwrap();
+            let report = shard.run_compaction(1, live(&shard, 1), None).await.unwrap();
             assert_eq!((report.purged.tombstones, report.partitions_out, report.sstables_out), (1, 0, 0), "{report:?}");
             assert!(live(&shard, 1).is_empty());
             assert_eq!(visible(&shard, &schema, "x").await, 0);

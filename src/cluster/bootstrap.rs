@@ -11,7 +11,7 @@ use wire::ring::Ring;
 use wire::token::Token;
 
 use super::merkle::TokenRange;
-use super::pending::{Movement, MovementError, Owner, RangeMovements};
+use super::pending::{Movement, MovementError, Owner, PendingRange, RangeMovements};
 use super::HostId;
 
 /// One token range the joining node will replicate, with the current replicas to stream it
@@ -32,24 +32,40 @@ pub fn plan(
     host: HostId,
     tokens: &[Vec<Token>],
 ) -> Result<Vec<StreamRange>, MovementError> {
-    let join = Movement::Join { host, tokens: tokens.to_vec() };
-    let mut moves = RangeMovements::new(natural.clone(), rf);
-    moves.begin(join)?;
     let mut future = natural.vnodes().to_vec();
     for (shard, ts) in tokens.iter().enumerate() {
         future.extend(ts.iter().map(|t| (*t, (host, shard as u16))));
     }
     future.sort_unstable_by_key(|(t, _)| *t);
     let future = Ring::new(future)?;
+    let join = Movement::Join { host, tokens: tokens.to_vec() };
+    streams(natural, rf, join, host, |r| {
+        let keeps: Vec<HostId> = future.replicas(r.last, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect();
+        let natural: Vec<HostId> = r.natural.iter().map(|(h, _)| *h).collect();
+        let mut sources: Vec<HostId> = natural.iter().copied().filter(|h| !keeps.contains(h)).collect();
+        sources.extend(natural.iter().copied().filter(|h| keeps.contains(h)));
+        sources
+    })
+}
+
+/// The ranges `host` becomes a replica of through `movement` (its pending ranges at `rf`),
+/// each with the replicas `sources` picks for it; adjacent ranges with the same sources are
+/// merged, also across the end of the token space. In ring order.
+pub fn streams(
+    natural: &Ring<Owner>,
+    rf: usize,
+    movement: Movement,
+    host: HostId,
+    sources: impl Fn(&PendingRange) -> Vec<HostId>,
+) -> Result<Vec<StreamRange>, MovementError> {
+    let mut moves = RangeMovements::new(natural.clone(), rf);
+    moves.begin(movement)?;
     let mut out: Vec<(Token, Token, Vec<HostId>)> = Vec::new();
     for r in moves.pending().ranges() {
         if !r.pending.iter().any(|(h, _)| *h == host) {
             continue;
         }
-        let keeps: Vec<HostId> = future.replicas(r.last, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect();
-        let natural: Vec<HostId> = r.natural.iter().map(|(h, _)| *h).collect();
-        let mut sources: Vec<HostId> = natural.iter().copied().filter(|h| !keeps.contains(h)).collect();
-        sources.extend(natural.iter().copied().filter(|h| keeps.contains(h)));
+        let sources = sources(r);
         match out.last_mut() {
             Some((_, last, s)) if *s == sources && last.checked_add(1) == Some(r.first) => *last = r.last,
             _ => out.push((r.first, r.last, sources)),
@@ -80,13 +96,23 @@ pub fn check_join(
     tokens: &[Vec<Token>],
     rfs: &[usize],
 ) -> Result<(), MovementError> {
+    check_movement(natural, others, &Movement::Join { host, tokens: tokens.to_vec() }, rfs)
+}
+
+/// [`check_join`] for any movement (a join, or the replacement of a dead node).
+pub fn check_movement(
+    natural: &Ring<Owner>,
+    others: &[Movement],
+    movement: &Movement,
+    rfs: &[usize],
+) -> Result<(), MovementError> {
     for &rf in rfs {
         let mut moves = RangeMovements::new(natural.clone(), rf);
         for other in others {
             // A join peers cannot take (it overlaps another) is not in progress for them either.
             let _ = moves.begin(other.clone());
         }
-        moves.begin(Movement::Join { host, tokens: tokens.to_vec() })?;
+        moves.begin(movement.clone())?;
     }
     Ok(())
 }
@@ -183,7 +209,9 @@ impl Progress {
 
 /// The bootstrap state file of a data directory (`bootstrap.state`).
 pub const BOOTSTRAP_STATE_FILE: &str = "bootstrap.state";
-const KIND: FileKind = FileKind { name: "bootstrap state", magic: *b"ENIGBOOT", version: 1 };
+/// Version 2 added the host a replacement takes over; version 1 files are still read.
+const KIND: FileKind = FileKind { name: "bootstrap state", magic: *b"ENIGBOOT", version: 2 };
+const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Where a node's bootstrap stands, as its data directory records it. A directory without the
 /// file never bootstrapped (the first node of a cluster, or one that joined before bootstrap
@@ -204,6 +232,15 @@ pub enum BootstrapStateError {
     Corrupt { path: String, detail: String },
 }
 
+/// What `bootstrap.state` records: where the bootstrap stands and, for a replacement
+/// (`enigmadb server --replace`), the dead node whose tokens this node takes over (kept once
+/// completed: the node gossips it for its whole life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootstrapRecord {
+    pub state: BootstrapState,
+    pub replaces: Option<HostId>,
+}
+
 impl BootstrapState {
     fn code(self) -> u8 {
         match self {
@@ -211,23 +248,45 @@ impl BootstrapState {
             BootstrapState::Completed => 2,
         }
     }
+}
 
-    /// The state recorded in `dir` (None: no file).
-    pub fn load(dir: &Path) -> Result<Option<BootstrapState>, BootstrapStateError> {
+impl BootstrapRecord {
+    /// The record in `dir` (None: no file).
+    pub fn load(dir: &Path) -> Result<Option<BootstrapRecord>, BootstrapStateError> {
         let path = dir.join(BOOTSTRAP_STATE_FILE);
-        let Some(payload) = durable_file::read(&path, KIND)? else { return Ok(None) };
+        let Some((version, payload)) = durable_file::read_versions(&path, KIND, OLDEST_READABLE_VERSION)? else {
+            return Ok(None);
+        };
         let corrupt = |detail: String| BootstrapStateError::Corrupt { path: path.display().to_string(), detail };
-        match payload[..] {
-            [1] => Ok(Some(BootstrapState::InProgress)),
-            [2] => Ok(Some(BootstrapState::Completed)),
-            [code] => Err(corrupt(format!("unknown bootstrap state {code}"))),
-            _ => Err(corrupt(format!("a payload of {} bytes, expected 1", payload.len()))),
-        }
+        let state = match payload.first() {
+            Some(1) => BootstrapState::InProgress,
+            Some(2) => BootstrapState::Completed,
+            Some(code) => return Err(corrupt(format!("unknown bootstrap state {code}"))),
+            None => return Err(corrupt("an empty payload".into())),
+        };
+        let replaces = match (version, &payload[1..]) {
+            (1, []) | (2, [0]) => None,
+            (2, [1, host @ ..]) if host.len() == 16 => {
+                Some(HostId::from_le_bytes(host.try_into().expect("16 bytes, checked")))
+            }
+            (_, rest) => {
+                return Err(corrupt(format!("{} bytes after the state in a version {version} file", rest.len())))
+            }
+        };
+        Ok(Some(BootstrapRecord { state, replaces }))
     }
 
-    /// Records this state in `dir`, durably (written to a temporary file, synced, renamed).
+    /// Records this in `dir`, durably (written to a temporary file, synced, renamed).
     pub fn store(self, dir: &Path) -> Result<(), BootstrapStateError> {
-        durable_file::write(&dir.join(BOOTSTRAP_STATE_FILE), KIND, &[self.code()])?;
+        let mut payload = vec![self.state.code()];
+        match self.replaces {
+            None => payload.push(0),
+            Some(host) => {
+                payload.push(1);
+                payload.extend_from_slice(&host.to_le_bytes());
+            }
+        }
+        durable_file::write(&dir.join(BOOTSTRAP_STATE_FILE), KIND, &payload)?;
         Ok(())
     }
 }
@@ -335,18 +394,36 @@ mod tests {
     #[test]
     fn the_state_file_round_trips_and_refuses_damage() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(BootstrapState::load(dir.path()).unwrap().is_none());
-        BootstrapState::InProgress.store(dir.path()).unwrap();
-        assert_eq!(BootstrapState::load(dir.path()).unwrap(), Some(BootstrapState::InProgress));
-        BootstrapState::Completed.store(dir.path()).unwrap();
-        assert_eq!(BootstrapState::load(dir.path()).unwrap(), Some(BootstrapState::Completed));
+        let load = || BootstrapRecord::load(dir.path());
+        assert!(load().unwrap().is_none());
+        for record in [
+            BootstrapRecord { state: BootstrapState::InProgress, replaces: None },
+            BootstrapRecord { state: BootstrapState::Completed, replaces: None },
+            BootstrapRecord { state: BootstrapState::InProgress, replaces: Some(u128::MAX - 7) },
+            BootstrapRecord { state: BootstrapState::Completed, replaces: Some(0x33) },
+        ] {
+            record.store(dir.path()).unwrap();
+            assert_eq!(load().unwrap(), Some(record));
+        }
         let path = dir.path().join(BOOTSTRAP_STATE_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 5;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(BootstrapState::load(dir.path()).is_err(), "a checksum mismatch is an error");
-        durable_file::write(&path, KIND, &[7]).unwrap();
-        assert!(matches!(BootstrapState::load(dir.path()), Err(BootstrapStateError::Corrupt { .. })));
+        assert!(load().is_err(), "a checksum mismatch is an error");
+        durable_file::write(&path, KIND, &[7, 0]).unwrap();
+        assert!(matches!(load(), Err(BootstrapStateError::Corrupt { .. })));
+        durable_file::write(&path, KIND, &[1, 1, 2]).unwrap();
+        assert!(matches!(load(), Err(BootstrapStateError::Corrupt { .. })), "a cut host id");
+    }
+
+    /// A file written before replacements (version 1: the state byte alone) is still read.
+    #[test]
+    fn a_version_1_state_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = FileKind { version: 1, ..KIND };
+        durable_file::write(&dir.path().join(BOOTSTRAP_STATE_FILE), v1, &[2]).unwrap();
+        let record = BootstrapRecord::load(dir.path()).unwrap();
+        assert_eq!(record, Some(BootstrapRecord { state: BootstrapState::Completed, replaces: None }));
     }
 }

@@ -55,7 +55,8 @@ impl Discovered {
         self.schema.entries.iter().any(|e| !is_local_table(&e.schema.name))
     }
 
-    fn gossip(&self) -> Gossip {
+    /// What the seed knows, as a gossip state of an endpoint nobody is.
+    pub fn gossip(&self) -> Gossip {
         // An endpoint id nobody has (host ids are random u128s): every delta is a peer's.
         let mut gossip = Gossip::new(0, 0, Vec::new()).unwrap_or_else(|e| unreachable!("no states: {e}"));
         gossip.handle_ack(Ack { requests: Vec::new(), deltas: self.deltas.clone() });
@@ -80,6 +81,23 @@ pub fn discover(
         .spawn(move || async move { ask(config, seeds, wait).await })
         .map_err(|e| DiscoveryError::Executor(e.to_string()))?;
     executor.join().map_err(|e| DiscoveryError::Executor(e.to_string()))?.map(Some)
+}
+
+/// Whether a node answers gossip at `peer` as host `host` (a replacement checks that the node
+/// it replaces is not running). Any failure to reach it is "no".
+pub fn answers_as(config: TransportConfig, peer: SocketAddr, host: HostId) -> Result<bool, DiscoveryError> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("replace-probe")
+        .spawn(move || async move {
+            let transport = Transport::new(config);
+            let syn = PeerRequest::GossipSyn(Syn { digests: Vec::new() });
+            match transport.call_on(peer, COORDINATOR_SHARD, syn, CALL_TIMEOUT).await {
+                Ok(PeerAnswer::GossipAck(ack)) => ack.deltas.iter().any(|d| d.host == host),
+                _ => false,
+            }
+        })
+        .map_err(|e| DiscoveryError::Executor(e.to_string()))?;
+    executor.join().map_err(|e| DiscoveryError::Executor(e.to_string()))
 }
 
 async fn ask(config: TransportConfig, seeds: Vec<SocketAddr>, wait: Duration) -> Result<Discovered, DiscoveryError> {

@@ -36,7 +36,21 @@ pub const MAX_DELTA_BYTES: usize = 8 << 20;
 pub const MAX_RELEASE_VERSION_LEN: usize = 64;
 
 /// The layout version every gossip body starts with; a body of another version is refused.
-pub const GOSSIP_BODY_VERSION: u8 = 2;
+/// Version 3 added application state 9 (`Replaces`); a body without it is still sent as
+/// version 2 (so nodes of the previous release read it), and version 2 bodies are read.
+pub const GOSSIP_BODY_VERSION: u8 = 3;
+/// The oldest body version this node reads (and the version of a body that needs no more).
+const OLDEST_GOSSIP_BODY_VERSION: u8 = 2;
+
+/// The version a body carrying `deltas` is sent as: the oldest that holds every key in them.
+fn body_version(deltas: &[Delta]) -> u8 {
+    let replaces = deltas.iter().flat_map(|d| &d.states).any(|v| v.value.key() == StateKey::Replaces);
+    if replaces {
+        GOSSIP_BODY_VERSION
+    } else {
+        OLDEST_GOSSIP_BODY_VERSION
+    }
+}
 
 /// Encoded size of a [`Digest`]: host id (16), generation (8), max version (8).
 const DIGEST_BYTES: usize = 32;
@@ -63,10 +77,11 @@ pub enum StateKey {
     Load = 6,
     ReleaseVersion = 7,
     ShardAwareAddress = 8,
+    Replaces = 9,
 }
 
 impl StateKey {
-    pub const ALL: [StateKey; 8] = [
+    pub const ALL: [StateKey; 9] = [
         StateKey::PeerAddress,
         StateKey::ClientAddress,
         StateKey::Tokens,
@@ -75,6 +90,7 @@ impl StateKey {
         StateKey::Load,
         StateKey::ReleaseVersion,
         StateKey::ShardAwareAddress,
+        StateKey::Replaces,
     ];
 
     fn from_code(code: u8) -> Option<StateKey> {
@@ -187,6 +203,10 @@ pub enum AppState {
     /// Where its shard-aware client port listens (a connection is served by the shard its
     /// source port names); absent when the node has none.
     ShardAwareAddress(SocketAddr),
+    /// The dead node whose tokens it took over (`enigmadb server --replace`): while it is
+    /// JOINING it is that node's pending replacement; once NORMAL, the dead node is out of the
+    /// ring everywhere. Kept for the life of the node.
+    Replaces(HostId),
 }
 
 impl AppState {
@@ -200,6 +220,7 @@ impl AppState {
             AppState::Load(_) => StateKey::Load,
             AppState::ReleaseVersion(_) => StateKey::ReleaseVersion,
             AppState::ShardAwareAddress(_) => StateKey::ShardAwareAddress,
+            AppState::Replaces(_) => StateKey::Replaces,
         }
     }
 
@@ -241,6 +262,7 @@ impl AppState {
             AppState::ReleaseVersion(v) => {
                 w.str(v);
             }
+            AppState::Replaces(host) => encode_host(w, *host),
         }
     }
 
@@ -261,6 +283,7 @@ impl AppState {
                 AppState::Tokens(tokens)
             }
             StateKey::Status => AppState::Status(Status::decode(r)?),
+            StateKey::Replaces => AppState::Replaces(decode_host(r)?),
             StateKey::SchemaVersion => AppState::SchemaVersion(r.u64()?),
             StateKey::Load => AppState::Load(r.u64()?),
             StateKey::ReleaseVersion => {
@@ -278,6 +301,17 @@ impl AppState {
             Err(detail) => Err(DecodeError::Invalid { offset: at, what: "gossip application state", detail }),
         }
     }
+}
+
+/// The hosts whose tokens a completed replacement took over: named by the `Replaces` state of
+/// an endpoint that is no longer joining (NORMAL, or later shut down or leaving) and not gone.
+/// Such a host is out of the ring everywhere (Cassandra removes a replaced node), whatever its
+/// own state still says: it is dead and cannot gossip that it was removed.
+pub fn replaced_hosts<'a>(endpoints: impl Iterator<Item = (HostId, &'a EndpointState)>) -> BTreeSet<HostId> {
+    endpoints
+        .filter(|(_, s)| s.status().is_some_and(|st| st != Status::Joining && !st.is_gone()))
+        .filter_map(|(_, s)| s.replaces())
+        .collect()
 }
 
 /// An application state value with the version it was set at.
@@ -312,6 +346,14 @@ impl EndpointState {
     /// Every application state, in key order.
     pub fn states(&self) -> impl Iterator<Item = &Versioned> {
         self.states.values()
+    }
+
+    /// The dead node this one took over (or is taking over) the tokens of.
+    pub fn replaces(&self) -> Option<HostId> {
+        match self.get(StateKey::Replaces) {
+            Some(AppState::Replaces(h)) => Some(*h),
+            _ => None,
+        }
     }
 
     pub fn status(&self) -> Option<Status> {
@@ -585,13 +627,21 @@ impl Gossip {
         events
     }
 
+    /// The dead nodes a completed replacement took over (`replaced_hosts`).
+    pub fn replaced(&self) -> BTreeSet<HostId> {
+        replaced_hosts(self.endpoints())
+    }
+
     /// The token ring of the endpoints `member` accepts (e.g. status Normal and a known
-    /// tokens state), each vnode owned by (host, shard).
+    /// tokens state), each vnode owned by (host, shard). A replaced node is not in it, nor is
+    /// a replacement in progress (its tokens are the dead node's, still in the ring).
     pub fn ring(&self, member: impl Fn(&EndpointState) -> bool) -> Result<Ring<(HostId, u16)>, RingError> {
+        let replaced = self.replaced();
         let vnodes = self
             .endpoints
             .iter()
-            .filter(|(_, s)| member(s))
+            .filter(|(host, s)| member(s) && !replaced.contains(host))
+            .filter(|(_, s)| !(s.replaces().is_some() && s.status() == Some(Status::Joining)))
             .filter_map(|(host, s)| s.tokens().map(|t| (*host, t)))
             .flat_map(|(host, shards)| {
                 shards
@@ -789,8 +839,11 @@ impl Delta {
 
 fn read_version(r: &mut Reader) -> Result<(), DecodeError> {
     match r.u8()? {
-        GOSSIP_BODY_VERSION => Ok(()),
-        v => Err(r.invalid("gossip body version", format!("{v}, this node reads {GOSSIP_BODY_VERSION}"))),
+        OLDEST_GOSSIP_BODY_VERSION..=GOSSIP_BODY_VERSION => Ok(()),
+        v => Err(r.invalid(
+            "gossip body version",
+            format!("{v}, this node reads {OLDEST_GOSSIP_BODY_VERSION} to {GOSSIP_BODY_VERSION}"),
+        )),
     }
 }
 
@@ -837,7 +890,7 @@ fn decode_body<T>(bytes: &[u8], body: impl FnOnce(&mut Reader) -> Result<T, Deco
 impl Syn {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(GOSSIP_BODY_VERSION);
+        w.u8(OLDEST_GOSSIP_BODY_VERSION);
         encode_digests(&mut w, &self.digests);
         w.into_bytes()
     }
@@ -850,7 +903,7 @@ impl Syn {
 impl Ack {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(GOSSIP_BODY_VERSION);
+        w.u8(body_version(&self.deltas));
         encode_digests(&mut w, &self.requests);
         encode_deltas(&mut w, &self.deltas);
         w.into_bytes()
@@ -864,7 +917,7 @@ impl Ack {
 impl Ack2 {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(GOSSIP_BODY_VERSION);
+        w.u8(body_version(&self.deltas));
         encode_deltas(&mut w, &self.deltas);
         w.into_bytes()
     }
@@ -1209,6 +1262,25 @@ mod tests {
         }
     }
 
+    /// A body is sent as version 2 (which the previous release reads) unless it carries the
+    /// `Replaces` state of version 3; both are read.
+    #[test]
+    fn only_a_body_with_a_replacement_needs_version_3() {
+        let delta = |states: Vec<AppState>| Delta {
+            host: A,
+            heartbeat: HeartBeat { generation: 1, version: 2 },
+            states: states.into_iter().map(|value| Versioned { value, version: 1 }).collect(),
+        };
+        let plain = Ack2 { deltas: vec![delta(vec![AppState::Load(1)])] };
+        let replacing = Ack2 { deltas: vec![delta(vec![AppState::Load(1), AppState::Replaces(7)])] };
+        assert_eq!((plain.encode()[0], replacing.encode()[0]), (2, 3));
+        assert_eq!(node(A, 1).syn().encode()[0], 2);
+        assert_eq!(Ack2::decode(&replacing.encode()), Ok(replacing.clone()));
+        let ack = Ack { requests: Vec::new(), deltas: replacing.deltas.clone() };
+        assert_eq!(ack.encode()[0], 3);
+        assert_eq!(Ack::decode(&ack.encode()), Ok(ack));
+    }
+
     #[test]
     fn bodies_of_another_version_or_with_trailing_bytes_are_refused() {
         let mut syn = node(A, 1).syn().encode();
@@ -1247,6 +1319,7 @@ mod tests {
             any::<u64>().prop_map(AppState::Load),
             "[a-z0-9.-]{0,64}".prop_map(AppState::ReleaseVersion),
             addr_strategy().prop_map(AppState::ShardAwareAddress),
+            any::<u128>().prop_map(AppState::Replaces),
         ]
     }
 

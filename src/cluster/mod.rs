@@ -6,6 +6,7 @@
 
 pub mod allocation;
 pub mod bootstrap;
+pub mod cleanup;
 pub mod discovery;
 pub mod failure_detector;
 pub mod gossip;
@@ -13,6 +14,7 @@ pub mod merkle;
 pub mod messages;
 pub mod opcodes;
 pub mod pending;
+pub mod replace;
 pub mod replication;
 pub mod schema;
 pub mod service;

@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     pub cluster_name: String,
     pub failure_detector: FailureDetectorConfig,
     pub max_frame_bytes: usize,
+    /// The dead node this one replaces or replaced (`enigmadb server --replace`), gossiped
+    /// from the start (as `Replaces`) for the life of the node.
+    pub replaces: Option<HostId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +196,7 @@ impl Cluster {
             states.extend([AppState::Tokens(tokens.clone()), AppState::Status(Status::Normal)]);
         }
         states.extend(config.shard_aware_addr.map(AppState::ShardAwareAddress));
+        states.extend(config.replaces.map(AppState::Replaces));
         let gossip = Gossip::new(local, node.generation(), states)?;
         let first = Rc::new(ClusterView::single(Member {
             host: local,
@@ -203,6 +207,7 @@ impl Cluster {
             alive: true,
             generation: node.generation(),
             joining: false,
+            replaces: None,
         })?);
         *view.borrow_mut() = first.clone();
         publish_view(&first);
@@ -354,8 +359,11 @@ impl Cluster {
         let view = self.view.borrow().clone();
         let owns = view.ring().ownership(|(host, _)| *host);
         let now = self.now();
+        // A node a completed replacement took over is not listed (as a removed one).
+        let replaced = gossip.replaced();
         let mut out: Vec<MemberStatus> = gossip
             .endpoints()
+            .filter(|(host, _)| *host == self.local || !replaced.contains(host))
             .map(|(host, state)| MemberStatus {
                 host,
                 client: state.client_address(),
@@ -593,13 +601,19 @@ impl Cluster {
                     };
                     Some(Member {
                         joining,
+                        replaces: state.replaces(),
                         host,
                         peer: state.peer_address()?,
                         client: state.client_address()?,
                         shard_aware: state.shard_aware_address(),
                         tokens,
+                        // The node this one replaces was found dead before it started (it
+                        // may look alive until the failure detector convicts it: it was
+                        // heard of once, through the seed).
                         alive: host == self.local
-                            || (detector.is_alive(host) && state.status() != Some(Status::Shutdown)),
+                            || (detector.is_alive(host)
+                                && state.status() != Some(Status::Shutdown)
+                                && Some(host) != self.config.replaces),
                         generation: state.heartbeat().generation,
                     })
                 })

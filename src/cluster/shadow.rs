@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use wire::protocol::display_host_id;
 
 use super::gossip::{ShadowState, Status, MAX_DELTAS_PER_MESSAGE, MAX_ENDPOINTS};
+use super::replace::{resolve, ReplaceTarget};
 use super::transport::{PeerAnswer, PeerError, PeerRequest, Transport, COORDINATOR_SHARD};
 use super::HostId;
 
@@ -108,6 +109,8 @@ pub enum FirstBoot {
     /// Members with this node's address exist (their host ids); the operator accepted that
     /// their data is gone: join as a new node anyway.
     JoinReusingAddress(Vec<HostId>),
+    /// The only member with this node's address is the dead node it replaces (`--replace`).
+    Replace(HostId),
     /// No seed answered, and this node is a seed itself: start a cluster alone (Cassandra's
     /// "continuing anyway since node is in its own seed list").
     Alone,
@@ -181,6 +184,7 @@ pub fn decide(
     peer: SocketAddr,
     seeds: &[SocketAddr],
     allow_address_reuse: bool,
+    replacing: Option<&ReplaceTarget>,
     data_dir: PathBuf,
     outcome: &ShadowOutcome,
 ) -> Result<FirstBoot, FirstBootError> {
@@ -188,8 +192,15 @@ pub fn decide(
         ShadowOutcome::Answered { seeds: answered, state } => {
             let members: Vec<(HostId, Option<Status>)> =
                 state.members_at(peer).into_iter().map(|(host, s)| (host, s.status())).collect();
+            // A replacement may take the address of the dead node it replaces (its own checks
+            // come after the round, `server::replace`).
+            let endpoints: Vec<_> = state.endpoints().collect();
+            let replaced = replacing.and_then(|t| resolve(&endpoints, t, None).ok()).map(|dead| dead.host);
             match (members.is_empty(), allow_address_reuse) {
                 (true, _) => Ok(FirstBoot::Join),
+                _ if replaced.is_some() && members.iter().all(|(h, _)| Some(*h) == replaced) => {
+                    Ok(FirstBoot::Replace(replaced.expect("checked just above")))
+                }
                 (false, true) => Ok(FirstBoot::JoinReusingAddress(members.iter().map(|(h, _)| *h).collect())),
                 (false, false) => {
                     Err(FirstBootError::AddressInUse { peer, members, told_by: answered.clone(), data_dir })
@@ -243,36 +254,60 @@ mod tests {
     fn a_member_at_this_address_refuses_the_start_unless_acknowledged() {
         let me = addr(3);
         let outcome = answered(&[(1, addr(1), Status::Normal), (0x33, me, Status::Normal)]);
-        let err = decide(me, &[addr(1)], false, "/data/n3".into(), &outcome).unwrap_err();
+        let err = decide(me, &[addr(1)], false, None, "/data/n3".into(), &outcome).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("peer address 127.0.0.3:7470 already exists"), "{text}");
         assert!(text.contains("host id 00000000-0000-0000-0000-000000000033, status normal"), "{text}");
         assert!(text.contains("/data/n3") && text.contains("--allow-address-reuse"), "{text}");
-        assert_eq!(decide(me, &[addr(1)], true, "/d".into(), &outcome), Ok(FirstBoot::JoinReusingAddress(vec![0x33])));
+        assert_eq!(
+            decide(me, &[addr(1)], true, None, "/d".into(), &outcome),
+            Ok(FirstBoot::JoinReusingAddress(vec![0x33]))
+        );
         // A node shut down cleanly is still a member.
         let shut = answered(&[(0x33, me, Status::Shutdown)]);
-        assert!(matches!(decide(me, &[addr(1)], false, "/d".into(), &shut), Err(FirstBootError::AddressInUse { .. })));
+        assert!(matches!(
+            decide(me, &[addr(1)], false, None, "/d".into(), &shut),
+            Err(FirstBootError::AddressInUse { .. })
+        ));
     }
 
     #[test]
     fn a_new_address_or_one_a_gone_node_left_joins() {
         let me = addr(4);
         let outcome = answered(&[(1, addr(1), Status::Normal), (2, addr(2), Status::Normal)]);
-        assert_eq!(decide(me, &[addr(1)], false, "/d".into(), &outcome), Ok(FirstBoot::Join));
+        assert_eq!(decide(me, &[addr(1)], false, None, "/d".into(), &outcome), Ok(FirstBoot::Join));
         // Another port on the same host is another node.
         let other_port = answered(&[(2, SocketAddr::from(([127, 0, 0, 4], 7471)), Status::Normal)]);
-        assert_eq!(decide(me, &[addr(1)], false, "/d".into(), &other_port), Ok(FirstBoot::Join));
+        assert_eq!(decide(me, &[addr(1)], false, None, "/d".into(), &other_port), Ok(FirstBoot::Join));
         for gone in [Status::Left { expires_at_ms: 1 }, Status::Removed { expires_at_ms: 1 }] {
             let outcome = answered(&[(1, addr(1), Status::Normal), (9, me, gone)]);
-            assert_eq!(decide(me, &[addr(1)], false, "/d".into(), &outcome), Ok(FirstBoot::Join), "{gone:?}");
+            assert_eq!(decide(me, &[addr(1)], false, None, "/d".into(), &outcome), Ok(FirstBoot::Join), "{gone:?}");
         }
+    }
+
+    #[test]
+    fn a_replacement_may_take_the_address_of_the_node_it_replaces() {
+        let me = addr(3);
+        let outcome = answered(&[(1, addr(1), Status::Normal), (0x33, me, Status::Normal)]);
+        for target in [ReplaceTarget::Host(0x33), ReplaceTarget::Peer(me), ReplaceTarget::Ip(me.ip())] {
+            assert_eq!(
+                decide(me, &[addr(1)], false, Some(&target), "/d".into(), &outcome),
+                Ok(FirstBoot::Replace(0x33))
+            );
+        }
+        // Replacing another node does not make this address free.
+        let other = ReplaceTarget::Host(1);
+        assert!(matches!(
+            decide(me, &[addr(1)], false, Some(&other), "/d".into(), &outcome),
+            Err(FirstBootError::AddressInUse { .. })
+        ));
     }
 
     #[test]
     fn without_an_answer_only_a_seed_starts() {
         let me = addr(2);
-        assert_eq!(decide(me, &[addr(1), me], false, "/d".into(), &no_answer()), Ok(FirstBoot::Alone));
-        let err = decide(me, &[addr(1)], true, "/d".into(), &no_answer()).unwrap_err();
+        assert_eq!(decide(me, &[addr(1), me], false, None, "/d".into(), &no_answer()), Ok(FirstBoot::Alone));
+        let err = decide(me, &[addr(1)], true, None, "/d".into(), &no_answer()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("no seed answered within 30s") && text.contains("127.0.0.1:7470"), "{text}");
         assert!(text.contains("connection refused") && text.contains("own peer address"), "{text}");

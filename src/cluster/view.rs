@@ -34,6 +34,10 @@ pub struct Member {
     /// Bootstrapping (gossip status JOINING): not in the natural ring, so never read from,
     /// but a pending replica of the ranges it will own, so written to.
     pub joining: bool,
+    /// The dead node whose tokens it takes over (`enigmadb server --replace`): while joining
+    /// it is that node's pending replacement; once not joining, the dead node is left out of
+    /// the view.
+    pub replaces: Option<HostId>,
 }
 
 /// One replica of a token: a node and the shard of that node that owns the token.
@@ -67,7 +71,8 @@ pub struct ClusterView {
     members: Vec<Member>,
     /// The natural ring: members that are not joining (all of them when every member is).
     ring: Ring<(HostId, u16)>,
-    /// The joins in progress (members with `joining`, when some member is not), by host.
+    /// The joins and replacements in progress (members with `joining`, when some member is
+    /// not), by host.
     joins: Vec<Movement>,
     /// `pending[rf - 1]`: the pending ranges of the joins at replication factor `rf`, computed
     /// on first use (shared by the clones of a view). Empty when nothing joins.
@@ -78,6 +83,10 @@ impl ClusterView {
     /// The view of `members` as seen from `local`, which must be one of them (and is taken as
     /// alive whatever its flag says: a node serving requests is up).
     pub fn new(local: HostId, mut members: Vec<Member>) -> Result<ClusterView, ViewError> {
+        // A node a completed replacement took over is out of the ring (never this node itself:
+        // a replaced node that comes back still sees itself).
+        let replaced: Vec<HostId> = members.iter().filter(|m| !m.joining).filter_map(|m| m.replaces).collect();
+        members.retain(|m| m.host == local || !replaced.contains(&m.host));
         members.sort_by_key(|m| m.host);
         if let Some(w) = members.windows(2).find(|w| w[0].host == w[1].host) {
             return Err(ViewError::DuplicateHost(w[0].host));
@@ -94,7 +103,10 @@ impl ClusterView {
                 return Err(too_many());
             }
             if m.joining && some_natural {
-                joins.push(Movement::Join { host: m.host, tokens: m.tokens.clone() });
+                joins.push(match m.replaces {
+                    Some(dead) => Movement::Replace { dead, host: m.host },
+                    None => Movement::Join { host: m.host, tokens: m.tokens.clone() },
+                });
                 continue;
             }
             for (shard, tokens) in m.tokens.iter().enumerate() {
@@ -129,6 +141,7 @@ impl ClusterView {
             alive: true,
             generation: 0,
             joining: false,
+            replaces: None,
         };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
@@ -159,7 +172,8 @@ impl ClusterView {
     }
 
     /// The pending replicas of `token` at replication factor `rf`: the joining nodes that will
-    /// replicate it once their join completes (Cassandra's pending endpoints). Writes go to
+    /// replicate it once their join completes, and the replacements of dead nodes (Cassandra's
+    /// pending endpoints). Writes go to
     /// them as well as to [`ClusterView::replicas`]; reads never do. Empty (and free) when
     /// nothing joins. A join that overlaps another one (which the joining node itself refuses
     /// to start, `cluster::bootstrap::check_join`) is left out, the first by host id kept.
@@ -176,6 +190,17 @@ impl ClusterView {
                 Some(Replica { host, shard, peer: member.peer, alive: member.alive, local: host == self.local })
             })
             .collect()
+    }
+
+    /// Whether a movement in progress changes, at replication factor `rf`, a range `host`
+    /// replicates now or will replicate (Cassandra refuses a cleanup then: the ranges the
+    /// node keeps are about to change).
+    pub fn involved_in_movement(&self, host: HostId, rf: usize) -> bool {
+        if self.joins.is_empty() || rf == 0 || rf > MAX_RF {
+            return false;
+        }
+        let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
+        ranges.ranges().iter().any(|r| r.natural.iter().chain(&r.pending).any(|(h, _)| *h == host))
     }
 
     fn pending_ranges(&self, rf: usize) -> PendingRanges {
@@ -255,6 +280,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             alive: true,
             generation: 1,
             joining: false,
+            replaces: None,
         })
         .collect()
 }
@@ -340,6 +366,35 @@ mod tests {
         let view = ClusterView::new(1, all).unwrap();
         assert_eq!(view.ring().vnodes().len(), 8);
         assert!(view.joins().is_empty());
+    }
+
+    #[test]
+    fn a_replacement_is_pending_for_the_dead_nodes_ranges_then_takes_its_place() {
+        let mut ms = members(4, 1, 8, 5);
+        ms[2].alive = false; // host 3 is dead
+        let mut new = ms[2].clone();
+        (new.host, new.alive, new.joining, new.replaces) = (9, true, true, Some(3));
+        new.peer = SocketAddr::from(([127, 0, 0, 9], 7470));
+        ms.push(new.clone());
+        let view = ClusterView::new(1, ms.clone()).unwrap();
+        assert_eq!(view.joins(), &[Movement::Replace { dead: 3, host: 9 }]);
+        for token in (-100..100).map(|i| i * (i64::MAX / 100)) {
+            for rf in 1..=3 {
+                let reads: Vec<HostId> = view.replicas(token, rf).iter().map(|r| r.host).collect();
+                let pending: Vec<HostId> = view.pending_replicas(token, rf).iter().map(|r| r.host).collect();
+                assert!(!reads.contains(&9), "never read from while replacing");
+                assert_eq!(pending, if reads.contains(&3) { vec![9] } else { vec![] }, "token {token} rf {rf}");
+            }
+        }
+        assert!(view.involved_in_movement(1, 3) && view.involved_in_movement(9, 1));
+        // Once NORMAL, the dead node is out of the view and the replacement owns its tokens.
+        let last = ms.len() - 1;
+        ms[last].joining = false;
+        let view = ClusterView::new(1, ms).unwrap();
+        assert!(view.member(3).is_none() && view.joins().is_empty());
+        assert!(view.ring().vnodes().iter().all(|(_, (h, _))| *h != 3));
+        assert_eq!(view.ring().vnodes().iter().filter(|(_, (h, _))| *h == 9).count(), 8);
+        assert!(!view.involved_in_movement(1, 3), "nothing moves");
     }
 
     #[test]

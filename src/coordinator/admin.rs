@@ -1,5 +1,5 @@
 //! The server side of `enigmadb admin` (nodetool's commands): answers an ADMIN request from
-//! the node's counters (`Node::stats`) and operations (`flush`, `compact`, `drain`). It reads
+//! the node's counters (`Node::stats`) and operations (`flush`, `compact`, `drain`, `cleanup`). It reads
 //! counters and calls node operations only; it never reaches into a shard or the query path.
 
 use std::collections::HashMap;
@@ -50,9 +50,10 @@ impl Coordinator {
 
     async fn run_admin(&self, command: AdminRequest) -> Result<AdminResult, ErrorResponse> {
         let table = match &command {
-            AdminRequest::TableStats { table } | AdminRequest::Flush { table } | AdminRequest::Compact { table } => {
-                table.as_deref().map(|name| self.admin_table(name)).transpose()?
-            }
+            AdminRequest::TableStats { table }
+            | AdminRequest::Flush { table }
+            | AdminRequest::Compact { table }
+            | AdminRequest::Cleanup { table } => table.as_deref().map(|name| self.admin_table(name)).transpose()?,
             AdminRequest::Status
             | AdminRequest::Info
             | AdminRequest::Drain
@@ -97,6 +98,7 @@ impl Coordinator {
                 }
                 AdminResult::Compacted(done)
             }
+            AdminRequest::Cleanup { .. } => AdminResult::Cleaned(self.cleanup(table).await?),
             AdminRequest::Repair(request) => AdminResult::Repair(self.repair(request).await?),
             AdminRequest::Drain => {
                 self.node.drain().await.map_err(node_error)?;

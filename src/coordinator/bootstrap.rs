@@ -4,7 +4,11 @@
 //! own, `ClusterView::pending_replicas`), wait for the ring to settle, stream every such range
 //! of every table from a current replica (SCAN pages applied with their stored timestamps,
 //! tombstones and TTLs, as repair pulls), record the bootstrap done, and turn NORMAL. The
-//! plan is `cluster::bootstrap::plan`; nothing here decides placement.
+//! plan is `cluster::bootstrap::plan`; nothing here decides placement. A replacement of a
+//! dead node (`enigmadb server --replace`) runs the same steps with the dead node's tokens:
+//! it is the dead node's pending replacement while it streams every range the dead node
+//! replicated from the survivors (`cluster::replace::plan`), and once NORMAL the dead node is
+//! out of the ring everywhere.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,9 +22,13 @@ use wire::schema::TableSchema;
 
 use super::proxy::replication_factor;
 use super::repair::updates;
-use crate::cluster::bootstrap::{check_join, plan, throttle_delay, BootstrapState, Phase, StreamRange};
+use crate::cluster::bootstrap::{
+    check_movement, plan, throttle_delay, BootstrapRecord, BootstrapState, Phase, StreamRange,
+};
 use crate::cluster::merkle::RangePager;
 use crate::cluster::messages::{self, ScanRequest};
+use crate::cluster::pending::Movement;
+use crate::cluster::replace;
 use crate::cluster::schema::SchemaBody;
 use crate::cluster::service::Cluster;
 use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
@@ -47,6 +55,8 @@ pub struct BootstrapSettings {
     pub ring_delay: Duration,
     /// Bytes per second a bootstrap receives at most (None: unthrottled).
     pub throughput: Option<u64>,
+    /// The dead node this node replaces (`--replace`), whose tokens it has; None: a join.
+    pub replaces: Option<HostId>,
 }
 
 /// Runs the bootstrap of this node to its end: Ok once it is NORMAL. `schema` is what the
@@ -98,7 +108,11 @@ async fn run(
     let tokens = node.tokens();
     let view = cluster.view();
     let others: Vec<_> = view.joins().iter().filter(|m| m.id().host != local).cloned().collect();
-    check_join(view.ring(), &others, local, &tokens, &rfs).map_err(|e| format!("this node cannot join now: {e}"))?;
+    let movement = match settings.replaces {
+        Some(dead) => Movement::Replace { dead, host: local },
+        None => Movement::Join { host: local, tokens: tokens.clone() },
+    };
+    check_movement(view.ring(), &others, &movement, &rfs).map_err(|e| format!("this node cannot join now: {e}"))?;
 
     cluster.announce_joining().map_err(|e| e.to_string())?;
     cluster.update_progress(|p| p.phase = Phase::RingDelay);
@@ -119,8 +133,18 @@ async fn run(
     let view = cluster.view();
     let mut work: Vec<(std::sync::Arc<TableSchema>, StreamRange)> = Vec::new();
     for table in &tables {
-        let streams = plan(view.ring(), replication_factor(table), local, &tokens)
-            .map_err(|e| format!("planning the streams of table {}: {e}", table.name))?;
+        let rf = replication_factor(table);
+        let streams = match settings.replaces {
+            Some(dead) => replace::plan(view.ring(), rf, dead, local),
+            None => plan(view.ring(), rf, local, &tokens),
+        }
+        .map_err(|e| format!("planning the streams of table {}: {e}", table.name))?;
+        if let Some(lost) = streams.iter().find(|s| s.sources.is_empty()) {
+            return Err(format!(
+                "range {} of table {} (replication factor {rf}) has no replica but the dead node: its data is gone with it",
+                lost.range, table.name
+            ));
+        }
         work.extend(streams.into_iter().map(|s| (table.clone(), s)));
     }
     let started = Instant::now();
@@ -138,7 +162,9 @@ async fn run(
             p.seconds = started.elapsed().as_secs_f64();
         });
     }
-    BootstrapState::Completed.store(node.data_dir()).map_err(|e| format!("recording the bootstrap done: {e}"))?;
+    BootstrapRecord { state: BootstrapState::Completed, replaces: settings.replaces }
+        .store(node.data_dir())
+        .map_err(|e| format!("recording the bootstrap done: {e}"))?;
     cluster.announce_normal().map_err(|e| e.to_string())?;
     let progress = cluster.progress();
     let seconds = started.elapsed().as_secs_f64();

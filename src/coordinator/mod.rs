@@ -10,6 +10,7 @@
 mod admin;
 mod batchlog;
 mod bootstrap;
+mod cleanup;
 mod paging;
 mod proxy;
 mod range;

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use wire::protocol::display_host_id;
 
+use crate::cluster::replace::ReplaceTarget;
 use crate::cluster::shadow::{self, FirstBoot, SHADOW_RETRY_INTERVAL};
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::ServerConfig;
@@ -38,7 +39,11 @@ pub fn check(config: &ServerConfig) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the shadow round's executor: {e}"))?
         .join()
         .map_err(|e| anyhow::anyhow!("the shadow round failed: {e}"))?;
-    match shadow::decide(peer, &config.seeds, config.allow_address_reuse, dir.clone(), &outcome)? {
+    let replacing = match &config.replace {
+        Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
+        None => None,
+    };
+    match shadow::decide(peer, &config.seeds, config.allow_address_reuse, replacing.as_ref(), dir.clone(), &outcome)? {
         FirstBoot::Join => tracing::info!(%peer, "first boot: no member has this address; joining as a new node"),
         FirstBoot::JoinReusingAddress(old) => {
             let old: Vec<String> = old.into_iter().map(display_host_id).collect();
@@ -49,6 +54,11 @@ pub fn check(config: &ServerConfig) -> Result<()> {
                  members whose data is accepted as gone; they stay in the ring, down, until removed"
             );
         }
+        FirstBoot::Replace(dead) => tracing::info!(
+            %peer,
+            dead = %display_host_id(dead),
+            "first boot: replacing the dead node that had this address"
+        ),
         FirstBoot::Alone => {
             tracing::warn!(?seeds, "first boot: no other seed answered; starting alone since this node is a seed")
         }

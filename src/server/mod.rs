@@ -9,6 +9,7 @@ mod connection;
 mod first_boot;
 mod link;
 mod memory;
+mod replace;
 mod services;
 
 use std::net::SocketAddr;
@@ -74,6 +75,10 @@ pub struct Args {
     /// under another host id: its data is accepted as gone, this node starts empty.
     #[arg(long)]
     allow_address_reuse: bool,
+    /// On a first boot, take over the tokens of this dead node (host id or peer address) and
+    /// stream its data from the surviving replicas (Cassandra's replace_address_first_boot).
+    #[arg(long, value_name = "HOST_ID_OR_ADDRESS")]
+    replace: Option<String>,
     /// Failure detector threshold: phi above which a silent peer is marked down [default: 8].
     #[arg(long)]
     phi_convict_threshold: Option<f64>,
@@ -236,6 +241,9 @@ impl Args {
             c.shadow_round_timeout_ms = v;
         }
         c.allow_address_reuse |= self.allow_address_reuse;
+        if let Some(v) = &self.replace {
+            c.replace = Some(v.clone());
+        }
         if let Some(v) = self.phi_convict_threshold {
             c.phi_convict_threshold = v;
         }
@@ -359,10 +367,12 @@ pub fn run(args: Args) -> Result<()> {
     // The shards' channels are made once the shard count is known (the data directory fixes
     // it), at the first shard's turn.
     let mut join = prepare_join(&config)?;
+    // A replacement (completed or not) gossips the node it replaces for its whole life.
+    let replaces = crate::cluster::bootstrap::BootstrapRecord::load(&config.data_dir)?.and_then(|r| r.replaces);
     let mut wiring: Option<Wiring> = None;
     let mut services = |shard: u16, shards: usize| -> Option<LocalService> {
         let wiring = wiring.get_or_insert_with(|| {
-            Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone(), join.take())
+            Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone(), join.take(), replaces)
         });
         Some(wiring.service(shard))
     };
@@ -450,11 +460,20 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
 /// its tokens.
 fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     use crate::cluster::allocation::{allocate_tokens, Joining};
-    use crate::cluster::bootstrap::BootstrapState;
+    use crate::cluster::bootstrap::{BootstrapRecord, BootstrapState};
+    use crate::cluster::replace::ReplaceTarget;
     use shards::node_meta::NodeMeta;
     let dir = &config.data_dir;
-    let state =
-        BootstrapState::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
+    let record =
+        BootstrapRecord::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
+    let target = match &config.replace {
+        Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
+        None => None,
+    };
+    if target.is_some() || record.is_some_and(|r| r.replaces.is_some()) {
+        return replace::prepare(config, peer_transport(config), target, record, is_new_dir(dir), DISCOVERY_WAIT);
+    }
+    let state = record.map(|r| r.state);
     let has_identity = NodeMeta::existing_shard_count(dir)?.is_some();
     let resume = state == Some(BootstrapState::InProgress);
     if !config.auto_bootstrap {
@@ -473,11 +492,12 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
         // data that lost its node.meta) or creates one as it always did.
         return Ok(None);
     }
-    let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
-    transport.cluster_name = config.cluster_name.clone();
-    transport.max_frame_bytes = config.max_frame_bytes.0;
-    let found = match crate::cluster::discovery::discover(transport, &config.seeds, config.peer_listen, DISCOVERY_WAIT)
-    {
+    let found = match crate::cluster::discovery::discover(
+        peer_transport(config),
+        &config.seeds,
+        config.peer_listen,
+        DISCOVERY_WAIT,
+    ) {
         // A seed of its own cluster starts alone when no other seed answers (the first boot
         // check already waited for them): it is the cluster's first node.
         Err(crate::cluster::discovery::DiscoveryError::NoSeed { .. })
@@ -507,7 +527,7 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bootstraps = found.has_user_tables();
     if bootstraps {
-        BootstrapState::InProgress.store(dir)?;
+        BootstrapRecord { state: BootstrapState::InProgress, replaces: None }.store(dir)?;
     }
     let meta = NodeMeta::create_with_tokens(dir, tokens)?;
     tracing::info!(
@@ -519,6 +539,14 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
         "tokens allocated against the cluster's ring"
     );
     Ok(bootstraps.then_some(JoinPlan { deltas: found.deltas, schema: found.schema }))
+}
+
+/// How this node calls its peers before it opens (discovery, the checks of a replacement).
+fn peer_transport(config: &ServerConfig) -> crate::cluster::transport::TransportConfig {
+    let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
+    transport.cluster_name = config.cluster_name.clone();
+    transport.max_frame_bytes = config.max_frame_bytes.0;
+    transport
 }
 
 /// Syncs and closes every shard (blocking the main thread on the node's executors).

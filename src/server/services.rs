@@ -26,6 +26,7 @@ use crate::cluster::schema::SchemaBody;
 use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandlers, Transport, HANDED_PEER_QUEUE};
 use crate::cluster::view::ClusterView;
+use crate::cluster::HostId;
 use crate::config::ServerConfig;
 use crate::coordinator::{Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
 use crate::frame_io::Stopping;
@@ -56,6 +57,8 @@ pub struct JoinPlan {
 pub struct Wiring {
     /// For the coordinator shard: the bootstrap to run, if any.
     join: Option<JoinPlan>,
+    /// The dead node this one replaces or replaced (`--replace`), if any.
+    replaces: Option<HostId>,
     shards: usize,
     config: ServerConfig,
     events: flume::Sender<ServiceEvent>,
@@ -75,12 +78,14 @@ impl Wiring {
         events: flume::Sender<ServiceEvent>,
         stop: flume::Receiver<()>,
         join: Option<JoinPlan>,
+        replaces: Option<HostId>,
     ) -> Wiring {
         // Connections wait in a door's queue only while the door takes them from the accept
         // task: a few per shard at most.
         let handoff_queue = 64;
         Wiring {
             join,
+            replaces,
             shards,
             home: flume::bounded(HOME_QUEUE),
             handoffs: (0..shards).map(|_| flume::bounded(handoff_queue)).collect(),
@@ -114,7 +119,8 @@ impl Wiring {
                     stop: self.stop.clone(),
                 };
                 let (config, events, join) = (self.config.clone(), self.events.clone(), self.join.take());
-                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events, join)))
+                let replaces = self.replaces;
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events, join, replaces)))
             }
             shard => {
                 let ends = DoorEnds {
@@ -164,6 +170,7 @@ async fn coordinator_shard(
     config: ServerConfig,
     events: flume::Sender<ServiceEvent>,
     join: Option<JoinPlan>,
+    replaces: Option<HostId>,
 ) {
     let (join_deltas, join_schema) = match join {
         Some(JoinPlan { deltas, schema }) => (Some(deltas), Some(schema)),
@@ -198,7 +205,8 @@ async fn coordinator_shard(
     };
     let shard_aware_addr = shard_aware_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shard_aware_port = shard_aware_addr.map_or(0, |a| a.port());
-    let cluster_config = config.cluster_config(client_addr, shard_aware_addr);
+    let mut cluster_config = config.cluster_config(client_addr, shard_aware_addr);
+    cluster_config.replaces = replaces;
     let peer_port = match PeerPort::bind(&cluster_config, ends.peer_doors) {
         Ok(port) => port,
         Err(e) => return fail(e.to_string()),
@@ -312,7 +320,8 @@ async fn coordinator_shard(
     });
     if let Some(schema) = join_schema {
         let (node, cluster, clock) = (node.clone(), cluster.clone(), coordinator.proxy().clock().clone());
-        let (settings, events) = (config.bootstrap_settings(), events.clone());
+        let (mut settings, events) = (config.bootstrap_settings(), events.clone());
+        settings.replaces = replaces;
         glommio::spawn_local(async move {
             if let Err(why) = crate::coordinator::bootstrap(node, cluster, clock, schema, settings).await {
                 tracing::error!(error = %why, "bootstrap failed: this node stops (its next start bootstraps again)");

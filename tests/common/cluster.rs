@@ -22,7 +22,8 @@ pub fn node_host(i: usize) -> String {
 pub struct TestCluster {
     pub dir: PathBuf,
     nodes: Vec<Option<Server>>,
-    seed: SocketAddr,
+    /// Node 1's peer address, as the --seeds flag takes it.
+    seed_text: String,
     /// Flags every node starts with, after the cluster's own.
     extra: Vec<String>,
     /// Shards of every node.
@@ -44,12 +45,11 @@ impl TestCluster {
     pub fn start_sharded(name: &str, n: usize, shards: usize, extra: &[&str]) -> TestCluster {
         let dir = super::scratch_dir(name);
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let seed = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut cluster = TestCluster { dir, nodes: Vec::new(), seed, extra, shards };
+        let mut cluster = TestCluster { dir, nodes: Vec::new(), seed_text: String::new(), extra, shards };
         for i in 1..=n {
             let server = cluster.launch(i);
             if i == 1 {
-                cluster.seed = server.peer.expect("the ready line names the peer address");
+                cluster.seed_text = server.peer.expect("the ready line names the peer address").to_string();
             }
             cluster.nodes.push(Some(server));
         }
@@ -63,13 +63,36 @@ impl TestCluster {
 
     /// Starts node `i` (1-based) on its own address with node 1 as the seed.
     pub fn launch(&self, i: usize) -> Server {
-        let seeds = if i == 1 { String::new() } else { self.seed.to_string() };
-        let mut extra = vec!["--phi-convict-threshold", PHI];
-        if !seeds.is_empty() {
-            extra.extend(["--seeds", &seeds]);
+        Server::start_on(&node_host(i), &self.node_dir(i), self.shards, &self.flags(i, &[]))
+    }
+
+    /// The flags node `i` starts with: the cluster's, node 1 as its seed (but for node 1), then
+    /// `more`.
+    pub fn flags<'a>(&'a self, i: usize, more: &[&'a str]) -> Vec<&'a str> {
+        let mut flags = vec!["--phi-convict-threshold", PHI];
+        if i != 1 {
+            flags.extend(["--seeds", self.seed_text.as_str()]);
         }
-        extra.extend(self.extra.iter().map(String::as_str));
-        Server::start_on(&node_host(i), &self.node_dir(i), self.shards, &extra)
+        flags.extend(self.extra.iter().map(String::as_str));
+        flags.extend(more);
+        flags
+    }
+
+    /// Starts one more node (the next number, its own directory) on the address of node `at`
+    /// with `more` flags after the cluster's (a replacement may take a dead node's address);
+    /// returns its number.
+    pub fn add_on(&mut self, at: usize, more: &[&str]) -> usize {
+        let i = self.nodes.len() + 1;
+        let server = Server::start_on(&node_host(at), &self.node_dir(i), self.shards, &self.flags(i, more));
+        self.nodes.push(Some(server));
+        i
+    }
+
+    /// Node `i`'s host id as it lists itself in `admin status`.
+    pub fn host_id(&self, i: usize) -> String {
+        let status = admin_status(self.addr(i)).expect("admin status");
+        let me = rows(&status).into_iter().find(|r| r["address"] == self.addr(i).to_string()).expect("itself");
+        me["host_id"].as_str().expect("a host id").to_owned()
     }
 
     /// Starts one more node (the next number) with node 1 as its seed; returns its number.
@@ -124,6 +147,22 @@ impl TestCluster {
             });
         }
         first
+    }
+
+    /// Creates table kv with replication factor `rf` ([`TestCluster::create_kv_table`]) and
+    /// writes `rows` rows `key-i = i` at QUORUM through node 1; returns them.
+    pub fn load_kv(&self, rf: usize, rows: usize) -> std::collections::BTreeMap<String, i32> {
+        let mut client = self.create_kv_table(rf);
+        let insert = client.prepare("INSERT INTO kv (k, v) VALUES (?, ?)").expect("prepare");
+        let params = wire::protocol::QueryParams { consistency: wire::Consistency::Quorum, ..Default::default() };
+        (0..rows)
+            .map(|i| {
+                let key = format!("key-{i}");
+                let values = [Some(wire::Value::Text(key.clone())), Some(wire::Value::Int(i as i32))];
+                client.execute(&insert, &values, params.clone()).expect("a QUORUM write with every node up");
+                (key, i as i32)
+            })
+            .collect()
     }
 
     /// Waits until every running node reports `up` nodes up (UN) in `admin status`.
@@ -209,4 +248,51 @@ pub struct RingVnode {
     pub address: String,
     pub shard: u64,
     pub state: String,
+}
+
+/// The host ids of the `rf` replicas of `token` in `ring` (SimpleStrategy: distinct owners
+/// clockwise from the first vnode at or after the token, wrapping).
+pub fn replicas_of(ring: &[RingVnode], token: i64, rf: usize) -> Vec<String> {
+    let start = ring.partition_point(|v| v.token < token);
+    let mut out: Vec<String> = Vec::new();
+    for v in ring.iter().cycle().skip(start).take(ring.len()) {
+        if out.len() == rf {
+            break;
+        }
+        if !out.contains(&v.host_id) {
+            out.push(v.host_id.clone());
+        }
+    }
+    out
+}
+
+/// The token of every partition in the SSTables of node directory `dir` (every shard), read
+/// with the SSTable inspector (`enigmadb sstable dump --json`). A file a compaction removed
+/// between the listing and the dump is skipped.
+pub fn sstable_tokens(dir: &std::path::Path) -> Vec<i64> {
+    let mut tokens = Vec::new();
+    let shards = std::fs::read_dir(dir)
+        .expect("node directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("shard-"));
+    for shard in shards {
+        let Ok(files) = std::fs::read_dir(shard.path().join("sstables")) else { continue };
+        for file in files.flatten().filter(|f| f.file_name().to_string_lossy().ends_with(".sst")) {
+            let out = super::enigmadb()
+                .args(["sstable", "dump", "--json", "--data-dir"])
+                .arg(dir)
+                .arg(file.path())
+                .output()
+                .expect("running enigmadb sstable dump");
+            if !out.status.success() && !file.path().exists() {
+                continue;
+            }
+            assert!(out.status.success(), "sstable dump {}: {}", file.path().display(), super::text(&out.stderr));
+            let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sstable dump prints JSON");
+            for p in dump["partitions"].as_array().expect("a partition list") {
+                tokens.push(p["partition"]["token"].as_i64().expect("a token"));
+            }
+        }
+    }
+    tokens
 }

@@ -1,18 +1,21 @@
 //! Compaction of one shard's SSTables: which SSTables to merge (the [`strategy`]), what a merge
 //! may drop ([`purge`]), how fast it may go ([`throttle`]), and the streaming merge itself
-//! ([`merge`], [`run`]). The shard decides when to compact and publishes the result through one
+//! ([`merge`], [`run`]); a cleanup is the same merge of one SSTable keeping only the tokens the
+//! shard owns ([`cleanup`]). The shard decides when to compact and publishes the result through one
 //! manifest edit; this module never touches the manifest, never deletes an input file and never
 //! merges SSTables of different tables.
 //!
 //! `strategy`, `purge` and `throttle` are pure (plain `#[test]`s and proptests); `merge` and
 //! `run` are the glommio edge (SSTable scans and the SSTable writer).
 
+pub mod cleanup;
 pub mod merge;
 pub mod purge;
 pub mod run;
 pub mod strategy;
 pub mod throttle;
 
+pub use cleanup::{OwnedRanges, OwnedRangesError};
 pub use purge::{PurgeCounts, Purger};
 pub use run::CompactionReport;
 pub use strategy::{CompactionStrategy, SizeTiered, SstableSummary};

@@ -1,5 +1,6 @@
 //! One compaction: a streaming k-way merge of input SSTables of one table into one new SSTable,
-//! purging on the way what [`Purger`] allows and pacing writes with a [`Throttle`]. Memory is
+//! purging on the way what [`Purger`] allows (and, for a cleanup, dropping the partitions whose
+//! token the shard does not own) and pacing writes with a [`Throttle`]. Memory is
 //! bounded by one block and one partition per input plus the writer's buffers, whatever the
 //! file sizes. It writes only its own output file (removed again on any failure) and never
 //! touches the manifest or the inputs.
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use wire::schema::TableId;
 
+use super::cleanup::OwnedRanges;
 use super::merge::PartitionMerge;
 use super::purge::{PurgeCounts, Purger};
 use super::throttle::Throttle;
@@ -37,6 +39,8 @@ pub struct CompactionReport {
     /// Distinct partitions read (versions of one partition in several inputs count once).
     pub partitions_in: u64,
     pub partitions_out: u64,
+    /// Partitions a cleanup dropped because the shard does not own their token.
+    pub partitions_not_owned: u64,
     pub purged: PurgeCounts,
 }
 
@@ -49,6 +53,7 @@ impl CompactionReport {
         self.bytes_out += other.bytes_out;
         self.partitions_in += other.partitions_in;
         self.partitions_out += other.partitions_out;
+        self.partitions_not_owned += other.partitions_not_owned;
         self.purged.add(&other.purged);
     }
 }
@@ -63,6 +68,8 @@ pub struct MergeJob<'a> {
     pub generation: u64,
     pub sstable: &'a SstableConfig,
     pub purger: Purger,
+    /// A cleanup: only partitions whose token is in these ranges are kept.
+    pub owned: Option<&'a OwnedRanges>,
 }
 
 /// Merges the inputs into `job.output`. `oldest_outside(key)` is the smallest timestamp any
@@ -112,6 +119,11 @@ pub async fn merge_sstables(
         };
         let Some((key, partition)) = next else { break };
         report.partitions_in += 1;
+        if job.owned.is_some_and(|owned| !owned.contains(key.token())) {
+            report.partitions_not_owned += 1;
+            glommio::yield_if_needed().await;
+            continue;
+        }
         let (kept, purged) = job.purger.purge(partition, oldest_outside(&key));
         report.purged.add(&purged);
         if let Some(partition) = kept {

@@ -32,6 +32,9 @@ pub enum AdminRequest {
     Repair(RepairRequest),
     /// The node's streams: its bootstrap's phase and what it received from each peer.
     Netstats,
+    /// Drops the partitions the node no longer replicates from the SSTables of the table (of
+    /// every table when absent), and waits for it.
+    Cleanup { table: Option<String> },
 }
 
 const COMMAND_STATUS: u8 = 1;
@@ -43,6 +46,8 @@ const COMMAND_DRAIN: u8 = 6;
 const COMMAND_RING: u8 = 7;
 const COMMAND_REPAIR: u8 = 8;
 const COMMAND_NETSTATS: u8 = 9;
+// 10 and 11 are kept for decommission and removenode.
+const COMMAND_CLEANUP: u8 = 12;
 
 impl AdminRequest {
     /// The command's name on the command line (`enigmadb admin <name>`).
@@ -57,6 +62,7 @@ impl AdminRequest {
             AdminRequest::Ring => "ring",
             AdminRequest::Repair(_) => "repair",
             AdminRequest::Netstats => "netstats",
+            AdminRequest::Cleanup { .. } => "cleanup",
         }
     }
 
@@ -81,6 +87,7 @@ impl AdminRequest {
             AdminRequest::Netstats => {
                 w.u8(COMMAND_NETSTATS);
             }
+            AdminRequest::Cleanup { table } => write_opt_text(w.u8(COMMAND_CLEANUP), table.as_deref()),
         }
     }
 
@@ -95,6 +102,7 @@ impl AdminRequest {
             COMMAND_RING => AdminRequest::Ring,
             COMMAND_REPAIR => AdminRequest::Repair(RepairRequest::read(r)?),
             COMMAND_NETSTATS => AdminRequest::Netstats,
+            COMMAND_CLEANUP => AdminRequest::Cleanup { table: read_opt_text(r)? },
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
     }
@@ -357,6 +365,48 @@ impl Netstats {
     }
 }
 
+/// What a cleanup did to one table on one node (summed over its shards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanedTable {
+    pub table: String,
+    /// SSTables rewritten (each one alone), and what they became (an SSTable left with
+    /// nothing is removed, not rewritten).
+    pub sstables_in: u64,
+    pub sstables_out: u64,
+    /// Bytes of the SSTables rewritten, and of what they became.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Partitions read from every SSTable of the table, and those dropped (not owned).
+    pub partitions_in: u64,
+    pub partitions_dropped: u64,
+}
+
+const MIN_CLEANED_TABLE_BYTES: usize = 4 + 8 * 6;
+
+impl CleanedTable {
+    /// Bytes the cleanup freed on disk.
+    pub fn bytes_dropped(&self) -> u64 {
+        self.bytes_in.saturating_sub(self.bytes_out)
+    }
+
+    fn write(&self, w: &mut Writer) {
+        w.str(&self.table).u64(self.sstables_in).u64(self.sstables_out).u64(self.bytes_in).u64(self.bytes_out);
+        w.u64(self.partitions_in).u64(self.partitions_dropped);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<CleanedTable, DecodeError> {
+        Ok(CleanedTable {
+            table: read_text(r, MAX_NAME_BYTES)?,
+            sstables_in: r.u64()?,
+            sstables_out: r.u64()?,
+            bytes_in: r.u64()?,
+            bytes_out: r.u64()?,
+            partitions_in: r.u64()?,
+            partitions_dropped: r.u64()?,
+        })
+    }
+}
+
 /// The answer to an [`AdminRequest`] (sent as a RESULT of kind admin).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminResult {
@@ -369,6 +419,8 @@ pub enum AdminResult {
     Ring(Vec<RingEntry>),
     Repair(RepairResult),
     Netstats(Netstats),
+    /// Per table cleaned, by name.
+    Cleaned(Vec<CleanedTable>),
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -380,6 +432,7 @@ const RESULT_DRAINED: u8 = 6;
 const RESULT_RING: u8 = 7;
 const RESULT_REPAIR: u8 = 8;
 const RESULT_NETSTATS: u8 = 9;
+const RESULT_CLEANED: u8 = 12;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
 const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
@@ -411,6 +464,10 @@ impl AdminResult {
             }
             AdminResult::Repair(repair) => repair.write(w.u8(RESULT_REPAIR)),
             AdminResult::Netstats(netstats) => netstats.write(w.u8(RESULT_NETSTATS)),
+            AdminResult::Cleaned(tables) => {
+                w.u8(RESULT_CLEANED).u32(tables.len() as u32);
+                tables.iter().for_each(|t| t.write(w));
+            }
         }
     }
 
@@ -434,6 +491,10 @@ impl AdminResult {
             }
             RESULT_REPAIR => AdminResult::Repair(RepairResult::read(r)?),
             RESULT_NETSTATS => AdminResult::Netstats(Netstats::read(r)?),
+            RESULT_CLEANED => {
+                let n = read_count(r, MIN_CLEANED_TABLE_BYTES)?;
+                AdminResult::Cleaned(read_list(r, n, |r, _| CleanedTable::read(r))?)
+            }
             other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
         })
     }
@@ -700,6 +761,7 @@ pub(crate) mod tests {
             Just(AdminRequest::Ring),
             super::super::repair::tests::any_repair_request().prop_map(AdminRequest::Repair),
             Just(AdminRequest::Netstats),
+            any_table().prop_map(|table| AdminRequest::Cleanup { table }),
         ]
     }
 
@@ -871,6 +933,19 @@ pub(crate) mod tests {
             proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
             super::super::repair::tests::any_repair_result().prop_map(AdminResult::Repair),
             any_netstats().prop_map(AdminResult::Netstats),
+            proptest::collection::vec(
+                ("[a-z_]{1,12}", any::<[u64; 6]>()).prop_map(|(table, n)| CleanedTable {
+                    table,
+                    sstables_in: n[0],
+                    sstables_out: n[1],
+                    bytes_in: n[2],
+                    bytes_out: n[3],
+                    partitions_in: n[4],
+                    partitions_dropped: n[5],
+                }),
+                0..3
+            )
+            .prop_map(AdminResult::Cleaned),
         ]
     }
 
