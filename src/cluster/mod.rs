@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod discovery;
 pub mod failure_detector;
 pub mod gossip;
+pub mod leave;
 pub mod merkle;
 pub mod messages;
 pub mod opcodes;

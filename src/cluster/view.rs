@@ -34,6 +34,10 @@ pub struct Member {
     /// Bootstrapping (gossip status JOINING): not in the natural ring, so never read from,
     /// but a pending replica of the ranges it will own, so written to.
     pub joining: bool,
+    /// Decommissioning, or being removed while dead (gossip status LEAVING): still in the
+    /// natural ring (read from, written to), and the nodes that take its ranges over are
+    /// pending replicas of them.
+    pub leaving: bool,
 }
 
 /// One replica of a token: a node and the shard of that node that owns the token.
@@ -67,10 +71,11 @@ pub struct ClusterView {
     members: Vec<Member>,
     /// The natural ring: members that are not joining (all of them when every member is).
     ring: Ring<(HostId, u16)>,
-    /// The joins in progress (members with `joining`, when some member is not), by host.
-    joins: Vec<Movement>,
-    /// `pending[rf - 1]`: the pending ranges of the joins at replication factor `rf`, computed
-    /// on first use (shared by the clones of a view). Empty when nothing joins.
+    /// The movements in progress, by host: joins (members with `joining`, when some member is
+    /// not) and leaves (members with `leaving`).
+    movements: Vec<Movement>,
+    /// `pending[rf - 1]`: the pending ranges of the movements at replication factor `rf`,
+    /// computed on first use (shared by the clones of a view). Empty when nothing moves.
     pending: Arc<Vec<OnceLock<PendingRanges>>>,
 }
 
@@ -87,15 +92,18 @@ impl ClusterView {
         // A cluster of joining nodes only has nobody to stream from: they are its ring.
         let some_natural = members.iter().any(|m| !m.joining);
         let mut vnodes = Vec::new();
-        let mut joins = Vec::new();
+        let mut movements = Vec::new();
         for m in &members {
             let too_many = || ViewError::TooManyShards { host: m.host, shards: m.tokens.len() };
             if m.tokens.len() > usize::from(u16::MAX) + 1 {
                 return Err(too_many());
             }
             if m.joining && some_natural {
-                joins.push(Movement::Join { host: m.host, tokens: m.tokens.clone() });
+                movements.push(Movement::Join { host: m.host, tokens: m.tokens.clone() });
                 continue;
+            }
+            if m.leaving && !m.tokens.iter().all(Vec::is_empty) {
+                movements.push(Movement::Leave { host: m.host });
             }
             for (shard, tokens) in m.tokens.iter().enumerate() {
                 let shard = u16::try_from(shard).map_err(|_| too_many())?;
@@ -103,11 +111,11 @@ impl ClusterView {
             }
         }
         let ring = Ring::new(vnodes)?;
-        let pending = match joins.is_empty() {
+        let pending = match movements.is_empty() {
             true => Arc::default(),
             false => Arc::new((0..MAX_RF).map(|_| OnceLock::new()).collect()),
         };
-        Ok(ClusterView { local, members, ring, joins, pending })
+        Ok(ClusterView { local, members, ring, movements, pending })
     }
 
     /// A one-member view: a node on its own (single-node mode).
@@ -129,10 +137,11 @@ impl ClusterView {
             alive: true,
             generation: 0,
             joining: false,
+            leaving: false,
         };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
-        ClusterView { local: host, members: vec![member], ring, joins: Vec::new(), pending: Arc::default() }
+        ClusterView { local: host, members: vec![member], ring, movements: Vec::new(), pending: Arc::default() }
     }
 
     pub fn local(&self) -> HostId {
@@ -153,18 +162,25 @@ impl ClusterView {
         &self.ring
     }
 
-    /// The joins in progress this view knows of.
-    pub fn joins(&self) -> &[Movement] {
-        &self.joins
+    /// The movements in progress this view knows of (joins and leaves), by host.
+    pub fn movements(&self) -> &[Movement] {
+        &self.movements
     }
 
-    /// The pending replicas of `token` at replication factor `rf`: the joining nodes that will
-    /// replicate it once their join completes (Cassandra's pending endpoints). Writes go to
-    /// them as well as to [`ClusterView::replicas`]; reads never do. Empty (and free) when
-    /// nothing joins. A join that overlaps another one (which the joining node itself refuses
-    /// to start, `cluster::bootstrap::check_join`) is left out, the first by host id kept.
+    /// Whether `host` owns vnodes of the natural ring (a joining member does not, unless
+    /// every member joins).
+    pub fn in_ring(&self, host: HostId) -> bool {
+        self.ring.vnodes().iter().any(|(_, (h, _))| *h == host)
+    }
+
+    /// The pending replicas of `token` at replication factor `rf`: the nodes that will
+    /// replicate it once a join or leave in progress completes and do not now (Cassandra's
+    /// pending endpoints). Writes go to them as well as to [`ClusterView::replicas`]; reads
+    /// never do. Empty (and free) when nothing moves. A movement that overlaps another one
+    /// (which its node refuses to start, `cluster::bootstrap::check_join`,
+    /// `cluster::leave::check_leave`) is left out, the first by host id kept.
     pub fn pending_replicas(&self, token: Token, rf: usize) -> Vec<Replica> {
-        if self.joins.is_empty() || rf == 0 || rf > MAX_RF {
+        if self.movements.is_empty() || rf == 0 || rf > MAX_RF {
             return Vec::new();
         }
         let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
@@ -180,9 +196,9 @@ impl ClusterView {
 
     fn pending_ranges(&self, rf: usize) -> PendingRanges {
         let mut moves = RangeMovements::new(self.ring.clone(), rf);
-        for join in &self.joins {
-            if let Err(e) = moves.begin(join.clone()) {
-                tracing::warn!(error = %e, rf, "a join is not treated as pending");
+        for movement in &self.movements {
+            if let Err(e) = moves.begin(movement.clone()) {
+                tracing::warn!(error = %e, rf, "a range movement is not treated as pending");
             }
         }
         moves.pending().clone()
@@ -255,6 +271,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             alive: true,
             generation: 1,
             joining: false,
+            leaving: false,
         })
         .collect()
 }
@@ -316,7 +333,7 @@ mod tests {
         let view = ClusterView::new(1, ms.clone()).unwrap();
         let natural = ClusterView::new(1, ms[..3].to_vec()).unwrap();
         assert_eq!(view.ring().vnodes(), natural.ring().vnodes(), "the joining node is not in the ring");
-        assert_eq!(view.joins().len(), 1);
+        assert_eq!(view.movements().len(), 1);
         let mut pending_somewhere = false;
         for token in (-100..100).map(|i| i * (i64::MAX / 100)) {
             for rf in 1..=3 {
@@ -339,7 +356,7 @@ mod tests {
         all.iter_mut().for_each(|m| m.joining = true);
         let view = ClusterView::new(1, all).unwrap();
         assert_eq!(view.ring().vnodes().len(), 8);
-        assert!(view.joins().is_empty());
+        assert!(view.movements().is_empty());
     }
 
     #[test]

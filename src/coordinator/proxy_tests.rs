@@ -121,6 +121,7 @@ impl TestCluster {
                     alive: true,
                     generation: 1,
                     joining: false,
+                    leaving: false,
                 }
             })
             .collect();

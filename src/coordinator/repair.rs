@@ -568,6 +568,7 @@ mod tests {
                 alive: true,
                 generation: 1,
                 joining: false,
+                leaving: false,
             })
             .collect();
         ClusterView::new(local, members).unwrap()

@@ -207,6 +207,7 @@ impl Fixture {
             alive,
             generation: 1,
             joining: false,
+            leaving: false,
         };
         let members = vec![member(self.node.host_id(), 1, true), member(TARGET, 2, up)];
         *self.view.borrow_mut() = Rc::new(ClusterView::new(self.node.host_id(), members).expect("a view"));

@@ -248,6 +248,7 @@ mod tests {
             alive,
             generation: 1,
             joining: false,
+            leaving: false,
         };
         let local = SocketAddr::from(([127, 0, 0, 1], 1));
         ClusterView::new(1, vec![member(1, local, true), member(2, peer, alive)]).expect("a view")

@@ -371,7 +371,7 @@ pub fn run(args: Args) -> Result<()> {
             shutdown(&node)?;
             bail!(reason);
         }
-        Ok(ServiceEvent::Stopped) | Err(_) => {
+        Ok(ServiceEvent::Stopped | ServiceEvent::Decommissioned) | Err(_) => {
             shutdown(&node)?;
             bail!("the coordinator stopped before listening");
         }
@@ -388,6 +388,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     tracing::info!(listen = %addr, metrics = %metrics_at, shards = node.shard_count(), replayed, "ready");
     let mut failure = None;
+    let mut decommissioned = false;
     loop {
         if let Some(signal) = signals.wait(Duration::from_millis(200))? {
             tracing::info!(signal, "stopping: no new connections; in-flight requests finish");
@@ -398,6 +399,10 @@ pub fn run(args: Args) -> Result<()> {
             Ok(ServiceEvent::Failed(reason)) => {
                 tracing::error!(%reason, "stopping");
                 failure = Some(reason);
+                break;
+            }
+            Ok(ServiceEvent::Decommissioned) => {
+                decommissioned = true;
                 break;
             }
             Ok(_) | Err(flume::TryRecvError::Disconnected) => {
@@ -416,6 +421,14 @@ pub fn run(args: Args) -> Result<()> {
     shutdown(&node)?;
     tracing::info!("stopped: WALs synced");
     println!("enigmadb stopped: WALs synced");
+    if decommissioned {
+        let message = format!(
+            "decommissioned; this node left the ring and its data now lives on the other nodes: {} is no longer used (remove it, or start a node on an empty directory to join again)",
+            config.data_dir.display()
+        );
+        tracing::info!("{message}");
+        println!("enigmadb {message}");
+    }
     match failure {
         Some(reason) => bail!(reason),
         None => Ok(()),
@@ -450,6 +463,13 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     let dir = &config.data_dir;
     let state =
         BootstrapState::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
+    if state == Some(BootstrapState::Decommissioned) {
+        // Cassandra: a decommissioned node does not rejoin the ring with its old data.
+        bail!(
+            "{}: this node was decommissioned (it left the ring); it does not start again with this data directory: remove the directory to join the cluster as a new node",
+            dir.display()
+        );
+    }
     let has_identity = NodeMeta::existing_shard_count(dir)?.is_some();
     let resume = state == Some(BootstrapState::InProgress);
     if !config.auto_bootstrap {

@@ -40,6 +40,8 @@ pub enum ServiceEvent {
         metrics: Option<SocketAddr>,
     },
     Failed(String),
+    /// The node decommissioned (it left the ring): the process stops.
+    Decommissioned,
     /// Every connection of every shard has finished after a stop request.
     Stopped,
 }
@@ -241,7 +243,8 @@ async fn coordinator_shard(
     };
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port, &transport_config);
-    let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
+    let streaming = config.bootstrap_settings();
+    let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone(), streaming };
     let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()));
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
@@ -316,6 +319,14 @@ async fn coordinator_shard(
         })
         .detach();
     }
+    let left = (cluster.left_signal(), events.clone());
+    glommio::spawn_local(async move {
+        if left.0.recv_async().await.is_ok() {
+            tracing::info!("decommissioned: stopping the node (in-flight requests finish; clients are disconnected)");
+            let _ = left.1.send_async(ServiceEvent::Decommissioned).await;
+        }
+    })
+    .detach();
     // Returns the memory this shard frees (answers, rows) until its connections have finished.
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };

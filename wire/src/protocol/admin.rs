@@ -32,6 +32,12 @@ pub enum AdminRequest {
     Repair(RepairRequest),
     /// The node's streams: its bootstrap's phase and what it received from each peer.
     Netstats,
+    /// The node streams every range it replicates to the nodes that take it over, leaves the
+    /// ring (LEFT) and stops.
+    Decommission,
+    /// The dead node `host_id` is taken out of the ring: the surviving replicas of its ranges
+    /// stream them to the nodes that take them over.
+    RemoveNode { host_id: u128 },
 }
 
 const COMMAND_STATUS: u8 = 1;
@@ -43,6 +49,8 @@ const COMMAND_DRAIN: u8 = 6;
 const COMMAND_RING: u8 = 7;
 const COMMAND_REPAIR: u8 = 8;
 const COMMAND_NETSTATS: u8 = 9;
+const COMMAND_DECOMMISSION: u8 = 10;
+const COMMAND_REMOVENODE: u8 = 11;
 
 impl AdminRequest {
     /// The command's name on the command line (`enigmadb admin <name>`).
@@ -57,6 +65,8 @@ impl AdminRequest {
             AdminRequest::Ring => "ring",
             AdminRequest::Repair(_) => "repair",
             AdminRequest::Netstats => "netstats",
+            AdminRequest::Decommission => "decommission",
+            AdminRequest::RemoveNode { .. } => "removenode",
         }
     }
 
@@ -81,6 +91,10 @@ impl AdminRequest {
             AdminRequest::Netstats => {
                 w.u8(COMMAND_NETSTATS);
             }
+            AdminRequest::Decommission => {
+                w.u8(COMMAND_DECOMMISSION);
+            }
+            AdminRequest::RemoveNode { host_id } => write_host_id(w.u8(COMMAND_REMOVENODE), *host_id),
         }
     }
 
@@ -95,6 +109,8 @@ impl AdminRequest {
             COMMAND_RING => AdminRequest::Ring,
             COMMAND_REPAIR => AdminRequest::Repair(RepairRequest::read(r)?),
             COMMAND_NETSTATS => AdminRequest::Netstats,
+            COMMAND_DECOMMISSION => AdminRequest::Decommission,
+            COMMAND_REMOVENODE => AdminRequest::RemoveNode { host_id: read_host_id(r)? },
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
     }
@@ -313,6 +329,13 @@ pub struct Netstats {
 const MIN_STREAM_PEER_BYTES: usize = 16 + 4 + 8 * 5;
 
 impl Netstats {
+    /// Whether the node sends its streams (the modes of decommission, `LEAVING: ...` and
+    /// `DECOMMISSIONED`, and of removenode, `NORMAL: removenode ...`) rather than receives
+    /// them (bootstrap): `peers` are then the nodes streamed to.
+    pub fn sending(&self) -> bool {
+        self.mode.starts_with("LEAVING") || self.mode.starts_with("DECOMMISSIONED") || self.mode.contains("removenode")
+    }
+
     fn write(&self, w: &mut Writer) {
         w.str(&self.mode).u64(self.ranges_total).u64(self.ranges_done).u64(self.seconds.to_bits());
         w.u64(self.throughput_limit);
@@ -357,6 +380,44 @@ pub enum AdminResult {
     Ring(Vec<RingEntry>),
     Repair(RepairResult),
     Netstats(Netstats),
+    Decommissioned(LeaveDone),
+    Removed(LeaveDone),
+}
+
+/// What a decommission or a removenode streamed, once it completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaveDone {
+    /// The node that left the ring.
+    pub host_id: u128,
+    /// Streams (one table's token range to one node each) completed.
+    pub ranges: u64,
+    pub partitions: u64,
+    pub rows: u64,
+    /// The MUTATE bodies sent.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Hints this node still held when it left, for nodes that were down (decommission).
+    pub hints_left: u64,
+}
+
+impl LeaveDone {
+    fn write(&self, w: &mut Writer) {
+        write_host_id(w, self.host_id);
+        w.u64(self.ranges).u64(self.partitions).u64(self.rows).u64(self.bytes).u64(self.seconds.to_bits());
+        w.u64(self.hints_left);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<LeaveDone, DecodeError> {
+        Ok(LeaveDone {
+            host_id: read_host_id(r)?,
+            ranges: r.u64()?,
+            partitions: r.u64()?,
+            rows: r.u64()?,
+            bytes: r.u64()?,
+            seconds: f64::from_bits(r.u64()?),
+            hints_left: r.u64()?,
+        })
+    }
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -368,6 +429,8 @@ const RESULT_DRAINED: u8 = 6;
 const RESULT_RING: u8 = 7;
 const RESULT_REPAIR: u8 = 8;
 const RESULT_NETSTATS: u8 = 9;
+const RESULT_DECOMMISSIONED: u8 = 10;
+const RESULT_REMOVED: u8 = 11;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
 const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
@@ -399,6 +462,8 @@ impl AdminResult {
             }
             AdminResult::Repair(repair) => repair.write(w.u8(RESULT_REPAIR)),
             AdminResult::Netstats(netstats) => netstats.write(w.u8(RESULT_NETSTATS)),
+            AdminResult::Decommissioned(done) => done.write(w.u8(RESULT_DECOMMISSIONED)),
+            AdminResult::Removed(done) => done.write(w.u8(RESULT_REMOVED)),
         }
     }
 
@@ -422,6 +487,8 @@ impl AdminResult {
             }
             RESULT_REPAIR => AdminResult::Repair(RepairResult::read(r)?),
             RESULT_NETSTATS => AdminResult::Netstats(Netstats::read(r)?),
+            RESULT_DECOMMISSIONED => AdminResult::Decommissioned(LeaveDone::read(r)?),
+            RESULT_REMOVED => AdminResult::Removed(LeaveDone::read(r)?),
             other => return Err(r.invalid("admin result", format!("unknown result {other}"))),
         })
     }
@@ -677,6 +744,8 @@ pub(crate) mod tests {
             Just(AdminRequest::Ring),
             super::super::repair::tests::any_repair_request().prop_map(AdminRequest::Repair),
             Just(AdminRequest::Netstats),
+            Just(AdminRequest::Decommission),
+            any::<u128>().prop_map(|host_id| AdminRequest::RemoveNode { host_id }),
         ]
     }
 
@@ -813,6 +882,12 @@ pub(crate) mod tests {
             })
     }
 
+    fn any_leave_done() -> impl Strategy<Value = LeaveDone> {
+        (any::<u128>(), proptest::array::uniform5(any::<u64>()), 0.0..1e6f64).prop_map(|(host_id, n, seconds)| {
+            LeaveDone { host_id, ranges: n[0], partitions: n[1], rows: n[2], bytes: n[3], seconds, hints_left: n[4] }
+        })
+    }
+
     pub fn any_admin_result() -> impl Strategy<Value = AdminResult> {
         prop_oneof![
             proptest::collection::vec(any_node_status(), 0..3).prop_map(AdminResult::Status),
@@ -834,6 +909,8 @@ pub(crate) mod tests {
             proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
             super::super::repair::tests::any_repair_result().prop_map(AdminResult::Repair),
             any_netstats().prop_map(AdminResult::Netstats),
+            any_leave_done().prop_map(AdminResult::Decommissioned),
+            any_leave_done().prop_map(AdminResult::Removed),
         ]
     }
 
