@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::cluster::{
-    admin_status, assert_reads_back, await_until, check_all, load_kv, netstats, rows, state_of, QuorumWriter, TestCluster,
+    admin_status, assert_reads_back, await_until, check_all, load_kv, netstats, rows, state_of, QuorumWriter,
+    TestCluster,
 };
 use common::{enigmadb, refused_start, text};
 use wire::Consistency;

@@ -95,6 +95,30 @@ async fn settle_and_plan(
     Ok(work)
 }
 
+/// Refuses the leave of `host` when `check_leave` does (at `phase` LeaveRingDelay: a
+/// decommission, whose RF is checked; else a removenode), the error led by `refusal`; else
+/// starts this node's progress afresh at `phase`.
+fn begin(
+    cluster: &Cluster,
+    tables: &[Rc<TableSchemaRf>],
+    host: HostId,
+    phase: Phase,
+    settings: BootstrapSettings,
+    refusal: &str,
+) -> Result<(), ErrorResponse> {
+    let view = cluster.view();
+    let others: Vec<_> = view.movements().iter().filter(|m| m.id().host != host).cloned().collect();
+    let rfs: Vec<(String, usize)> = tables.iter().map(|t| (t.schema.name.clone(), t.rf)).collect();
+    let decommission = phase == Phase::LeaveRingDelay;
+    check_leave(view.ring(), &others, host, &rfs, decommission).map_err(|e| refused(format!("{refusal}: {e}")))?;
+    cluster.update_progress(|p| {
+        *p = Default::default();
+        p.phase = phase;
+        p.throughput_limit = settings.throughput;
+    });
+    Ok(())
+}
+
 /// Records a failed movement in the progress; the error its admin request answers.
 fn failed(cluster: &Cluster, phase: Phase, what: &str, why: String) -> ErrorResponse {
     let message = format!("{what} failed: {why}");
@@ -119,18 +143,8 @@ impl Coordinator {
         if let Some(why) = busy(&cluster) {
             return Err(refused(format!("cannot decommission: {why}")));
         }
-        let local = cluster.local();
         let tables = tables(&self.node);
-        let view = cluster.view();
-        let others: Vec<_> = view.movements().iter().filter(|m| m.id().host != local).cloned().collect();
-        let rfs: Vec<(String, usize)> = tables.iter().map(|t| (t.schema.name.clone(), t.rf)).collect();
-        check_leave(view.ring(), &others, local, &rfs, true)
-            .map_err(|e| refused(format!("cannot decommission: {e}")))?;
-        cluster.update_progress(|p| {
-            *p = Default::default();
-            p.phase = Phase::LeaveRingDelay;
-            p.throughput_limit = settings.throughput;
-        });
+        begin(&cluster, &tables, cluster.local(), Phase::LeaveRingDelay, settings, "cannot decommission")?;
         cluster.announce_leaving().map_err(|e| refused(e.to_string()))?;
         tracing::info!(ring_delay = ?settings.ring_delay, tables = tables.len(), "LEAVING: decommissioning");
         match self.leave(&cluster, settings, &tables).await {
@@ -224,15 +238,7 @@ impl Coordinator {
             )));
         }
         let tables = tables(&self.node);
-        let others: Vec<_> = view.movements().iter().filter(|m| m.id().host != host).cloned().collect();
-        let rfs: Vec<(String, usize)> = tables.iter().map(|t| (t.schema.name.clone(), t.rf)).collect();
-        check_leave(view.ring(), &others, host, &rfs, false)
-            .map_err(|e| refused(format!("cannot remove {id}: {e}")))?;
-        cluster.update_progress(|p| {
-            *p = Default::default();
-            p.phase = Phase::Removing;
-            p.throughput_limit = settings.throughput;
-        });
+        begin(&cluster, &tables, host, Phase::Removing, settings, &format!("cannot remove {id}"))?;
         cluster.set_status_of(host, Status::Leaving);
         tracing::info!(host = %id, "removenode: the dead node is LEAVING; streaming its ranges");
         match self.remove(&cluster, settings, &tables, host).await {
