@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::{json, Value as Json};
 use wire::client::{Client, ClientError, ClientOptions};
 use wire::protocol::{
-    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, ColumnSpec, Netstats, NodeInfo, NodeStatus,
-    RepairRequest, RingEntry, TableStats,
+    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, ColumnSpec, LeaveDone, Netstats, NodeInfo,
+    NodeStatus, RepairRequest, RingEntry, TableStats,
 };
 use wire::{ColumnType, Value};
 
@@ -77,6 +77,17 @@ enum Command {
     /// Flush everything, then refuse writes, before a clean shutdown. The drained state is not
     /// persisted: as with Cassandra, a restarted node serves writes again.
     Drain,
+    /// Stream every range this node replicates to the nodes that take it over, leave the ring
+    /// (LEFT) and stop the node. Refused when another range movement overlaps, or when fewer
+    /// nodes than a table's replication factor would remain. Returns once the node left.
+    Decommission,
+    /// Take the dead node HOST_ID out of the ring: its ranges are streamed from the surviving
+    /// replicas to their new owners, then it is removed everywhere. Refused for a live node.
+    /// `removenode status` shows the progress of one running on this node (as netstats).
+    Removenode {
+        /// The dead node's host id (as `status` shows it), or `status`.
+        host_id: String,
+    },
     /// Anti-entropy repair: compare Merkle trees of every token range this node replicates with
     /// the other live replicas', and stream the differing sub-ranges both ways (last write wins).
     Repair {
@@ -95,8 +106,8 @@ enum Command {
 }
 
 impl Command {
-    fn request(self) -> AdminRequest {
-        match self {
+    fn request(self) -> Result<AdminRequest> {
+        Ok(match self {
             Command::Status => AdminRequest::Status,
             Command::Ring => AdminRequest::Ring,
             Command::Info => AdminRequest::Info,
@@ -109,7 +120,19 @@ impl Command {
             Command::Repair { table, primary_range, .. } => {
                 AdminRequest::Repair(RepairRequest::Plan { table, primary_only: primary_range })
             }
-        }
+            Command::Decommission => AdminRequest::Decommission,
+            Command::Removenode { host_id } if host_id == "status" => AdminRequest::Netstats,
+            Command::Removenode { host_id } => AdminRequest::RemoveNode { host_id: parse_host_id(&host_id)? },
+        })
+    }
+}
+
+/// A host id as `status` shows it (8-4-4-4-12 hex digits) or as 32 hex digits.
+fn parse_host_id(text: &str) -> Result<u128> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    match hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        true => Ok(u128::from_str_radix(&hex, 16)?),
+        false => anyhow::bail!("{text:?} is not a host id (32 hex digits, as `enigmadb admin status` shows them)"),
     }
 }
 
@@ -127,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
         let options = repair::Options { table, primary_only: primary_range, max_depth: tree_depth, json: args.json };
         return repair::run(&mut client, &args.host, options);
     }
-    let request = args.command.request();
+    let request = args.command.request()?;
     let name = request.name();
     let result = client.admin(request).map_err(|e| match e {
         ClientError::Server(e) => anyhow::anyhow!("{name}: {e}"),
@@ -163,6 +186,22 @@ pub fn render(result: &AdminResult) -> String {
         AdminResult::Repair(result) => repair::render(result),
         AdminResult::Netstats(netstats) => render_netstats(netstats),
         AdminResult::Cleaned(tables) => render_cleaned(tables),
+        AdminResult::Decommissioned(done) => format!(
+            "Decommissioned: streamed {} ranges ({} rows, {}) in {:.1} s; {} hints left for nodes that are down. This node left the ring and stops now.\n",
+            done.ranges,
+            done.rows,
+            display_size(done.bytes),
+            done.seconds,
+            done.hints_left
+        ),
+        AdminResult::Removed(done) => format!(
+            "Removed {} from the ring: streamed {} ranges ({} rows, {}) in {:.1} s\n",
+            display_host_id(done.host_id),
+            done.ranges,
+            done.rows,
+            display_size(done.bytes),
+            done.seconds
+        ),
         AdminResult::Drained(done) => format!(
             "Drained: flushed {} of MemTables on {} shards; writes are refused until the node restarts\n",
             display_size(done.memtable_bytes),
@@ -365,8 +404,11 @@ pub fn to_json(result: &AdminResult) -> Json {
                 "partitions_dropped": t.partitions_dropped,
             })).collect::<Vec<_>>(),
         }),
+        AdminResult::Decommissioned(done) => leave_json("decommission", done),
+        AdminResult::Removed(done) => leave_json("removenode", done),
         AdminResult::Netstats(n) => json!({
             "mode": n.mode,
+            "sending": n.sending(),
             "ranges_total": n.ranges_total,
             "ranges_done": n.ranges_done,
             "seconds": n.seconds,
@@ -409,6 +451,19 @@ fn render_cleaned(tables: &[CleanedTable]) -> String {
     out
 }
 
+fn leave_json(command: &str, d: &LeaveDone) -> Json {
+    json!({
+        "command": command,
+        "host_id": display_host_id(d.host_id),
+        "ranges": d.ranges,
+        "partitions": d.partitions,
+        "rows": d.rows,
+        "bytes": d.bytes,
+        "seconds": d.seconds,
+        "hints_left": d.hints_left,
+    })
+}
+
 fn render_netstats(n: &Netstats) -> String {
     let bytes: u64 = n.peers.iter().map(|p| p.bytes).sum();
     let rows: u64 = n.peers.iter().map(|p| p.rows).sum();
@@ -438,15 +493,19 @@ fn render_netstats(n: &Netstats) -> String {
         );
         return out;
     }
+    let (direction, peer, moved) = match n.sending() {
+        true => ("Sending", "To", "Sent"),
+        false => ("Receiving", "From", "Received"),
+    };
     out.push_str(&format!(
-        "Receiving: {}/{} ranges, {rows} rows, {} in {:.1} s ({rate}, throttle {limit})
+        "{direction}: {}/{} ranges, {rows} rows, {} in {:.1} s ({rate}, throttle {limit})
 ",
         n.ranges_done,
         n.ranges_total,
         display_size(bytes),
         n.seconds
     ));
-    let columns = ["From", "Host ID", "Ranges", "Partitions", "Rows", "Received", "Failures"];
+    let columns = [peer, "Host ID", "Ranges", "Partitions", "Rows", moved, "Failures"];
     let table = n
         .peers
         .iter()

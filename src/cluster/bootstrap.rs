@@ -60,18 +60,26 @@ pub fn streams(
 ) -> Result<Vec<StreamRange>, MovementError> {
     let mut moves = RangeMovements::new(natural.clone(), rf);
     moves.begin(movement)?;
-    let mut out: Vec<(Token, Token, Vec<HostId>)> = Vec::new();
-    for r in moves.pending().ranges() {
-        if !r.pending.iter().any(|(h, _)| *h == host) {
-            continue;
-        }
-        let sources = sources(r);
+    let pieces = moves
+        .pending()
+        .ranges()
+        .iter()
+        .filter(|r| r.pending.iter().any(|(h, _)| *h == host))
+        .map(|r| (r.first, r.last, sources(r)));
+    Ok(merge_pieces(pieces).into_iter().map(|(range, sources)| StreamRange { range, sources }).collect())
+}
+
+/// Token ranges from sorted, disjoint `[first, last]` pieces, each with what streams it:
+/// adjacent pieces with the same value are one range, and so are the two pieces of the range
+/// across the end of the token space.
+pub(super) fn merge_pieces<V: PartialEq>(pieces: impl IntoIterator<Item = (Token, Token, V)>) -> Vec<(TokenRange, V)> {
+    let mut out: Vec<(Token, Token, V)> = Vec::new();
+    for (first, last, value) in pieces {
         match out.last_mut() {
-            Some((_, last, s)) if *s == sources && last.checked_add(1) == Some(r.first) => *last = r.last,
-            _ => out.push((r.first, r.last, sources)),
+            Some((_, end, v)) if *v == value && end.checked_add(1) == Some(first) => *end = last,
+            _ => out.push((first, last, value)),
         }
     }
-    // The range across the end of the token space comes as two pieces: one again.
     if out.len() > 1 {
         let (first, last) = (&out[0], &out[out.len() - 1]);
         if first.0 == Token::MIN && last.1 == Token::MAX && first.2 == last.2 {
@@ -79,10 +87,7 @@ pub fn streams(
             out[0].0 = start;
         }
     }
-    Ok(out
-        .into_iter()
-        .map(|(first, last, sources)| StreamRange { range: TokenRange::new(first.wrapping_sub(1), last), sources })
-        .collect())
+    out.into_iter().map(|(first, last, value)| (TokenRange::new(first.wrapping_sub(1), last), value)).collect()
 }
 
 /// Whether `host` may start its join with `tokens`, given the natural ring, the joins in
@@ -142,6 +147,23 @@ pub enum Phase {
     Completed,
     /// Stopped on an error (the node exits; its next start bootstraps again).
     Failed,
+    /// Decommission: LEAVING announced, waiting `ring_delay_ms` for every coordinator to
+    /// learn it.
+    LeaveRingDelay,
+    /// Decommission: streaming its ranges to their new owners.
+    LeaveStreaming,
+    /// Decommission: replaying the hints it stores before it leaves.
+    LeaveHints,
+    /// Decommission done: LEFT; the process exits.
+    Decommissioned,
+    /// Decommission stopped on an error: NORMAL again.
+    LeaveFailed,
+    /// removenode (run on this node): streaming the dead node's ranges to their new owners.
+    Removing,
+    /// removenode done: the dead node is out of the ring.
+    Removed,
+    /// removenode stopped on an error: the dead node is back in the ring (NORMAL, down).
+    RemoveFailed,
 }
 
 impl Phase {
@@ -153,11 +175,29 @@ impl Phase {
             Phase::Streaming => "JOINING: streaming",
             Phase::Completed => "NORMAL: bootstrap completed",
             Phase::Failed => "JOINING: bootstrap failed",
+            Phase::LeaveRingDelay => "LEAVING: waiting for the ring to settle",
+            Phase::LeaveStreaming => "LEAVING: streaming",
+            Phase::LeaveHints => "LEAVING: replaying hints",
+            Phase::Decommissioned => "DECOMMISSIONED",
+            Phase::LeaveFailed => "NORMAL: decommission failed",
+            Phase::Removing => "NORMAL: removenode streaming",
+            Phase::Removed => "NORMAL: removenode completed",
+            Phase::RemoveFailed => "NORMAL: removenode failed",
         }
+    }
+
+    /// Whether this node sends its streams (decommission, removenode) rather than receives
+    /// them (bootstrap): `netstats` says "Sending" and lists the nodes streamed to.
+    pub fn sends(self) -> bool {
+        !matches!(
+            self,
+            Phase::Normal | Phase::Schema | Phase::RingDelay | Phase::Streaming | Phase::Completed | Phase::Failed
+        )
     }
 }
 
-/// What this node received from one peer.
+/// What this node received from one peer (bootstrap), or sent to it (decommission,
+/// removenode).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerStream {
     pub host: HostId,
@@ -222,6 +262,8 @@ pub enum BootstrapState {
     InProgress,
     /// Every stream completed; the node is NORMAL.
     Completed,
+    /// The node decommissioned: it left the ring and never starts again with this directory.
+    Decommissioned,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +288,7 @@ impl BootstrapState {
         match self {
             BootstrapState::InProgress => 1,
             BootstrapState::Completed => 2,
+            BootstrapState::Decommissioned => 3,
         }
     }
 }
@@ -261,6 +304,7 @@ impl BootstrapRecord {
         let state = match payload.first() {
             Some(1) => BootstrapState::InProgress,
             Some(2) => BootstrapState::Completed,
+            Some(3) => BootstrapState::Decommissioned,
             Some(code) => return Err(corrupt(format!("unknown bootstrap state {code}"))),
             None => return Err(corrupt("an empty payload".into())),
         };
@@ -296,11 +340,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cluster::test_rings::{fresh_tokens, ring};
-
-    fn hosts(ring: &Ring<Owner>, token: Token, rf: usize) -> Vec<HostId> {
-        ring.replicas(token, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect()
-    }
+    use crate::cluster::test_rings::{fresh_tokens, hosts, probe_tokens, ring};
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -319,11 +359,7 @@ mod tests {
             future.extend(tokens[0].iter().map(|t| (*t, (host, 0))));
             future.sort_unstable_by_key(|(t, _)| *t);
             let future = Ring::new(future).unwrap();
-            let mut probes: Vec<Token> = vec![Token::MIN + 1, 0, Token::MAX, -1, 1];
-            for (t, _) in future.vnodes() {
-                probes.extend([t.wrapping_sub(1), *t, t.wrapping_add(1)]);
-            }
-            for token in probes.into_iter().filter(|t| *t != Token::MIN) {
+            for token in probe_tokens(&future) {
                 let now = hosts(&natural, token, rf);
                 let later = hosts(&future, token, rf);
                 let takes = later.contains(&host) && !now.contains(&host);
@@ -401,6 +437,7 @@ mod tests {
             BootstrapRecord { state: BootstrapState::Completed, replaces: None },
             BootstrapRecord { state: BootstrapState::InProgress, replaces: Some(u128::MAX - 7) },
             BootstrapRecord { state: BootstrapState::Completed, replaces: Some(0x33) },
+            BootstrapRecord { state: BootstrapState::Decommissioned, replaces: None },
         ] {
             record.store(dir.path()).unwrap();
             assert_eq!(load().unwrap(), Some(record));

@@ -537,6 +537,18 @@ impl Gossip {
         Ok(())
     }
 
+    /// Sets the status of another endpoint, one that cannot speak for itself (a dead node being
+    /// removed: `admin removenode`, Cassandra's advertiseRemoving), at that endpoint's next
+    /// version within its generation, so that every peer takes it in the next rounds. Its
+    /// heartbeat is left as it is: no failure detector hears it as alive. False when the
+    /// endpoint is unknown or is this node.
+    pub fn set_status_of(&mut self, host: HostId, status: Status) -> bool {
+        let Some(state) = self.endpoints.get_mut(&host).filter(|_| host != self.local) else { return false };
+        let version = state.max_version() + 1;
+        state.states.insert(StateKey::Status, Versioned { value: AppState::Status(status), version });
+        true
+    }
+
     /// Every known endpoint with its state, in host order (the service builds the ring and
     /// `admin status` from it).
     pub fn endpoints(&self) -> impl Iterator<Item = (HostId, &EndpointState)> {
@@ -1250,6 +1262,23 @@ mod tests {
         assert!(matches!(unknown, Err(DecodeError::Invalid { what: "gossip status", .. })), "{unknown:?}");
         let cut = AppState::decode(StateKey::Status, &mut Reader::new(&left[..5]));
         assert!(cut.is_err(), "a left status without its whole expiry: {cut:?}");
+    }
+
+    #[test]
+    fn a_dead_nodes_status_set_elsewhere_reaches_every_peer_without_reviving_it() {
+        let mut nodes = vec![node(A, 1), node(B, 1), node(C, 1)];
+        converge(&mut nodes, 20);
+        let heartbeat = nodes[0].endpoint(C).unwrap().heartbeat();
+        assert!(!nodes[0].set_status_of(A, Status::Leaving), "not this node's own status");
+        assert!(!nodes[0].set_status_of(77, Status::Leaving), "an unknown endpoint");
+        assert!(nodes[0].set_status_of(C, Status::Removed { expires_at_ms: 9 }));
+        // C is dead: only A and B gossip.
+        let (a, b) = pair(&mut nodes, 0, 1);
+        let (_, events) = round(a, b);
+        assert!(events.contains(&GossipEvent::StateChanged(C, StateKey::Status)), "{events:?}");
+        let at_b = nodes[1].endpoint(C).unwrap();
+        assert_eq!(at_b.status(), Some(Status::Removed { expires_at_ms: 9 }));
+        assert_eq!(at_b.heartbeat(), heartbeat, "no heartbeat: C stays down");
     }
 
     #[test]

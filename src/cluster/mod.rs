@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod discovery;
 pub mod failure_detector;
 pub mod gossip;
+pub mod leave;
 pub mod merkle;
 pub mod messages;
 pub mod opcodes;

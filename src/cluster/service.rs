@@ -114,6 +114,9 @@ pub struct Cluster {
     bootstrapping: Cell<bool>,
     /// The bootstrap's progress (`admin netstats`).
     progress: RefCell<super::bootstrap::Progress>,
+    /// Decommissioned: LEFT is gossiped, and this node never says anything else again. The
+    /// sender is told once (the server then stops the process).
+    left: (flume::Sender<()>, flume::Receiver<()>),
     /// Told when the failure detector marks a peer up (true) or down (false).
     liveness_listener: LivenessListener,
     /// Told of every new view after it replaced the coordinator's (the other shards' copies).
@@ -208,6 +211,7 @@ impl Cluster {
             generation: node.generation(),
             joining: false,
             replaces: None,
+            leaving: false,
         })?);
         *view.borrow_mut() = first.clone();
         publish_view(&first);
@@ -225,6 +229,7 @@ impl Cluster {
             stopping: Cell::new(false),
             bootstrapping: Cell::new(bootstrap.is_some()),
             progress: RefCell::default(),
+            left: flume::bounded(1),
             liveness_listener: liveness,
             publish_view,
             config,
@@ -289,9 +294,10 @@ impl Cluster {
         if self.stopping.replace(true) {
             return;
         }
-        if self.bootstrapping.get() {
+        if self.bootstrapping.get() || self.has_left() {
             // A joining node that stops stays JOINING (down) to its peers: a SHUTDOWN status
-            // would make its tokens natural ones, owned by a node that streamed nothing.
+            // would make its tokens natural ones, owned by a node that streamed nothing. A
+            // node that left stays LEFT: SHUTDOWN would bring it back into the ring.
             return;
         }
         let _ = self.gossip.borrow_mut().set_local(AppState::Status(Status::Shutdown));
@@ -334,6 +340,47 @@ impl Cluster {
         self.bootstrapping.set(false);
         self.rebuild_view();
         Ok(())
+    }
+
+    /// Decommission: gossips LEAVING; coordinators make the nodes that take this node's ranges
+    /// over pending replicas of them. Back to NORMAL with [`Cluster::announce_normal`] when
+    /// the decommission fails.
+    pub fn announce_leaving(&self) -> Result<(), GossipError> {
+        self.gossip.borrow_mut().set_local(AppState::Status(Status::Leaving))?;
+        self.rebuild_view();
+        Ok(())
+    }
+
+    /// Decommission done: gossips LEFT (kept by peers for [`super::gossip::LEFT_STATE_RETENTION`])
+    /// to every live peer, then tells [`Cluster::left_signal`]. Whether every live peer took
+    /// it at once (the others learn it from them).
+    pub async fn announce_left(&self) -> Result<bool, GossipError> {
+        let status = Status::Left { expires_at_ms: gone_expiry_ms() };
+        self.gossip.borrow_mut().set_local(AppState::Status(status))?;
+        self.rebuild_view();
+        let told = self.gossip_with_live_peers().await;
+        let _ = self.left.0.try_send(());
+        Ok(told)
+    }
+
+    /// Whether this node decommissioned (LEFT).
+    pub fn has_left(&self) -> bool {
+        self.gossip.borrow().local_state().status().is_some_and(Status::is_gone)
+    }
+
+    /// Receives once this node has left the ring (decommissioned).
+    pub fn left_signal(&self) -> flume::Receiver<()> {
+        self.left.1.clone()
+    }
+
+    /// removenode: gossips `status` (LEAVING while its ranges stream, then REMOVED) for the dead
+    /// node `host`, which cannot say it itself. False when gossip does not know it.
+    pub fn set_status_of(&self, host: HostId, status: Status) -> bool {
+        let set = self.gossip.borrow_mut().set_status_of(host, status);
+        if set {
+            self.rebuild_view();
+        }
+        set
     }
 
     /// Whether this node's schema is every live natural peer's (at least one).
@@ -602,6 +649,7 @@ impl Cluster {
                     Some(Member {
                         joining,
                         replaces: state.replaces(),
+                        leaving: state.status() == Some(Status::Leaving),
                         host,
                         peer: state.peer_address()?,
                         client: state.client_address()?,
@@ -682,6 +730,12 @@ impl Cluster {
             let _ = self.gossip.borrow_mut().set_local(AppState::SchemaVersion(after));
         }
     }
+}
+
+/// When peers may forget a node that left or was removed now: wall clock, ms since the epoch.
+pub fn gone_expiry_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (now + super::gossip::LEFT_STATE_RETENTION).as_millis() as u64
 }
 
 fn log_unreachable(peer: SocketAddr, e: &PeerError) {

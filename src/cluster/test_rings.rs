@@ -7,6 +7,24 @@ use wire::ring::Ring;
 use wire::token::Token;
 
 use super::pending::Owner;
+use super::HostId;
+
+/// The hosts replicating `token` at `rf` in `ring`, in ring order.
+pub fn hosts(ring: &Ring<Owner>, token: Token, rf: usize) -> Vec<HostId> {
+    ring.replicas(token, rf, |(h, _)| *h).into_iter().map(|(h, _)| *h).collect()
+}
+
+/// Tokens where replicas may change between `before` and `after`: both ends of the token
+/// space, around 0, and every vnode token of `after` with its neighbours (never `Token::MIN`,
+/// which no key hashes to).
+pub fn probe_tokens(after: &Ring<Owner>) -> Vec<Token> {
+    let mut probes: Vec<Token> = vec![Token::MIN + 1, 0, Token::MAX, -1, 1];
+    for (t, _) in after.vnodes() {
+        probes.extend([t.wrapping_sub(1), *t, t.wrapping_add(1)]);
+    }
+    probes.retain(|t| *t != Token::MIN);
+    probes
+}
 
 /// A ring of `nodes` nodes (hosts 1..=nodes) with `vnodes` distinct tokens each from `seed`,
 /// the vnodes of a node spread over `shards` shards in turn.

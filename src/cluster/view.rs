@@ -38,6 +38,10 @@ pub struct Member {
     /// it is that node's pending replacement; once not joining, the dead node is left out of
     /// the view.
     pub replaces: Option<HostId>,
+    /// Decommissioning, or being removed while dead (gossip status LEAVING): still in the
+    /// natural ring (read from, written to), and the nodes that take its ranges over are
+    /// pending replicas of them.
+    pub leaving: bool,
 }
 
 /// One replica of a token: a node and the shard of that node that owns the token.
@@ -71,11 +75,11 @@ pub struct ClusterView {
     members: Vec<Member>,
     /// The natural ring: members that are not joining (all of them when every member is).
     ring: Ring<(HostId, u16)>,
-    /// The joins and replacements in progress (members with `joining`, when some member is
-    /// not), by host.
-    joins: Vec<Movement>,
-    /// `pending[rf - 1]`: the pending ranges of the joins at replication factor `rf`, computed
-    /// on first use (shared by the clones of a view). Empty when nothing joins.
+    /// The movements in progress, by host: joins and replacements (members with `joining`,
+    /// when some member is not) and leaves (members with `leaving`).
+    movements: Vec<Movement>,
+    /// `pending[rf - 1]`: the pending ranges of the movements at replication factor `rf`,
+    /// computed on first use (shared by the clones of a view). Empty when nothing moves.
     pending: Arc<Vec<OnceLock<PendingRanges>>>,
 }
 
@@ -96,18 +100,21 @@ impl ClusterView {
         // A cluster of joining nodes only has nobody to stream from: they are its ring.
         let some_natural = members.iter().any(|m| !m.joining);
         let mut vnodes = Vec::new();
-        let mut joins = Vec::new();
+        let mut movements = Vec::new();
         for m in &members {
             let too_many = || ViewError::TooManyShards { host: m.host, shards: m.tokens.len() };
             if m.tokens.len() > usize::from(u16::MAX) + 1 {
                 return Err(too_many());
             }
             if m.joining && some_natural {
-                joins.push(match m.replaces {
+                movements.push(match m.replaces {
                     Some(dead) => Movement::Replace { dead, host: m.host },
                     None => Movement::Join { host: m.host, tokens: m.tokens.clone() },
                 });
                 continue;
+            }
+            if m.leaving && !m.tokens.iter().all(Vec::is_empty) {
+                movements.push(Movement::Leave { host: m.host });
             }
             for (shard, tokens) in m.tokens.iter().enumerate() {
                 let shard = u16::try_from(shard).map_err(|_| too_many())?;
@@ -115,11 +122,11 @@ impl ClusterView {
             }
         }
         let ring = Ring::new(vnodes)?;
-        let pending = match joins.is_empty() {
+        let pending = match movements.is_empty() {
             true => Arc::default(),
             false => Arc::new((0..MAX_RF).map(|_| OnceLock::new()).collect()),
         };
-        Ok(ClusterView { local, members, ring, joins, pending })
+        Ok(ClusterView { local, members, ring, movements, pending })
     }
 
     /// A one-member view: a node on its own (single-node mode).
@@ -142,10 +149,11 @@ impl ClusterView {
             generation: 0,
             joining: false,
             replaces: None,
+            leaving: false,
         };
         // One vnode is never empty and never duplicated: building the ring cannot fail.
         let ring = Ring::new(vec![(0, (host, 0))]).unwrap_or_else(|e| unreachable!("a one-vnode ring: {e}"));
-        ClusterView { local: host, members: vec![member], ring, joins: Vec::new(), pending: Arc::default() }
+        ClusterView { local: host, members: vec![member], ring, movements: Vec::new(), pending: Arc::default() }
     }
 
     pub fn local(&self) -> HostId {
@@ -166,19 +174,26 @@ impl ClusterView {
         &self.ring
     }
 
-    /// The joins in progress this view knows of.
-    pub fn joins(&self) -> &[Movement] {
-        &self.joins
+    /// The movements in progress this view knows of (joins, replacements and leaves), by host.
+    pub fn movements(&self) -> &[Movement] {
+        &self.movements
     }
 
-    /// The pending replicas of `token` at replication factor `rf`: the joining nodes that will
-    /// replicate it once their join completes, and the replacements of dead nodes (Cassandra's
-    /// pending endpoints). Writes go to
-    /// them as well as to [`ClusterView::replicas`]; reads never do. Empty (and free) when
-    /// nothing joins. A join that overlaps another one (which the joining node itself refuses
-    /// to start, `cluster::bootstrap::check_join`) is left out, the first by host id kept.
+    /// Whether `host` owns vnodes of the natural ring (a joining member does not, unless
+    /// every member joins).
+    pub fn in_ring(&self, host: HostId) -> bool {
+        self.ring.vnodes().iter().any(|(_, (h, _))| *h == host)
+    }
+
+    /// The pending replicas of `token` at replication factor `rf`: the nodes that will
+    /// replicate it once a join, replacement or leave in progress completes and do not now
+    /// (Cassandra's pending endpoints). Writes go to them as well as to
+    /// [`ClusterView::replicas`]; reads never do. Empty (and free) when nothing moves. A
+    /// movement that overlaps another one (which its node refuses to start,
+    /// `cluster::bootstrap::check_movement`, `cluster::leave::check_leave`) is left out, the
+    /// first by host id kept.
     pub fn pending_replicas(&self, token: Token, rf: usize) -> Vec<Replica> {
-        if self.joins.is_empty() || rf == 0 || rf > MAX_RF {
+        if self.movements.is_empty() || rf == 0 || rf > MAX_RF {
             return Vec::new();
         }
         let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
@@ -196,7 +211,7 @@ impl ClusterView {
     /// replicates now or will replicate (Cassandra refuses a cleanup then: the ranges the
     /// node keeps are about to change).
     pub fn involved_in_movement(&self, host: HostId, rf: usize) -> bool {
-        if self.joins.is_empty() || rf == 0 || rf > MAX_RF {
+        if self.movements.is_empty() || rf == 0 || rf > MAX_RF {
             return false;
         }
         let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
@@ -205,9 +220,9 @@ impl ClusterView {
 
     fn pending_ranges(&self, rf: usize) -> PendingRanges {
         let mut moves = RangeMovements::new(self.ring.clone(), rf);
-        for join in &self.joins {
-            if let Err(e) = moves.begin(join.clone()) {
-                tracing::warn!(error = %e, rf, "a join is not treated as pending");
+        for movement in &self.movements {
+            if let Err(e) = moves.begin(movement.clone()) {
+                tracing::warn!(error = %e, rf, "a range movement is not treated as pending");
             }
         }
         moves.pending().clone()
@@ -281,6 +296,7 @@ pub(crate) fn test_members(nodes: u128, shards: usize, vnodes: usize, seed: u64)
             generation: 1,
             joining: false,
             replaces: None,
+            leaving: false,
         })
         .collect()
 }
@@ -342,7 +358,7 @@ mod tests {
         let view = ClusterView::new(1, ms.clone()).unwrap();
         let natural = ClusterView::new(1, ms[..3].to_vec()).unwrap();
         assert_eq!(view.ring().vnodes(), natural.ring().vnodes(), "the joining node is not in the ring");
-        assert_eq!(view.joins().len(), 1);
+        assert_eq!(view.movements().len(), 1);
         let mut pending_somewhere = false;
         for token in (-100..100).map(|i| i * (i64::MAX / 100)) {
             for rf in 1..=3 {
@@ -365,7 +381,7 @@ mod tests {
         all.iter_mut().for_each(|m| m.joining = true);
         let view = ClusterView::new(1, all).unwrap();
         assert_eq!(view.ring().vnodes().len(), 8);
-        assert!(view.joins().is_empty());
+        assert!(view.movements().is_empty());
     }
 
     #[test]
@@ -377,7 +393,7 @@ mod tests {
         new.peer = SocketAddr::from(([127, 0, 0, 9], 7470));
         ms.push(new.clone());
         let view = ClusterView::new(1, ms.clone()).unwrap();
-        assert_eq!(view.joins(), &[Movement::Replace { dead: 3, host: 9 }]);
+        assert_eq!(view.movements(), &[Movement::Replace { dead: 3, host: 9 }]);
         for token in (-100..100).map(|i| i * (i64::MAX / 100)) {
             for rf in 1..=3 {
                 let reads: Vec<HostId> = view.replicas(token, rf).iter().map(|r| r.host).collect();
@@ -391,7 +407,7 @@ mod tests {
         let last = ms.len() - 1;
         ms[last].joining = false;
         let view = ClusterView::new(1, ms).unwrap();
-        assert!(view.member(3).is_none() && view.joins().is_empty());
+        assert!(view.member(3).is_none() && view.movements().is_empty());
         assert!(view.ring().vnodes().iter().all(|(_, (h, _))| *h != 3));
         assert_eq!(view.ring().vnodes().iter().filter(|(_, (h, _))| *h == 9).count(), 8);
         assert!(!view.involved_in_movement(1, 3), "nothing moves");

@@ -60,6 +60,9 @@ impl Coordinator {
             | AdminRequest::Repair(_)
             | AdminRequest::Netstats
             | AdminRequest::Ring => None,
+            // Range movements answer once they complete (or fail).
+            AdminRequest::Decommission => return self.decommission().await,
+            AdminRequest::RemoveNode { host_id } => return self.removenode(*host_id).await,
         };
         let stats = self.node.stats().await.map_err(node_error)?;
         let shards = stats.len() as u32;
@@ -100,6 +103,9 @@ impl Coordinator {
             }
             AdminRequest::Cleanup { .. } => AdminResult::Cleaned(self.cleanup(table).await?),
             AdminRequest::Repair(request) => AdminResult::Repair(self.repair(request).await?),
+            AdminRequest::Decommission | AdminRequest::RemoveNode { .. } => {
+                unreachable!("answered above")
+            }
             AdminRequest::Drain => {
                 self.node.drain().await.map_err(node_error)?;
                 tracing::info!(memtable_bytes, "drained: MemTables flushed, writes refused until restart");

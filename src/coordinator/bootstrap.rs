@@ -16,28 +16,20 @@ use std::time::{Duration, Instant};
 
 use shards::catalog::is_local_table;
 use shards::hlc::Hlc;
-use shards::mutation::PartitionUpdate;
 use shards::node::Node;
 use wire::schema::TableSchema;
 
 use super::proxy::replication_factor;
-use super::repair::updates;
-use crate::cluster::bootstrap::{
-    check_movement, plan, throttle_delay, BootstrapRecord, BootstrapState, Phase, StreamRange,
-};
-use crate::cluster::merkle::RangePager;
-use crate::cluster::messages::{self, ScanRequest};
+use super::stream::{count_page, End, Page, Streamer};
+use crate::cluster::bootstrap::{check_movement, plan, BootstrapRecord, BootstrapState, Phase, StreamRange};
 use crate::cluster::pending::Movement;
 use crate::cluster::replace;
 use crate::cluster::schema::SchemaBody;
 use crate::cluster::service::Cluster;
-use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
 use crate::cluster::HostId;
 
 /// Partitions per SCAN page of a stream.
 const STREAM_PAGE_PARTITIONS: usize = 256;
-/// How long one page of a stream may take.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the node waits for its schema to be every live peer's, and for every live peer
 /// to learn of its join.
 const AGREEMENT_WAIT: Duration = Duration::from_secs(60);
@@ -107,7 +99,7 @@ async fn run(
     let local = cluster.local();
     let tokens = node.tokens();
     let view = cluster.view();
-    let others: Vec<_> = view.joins().iter().filter(|m| m.id().host != local).cloned().collect();
+    let others: Vec<_> = view.movements().iter().filter(|m| m.id().host != local).cloned().collect();
     let movement = match settings.replaces {
         Some(dead) => Movement::Replace { dead, host: local },
         None => Movement::Join { host: local, tokens: tokens.clone() },
@@ -154,7 +146,8 @@ async fn run(
     });
     tracing::info!(streams = work.len(), "JOINING: streaming");
     let peers = cluster.transport().clone();
-    let mut stream = Stream { node, cluster, clock, peers: &*peers, settings, started, bytes: 0 };
+    let streamer = Streamer { node, clock, peers: &*peers, throughput: settings.throughput, started, bytes: 0 };
+    let mut stream = Stream { cluster, streamer };
     for (table, range) in &work {
         stream.range(table, range).await?;
         cluster.update_progress(|p| {
@@ -185,14 +178,8 @@ async fn run(
 
 /// Streams of one bootstrap.
 struct Stream<'a> {
-    node: &'a Node,
     cluster: &'a Cluster,
-    clock: &'a RefCell<Hlc>,
-    peers: &'a dyn Peers,
-    settings: BootstrapSettings,
-    started: Instant,
-    /// Bytes received so far (the throttle paces them).
-    bytes: u64,
+    streamer: Streamer<'a>,
 }
 
 impl Stream<'_> {
@@ -236,40 +223,10 @@ impl Stream<'_> {
         host: HostId,
         peer: std::net::SocketAddr,
     ) -> Result<(), String> {
-        let mut pager = RangePager::new(range.range, STREAM_PAGE_PARTITIONS);
-        while let Some((start, end, after)) = pager.next_scan() {
-            let limit = pager.page_size() as u32;
-            let scan = PeerRequest::Scan(ScanRequest { table: table.id, start, end, after, limit });
-            let page = match self.peers.call(peer, scan, STREAM_TIMEOUT).await {
-                Ok(PeerAnswer::ScanResult(page)) => page,
-                Ok(_) => unreachable!("a call answers with the request's kind"),
-                Err(e) => return Err(e.to_string()),
-            };
-            // The answer arrives decoded; its size on the wire is measured again.
-            let bytes = if page.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
-            pager.advance(&page);
-            let (updates, rows) = updates(table.id, page);
-            if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
-                // A timestamp too far ahead is refused by the shard below, with its reason.
-                let _ = self.clock.borrow_mut().observe(ts);
-            }
-            let partitions = updates.len() as u64;
-            if !updates.is_empty() {
-                self.node.apply_stamped(updates).await.map_err(|e| format!("applying on this node: {e}"))?;
-            }
-            self.cluster.update_progress(|p| {
-                let s = p.peer(host, peer.to_string());
-                s.partitions += partitions;
-                s.rows += rows;
-                s.bytes += bytes;
-                p.seconds = self.started.elapsed().as_secs_f64();
-            });
-            self.bytes += bytes;
-            let pause = throttle_delay(self.bytes, self.started.elapsed(), self.settings.throughput);
-            if !pause.is_zero() {
-                glommio::timer::sleep(pause).await;
-            }
-        }
+        let (cluster, started) = (self.cluster, self.streamer.started);
+        let mut on_page = |page: Page| count_page(cluster, host, peer, page, started);
+        let (from, to) = (End::Peer(peer), End::Local);
+        self.streamer.copy(table.id, range.range, from, to, STREAM_PAGE_PARTITIONS, &mut on_page).await?;
         self.cluster.update_progress(|p| p.peer(host, peer.to_string()).ranges_done += 1);
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Coordinator {
         let local = self.node.host_id();
         for table in &tables {
             if view.involved_in_movement(local, replication_factor(table)) {
-                let moving: Vec<String> = view.joins().iter().map(|m| m.id().to_string()).collect();
+                let moving: Vec<String> = view.movements().iter().map(|m| m.id().to_string()).collect();
                 return Err(refuse(format!("a range movement involves this node ({})", moving.join(", "))));
             }
         }

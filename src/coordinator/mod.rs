@@ -11,12 +11,14 @@ mod admin;
 mod batchlog;
 mod bootstrap;
 mod cleanup;
+mod decommission;
 mod paging;
 mod proxy;
 mod range;
 mod repair;
 mod replica;
 mod select;
+mod stream;
 mod trace;
 
 use std::cell::RefCell;
@@ -59,7 +61,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 5000;
 pub enum Role {
     /// On the node's coordinator shard (shard 0), which owns the cluster service, the hint
     /// store, admin and repair, and replays the batchlog at start.
-    CoordinatorShard { cluster: Rc<Cluster>, hints: Rc<HintStore> },
+    /// `streaming` paces the streams of its range movements (bootstrap, decommission).
+    CoordinatorShard { cluster: Rc<Cluster>, hints: Rc<HintStore>, streaming: BootstrapSettings },
     /// On another shard (its front door), which reaches those duties through `home`.
     FrontDoor { shard: u16, home: Rc<dyn CoordinatorShard> },
 }
@@ -249,7 +252,7 @@ impl Coordinator {
         let nodes = view
             .members()
             .iter()
-            .filter(|m| !m.joining || view.joins().is_empty())
+            .filter(|m| view.in_ring(m.host))
             .map(|m| TopologyNode {
                 host_id: m.host,
                 client: m.client,

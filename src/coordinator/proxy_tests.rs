@@ -122,6 +122,7 @@ impl TestCluster {
                     generation: 1,
                     joining: false,
                     replaces: None,
+                    leaving: false,
                 }
             })
             .collect();

@@ -569,6 +569,7 @@ mod tests {
                 generation: 1,
                 joining: false,
                 replaces: None,
+                leaving: false,
             })
             .collect();
         ClusterView::new(local, members).unwrap()

@@ -208,6 +208,7 @@ impl Fixture {
             generation: 1,
             joining: false,
             replaces: None,
+            leaving: false,
         };
         let members = vec![member(self.node.host_id(), 1, true), member(TARGET, 2, up)];
         *self.view.borrow_mut() = Rc::new(ClusterView::new(self.node.host_id(), members).expect("a view"));

@@ -249,6 +249,7 @@ mod tests {
             generation: 1,
             joining: false,
             replaces: None,
+            leaving: false,
         };
         let local = SocketAddr::from(([127, 0, 0, 1], 1));
         ClusterView::new(1, vec![member(1, local, true), member(2, peer, alive)]).expect("a view")

@@ -386,7 +386,7 @@ pub fn run(args: Args) -> Result<()> {
             shutdown(&node)?;
             bail!(reason);
         }
-        Ok(ServiceEvent::Stopped) | Err(_) => {
+        Ok(ServiceEvent::Stopped | ServiceEvent::Decommissioned) | Err(_) => {
             shutdown(&node)?;
             bail!("the coordinator stopped before listening");
         }
@@ -403,6 +403,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     tracing::info!(listen = %addr, metrics = %metrics_at, shards = node.shard_count(), replayed, "ready");
     let mut failure = None;
+    let mut decommissioned = false;
     loop {
         if let Some(signal) = signals.wait(Duration::from_millis(200))? {
             tracing::info!(signal, "stopping: no new connections; in-flight requests finish");
@@ -413,6 +414,10 @@ pub fn run(args: Args) -> Result<()> {
             Ok(ServiceEvent::Failed(reason)) => {
                 tracing::error!(%reason, "stopping");
                 failure = Some(reason);
+                break;
+            }
+            Ok(ServiceEvent::Decommissioned) => {
+                decommissioned = true;
                 break;
             }
             Ok(_) | Err(flume::TryRecvError::Disconnected) => {
@@ -431,6 +436,14 @@ pub fn run(args: Args) -> Result<()> {
     shutdown(&node)?;
     tracing::info!("stopped: WALs synced");
     println!("enigmadb stopped: WALs synced");
+    if decommissioned {
+        let message = format!(
+            "decommissioned; this node left the ring and its data now lives on the other nodes: {} is no longer used (remove it, or start a node on an empty directory to join again)",
+            config.data_dir.display()
+        );
+        tracing::info!("{message}");
+        println!("enigmadb {message}");
+    }
     match failure {
         Some(reason) => bail!(reason),
         None => Ok(()),
@@ -466,6 +479,13 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
     let dir = &config.data_dir;
     let record =
         BootstrapRecord::load(dir).with_context(|| format!("reading the bootstrap state in {}", dir.display()))?;
+    if record.is_some_and(|r| r.state == BootstrapState::Decommissioned) {
+        // Cassandra: a decommissioned node does not rejoin the ring with its old data.
+        bail!(
+            "{}: this node was decommissioned (it left the ring); it does not start again with this data directory: remove the directory to join the cluster as a new node",
+            dir.display()
+        );
+    }
     let target = match &config.replace {
         Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
         None => None,

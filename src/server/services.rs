@@ -42,6 +42,8 @@ pub enum ServiceEvent {
         metrics: Option<SocketAddr>,
     },
     Failed(String),
+    /// The node decommissioned (it left the ring): the process stops.
+    Decommissioned,
     /// Every connection of every shard has finished after a stop request.
     Stopped,
 }
@@ -250,7 +252,8 @@ async fn coordinator_shard(
     };
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port, &transport_config);
-    let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
+    let streaming = config.bootstrap_settings();
+    let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone(), streaming };
     let memory = config.memory_plan();
     let memory =
         MemoryBudgets { memtable_budget: memory.memtable_budget, cache_budget: memory.cache_budget, why: memory.why };
@@ -330,6 +333,14 @@ async fn coordinator_shard(
         })
         .detach();
     }
+    let left = (cluster.left_signal(), events.clone());
+    glommio::spawn_local(async move {
+        if left.0.recv_async().await.is_ok() {
+            tracing::info!("decommissioned: stopping the node (in-flight requests finish; clients are disconnected)");
+            let _ = left.1.send_async(ServiceEvent::Decommissioned).await;
+        }
+    })
+    .detach();
     // Returns the memory this shard frees (answers, rows) until its connections have finished.
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };

@@ -2,11 +2,18 @@
 //! 127.1.X.i (X from the test process id, so concurrent tests never share addresses), node 1
 //! the seed, every process killed and its directory removed when the guard drops.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Server;
+use wire::client::{Client, Prepared};
+use wire::protocol::{QueryParams, QueryResult};
+use wire::{Consistency, Value};
+
+use super::{connect, Server};
 
 /// Phi threshold for these tests: convicts a silent peer after about 6 s of silence instead of
 /// Cassandra's 18 s at 8, so the test waits less (the detector's math is unit-tested).
@@ -108,6 +115,11 @@ impl TestCluster {
         self.nodes[i - 1].as_ref().expect("node is running")
     }
 
+    /// Takes node `i` out of the cluster's guard (a node that leaves): the caller owns it.
+    pub fn take(&mut self, i: usize) -> Server {
+        self.nodes[i - 1].take().expect("node is running")
+    }
+
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.nodes[i - 1].as_ref().expect("node is running").addr
     }
@@ -183,6 +195,153 @@ impl Drop for TestCluster {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Query parameters at `consistency`.
+pub fn at(consistency: Consistency) -> QueryParams {
+    QueryParams { consistency, ..QueryParams::default() }
+}
+
+/// Writes `key` = `value` into `kv` at QUORUM with the prepared INSERT; whether it was
+/// acknowledged.
+pub fn insert(client: &mut Client, prepared: &Prepared, key: &str, value: i32) -> bool {
+    let values = [Some(Value::Text(key.to_owned())), Some(Value::Int(value))];
+    client.execute(prepared, &values, at(Consistency::Quorum)).is_ok()
+}
+
+/// The value of `key` in `kv` at `consistency` with the prepared SELECT; Err when the read
+/// itself failed.
+pub fn read(
+    client: &mut Client,
+    prepared: &Prepared,
+    key: &str,
+    consistency: Consistency,
+) -> Result<Option<i32>, String> {
+    match client.execute(prepared, &[Some(Value::Text(key.to_owned()))], at(consistency)) {
+        Ok(QueryResult::Rows(rows)) => Ok(rows.rows.first().and_then(|row| match row[0] {
+            Some(Value::Int(v)) => Some(v),
+            _ => None,
+        })),
+        Ok(other) => Err(format!("a SELECT answered {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Client threads of [`load_kv`] and [`check_all`].
+pub const CLIENT_THREADS: usize = 4;
+
+/// Writes `kv` rows k0..k{rows} = 0..rows at QUORUM through `addr`, each acknowledged.
+pub fn load_kv(addr: SocketAddr, rows: usize) -> BTreeMap<String, i32> {
+    let loaders: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                let prepared = client.prepare("INSERT INTO kv (k, v) VALUES (?, ?)").expect("prepare");
+                (t..rows).step_by(CLIENT_THREADS).for_each(|n| {
+                    assert!(insert(&mut client, &prepared, &format!("k{n}"), n as i32), "loading k{n}");
+                });
+            })
+        })
+        .collect();
+    loaders.into_iter().for_each(|t| t.join().expect("loader"));
+    (0..rows).map(|n| (format!("k{n}"), n as i32)).collect()
+}
+
+/// Reads every key of `acked` in `kv` at `consistency` through `addr` with a few clients;
+/// returns the keys whose read did not give the acknowledged value.
+pub fn check_all(addr: SocketAddr, acked: &BTreeMap<String, i32>, consistency: Consistency) -> Vec<String> {
+    let keys: Vec<(String, i32)> = acked.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let chunk = keys.len().div_ceil(CLIENT_THREADS).max(1);
+    let threads: Vec<_> = keys
+        .chunks(chunk)
+        .map(|part| {
+            let part = part.to_vec();
+            std::thread::spawn(move || {
+                let mut client = connect(addr);
+                let select = client.prepare("SELECT v FROM kv WHERE k = ?").expect("prepare");
+                let mut wrong = Vec::new();
+                for (key, value) in part {
+                    match read(&mut client, &select, &key, consistency) {
+                        Ok(Some(v)) if v == value => {}
+                        other => wrong.push(format!("{key}: {other:?}")),
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().expect("reader thread")).collect()
+}
+
+/// Asserts that every row of `acked` reads back with its value at `consistency` through
+/// `addr`; `what` says what a failure means.
+pub fn assert_reads_back(addr: SocketAddr, acked: &BTreeMap<String, i32>, consistency: Consistency, what: &str) {
+    let wrong = check_all(addr, acked, consistency);
+    assert!(
+        wrong.is_empty(),
+        "{what}: {} of {} acknowledged rows wrong at {consistency} through {addr}, e.g. {:?}",
+        wrong.len(),
+        acked.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+/// A client writing `kv` rows w0, w1... = 0, 1... at QUORUM through one node until `stop`,
+/// keeping the acknowledged ones.
+pub struct QuorumWriter {
+    /// The acknowledged writes so far, in order.
+    pub written: Arc<Mutex<Vec<(String, i32)>>>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl QuorumWriter {
+    pub fn start(addr: SocketAddr, stop: Arc<AtomicBool>) -> QuorumWriter {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let log = written.clone();
+        let thread = std::thread::spawn(move || {
+            let mut client = connect(addr);
+            let prepared = client.prepare("INSERT INTO kv (k, v) VALUES (?, ?)").expect("prepare");
+            let (mut n, mut failed) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{n}");
+                match insert(&mut client, &prepared, &key, n) {
+                    true => log.lock().unwrap().push((key, n)),
+                    false => failed += 1,
+                }
+                n += 1;
+            }
+            failed
+        });
+        QuorumWriter { written, thread }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.written.lock().unwrap().len()
+    }
+
+    /// Waits for the writer to end (after its stop flag was set): the acknowledged writes,
+    /// and how many were not acknowledged.
+    pub fn finish(self) -> (Vec<(String, i32)>, u64) {
+        let failed = self.thread.join().expect("writer thread");
+        let written = self.written.lock().unwrap().clone();
+        (written, failed)
+    }
+}
+
+/// `enigmadb admin netstats --json` of the node at `addr`.
+pub fn netstats(addr: SocketAddr) -> serde_json::Value {
+    let out = super::enigmadb().args(["admin", "netstats", "--host", &addr.to_string(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "admin netstats: {}", super::text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("admin netstats prints JSON")
+}
+
+/// The state (`UN`, `UL`, `DN`...) `observer` lists the node whose client address is `node`
+/// in, if it lists it.
+pub fn state_of(observer: SocketAddr, node: SocketAddr) -> Option<String> {
+    let status = admin_status(observer)?;
+    let row = rows(&status).into_iter().find(|r| r["address"] == node.to_string())?;
+    row["state"].as_str().map(str::to_owned)
 }
 
 pub fn await_until(what: &str, mut done: impl FnMut() -> bool) {

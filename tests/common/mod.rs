@@ -186,7 +186,7 @@ impl Server {
         // Test nodes share the machine: fixed memory budgets (the sizes the tests were made
         // with) unless a test sets its own (a flag, or a config file, which flags would
         // override), rather than each sizing itself from all of it.
-        let configured = extra.iter().any(|e| *e == "--config");
+        let configured = extra.contains(&"--config");
         let budgets = ["--memtable-budget", "--cache-budget"]
             .into_iter()
             .filter(|flag| !configured && !extra.iter().any(|e| e == flag || e.starts_with(&format!("{flag}="))))
@@ -274,6 +274,12 @@ impl Server {
         // SAFETY: kill(2) with a pid of our own, still unreaped child (so not reused).
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "sending SIGTERM: {}", std::io::Error::last_os_error());
+        self.wait_exit("SIGTERM")
+    }
+
+    /// Waits for the process to exit by itself after `cause` (at most [`SERVER_STOP_TIMEOUT`]).
+    /// Returns its exit status and its last stdout lines.
+    pub fn wait_exit(&mut self, cause: &str) -> (ExitStatus, Vec<String>) {
         let deadline = Instant::now() + SERVER_STOP_TIMEOUT;
         let child = self.child.as_mut().expect("the server is running");
         let status = loop {
@@ -282,7 +288,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "enigmadb server did not stop within {SERVER_STOP_TIMEOUT:?} of SIGTERM"
+                "enigmadb server did not stop within {SERVER_STOP_TIMEOUT:?} of {cause}"
             );
             std::thread::sleep(Duration::from_millis(20));
         };

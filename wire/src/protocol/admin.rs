@@ -32,6 +32,12 @@ pub enum AdminRequest {
     Repair(RepairRequest),
     /// The node's streams: its bootstrap's phase and what it received from each peer.
     Netstats,
+    /// The node streams every range it replicates to the nodes that take it over, leaves the
+    /// ring (LEFT) and stops.
+    Decommission,
+    /// The dead node `host_id` is taken out of the ring: the surviving replicas of its ranges
+    /// stream them to the nodes that take them over.
+    RemoveNode { host_id: u128 },
     /// Drops the partitions the node no longer replicates from the SSTables of the table (of
     /// every table when absent), and waits for it.
     Cleanup { table: Option<String> },
@@ -46,7 +52,8 @@ const COMMAND_DRAIN: u8 = 6;
 const COMMAND_RING: u8 = 7;
 const COMMAND_REPAIR: u8 = 8;
 const COMMAND_NETSTATS: u8 = 9;
-// 10 and 11 are kept for decommission and removenode.
+const COMMAND_DECOMMISSION: u8 = 10;
+const COMMAND_REMOVENODE: u8 = 11;
 const COMMAND_CLEANUP: u8 = 12;
 
 impl AdminRequest {
@@ -62,6 +69,8 @@ impl AdminRequest {
             AdminRequest::Ring => "ring",
             AdminRequest::Repair(_) => "repair",
             AdminRequest::Netstats => "netstats",
+            AdminRequest::Decommission => "decommission",
+            AdminRequest::RemoveNode { .. } => "removenode",
             AdminRequest::Cleanup { .. } => "cleanup",
         }
     }
@@ -87,6 +96,10 @@ impl AdminRequest {
             AdminRequest::Netstats => {
                 w.u8(COMMAND_NETSTATS);
             }
+            AdminRequest::Decommission => {
+                w.u8(COMMAND_DECOMMISSION);
+            }
+            AdminRequest::RemoveNode { host_id } => write_host_id(w.u8(COMMAND_REMOVENODE), *host_id),
             AdminRequest::Cleanup { table } => write_opt_text(w.u8(COMMAND_CLEANUP), table.as_deref()),
         }
     }
@@ -102,6 +115,8 @@ impl AdminRequest {
             COMMAND_RING => AdminRequest::Ring,
             COMMAND_REPAIR => AdminRequest::Repair(RepairRequest::read(r)?),
             COMMAND_NETSTATS => AdminRequest::Netstats,
+            COMMAND_DECOMMISSION => AdminRequest::Decommission,
+            COMMAND_REMOVENODE => AdminRequest::RemoveNode { host_id: read_host_id(r)? },
             COMMAND_CLEANUP => AdminRequest::Cleanup { table: read_opt_text(r)? },
             other => return Err(r.invalid("admin command", format!("unknown command {other}"))),
         })
@@ -333,6 +348,13 @@ pub struct Netstats {
 const MIN_STREAM_PEER_BYTES: usize = 16 + 4 + 8 * 5;
 
 impl Netstats {
+    /// Whether the node sends its streams (the modes of decommission, `LEAVING: ...` and
+    /// `DECOMMISSIONED`, and of removenode, `NORMAL: removenode ...`) rather than receives
+    /// them (bootstrap): `peers` are then the nodes streamed to.
+    pub fn sending(&self) -> bool {
+        self.mode.starts_with("LEAVING") || self.mode.starts_with("DECOMMISSIONED") || self.mode.contains("removenode")
+    }
+
     fn write(&self, w: &mut Writer) {
         w.str(&self.mode).u64(self.ranges_total).u64(self.ranges_done).u64(self.seconds.to_bits());
         w.u64(self.throughput_limit);
@@ -421,6 +443,44 @@ pub enum AdminResult {
     Netstats(Netstats),
     /// Per table cleaned, by name.
     Cleaned(Vec<CleanedTable>),
+    Decommissioned(LeaveDone),
+    Removed(LeaveDone),
+}
+
+/// What a decommission or a removenode streamed, once it completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaveDone {
+    /// The node that left the ring.
+    pub host_id: u128,
+    /// Streams (one table's token range to one node each) completed.
+    pub ranges: u64,
+    pub partitions: u64,
+    pub rows: u64,
+    /// The MUTATE bodies sent.
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Hints this node still held when it left, for nodes that were down (decommission).
+    pub hints_left: u64,
+}
+
+impl LeaveDone {
+    fn write(&self, w: &mut Writer) {
+        write_host_id(w, self.host_id);
+        w.u64(self.ranges).u64(self.partitions).u64(self.rows).u64(self.bytes).u64(self.seconds.to_bits());
+        w.u64(self.hints_left);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<LeaveDone, DecodeError> {
+        Ok(LeaveDone {
+            host_id: read_host_id(r)?,
+            ranges: r.u64()?,
+            partitions: r.u64()?,
+            rows: r.u64()?,
+            bytes: r.u64()?,
+            seconds: f64::from_bits(r.u64()?),
+            hints_left: r.u64()?,
+        })
+    }
 }
 
 const RESULT_STATUS: u8 = 1;
@@ -432,6 +492,8 @@ const RESULT_DRAINED: u8 = 6;
 const RESULT_RING: u8 = 7;
 const RESULT_REPAIR: u8 = 8;
 const RESULT_NETSTATS: u8 = 9;
+const RESULT_DECOMMISSIONED: u8 = 10;
+const RESULT_REMOVED: u8 = 11;
 const RESULT_CLEANED: u8 = 12;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
@@ -464,6 +526,8 @@ impl AdminResult {
             }
             AdminResult::Repair(repair) => repair.write(w.u8(RESULT_REPAIR)),
             AdminResult::Netstats(netstats) => netstats.write(w.u8(RESULT_NETSTATS)),
+            AdminResult::Decommissioned(done) => done.write(w.u8(RESULT_DECOMMISSIONED)),
+            AdminResult::Removed(done) => done.write(w.u8(RESULT_REMOVED)),
             AdminResult::Cleaned(tables) => {
                 w.u8(RESULT_CLEANED).u32(tables.len() as u32);
                 tables.iter().for_each(|t| t.write(w));
@@ -491,6 +555,8 @@ impl AdminResult {
             }
             RESULT_REPAIR => AdminResult::Repair(RepairResult::read(r)?),
             RESULT_NETSTATS => AdminResult::Netstats(Netstats::read(r)?),
+            RESULT_DECOMMISSIONED => AdminResult::Decommissioned(LeaveDone::read(r)?),
+            RESULT_REMOVED => AdminResult::Removed(LeaveDone::read(r)?),
             RESULT_CLEANED => {
                 let n = read_count(r, MIN_CLEANED_TABLE_BYTES)?;
                 AdminResult::Cleaned(read_list(r, n, |r, _| CleanedTable::read(r))?)
@@ -761,6 +827,8 @@ pub(crate) mod tests {
             Just(AdminRequest::Ring),
             super::super::repair::tests::any_repair_request().prop_map(AdminRequest::Repair),
             Just(AdminRequest::Netstats),
+            Just(AdminRequest::Decommission),
+            any::<u128>().prop_map(|host_id| AdminRequest::RemoveNode { host_id }),
             any_table().prop_map(|table| AdminRequest::Cleanup { table }),
         ]
     }
@@ -898,6 +966,12 @@ pub(crate) mod tests {
             })
     }
 
+    fn any_leave_done() -> impl Strategy<Value = LeaveDone> {
+        (any::<u128>(), proptest::array::uniform5(any::<u64>()), 0.0..1e6f64).prop_map(|(host_id, n, seconds)| {
+            LeaveDone { host_id, ranges: n[0], partitions: n[1], rows: n[2], bytes: n[3], seconds, hints_left: n[4] }
+        })
+    }
+
     pub fn any_admin_result() -> impl Strategy<Value = AdminResult> {
         prop_oneof![
             proptest::collection::vec(any_node_status(), 0..3).prop_map(AdminResult::Status),
@@ -933,6 +1007,8 @@ pub(crate) mod tests {
             proptest::collection::vec(any_ring_entry(), 0..3).prop_map(AdminResult::Ring),
             super::super::repair::tests::any_repair_result().prop_map(AdminResult::Repair),
             any_netstats().prop_map(AdminResult::Netstats),
+            any_leave_done().prop_map(AdminResult::Decommissioned),
+            any_leave_done().prop_map(AdminResult::Removed),
             proptest::collection::vec(
                 ("[a-z_]{1,12}", any::<[u64; 6]>()).prop_map(|(table, n)| CleanedTable {
                     table,
@@ -1009,8 +1085,8 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_commands_and_results_are_typed_errors() {
-        let err = AdminRequest::read(&mut Reader::new(&[10])).unwrap_err();
-        assert!(err.to_string().contains("unknown command 10"), "{err}");
+        let err = AdminRequest::read(&mut Reader::new(&[200])).unwrap_err();
+        assert!(err.to_string().contains("unknown command 200"), "{err}");
         let err = AdminResult::read(&mut Reader::new(&[0])).unwrap_err();
         assert!(err.to_string().contains("unknown result 0"), "{err}");
     }

@@ -9,8 +9,8 @@ mod response;
 mod topology;
 
 pub use admin::{
-    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, Liveness, MemoryBudgets, Netstats, NodeInfo,
-    NodeStatus, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
+    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, LeaveDone, Liveness, MemoryBudgets, Netstats,
+    NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
 };
 pub use repair::{RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult};
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
