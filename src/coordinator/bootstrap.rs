@@ -239,14 +239,23 @@ impl Stream<'_> {
         let mut pager = RangePager::new(range.range, STREAM_PAGE_PARTITIONS);
         while let Some((start, end, after)) = pager.next_scan() {
             let limit = pager.page_size() as u32;
-            let scan = PeerRequest::Scan(ScanRequest { table: table.id, start, end, after, limit });
+            let scan = PeerRequest::Scan(ScanRequest {
+                table: table.id,
+                start,
+                end,
+                after,
+                after_row: None,
+                limit,
+                bound: None,
+            });
             let page = match self.peers.call(peer, scan, STREAM_TIMEOUT).await {
                 Ok(PeerAnswer::ScanResult(page)) => page,
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => return Err(e.to_string()),
             };
             // The answer arrives decoded; its size on the wire is measured again.
-            let bytes = if page.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
+            let bytes = if page.partitions.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
+            let page = page.partitions;
             pager.advance(&page);
             let (updates, rows) = updates(table.id, page);
             if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
