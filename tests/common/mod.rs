@@ -186,7 +186,7 @@ impl Server {
         // Test nodes share the machine: fixed memory budgets (the sizes the tests were made
         // with) unless a test sets its own (a flag, or a config file, which flags would
         // override), rather than each sizing itself from all of it.
-        let configured = extra.iter().any(|e| *e == "--config");
+        let configured = extra.contains(&"--config");
         let budgets = ["--memtable-budget", "--cache-budget"]
             .into_iter()
             .filter(|flag| !configured && !extra.iter().any(|e| e == flag || e.starts_with(&format!("{flag}="))))
