@@ -349,6 +349,10 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Requests of one connection in progress at once; reading stops beyond it.
     pub max_requests_per_connection: usize,
+    /// Bytes of answers being built at once on one shard, over all its client connections
+    /// (each request reserves the size of its connection's recent answers): a request beyond
+    /// it waits, and after `ANSWER_BUDGET_WAIT` is answered with an overloaded error.
+    pub max_answer_bytes_per_shard: Size,
     /// Pin shard i to CPU i (a production node); leave off when nodes share cores.
     pub pin_shards: bool,
     /// Microseconds an idle executor spins before parking (cross-core wake-up latency,
@@ -416,6 +420,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 0,
             max_requests_per_connection: 1024,
+            max_answer_bytes_per_shard: Size(64 << 20),
             pin_shards: true,
             spin_before_park_us: 50,
             task_quota_us: shards::node::DEFAULT_TASK_QUOTA.as_micros() as u64,
@@ -530,6 +535,9 @@ impl ServerConfig {
         }
         if self.max_requests_per_connection == 0 {
             return invalid("max_requests_per_connection", "must be positive");
+        }
+        if self.max_answer_bytes_per_shard.0 == 0 {
+            return invalid("max_answer_bytes_per_shard", "must be positive");
         }
         if !(MIN_TASK_QUOTA_US..=MAX_TASK_QUOTA_US).contains(&self.task_quota_us) {
             return invalid("task_quota_us", &format!("must be {MIN_TASK_QUOTA_US} to {MAX_TASK_QUOTA_US}"));

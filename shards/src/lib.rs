@@ -20,6 +20,7 @@ pub mod node_meta;
 pub mod read;
 pub mod row;
 pub mod row_codec;
+pub mod scan;
 pub mod shard;
 pub mod signal;
 pub mod slice;

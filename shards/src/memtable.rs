@@ -187,6 +187,7 @@ impl MemTable {
             deletions: self.deletions.range((lower.clone(), Bound::Unbounded)).peekable(),
             lower,
             end: if empty { None } else { Some(end) },
+            max_rows: usize::MAX,
         }
     }
 
@@ -289,6 +290,17 @@ pub struct PartitionRange<'a> {
     deletions: Peekable<std::collections::btree_map::Range<'a, PartitionKey, Deletion>>,
     lower: Bound<PartitionKey>,
     end: Option<Token>,
+    /// Rows of one partition copied at most; the rest of a wider one is skipped.
+    max_rows: usize,
+}
+
+impl PartitionRange<'_> {
+    /// Each partition with at most its first `max_rows` rows (a bounded scan, `crate::scan`):
+    /// a partition with `max_rows` rows may have been cut.
+    pub fn with_max_rows(mut self, max_rows: usize) -> Self {
+        self.max_rows = max_rows.max(1);
+        self
+    }
 }
 
 impl Iterator for PartitionRange<'_> {
@@ -329,7 +341,9 @@ impl Iterator for PartitionRange<'_> {
             if k.partition != key {
                 break;
             }
-            rows.insert(k.clustering.clone(), (*r).clone());
+            if rows.len() < self.max_rows {
+                rows.insert(k.clustering.clone(), (*r).clone());
+            }
             self.rows.next();
         }
         Some((key, Partition { deletion, rows }))

@@ -30,6 +30,7 @@ use crate::mutation::{PartitionUpdate, UpdateError, Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
 use crate::row::{ClusteringSlice, Partition};
+use crate::scan::{merge_disjoint, ScanBound, ScanPage, ScanResume};
 use crate::shard::{self, Shard, ShardConfig, ShardError, ShardStats};
 use crate::slice::RowLimit;
 
@@ -213,9 +214,10 @@ enum Request {
         table: TableId,
         start: Token,
         end: Token,
-        after: Option<PartitionKey>,
+        resume: Option<ScanResume>,
         limit: usize,
-        reply: flume::Sender<Result<Vec<(PartitionKey, Partition)>, ShardError>>,
+        bound: ScanBound,
+        reply: flume::Sender<Result<ScanPage, ShardError>>,
     },
     Flush {
         reply: flume::Sender<Result<(), ShardError>>,
@@ -800,7 +802,8 @@ impl Node {
     }
 
     /// Up to `limit` partitions with tokens in (start, end] and keys after `after`, in storage
-    /// order, from every shard. Pass the last key of a page as `after` to get the next page.
+    /// order, from every shard, each whole. Pass the last key of a page as `after` to get the
+    /// next page.
     pub async fn scan(
         &self,
         table: TableId,
@@ -809,22 +812,39 @@ impl Node {
         after: Option<PartitionKey>,
         limit: usize,
     ) -> Result<Vec<(PartitionKey, Partition)>, NodeError> {
-        let mut pages = Vec::new();
+        let resume = after.map(ScanResume::after_partition);
+        Ok(self.scan_bounded(table, start, end, resume, limit, ScanBound::WHOLE).await?.partitions)
+    }
+
+    /// Up to `limit` partitions with tokens in (start, end] from `resume` on, in storage
+    /// order, from every shard, within `bound` (`Shard::scan`): the answer may end inside a
+    /// partition, and says where the next one resumes (None: the range is exhausted).
+    pub async fn scan_bounded(
+        &self,
+        table: TableId,
+        start: Token,
+        end: Token,
+        resume: Option<ScanResume>,
+        limit: usize,
+        bound: ScanBound,
+    ) -> Result<ScanPage, NodeError> {
+        let mut pending = Vec::new();
         for shard in 0..self.shard_count() as u16 {
-            let after = after.clone();
-            pages.push(self.send(shard, |reply| Request::Scan { table, start, end, after, limit, reply })?);
+            // Only the shard that owns the partition an answer ended in resumes inside it.
+            let resume = resume.clone().map(|r| match self.shard_of(r.key.token()) == shard {
+                true => r,
+                false => ScanResume::after_partition(r.key),
+            });
+            pending.push(self.send(shard, |reply| Request::Scan { table, start, end, resume, limit, bound, reply })?);
         }
-        let mut out = Vec::new();
-        for (shard, page) in pages.into_iter().enumerate() {
+        let mut pages = Vec::new();
+        for (shard, page) in pending.into_iter().enumerate() {
             let shard = shard as u16;
             let page = page.recv_async().await.map_err(|_| NodeError::ShardStopped(shard))?;
-            out.extend(page.map_err(|source| NodeError::Shard { shard, source })?);
+            pages.push(page.map_err(|source| NodeError::Shard { shard, source })?);
         }
-        // Shards own disjoint partitions: the first `limit` keys overall are among each
-        // shard's first `limit`.
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out.truncate(limit);
-        Ok(out)
+        // Shards own disjoint partitions.
+        Ok(merge_disjoint(pages, limit, bound))
     }
 
     /// Flushes every shard's MemTables to SSTables and waits for it.
@@ -1193,8 +1213,8 @@ async fn serve(shard: Rc<Shard>, request: Request) {
             let limit = RowLimit { live_rows, now_secs: now_secs() };
             let _ = reply.send(shard.read_limited(table, &key, &slice, limit).await);
         }
-        Request::Scan { table, start, end, after, limit, reply } => {
-            let _ = reply.send(shard.scan(table, start, end, after, limit).await);
+        Request::Scan { table, start, end, resume, limit, bound, reply } => {
+            let _ = reply.send(shard.scan(table, start, end, resume, limit, bound).await);
         }
         Request::Flush { reply } => {
             let _ = reply.send(shard.flush().await);

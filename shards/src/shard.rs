@@ -19,6 +19,7 @@
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ use crate::memtable::MemTable;
 use crate::mutation::{decode_batch, encode_batch, PartitionUpdate, Write};
 use crate::read::now_secs;
 use crate::row::{ClusteringSlice, Partition};
+use crate::scan::{PageBudget, ScanBound, ScanPage, ScanResume};
 use crate::signal::Signal;
 use crate::slice::{BoundedRead, RowLimit, SourceChunk};
 use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter};
@@ -914,11 +916,24 @@ impl Shard {
         slice: &ClusteringSlice,
         limit: RowLimit,
     ) -> Result<Option<Partition>, ShardError> {
+        Ok(self.read_bounded(table, key, slice, limit, usize::MAX).await?.0)
+    }
+
+    /// [`Shard::read_limited`] that also stops once its rows hold `max_bytes` stored bytes
+    /// (`scan::row_bytes`, at least one row), and says whether it stopped at a bound.
+    async fn read_bounded(
+        &self,
+        table: TableId,
+        key: &PartitionKey,
+        slice: &ClusteringSlice,
+        limit: RowLimit,
+        max_bytes: usize,
+    ) -> Result<(Option<Partition>, bool), ShardError> {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
         }
         let started = Instant::now();
-        let mut bounded = BoundedRead::new(slice, limit);
+        let mut bounded = BoundedRead::new(slice, limit).with_max_bytes(max_bytes);
         while let Some(round) = bounded.next_slice() {
             let rows = bounded.chunk_rows();
             // The MemTables and SSTables of one instant (nothing awaits in between): a flush
@@ -941,28 +956,46 @@ impl Shard {
                 glommio::yield_if_needed().await;
             }
         }
-        let found = bounded.finish();
+        let (found, stopped) = bounded.finish_with_stop();
         let mut activities = self.table_activity.borrow_mut();
         let activity = activities.entry(table).or_default();
         activity.reads += 1;
         activity.tombstones_scanned += found.as_ref().map_or(0, Partition::tombstones);
         activity.read_latency.record(started.elapsed());
-        Ok(found)
+        Ok((found, stopped))
     }
 
-    /// Up to `limit` partitions with tokens in (start, end] and keys after `after` (paging),
-    /// in storage order, merged from the MemTables and SSTables. Streams the SSTables: memory
-    /// is bounded by `limit` partitions per source.
+    /// Up to `limit` partitions with tokens in (start, end] from `resume` on (after its
+    /// partition, or inside it after its row), in storage order, merged from the MemTables
+    /// and SSTables, within `bound` (stored rows and bytes, at least one row): the answer may
+    /// end inside a partition and says where the next one resumes. Each source gives at most
+    /// `bound.rows` rows of a partition; a partition that may be wider is read with a bounded
+    /// read, so a wide partition is never held whole. Yields between partitions and rounds.
     pub async fn scan(
         &self,
         table: TableId,
         start: Token,
         end: Token,
-        after: Option<PartitionKey>,
+        resume: Option<ScanResume>,
         limit: usize,
-    ) -> Result<Vec<(PartitionKey, Partition)>, ShardError> {
+        bound: ScanBound,
+    ) -> Result<ScanPage, ShardError> {
         if !self.schemas.borrow().contains_key(&table) {
             return Err(ShardError::UnknownTable(table));
+        }
+        let mut page = ScanPage::default();
+        let mut budget = PageBudget::new(bound);
+        let mut after = None;
+        if let Some(resume) = resume {
+            if let Some(row) = &resume.after {
+                // Finish the partition the last answer ended in.
+                let slice = ClusteringSlice { start: Bound::Excluded(row.clone()), end: Bound::Unbounded };
+                if let Some(cut) = self.scan_partition(table, &resume.key, &slice, &mut budget, &mut page).await? {
+                    page.resume = Some(cut);
+                    return Ok(self.count_scan(table, page));
+                }
+            }
+            after = Some(resume.key);
         }
         let mut merge = PartitionMerge::new();
         let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
@@ -971,24 +1004,69 @@ impl Shard {
         for g in generations {
             let tables = g.tables.borrow();
             let Some(memtable) = tables.get(&table) else { continue };
-            merge.push_memory(memtable.range(start, end, after.as_ref()).take(limit).collect());
+            let range = memtable.range(start, end, after.as_ref()).with_max_rows(bound.rows);
+            merge.push_memory(range.take(limit).collect());
         }
         let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
         for sst in sstables {
-            merge.push_scan(sst.scan(start, end, after.clone())).await?;
+            merge.push_scan(sst.scan(start, end, after.clone()).with_max_rows(bound.rows)).await?;
         }
-        let mut out: Vec<(PartitionKey, Partition)> = Vec::new();
-        while out.len() < limit {
-            let Some(next) = merge.next().await? else { break };
-            out.push(next);
+        loop {
+            if page.partitions.len() >= limit || budget.is_spent() {
+                page.resume = page.partitions.last().map(|(k, _)| k.clone()).or(after).map(ScanResume::after_partition);
+                break;
+            }
+            let Some((key, mut partition)) = merge.next().await? else { break };
+            if partition.rows.len() >= bound.rows {
+                // A source may have cut it: read it bounded, from every source.
+                if let Some(cut) =
+                    self.scan_partition(table, &key, &ClusteringSlice::ALL, &mut budget, &mut page).await?
+                {
+                    page.resume = Some(cut);
+                    break;
+                }
+            } else {
+                let cut = budget.take(&key, &mut partition);
+                page.partitions.push((key.clone(), partition));
+                if let Some(row) = cut {
+                    page.resume = Some(ScanResume { key, after: Some(row) });
+                    break;
+                }
+            }
+            after = Some(key);
             // Merging many (or wide) partitions must not hold the shard's other requests.
             glommio::yield_if_needed().await;
         }
+        Ok(self.count_scan(table, page))
+    }
+
+    /// Adds partition `key`'s rows in `slice`, read bounded by what `budget` has left, to
+    /// `page`; where the next answer resumes when the read stopped inside the partition.
+    async fn scan_partition(
+        &self,
+        table: TableId,
+        key: &PartitionKey,
+        slice: &ClusteringSlice,
+        budget: &mut PageBudget,
+        page: &mut ScanPage,
+    ) -> Result<Option<ScanResume>, ShardError> {
+        let left = budget.left();
+        let limit = RowLimit { live_rows: left.rows, now_secs: now_secs() };
+        let (found, stopped) = self.read_bounded(table, key, slice, limit, left.bytes).await?;
+        let Some(mut partition) = found else { return Ok(None) };
+        let cut = budget
+            .take(key, &mut partition)
+            .or_else(|| stopped.then(|| partition.rows.keys().next_back().cloned()).flatten());
+        page.partitions.push((key.clone(), partition));
+        Ok(cut.map(|row| ScanResume { key: key.clone(), after: Some(row) }))
+    }
+
+    fn count_scan(&self, table: TableId, page: ScanPage) -> ScanPage {
         let mut activities = self.table_activity.borrow_mut();
         let activity = activities.entry(table).or_default();
         activity.range_scans += 1;
-        activity.tombstones_scanned += out.iter().map(|(_, p)| p.tombstones()).sum::<u64>();
-        Ok(out)
+        activity.tombstones_scanned += page.partitions.iter().map(|(_, p)| p.tombstones()).sum::<u64>();
+        page
     }
 
     fn allocate_generation(&self) -> u64 {
@@ -1589,6 +1667,55 @@ mod tests {
         Some(want)
     }
 
+    /// Writes partition `key` of `wide()` (and rows of its neighbours 6 and 8) over three
+    /// SSTables and the MemTable: row deletions, cell tombstones and a partition deletion.
+    async fn fill_wide(shard: &Shard, schema: &TableSchema, key: &PartitionKey) {
+        // A fixed pseudo-random sequence (a 64-bit LCG): the test is the same every run.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut ts = 1_000i64;
+        for round in 0..4 {
+            let mut updates = Vec::new();
+            for _ in 0..400 {
+                ts += 1;
+                let c = next(800) as i32;
+                let row = match next(10) {
+                    0 => Row { deletion: Some(Deletion { ts, deleted_at: 1 }), ..Row::default() },
+                    1 => Row { cells: vec![(0, Cell::Tombstone { ts, deleted_at: 1 })], ..Row::default() },
+                    _ => Row {
+                        marker: Some(Cell::Live { ts, value: Vec::new() }),
+                        deletion: None,
+                        cells: vec![(0, Cell::Live { ts, value: format!("r{round}c{c}").into_bytes() })],
+                    },
+                };
+                updates.push(PartitionUpdate {
+                    table: 1,
+                    key: key.clone(),
+                    deletion: None,
+                    rows: vec![(wide_ck(schema, c), row)],
+                });
+                // Another partition on either side in the same files.
+                for p in [6, 8] {
+                    let other = Row { marker: Some(Cell::Live { ts, value: Vec::new() }), ..Row::default() };
+                    let rows = vec![(wide_ck(schema, c), other)];
+                    updates.push(PartitionUpdate { table: 1, key: wide_key(schema, p), deletion: None, rows });
+                }
+            }
+            if round == 2 {
+                // Hides everything written before it, in the older SSTables too.
+                let deletion = Some(Deletion { ts: ts - 200, deleted_at: 1 });
+                updates.push(PartitionUpdate { table: 1, key: key.clone(), deletion, rows: Vec::new() });
+            }
+            shard.apply_stamped(updates, None).await.unwrap();
+            if round < 3 {
+                shard.flush().await.unwrap();
+            }
+        }
+    }
+
     /// A wide partition spread over a MemTable and several SSTables of small blocks, with row
     /// deletions, cell tombstones and a partition deletion between them: a bounded read from
     /// any start with any limit returns exactly the matching part of the full read.
@@ -1601,50 +1728,7 @@ mod tests {
             config.sstable.block_size = 256;
             let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
             let key = wide_key(&schema, 7);
-            // A fixed pseudo-random sequence (a 64-bit LCG): the test is the same every run.
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
-            let mut next = |n: u64| {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (seed >> 33) % n
-            };
-            let mut ts = 1_000i64;
-            for round in 0..4 {
-                let mut updates = Vec::new();
-                for _ in 0..400 {
-                    ts += 1;
-                    let c = next(800) as i32;
-                    let row = match next(10) {
-                        0 => Row { deletion: Some(Deletion { ts, deleted_at: 1 }), ..Row::default() },
-                        1 => Row { cells: vec![(0, Cell::Tombstone { ts, deleted_at: 1 })], ..Row::default() },
-                        _ => Row {
-                            marker: Some(Cell::Live { ts, value: Vec::new() }),
-                            deletion: None,
-                            cells: vec![(0, Cell::Live { ts, value: format!("r{round}c{c}").into_bytes() })],
-                        },
-                    };
-                    updates.push(PartitionUpdate {
-                        table: 1,
-                        key: key.clone(),
-                        deletion: None,
-                        rows: vec![(wide_ck(&schema, c), row)],
-                    });
-                    // Another partition on either side in the same files.
-                    for p in [6, 8] {
-                        let other = Row { marker: Some(Cell::Live { ts, value: Vec::new() }), ..Row::default() };
-                        let rows = vec![(wide_ck(&schema, c), other)];
-                        updates.push(PartitionUpdate { table: 1, key: wide_key(&schema, p), deletion: None, rows });
-                    }
-                }
-                if round == 2 {
-                    // Hides everything written before it, in the older SSTables too.
-                    let deletion = Some(Deletion { ts: ts - 200, deleted_at: 1 });
-                    updates.push(PartitionUpdate { table: 1, key: key.clone(), deletion, rows: Vec::new() });
-                }
-                shard.apply_stamped(updates, None).await.unwrap();
-                if round < 3 {
-                    shard.flush().await.unwrap();
-                }
-            }
+            fill_wide(&shard, &schema, &key).await;
             assert_eq!(live(&shard, 1).len(), 3, "three SSTables and a MemTable");
             let full = shard.read(1, &key, &ClusteringSlice::ALL).await.unwrap();
             let now = now_secs();
@@ -1687,6 +1771,52 @@ mod tests {
             let want: Vec<_> =
                 full.rows.iter().filter(|(_, r)| r.is_live(full.deletion, now)).map(|(k, _)| k.clone()).collect();
             assert_eq!(seen, want);
+            shard.close().await.unwrap();
+        });
+    }
+
+    /// Token scans bounded to a few rows page through wide partitions spread over a MemTable
+    /// and SSTables: no answer holds more rows than its bound, each resumes where the last
+    /// stopped (inside a partition too), and together they hold exactly the whole scan.
+    #[test]
+    fn bounded_scans_page_inside_wide_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        on_executor(dir.path(), |dir| async move {
+            let schema = wide();
+            let mut config = manual_compaction();
+            config.sstable.block_size = 256;
+            let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
+            let key = wide_key(&schema, 7);
+            fill_wide(&shard, &schema, &key).await;
+            let whole = shard.scan(1, i64::MIN, i64::MAX, None, 100, ScanBound::WHOLE).await.unwrap();
+            assert_eq!(whole.resume, None, "three partitions, all of them");
+            assert!(whole.partitions.iter().any(|(_, p)| p.rows.len() > 500), "a wide partition");
+            for (rows, bytes) in [(37, usize::MAX), (1, usize::MAX), (1000, 2000), (usize::MAX, 1)] {
+                let bound = ScanBound::new(rows, bytes);
+                let mut got: Vec<(PartitionKey, Partition)> = Vec::new();
+                let mut resume = None;
+                let mut answers = 0;
+                loop {
+                    let page = shard.scan(1, i64::MIN, i64::MAX, resume.clone(), 2, bound).await.unwrap();
+                    let stored: usize = page.partitions.iter().map(|(_, p)| p.rows.len()).sum();
+                    assert!(stored <= rows.max(1), "{stored} rows in an answer bounded to {rows}");
+                    assert!(page.partitions.len() <= 2);
+                    for (k, p) in page.partitions {
+                        match got.last_mut() {
+                            Some((last, merged)) if *last == k => merged.merge(p),
+                            _ => got.push((k, p)),
+                        }
+                    }
+                    answers += 1;
+                    assert!(answers < 100_000, "bounded scans progress");
+                    match page.resume {
+                        Some(r) => resume = Some(r),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, whole.partitions, "bound {rows} rows, {bytes} bytes");
+                assert!(answers > 2, "the wide partition took several answers");
+            }
             shard.close().await.unwrap();
         });
     }

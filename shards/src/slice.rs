@@ -19,6 +19,9 @@ use crate::row::{ClusteringSlice, Partition};
 
 /// Most stored rows asked of one source per round: bounds the work between two yields.
 pub const MAX_CHUNK_ROWS: usize = 1024;
+/// Stored rows asked of each source in the first round of a byte-bounded read, before the
+/// size of its rows is known.
+pub const FIRST_BYTE_BOUNDED_CHUNK_ROWS: usize = 16;
 /// Dead rows (tombstones, expired) a bounded read returns beyond its live rows at most; past
 /// that it stops early, with at least `limit` rows, so that `row::limited_cut` still sees it
 /// may have stopped. Keeps an answer bounded in a partition of tombstones.
@@ -49,6 +52,11 @@ pub struct BoundedRead {
     next_start: Option<Bound<ClusteringKey>>,
     limit: RowLimit,
     max_rows: usize,
+    /// Stored bytes (`scan::row_bytes`) after which the read stops, at least one row in.
+    max_bytes: usize,
+    bytes: usize,
+    /// It stopped at a bound, before the slice's end (rows may follow its last one).
+    stopped: bool,
     out: Partition,
     found: bool,
     live: usize,
@@ -62,10 +70,19 @@ impl BoundedRead {
             next_start: Some(slice.start.clone()),
             limit: RowLimit { live_rows, ..limit },
             max_rows: live_rows.saturating_add(MAX_DEAD_ROWS),
+            max_bytes: usize::MAX,
+            bytes: 0,
+            stopped: false,
             out: Partition::default(),
             found: false,
             live: 0,
         }
+    }
+
+    /// Stops the read also once its rows hold `max_bytes` stored bytes (`scan::row_bytes`).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> BoundedRead {
+        self.max_bytes = max_bytes.max(1);
+        self
     }
 
     /// The slice the next round reads; None once the read is done.
@@ -76,9 +93,19 @@ impl BoundedRead {
 
     /// Stored rows to ask of each source in the next round: the live rows still wanted and a
     /// little room for dead ones, at most [`MAX_CHUNK_ROWS`].
+    /// With a byte bound, no more rows than the bytes left hold at the size of the rows read
+    /// so far (a few, to learn it, before any).
     pub fn chunk_rows(&self) -> usize {
         let wanted = self.limit.live_rows - self.live;
-        (wanted + wanted / 8 + 8).min(MAX_CHUNK_ROWS)
+        let by_rows = wanted.saturating_add(wanted / 8).saturating_add(8).min(MAX_CHUNK_ROWS);
+        if self.max_bytes == usize::MAX {
+            return by_rows;
+        }
+        let by_bytes = match self.out.rows.len() {
+            0 => FIRST_BYTE_BOUNDED_CHUNK_ROWS,
+            n => (self.max_bytes.saturating_sub(self.bytes) / (self.bytes / n).max(1)).saturating_add(8),
+        };
+        by_rows.min(by_bytes).max(1)
     }
 
     /// Adds one round: the answers of every source to [`BoundedRead::next_slice`].
@@ -114,8 +141,11 @@ impl BoundedRead {
             if row.is_live(deletion, self.limit.now_secs) {
                 self.live += 1;
             }
+            self.bytes = self.bytes.saturating_add(crate::scan::row_bytes(&key, &row));
             self.out.rows.insert(key, row);
-            if self.live >= self.limit.live_rows || self.out.rows.len() >= self.max_rows {
+            if self.live >= self.limit.live_rows || self.out.rows.len() >= self.max_rows || self.bytes >= self.max_bytes
+            {
+                self.stopped = true;
                 return;
             }
         }
@@ -128,7 +158,13 @@ impl BoundedRead {
 
     /// The stored rows read (None when no source held the partition).
     pub fn finish(self) -> Option<Partition> {
-        self.found.then_some(self.out)
+        self.finish_with_stop().0
+    }
+
+    /// [`BoundedRead::finish`], and whether the read stopped at a bound: then rows may follow
+    /// its last one (it may also have been the slice's last).
+    pub fn finish_with_stop(self) -> (Option<Partition>, bool) {
+        (self.found.then_some(self.out), self.stopped)
     }
 }
 

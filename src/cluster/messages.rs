@@ -11,6 +11,7 @@ use shards::key::{ClusteringKey, PartitionKey};
 use shards::mutation::{decode_batch, encode_batch, PartitionUpdate};
 use shards::row::{ClusteringSlice, Partition};
 use shards::row_codec::{decode_deletion, decode_row, encode_deletion, encode_row};
+use shards::scan::{ScanBound, ScanPage, ScanResume};
 use wire::codec::{DecodeError, Reader, Writer};
 use wire::schema::TableId;
 use wire::token::murmur3_x64_128_cassandra;
@@ -65,15 +66,29 @@ pub enum ReadResult {
     Digest(Digest),
 }
 
-/// SCAN: up to `limit` partitions with tokens in (start, end] and keys after `after`.
+/// SCAN: up to `limit` partitions with tokens in (start, end] and keys after `after` (or,
+/// with `after_row`, from partition `after` on after that row), within `bound` when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanRequest {
     pub table: TableId,
     pub start: Token,
     pub end: Token,
     pub after: Option<PartitionKey>,
+    /// Resume inside partition `after`, after this row (a bounded answer ended there).
+    pub after_row: Option<ClusteringKey>,
     pub limit: u32,
+    /// Rows and bytes (`shards::scan::row_bytes`) the answer may hold, at most
+    /// [`MAX_SCAN_ANSWER_BYTES`]; None: whole partitions (what a node before bounds asked).
+    pub bound: Option<ScanBound>,
 }
+
+/// Bytes a bounded SCAN_RESULT holds at most, whatever the request asks: a quarter of the
+/// default peer frame limit, so that an answer never outgrows a peer frame.
+pub const MAX_SCAN_ANSWER_BYTES: usize = wire::frame::DEFAULT_MAX_FRAME_BYTES / 4;
+/// SCAN extension flags: a bound (rows u32, bytes u32) follows.
+const SCAN_BOUNDED: u8 = 1;
+/// SCAN extension flags: a row (clustering key bytes) to resume after follows.
+const SCAN_AFTER_ROW: u8 = 2;
 
 /// MUTATE: version | mutation batch (docs/FORMAT.md, "Mutation batch"). Appends to `out`,
 /// so a caller can reuse one buffer.
@@ -195,7 +210,10 @@ pub fn digest(partition: Option<&Partition>) -> Digest {
 }
 
 impl ScanRequest {
-    /// version | table u32 | start i64 | end i64 | has_after u8 [| after key bytes] | limit u32.
+    /// version | table u32 | start i64 | end i64 | has_after u8 [| after key bytes] | limit u32
+    /// [| flags u8 (1 = bounded, 2 = after a row) [| rows u32 | bytes u32] [| row bytes]].
+    /// Without a bound or a row, the extension is left out: the request is encoded exactly as
+    /// before bounds existed, so nodes of the release before read it.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(DATA_MESSAGE_VERSION).u32(self.table).i64(self.start).i64(self.end);
@@ -204,6 +222,18 @@ impl ScanRequest {
             None => w.u8(0),
         };
         w.u32(self.limit);
+        let flags =
+            (u8::from(self.bound.is_some()) * SCAN_BOUNDED) | (u8::from(self.after_row.is_some()) * SCAN_AFTER_ROW);
+        if flags != 0 {
+            w.u8(flags);
+        }
+        if let Some(bound) = self.bound {
+            let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            w.u32(clamp(bound.rows)).u32(clamp(bound.bytes));
+        }
+        if let Some(row) = &self.after_row {
+            w.bytes(row.as_bytes());
+        }
         w.into_bytes()
     }
 
@@ -221,8 +251,24 @@ impl ScanRequest {
                 other => return Err(r.invalid("SCAN after flag", format!("{other}"))),
             };
             let limit = r.u32()?;
+            let flags = if r.remaining() > 0 { r.u8()? } else { 0 };
+            if flags & !(SCAN_BOUNDED | SCAN_AFTER_ROW) != 0 {
+                return Err(r.invalid("SCAN flags", format!("{flags:#04x}")));
+            }
+            let bound = match flags & SCAN_BOUNDED != 0 {
+                true => {
+                    let (rows, bytes) = (r.u32()? as usize, r.u32()? as usize);
+                    Some(ScanBound::new(rows, bytes.min(MAX_SCAN_ANSWER_BYTES)))
+                }
+                false => None,
+            };
+            let after_row = match flags & SCAN_AFTER_ROW != 0 {
+                true if after.is_some() => Some(ClusteringKey::from_encoded(r.bytes()?.to_vec())),
+                true => return Err(r.invalid("SCAN after row", "a row to resume after needs a partition")),
+                false => None,
+            };
             r.finish()?;
-            Ok(ScanRequest { table, start, end, after, limit })
+            Ok(ScanRequest { table, start, end, after, after_row, limit, bound })
         };
         let request = decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })?;
         if request.limit as usize > MAX_SCAN_PARTITIONS {
@@ -250,24 +296,42 @@ pub fn decode_truncate(body: &[u8]) -> Result<TableId, MessageError> {
     decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
 }
 
+/// SCAN_RESULT resume kinds: after a partition (its key follows), or inside one (its key and
+/// the row's clustering key follow).
+const RESUME_AFTER_PARTITION: u8 = 1;
+const RESUME_AFTER_ROW: u8 = 2;
+
 /// SCAN_RESULT: version | count u32 | (key bytes | partition)*, keys strictly increasing in
-/// storage order, at most [`MAX_SCAN_PARTITIONS`].
-pub fn encode_scan_result(partitions: &[(PartitionKey, Partition)]) -> Vec<u8> {
-    debug_assert!(partitions.len() <= MAX_SCAN_PARTITIONS);
+/// storage order, at most [`MAX_SCAN_PARTITIONS`] [| resume kind u8 | key bytes [| row
+/// bytes]] when the answer stopped early at a bound. Without a resume point the body is what
+/// nodes before bounds sent (they stopped only at `limit` partitions).
+pub fn encode_scan_result(page: &ScanPage) -> Vec<u8> {
+    debug_assert!(page.partitions.len() <= MAX_SCAN_PARTITIONS);
     let mut w = Writer::new();
-    w.u8(DATA_MESSAGE_VERSION).u32(partitions.len() as u32);
-    for (key, partition) in partitions {
+    w.u8(DATA_MESSAGE_VERSION).u32(page.partitions.len() as u32);
+    for (key, partition) in &page.partitions {
         w.bytes(key.bytes());
         encode_partition(&mut w, partition);
+    }
+    match &page.resume {
+        None => {}
+        Some(ScanResume { key, after: None }) => {
+            w.u8(RESUME_AFTER_PARTITION).bytes(key.bytes());
+        }
+        Some(ScanResume { key, after: Some(row) }) => {
+            w.u8(RESUME_AFTER_ROW).bytes(key.bytes()).bytes(row.as_bytes());
+        }
     }
     w.into_bytes()
 }
 
-pub fn decode_scan_result(body: &[u8]) -> Result<Vec<(PartitionKey, Partition)>, MessageError> {
+/// A SCAN_RESULT body; `resume` is None when the body has none (the range is exhausted, or an
+/// older node sent it: then it stopped at `limit` partitions if it sent that many).
+pub fn decode_scan_result(body: &[u8]) -> Result<ScanPage, MessageError> {
     const MESSAGE: &str = "SCAN_RESULT";
     let rest = check_version(MESSAGE, body)?;
     let mut r = Reader::new(rest);
-    let decode = |r: &mut Reader<'_>| -> Result<Vec<(PartitionKey, Partition)>, DecodeError> {
+    let decode = |r: &mut Reader<'_>| -> Result<ScanPage, DecodeError> {
         // Smallest entry: key length u32, deletion flag u8, row count u32.
         let n = r.count(9)?;
         if n > MAX_SCAN_PARTITIONS {
@@ -281,8 +345,27 @@ pub fn decode_scan_result(body: &[u8]) -> Result<Vec<(PartitionKey, Partition)>,
             }
             out.push((key, decode_partition(r)?));
         }
+        let resume = match r.remaining() {
+            0 => None,
+            _ => {
+                let kind = r.u8()?;
+                let key = PartitionKey::from_serialized(r.bytes()?.to_vec());
+                match kind {
+                    RESUME_AFTER_PARTITION => Some(ScanResume { key, after: None }),
+                    RESUME_AFTER_ROW => {
+                        Some(ScanResume { key, after: Some(ClusteringKey::from_encoded(r.bytes()?.to_vec())) })
+                    }
+                    other => return Err(r.invalid("SCAN_RESULT resume kind", format!("{other}"))),
+                }
+            }
+        };
+        if let (Some(resume), Some((last, _))) = (&resume, out.last()) {
+            if resume.key < *last {
+                return Err(r.invalid("SCAN_RESULT resume", "resumes before its last partition"));
+            }
+        }
         r.finish()?;
-        Ok(out)
+        Ok(ScanPage { partitions: out, resume })
     };
     decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
 }
@@ -438,12 +521,40 @@ mod tests {
             proptest::option::of(any_partition_key()),
             0..=MAX_SCAN_PARTITIONS as u32,
         )
-            .prop_map(|(table, start, end, after, limit)| ScanRequest { table, start, end, after, limit })
+            .prop_flat_map(|(table, start, end, after, limit)| {
+                let has_after = after.is_some();
+                let bound = proptest::option::of(
+                    (1usize..1 << 20, 1usize..MAX_SCAN_ANSWER_BYTES).prop_map(|(r, b)| ScanBound::new(r, b)),
+                );
+                let row = proptest::option::of(any_key()).prop_map(move |r| r.filter(|_| has_after));
+                (bound, row).prop_map(move |(bound, after_row)| ScanRequest {
+                    table,
+                    start,
+                    end,
+                    after: after.clone(),
+                    after_row,
+                    limit,
+                    bound,
+                })
+            })
     }
 
-    fn any_scan_result() -> impl Strategy<Value = Vec<(PartitionKey, Partition)>> {
+    fn any_scan_partitions() -> impl Strategy<Value = Vec<(PartitionKey, Partition)>> {
         proptest::collection::btree_map(any_partition_key(), any_partition(), 0..4)
             .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn any_scan_result() -> impl Strategy<Value = ScanPage> {
+        (any_scan_partitions(), 0u8..3, any_partition_key(), any_key()).prop_map(|(partitions, kind, key, row)| {
+            // A resume point is at or after the last partition.
+            let key = partitions.last().map(|(k, _)| k.clone()).unwrap_or(key);
+            let resume = match kind {
+                0 => None,
+                1 => Some(ScanResume::after_partition(key)),
+                _ => Some(ScanResume { key, after: Some(row) }),
+            };
+            ScanPage { partitions, resume }
+        })
     }
 
     /// Every decoder, fed the same bytes: none may panic.
@@ -478,7 +589,7 @@ mod tests {
         }
 
         #[test]
-        fn mutations_round_trip(partitions in any_scan_result(), table in any::<u32>()) {
+        fn mutations_round_trip(partitions in any_scan_partitions(), table in any::<u32>()) {
             let updates: Vec<PartitionUpdate> = partitions
                 .into_iter()
                 .map(|(key, p)| PartitionUpdate { table, key, deletion: p.deletion, rows: p.rows.into_iter().collect() })
@@ -537,7 +648,10 @@ mod tests {
         for cut in 0..body.len() {
             assert!(ReadResult::decode(&body[..cut]).is_err(), "READ_RESULT cut at {cut}");
         }
-        let body = encode_scan_result(&[(PartitionKey::from_serialized(vec![7]), partition)]);
+        let body = encode_scan_result(&ScanPage {
+            partitions: vec![(PartitionKey::from_serialized(vec![7]), partition)],
+            resume: None,
+        });
         for cut in 0..body.len() {
             assert!(decode_scan_result(&body[..cut]).is_err(), "SCAN_RESULT cut at {cut}");
         }
@@ -564,6 +678,29 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_without_a_bound_keeps_the_layout_of_the_release_before() {
+        let key = PartitionKey::from_serialized(vec![9]);
+        let mut request =
+            ScanRequest { table: 7, start: -1, end: 5, after: Some(key), after_row: None, limit: 3, bound: None };
+        let before = request.encode();
+        // version, table, start, end, after flag and key, limit: nothing more.
+        assert_eq!(before.len(), 1 + 4 + 8 + 8 + 1 + 4 + 1 + 4);
+        request.bound = Some(ScanBound::new(100, 1 << 20));
+        request.after_row = Some(ClusteringKey::from_encoded(vec![4, 2]));
+        let bounded = request.encode();
+        assert_eq!(bounded[..before.len()], before[..], "the extension only follows");
+        assert_eq!(bounded[before.len()], 3, "flags: a bound and a row");
+        assert_eq!(ScanRequest::decode(&bounded).unwrap(), request);
+        // The byte bound is lowered to what a peer frame holds.
+        request.bound = Some(ScanBound::new(100, usize::MAX));
+        let capped = ScanRequest::decode(&request.encode()).unwrap();
+        assert_eq!(capped.bound, Some(ScanBound::new(100, MAX_SCAN_ANSWER_BYTES)));
+        // A result without a resume point is what the release before sent.
+        let page = ScanPage { partitions: vec![], resume: None };
+        assert_eq!(encode_scan_result(&page), [1, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn unknown_versions_and_oversized_scans_are_typed_errors() {
         let request = ReadRequest {
             table: 1,
@@ -575,11 +712,22 @@ mod tests {
         let mut body = request.encode();
         body[0] = 9;
         assert_eq!(ReadRequest::decode(&body), Err(MessageError::Version { message: "READ", found: 9 }));
-        let scan = ScanRequest { table: 1, start: 0, end: 5, after: None, limit: MAX_SCAN_PARTITIONS as u32 + 1 };
+        let scan = ScanRequest {
+            table: 1,
+            start: 0,
+            end: 5,
+            after: None,
+            after_row: None,
+            limit: MAX_SCAN_PARTITIONS as u32 + 1,
+            bound: None,
+        };
         assert!(matches!(ScanRequest::decode(&scan.encode()), Err(MessageError::ScanTooLarge { .. })));
         let mut keys = [PartitionKey::from_serialized(vec![1]), PartitionKey::from_serialized(vec![2])];
         keys.sort();
-        let mut unsorted = encode_scan_result(&keys.map(|k| (k, Partition::default())));
+        let mut unsorted = encode_scan_result(&ScanPage {
+            partitions: keys.map(|k| (k, Partition::default())).to_vec(),
+            resume: None,
+        });
         // Swap the two one-byte keys (each follows its u32 length).
         let first = 1 + 4 + 4;
         let second = first + 1 + 1 + 4 + 4;

@@ -14,9 +14,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use shards::key::PartitionKey;
 use shards::mutation::PartitionUpdate;
-use shards::row::Partition;
+use shards::scan::ScanPage;
 use wire::schema::TableId;
 
 use super::gossip::{Ack, Ack2, Syn};
@@ -76,7 +75,7 @@ pub enum PeerAnswer {
     GossipAck2Ok,
     MutateOk,
     ReadResult(ReadResult),
-    ScanResult(Vec<(PartitionKey, Partition)>),
+    ScanResult(ScanPage),
     MerkleTree(MerkleTree),
     Schema(SchemaBody),
     SchemaOk,

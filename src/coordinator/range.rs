@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use shards::key::PartitionKey;
 use shards::row::Partition;
+use shards::scan::{PageBudget, ScanBound, ScanPage, ScanResume};
 use wire::protocol::{Consistency, ErrorResponse};
 use wire::schema::{ReadRepair, TableSchema};
 use wire::Token;
@@ -19,18 +20,16 @@ use super::proxy::{
     read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
 };
 use super::{node_error, trace};
-use crate::cluster::messages::{ScanRequest, MAX_SCAN_PARTITIONS};
+use crate::cluster::messages::{ScanRequest, MAX_SCAN_ANSWER_BYTES, MAX_SCAN_PARTITIONS};
 use crate::cluster::replication::{required_replicas, resolve_versions};
-use crate::cluster::transport::{PeerAnswer, PeerRequest};
+use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest};
 use crate::cluster::view::{ClusterView, Replica};
+use crate::cql::plan::TokenRange;
 
 /// Partitions asked of each contacted replica in one round (one SCAN) of a range read: the
 /// memory of a request is at most this many partitions per replica it reads from at once.
 pub const SCAN_ROUND_PARTITIONS: usize = 256;
 const _: () = assert!(SCAN_ROUND_PARTITIONS <= MAX_SCAN_PARTITIONS);
-
-/// Partitions, each with its key, in storage order.
-pub type ScanPage = Vec<(PartitionKey, Partition)>;
 
 /// A piece of a scanned range whose tokens all have the same replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +41,20 @@ pub struct RangeGroup {
     pub replicas: Vec<Replica>,
 }
 
-/// Up to `limit` partitions with tokens in (start, end] and keys after `after`, in storage
-/// order, read at `consistency` from the replicas of each token range: exactly what
-/// `Node::scan` returns on a single node (fewer than `limit` only when the range is
-/// exhausted), so a caller pages by the last key it got. UNAVAILABLE before anything is read
-/// when a piece of the range has too few live replicas; READ_TIMEOUT when a round gets too few
-/// answers in time (a failed replica is first replaced by a spare one).
+/// Up to `limit` partitions with tokens in (start, end] (`range`) from `resume` on, within `bound`
+/// (stored rows and bytes, at least one row), in storage order, read at `consistency` from
+/// the replicas of each token range: exactly what `Node::scan_bounded` returns on a single
+/// node. The answer may end inside a partition (a wide one is read a bound at a time); its
+/// `resume` says where the next call starts, None once the range is exhausted. UNAVAILABLE
+/// before anything is read when a piece of the range has too few live replicas; READ_TIMEOUT
+/// when a round gets too few answers in time (a failed replica is first replaced by a spare).
 pub async fn scan(
     proxy: &StorageProxy,
     schema: &TableSchema,
-    start: Token,
-    end: Token,
-    after: Option<PartitionKey>,
+    TokenRange { start, end }: TokenRange,
+    resume: Option<ScanResume>,
     limit: usize,
+    bound: ScanBound,
     consistency: Consistency,
 ) -> Result<ScanPage, ErrorResponse> {
     let view = proxy.view();
@@ -63,17 +63,17 @@ pub async fn scan(
         trace::event(|| {
             format!("Scanning tokens ({start}, {end}] on this node, the only one, for up to {limit} partition(s)")
         });
-        let page = proxy.node().scan(schema.id, start, end, after, limit).await.map_err(node_error)?;
-        trace::event(|| format!("Scanned {} partition(s)", page.len()));
+        let page = proxy.node().scan_bounded(schema.id, start, end, resume, limit, bound).await.map_err(node_error)?;
+        trace::event(|| format!("Scanned {} partition(s)", page.partitions.len()));
         return Ok(page);
     }
-    // Keys after `after` have a token at or above its token.
-    let start = match &after {
-        Some(key) => start.max(key.token().saturating_sub(1)),
+    // Keys after the resume point have a token at or above its token.
+    let start = match &resume {
+        Some(r) => start.max(r.key.token().saturating_sub(1)),
         None => start,
     };
     if start >= end || limit == 0 {
-        return Ok(Vec::new());
+        return Ok(ScanPage::default());
     }
     let rf = replication_factor(schema);
     let mut segments = Vec::new();
@@ -93,29 +93,53 @@ pub async fn scan(
         format!("Scanning tokens ({start}, {end}] in {} piece(s) by replica set, at {consistency}", segments.len())
     });
     let read = RangeRead { proxy, schema, consistency };
-    let mut out = Vec::new();
-    let mut after = after;
+    let mut out = ScanPage::default();
+    let mut budget = PageBudget::new(bound);
+    // Where the next round starts.
+    let mut position = resume;
     for segment in &segments {
-        while out.len() < limit {
-            let want = (limit - out.len()).min(SCAN_ROUND_PARTITIONS);
-            let (partitions, covered_to) = match segment.local {
+        loop {
+            if out.partitions.len() >= limit || budget.is_spent() {
+                out.resume = position;
+                return Ok(out);
+            }
+            let want = (limit - out.partitions.len()).min(SCAN_ROUND_PARTITIONS);
+            let left = budget.left();
+            let round = match segment.local {
                 true => {
-                    let scan = proxy.node().scan(schema.id, segment.start, segment.end, after.clone(), want);
-                    let page = scan.await.map_err(node_error)?;
-                    let covered_to = (page.len() == want).then(|| page.last().map(|(k, _)| k.clone())).flatten();
-                    (page, covered_to)
+                    let scan =
+                        proxy.node().scan_bounded(schema.id, segment.start, segment.end, position.clone(), want, left);
+                    scan.await.map_err(node_error)?
                 }
-                false => read.round(segment, after.clone(), want).await?,
+                false => read.round(segment, position.clone(), want, left).await?,
             };
-            out.extend(partitions);
-            match covered_to {
-                Some(key) => after = Some(key),
-                None => break,
+            for (key, mut partition) in round.partitions {
+                let cut = budget.take(&key, &mut partition);
+                out.partitions.push((key.clone(), partition));
+                if let Some(row) = cut {
+                    out.resume = Some(ScanResume { key, after: Some(row) });
+                    return Ok(out);
+                }
+            }
+            match round.resume {
+                // Inside a partition: the caller goes on from there.
+                Some(inside) if inside.after.is_some() => {
+                    out.resume = Some(inside);
+                    return Ok(out);
+                }
+                Some(covered) => position = Some(covered),
+                None => {
+                    // The segment is exhausted: the next one starts after what was read.
+                    if let Some((key, _)) = out.partitions.last() {
+                        position = Some(ScanResume::after_partition(key.clone()));
+                    }
+                    break;
+                }
             }
         }
     }
-    debug_assert!(out.windows(2).all(|w| w[0].0 < w[1].0), "a scan answers in storage order");
-    trace::event(|| format!("Scanned {} partition(s)", out.len()));
+    debug_assert!(out.partitions.windows(2).all(|w| w[0].0 < w[1].0), "a scan answers in storage order");
+    trace::event(|| format!("Scanned {} partition(s)", out.partitions.len()));
     Ok(out)
 }
 
@@ -154,28 +178,42 @@ pub fn split_at_vnodes(tokens: &[Token], start: Token, end: Token) -> Vec<(Token
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedRound<R> {
     /// The merged partitions, in storage order, at most the round's limit.
-    pub partitions: ScanPage,
+    pub partitions: Vec<(PartitionKey, Partition)>,
     /// Each replica that lacked part of the result, with the indexes in `partitions` it lacked.
     pub stale: Vec<(R, Vec<usize>)>,
-    /// The last key the round vouches for (the next round starts after it); None when every
-    /// answer reached the end of the range.
-    pub covered_to: Option<PartitionKey>,
+    /// How far the round vouches for the range (the next round starts there; inside a
+    /// partition when an answer was cut in it); None when every answer reached the end.
+    pub covered_to: Option<ScanResume>,
+}
+
+/// Where a replica's answer to a SCAN for `asked` partitions stopped: where it says it did,
+/// or, from a node before bounds, after its last partition when it sent all it was asked.
+fn answer_cover(page: &ScanPage, asked: usize) -> Option<ScanResume> {
+    let full = page.partitions.len() >= asked;
+    page.resume.clone().or_else(|| {
+        full.then(|| page.partitions.last().map(|(k, _)| k.clone())).flatten().map(ScanResume::after_partition)
+    })
 }
 
 /// Merges the answers of the replicas of one range to a SCAN for `asked` partitions, keeping
-/// at most `limit`. A replica that sent `asked` partitions may hold more after its last key, so
-/// the result only reaches the smallest such last key: beyond it a partition one replica sent
-/// may be missing from another's answer only because that one stopped early.
+/// at most `limit`. A replica that stopped early (at `asked` partitions or at its bound) may
+/// hold more after where it stopped, so the result only reaches the earliest such place:
+/// beyond it a partition (or row) one replica sent may be missing from another's answer only
+/// because that one stopped early. A partition cut there is cut in every version alike.
 pub fn merge_round<R: Copy + Eq>(answers: Vec<(R, ScanPage)>, asked: usize, limit: usize) -> MergedRound<R> {
-    let cutoff = answers.iter().filter(|(_, page)| page.len() >= asked).filter_map(|(_, p)| p.last()).map(|(k, _)| k);
-    let cutoff = cutoff.min().cloned();
+    let cutoff = answers.iter().filter_map(|(_, page)| answer_cover(page, asked)).min_by(|a, b| a.cmp_position(b));
     let replicas: Vec<R> = answers.iter().map(|(r, _)| *r).collect();
     // Every key up to the cutoff, with the version of each replica that has it.
     let mut keys: std::collections::BTreeMap<PartitionKey, Vec<(R, Partition)>> = Default::default();
     for (replica, page) in answers {
-        for (key, partition) in page {
-            if cutoff.as_ref().is_some_and(|c| key > *c) {
-                break;
+        for (key, mut partition) in page.partitions {
+            if let Some(c) = &cutoff {
+                if key > c.key {
+                    break;
+                }
+                if let (true, Some(row)) = (key == c.key, &c.after) {
+                    partition.truncate_after(row);
+                }
             }
             keys.entry(key).or_default().push((replica, partition));
         }
@@ -185,7 +223,8 @@ pub fn merge_round<R: Copy + Eq>(answers: Vec<(R, ScanPage)>, asked: usize, limi
     let mut covered_to = cutoff;
     for (key, mut held) in keys {
         if partitions.len() == limit {
-            covered_to = partitions.last().map(|(k, _): &(PartitionKey, Partition)| k.clone());
+            covered_to =
+                partitions.last().map(|(k, _): &(PartitionKey, Partition)| ScanResume::after_partition(k.clone()));
             break;
         }
         let versions = replicas
@@ -232,16 +271,28 @@ impl RangeRead<'_> {
     async fn round(
         &self,
         segment: &Segment,
-        after: Option<PartitionKey>,
+        position: Option<ScanResume>,
         want: usize,
-    ) -> Result<(ScanPage, Option<PartitionKey>), ErrorResponse> {
+        bound: ScanBound,
+    ) -> Result<ScanPage, ErrorResponse> {
         let (consistency, required) = (self.consistency, segment.required);
         let mut candidates: Vec<Replica> = segment.replicas.iter().copied().filter(|r| r.alive).collect();
         candidates.sort_by_key(|r| !r.local);
         let timeout = self.proxy.timeouts().read;
         let deadline = Instant::now() + timeout;
-        let request =
-            ScanRequest { table: self.schema.id, start: segment.start, end: segment.end, after, limit: want as u32 };
+        let (after, after_row) = match position {
+            Some(ScanResume { key, after }) => (Some(key), after),
+            None => (None, None),
+        };
+        let request = ScanRequest {
+            table: self.schema.id,
+            start: segment.start,
+            end: segment.end,
+            after,
+            after_row,
+            limit: want as u32,
+            bound: Some(ScanBound::new(bound.rows, bound.bytes.min(MAX_SCAN_ANSWER_BYTES))),
+        };
         // Each candidate is asked at most once.
         let (tx, rx) = flume::bounded::<ScanAnswer>(candidates.len());
         for (index, replica) in candidates.iter().enumerate().take(required) {
@@ -290,7 +341,7 @@ impl RangeRead<'_> {
                 return Err(read_timeout(consistency, required, required, true, &why));
             }
         }
-        Ok((merged.partitions, merged.covered_to))
+        Ok(ScanPage { partitions: merged.partitions, resume: merged.covered_to })
     }
 
     /// Asks one replica for its partitions of the request's range: this node through its
@@ -305,9 +356,12 @@ impl RangeRead<'_> {
         let limit = request.limit as usize;
         if replica.local {
             let node = self.proxy.node().clone();
-            let (table, start, end, after) = (request.table, request.start, request.end, request.after.clone());
+            let (table, start, end) = (request.table, request.start, request.end);
+            let resume = request.after.clone().map(|key| ScanResume { key, after: request.after_row.clone() });
+            let bound = request.bound.unwrap_or(ScanBound::WHOLE);
             glommio::spawn_local(async move {
-                let page = node.scan(table, start, end, after, limit).await.map_err(|e| format!("this node: {e}"));
+                let scan = node.scan_bounded(table, start, end, resume, limit, bound);
+                let page = scan.await.map_err(|e| format!("this node: {e}"));
                 let _ = tx.send_async((index, page)).await;
             })
             .detach();
@@ -316,11 +370,23 @@ impl RangeRead<'_> {
         let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers();
         let (peer, shard, scan) = (replica.peer, replica.shard, PeerRequest::Scan(request.clone()));
         let timeout = self.proxy.timeouts().read;
+        let deadline = Instant::now() + timeout;
         glommio::spawn_local(async move {
-            let page = match peers.call_shard(peer, shard, scan, timeout).await {
-                Ok(PeerAnswer::ScanResult(page)) if page.len() <= limit => Ok(page),
+            let mut answer = peers.call_shard(peer, shard, scan.clone(), timeout).await;
+            if let (PeerRequest::Scan(request), Err(PeerError::Remote { code: codes::PROTOCOL, .. })) = (&scan, &answer)
+            {
+                if request.bound.is_some() && request.after_row.is_none() {
+                    // A node of the release before bounds refuses them: it is asked for whole
+                    // partitions, as it always was (its answer is cut like any other).
+                    let whole = PeerRequest::Scan(ScanRequest { bound: None, ..request.clone() });
+                    answer =
+                        peers.call_shard(peer, shard, whole, deadline.saturating_duration_since(Instant::now())).await;
+                }
+            }
+            let page = match answer {
+                Ok(PeerAnswer::ScanResult(page)) if page.partitions.len() <= limit => Ok(page),
                 Ok(PeerAnswer::ScanResult(page)) => {
-                    Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.len()))
+                    Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.partitions.len()))
                 }
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => Err(e.to_string()),
@@ -359,14 +425,19 @@ mod tests {
         Partition { deletion: None, rows: [(ClusteringKey::from_encoded(Vec::new()), row)].into() }
     }
 
-    fn page(keys: &[PartitionKey], value: &str, ts: i64) -> ScanPage {
+    fn page(keys: &[PartitionKey], value: &str, ts: i64) -> Vec<(PartitionKey, Partition)> {
         keys.iter().map(|k| (k.clone(), version(value, ts))).collect()
+    }
+
+    /// An answer of a node before bounds: it says nothing about where it stopped.
+    fn ans(partitions: Vec<(PartitionKey, Partition)>) -> ScanPage {
+        ScanPage { partitions, resume: None }
     }
 
     #[test]
     fn agreeing_replicas_merge_to_their_answer_with_nothing_stale() {
         let ks = keys(5);
-        let merged = merge_round(vec![(0, page(&ks, "a", 1)), (1, page(&ks, "a", 1))], 10, 10);
+        let merged = merge_round(vec![(0, ans(page(&ks, "a", 1))), (1, ans(page(&ks, "a", 1)))], 10, 10);
         assert_eq!(merged, MergedRound { partitions: page(&ks, "a", 1), stale: vec![], covered_to: None });
     }
 
@@ -376,7 +447,7 @@ mod tests {
         let mut behind = page(&ks, "new", 2);
         behind.remove(1);
         behind[2].1 = version("old", 1);
-        let merged = merge_round(vec![(7, page(&ks, "new", 2)), (9, behind)], 10, 10);
+        let merged = merge_round(vec![(7, ans(page(&ks, "new", 2))), (9, ans(behind))], 10, 10);
         assert_eq!(merged.partitions, page(&ks, "new", 2));
         assert_eq!(merged.stale, vec![(9, vec![1, 3])], "replica 9 lacks key 1 and has key 3 older");
         assert_eq!(merged.covered_to, None);
@@ -388,30 +459,55 @@ mod tests {
         // Replica 0 sent all it was asked for (3): it may hold more after ks[2]. Replica 1 sent
         // fewer, so it has nothing else: it truly lacks ks[1].
         let short = page(&[ks[0].clone(), ks[2].clone()], "a", 1);
-        let merged = merge_round(vec![(0, page(&ks[..3], "a", 1)), (1, short)], 3, 3);
+        let merged = merge_round(vec![(0, ans(page(&ks[..3], "a", 1))), (1, ans(short))], 3, 3);
         assert_eq!(merged.partitions, page(&ks[..3], "a", 1));
         assert_eq!(merged.stale, vec![(1, vec![1])]);
-        assert_eq!(merged.covered_to, Some(ks[2].clone()));
+        assert_eq!(merged.covered_to, Some(ScanResume::after_partition(ks[2].clone())));
         // Both full: the smaller last key bounds the round; ks[4] waits for the next round.
         let other = page(&[ks[0].clone(), ks[2].clone(), ks[4].clone()], "a", 1);
-        let merged = merge_round(vec![(0, page(&ks[..3], "a", 1)), (1, other)], 3, 3);
-        assert_eq!(merged.covered_to, Some(ks[2].clone()));
+        let merged = merge_round(vec![(0, ans(page(&ks[..3], "a", 1))), (1, ans(other))], 3, 3);
+        assert_eq!(merged.covered_to, Some(ScanResume::after_partition(ks[2].clone())));
         assert_eq!(merged.partitions, page(&ks[..3], "a", 1));
     }
 
     #[test]
     fn the_limit_cuts_the_round_at_its_last_partition() {
         let ks = keys(6);
-        let merged = merge_round(vec![(0, page(&ks[..3], "a", 1)), (1, page(&ks[3..], "a", 1))], 4, 2);
+        let merged = merge_round(vec![(0, ans(page(&ks[..3], "a", 1))), (1, ans(page(&ks[3..], "a", 1)))], 4, 2);
         assert_eq!(merged.partitions.len(), 2);
-        assert_eq!(merged.covered_to, Some(merged.partitions[1].0.clone()));
+        assert_eq!(merged.covered_to, Some(ScanResume::after_partition(merged.partitions[1].0.clone())));
+    }
+
+    #[test]
+    fn an_answer_cut_inside_a_partition_cuts_every_version_there() {
+        let ks = keys(3);
+        let wide = |rows: u8| {
+            let row = Row { marker: Some(Cell::Live { ts: 1, value: Vec::new() }), deletion: None, cells: vec![] };
+            Partition {
+                deletion: None,
+                rows: (0..rows).map(|i| (ClusteringKey::from_encoded(vec![i]), row.clone())).collect(),
+            }
+        };
+        // Replica 0 stopped at its bound after row 4 of ks[1]; replica 1 sent all of it, and ks[2].
+        let cut = ScanPage {
+            partitions: vec![(ks[0].clone(), wide(2)), (ks[1].clone(), wide(5))],
+            resume: Some(ScanResume { key: ks[1].clone(), after: Some(ClusteringKey::from_encoded(vec![4])) }),
+        };
+        let whole = ans(vec![(ks[0].clone(), wide(2)), (ks[1].clone(), wide(20)), (ks[2].clone(), wide(1))]);
+        let merged = merge_round(vec![(0, cut), (1, whole)], 10, 10);
+        assert_eq!(merged.partitions, vec![(ks[0].clone(), wide(2)), (ks[1].clone(), wide(5))]);
+        assert_eq!(merged.stale, vec![], "rows past the cut are not compared");
+        assert_eq!(
+            merged.covered_to,
+            Some(ScanResume { key: ks[1].clone(), after: Some(ClusteringKey::from_encoded(vec![4])) })
+        );
     }
 
     #[test]
     fn empty_partitions_are_not_returned() {
         let ks = keys(2);
         let answer = vec![(ks[0].clone(), Partition::default()), (ks[1].clone(), version("a", 1))];
-        let merged = merge_round(vec![(0, answer)], 5, 5);
+        let merged = merge_round(vec![(0, ans(answer))], 5, 5);
         assert_eq!(merged.partitions, page(&ks[1..], "a", 1));
     }
 

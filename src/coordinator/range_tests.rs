@@ -13,6 +13,8 @@ use super::*;
 use crate::coordinator::range;
 use crate::coordinator::select;
 use crate::cql;
+use crate::cql::plan::TokenRange;
+use shards::scan::{ScanBound, ScanResume};
 
 const KEYS: i32 = 120;
 
@@ -31,8 +33,9 @@ async fn scan_all(
     let mut after: Option<PartitionKey> = None;
     let mut last_token = MIN_TOKEN;
     loop {
-        let scan = range::scan(&c.proxies[via], &c.table, MIN_TOKEN, i64::MAX, after.clone(), page, consistency);
-        let batch = scan.await?;
+        let from = after.clone().map(ScanResume::after_partition);
+        let scan = range::scan(&c.proxies[via], &c.table, TokenRange::FULL, from, page, ScanBound::WHOLE, consistency);
+        let batch = scan.await?.partitions;
         for (key, partition) in &batch {
             assert!(key.token() >= last_token, "token order");
             last_token = key.token();

@@ -469,14 +469,22 @@ impl RangeRepair<'_> {
         let mut pager = RangePager::new(range, REPAIR_PAGE_PARTITIONS);
         while let Some((start, end, after)) = pager.next_scan() {
             let limit = pager.page_size() as u32;
-            let scan = PeerRequest::Scan(ScanRequest { table: self.tree.table, start, end, after, limit });
+            let scan = PeerRequest::Scan(ScanRequest {
+                table: self.tree.table,
+                start,
+                end,
+                after,
+                after_row: None,
+                limit,
+                bound: None,
+            });
             let page = match peers.call(peer, scan, STREAM_TIMEOUT).await {
                 Ok(PeerAnswer::ScanResult(page)) => {
-                    if !page.is_empty() {
+                    if !page.partitions.is_empty() {
                         // The answer arrives decoded; its size on the wire is measured again.
                         done.bytes_received += messages::encode_scan_result(&page).len() as u64;
                     }
-                    page
+                    page.partitions
                 }
                 Ok(_) => unreachable!("a call answers with the request's kind"),
                 Err(e) => return Err(peer_error(peer, e)),

@@ -14,6 +14,7 @@ use shards::catalog::is_local_table;
 use shards::hlc::Hlc;
 use shards::mutation::PartitionUpdate;
 use shards::node::{Node, NodeError};
+use shards::scan::{ScanBound, ScanResume};
 use shards::shard::ShardError;
 use wire::schema::{TableId, TableSchema};
 
@@ -86,8 +87,16 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
         PeerRequest::Scan(request) => {
             peer_table(node, request.table)?;
             let limit = request.limit as usize;
-            let page =
-                node.scan(request.table, request.start, request.end, request.after, limit).await.map_err(storage)?;
+            // A request without a bound (from a node before bounds, or a stream of whole
+            // partitions) gets whole partitions, as before.
+            let bound = request.bound.unwrap_or(ScanBound::WHOLE);
+            let resume = request.after.map(|key| ScanResume { key, after: request.after_row });
+            let scan = node.scan_bounded(request.table, request.start, request.end, resume, limit, bound);
+            let mut page = scan.await.map_err(storage)?;
+            if request.bound.is_none() {
+                // What a node before bounds answers: it stopped at `limit` partitions only.
+                page.resume = None;
+            }
             Ok(PeerAnswer::ScanResult(page))
         }
         PeerRequest::MerkleTree(request) => {

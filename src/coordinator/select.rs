@@ -7,10 +7,10 @@
 
 use std::ops::Bound;
 
-use shards::cell::Cell;
 use shards::key::{ClusteringKey, PartitionKey};
 use shards::read::{now_secs, visible_rows_skipping, ResultRow};
 use shards::row::{ClusteringSlice, Partition};
+use shards::scan::{partition_bytes, ScanBound, ScanResume};
 use wire::protocol::{
     value_wire_len, ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows,
 };
@@ -31,8 +31,6 @@ const COUNT_PAGE_ROWS: usize = 10_000;
 pub const ANSWER_ENVELOPE_BYTES: usize = 16 * 1024;
 /// Bytes of values per page when the server is not configured (ScyllaDB's 1 MiB page).
 pub const DEFAULT_PAGE_BYTES: usize = 1 << 20;
-/// What a stored row costs beyond its cells' values, for sizing scan steps.
-const STORED_ROW_OVERHEAD: usize = 32;
 
 /// How large one page of a SELECT may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,21 +391,27 @@ impl Cursor {
                         break;
                     }
                     let want = self.scan_step(page.rows_left);
+                    // About the rows the page has room for (one more tells whether a partition
+                    // goes on) and a page of bytes: a wide partition is read a page at a time.
+                    let bound = ScanBound::new(page.rows_left.saturating_add(1), limits.page_bytes);
                     // From the replicas of each token range at the request's level (this
                     // node's shards alone on a single node).
-                    let scan = range::scan(proxy, schema, range.start, range.end, after.clone(), want, consistency);
+                    let from = after.clone().map(ScanResume::after_partition);
+                    let scan = range::scan(proxy, schema, *range, from, want, bound, consistency);
                     let batch = scan.await?;
-                    let got = batch.len();
-                    self.scanned.0 += batch.iter().map(|(_, p)| stored_bytes(p)).sum::<usize>();
+                    let read_cut = batch.cut().cloned();
+                    let got = batch.partitions.len();
+                    self.scanned.0 += batch.partitions.iter().map(|(_, p)| partition_bytes(p)).sum::<usize>();
                     self.scanned.1 += got;
                     let mut stopped = false;
-                    for (key, partition) in &batch {
+                    for (i, (key, partition)) in batch.partitions.iter().enumerate() {
                         if page.is_full(&limits) {
                             // Full at a partition boundary: the next page starts at this key.
                             stopped = true;
                             break;
                         }
-                        match feed(key, partition, &mut page, None, None)? {
+                        let read_cut = read_cut.as_ref().filter(|_| i + 1 == got);
+                        match feed(key, partition, &mut page, read_cut, None)? {
                             Fed::Whole => last_key = Some(key.clone()),
                             Fed::Cut => {
                                 last_key = Some(key.clone());
@@ -423,11 +427,32 @@ impl Cursor {
                     if stopped {
                         break;
                     }
-                    if got < want {
-                        exhausted = true;
-                        break;
+                    match batch.resume {
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                        Some(ScanResume { key, after: Some(row) }) => {
+                            // The scan stopped inside this partition (its rows up to `row` are
+                            // in the page): finish it with bounded reads.
+                            if page.is_full(&limits) {
+                                cut = Some(after_key(&key, &row));
+                                break;
+                            }
+                            let slice = ClusteringSlice { start: Bound::Excluded(row.clone()), end: Bound::Unbounded };
+                            match feed_partition!(&key, slice) {
+                                Fed::Whole => {}
+                                Fed::Cut => break,
+                                Fed::FullBefore => {
+                                    cut = Some(after_key(&key, &row));
+                                    break;
+                                }
+                            }
+                            last_key = Some(key.clone());
+                            after = Some(key);
+                        }
+                        Some(ScanResume { key, after: None }) => after = Some(key),
                     }
-                    after = last_key.clone();
                 }
             }
         }
@@ -448,22 +473,6 @@ impl Cursor {
         self.resume = Some(next.clone());
         Some(next)
     }
-}
-
-/// Stored bytes of a partition as read (values, clustering keys, a little per row): what a
-/// scan step holds in memory for it.
-fn stored_bytes(partition: &Partition) -> usize {
-    let cell = |c: &Cell| match c {
-        Cell::Live { value, .. } | Cell::Expiring { value, .. } => value.len(),
-        _ => 0,
-    };
-    partition
-        .rows
-        .iter()
-        .map(|(key, row)| {
-            key.as_bytes().len() + STORED_ROW_OVERHEAD + row.cells.iter().map(|(_, c)| cell(c)).sum::<usize>()
-        })
-        .sum()
 }
 
 /// A row that alone does not fit an answer frame.
@@ -512,16 +521,5 @@ mod tests {
         assert_eq!(cursor.scan_step(7), 7, "never more than the page has room for");
         cursor.scanned = (64 << 10, 1);
         assert_eq!(cursor.scan_step(5000), 16);
-    }
-
-    #[test]
-    fn stored_bytes_count_values_and_keys() {
-        let row = shards::row::Row {
-            marker: None,
-            deletion: None,
-            cells: vec![(0, Cell::Live { ts: 1, value: vec![0; 1000] })],
-        };
-        let partition = Partition { deletion: None, rows: [(ClusteringKey::from_encoded(vec![1, 2]), row)].into() };
-        assert_eq!(stored_bytes(&partition), 1000 + 2 + STORED_ROW_OVERHEAD);
     }
 }

@@ -94,15 +94,24 @@ impl Streamer<'_> {
                     (page, 0)
                 }
                 End::Peer(peer) => {
-                    let scan = PeerRequest::Scan(ScanRequest { table, start, end, after, limit: limit as u32 });
+                    let scan = PeerRequest::Scan(ScanRequest {
+                        table,
+                        start,
+                        end,
+                        after,
+                        after_row: None,
+                        limit: limit as u32,
+                        bound: None,
+                    });
                     let page = match self.peers.call(peer, scan, STREAM_TIMEOUT).await {
                         Ok(PeerAnswer::ScanResult(page)) => page,
                         Ok(_) => unreachable!("a call answers with the request's kind"),
                         Err(e) => return Err(format!("{peer}: {e}")),
                     };
                     // The answer arrives decoded; its size on the wire is measured again.
-                    let bytes = if page.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
-                    (page, bytes)
+                    let bytes =
+                        if page.partitions.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
+                    (page.partitions, bytes)
                 }
             };
             pager.advance(&page);

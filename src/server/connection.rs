@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::TcpStream;
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 use shards::signal::Signal;
 use wire::frame::SUPPORTED_VERSIONS;
 use wire::frame::{encode_frame, Frame, FrameDecoder};
@@ -30,6 +30,9 @@ use crate::metrics::{Metrics, RequestLabels, StatementKind};
 /// reader starts no new request past it (one always runs). A client that pipelines reads of
 /// large rows holds about this much of the server's memory, not one answer per request.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// Longest a request waits for room in its shard's answer budget
+/// (`max_answer_bytes_per_shard`) before it is answered OVERLOADED instead of run.
+pub const ANSWER_BUDGET_WAIT: Duration = Duration::from_secs(2);
 /// The answer size a connection is assumed to get before it has had any: a page of the
 /// default size, so that a first burst of large reads starts a few at a time.
 const FIRST_ANSWER_ESTIMATE: usize = crate::coordinator::DEFAULT_PAGE_BYTES;
@@ -53,7 +56,10 @@ pub async fn serve(
     metrics: Rc<Metrics>,
     config: &ServerConfig,
 ) {
+    // One budget for every connection this shard serves: answers being built, in bytes.
+    let answer_budget = Rc::new(Semaphore::new(config.max_answer_bytes_per_shard.0 as u64));
     let limits = Limits {
+        max_answer_bytes_per_shard: config.max_answer_bytes_per_shard.0,
         max_frame_bytes: config.max_frame_bytes.0,
         max_requests: config.max_requests_per_connection,
         handshake_timeout: config.handshake_timeout(),
@@ -65,12 +71,13 @@ pub async fn serve(
         usize::MAX,
         futures_lite::future::pending(),
         |handoff: Handoff, stopping| {
-            let (coordinator, metrics) = (coordinator.clone(), metrics.clone());
+            let (coordinator, metrics, answer_budget) = (coordinator.clone(), metrics.clone(), answer_budget.clone());
             async move {
                 let stream = handoff.stream.bind_to_executor();
                 metrics.connection_opened();
                 let reserved = handoff.slot.reserved().cloned();
-                Connection::serve(stream, coordinator, metrics.clone(), limits, reserved, stopping).await;
+                let shared = Shared { coordinator, metrics: metrics.clone(), answer_budget };
+                Connection::serve(stream, shared, limits, reserved, stopping).await;
                 metrics.connection_closed();
                 drop(handoff.slot);
             }
@@ -88,8 +95,18 @@ pub async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let _ = stream.close().await;
 }
 
+/// What every connection of a shard shares.
+struct Shared {
+    coordinator: Rc<Coordinator>,
+    metrics: Rc<Metrics>,
+    /// Bytes of answers being built on the shard (`max_answer_bytes_per_shard`): a request
+    /// holds its connection's answer estimate from it until its answer is in the outbox.
+    answer_budget: Rc<Semaphore>,
+}
+
 #[derive(Clone, Copy)]
 struct Limits {
+    max_answer_bytes_per_shard: usize,
     max_frame_bytes: usize,
     max_requests: usize,
     /// From accept to READY.
@@ -102,6 +119,7 @@ struct Limits {
 struct Connection {
     coordinator: Rc<Coordinator>,
     metrics: Rc<Metrics>,
+    answer_budget: Rc<Semaphore>,
     outbox: Rc<Outbox>,
     /// Requests in progress; the reader waits for a permit before starting another.
     in_flight: Rc<Semaphore>,
@@ -126,8 +144,7 @@ struct Connection {
 impl Connection {
     async fn serve(
         stream: TcpStream,
-        coordinator: Rc<Coordinator>,
-        metrics: Rc<Metrics>,
+        Shared { coordinator, metrics, answer_budget }: Shared,
         limits: Limits,
         reserved: Option<Refusal>,
         stopping: Rc<Stopping>,
@@ -140,6 +157,7 @@ impl Connection {
         let conn = Rc::new(Connection {
             coordinator,
             metrics,
+            answer_budget,
             outbox: outbox.clone(),
             in_flight: Rc::new(Semaphore::new(limits.max_requests as u64)),
             answer_estimate: Cell::new(FIRST_ANSWER_ESTIMATE),
@@ -284,15 +302,28 @@ impl Connection {
         glommio::spawn_local(async move {
             let (stream, started) = (frame.stream, Instant::now());
             let labels = Cell::new(RequestLabels::new(StatementKind::Other, frame.opcode, None));
-            // A bug in serving one request answers that request with a server error; it
-            // never takes down the shard that runs every other connection.
-            let response = match AssertUnwindSafe(conn.answer(frame, &labels)).catch_unwind().await {
-                Ok(response) => response,
-                Err(panic) => {
-                    let what = panic_message(&*panic);
-                    tracing::error!(stream, panic = %what, "request handler panicked");
-                    Response::error(ErrorCode::Server, format!("internal error serving this request: {what}"))
-                }
+            // Room for the answer among the shard's answers in progress, held until it is in
+            // the outbox (where the connection's own bound takes over).
+            let budget_permit = conn.reserve_answer_bytes().await;
+            let response = match &budget_permit {
+                None => Response::error(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "this shard's answers in progress hold max_answer_bytes_per_shard ({} bytes) for over \
+                         {ANSWER_BUDGET_WAIT:?}: retry later",
+                        conn.limits.max_answer_bytes_per_shard
+                    ),
+                ),
+                // A bug in serving one request answers that request with a server error; it
+                // never takes down the shard that runs every other connection.
+                Some(_) => match AssertUnwindSafe(conn.answer(frame, &labels)).catch_unwind().await {
+                    Ok(response) => response,
+                    Err(panic) => {
+                        let what = panic_message(&*panic);
+                        tracing::error!(stream, panic = %what, "request handler panicked");
+                        Response::error(ErrorCode::Server, format!("internal error serving this request: {what}"))
+                    }
+                },
             };
             conn.metrics.record(labels.get(), started.elapsed(), &response);
             let frame = conn.answer_frame(response, stream);
@@ -303,12 +334,27 @@ impl Connection {
                 conn.outbox.push(&frame);
             }
             drop(frame);
+            drop(budget_permit);
             conn.streams.borrow_mut().remove(&stream);
             drop(permit);
             conn.answered.notify_all();
         })
         .detach();
         true
+    }
+
+    /// Reserves the size of this connection's recent answers (at most the whole budget) in
+    /// the shard's answer budget, waiting in line at most [`ANSWER_BUDGET_WAIT`]; None when
+    /// the wait ran out.
+    async fn reserve_answer_bytes(&self) -> Option<StaticPermit> {
+        let bytes = self.answer_estimate.get().clamp(1, self.limits.max_answer_bytes_per_shard) as u64;
+        let budget = self.answer_budget.clone();
+        let acquire = async move { budget.acquire_static_permit(bytes).await.ok() };
+        let expire = async {
+            glommio::timer::sleep(ANSWER_BUDGET_WAIT).await;
+            None
+        };
+        futures_lite::future::or(acquire, expire).await
     }
 
     /// The frame of `response`, or of an INVALID error when it would be over the frame limit

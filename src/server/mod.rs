@@ -150,6 +150,10 @@ pub struct Args {
     /// Bytes of selected values after which a SELECT's page ends [default: 1MiB].
     #[arg(long, value_parser = parse_size)]
     max_page_bytes: Option<usize>,
+    /// Bytes of answers being built at once on one shard, over all its connections
+    /// [default: 64MiB].
+    #[arg(long, value_parser = parse_size)]
+    max_answer_bytes_per_shard: Option<usize>,
     /// Client connections served at once [default: 1024].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -309,6 +313,9 @@ impl Args {
         }
         if let Some(v) = self.max_page_bytes {
             c.max_page_bytes.0 = v;
+        }
+        if let Some(v) = self.max_answer_bytes_per_shard {
+            c.max_answer_bytes_per_shard.0 = v;
         }
         if let Some(v) = self.max_connections {
             c.max_connections = v;

@@ -33,6 +33,7 @@ use shards::key::PartitionKey;
 use shards::manifest::{Manifest, SSTABLE_DIR};
 use shards::read::now_secs;
 use shards::row::{ClusteringSlice, Partition};
+use shards::scan::{ScanBound, ScanResume};
 use shards::shard::{Shard, ShardConfig};
 use shards::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableReadStats, CACHE_ENTRY_OVERHEAD};
 use shards::wal::{SyncMode, WalConfig};
@@ -839,7 +840,9 @@ async fn full_scan(ctx: &Ctx, shard: &Rc<Shard>, cache_bytes: usize) -> Result<S
     let mut after: Option<PartitionKey> = None;
     loop {
         let sent = Instant::now();
-        let got = shard.scan(TABLE_ID, i64::MIN, i64::MAX, after.clone(), page).await.context("scanning")?;
+        let resume = after.clone().map(ScanResume::after_partition);
+        let scan = shard.scan(TABLE_ID, i64::MIN, i64::MAX, resume, page, ScanBound::WHOLE);
+        let got = scan.await.context("scanning")?.partitions;
         latency.record(sent.elapsed());
         pages += 1;
         let mut previous = after.as_ref();

@@ -10,7 +10,7 @@ use crate::row::Partition;
 use crate::sstable::{SstableError, SstableScan};
 
 /// Rows of one source merged between two chances for the shard's other tasks to run.
-const MERGE_CHUNK_ROWS: usize = 4096;
+pub(super) const MERGE_CHUNK_ROWS: usize = 4096;
 
 enum Source {
     Memory(VecDeque<(PartitionKey, Partition)>),

@@ -48,13 +48,34 @@ impl Purger {
     pub fn purge(&self, mut partition: Partition, oldest_outside: Timestamp) -> (Option<Partition>, PurgeCounts) {
         let mut counts = PurgeCounts::default();
         let deletion = partition.deletion;
+        partition.rows.retain(|_, row| self.keeps_row(row, deletion, oldest_outside, &mut counts));
+        self.finish(partition, oldest_outside, counts)
+    }
+
+    /// Purges one row of a partition whose deletion is `deletion`; false when nothing is left
+    /// of it. [`Purger::purge`] is this for every row, then [`Purger::finish`].
+    pub fn keeps_row(
+        &self,
+        row: &mut Row,
+        deletion: Option<Deletion>,
+        oldest_outside: Timestamp,
+        counts: &mut PurgeCounts,
+    ) -> bool {
         // Apply the partition deletion first, so nothing it shadows survives its removal.
-        partition.rows.retain(|_, row| {
-            row.purge(deletion);
-            self.purge_row(row, oldest_outside, &mut counts);
-            !row.is_empty()
-        });
-        if let Some(d) = deletion {
+        row.purge(deletion);
+        self.purge_row(row, oldest_outside, counts);
+        !row.is_empty()
+    }
+
+    /// Drops the partition deletion of a partition whose rows were purged (`keeps_row`) when
+    /// the rules allow, and returns what is left.
+    pub fn finish(
+        &self,
+        mut partition: Partition,
+        oldest_outside: Timestamp,
+        mut counts: PurgeCounts,
+    ) -> (Option<Partition>, PurgeCounts) {
+        if let Some(d) = partition.deletion {
             if self.drops_deletion(d, oldest_outside, &mut counts) {
                 partition.deletion = None;
             }

@@ -12,11 +12,12 @@ use std::time::Instant;
 use wire::schema::TableId;
 
 use super::cleanup::OwnedRanges;
-use super::merge::PartitionMerge;
+use super::merge::{PartitionMerge, MERGE_CHUNK_ROWS};
 use super::purge::{PurgeCounts, Purger};
 use super::throttle::Throttle;
 use crate::cell::Timestamp;
 use crate::key::PartitionKey;
+use crate::row::Partition;
 use crate::sstable::{Sstable, SstableConfig, SstableError, SstableMeta, SstableWriter};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +122,16 @@ pub async fn merge_sstables(
         report.partitions_in += 1;
         if job.owned.is_some_and(|owned| !owned.contains(key.token())) {
             report.partitions_not_owned += 1;
+            drop_yielding(partition).await;
             glommio::yield_if_needed().await;
             continue;
         }
-        let (kept, purged) = job.purger.purge(partition, oldest_outside(&key));
+        let (kept, purged) = purge_yielding(&job.purger, partition, oldest_outside(&key)).await;
         report.purged.add(&purged);
         if let Some(partition) = kept {
-            if let Err(e) = writer.add(&key, &partition).await {
+            let added = writer.add(&key, &partition).await;
+            drop_yielding(partition).await;
+            if let Err(e) = added {
                 writer.abort().await;
                 return Err(e.into());
             }
@@ -149,4 +153,42 @@ pub async fn merge_sstables(
     report.sstables_out = 1;
     report.bytes_out = meta.file_size;
     Ok((Some(meta), report))
+}
+
+/// [`Purger::purge`] a chunk of rows at a time, letting the shard's other tasks run between
+/// chunks: purging (and freeing) a partition of a million rows in one go held every read of
+/// the shard for a third of a second.
+async fn purge_yielding(
+    purger: &Purger,
+    mut partition: Partition,
+    oldest_outside: Timestamp,
+) -> (Option<Partition>, PurgeCounts) {
+    if partition.rows.len() <= MERGE_CHUNK_ROWS {
+        return purger.purge(partition, oldest_outside);
+    }
+    let mut counts = PurgeCounts::default();
+    let deletion = partition.deletion;
+    let mut kept = Vec::with_capacity(partition.rows.len());
+    for (n, (key, mut row)) in std::mem::take(&mut partition.rows).into_iter().enumerate() {
+        if purger.keeps_row(&mut row, deletion, oldest_outside, &mut counts) {
+            kept.push((key, row));
+        }
+        if n % MERGE_CHUNK_ROWS == MERGE_CHUNK_ROWS - 1 {
+            glommio::yield_if_needed().await;
+        }
+    }
+    // In order: the map is built from the sorted rows in one pass.
+    partition.rows = kept.into_iter().collect();
+    purger.finish(partition, oldest_outside, counts)
+}
+
+/// Frees a partition a chunk of rows at a time (freeing a million rows takes tens of
+/// milliseconds), letting the shard's other tasks run in between.
+async fn drop_yielding(mut partition: Partition) {
+    while partition.rows.len() > MERGE_CHUNK_ROWS {
+        for _ in 0..MERGE_CHUNK_ROWS {
+            partition.rows.pop_last();
+        }
+        glommio::yield_if_needed().await;
+    }
 }

@@ -374,6 +374,7 @@ impl Sstable {
             pos: 0,
             done: start >= end,
             fill_cache: true,
+            max_rows: None,
         };
         if let Some(after) = after {
             if after >= scan.lower {
@@ -585,6 +586,8 @@ pub struct SstableScan {
     done: bool,
     /// Put blocks read from the device into the block cache.
     fill_cache: bool,
+    /// Rows of one partition collected at most; the rest of a wider one is skipped.
+    max_rows: Option<usize>,
 }
 
 impl SstableScan {
@@ -595,7 +598,29 @@ impl SstableScan {
         self
     }
 
-    /// The next partition of the range, whole (every row, its deletion), or `None` at the end.
+    /// Each partition with at most its first `max_rows` rows: the rest of a wider one is
+    /// skipped through the index, unread (a bounded scan, `crate::scan`). A partition with
+    /// `max_rows` rows may have been cut.
+    pub fn with_max_rows(mut self, max_rows: usize) -> SstableScan {
+        self.max_rows = (max_rows < usize::MAX).then_some(max_rows.max(1));
+        self
+    }
+
+    /// Skips the rest of partition `key`: on to the block where it ends (the last block
+    /// starting at or before it), past its runs there.
+    fn skip_rest_of(&mut self, key: &PartitionKey) {
+        let index = &self.sstable.index;
+        let last = index.partition_point(|e| e.first.cmp_partition(key) != Ordering::Greater).saturating_sub(1);
+        if last > self.block_index {
+            self.block = None;
+            self.block_index = last;
+        }
+        self.lower = key.clone();
+        self.lower_inclusive = false;
+    }
+
+    /// The next partition of the range, whole (every row, its deletion) unless the scan has a
+    /// row bound, or `None` at the end.
     /// After an error the scan is over.
     pub async fn next(&mut self) -> Result<Option<(PartitionKey, Partition)>, SstableError> {
         if self.done {
@@ -655,8 +680,14 @@ impl SstableScan {
         let sstable = self.sstable.clone();
         let corrupt = |d| SstableError::corrupt(&sstable.path, d);
         let mut current: Option<(PartitionKey, Partition)> = None;
-        let mut rows = RowCollector::new(&ClusteringSlice::ALL, None);
+        let mut rows = RowCollector::new(&ClusteringSlice::ALL, self.max_rows);
         loop {
+            if rows.full {
+                if let Some((key, _)) = &current {
+                    self.skip_rest_of(&key.clone());
+                }
+                return Ok(current);
+            }
             let Some(block) = self.block_with_runs(current.as_ref().map(|(k, _)| k)).await? else {
                 return Ok(current);
             };
