@@ -19,6 +19,7 @@ use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
 use super::memory;
+use crate::auth::AuthSettings;
 use crate::cluster::gossip::Delta;
 use crate::cluster::opcodes::DATA_REQUESTS;
 use crate::cluster::schema::SchemaBody;
@@ -26,7 +27,7 @@ use crate::cluster::service::{Cluster, PeerPort};
 use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandlers, Transport, HANDED_PEER_QUEUE};
 use crate::cluster::view::ClusterView;
 use crate::config::ServerConfig;
-use crate::coordinator::{Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
+use crate::coordinator::{create_auth_tables, Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
 use crate::frame_io::Stopping;
 use crate::hints::HintStore;
 use crate::metrics::{self, Metrics};
@@ -57,6 +58,8 @@ pub struct Wiring {
     join: Option<JoinPlan>,
     shards: usize,
     config: ServerConfig,
+    /// Authentication; the initial password goes to the coordinator shard only.
+    auth: AuthSettings,
     events: flume::Sender<ServiceEvent>,
     stop: flume::Receiver<()>,
     home: (flume::Sender<HomeRequest>, flume::Receiver<HomeRequest>),
@@ -71,6 +74,7 @@ impl Wiring {
     pub fn new(
         shards: usize,
         config: ServerConfig,
+        auth: AuthSettings,
         events: flume::Sender<ServiceEvent>,
         stop: flume::Receiver<()>,
         join: Option<JoinPlan>,
@@ -87,6 +91,7 @@ impl Wiring {
             control: (0..shards).map(|_| flume::bounded(DOOR_CONTROL_QUEUE)).collect(),
             done: flume::bounded(shards),
             config,
+            auth,
             events,
             stop,
         }
@@ -113,7 +118,8 @@ impl Wiring {
                     stop: self.stop.clone(),
                 };
                 let (config, events, join) = (self.config.clone(), self.events.clone(), self.join.take());
-                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events, join)))
+                let auth = self.auth.clone();
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, auth, events, join)))
             }
             shard => {
                 let ends = DoorEnds {
@@ -126,7 +132,8 @@ impl Wiring {
                     done: self.done.0.clone(),
                 };
                 let (config, events) = (self.config.clone(), self.events.clone());
-                Box::new(move |node| Box::pin(front_door(node, ends, config, events)))
+                let auth = AuthSettings { initial_password: None, ..self.auth.clone() };
+                Box::new(move |node| Box::pin(front_door(node, ends, config, auth, events)))
             }
         }
     }
@@ -161,6 +168,7 @@ async fn coordinator_shard(
     node: Node,
     ends: CoordinatorShardEnds,
     config: ServerConfig,
+    auth: AuthSettings,
     events: flume::Sender<ServiceEvent>,
     join: Option<JoinPlan>,
 ) {
@@ -183,6 +191,10 @@ async fn coordinator_shard(
         }
         Err(e) => return fail(format!("opening the batchlog: {e}")),
     };
+    // Alike on every node, before the peers can reach this one.
+    if let Err(e) = create_auth_tables(&node, &auth).await {
+        return fail(format!("creating the auth tables: {e}"));
+    }
     let bind =
         |at: SocketAddr, what: &str| glommio::net::TcpListener::bind(at).map_err(|e| format!("{what} on {at}: {e}"));
     let client_listener = match bind(config.listen, "listening") {
@@ -242,7 +254,11 @@ async fn coordinator_shard(
     // After the cluster service's first view, which the doors take before serving.
     doors.start(client_addr, shard_aware_port, &transport_config);
     let role = Role::CoordinatorShard { cluster: cluster.clone(), hints: hints.clone() };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits(), auth));
+    // A node with authentication on that no one could log in to does not start.
+    if let Err(why) = coordinator.setup_auth().await {
+        return fail(why);
+    }
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
     let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
@@ -331,7 +347,13 @@ async fn coordinator_shard(
 }
 
 /// Shard 1 and up: the coordinator role for the connections this shard is handed.
-async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: flume::Sender<ServiceEvent>) {
+async fn front_door(
+    node: Node,
+    ends: DoorEnds,
+    config: ServerConfig,
+    auth: AuthSettings,
+    events: flume::Sender<ServiceEvent>,
+) {
     let DoorEnds { shard, shards, home, incoming, peers, control, done } = ends;
     // The coordinator shard says when it serves (the batchlog exists, the ports are bound,
     // the cluster service has sent its first view).
@@ -369,7 +391,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     handlers.register(&DATA_REQUESTS, Rc::new(ReplicaHandler { node, clock: proxy.clock().clone() }));
     glommio::spawn_local(async move { serve_handed(peers, Rc::new(handlers), &transport_config).await }).detach();
     let role = Role::FrontDoor { shard, home };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits(), auth));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone(), transport)).detach();
     let _memory = glommio::spawn_local(memory::return_freed_memory());
