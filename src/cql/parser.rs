@@ -845,6 +845,54 @@ mod tests {
     }
 
     #[test]
+    fn role_and_permission_statements_parse() {
+        use crate::auth::{Permission, PermissionSet};
+        let auth = |text: &str| match parse_one(text).unwrap() {
+            Statement::Auth(a) => a,
+            other => panic!("{text}: {other:?}"),
+        };
+        let options = RoleOptions { password: Some("p w".into()), login: Some(true), superuser: Some(false) };
+        assert_eq!(
+            auth("CREATE ROLE IF NOT EXISTS Alice WITH PASSWORD = 'p w' AND LOGIN = true AND SUPERUSER = false"),
+            AuthStatement::CreateRole { role: name("alice"), if_not_exists: true, options }
+        );
+        assert_eq!(
+            auth("ALTER ROLE 'Bob' WITH PASSWORD = 'x'"),
+            AuthStatement::AlterRole {
+                role: name("Bob"),
+                options: RoleOptions { password: Some("x".into()), ..RoleOptions::default() }
+            }
+        );
+        assert_eq!(auth("DROP ROLE IF EXISTS bob"), AuthStatement::DropRole { role: name("bob"), if_exists: true });
+        assert_eq!(auth("LIST ROLES"), AuthStatement::ListRoles);
+        let select: PermissionSet = [Permission::Select].into_iter().collect();
+        assert_eq!(
+            auth("GRANT SELECT PERMISSION ON TABLE t TO bob"),
+            AuthStatement::Grant { permissions: select, resource: ResourceName::Table(name("t")), role: name("bob") }
+        );
+        assert_eq!(
+            auth("REVOKE ALL PERMISSIONS ON ALL KEYSPACES FROM bob"),
+            AuthStatement::Revoke {
+                permissions: PermissionSet::all(),
+                resource: ResourceName::AllKeyspaces,
+                role: name("bob")
+            }
+        );
+        assert_eq!(
+            auth("LIST MODIFY ON KEYSPACE k OF bob"),
+            AuthStatement::ListPermissions {
+                permissions: [Permission::Modify].into_iter().collect(),
+                resource: Some(ResourceName::Keyspace(name("k"))),
+                role: Some(name("bob"))
+            }
+        );
+        assert!(parse_one("CREATE ROLE a WITH LOGIN = true AND LOGIN = false").is_err());
+        assert!(parse_one("GRANT EXECUTE ON t TO a").is_err());
+        assert!(parse_one("CREATE ROLE a WITH PASSWORD = 5").is_err());
+        assert!(!format!("{:?}", auth("CREATE ROLE a WITH PASSWORD = 'hunter2'")).contains("hunter2"));
+    }
+
+    #[test]
     fn create_table_forms_parse() {
         let s = parse_one(
             "CREATE TABLE IF NOT EXISTS Events (tenant text, day int, at timestamp, \"Body\" blob, \
