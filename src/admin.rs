@@ -34,6 +34,9 @@ pub struct Args {
     /// Seconds to wait for the node's answer.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, global = true)]
     timeout_secs: u64,
+    /// A superuser's credentials, on a node with authentication on.
+    #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -141,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         timeout: Some(Duration::from_secs(args.timeout_secs.max(1))),
         // Names the admin tool, which may take a place reserved for it on a full node.
         client_name: format!("{}/{}", wire::protocol::ADMIN_CLIENT_PREFIX, env!("CARGO_PKG_VERSION")),
+        credentials: args.credentials.resolve()?,
         ..ClientOptions::default()
     };
     // The client error already names its cause (its source would repeat it in the report).

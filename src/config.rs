@@ -14,6 +14,7 @@ use shards::node::NodeConfig;
 use shards::wal::format::BLOCK_SIZE;
 use shards::wal::{SyncMode, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE};
 
+use crate::auth::{AuthSettings, Authenticator, INITIAL_PASSWORD_ENV};
 use crate::cluster::failure_detector::FailureDetectorConfig;
 use crate::cluster::service::ClusterConfig;
 use crate::cluster::transport::{DEFAULT_CLUSTER_NAME, MAX_CLUSTER_NAME_BYTES};
@@ -32,6 +33,9 @@ pub const MAX_SEEDS: usize = 64;
 pub const DEFAULT_METRICS_PORT: u16 = 9471;
 /// Default port of the shard-aware client port (ScyllaDB's 19042 beside 9042).
 pub const DEFAULT_SHARD_AWARE_PORT: u16 = 19470;
+/// How long a node with seeds and authentication on waits at start for a superuser role to
+/// be readable (the cluster's roles reach it through its peers).
+pub const AUTH_SETUP_WAIT: Duration = Duration::from_secs(30);
 /// Default log level (`info`: one line per notable event, never one per request).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Bounds of `task_quota_us`: below 100 us the shard spends its time switching queues, above
@@ -353,6 +357,24 @@ pub struct ServerConfig {
     /// (each request reserves the size of its connection's recent answers): a request beyond
     /// it waits, and after `ANSWER_BUDGET_WAIT` is answered with an overloaded error.
     pub max_answer_bytes_per_shard: Size,
+    /// Who may connect (Cassandra's authenticator): `allow_all`, anyone who reaches the
+    /// client port, with every permission; or `password`, a role's name and password, and
+    /// every request checked against the role's permissions.
+    pub authenticator: Authenticator,
+    /// Replicas of the roles and permissions tables (Cassandra's system_auth replication),
+    /// fixed when the first node with authentication on creates them: give every node the
+    /// same value.
+    pub auth_replication_factor: u8,
+    /// How long a shard trusts its cached copy of a role (login right, superuser), ms
+    /// (Cassandra's roles_validity).
+    pub roles_validity_ms: u64,
+    /// How long a shard trusts its cached copy of a role's permissions, ms (Cassandra's
+    /// permissions_validity).
+    pub permissions_validity_ms: u64,
+    /// A file holding the first superuser's password (instead of the environment variable
+    /// ENIGMADB_INITIAL_PASSWORD), read at the start that creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_password_file: Option<PathBuf>,
     /// Pin shard i to CPU i (a production node); leave off when nodes share cores.
     pub pin_shards: bool,
     /// Microseconds an idle executor spins before parking (cross-core wake-up latency,
@@ -421,6 +443,11 @@ impl Default for ServerConfig {
             idle_timeout_ms: 0,
             max_requests_per_connection: 1024,
             max_answer_bytes_per_shard: Size(64 << 20),
+            authenticator: Authenticator::AllowAll,
+            auth_replication_factor: 1,
+            roles_validity_ms: 2000,
+            permissions_validity_ms: 2000,
+            initial_password_file: None,
             pin_shards: true,
             spin_before_park_us: 50,
             task_quota_us: shards::node::DEFAULT_TASK_QUOTA.as_micros() as u64,
@@ -533,6 +560,9 @@ impl ServerConfig {
         if self.handshake_timeout_ms == 0 {
             return invalid("handshake_timeout_ms", "must be positive");
         }
+        if self.auth_replication_factor == 0 {
+            return invalid("auth_replication_factor", "must be between 1 and 255");
+        }
         if self.max_requests_per_connection == 0 {
             return invalid("max_requests_per_connection", "must be positive");
         }
@@ -607,6 +637,36 @@ impl ServerConfig {
 
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+    }
+
+    /// The authentication settings; with `password`, the first superuser's password from
+    /// `initial_password_file` or else the environment variable ENIGMADB_INITIAL_PASSWORD.
+    pub fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        let initial_password = match (&self.initial_password_file, self.authenticator) {
+            (_, Authenticator::AllowAll) => None,
+            (Some(path), _) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let password = text.trim_end_matches(['\n', '\r']).to_owned();
+                if password.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "initial_password_file",
+                        message: format!("{} holds no password", path.display()),
+                    });
+                }
+                Some(password)
+            }
+            (None, _) => std::env::var(INITIAL_PASSWORD_ENV).ok().filter(|p| !p.is_empty()),
+        };
+        Ok(AuthSettings {
+            authenticator: self.authenticator,
+            replication_factor: self.auth_replication_factor,
+            roles_validity: Duration::from_millis(self.roles_validity_ms),
+            permissions_validity: Duration::from_millis(self.permissions_validity_ms),
+            initial_password,
+            // A node of a cluster may have to wait for the cluster's roles to be readable.
+            setup_wait: if self.seeds.is_empty() { Duration::ZERO } else { AUTH_SETUP_WAIT },
+        })
     }
 
     /// How often the node repairs its primary ranges in the background, if at all.

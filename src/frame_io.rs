@@ -11,7 +11,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use shards::signal::Signal;
-use wire::frame::{encode_frame, encode_peer_frame, Frame, PeerFrame};
+use wire::frame::{encode_frame_as, encode_peer_frame, Frame, PeerFrame, SUPPORTED_VERSIONS};
 
 /// Bytes asked of the socket per read; a frame larger than this is read in several.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -28,6 +28,9 @@ pub const RETAINED_WRITE_BUFFER_BYTES: usize = 1 << 20;
 #[derive(Default)]
 pub struct Outbox {
     bytes: RefCell<Vec<u8>>,
+    /// The client protocol version [`push`](Self::push) writes; 0 until set: the oldest
+    /// spoken, which every client of a supported version reads.
+    version: Cell<u8>,
     /// Set when no more frames will be pushed: the writer drains and ends.
     closed: Cell<bool>,
     /// Set when a write failed: the other side is gone.
@@ -37,8 +40,17 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn push(&self, frame: &Frame) {
-        encode_frame(frame, &mut self.bytes.borrow_mut());
+        let version = match self.version.get() {
+            0 => SUPPORTED_VERSIONS[0],
+            v => v,
+        };
+        encode_frame_as(version, frame, &mut self.bytes.borrow_mut());
         self.signal.notify_all();
+    }
+
+    /// Client frames from now on are written in `version` (the client's).
+    pub fn set_version(&self, version: u8) {
+        self.version.set(version);
     }
 
     pub fn push_peer(&self, frame: &PeerFrame) {

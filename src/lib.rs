@@ -3,10 +3,12 @@
 //! the tools of the `enigmadb` binary. `src/main.rs` is only the command line in front of it.
 
 pub mod admin;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod cql;
+pub mod credentials;
 pub mod frame_io;
 pub mod hints;
 pub mod logging;

@@ -33,6 +33,10 @@ pub const MAX_DROP_RECORDS: usize = 4096;
 /// Random ids drawn before giving up on finding an unused one. With at most
 /// MAX_TABLES + MAX_DROP_RECORDS of 2^32 ids in use, 64 misses in a row cannot happen in practice.
 const MAX_ID_ATTEMPTS: usize = 64;
+/// Table ids a node never draws at random: kept for tables every node creates alike, with the
+/// same id and creation timestamp (the auth tables), so that their creations on several nodes
+/// are one and the same creation when catalogs merge.
+pub const FIXED_TABLE_IDS: std::ops::RangeInclusive<TableId> = 0xFFFF_FF00..=TableId::MAX;
 /// Tables named with this prefix belong to one node (the batchlog): they are never merged with
 /// peers and are left out of the schema version and of snapshots.
 pub const LOCAL_TABLE_PREFIX: &str = "system_";
@@ -58,6 +62,8 @@ pub enum CatalogError {
     TooManyTables,
     #[error("no unused table id found in {MAX_ID_ATTEMPTS} random draws")]
     IdsExhausted,
+    #[error("table id {0:#x} cannot be given: only an unused one of the fixed ids may")]
+    FixedId(TableId),
     #[error("a peer's schema is invalid: {0}")]
     InvalidRemote(String),
     #[error(transparent)]
@@ -164,8 +170,10 @@ impl Catalog {
         Ok(())
     }
 
-    /// Adds a table (its `id` is assigned here, at random among ids never used) created at
-    /// `ts`, and persists the catalog before returning. The creation is stamped after every
+    /// Adds a table created at `ts` and persists the catalog before returning. Its `id` is
+    /// assigned here, at random among ids never used, unless the schema names one of
+    /// [`FIXED_TABLE_IDS`] (a table every node creates alike; refused when that id was ever
+    /// used). The creation is stamped after every
     /// earlier drop of the same name, so that it wins over them on every node.
     pub fn create_table(
         &mut self,
@@ -179,7 +187,11 @@ impl Catalog {
         if self.entries.len() >= MAX_TABLES {
             return Err(CatalogError::TooManyTables);
         }
-        schema.id = self.choose_id(&mut rand::thread_rng())?;
+        schema.id = match schema.id {
+            0 => self.choose_id(&mut rand::thread_rng())?,
+            id if FIXED_TABLE_IDS.contains(&id) && !self.id_used(id) => id,
+            id => return Err(CatalogError::FixedId(id)),
+        };
         schema.validate()?;
         let last_drop =
             self.drops.iter().filter(|d| d.name.eq_ignore_ascii_case(&schema.name)).map(|d| d.dropped).max();
@@ -331,13 +343,15 @@ impl Catalog {
 
     /// A random id that is not live, not remembered as dropped and not below the legacy floor.
     fn choose_id(&self, rng: &mut impl Rng) -> Result<TableId, CatalogError> {
-        let used = |id: TableId| {
-            self.entries.iter().any(|e| e.schema.id == id) || self.drops.binary_search_by_key(&id, |d| d.id).is_ok()
-        };
         (0..MAX_ID_ATTEMPTS)
-            .map(|_| rng.gen_range(self.legacy_floor.max(1)..=TableId::MAX))
-            .find(|id| !used(*id))
+            .map(|_| rng.gen_range(self.legacy_floor.max(1)..*FIXED_TABLE_IDS.start()))
+            .find(|id| !self.id_used(*id))
             .ok_or(CatalogError::IdsExhausted)
+    }
+
+    /// The id is a live table's or remembered as dropped.
+    fn id_used(&self, id: TableId) -> bool {
+        self.entries.iter().any(|e| e.schema.id == id) || self.drops.binary_search_by_key(&id, |d| d.id).is_ok()
     }
 
     /// Records a drop, keeping one record per id (the newest), sorted by id.
@@ -480,13 +494,27 @@ mod tests {
         let seed = 7;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         // Four ids can be drawn, three are live or dropped: the free one is found (missing it
-        // in 64 draws has odds of (3/4)^64), and with all four used the error is typed.
-        let top = TableId::MAX;
+        // in 64 draws has odds of (3/4)^64), and with all four used the error is typed. The
+        // fixed ids above are never drawn.
+        let top = *FIXED_TABLE_IDS.start() - 1;
         let mut c = catalog(&[entry("a", top - 3, 1), entry("b", top - 2, 1)], &[drop_of("c", top - 1, 2)]);
         c.legacy_floor = top - 3;
         assert_eq!(c.choose_id(&mut rng).unwrap(), top, "seed {seed}");
         c.merge(&[entry("d", top, 3)], &[]).unwrap();
         assert!(matches!(c.choose_id(&mut rng), Err(CatalogError::IdsExhausted)), "seed {seed}");
+    }
+
+    #[test]
+    fn a_fixed_id_is_kept_once_and_other_given_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog { legacy_floor: 1, ..Catalog::default() };
+        let fixed = *FIXED_TABLE_IDS.start();
+        let schema = |name: &str, id| TableSchema { id, ..kv(name) };
+        assert_eq!(c.create_table(dir.path(), schema("auth", fixed), 1).unwrap().id, fixed);
+        assert!(matches!(c.create_table(dir.path(), schema("other", fixed), 1), Err(CatalogError::FixedId(_))));
+        assert!(matches!(c.create_table(dir.path(), schema("low", 42), 1), Err(CatalogError::FixedId(42))));
+        let drawn = c.create_table(dir.path(), schema("drawn", 0), 1).unwrap().id;
+        assert!(!FIXED_TABLE_IDS.contains(&drawn));
     }
 
     #[test]

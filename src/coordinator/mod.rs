@@ -8,6 +8,7 @@
 //! panics the shard.
 
 mod admin;
+mod auth;
 mod batchlog;
 mod bootstrap;
 mod cleanup;
@@ -38,11 +39,14 @@ use wire::protocol::{
 use wire::schema::TableSchema;
 use wire::{ColumnType, Value};
 
+use crate::auth::tables::{is_auth_table, AUTH_TABLE_PREFIX};
+use crate::auth::{AuthSettings, Caller};
 use crate::cluster::service::Cluster;
 use crate::cluster::view::ClusterView;
 use crate::cql::{self, CqlError, CqlErrorKind, Plan, Statement};
 use crate::hints::HintStore;
 
+pub use auth::{create_auth_tables, required};
 pub use batchlog::{Batchlog, BatchlogError};
 pub use bootstrap::{bootstrap, BootstrapSettings};
 pub use paging::{PagingError, PagingState};
@@ -91,19 +95,22 @@ pub struct Coordinator {
     repairs: repair::Repairs,
     /// How large a SELECT's page may grow.
     pages: PageLimits,
+    /// Authentication settings and this shard's role and permission caches.
+    auth: auth::AuthState,
 }
 
 impl Coordinator {
     /// The coordinator of `proxy`'s node in `role`. `batchlog` is this shard's: on the
     /// coordinator shard, [`Batchlog::open`] it (replaying what a crash left) before any
     /// front door attaches to it. `client_address` is where the node's clients connect;
-    /// `pages` bounds the pages of its SELECTs.
+    /// `pages` bounds the pages of its SELECTs; `auth` says who may do what.
     pub fn new(
         role: Role,
         proxy: StorageProxy,
         batchlog: Batchlog,
         client_address: SocketAddr,
         pages: PageLimits,
+        auth: AuthSettings,
     ) -> Coordinator {
         Coordinator {
             node: proxy.node().clone(),
@@ -115,6 +122,7 @@ impl Coordinator {
             admin: admin::AdminState::new(client_address),
             repairs: repair::Repairs::new(),
             pages,
+            auth: auth::AuthState::new(auth),
         }
     }
 
@@ -160,22 +168,37 @@ impl Coordinator {
         &self.proxy
     }
 
-    /// Answers one request (STARTUP and OPTIONS are the connection's business).
-    pub async fn execute(&self, request: Request) -> Response {
-        match (request, &self.role) {
-            (Request::Admin(command), Role::CoordinatorShard { .. }) => self.admin(command).await,
-            (Request::Admin(command), Role::FrontDoor { home, .. }) => home.admin(command).await,
-            (request, _) => self.query(request).await,
+    /// Answers one request of `caller` (STARTUP, OPTIONS and AUTH_RESPONSE are the
+    /// connection's business).
+    pub async fn execute(&self, request: Request, caller: &Caller) -> Response {
+        match request {
+            Request::Admin(command) => {
+                let what = format!("run admin command {}", command.name());
+                match self.require_superuser(caller, &what).await {
+                    Ok(()) => self.admin_checked(command).await,
+                    Err(e) => Response::Error(e),
+                }
+            }
+            request => self.query(request, caller).await,
         }
     }
 
-    async fn query(&self, request: Request) -> Response {
+    /// Runs an admin command whose caller was checked (here, or on the front door that
+    /// received it): admin is the coordinator shard's duty.
+    pub async fn admin_checked(&self, command: AdminRequest) -> Response {
+        match &self.role {
+            Role::CoordinatorShard { .. } => self.admin(command).await,
+            Role::FrontDoor { home, .. } => home.admin(command).await,
+        }
+    }
+
+    async fn query(&self, request: Request, caller: &Caller) -> Response {
         let traced =
             matches!(&request, Request::Query { params, .. } | Request::Execute { params, .. } if params.trace);
         let answer = match traced {
-            false => self.run(request).await,
+            false => self.run(request, caller).await,
             true => {
-                let (answer, events) = trace::traced(self.node_name(), self.run(request)).await;
+                let (answer, events) = trace::traced(self.node_name(), self.run(request, caller)).await;
                 answer.map(|result| QueryResult::Traced(Box::new(Traced { events, result })))
             }
         };
@@ -185,25 +208,36 @@ impl Coordinator {
         }
     }
 
-    async fn run(&self, request: Request) -> Result<QueryResult, ErrorResponse> {
+    async fn run(&self, request: Request, caller: &Caller) -> Result<QueryResult, ErrorResponse> {
         match request {
             Request::Query { text, params } => {
                 trace::event(|| format!("Parsing {}", shorten(&text)));
                 let statement = cql::parse_one(&text).map_err(cql_error)?;
+                self.authorize(caller, &statement).await?;
+                if let Statement::Auth(statement) = statement {
+                    return self.run_auth(caller, statement).await;
+                }
                 let plan = cql::plan(&statement, &self.schemas()).map_err(cql_error)?;
                 self.run_plan(plan, &params).await
             }
             Request::Prepare { text } => self.prepare(&text),
             Request::Execute { id, values, params } => {
                 trace::event(|| format!("Binding {} value(s) to prepared statement {id}", values.len()));
-                let plan = self.bind_prepared(id, &values)?;
-                self.run_plan(plan, &params).await
+                let entry = self.prepared.borrow().get(id);
+                if let Some(entry) = entry {
+                    self.authorize(caller, &entry.statement).await?;
+                }
+                match self.bind_prepared(id, &values)? {
+                    Plan::Auth(statement) => self.run_auth(caller, statement).await,
+                    plan => self.run_plan(plan, &params).await,
+                }
             }
-            Request::Batch(batch) => self.batch(batch).await,
+            Request::Batch(batch) => self.batch(batch, caller).await,
             Request::Topology { known_version } => Ok(QueryResult::Topology(self.topology(known_version))),
-            Request::Startup { .. } | Request::Options => {
-                Err(ErrorResponse::new(ErrorCode::Protocol, "STARTUP and OPTIONS are connection requests"))
-            }
+            Request::Startup { .. } | Request::Options | Request::AuthResponse { .. } => Err(ErrorResponse::new(
+                ErrorCode::Protocol,
+                "STARTUP, OPTIONS and AUTH_RESPONSE are connection requests",
+            )),
             // `execute` answers admin commands before this point.
             Request::Admin(command) => Err(ErrorResponse::new(
                 ErrorCode::Server,
@@ -212,9 +246,9 @@ impl Coordinator {
         }
     }
 
-    /// The tables clients see: the node's own (`system_...`) are hidden.
+    /// The tables clients see: the node's own (`system_...`) and the auth tables are hidden.
     fn schemas(&self) -> impl Fn(&str) -> Option<Arc<TableSchema>> + '_ {
-        |name: &str| if batchlog::is_reserved(name) { None } else { self.node.table(name).ok() }
+        |name: &str| if is_hidden(name) { None } else { self.node.table(name).ok() }
     }
 
     fn prepare(&self, text: &str) -> Result<QueryResult, ErrorResponse> {
@@ -299,10 +333,14 @@ impl Coordinator {
         match plan {
             Plan::CreateTable { schema, if_not_exists } => {
                 let name = schema.name.clone();
-                if batchlog::is_reserved(&name) {
+                if is_hidden(&name) {
                     return Err(ErrorResponse::new(
                         ErrorCode::Invalid,
-                        format!("table names starting with '{}' are reserved", batchlog::RESERVED_PREFIX),
+                        format!(
+                            "table names starting with '{}' or '{}' are reserved",
+                            batchlog::RESERVED_PREFIX,
+                            AUTH_TABLE_PREFIX
+                        ),
                     ));
                 }
                 if self.node.table(&name).is_ok() {
@@ -320,7 +358,7 @@ impl Coordinator {
                 Ok(QueryResult::SchemaChange { change: "CREATED".into(), table: name })
             }
             Plan::DropTable { table, if_exists } => {
-                if batchlog::is_reserved(&table) || self.node.table(&table).is_err() {
+                if is_hidden(&table) || self.node.table(&table).is_err() {
                     return match if_exists {
                         true => Ok(QueryResult::Void),
                         false => Err(ErrorResponse::new(ErrorCode::Invalid, format!("Table '{table}' doesn't exist"))),
@@ -337,7 +375,7 @@ impl Coordinator {
             }
             Plan::DescribeTables => {
                 let mut names: Vec<String> =
-                    self.node.tables().iter().map(|t| t.name.clone()).filter(|n| !batchlog::is_reserved(n)).collect();
+                    self.node.tables().iter().map(|t| t.name.clone()).filter(|n| !is_hidden(n)).collect();
                 names.sort();
                 Ok(single_text_column("name", names))
             }
@@ -367,12 +405,14 @@ impl Coordinator {
                 Ok(QueryResult::Void)
             }
             Plan::Select(select) => select::run(&self.proxy, &select, params, self.pages).await,
+            // `run` takes role statements before planning (they need the caller).
+            Plan::Auth(_) => Err(ErrorResponse::new(ErrorCode::Server, "a role statement took the data path")),
         }
     }
 
     /// A protocol BATCH: every statement planned (from text or prepared) to writes, applied
     /// with one timestamp.
-    async fn batch(&self, batch: BatchRequest) -> Result<QueryResult, ErrorResponse> {
+    async fn batch(&self, batch: BatchRequest, caller: &Caller) -> Result<QueryResult, ErrorResponse> {
         if batch.statements.is_empty() {
             return Err(ErrorResponse::new(ErrorCode::Invalid, "a BATCH needs at least one statement"));
         }
@@ -382,10 +422,17 @@ impl Coordinator {
             let plan = match statement {
                 BatchStatement::Query(text, values) => {
                     let statement = cql::parse_one(text).map_err(cql_error)?;
+                    self.authorize(caller, &statement).await?;
                     let prepared = cql::prepare(&statement, &self.schemas()).map_err(cql_error)?;
                     prepared.bind(values).map_err(cql_error)?
                 }
-                BatchStatement::Prepared(id, values) => self.bind_prepared(*id, values)?,
+                BatchStatement::Prepared(id, values) => {
+                    let entry = self.prepared.borrow().get(*id);
+                    if let Some(entry) = entry {
+                        self.authorize(caller, &entry.statement).await?;
+                    }
+                    self.bind_prepared(*id, values)?
+                }
             };
             let Plan::Write(write) = plan else {
                 return Err(ErrorResponse::new(
@@ -415,6 +462,11 @@ impl Coordinator {
         let first = shards.next();
         shards.any(|s| Some(s) != first)
     }
+}
+
+/// Tables clients never see: the node's own and the auth tables.
+fn is_hidden(name: &str) -> bool {
+    batchlog::is_reserved(name) || is_auth_table(name)
 }
 
 fn single_text_column(name: &str, values: Vec<String>) -> QueryResult {

@@ -3,6 +3,8 @@
 //! of appearance. Knows no schema and no storage type beyond the column types a CREATE declares.
 
 use wire::schema::ClusteringOrder;
+
+use crate::auth::PermissionSet;
 use wire::ColumnType;
 
 use super::Pos;
@@ -241,6 +243,72 @@ pub struct CreateTable {
     pub properties: Vec<TableProperty>,
 }
 
+/// `WITH PASSWORD = '...' AND LOGIN = true AND SUPERUSER = false` of CREATE and ALTER ROLE;
+/// an option not given is `None`.
+#[derive(Clone, Default, PartialEq)]
+pub struct RoleOptions {
+    pub password: Option<String>,
+    pub login: Option<bool>,
+    pub superuser: Option<bool>,
+}
+
+impl std::fmt::Debug for RoleOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let password = self.password.as_ref().map(|_| "<hidden>");
+        f.debug_struct("RoleOptions")
+            .field("password", &password)
+            .field("login", &self.login)
+            .field("superuser", &self.superuser)
+            .finish()
+    }
+}
+
+/// What a GRANT, REVOKE or LIST PERMISSIONS names after ON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResourceName {
+    /// `ALL KEYSPACES`: every table.
+    AllKeyspaces,
+    /// `KEYSPACE k`: refused when planned (EnigmaDB has no keyspaces).
+    Keyspace(Name),
+    /// `TABLE t` or `t`.
+    Table(Name),
+}
+
+/// Statements about roles and permissions (Cassandra's role and permission statements).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthStatement {
+    CreateRole {
+        role: Name,
+        if_not_exists: bool,
+        options: RoleOptions,
+    },
+    AlterRole {
+        role: Name,
+        options: RoleOptions,
+    },
+    DropRole {
+        role: Name,
+        if_exists: bool,
+    },
+    ListRoles,
+    Grant {
+        permissions: PermissionSet,
+        resource: ResourceName,
+        role: Name,
+    },
+    Revoke {
+        permissions: PermissionSet,
+        resource: ResourceName,
+        role: Name,
+    },
+    /// `LIST ALL PERMISSIONS [ON resource] [OF role]`, or a permission instead of ALL.
+    ListPermissions {
+        permissions: PermissionSet,
+        resource: Option<ResourceName>,
+        role: Option<Name>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
     CreateTable(CreateTable),
@@ -253,4 +321,5 @@ pub enum Statement {
     Delete(Delete),
     Select(Select),
     Batch(Batch),
+    Auth(AuthStatement),
 }

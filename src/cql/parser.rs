@@ -10,6 +10,7 @@ use wire::ColumnType;
 use super::ast::*;
 use super::lexer::{Lexer, Token, TokenKind};
 use super::{CqlError, Pos, MAX_BATCH_STATEMENTS, MAX_BIND_MARKERS, MAX_QUERY_LEN};
+use crate::auth::{Permission, PermissionSet};
 
 /// Words that cannot be used as unquoted names (Cassandra's reserved keywords).
 const RESERVED: &[&str] = &[
@@ -70,6 +71,9 @@ const RESERVED: &[&str] = &[
     "where",
     "with",
 ];
+
+/// The keyword of each permission, in the order of [`Permission::ALL`].
+const KEYWORDS: [&str; 6] = ["select", "modify", "create", "drop", "alter", "authorize"];
 
 /// True when `word` is a reserved keyword (any case): as a name it must be double-quoted.
 pub fn is_reserved(word: &str) -> bool {
@@ -268,7 +272,32 @@ impl<'a> Parser<'a> {
         } else if self.eat_keyword("begin") {
             Statement::Batch(self.batch()?)
         } else if self.eat_keyword("create") {
-            Statement::CreateTable(self.create_table()?)
+            match self.eat_keyword("role") {
+                true => Statement::Auth(self.create_role()?),
+                false => Statement::CreateTable(self.create_table()?),
+            }
+        } else if self.eat_keyword("alter") {
+            self.expect_keyword("role")?;
+            let role = self.role_name()?;
+            Statement::Auth(AuthStatement::AlterRole { role, options: self.role_options()? })
+        } else if self.eat_keyword("grant") {
+            let (permissions, resource) = self.permissions_on()?;
+            self.expect_keyword("to")?;
+            Statement::Auth(AuthStatement::Grant { permissions, resource, role: self.role_name()? })
+        } else if self.eat_keyword("revoke") {
+            let (permissions, resource) = self.permissions_on()?;
+            self.expect_keyword("from")?;
+            Statement::Auth(AuthStatement::Revoke { permissions, resource, role: self.role_name()? })
+        } else if self.eat_keyword("list") {
+            Statement::Auth(self.list()?)
+        } else if self.check_keyword("drop") && self.peek_at(1).is_some_and(|t| t.is_keyword("role")) {
+            self.advance();
+            self.advance();
+            let if_exists = self.eat_keyword("if");
+            if if_exists {
+                self.expect_keyword("exists")?;
+            }
+            Statement::Auth(AuthStatement::DropRole { if_exists, role: self.role_name()? })
         } else if self.eat_keyword("drop") {
             self.expect_keyword("table")?;
             let if_exists = self.eat_keyword("if");
@@ -290,6 +319,139 @@ impl<'a> Parser<'a> {
             return Err(self.unexpected());
         };
         Ok(statement)
+    }
+
+    /// A role: a name (unquoted names lowercased) or a string literal (kept as written).
+    fn role_name(&mut self) -> Result<Name, CqlError> {
+        match self.peek() {
+            Some(t) if t.kind == TokenKind::Str => {
+                let t = self.advance();
+                Ok(Name { text: t.text, pos: t.pos })
+            }
+            _ => self.name(),
+        }
+    }
+
+    /// After CREATE ROLE: `[IF NOT EXISTS] role [WITH options]`.
+    fn create_role(&mut self) -> Result<AuthStatement, CqlError> {
+        let if_not_exists = self.eat_keyword("if");
+        if if_not_exists {
+            self.expect_keyword("not")?;
+            self.expect_keyword("exists")?;
+        }
+        let role = self.role_name()?;
+        let options = match self.check_keyword("with") {
+            true => self.role_options()?,
+            false => RoleOptions::default(),
+        };
+        Ok(AuthStatement::CreateRole { role, if_not_exists, options })
+    }
+
+    /// `WITH option = value (AND option = value)*`, options PASSWORD (a string), LOGIN and
+    /// SUPERUSER (booleans), each at most once.
+    fn role_options(&mut self) -> Result<RoleOptions, CqlError> {
+        self.expect_keyword("with")?;
+        let mut options = RoleOptions::default();
+        loop {
+            let pos = self.pos();
+            let twice = || CqlError::syntax(pos, "a role option is given twice");
+            if self.eat_keyword("password") {
+                self.expect_symbol("=")?;
+                let password = self.string()?;
+                if options.password.replace(password).is_some() {
+                    return Err(twice());
+                }
+            } else if self.eat_keyword("login") {
+                self.expect_symbol("=")?;
+                if options.login.replace(self.boolean()?).is_some() {
+                    return Err(twice());
+                }
+            } else if self.eat_keyword("superuser") {
+                self.expect_symbol("=")?;
+                if options.superuser.replace(self.boolean()?).is_some() {
+                    return Err(twice());
+                }
+            } else {
+                return Err(self.unexpected());
+            }
+            if !self.eat_keyword("and") {
+                return Ok(options);
+            }
+        }
+    }
+
+    /// A string literal's text.
+    fn string(&mut self) -> Result<String, CqlError> {
+        match self.peek() {
+            Some(t) if t.kind == TokenKind::Str => Ok(self.advance().text),
+            _ => {
+                self.expected.push(Expected::Kind("a string"));
+                Err(self.unexpected())
+            }
+        }
+    }
+
+    fn boolean(&mut self) -> Result<bool, CqlError> {
+        if self.eat_keyword("true") {
+            Ok(true)
+        } else if self.eat_keyword("false") {
+            Ok(false)
+        } else {
+            Err(self.unexpected())
+        }
+    }
+
+    /// `ALL [PERMISSIONS]` or one permission `[PERMISSION]`.
+    fn permissions(&mut self) -> Result<PermissionSet, CqlError> {
+        if self.eat_keyword("all") {
+            self.eat_keyword("permissions");
+            return Ok(PermissionSet::all());
+        }
+        for (p, keyword) in Permission::ALL.into_iter().zip(KEYWORDS) {
+            debug_assert!(p.name().eq_ignore_ascii_case(keyword));
+            if self.eat_keyword(keyword) {
+                self.eat_keyword("permission");
+                return Ok([p].into_iter().collect());
+            }
+        }
+        Err(self.unexpected())
+    }
+
+    /// What GRANT and REVOKE name before TO or FROM: `permissions ON resource`.
+    fn permissions_on(&mut self) -> Result<(PermissionSet, ResourceName), CqlError> {
+        let permissions = self.permissions()?;
+        self.expect_keyword("on")?;
+        Ok((permissions, self.resource()?))
+    }
+
+    /// `ALL KEYSPACES`, `KEYSPACE k`, `TABLE t` or `t`.
+    fn resource(&mut self) -> Result<ResourceName, CqlError> {
+        if self.eat_keyword("all") {
+            self.expect_keyword("keyspaces")?;
+            Ok(ResourceName::AllKeyspaces)
+        } else if self.eat_keyword("keyspace") {
+            Ok(ResourceName::Keyspace(self.name()?))
+        } else {
+            self.eat_keyword("table");
+            Ok(ResourceName::Table(self.name()?))
+        }
+    }
+
+    /// After LIST: `ROLES`, or `permissions [ON resource] [OF role]`.
+    fn list(&mut self) -> Result<AuthStatement, CqlError> {
+        if self.eat_keyword("roles") {
+            return Ok(AuthStatement::ListRoles);
+        }
+        let permissions = self.permissions()?;
+        let resource = match self.eat_keyword("on") {
+            true => Some(self.resource()?),
+            false => None,
+        };
+        let role = match self.eat_keyword("of") {
+            true => Some(self.role_name()?),
+            false => None,
+        };
+        Ok(AuthStatement::ListPermissions { permissions, resource, role })
     }
 
     fn select(&mut self) -> Result<Select, CqlError> {
@@ -680,6 +842,54 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn role_and_permission_statements_parse() {
+        use crate::auth::{Permission, PermissionSet};
+        let auth = |text: &str| match parse_one(text).unwrap() {
+            Statement::Auth(a) => a,
+            other => panic!("{text}: {other:?}"),
+        };
+        let options = RoleOptions { password: Some("p w".into()), login: Some(true), superuser: Some(false) };
+        assert_eq!(
+            auth("CREATE ROLE IF NOT EXISTS Alice WITH PASSWORD = 'p w' AND LOGIN = true AND SUPERUSER = false"),
+            AuthStatement::CreateRole { role: name("alice"), if_not_exists: true, options }
+        );
+        assert_eq!(
+            auth("ALTER ROLE 'Bob' WITH PASSWORD = 'x'"),
+            AuthStatement::AlterRole {
+                role: name("Bob"),
+                options: RoleOptions { password: Some("x".into()), ..RoleOptions::default() }
+            }
+        );
+        assert_eq!(auth("DROP ROLE IF EXISTS bob"), AuthStatement::DropRole { role: name("bob"), if_exists: true });
+        assert_eq!(auth("LIST ROLES"), AuthStatement::ListRoles);
+        let select: PermissionSet = [Permission::Select].into_iter().collect();
+        assert_eq!(
+            auth("GRANT SELECT PERMISSION ON TABLE t TO bob"),
+            AuthStatement::Grant { permissions: select, resource: ResourceName::Table(name("t")), role: name("bob") }
+        );
+        assert_eq!(
+            auth("REVOKE ALL PERMISSIONS ON ALL KEYSPACES FROM bob"),
+            AuthStatement::Revoke {
+                permissions: PermissionSet::all(),
+                resource: ResourceName::AllKeyspaces,
+                role: name("bob")
+            }
+        );
+        assert_eq!(
+            auth("LIST MODIFY ON KEYSPACE k OF bob"),
+            AuthStatement::ListPermissions {
+                permissions: [Permission::Modify].into_iter().collect(),
+                resource: Some(ResourceName::Keyspace(name("k"))),
+                role: Some(name("bob"))
+            }
+        );
+        assert!(parse_one("CREATE ROLE a WITH LOGIN = true AND LOGIN = false").is_err());
+        assert!(parse_one("GRANT EXECUTE ON t TO a").is_err());
+        assert!(parse_one("CREATE ROLE a WITH PASSWORD = 5").is_err());
+        assert!(!format!("{:?}", auth("CREATE ROLE a WITH PASSWORD = 'hunter2'")).contains("hunter2"));
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub enum Plan {
     },
     Write(WritePlan),
     Select(SelectPlan),
+    /// A role or permission statement: the coordinator runs it against the auth tables.
+    Auth(ast::AuthStatement),
 }
 
 /// INSERT, UPDATE, DELETE or BATCH: writes applied with one timestamp.
@@ -192,6 +194,7 @@ pub fn prepare(statement: &Statement, schemas: &dyn Schemas) -> Result<Prepared,
         }
         Statement::Batch(batch) => p.batch(batch)?,
         Statement::Select(select) => Body::Select(p.select(select)?),
+        Statement::Auth(statement) => Body::Ready(Plan::Auth(statement.clone())),
     };
     let markers = p
         .markers

@@ -78,7 +78,7 @@ impl StatementKind {
             Statement::CreateTable(_) | Statement::DropTable { .. } | Statement::Truncate { .. } => {
                 StatementKind::Schema
             }
-            Statement::DescribeTables | Statement::DescribeTable { .. } => StatementKind::Other,
+            Statement::DescribeTables | Statement::DescribeTable { .. } | Statement::Auth(_) => StatementKind::Other,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! client sends can panic or stall the shard. A connection that does not start in time, stays
 //! idle too long, or took a place reserved for admin without being the admin tool is closed.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
@@ -16,10 +16,11 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use shards::signal::Signal;
 use wire::frame::SUPPORTED_VERSIONS;
-use wire::frame::{encode_frame, Frame, FrameDecoder};
-use wire::protocol::{negotiate_version, ErrorCode, Request, Response, ADMIN_CLIENT_PREFIX};
+use wire::frame::{encode_frame_as, Frame, FrameDecoder};
+use wire::protocol::{negotiate_version, ErrorCode, Request, Response, ADMIN_CLIENT_PREFIX, PASSWORD_AUTHENTICATOR};
 
 use super::accept::{Handoff, Refusal};
+use crate::auth::{Authenticator, Caller};
 use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
@@ -128,8 +129,12 @@ struct Connection {
     answer_estimate: Cell<usize>,
     /// Notified when a request has pushed its answer.
     answered: Signal,
-    /// STARTUP has been answered with READY.
+    /// STARTUP has been answered with READY (or AUTH_SUCCESS).
     started: Cell<bool>,
+    /// Who sends this connection's requests: set with `started`.
+    caller: OnceCell<Caller>,
+    /// STARTUP was answered AUTHENTICATE, at this version: an AUTH_RESPONSE is awaited.
+    authenticating: Cell<Option<u8>>,
     /// Stream ids of the requests in flight (at most `max_requests` + 1: the reader waits
     /// for a permit before reading on).
     streams: RefCell<HashSet<u16>>,
@@ -163,6 +168,8 @@ impl Connection {
             answer_estimate: Cell::new(FIRST_ANSWER_ESTIMATE),
             answered: Signal::default(),
             started: Cell::new(false),
+            caller: OnceCell::new(),
+            authenticating: Cell::new(None),
             streams: RefCell::default(),
             reserved,
             closing: Stopping::default(),
@@ -191,6 +198,10 @@ impl Connection {
                 match decoder.decode(buf.pending()) {
                     Ok(Some((frame, used))) => {
                         buf.consume(used);
+                        // Answers go in the client's version; READY fixes it.
+                        if let (false, Some(version)) = (self.started.get(), decoder.last_version()) {
+                            self.outbox.set_version(version);
+                        }
                         last_request = Instant::now();
                         if !self.dispatch(frame).await {
                             return;
@@ -403,16 +414,66 @@ impl Connection {
                 self.refuse_reserved()
             }
             Request::Startup { version, .. } => match negotiate_version(version) {
-                Ok(version) => {
-                    self.started.set(true);
-                    Response::Ready { version, shard: self.limits.door.shard, shards: self.limits.door.shards }
-                }
+                Ok(version) => self.start(version),
                 Err(e) => Response::Error(e),
+            },
+            Request::AuthResponse { token } => match self.authenticating.take() {
+                Some(version) if !self.started.get() => self.authenticate(version, &token).await,
+                _ => Response::error(ErrorCode::Protocol, "AUTH_RESPONSE without an AUTHENTICATE to answer"),
             },
             _ if !self.started.get() && self.reserved.is_some() => self.refuse_reserved(),
             _ if !self.started.get() => Response::error(ErrorCode::Protocol, "send STARTUP before any other request"),
-            request => self.coordinator.execute(request).await,
+            // `started` is set with the caller.
+            request => self.coordinator.execute(request, self.caller.get().unwrap_or(&Caller::Anonymous)).await,
         }
+    }
+
+    /// Answers a STARTUP at `version`: READY, or AUTHENTICATE when the node asks for
+    /// credentials (from version 3; an older client is refused and the connection closed).
+    fn start(&self, version: u8) -> Response {
+        let door = self.limits.door;
+        match self.coordinator.authenticator() {
+            Authenticator::AllowAll => {
+                self.ready(version, Caller::Anonymous);
+                Response::Ready { version, shard: door.shard, shards: door.shards }
+            }
+            Authenticator::Password if version < 3 => {
+                self.closing.stop();
+                let message = format!(
+                    "this node requires authentication (authenticator = password): protocol version 3 or later \
+                     is needed, the client asked for {version}"
+                );
+                Response::error(ErrorCode::Protocol, message)
+            }
+            Authenticator::Password => {
+                self.authenticating.set(Some(version));
+                Response::Authenticate { authenticator: PASSWORD_AUTHENTICATOR.to_owned() }
+            }
+        }
+    }
+
+    /// Checks an AUTH_RESPONSE: AUTH_SUCCESS, or a BadCredentials error and the connection
+    /// closes (nothing else is served on it).
+    async fn authenticate(&self, version: u8, token: &[u8]) -> Response {
+        match self.coordinator.login(token).await {
+            Ok(caller) => {
+                self.ready(version, caller);
+                let door = self.limits.door;
+                Response::AuthSuccess { version, shard: door.shard, shards: door.shards }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e.message, "authentication failed");
+                self.closing.stop();
+                Response::Error(e)
+            }
+        }
+    }
+
+    /// The connection serves requests of `caller` from now on, answered in `version`.
+    fn ready(&self, version: u8, caller: Caller) {
+        let _ = self.caller.set(caller);
+        self.outbox.set_version(version);
+        self.started.set(true);
     }
 }
 
@@ -428,6 +489,7 @@ enum Woke {
 
 fn error_frame(stream: u16, code: ErrorCode, message: String) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_frame(&Response::error(code, message).to_frame(stream), &mut out);
+    // The oldest version spoken: every client of a supported version reads it.
+    encode_frame_as(SUPPORTED_VERSIONS[0], &Response::error(code, message).to_frame(stream), &mut out);
     out
 }

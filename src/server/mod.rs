@@ -170,6 +170,10 @@ pub struct Args {
     /// Close a started client connection idle this many ms; 0 = never [default: 0].
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// Who may connect: allow_all (anyone, every permission) or password (roles and
+    /// permissions; the first start needs ENIGMADB_INITIAL_PASSWORD) [default: allow_all].
+    #[arg(long, value_enum)]
+    authenticator: Option<crate::auth::Authenticator>,
     /// Quarantine SSTables that fail their checksums at start instead of refusing to start.
     #[arg(long)]
     quarantine_corrupt_sstables: bool,
@@ -332,6 +336,9 @@ impl Args {
         if let Some(v) = self.idle_timeout_ms {
             c.idle_timeout_ms = v;
         }
+        if let Some(v) = self.authenticator {
+            c.authenticator = v;
+        }
         c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
         c.wal_truncate_corrupt |= self.wal_truncate_corrupt;
         c.rebuild_missing_manifest |= self.rebuild_missing_manifest;
@@ -364,6 +371,8 @@ pub fn run(args: Args) -> Result<()> {
         "starting"
     );
     tracing::info!(memory = %config.memory_plan().why, "memory budgets");
+    // Read once (a file or the environment); never logged.
+    let auth = config.auth_settings()?;
     // A first boot into a cluster asks the seeds before the data directory gets an identity.
     first_boot::check(&config)?;
     // Block the termination signals in every thread (executors inherit this mask) so that the
@@ -379,7 +388,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut wiring: Option<Wiring> = None;
     let mut services = |shard: u16, shards: usize| -> Option<LocalService> {
         let wiring = wiring.get_or_insert_with(|| {
-            Wiring::new(shards, config.clone(), events_tx.clone(), stop_rx.clone(), join.take(), replaces)
+            Wiring::new(shards, config.clone(), auth.clone(), events_tx.clone(), stop_rx.clone(), join.take(), replaces)
         });
         Some(wiring.service(shard))
     };

@@ -20,6 +20,7 @@ use super::accept::{self, ConnectionBounds, ConnectionLimit, Handoff, Steering};
 use super::connection::{self, Door};
 use super::link::{self, DoorControl, Doors, Home, HomeRequest, DOOR_CONTROL_QUEUE, HOME_QUEUE};
 use super::memory;
+use crate::auth::AuthSettings;
 use crate::cluster::gossip::Delta;
 use crate::cluster::opcodes::DATA_REQUESTS;
 use crate::cluster::schema::SchemaBody;
@@ -28,7 +29,7 @@ use crate::cluster::transport::{serve_handed, HandedPeer, PeerDoors, PeerHandler
 use crate::cluster::view::ClusterView;
 use crate::cluster::HostId;
 use crate::config::ServerConfig;
-use crate::coordinator::{Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
+use crate::coordinator::{create_auth_tables, Batchlog, Coordinator, ReplicaHandler, Role, StorageProxy};
 use crate::frame_io::Stopping;
 use crate::hints::HintStore;
 use crate::metrics::{self, Metrics};
@@ -63,6 +64,8 @@ pub struct Wiring {
     replaces: Option<HostId>,
     shards: usize,
     config: ServerConfig,
+    /// Authentication; the initial password goes to the coordinator shard only.
+    auth: AuthSettings,
     events: flume::Sender<ServiceEvent>,
     stop: flume::Receiver<()>,
     home: (flume::Sender<HomeRequest>, flume::Receiver<HomeRequest>),
@@ -77,6 +80,7 @@ impl Wiring {
     pub fn new(
         shards: usize,
         config: ServerConfig,
+        auth: AuthSettings,
         events: flume::Sender<ServiceEvent>,
         stop: flume::Receiver<()>,
         join: Option<JoinPlan>,
@@ -95,6 +99,7 @@ impl Wiring {
             control: (0..shards).map(|_| flume::bounded(DOOR_CONTROL_QUEUE)).collect(),
             done: flume::bounded(shards),
             config,
+            auth,
             events,
             stop,
         }
@@ -122,7 +127,8 @@ impl Wiring {
                 };
                 let (config, events, join) = (self.config.clone(), self.events.clone(), self.join.take());
                 let replaces = self.replaces;
-                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, events, join, replaces)))
+                let auth = self.auth.clone();
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, auth, events, join, replaces)))
             }
             shard => {
                 let ends = DoorEnds {
@@ -135,7 +141,8 @@ impl Wiring {
                     done: self.done.0.clone(),
                 };
                 let (config, events) = (self.config.clone(), self.events.clone());
-                Box::new(move |node| Box::pin(front_door(node, ends, config, events)))
+                let auth = AuthSettings { initial_password: None, ..self.auth.clone() };
+                Box::new(move |node| Box::pin(front_door(node, ends, config, auth, events)))
             }
         }
     }
@@ -170,6 +177,7 @@ async fn coordinator_shard(
     node: Node,
     ends: CoordinatorShardEnds,
     config: ServerConfig,
+    auth: AuthSettings,
     events: flume::Sender<ServiceEvent>,
     join: Option<JoinPlan>,
     replaces: Option<HostId>,
@@ -193,6 +201,10 @@ async fn coordinator_shard(
         }
         Err(e) => return fail(format!("opening the batchlog: {e}")),
     };
+    // Alike on every node, before the peers can reach this one.
+    if let Err(e) = create_auth_tables(&node, &auth).await {
+        return fail(format!("creating the auth tables: {e}"));
+    }
     let bind =
         |at: SocketAddr, what: &str| glommio::net::TcpListener::bind(at).map_err(|e| format!("{what} on {at}: {e}"));
     let client_listener = match bind(config.listen, "listening") {
@@ -257,8 +269,13 @@ async fn coordinator_shard(
     let memory = config.memory_plan();
     let memory =
         MemoryBudgets { memtable_budget: memory.memtable_budget, cache_budget: memory.cache_budget, why: memory.why };
-    let coordinator =
-        Rc::new(Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits()).with_memory_budgets(memory));
+    let coordinator = Rc::new(
+        Coordinator::new(role, proxy, batchlog, client_addr, config.page_limits(), auth).with_memory_budgets(memory),
+    );
+    // A node with authentication on that no one could log in to does not start.
+    if let Err(why) = coordinator.setup_auth().await {
+        return fail(why);
+    }
     // Subsystems started on this shard (the cluster layer's hints and gossip) add their
     // metrics with `metrics.register(...)`; every later scrape includes them.
     let metrics = Rc::new(Metrics::with_other_shards(doors.clone()));
@@ -356,7 +373,13 @@ async fn coordinator_shard(
 }
 
 /// Shard 1 and up: the coordinator role for the connections this shard is handed.
-async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: flume::Sender<ServiceEvent>) {
+async fn front_door(
+    node: Node,
+    ends: DoorEnds,
+    config: ServerConfig,
+    auth: AuthSettings,
+    events: flume::Sender<ServiceEvent>,
+) {
     let DoorEnds { shard, shards, home, incoming, peers, control, done } = ends;
     // The coordinator shard says when it serves (the batchlog exists, the ports are bound,
     // the cluster service has sent its first view).
@@ -394,7 +417,7 @@ async fn front_door(node: Node, ends: DoorEnds, config: ServerConfig, events: fl
     handlers.register(&DATA_REQUESTS, Rc::new(ReplicaHandler { node, clock: proxy.clock().clone() }));
     glommio::spawn_local(async move { serve_handed(peers, Rc::new(handlers), &transport_config).await }).detach();
     let role = Role::FrontDoor { shard, home };
-    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits()));
+    let coordinator = Rc::new(Coordinator::new(role, proxy, batchlog, client, config.page_limits(), auth));
     let metrics = Rc::new(Metrics::new());
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone(), transport)).detach();
     let _memory = glommio::spawn_local(memory::return_freed_memory());

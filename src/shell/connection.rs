@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use wire::client::{Client, ClientError};
+use wire::client::{Client, ClientError, ClientOptions};
 
 /// Connection attempts for one statement before the shell gives up on it (the next statement
 /// tries again).
@@ -27,14 +27,17 @@ pub struct Unreachable {
 
 pub struct Connection {
     host: String,
+    /// How every connection is opened (the credentials among them).
+    options: ClientOptions,
     /// `None` once the connection is known to be lost.
     client: Option<Client>,
 }
 
 impl Connection {
     /// Connects to `host` (host:port), once.
-    pub fn open(host: &str) -> Result<Connection, ClientError> {
-        Ok(Connection { host: host.to_owned(), client: Some(Client::connect(host)?) })
+    pub fn open(host: &str, options: ClientOptions) -> Result<Connection, ClientError> {
+        let client = Some(Client::connect_with(host, options.clone())?);
+        Ok(Connection { host: host.to_owned(), options, client })
     }
 
     pub fn host(&self) -> &str {
@@ -66,7 +69,7 @@ impl Connection {
         let mut backoff = RECONNECT_FIRST_BACKOFF;
         let mut attempt = 1;
         let last = loop {
-            match Client::connect(self.host.as_str()) {
+            match Client::connect_with(self.host.as_str(), self.options.clone()) {
                 Ok(client) => {
                     self.client = Some(client);
                     return Ok(());
@@ -154,7 +157,7 @@ mod tests {
     #[test]
     fn a_connection_the_server_closed_is_noticed_before_the_next_statement() {
         let addr = fake_server(2, true);
-        let mut connection = Connection::open(&addr).expect("connecting to the fake server");
+        let mut connection = Connection::open(&addr, ClientOptions::default()).expect("connecting to the fake server");
         // The fake closes right after READY: wait for the FIN to arrive.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while connection.is_open() {
@@ -167,7 +170,7 @@ mod tests {
     #[test]
     fn an_open_idle_connection_is_kept() {
         let addr = fake_server(1, false);
-        let mut connection = Connection::open(&addr).expect("connecting to the fake server");
+        let mut connection = Connection::open(&addr, ClientOptions::default()).expect("connecting to the fake server");
         std::thread::sleep(Duration::from_millis(50));
         assert!(connection.is_open());
         connection.lost();
@@ -178,7 +181,7 @@ mod tests {
     fn reconnecting_to_nothing_gives_up_after_the_bounded_attempts() {
         // Bound and released: nothing listens there now.
         let addr = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").to_string();
-        let mut connection = Connection { host: addr.clone(), client: None };
+        let mut connection = Connection { host: addr.clone(), options: ClientOptions::default(), client: None };
         let started = std::time::Instant::now();
         let err = connection.reconnect().expect_err("nothing listens");
         assert_eq!(err.attempts, RECONNECT_ATTEMPTS);

@@ -178,6 +178,8 @@ pub fn exception_name(code: &ErrorCode) -> &'static str {
         ErrorCode::Invalid => "InvalidRequest",
         ErrorCode::AlreadyExists => "AlreadyExists",
         ErrorCode::Unprepared { .. } => "Unprepared",
+        ErrorCode::BadCredentials => "AuthenticationFailed",
+        ErrorCode::Unauthorized => "Unauthorized",
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rustyline::error::ReadlineError;
-use wire::client::ClientError;
+use wire::client::{ClientError, ClientOptions};
 use wire::protocol::{QueryParams, QueryResult, Rows};
 
 pub use command::{parse_command, Paging, Settings, ShellCommand};
@@ -44,10 +44,13 @@ pub struct Args {
     /// Run the statements of this file and exit; the exit status is 1 if any failed.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
+    #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let connection = Connection::open(&args.host).with_context(|| format!("connecting to {}", args.host))?;
+    let options = ClientOptions { credentials: args.credentials.resolve()?, ..ClientOptions::default() };
+    let connection = Connection::open(&args.host, options).with_context(|| format!("connecting to {}", args.host))?;
     let stdin = std::io::stdin();
     let interactive = args.execute.is_none() && args.file.is_none() && stdin.is_terminal();
     let mut shell =

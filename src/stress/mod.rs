@@ -65,6 +65,9 @@ struct CommonArgs {
     /// The store to drive.
     #[arg(long, value_enum, default_value_t = TargetKind::Enigmadb)]
     target: TargetKind,
+    /// EnigmaDB: the role to run as, on a node with authentication on.
+    #[command(flatten)]
+    credentials: crate::credentials::CredentialArgs,
     /// Server address(es), HOST[:PORT] (port default: 9470 EnigmaDB, 6379 Redis); connections
     /// are spread over them in turn.
     #[arg(long, num_args = 1.., value_delimiter = ',', default_value = "127.0.0.1")]
@@ -252,6 +255,7 @@ impl Run {
             consistency: c.consistency,
             timeout: c.timeout,
             shard_aware: c.shard_aware,
+            credentials: c.credentials.resolve()?,
         };
         Ok(Run { command, common, workload, plan, operations, target })
     }

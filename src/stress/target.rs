@@ -95,6 +95,8 @@ pub struct Target {
     /// EnigmaDB: send each operation to the shard owning its partition, over shard-aware
     /// connections to every node of the cluster (`--shard-aware`).
     pub shard_aware: bool,
+    /// EnigmaDB: sent when the node asks for credentials.
+    pub credentials: Option<wire::protocol::PlainCredentials>,
 }
 
 impl Target {
@@ -152,6 +154,7 @@ impl Target {
         ClientOptions {
             timeout: Some(self.timeout),
             client_name: concat!("enigmadb-stress/", env!("CARGO_PKG_VERSION")).into(),
+            credentials: self.credentials.clone(),
             ..ClientOptions::default()
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use shards::node::{Node, NodeConfig};
 use shards::read::{now_secs, visible_rows};
 use wire::client::{Client, ClientError, Prepared};
-use wire::frame::{encode_frame, FrameDecoder, PROTOCOL_VERSION};
+use wire::frame::{encode_frame_as, FrameDecoder, PROTOCOL_VERSION};
 use wire::protocol::{BatchRequest, ColumnSpec, ErrorResponse, QueryParams, QueryResult, Request, Response};
 use wire::{Consistency, Value};
 
@@ -354,18 +354,29 @@ impl RawConnection {
     }
 
     pub fn send(&mut self, request: &Request, stream: u16) -> bool {
+        self.send_versioned(PROTOCOL_VERSION, request, stream)
+    }
+
+    /// [`send`](Self::send) in frames of protocol `version` (an older client's).
+    pub fn send_versioned(&mut self, version: u8, request: &Request, stream: u16) -> bool {
         let mut bytes = Vec::new();
-        encode_frame(&request.to_frame(stream), &mut bytes);
+        encode_frame_as(version, &request.to_frame(stream), &mut bytes);
         self.send_bytes(&bytes)
     }
 
     /// The next answer and its stream, or `None` once the server has closed the connection.
     /// Panics on a frame that does not decode or when no answer comes in time.
     pub fn receive(&mut self) -> Option<(u16, Response)> {
+        self.receive_version().map(|(_, stream, response)| (stream, response))
+    }
+
+    /// [`receive`](Self::receive) with the protocol version of the answer's frame.
+    pub fn receive_version(&mut self) -> Option<(u8, u16, Response)> {
         loop {
             if let Some((frame, used)) = self.decoder.decode(&self.received).expect("a well-formed answer frame") {
                 self.received.drain(..used);
-                return Some((frame.stream, Response::from_frame(&frame).expect("a well-formed answer")));
+                let version = self.decoder.last_version().expect("a frame was decoded");
+                return Some((version, frame.stream, Response::from_frame(&frame).expect("a well-formed answer")));
             }
             let mut chunk = [0u8; 64 * 1024];
             match self.stream.read(&mut chunk) {

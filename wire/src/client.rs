@@ -26,8 +26,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::frame::{encode_frame, Frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::protocol::{
-    AdminRequest, AdminResult, BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PreparedId, ProtocolError,
-    QueryParams, QueryResult, Request, Response, Rows, TopologyAnswer,
+    AdminRequest, AdminResult, BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PlainCredentials, PreparedId,
+    ProtocolError, QueryParams, QueryResult, Request, Response, Rows, TopologyAnswer,
 };
 use crate::value::Value;
 
@@ -68,6 +68,9 @@ pub struct ClientOptions {
     pub max_frame_bytes: usize,
     /// Sent in STARTUP; servers log it.
     pub client_name: String,
+    /// The user name and password sent when the server asks for them (AUTHENTICATE); `None`
+    /// connects only to a node that does not ask.
+    pub credentials: Option<PlainCredentials>,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +79,7 @@ impl Default for ClientOptions {
             timeout: Some(DEFAULT_TIMEOUT),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             client_name: concat!("enigmadb-wire/", env!("CARGO_PKG_VERSION")).to_owned(),
+            credentials: None,
         }
     }
 }
@@ -116,6 +120,10 @@ pub enum ClientError {
     /// The connection is closed; use the node's ordinary port instead.
     #[error("asked for shard {asked} through the shard-aware port, served by shard {served}")]
     ShardMismatch { asked: u16, served: u16 },
+    /// The server asks for credentials (its authenticator is named) and the options hold
+    /// none; the connection is closed.
+    #[error("the server requires authentication ({authenticator}): give a user name and password")]
+    CredentialsRequired { authenticator: String },
 }
 
 impl ClientError {
@@ -244,8 +252,16 @@ impl Client {
             broken: false,
         };
         client.set_timeout(options.timeout)?;
-        match client.request(&Request::Startup { version: PROTOCOL_VERSION, client: options.client_name })? {
-            Response::Ready { version, shard, shards } => {
+        let mut answer =
+            client.request(&Request::Startup { version: PROTOCOL_VERSION, client: options.client_name })?;
+        if let Response::Authenticate { authenticator } = answer {
+            let Some(credentials) = options.credentials else {
+                return Err(ClientError::CredentialsRequired { authenticator });
+            };
+            answer = client.request(&Request::AuthResponse { token: credentials.encode() })?;
+        }
+        match answer {
+            Response::Ready { version, shard, shards } | Response::AuthSuccess { version, shard, shards } => {
                 (client.version, client.shard, client.shards) = (version, shard, shards);
             }
             other => return Err(unexpected("READY", &other)),
@@ -802,6 +818,7 @@ mod tests {
                 Ok(version) => Response::Ready { version, shard: session.shard, shards: SHARDS },
                 Err(e) => Response::Error(e),
             },
+            Request::AuthResponse { .. } => Response::error(ErrorCode::Protocol, "this fake asks for no credentials"),
             Request::Options => Response::Supported {
                 versions: SUPPORTED_VERSIONS.to_vec(),
                 max_frame_bytes: 1 << 24,
@@ -924,7 +941,7 @@ mod tests {
         let mut client = Client::connect(start_server()).unwrap();
         assert_eq!(client.version(), PROTOCOL_VERSION);
         let info = client.options().unwrap();
-        assert_eq!(info.versions, vec![PROTOCOL_VERSION]);
+        assert_eq!(info.versions, SUPPORTED_VERSIONS.to_vec());
         assert_eq!(info.server, "test");
         assert_eq!((info.shard, info.shards, info.shard_aware_port), (client.shard(), SHARDS, 19470));
         assert_eq!(client.shards(), SHARDS);

@@ -8,13 +8,16 @@ use bytemuck::{Pod, Zeroable};
 /// First four bytes of every frame: `"ENGP"` (EnigmaDB protocol).
 pub const FRAME_MAGIC: [u8; 4] = *b"ENGP";
 
-/// The client protocol version this build speaks (frame layout and message bodies). Version 2
-/// added the shard fields of READY and SUPPORTED, PREPARED's partition key markers and
-/// TOPOLOGY; version 1 is no longer spoken.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The client protocol version this build speaks (frame layout and message bodies). Version 3
+/// added the authentication step (AUTHENTICATE, AUTH_RESPONSE, AUTH_SUCCESS) and the error
+/// codes `BadCredentials` and `Unauthorized`; version 2 added the shard fields of READY and
+/// SUPPORTED, PREPARED's partition key markers and TOPOLOGY; version 1 is no longer spoken.
+pub const PROTOCOL_VERSION: u8 = 3;
 
-/// Every client protocol version this build can speak, oldest first.
-pub const SUPPORTED_VERSIONS: [u8; 1] = [PROTOCOL_VERSION];
+/// Every client protocol version this build can speak, oldest first. A server answers each
+/// connection in the version its client speaks (version 2 clients keep working with a node
+/// that does not ask for authentication).
+pub const SUPPORTED_VERSIONS: [u8; 2] = [2, PROTOCOL_VERSION];
 
 /// The version byte of peer protocol frames. It stays 1 when the client protocol changes: the
 /// peer protocol versions its own bodies (the cluster layer's HELLO), and bumping this byte
@@ -99,6 +102,8 @@ pub enum Opcode {
     Error = 0x00,
     Startup = 0x01,
     Ready = 0x02,
+    /// The server asks for credentials before READY (version 3).
+    Authenticate = 0x03,
     Options = 0x05,
     Supported = 0x06,
     Query = 0x07,
@@ -106,6 +111,10 @@ pub enum Opcode {
     Prepare = 0x09,
     Execute = 0x0A,
     Batch = 0x0D,
+    /// The client's credentials, answering AUTHENTICATE (version 3).
+    AuthResponse = 0x0F,
+    /// The credentials are accepted: the connection is ready (version 3).
+    AuthSuccess = 0x10,
     /// An operator's command (`enigmadb admin`); no Cassandra counterpart.
     Admin = 0x20,
     /// The cluster's nodes, shards and tokens, for token- and shard-aware clients; no Cassandra
@@ -114,10 +123,13 @@ pub enum Opcode {
 }
 
 impl Opcode {
-    pub const ALL: [Opcode; 12] = [
+    pub const ALL: [Opcode; 15] = [
         Opcode::Error,
         Opcode::Startup,
         Opcode::Ready,
+        Opcode::Authenticate,
+        Opcode::AuthResponse,
+        Opcode::AuthSuccess,
         Opcode::Options,
         Opcode::Supported,
         Opcode::Query,
@@ -142,6 +154,7 @@ impl Opcode {
         matches!(
             self,
             Opcode::Startup
+                | Opcode::AuthResponse
                 | Opcode::Options
                 | Opcode::Query
                 | Opcode::Prepare
@@ -177,7 +190,14 @@ impl Frame {
 /// limit (the decoder on the other side refuses larger ones); a body can never exceed
 /// `u32::MAX` bytes because no limit allows it.
 pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) {
-    encode_raw(PROTOCOL_VERSION, frame.opcode.code(), frame.flags, frame.stream, &frame.body, out);
+    encode_frame_as(PROTOCOL_VERSION, frame, out);
+}
+
+/// [`encode_frame`] with the header's version byte set to `version`, one of
+/// [`SUPPORTED_VERSIONS`]: a server answers a client in the version the client speaks.
+pub fn encode_frame_as(version: u8, frame: &Frame, out: &mut Vec<u8>) {
+    debug_assert!(SUPPORTED_VERSIONS.contains(&version), "version {version} is not spoken");
+    encode_raw(version, frame.opcode.code(), frame.flags, frame.stream, &frame.body, out);
 }
 
 /// A frame of the peer (node to node) protocol: the same header and checks as [`Frame`], with
@@ -282,16 +302,24 @@ impl FrameError {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     max_frame_bytes: usize,
+    /// The version byte of the last frame decoded (0 before the first).
+    last_version: u8,
 }
 
 impl FrameDecoder {
     /// `max_frame_bytes` bounds header + body; it is raised to [`MIN_MAX_FRAME_BYTES`] if lower.
     pub fn new(max_frame_bytes: usize) -> FrameDecoder {
-        FrameDecoder { max_frame_bytes: max_frame_bytes.max(MIN_MAX_FRAME_BYTES) }
+        FrameDecoder { max_frame_bytes: max_frame_bytes.max(MIN_MAX_FRAME_BYTES), last_version: 0 }
     }
 
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
+    }
+
+    /// The protocol version of the last frame [`decode`](Self::decode) returned (one of the
+    /// versions it accepts), `None` before the first: a server answers in it.
+    pub fn last_version(&self) -> Option<u8> {
+        (self.last_version != 0).then_some(self.last_version)
     }
 
     /// Decodes the frame at the start of `buf`. `Ok(None)`: `buf` holds only part of a frame
@@ -367,6 +395,7 @@ impl FrameDecoder {
         if computed != header.body_crc() {
             return Err(FrameError::BodyChecksum { stream, stored: header.body_crc(), computed, consumed });
         }
+        self.last_version = header.version;
         Ok(Some((opcode, flags, stream, body.to_vec(), consumed)))
     }
 }
@@ -476,7 +505,7 @@ pub(crate) mod tests {
         let err = FrameDecoder::default().decode(&bytes[..5]).unwrap_err();
         assert_eq!(err, FrameError::UnsupportedVersion { version: 1, supported: &SUPPORTED_VERSIONS });
         assert!(err.is_fatal());
-        assert!(err.to_string().contains("version 1 (this node speaks [2])"), "{err}");
+        assert!(err.to_string().contains("version 1 (this node speaks [2, 3])"), "{err}");
     }
 
     #[test]
@@ -574,6 +603,6 @@ pub(crate) mod tests {
             assert_eq!(Opcode::from_code(op.code()), Some(op));
             assert!(!PEER_OPCODES.contains(&op.code()));
         }
-        assert_eq!(Opcode::from_code(0x03), None);
+        assert_eq!(Opcode::from_code(0x04), None);
     }
 }

@@ -3,6 +3,7 @@
 //! query semantics (the server decides what a statement means). Layout: docs/PROTOCOL.md.
 
 mod admin;
+mod auth;
 mod repair;
 mod request;
 mod response;
@@ -12,6 +13,7 @@ pub use admin::{
     display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, LeaveDone, Liveness, MemoryBudgets, Netstats,
     NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
 };
+pub use auth::{PlainCredentials, SaslError, MAX_AUTH_TOKEN_BYTES, MAX_PASSWORD_BYTES, PASSWORD_AUTHENTICATOR};
 pub use repair::{RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult};
 pub use request::{BatchKind, BatchRequest, BatchStatement, Request};
 pub use response::{

@@ -5,7 +5,7 @@
 use super::admin::AdminRequest;
 use super::{
     decode_body, read_list, read_opt_i64, read_text, read_values, write_opt_i64, write_values, Consistency, PreparedId,
-    ProtocolError, QueryParams, MAX_BATCH_STATEMENTS, MAX_BOUND_VALUES, MAX_NAME_BYTES,
+    ProtocolError, QueryParams, MAX_AUTH_TOKEN_BYTES, MAX_BATCH_STATEMENTS, MAX_BOUND_VALUES, MAX_NAME_BYTES,
 };
 use crate::codec::{DecodeError, Reader, Writer, MAX_FIELD_LEN};
 use crate::frame::{Frame, Opcode};
@@ -20,6 +20,11 @@ pub enum Request {
     },
     /// Asks what the server supports; allowed before STARTUP.
     Options,
+    /// Answers AUTHENTICATE: a SASL PLAIN token ([`PlainCredentials`](super::PlainCredentials)),
+    /// at most [`MAX_AUTH_TOKEN_BYTES`] (version 3).
+    AuthResponse {
+        token: Vec<u8>,
+    },
     Query {
         text: String,
         params: QueryParams,
@@ -76,6 +81,7 @@ impl Request {
         match self {
             Request::Startup { .. } => Opcode::Startup,
             Request::Options => Opcode::Options,
+            Request::AuthResponse { .. } => Opcode::AuthResponse,
             Request::Query { .. } => Opcode::Query,
             Request::Prepare { .. } => Opcode::Prepare,
             Request::Execute { .. } => Opcode::Execute,
@@ -92,6 +98,9 @@ impl Request {
                 w.u8(*version).str(client);
             }
             Request::Options => {}
+            Request::AuthResponse { token } => {
+                w.bytes(token);
+            }
             Request::Query { text, params } => {
                 w.str(text);
                 params.write(&mut w);
@@ -122,6 +131,9 @@ impl Request {
             Ok(match opcode {
                 Opcode::Startup => Request::Startup { version: r.u8()?, client: read_text(r, MAX_NAME_BYTES)? },
                 Opcode::Options => Request::Options,
+                Opcode::AuthResponse => {
+                    Request::AuthResponse { token: r.bytes_limited(MAX_AUTH_TOKEN_BYTES)?.to_vec() }
+                }
                 Opcode::Query => Request::Query { text: read_text(r, MAX_FIELD_LEN)?, params: QueryParams::read(r)? },
                 Opcode::Prepare => Request::Prepare { text: read_text(r, MAX_FIELD_LEN)? },
                 Opcode::Execute => Request::Execute {
@@ -133,9 +145,12 @@ impl Request {
                 Opcode::Admin => Request::Admin(AdminRequest::read(r)?),
                 Opcode::Topology => Request::Topology { known_version: r.u64()? },
                 // Refused above; kept typed rather than unreachable.
-                Opcode::Error | Opcode::Ready | Opcode::Supported | Opcode::Result => {
-                    return Err(r.invalid("opcode", "not a request"))
-                }
+                Opcode::Error
+                | Opcode::Ready
+                | Opcode::Supported
+                | Opcode::Result
+                | Opcode::Authenticate
+                | Opcode::AuthSuccess => return Err(r.invalid("opcode", "not a request")),
             })
         })
     }
@@ -212,6 +227,7 @@ mod tests {
         prop_oneof![
             (any::<u8>(), ".{0,10}").prop_map(|(version, client)| Request::Startup { version, client }),
             Just(Request::Options),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|token| Request::AuthResponse { token }),
             (".{0,40}", any_params()).prop_map(|(text, params)| Request::Query { text, params }),
             ".{0,40}".prop_map(|text| Request::Prepare { text }),
             (any_prepared_id(), any_values(), any_params()).prop_map(|(id, values, params)| Request::Execute {
@@ -260,7 +276,9 @@ mod tests {
 
     #[test]
     fn answers_are_not_requests() {
-        for opcode in [Opcode::Error, Opcode::Ready, Opcode::Supported, Opcode::Result] {
+        for opcode in
+            [Opcode::Error, Opcode::Ready, Opcode::Supported, Opcode::Result, Opcode::Authenticate, Opcode::AuthSuccess]
+        {
             assert_eq!(
                 Request::decode(opcode, &[]),
                 Err(ProtocolError::UnexpectedOpcode { opcode, expected: "request" })

@@ -33,6 +33,19 @@ pub enum Response {
         shards: u16,
         shard_aware_port: u16,
     },
+    /// Answers STARTUP on a node that asks for credentials (version 3): the authenticator's
+    /// name ([`PASSWORD_AUTHENTICATOR`](super::PASSWORD_AUTHENTICATOR)). The client answers with
+    /// AUTH_RESPONSE.
+    Authenticate {
+        authenticator: String,
+    },
+    /// The credentials of AUTH_RESPONSE are accepted: the connection is ready, as READY says
+    /// (its fields are READY's).
+    AuthSuccess {
+        version: u8,
+        shard: u16,
+        shards: u16,
+    },
     Result(QueryResult),
     /// The answer to an ADMIN request: a RESULT of kind admin.
     Admin(AdminResult),
@@ -143,6 +156,12 @@ pub enum ErrorCode {
     AlreadyExists,
     /// EXECUTE of an id this server does not know (prepare again and retry).
     Unprepared { id: PreparedId },
+    /// Missing, malformed or wrong credentials, or a role that may not log in (version 3): the
+    /// server closes the connection after it. Cassandra's "authentication error".
+    BadCredentials,
+    /// The logged-in role lacks the permission the request needs; the message names it
+    /// (version 3).
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -158,6 +177,8 @@ impl ErrorCode {
             ErrorCode::Invalid => 0x2200,
             ErrorCode::AlreadyExists => 0x2400,
             ErrorCode::Unprepared { .. } => 0x2500,
+            ErrorCode::BadCredentials => 0x0100,
+            ErrorCode::Unauthorized => 0x2100,
         }
     }
 
@@ -173,6 +194,8 @@ impl ErrorCode {
             ErrorCode::Invalid => "invalid request",
             ErrorCode::AlreadyExists => "already exists",
             ErrorCode::Unprepared { .. } => "unprepared",
+            ErrorCode::BadCredentials => "bad credentials",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 
@@ -221,6 +244,8 @@ impl ErrorCode {
             0x2200 => ErrorCode::Invalid,
             0x2400 => ErrorCode::AlreadyExists,
             0x2500 => ErrorCode::Unprepared { id: PreparedId::read(r)? },
+            0x0100 => ErrorCode::BadCredentials,
+            0x2100 => ErrorCode::Unauthorized,
             other => return Err(r.invalid("error code", format!("unknown code {other:#06x}"))),
         })
     }
@@ -470,6 +495,8 @@ impl Response {
         match self {
             Response::Ready { .. } => Opcode::Ready,
             Response::Supported { .. } => Opcode::Supported,
+            Response::Authenticate { .. } => Opcode::Authenticate,
+            Response::AuthSuccess { .. } => Opcode::AuthSuccess,
             Response::Result(_) | Response::Admin(_) => Opcode::Result,
             Response::Error(_) => Opcode::Error,
         }
@@ -482,8 +509,11 @@ impl Response {
     pub fn encode(&self) -> (Opcode, Vec<u8>) {
         let mut w = Writer::new();
         match self {
-            Response::Ready { version, shard, shards } => {
+            Response::Ready { version, shard, shards } | Response::AuthSuccess { version, shard, shards } => {
                 w.u8(*version).u16(*shard).u16(*shards);
+            }
+            Response::Authenticate { authenticator } => {
+                w.str(authenticator);
             }
             Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port } => {
                 w.bytes(versions).u32(*max_frame_bytes).str(server).u16(*shard).u16(*shards).u16(*shard_aware_port);
@@ -513,6 +543,12 @@ impl Response {
                     let (shard, shards) = read_shard(r)?;
                     Response::Ready { version, shard, shards }
                 }
+                Opcode::AuthSuccess => {
+                    let version = r.u8()?;
+                    let (shard, shards) = read_shard(r)?;
+                    Response::AuthSuccess { version, shard, shards }
+                }
+                Opcode::Authenticate => Response::Authenticate { authenticator: read_text(r, MAX_NAME_BYTES)? },
                 Opcode::Supported => {
                     let versions = r.bytes_limited(usize::from(u8::MAX))?.to_vec();
                     let (max_frame_bytes, server) = (r.u32()?, read_text(r, MAX_NAME_BYTES)?);
@@ -531,6 +567,7 @@ impl Response {
                 }
                 // Refused above; kept typed rather than unreachable.
                 Opcode::Startup
+                | Opcode::AuthResponse
                 | Opcode::Options
                 | Opcode::Query
                 | Opcode::Prepare
@@ -602,6 +639,8 @@ pub(crate) mod tests {
             Just(ErrorCode::Invalid),
             Just(ErrorCode::AlreadyExists),
             any_prepared_id().prop_map(|id| ErrorCode::Unprepared { id }),
+            Just(ErrorCode::BadCredentials),
+            Just(ErrorCode::Unauthorized),
         ]
     }
 
@@ -629,6 +668,12 @@ pub(crate) mod tests {
                 shard,
                 shards
             }),
+            (any::<u8>(), any_shard()).prop_map(|(version, (shard, shards))| Response::AuthSuccess {
+                version,
+                shard,
+                shards
+            }),
+            ".{0,10}".prop_map(|authenticator| Response::Authenticate { authenticator }),
             (proptest::collection::vec(any::<u8>(), 0..4), any::<u32>(), ".{0,10}", any_shard(), any::<u16>())
                 .prop_map(|(versions, max_frame_bytes, server, (shard, shards), shard_aware_port)| {
                     Response::Supported { versions, max_frame_bytes, server, shard, shards, shard_aware_port }

@@ -1,0 +1,70 @@
+//! Password hashing: Argon2id (the `argon2` crate's defaults, OWASP's recommendation: 19 MiB,
+//! 2 passes) with a random 16-byte salt per hash, stored as a PHC string
+//! (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`). Slow on purpose (tens of milliseconds):
+//! callers bound how many run at once. A password is never logged or kept.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use std::sync::OnceLock;
+
+use rand::RngCore;
+
+#[derive(Debug, thiserror::Error)]
+#[error("hashing the password failed: {0}")]
+pub struct HashError(String);
+
+/// The salted hash of `password`, as stored in the roles table.
+pub fn hash(password: &str) -> Result<String, HashError> {
+    let mut salt = [0u8; 16];
+    // A CSPRNG seeded from the OS (rand's thread generator).
+    rand::thread_rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
+    let hashed = Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| HashError(e.to_string()))?;
+    Ok(hashed.to_string())
+}
+
+/// Whether `password` is the one `stored` was made from. A stored value that is not a PHC
+/// string matches nothing. `None` (no such role) costs a verification all the same, so that
+/// the time of a refusal does not tell whether the role exists.
+pub fn verify(password: &str, stored: Option<&str>) -> bool {
+    let matches = |stored: &str| match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    };
+    match stored {
+        Some(stored) => matches(stored),
+        None => {
+            let _ = matches(decoy());
+            false
+        }
+    }
+}
+
+/// A hash, made once per process, of a password nobody has (random bytes never kept).
+fn decoy() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        hash(&secret).unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_verifies_its_password_only_and_is_salted() {
+        let a = hash("s3cret").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert!(!a.contains("s3cret"));
+        assert!(verify("s3cret", Some(&a)));
+        assert!(!verify("s3cret!", Some(&a)));
+        assert_ne!(a, hash("s3cret").unwrap(), "each hash has its own salt");
+        assert!(!verify("s3cret", Some("not a hash")));
+        assert!(!verify("s3cret", None));
+        assert!(decoy().starts_with("$argon2id$"));
+    }
+}
