@@ -217,8 +217,8 @@ pub struct NodeInfo {
     pub shards: Vec<ShardInfo>,
     /// Hints this node keeps for replicas that missed writes, not yet delivered.
     pub hints_pending: u64,
-    /// The memory budgets the shards were given and why; `None` from a server older than
-    /// this field (it ends the encoding, so older servers' answers still decode).
+    /// The memory budgets the shards were given and why (protocol version 3); `None` when
+    /// the node does not report them.
     pub memory: Option<MemoryBudgets>,
 }
 
@@ -679,8 +679,13 @@ impl NodeInfo {
         w.u32(self.shards.len() as u32);
         self.shards.iter().for_each(|s| s.write(w));
         w.u64(self.hints_pending);
-        if let Some(m) = &self.memory {
-            w.u64(m.memtable_budget).u64(m.cache_budget).str(&m.why);
+        match &self.memory {
+            None => {
+                w.u8(0);
+            }
+            Some(m) => {
+                w.u8(1).u64(m.memtable_budget).u64(m.cache_budget).str(&m.why);
+            }
         }
     }
 
@@ -690,9 +695,9 @@ impl NodeInfo {
         let n = read_count(r, MIN_SHARD_INFO_BYTES)?;
         let shards = read_list(r, n, |r, _| ShardInfo::read(r))?;
         let hints_pending = r.u64()?;
-        let memory = match r.remaining() {
-            0 => None,
-            _ => Some(MemoryBudgets {
+        let memory = match read_bool(r, "memory budgets present")? {
+            false => None,
+            true => Some(MemoryBudgets {
                 memtable_budget: r.u64()?,
                 cache_budget: r.u64()?,
                 why: read_text(r, MAX_NAME_BYTES)?,
