@@ -1667,6 +1667,18 @@ mod tests {
         Some(want)
     }
 
+    /// A shard with small blocks holding [`fill_wide`]'s partition 7 of table 1 (`wide()`),
+    /// with the schema and the key.
+    async fn open_filled_wide(dir: &Path) -> (Rc<Shard>, TableSchema, PartitionKey) {
+        let schema = wide();
+        let mut config = manual_compaction();
+        config.sstable.block_size = 256;
+        let (shard, _) = Shard::open(0, dir, config, std::slice::from_ref(&schema)).await.unwrap();
+        let key = wide_key(&schema, 7);
+        fill_wide(&shard, &schema, &key).await;
+        (shard, schema, key)
+    }
+
     /// Writes partition `key` of `wide()` (and rows of its neighbours 6 and 8) over three
     /// SSTables and the MemTable: row deletions, cell tombstones and a partition deletion.
     async fn fill_wide(shard: &Shard, schema: &TableSchema, key: &PartitionKey) {
@@ -1723,12 +1735,7 @@ mod tests {
     fn bounded_reads_match_the_full_read_across_memtable_and_sstables() {
         let dir = tempfile::tempdir().unwrap();
         on_executor(dir.path(), |dir| async move {
-            let schema = wide();
-            let mut config = manual_compaction();
-            config.sstable.block_size = 256;
-            let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
-            let key = wide_key(&schema, 7);
-            fill_wide(&shard, &schema, &key).await;
+            let (shard, schema, key) = open_filled_wide(&dir).await;
             assert_eq!(live(&shard, 1).len(), 3, "three SSTables and a MemTable");
             let full = shard.read(1, &key, &ClusteringSlice::ALL).await.unwrap();
             let now = now_secs();
@@ -1782,12 +1789,7 @@ mod tests {
     fn bounded_scans_page_inside_wide_partitions() {
         let dir = tempfile::tempdir().unwrap();
         on_executor(dir.path(), |dir| async move {
-            let schema = wide();
-            let mut config = manual_compaction();
-            config.sstable.block_size = 256;
-            let (shard, _) = Shard::open(0, &dir, config, std::slice::from_ref(&schema)).await.unwrap();
-            let key = wide_key(&schema, 7);
-            fill_wide(&shard, &schema, &key).await;
+            let (shard, _, _) = open_filled_wide(&dir).await;
             let whole = shard.scan(1, i64::MIN, i64::MAX, None, 100, ScanBound::WHOLE).await.unwrap();
             assert_eq!(whole.resume, None, "three partitions, all of them");
             assert!(whole.partitions.iter().any(|(_, p)| p.rows.len() > 500), "a wide partition");
