@@ -8,7 +8,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use wire::frame::{encode_frame, Frame, FrameDecoder, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, PROTOCOL_VERSION};
+use wire::frame::{
+    encode_frame, encode_frame_as, Frame, FrameDecoder, Opcode, DEFAULT_MAX_FRAME_BYTES, HEADER_BYTES, PROTOCOL_VERSION,
+};
 use wire::protocol::{
     BatchKind, BatchRequest, BatchStatement, ColumnSpec, ErrorCode, PreparedId, PreparedMeta, QueryParams, QueryResult,
     Request, Response, Rows, Topology, TopologyAnswer, TopologyNode,
@@ -267,7 +269,8 @@ fn check_one(decoder: &mut FrameDecoder, buf: &[u8]) -> Result<Step, TestCaseErr
         Ok(Some((frame, used))) => {
             prop_assert!(used >= HEADER_BYTES && used <= buf.len());
             let mut again = Vec::new();
-            encode_frame(&frame, &mut again);
+            let version = decoder.last_version().expect("a decoded frame sets the version");
+            encode_frame_as(version, &frame, &mut again);
             prop_assert_eq!(&again[..], &buf[..used], "a decoded frame re-encodes to its bytes");
             check_body(&frame)?;
             Ok(Step::Drop(used))
@@ -385,4 +388,20 @@ fn densest_bodies_stay_within_the_memory_bound() {
         assert!(total <= limit, "{:?}: {} body bytes allocated {total}", frame.opcode, frame.body.len());
         println!("{:?}: {} body bytes, {total} bytes allocated to decode", frame.opcode, frame.body.len());
     }
+}
+
+/// A version 2 frame (an older client's) is accepted and re-encodes byte for byte in its own
+/// version: the server answers each client in the version it speaks.
+#[test]
+fn older_version_frame_round_trips_in_its_version() {
+    let frame = Frame::new(Opcode::Options, 9, Vec::new());
+    let mut bytes = Vec::new();
+    encode_frame_as(2, &frame, &mut bytes);
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_BYTES);
+    let (decoded, used) = decoder.decode(&bytes).expect("a version 2 frame decodes").expect("whole frame");
+    assert_eq!(used, bytes.len());
+    assert_eq!(decoder.last_version(), Some(2));
+    let mut again = Vec::new();
+    encode_frame_as(2, &decoded, &mut again);
+    assert_eq!(again, bytes);
 }
