@@ -206,10 +206,15 @@ impl Coordinator {
         if *caller == Caller::Anonymous {
             return Ok(());
         }
-        for (permission, resource) in required(statement) {
-            self.require(caller, permission, &resource).await?;
-        }
-        Ok(())
+        // Boxed: a lookup may read the permissions table, a large future that the anonymous
+        // caller's requests (and their tasks) should not carry.
+        Box::pin(async {
+            for (permission, resource) in required(statement) {
+                self.require(caller, permission, &resource).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Runs an internal statement on the auth tables at ONE; a SELECT's rows, at most `limit`

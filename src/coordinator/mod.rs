@@ -187,8 +187,8 @@ impl Coordinator {
     /// received it): admin is the coordinator shard's duty.
     pub async fn admin_checked(&self, command: AdminRequest) -> Response {
         match &self.role {
-            Role::CoordinatorShard { .. } => self.admin(command).await,
-            Role::FrontDoor { home, .. } => home.admin(command).await,
+            Role::CoordinatorShard { .. } => Box::pin(self.admin(command)).await,
+            Role::FrontDoor { home, .. } => Box::pin(home.admin(command)).await,
         }
     }
 
@@ -198,7 +198,8 @@ impl Coordinator {
         let answer = match traced {
             false => self.run(request, caller).await,
             true => {
-                let (answer, events) = trace::traced(self.node_name(), self.run(request, caller)).await;
+                // Boxed: a traced request is rare, and its future holds a second `run`.
+                let (answer, events) = Box::pin(trace::traced(self.node_name(), self.run(request, caller))).await;
                 answer.map(|result| QueryResult::Traced(Box::new(Traced { events, result })))
             }
         };
@@ -215,7 +216,7 @@ impl Coordinator {
                 let statement = cql::parse_one(&text).map_err(cql_error)?;
                 self.authorize(caller, &statement).await?;
                 if let Statement::Auth(statement) = statement {
-                    return self.run_auth(caller, statement).await;
+                    return Box::pin(self.run_auth(caller, statement)).await;
                 }
                 let plan = cql::plan(&statement, &self.schemas()).map_err(cql_error)?;
                 self.run_plan(plan, &params).await
@@ -228,11 +229,11 @@ impl Coordinator {
                     self.authorize(caller, &entry.statement).await?;
                 }
                 match self.bind_prepared(id, &values)? {
-                    Plan::Auth(statement) => self.run_auth(caller, statement).await,
+                    Plan::Auth(statement) => Box::pin(self.run_auth(caller, statement)).await,
                     plan => self.run_plan(plan, &params).await,
                 }
             }
-            Request::Batch(batch) => self.batch(batch, caller).await,
+            Request::Batch(batch) => Box::pin(self.batch(batch, caller)).await,
             Request::Topology { known_version } => Ok(QueryResult::Topology(self.topology(known_version))),
             Request::Startup { .. } | Request::Options | Request::AuthResponse { .. } => Err(ErrorResponse::new(
                 ErrorCode::Protocol,
@@ -331,6 +332,51 @@ impl Coordinator {
 
     async fn run_plan(&self, plan: Plan, params: &QueryParams) -> Result<QueryResult, ErrorResponse> {
         match plan {
+            // Schema changes are rare and their futures large: boxed, so that every request's
+            // task stays the size of the common path's.
+            Plan::CreateTable { .. } | Plan::DropTable { .. } | Plan::Truncate { .. } => {
+                Box::pin(self.run_ddl(plan)).await
+            }
+            Plan::DescribeTables => {
+                let mut names: Vec<String> =
+                    self.node.tables().iter().map(|t| t.name.clone()).filter(|n| !is_hidden(n)).collect();
+                names.sort();
+                Ok(single_text_column("name", names))
+            }
+            Plan::DescribeTable { schema } => {
+                Ok(single_text_column("create_statement", vec![cql::render_create_table(&schema)]))
+            }
+            Plan::Write(write) => {
+                let consistency = params.consistency;
+                let ts = self.proxy.timestamp(write.timestamp.or(params.timestamp))?;
+                trace::event(|| {
+                    format!("Write of {} partition update(s) at {consistency}, timestamp {ts}", write.writes.len())
+                });
+                let logged = write.batch == Some(cql::ast::BatchKind::Logged);
+                let spans_shards = logged && self.spans_shards(&write.writes);
+                let groups = self.proxy.place(write.writes, ts, consistency)?;
+                // A shard applies its part of a batch atomically (one WAL record); a logged
+                // batch that spans shards or replica sets goes through the batchlog to be
+                // all-or-nothing.
+                if spans_shards || (logged && groups.len() > 1) {
+                    trace::event(|| "Logged batch across shards or replica sets: through the batchlog".into());
+                    let updates: Vec<_> = groups.iter().flat_map(|g| g.updates().iter().cloned()).collect();
+                    let apply = self.proxy.replicate(groups, consistency);
+                    Box::pin(self.batchlog.write(&self.node, &updates, ts, apply)).await?;
+                } else {
+                    self.proxy.replicate(groups, consistency).await?;
+                }
+                Ok(QueryResult::Void)
+            }
+            Plan::Select(select) => Box::pin(select::run(&self.proxy, &select, params, self.pages)).await,
+            // `run` takes role statements before planning (they need the caller).
+            Plan::Auth(_) => Err(ErrorResponse::new(ErrorCode::Server, "a role statement took the data path")),
+        }
+    }
+
+    /// CREATE TABLE, DROP TABLE and TRUNCATE.
+    async fn run_ddl(&self, plan: Plan) -> Result<QueryResult, ErrorResponse> {
+        match plan {
             Plan::CreateTable { schema, if_not_exists } => {
                 let name = schema.name.clone();
                 if is_hidden(&name) {
@@ -373,40 +419,10 @@ impl Coordinator {
                 self.proxy.truncate(&schema).await?;
                 Ok(QueryResult::Void)
             }
-            Plan::DescribeTables => {
-                let mut names: Vec<String> =
-                    self.node.tables().iter().map(|t| t.name.clone()).filter(|n| !is_hidden(n)).collect();
-                names.sort();
-                Ok(single_text_column("name", names))
-            }
-            Plan::DescribeTable { schema } => {
-                Ok(single_text_column("create_statement", vec![cql::render_create_table(&schema)]))
-            }
-            Plan::Write(write) => {
-                let consistency = params.consistency;
-                let ts = self.proxy.timestamp(write.timestamp.or(params.timestamp))?;
-                trace::event(|| {
-                    format!("Write of {} partition update(s) at {consistency}, timestamp {ts}", write.writes.len())
-                });
-                let logged = write.batch == Some(cql::ast::BatchKind::Logged);
-                let spans_shards = logged && self.spans_shards(&write.writes);
-                let groups = self.proxy.place(write.writes, ts, consistency)?;
-                // A shard applies its part of a batch atomically (one WAL record); a logged
-                // batch that spans shards or replica sets goes through the batchlog to be
-                // all-or-nothing.
-                if spans_shards || (logged && groups.len() > 1) {
-                    trace::event(|| "Logged batch across shards or replica sets: through the batchlog".into());
-                    let updates: Vec<_> = groups.iter().flat_map(|g| g.updates().iter().cloned()).collect();
-                    let apply = self.proxy.replicate(groups, consistency);
-                    self.batchlog.write(&self.node, &updates, ts, apply).await?;
-                } else {
-                    self.proxy.replicate(groups, consistency).await?;
-                }
-                Ok(QueryResult::Void)
-            }
-            Plan::Select(select) => select::run(&self.proxy, &select, params, self.pages).await,
-            // `run` takes role statements before planning (they need the caller).
-            Plan::Auth(_) => Err(ErrorResponse::new(ErrorCode::Server, "a role statement took the data path")),
+            _ => Err(ErrorResponse::new(
+                ErrorCode::Server,
+                "a statement other than CREATE, DROP or TRUNCATE took the schema path",
+            )),
         }
     }
 

@@ -418,7 +418,8 @@ impl Connection {
                 Err(e) => Response::Error(e),
             },
             Request::AuthResponse { token } => match self.authenticating.take() {
-                Some(version) if !self.started.get() => self.authenticate(version, &token).await,
+                // Boxed: a login happens once per connection, and its future is large.
+                Some(version) if !self.started.get() => Box::pin(self.authenticate(version, &token)).await,
                 _ => Response::error(ErrorCode::Protocol, "AUTH_RESPONSE without an AUTHENTICATE to answer"),
             },
             _ if !self.started.get() && self.reserved.is_some() => self.refuse_reserved(),
