@@ -148,10 +148,10 @@ impl Coordinator {
         // Recorded before LEAVING is announced: a node stopped from here on knows at its next
         // start that its decommission did not finish (`recover_interrupted_decommission`).
         let dir = self.node.data_dir();
-        let before = record_or_completed(dir).map_err(|e| refused(format!("cannot decommission: {e}")))?;
-        BootstrapRecord { state: BootstrapState::Leaving, ..before }
-            .store(dir)
-            .map_err(|e| refused(format!("cannot decommission: recording it: {e}")))?;
+        let recorded = record_or_completed(dir).and_then(|before| {
+            BootstrapRecord { state: BootstrapState::Leaving, ..before }.store(dir).map(|()| before)
+        });
+        let before = recorded.map_err(|e| failed(&cluster, Phase::LeaveFailed, "decommission", e.to_string()))?;
         cluster.announce_leaving().map_err(|e| refused(e.to_string()))?;
         tracing::info!(ring_delay = ?settings.ring_delay, tables = tables.len(), "LEAVING: decommissioning");
         match self.leave(&cluster, settings, &tables).await {
