@@ -218,7 +218,13 @@ pub fn render(result: &AdminResult) -> String {
 const STATE_LEGEND: &str = "Status=Up/Down\n|/ State=Normal/Leaving/Joining/Moving\n";
 
 fn render_status(nodes: &[NodeStatus]) -> String {
-    let columns = ["--", "Address", "Load", "Tokens", "Owns", "Host ID"];
+    // nodetool's header says whether the shares are effective (at the replication factor).
+    let effective = nodes.iter().find_map(|n| n.effective).map(|e| e.replication_factor);
+    let owns = match effective {
+        Some(_) => "Owns (effective)",
+        None => "Owns",
+    };
+    let columns = ["--", "Address", "Load", "Tokens", owns, "Host ID"];
     let rows = nodes
         .iter()
         .map(|n| {
@@ -227,12 +233,16 @@ fn render_status(nodes: &[NodeStatus]) -> String {
                 n.address.clone(),
                 display_size(n.load_bytes),
                 n.tokens.to_string(),
-                format!("{:.1}%", n.owns * 100.0),
+                format!("{:.1}%", n.shown_owns() * 100.0),
                 display_host_id(n.host_id),
             ]
         })
         .collect();
-    format!("{STATE_LEGEND}{}", text_table(&columns, rows))
+    let note = match effective {
+        Some(rf) => format!("\nOwns: the share of the ring each node holds a replica of at RF {rf} (they add up to {rf} x 100%).\n"),
+        None => "\nOwns: the share of the ring each node is the first replica of; the tables do not share one replication factor, so effective ownership is not shown.\n".to_owned(),
+    };
+    format!("{STATE_LEGEND}{}{note}", text_table(&columns, rows))
 }
 
 fn render_ring(entries: &[RingEntry]) -> String {
@@ -535,7 +545,9 @@ fn status_json(n: &NodeStatus) -> Json {
         "address": n.address,
         "load_bytes": n.load_bytes,
         "tokens": n.tokens,
-        "owns": n.owns,
+        "owns": n.shown_owns(),
+        "owns_primary": n.owns,
+        "replication_factor": n.effective.map(|e| e.replication_factor),
         "host_id": display_host_id(n.host_id),
     })
 }
@@ -686,6 +698,7 @@ mod tests {
             tokens: 16,
             owns: 0.5,
             host_id: 1,
+            effective: None,
         };
         let result = AdminResult::Status(vec![
             node("127.0.0.1:9470", Liveness::Up, 2048),
@@ -693,7 +706,8 @@ mod tests {
         ]);
         let text = render(&result);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines.len(), 8, "{text}");
+        assert!(!lines[2].contains("effective") && lines[7].contains("first replica"), "{text}");
         assert!(lines[2].contains("Address") && lines[2].contains("Host ID"), "{text}");
         assert!(lines[4].contains("UN") && lines[4].contains("127.0.0.1:9470") && lines[4].contains("2.0 KiB"));
         assert!(lines[5].contains("DN") && lines[5].contains("50.0%"), "{text}");
@@ -703,6 +717,30 @@ mod tests {
         assert_eq!(json["nodes"][0]["load_bytes"], 2048);
         assert_eq!(json["nodes"][1]["state"], "DN");
         assert_eq!(json["nodes"][0]["host_id"], "00000000-0000-0000-0000-000000000001");
+        assert_eq!(json["nodes"][0]["owns"], 0.5);
+        assert_eq!(json["nodes"][0]["replication_factor"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn status_shows_effective_ownership_when_the_replication_factor_is_known() {
+        let effective = Some(wire::protocol::EffectiveOwnership { replication_factor: 3, owns: 0.75 });
+        let node = NodeStatus {
+            address: "127.0.0.1:9470".into(),
+            liveness: Liveness::Up,
+            state: RingState::Normal,
+            load_bytes: 1,
+            tokens: 16,
+            owns: 0.25,
+            host_id: 1,
+            effective,
+        };
+        let result = AdminResult::Status(vec![node]);
+        let text = render(&result);
+        assert!(text.contains("Owns (effective)") && text.contains("75.0%") && text.contains("at RF 3"), "{text}");
+        let json = to_json(&result);
+        assert_eq!(json["nodes"][0]["owns"], 0.75);
+        assert_eq!(json["nodes"][0]["owns_primary"], 0.25);
+        assert_eq!(json["nodes"][0]["replication_factor"], 3);
     }
 
     #[test]

@@ -302,6 +302,11 @@ pub struct ServerConfig {
     /// Bytes a bootstrap streams per second at most, in MB/s (10^6 bytes); 0 = unthrottled
     /// (Cassandra's stream_throughput_outbound).
     pub stream_throughput_mb_per_s: u64,
+    /// How long every node keeps the gossip state of a node that left (decommission) or was
+    /// removed (removenode, or replaced), milliseconds: the quarantine during which that host
+    /// id cannot come back into the ring. Then the state is forgotten. The node that
+    /// announces the departure stamps the expiry (Cassandra keeps such states 3 days).
+    pub left_state_retention_ms: u64,
     /// The replication factor a joining node balances its tokens for (Cassandra's
     /// allocate_tokens_for_local_replication_factor).
     pub allocate_tokens_for_local_replication_factor: usize,
@@ -422,6 +427,7 @@ impl Default for ServerConfig {
             auto_bootstrap: true,
             ring_delay_ms: 5_000,
             stream_throughput_mb_per_s: 24,
+            left_state_retention_ms: crate::cluster::gossip::LEFT_STATE_RETENTION.as_millis() as u64,
             allocate_tokens_for_local_replication_factor: 3,
             metrics_listen: MetricsListen::On(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             metrics_timeout_ms: 10_000,
@@ -522,6 +528,9 @@ impl ServerConfig {
         if !(1..=255).contains(&self.allocate_tokens_for_local_replication_factor) {
             return invalid("allocate_tokens_for_local_replication_factor", "must be between 1 and 255");
         }
+        if self.left_state_retention_ms == 0 {
+            return invalid("left_state_retention_ms", "must be positive");
+        }
         if self.ring_delay_ms > 600_000 {
             return invalid("ring_delay_ms", "must be at most 600000 (10 minutes)");
         }
@@ -617,6 +626,7 @@ impl ServerConfig {
             },
             max_frame_bytes: self.max_frame_bytes.0,
             replaces: None,
+            left_state_retention: Duration::from_millis(self.left_state_retention_ms),
         }
     }
 

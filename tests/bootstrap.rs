@@ -6,16 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use common::cluster::{
-    admin_status, assert_reads_back, at, await_until, load_kv, netstats, read, rows, QuorumWriter, TestCluster,
+    admin_status, assert_reads_back, await_streaming, await_until, load_kv, load_wide, netstats, read, rows,
+    wrong_wide, QuorumWriter, TestCluster, THROTTLED,
 };
 use common::connect;
-use wire::protocol::QueryResult;
 use wire::{Consistency, Value};
 
 /// Rows written before the join (a debug build writes them in a few seconds).
@@ -99,69 +98,12 @@ fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
     }
 }
 
-/// Rows of ~1 KiB values, so that a stream throttled at 1 MB/s lasts a few seconds.
-const WIDE_ROWS: usize = 4_000;
-
-/// Creates table `wide (k text PRIMARY KEY, v text)` at RF 3, waits until every node knows it,
-/// and loads [`WIDE_ROWS`] rows at QUORUM through node 1; returns them.
-fn load_wide(cluster: &TestCluster) -> BTreeMap<String, String> {
-    let mut first = connect(cluster.addr(1));
-    common::query_at(
-        &mut first,
-        "CREATE TABLE wide (k text PRIMARY KEY, v text) WITH replication_factor = 3",
-        Consistency::One,
-    )
-    .expect("CREATE TABLE wide");
-    for i in 1..=3 {
-        let mut client = connect(cluster.addr(i));
-        await_until(&format!("node {i} knows table wide"), || {
-            common::query_at(&mut client, "SELECT v FROM wide WHERE k = 'absent'", Consistency::One).is_ok()
-        });
-    }
-    let insert = first.prepare("INSERT INTO wide (k, v) VALUES (?, ?)").expect("prepare");
-    let rows: BTreeMap<String, String> =
-        (0..WIDE_ROWS).map(|n| (format!("k{n}"), format!("{n}-{}", "v".repeat(1000)))).collect();
-    for (k, v) in &rows {
-        let values = [Some(Value::Text(k.clone())), Some(Value::Text(v.clone()))];
-        first.execute(&insert, &values, at(Consistency::Quorum)).expect("loading wide");
-    }
-    rows
-}
-
-/// Keys of `rows` that do not read back with their value at ONE through `addr`.
-fn wrong_at_one(addr: std::net::SocketAddr, rows: &BTreeMap<String, String>) -> Vec<String> {
-    let mut client = connect(addr);
-    let select = client.prepare("SELECT v FROM wide WHERE k = ?").expect("prepare");
-    rows.iter()
-        .filter(|(k, v)| {
-            let got = client.execute(&select, &[Some(Value::Text((*k).clone()))], at(Consistency::One));
-            !matches!(got, Ok(QueryResult::Rows(r)) if r.rows.first().and_then(|row| row[0].clone()) == Some(Value::Text((*v).clone())))
-        })
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
-/// Waits until node 4 streams (JOINING, some bytes received, not every range done).
-fn await_streaming(cluster: &TestCluster) -> serde_json::Value {
-    let new = cluster.addr(4);
-    let mut seen = serde_json::Value::Null;
-    await_until("the new node is streaming", || {
-        seen = netstats(new);
-        let received: u64 =
-            seen["receiving"].as_array().map_or(0, |a| a.iter().map(|p| p["bytes"].as_u64().unwrap_or(0)).sum());
-        seen["mode"] == "JOINING: streaming" && received > 0 && seen["ranges_done"] != seen["ranges_total"]
-    });
-    seen
-}
-
-const THROTTLED: [&str; 4] = ["--ring-delay-ms", "1000", "--stream-throughput-mb-per-s", "1"];
-
 #[test]
 fn a_joining_node_killed_mid_stream_bootstraps_again_when_restarted() {
     let mut cluster = TestCluster::start_with("bootstrap-crash", 3, &THROTTLED);
     let wide = load_wide(&cluster);
     cluster.join();
-    let at_kill = await_streaming(&cluster);
+    let at_kill = await_streaming(cluster.addr(4), "JOINING: streaming");
     let at_kill_addr = cluster.addr(4);
     cluster.kill(4);
     eprintln!("killed the joining node at {at_kill}");
@@ -175,7 +117,7 @@ fn a_joining_node_killed_mid_stream_bootstraps_again_when_restarted() {
     let done = netstats(cluster.addr(4));
     assert_eq!(done["mode"], "NORMAL: bootstrap completed", "{done}");
     assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
-    let wrong = wrong_at_one(cluster.addr(4), &wide);
+    let wrong = wrong_wide(cluster.addr(4), &wide, Consistency::One);
     assert!(
         wrong.is_empty(),
         "{} rows wrong at ONE through the restarted node, e.g. {:?}",
@@ -184,13 +126,23 @@ fn a_joining_node_killed_mid_stream_bootstraps_again_when_restarted() {
     );
 }
 
+/// kill -9 of a streaming source while a writer writes at QUORUM: the join goes on from the
+/// other replicas and completes; the source comes back; every acknowledged write reads back at
+/// QUORUM and ALL, every streamed row at ONE through the new node, and a scan of the streamed
+/// table through the new node lists every row exactly once (a range pulled again from another
+/// source duplicates nothing a reader sees).
 #[test]
 fn a_source_killed_mid_stream_is_replaced_by_another_replica() {
     let mut cluster = TestCluster::start_with("bootstrap-source", 3, &THROTTLED);
     let wide = load_wide(&cluster);
+    cluster.create_kv_table(3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = QuorumWriter::start(cluster.addr(1), stop.clone());
     cluster.join();
-    await_streaming(&cluster);
+    let at_kill = await_streaming(cluster.addr(4), "JOINING: streaming");
+    // Node 2 replicates every range at RF 3: a source of the join, streaming now or later.
     cluster.kill(2);
+    eprintln!("killed source node 2 at {at_kill}");
     let new = cluster.addr(4);
     for i in [1, 3, 4] {
         await_until(&format!("node {i} lists the new node UN"), || {
@@ -201,13 +153,34 @@ fn a_source_killed_mid_stream_is_replaced_by_another_replica() {
     let done = netstats(new);
     assert_eq!(done["ranges_done"], done["ranges_total"], "{done}");
     eprintln!("netstats after a source was killed: {done}");
-    let wrong = wrong_at_one(new, &wide);
+    // The source comes back; the writer goes on a little with every node up.
+    cluster.restart(2);
+    let after = writer.acked();
+    await_until("the writer goes on with the source back", || writer.acked() > after + 100);
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.finish();
+    eprintln!("during the join: {} writes acknowledged, {failed} not", acked.len());
+    let acked: std::collections::BTreeMap<String, i32> = acked.into_iter().collect();
+    assert_reads_back(cluster.addr(3), &acked, Consistency::Quorum, "after the join");
+    assert_reads_back(cluster.addr(2), &acked, Consistency::All, "after the join");
+    let wrong = wrong_wide(new, &wide, Consistency::One);
     assert!(
         wrong.is_empty(),
         "{} rows wrong at ONE through the new node, e.g. {:?}",
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
+    let (_, scanned, _) = common::select_all(&mut connect(new), "SELECT k FROM wide", 1_000);
+    let keys: Vec<String> = scanned
+        .into_iter()
+        .map(|row| match &row[..] {
+            [Some(Value::Text(k))] => k.clone(),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), distinct.len(), "a scan through the new node lists some row twice");
+    assert!(distinct.into_iter().eq(wide.keys()), "a scan through the new node lists other rows than were written");
 }
 
 #[test]
@@ -215,7 +188,7 @@ fn a_second_join_overlapping_one_in_progress_is_refused() {
     let mut cluster = TestCluster::start_with("bootstrap-overlap", 3, &THROTTLED);
     let wide = load_wide(&cluster);
     cluster.join();
-    await_streaming(&cluster);
+    await_streaming(cluster.addr(4), "JOINING: streaming");
     // Node 5 starts while node 4 streams: with vnodes at RF 3 their ranges overlap, so node 5
     // stops before it announces anything (its next start would try again).
     let mut fifth = cluster.launch(5);
@@ -233,6 +206,6 @@ fn a_second_join_overlapping_one_in_progress_is_refused() {
         admin_status(cluster.addr(1))
             .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UN"))
     });
-    let wrong = wrong_at_one(new, &wide);
+    let wrong = wrong_wide(new, &wide, Consistency::One);
     assert!(wrong.is_empty(), "{} rows wrong at ONE through node 4", wrong.len());
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::cluster::{
-    admin_status, assert_reads_back, await_until, check_all, load_kv, netstats, rows, state_of, QuorumWriter,
-    TestCluster,
+    admin_status, assert_reads_back, await_streaming, await_until, check_all, load_kv, load_wide, netstats, rows,
+    state_of, wrong_wide, QuorumWriter, TestCluster, THROTTLED,
 };
 use common::{enigmadb, refused_start, text};
 use wire::Consistency;
@@ -53,6 +53,14 @@ fn a_decommissioned_node_hands_its_ranges_over_and_no_acknowledged_write_is_lost
     cluster.create_kv_table(3);
     let mut acked = load_kv(cluster.addr(1), ROWS);
     let leaving = cluster.addr(4);
+    // `admin status` shows effective ownership at the tables' RF: 4 nodes at RF 3 hold 300%
+    // of the ring between them, each less than all of it; the first-replica shares add up to
+    // 100%.
+    let status = admin_status(cluster.addr(1)).expect("admin status");
+    let listed = rows(&status);
+    let sum = |key: &str| listed.iter().map(|r| r[key].as_f64().unwrap()).sum::<f64>();
+    assert!((sum("owns") - 3.0).abs() < 1e-9 && (sum("owns_primary") - 1.0).abs() < 1e-9, "{status}");
+    assert!(listed.iter().all(|r| r["replication_factor"] == 3 && r["owns"].as_f64().unwrap() < 1.0), "{status}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = QuorumWriter::start(cluster.addr(1), stop.clone());
@@ -116,6 +124,14 @@ fn a_dead_node_is_removed_and_its_ranges_get_their_copies_back() {
     eprintln!("{out}");
     let progress = netstats(cluster.addr(1));
     assert_eq!(progress["mode"], "NORMAL: removenode completed", "{progress}");
+    // Three nodes at RF 3: each holds a replica of the whole ring; the first-replica shares
+    // still add up to the ring.
+    let status = admin_status(cluster.addr(1)).expect("admin status");
+    let listed = rows(&status);
+    let whole = |r: &serde_json::Value| (r["owns"].as_f64().unwrap() - 1.0).abs() < 1e-9;
+    assert!(listed.iter().all(|r| r["replication_factor"] == 3 && whole(r)), "{status}");
+    let primary: f64 = listed.iter().map(|r| r["owns_primary"].as_f64().unwrap()).sum();
+    assert!((primary - 1.0).abs() < 1e-9, "{status}");
     assert_eq!(progress["ranges_done"], progress["ranges_total"], "{progress}");
     assert_eq!(progress["sending"], true, "{progress}");
     for i in 1..=3 {
@@ -134,4 +150,102 @@ fn a_dead_node_is_removed_and_its_ranges_get_their_copies_back() {
     );
     assert_every_node_holds_every_row(&cluster, &[1, 2, 3], &acked);
     assert_reads_back(cluster.addr(1), &acked, Consistency::All, "after the removenode");
+}
+
+/// kill -9 of a node mid-decommission (LEAVING, streaming) while a writer writes at QUORUM:
+/// restarted on its directory it comes back NORMAL (UN everywhere) and says so; `admin
+/// decommission` run again completes; every acknowledged write reads back at QUORUM and ALL.
+#[test]
+fn a_leaving_node_killed_mid_stream_comes_back_normal_and_decommissions_again() {
+    let mut cluster = TestCluster::start_with("decommission-crash", 4, &THROTTLED);
+    let wide = load_wide(&cluster);
+    cluster.create_kv_table(3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = QuorumWriter::start(cluster.addr(1), stop.clone());
+    await_until("the writer has acknowledged writes", || writer.acked() > 100);
+    let leaving = cluster.addr(4);
+    let command = std::thread::spawn(move || admin(leaving, &["decommission"]));
+    let at_kill = await_streaming(leaving, "LEAVING: streaming");
+    cluster.kill(4);
+    eprintln!("killed the leaving node at {at_kill}");
+    let (ok, _, err) = command.join().expect("admin decommission");
+    assert!(!ok, "the decommission of a killed node did not fail: {err}");
+
+    cluster.restart(4);
+    let restarted = cluster.addr(4);
+    let progress = netstats(restarted);
+    assert_eq!(progress["mode"], "NORMAL: decommission interrupted by a restart", "{progress}");
+    for i in 1..=4 {
+        await_until(&format!("node {i} lists the restarted node UN"), || {
+            state_of(cluster.addr(i), restarted).as_deref() == Some("UN")
+        });
+    }
+    let (ok, out, err) = admin(restarted, &["decommission"]);
+    assert!(ok, "admin decommission run again failed: {err}");
+    assert!(out.starts_with("Decommissioned: streamed "), "{out}");
+    let mut node = cluster.take(4);
+    let (status, _) = node.wait_exit("its decommission");
+    assert!(status.success(), "the decommissioned node exited with {status}");
+    for i in 1..=3 {
+        await_until(&format!("node {i} lists three nodes, all UN"), || {
+            admin_status(cluster.addr(i)).is_some_and(|s| {
+                let listed = rows(&s);
+                listed.len() == 3 && listed.iter().all(|r| r["state"] == "UN")
+            })
+        });
+    }
+    let after = writer.acked();
+    await_until("the writer goes on after the decommission", || writer.acked() > after + 100);
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.finish();
+    eprintln!("during the decommissions: {} writes acknowledged, {failed} not", acked.len());
+    let acked: BTreeMap<String, i32> = acked.into_iter().collect();
+    assert_every_node_holds_every_row(&cluster, &[1, 2, 3], &acked);
+    assert_reads_back(cluster.addr(1), &acked, Consistency::Quorum, "after the decommission");
+    assert_reads_back(cluster.addr(2), &acked, Consistency::All, "after the decommission");
+    for i in 1..=3 {
+        let wrong = wrong_wide(cluster.addr(i), &wide, Consistency::One);
+        assert!(wrong.is_empty(), "{} rows of table wide missing from node {i}'s own data", wrong.len());
+    }
+}
+
+/// A node taken out by removenode and restarted on its old directory is refused, saying why,
+/// and once its gossip state expired (`--left-state-retention-ms`) no node knows it any more.
+#[test]
+fn a_removed_node_is_refused_at_restart_and_forgotten_once_its_state_expires() {
+    const RETENTION: &str = "20000";
+    let mut cluster = TestCluster::start_with(
+        "removed-rejoin",
+        4,
+        &["--ring-delay-ms", "1000", "--left-state-retention-ms", RETENTION],
+    );
+    cluster.create_kv_table(3);
+    let acked = load_kv(cluster.addr(1), 500);
+    let dead = cluster.addr(4);
+    let dead_id = host_id(cluster.addr(1), dead);
+    let metrics = cluster.server(1).metrics.expect("node 1's ready line names its metrics address");
+    let peers_known = || common::scrape(metrics).sum("enigmadb_gossip_peers", &[]);
+    assert_eq!(peers_known(), 3.0);
+    cluster.kill(4);
+    await_until("node 1 sees the killed node down", || state_of(cluster.addr(1), dead).as_deref() == Some("DN"));
+    let (ok, _, err) = admin(cluster.addr(1), &["removenode", &dead_id]);
+    assert!(ok, "admin removenode failed: {err}");
+
+    // Its old directory, with the cluster's seed: the seed says it was removed.
+    let seed = cluster.server(1).peer.expect("node 1's peer address").to_string();
+    let at = format!("{}:0", common::cluster::node_host(4));
+    let refusal = refused_start(&cluster.node_dir(4), &["--seeds", &seed, "--listen", &at, "--peer-listen", &at]);
+    assert!(refusal.contains(&format!("this node (host id {dead_id}) was removed from the cluster")), "{refusal}");
+    assert!(refusal.contains("Remove the data directory to join the cluster as a new node"), "{refusal}");
+
+    // Kept in gossip (quarantined) until it expires, then forgotten.
+    assert_eq!(peers_known(), 3.0, "the removed node's state is kept until it expires");
+    await_until("node 1 forgets the removed node", || peers_known() == 2.0);
+    for i in 1..=3 {
+        await_until(&format!("node {i} lists three nodes, all UN"), || {
+            admin_status(cluster.addr(i))
+                .is_some_and(|s| rows(&s).len() == 3 && rows(&s).iter().all(|r| r["state"] == "UN"))
+        });
+    }
+    assert_reads_back(cluster.addr(2), &acked, Consistency::All, "after the removed node expired");
 }

@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::cluster::{await_until, count_up, TestCluster};
@@ -29,15 +28,7 @@ fn cross_shard_requests(server: &Server) -> f64 {
 }
 
 fn scrape(server: &Server) -> text::Scrape {
-    let addr = server.metrics.expect("the ready line names the metrics address");
-    let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).expect("read timeout");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("sending the scrape");
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("reading the scrape");
-    let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    text::parse(body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"))
+    common::scrape(server.metrics.expect("the ready line names the metrics address"))
 }
 
 fn stress(addr: SocketAddr, args: &[&str]) {

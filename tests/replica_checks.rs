@@ -13,7 +13,6 @@ use common::*;
 use enigmadb::cluster::messages::encode_mutate;
 use enigmadb::cluster::opcodes::{MUTATE, MUTATE_OK, PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
 use enigmadb::cluster::transport::{codes, Hello, RemoteError, DEFAULT_CLUSTER_NAME};
-use enigmadb::metrics::text;
 use shards::catalog::Catalog;
 use shards::cell::Cell;
 use shards::key::{ClusteringKey, PartitionKey};
@@ -184,16 +183,4 @@ fn a_stored_row_that_does_not_decode_is_skipped_and_counted() {
     assert_eq!(scrape.sum("enigmadb_undecodable_rows_total", &[]), 4.0, "two bad rows, met by two reads");
     drop(server);
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn scrape(addr: SocketAddr) -> text::Scrape {
-    let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).expect("read timeout");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("sending the request");
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    text::parse(body).expect("a scrape that parses")
 }

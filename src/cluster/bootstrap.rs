@@ -158,6 +158,9 @@ pub enum Phase {
     Decommissioned,
     /// Decommission stopped on an error: NORMAL again.
     LeaveFailed,
+    /// A decommission was running when the node stopped (killed while LEAVING): it started
+    /// NORMAL again; `admin decommission` runs it again.
+    LeaveInterrupted,
     /// removenode (run on this node): streaming the dead node's ranges to their new owners.
     Removing,
     /// removenode done: the dead node is out of the ring.
@@ -180,6 +183,7 @@ impl Phase {
             Phase::LeaveHints => "LEAVING: replaying hints",
             Phase::Decommissioned => "DECOMMISSIONED",
             Phase::LeaveFailed => "NORMAL: decommission failed",
+            Phase::LeaveInterrupted => "NORMAL: decommission interrupted by a restart",
             Phase::Removing => "NORMAL: removenode streaming",
             Phase::Removed => "NORMAL: removenode completed",
             Phase::RemoveFailed => "NORMAL: removenode failed",
@@ -249,8 +253,9 @@ impl Progress {
 
 /// The bootstrap state file of a data directory (`bootstrap.state`).
 pub const BOOTSTRAP_STATE_FILE: &str = "bootstrap.state";
-/// Version 2 added the host a replacement takes over; version 1 files are still read.
-const KIND: FileKind = FileKind { name: "bootstrap state", magic: *b"ENIGBOOT", version: 2 };
+/// Version 2 added the host a replacement takes over, version 3 the state "leaving"; older
+/// files are still read.
+const KIND: FileKind = FileKind { name: "bootstrap state", magic: *b"ENIGBOOT", version: 3 };
 const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// Where a node's bootstrap stands, as its data directory records it. A directory without the
@@ -264,6 +269,10 @@ pub enum BootstrapState {
     Completed,
     /// The node decommissioned: it left the ring and never starts again with this directory.
     Decommissioned,
+    /// A decommission runs (the node gossips LEAVING). A node that starts with this state was
+    /// stopped mid-way: it starts NORMAL again (its ranges never left it) and says so; its
+    /// decommission is run again with `admin decommission`.
+    Leaving,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +298,7 @@ impl BootstrapState {
             BootstrapState::InProgress => 1,
             BootstrapState::Completed => 2,
             BootstrapState::Decommissioned => 3,
+            BootstrapState::Leaving => 4,
         }
     }
 }
@@ -305,12 +315,13 @@ impl BootstrapRecord {
             Some(1) => BootstrapState::InProgress,
             Some(2) => BootstrapState::Completed,
             Some(3) => BootstrapState::Decommissioned,
+            Some(4) if version >= 3 => BootstrapState::Leaving,
             Some(code) => return Err(corrupt(format!("unknown bootstrap state {code}"))),
             None => return Err(corrupt("an empty payload".into())),
         };
         let replaces = match (version, &payload[1..]) {
-            (1, []) | (2, [0]) => None,
-            (2, [1, host @ ..]) if host.len() == 16 => {
+            (1, []) | (2.., [0]) => None,
+            (2.., [1, host @ ..]) if host.len() == 16 => {
                 Some(HostId::from_le_bytes(host.try_into().expect("16 bytes, checked")))
             }
             (_, rest) => {
@@ -438,6 +449,7 @@ mod tests {
             BootstrapRecord { state: BootstrapState::InProgress, replaces: Some(u128::MAX - 7) },
             BootstrapRecord { state: BootstrapState::Completed, replaces: Some(0x33) },
             BootstrapRecord { state: BootstrapState::Decommissioned, replaces: None },
+            BootstrapRecord { state: BootstrapState::Leaving, replaces: Some(0x44) },
         ] {
             record.store(dir.path()).unwrap();
             assert_eq!(load().unwrap(), Some(record));

@@ -549,6 +549,24 @@ impl Gossip {
         true
     }
 
+    /// Forgets every endpoint (never this node) that left or was removed and whose state
+    /// expired at wall clock `now_ms`; returns them. Every node forgets it at about the same
+    /// time (the expiry is in the state): one that still gossips it brings it back only until
+    /// its own eviction, so the state does not live on.
+    pub fn evict_expired(&mut self, now_ms: u64) -> Vec<HostId> {
+        let local = self.local;
+        let expired: Vec<HostId> = self
+            .endpoints
+            .iter()
+            .filter(|(host, s)| **host != local && s.status().is_some_and(|st| st.expired(now_ms)))
+            .map(|(host, _)| *host)
+            .collect();
+        for host in &expired {
+            self.endpoints.remove(host);
+        }
+        expired
+    }
+
     /// Every known endpoint with its state, in host order (the service builds the ring and
     /// `admin status` from it).
     pub fn endpoints(&self) -> impl Iterator<Item = (HostId, &EndpointState)> {
@@ -668,7 +686,10 @@ impl Gossip {
 
 /// Merges one delta into `endpoints` (at most [`MAX_ENDPOINTS`]): a higher generation replaces
 /// what is known, an older one is ignored, and within a generation the newer heartbeat and
-/// states win. What changed is pushed to `events`.
+/// states win. What changed is pushed to `events`. A node that left or was removed is in
+/// quarantine until its state expires: a new generation of it (the old node restarted on its
+/// old data directory) is ignored, so it never comes back into the ring (Cassandra refuses
+/// it too); a new node has a new host id.
 fn merge(endpoints: &mut BTreeMap<HostId, EndpointState>, delta: Delta, events: &mut Vec<GossipEvent>) {
     let host = delta.host;
     let full = endpoints.len() >= MAX_ENDPOINTS;
@@ -678,6 +699,9 @@ fn merge(endpoints: &mut BTreeMap<HostId, EndpointState>, delta: Delta, events: 
             endpoints.insert(host, EndpointState::from_delta(delta));
             events.push(GossipEvent::NewEndpoint(host));
         }
+        Some(known)
+            if known.status().is_some_and(Status::is_gone)
+                && delta.heartbeat.generation > known.heartbeat.generation => {}
         Some(known) if delta.heartbeat.generation > known.heartbeat.generation => {
             *known = EndpointState::from_delta(delta);
             events.push(GossipEvent::Restarted(host));
@@ -1075,6 +1099,29 @@ mod tests {
         assert_eq!(ack2.deltas[0].states, [Versioned { value: AppState::Status(Status::Leaving), version: 7 }]);
         assert_eq!(b.handle_ack2(ack2), [GossipEvent::StateChanged(A, StateKey::Status)]);
         assert_eq!(view(&a), view(&b));
+    }
+
+    /// A removed node restarted on its old directory (a new generation) stays removed while
+    /// its state is kept; once it expired every node forgets it, and only then could it come
+    /// back.
+    #[test]
+    fn a_gone_node_is_quarantined_until_its_state_expires_and_then_forgotten() {
+        let (mut a, mut b) = (node(A, 1), node(B, 1));
+        round(&mut a, &mut b);
+        assert!(a.set_status_of(B, Status::Removed { expires_at_ms: 1_000 }));
+        // The dead node comes back with a new generation, NORMAL.
+        let mut back = node(B, 2);
+        let (_, events) = round(&mut back, &mut a);
+        assert!(events.is_empty(), "{events:?}");
+        assert_eq!(a.endpoint(B).and_then(EndpointState::status), Some(Status::Removed { expires_at_ms: 1_000 }));
+        assert_eq!(a.endpoint(B).map(|s| s.heartbeat().generation), Some(1));
+        assert!(a.evict_expired(999).is_empty(), "kept until its expiry");
+        assert_eq!(a.evict_expired(1_000), [B]);
+        assert!(a.endpoint(B).is_none());
+        assert!(a.evict_expired(u64::MAX).is_empty(), "never this node itself");
+        // Forgotten: a later generation is a node like any other again.
+        let (_, events) = round(&mut back, &mut a);
+        assert!(events.contains(&GossipEvent::NewEndpoint(B)), "{events:?}");
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct ClusterConfig {
     /// The dead node this one replaces or replaced (`enigmadb server --replace`), gossiped
     /// from the start (as `Replaces`) for the life of the node.
     pub replaces: Option<HostId>,
+    /// How long the state of a node that left or was removed is kept once this node announces
+    /// it (`left_state_retention_ms`).
+    pub left_state_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,16 +354,22 @@ impl Cluster {
         Ok(())
     }
 
-    /// Decommission done: gossips LEFT (kept by peers for [`super::gossip::LEFT_STATE_RETENTION`])
-    /// to every live peer, then tells [`Cluster::left_signal`]. Whether every live peer took
-    /// it at once (the others learn it from them).
+    /// Decommission done: gossips LEFT (kept by peers for `left_state_retention`) to every
+    /// live peer, then tells [`Cluster::left_signal`]. Whether every live peer took it at once
+    /// (the others learn it from them).
     pub async fn announce_left(&self) -> Result<bool, GossipError> {
-        let status = Status::Left { expires_at_ms: gone_expiry_ms() };
+        let status = Status::Left { expires_at_ms: self.gone_expiry_ms() };
         self.gossip.borrow_mut().set_local(AppState::Status(status))?;
         self.rebuild_view();
         let told = self.gossip_with_live_peers().await;
         let _ = self.left.0.try_send(());
         Ok(told)
+    }
+
+    /// When peers may forget a node that leaves or is removed now: wall clock, ms since the
+    /// epoch.
+    pub fn gone_expiry_ms(&self) -> u64 {
+        wall_clock_ms().saturating_add(self.config.left_state_retention.as_millis() as u64)
     }
 
     /// Whether this node decommissioned (LEFT).
@@ -502,6 +511,11 @@ impl Cluster {
         }
         drop(rng);
         futures_util::future::join_all(targets.into_iter().map(|peer| self.gossip_with(peer))).await;
+        let forgotten = self.gossip.borrow_mut().evict_expired(wall_clock_ms());
+        for host in &forgotten {
+            tracing::info!(host = %format!("{host:032x}"), "forgetting a node that left or was removed: its state expired");
+            self.detector.borrow_mut().remove(*host);
+        }
         let convicted = self.detector.borrow_mut().convict(self.now());
         for host in &convicted {
             tracing::warn!(host = %format!("{host:032x}"), "peer down");
@@ -732,10 +746,9 @@ impl Cluster {
     }
 }
 
-/// When peers may forget a node that left or was removed now: wall clock, ms since the epoch.
-pub fn gone_expiry_ms() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (now + super::gossip::LEFT_STATE_RETENTION).as_millis() as u64
+/// The wall clock, ms since the Unix epoch (the time of gone states' expiries).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 fn log_unreachable(peer: SocketAddr, e: &PeerError) {

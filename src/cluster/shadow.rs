@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use wire::protocol::display_host_id;
 
-use super::gossip::{ShadowState, Status, MAX_DELTAS_PER_MESSAGE, MAX_ENDPOINTS};
+use super::gossip::{replaced_hosts, ShadowState, Status, MAX_DELTAS_PER_MESSAGE, MAX_ENDPOINTS};
 use super::replace::{resolve, ReplaceTarget};
 use super::transport::{PeerAnswer, PeerError, PeerRequest, Transport, COORDINATOR_SHARD};
 use super::HostId;
@@ -145,6 +145,54 @@ pub enum FirstBootError {
     NoSeedAnswered { peer: SocketAddr, errors: Vec<(SocketAddr, String)>, waited: Duration },
 }
 
+/// How a node with an identity left the cluster, as the seeds tell it at its restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It decommissioned (LEFT).
+    Decommissioned,
+    /// `admin removenode` took it out while it was dead.
+    Removed,
+    /// A replacement (`--replace`) took its tokens over: the host id of the new node.
+    Replaced(HostId),
+}
+
+/// A restart refused: the seeds say this host left the cluster (Cassandra refuses such a node
+/// too, until its state expired from gossip).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{}: this node (host id {}) {} (as told by seed(s) {}); it does not rejoin the ring with its old \
+     data. Remove the data directory to join the cluster as a new node",
+    data_dir.display(), display_host_id(*host), describe_departure(*departure), describe_seeds(told_by)
+)]
+pub struct RejoinRefused {
+    pub host: HostId,
+    pub departure: Departure,
+    pub told_by: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+}
+
+fn describe_departure(departure: Departure) -> String {
+    match departure {
+        Departure::Decommissioned => "was decommissioned (it left the ring)".to_owned(),
+        Departure::Removed => "was removed from the cluster (admin removenode)".to_owned(),
+        Departure::Replaced(by) => format!("was replaced by the node with host id {}", display_host_id(by)),
+    }
+}
+
+/// How `host` left the cluster, if the endpoints a restart's shadow round learnt say it did:
+/// its state is LEFT or REMOVED (kept until it expires), or a completed replacement names it.
+pub fn departure(host: HostId, state: &ShadowState) -> Option<Departure> {
+    let replacement = state.endpoints().find(|(h, s)| replaced_hosts(std::iter::once((*h, *s))).contains(&host));
+    if let Some((by, _)) = replacement {
+        return Some(Departure::Replaced(by));
+    }
+    match state.endpoints().find(|(h, _)| *h == host).and_then(|(_, s)| s.status()) {
+        Some(Status::Left { .. }) => Some(Departure::Decommissioned),
+        Some(Status::Removed { .. }) => Some(Departure::Removed),
+        _ => None,
+    }
+}
+
 fn describe(members: &[(HostId, Option<Status>)]) -> String {
     let each: Vec<String> = members
         .iter()
@@ -248,6 +296,35 @@ mod tests {
     fn no_answer() -> ShadowOutcome {
         let error = PeerError::Unreachable { peer: addr(1), reason: "connection refused".into() };
         ShadowOutcome::NoAnswer { errors: vec![(addr(1), error)], waited: Duration::from_secs(30) }
+    }
+
+    #[test]
+    fn a_restart_of_a_node_that_left_the_cluster_is_refused_naming_how_it_left() {
+        let state_of = |outcome: ShadowOutcome| match outcome {
+            ShadowOutcome::Answered { state, .. } => state,
+            ShadowOutcome::NoAnswer { .. } => unreachable!("answered"),
+        };
+        let gone = |status| state_of(answered(&[(1, addr(1), Status::Normal), (2, addr(2), status)]));
+        assert_eq!(departure(2, &gone(Status::Normal)), None);
+        assert_eq!(departure(2, &gone(Status::Shutdown)), None);
+        assert_eq!(departure(2, &gone(Status::Left { expires_at_ms: 9 })), Some(Departure::Decommissioned));
+        assert_eq!(departure(2, &gone(Status::Removed { expires_at_ms: 9 })), Some(Departure::Removed));
+        assert_eq!(departure(7, &gone(Status::Normal)), None, "unknown: forgotten, or never known");
+        // A completed replacement names it (a replacement still joining does not).
+        for (status, expected) in [(Status::Joining, None), (Status::Normal, Some(Departure::Replaced(9)))] {
+            let mut state = gone(Status::Normal);
+            let g = Gossip::new(9, 1, vec![AppState::Status(status), AppState::Replaces(2)]).expect("valid states");
+            state.take_ack(g.handle_syn(&state.syn()));
+            assert_eq!(departure(2, &state), expected, "a replacement {status:?}");
+        }
+        let refused = RejoinRefused {
+            host: 2,
+            departure: Departure::Removed,
+            told_by: vec![addr(1)],
+            data_dir: "/data/n2".into(),
+        };
+        let text = refused.to_string();
+        assert!(text.contains("was removed from the cluster") && text.contains("Remove the data directory"), "{text}");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::time::Instant;
 use shards::latency::LatencyHistogram;
 use shards::shard::{node_table_counters, ShardStats, TableCounters};
 use wire::protocol::{
-    AdminDone, AdminRequest, AdminResult, ErrorCode, ErrorResponse, Liveness, MemoryBudgets, Netstats, NodeInfo,
-    NodeStatus, Response, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
+    AdminDone, AdminRequest, AdminResult, EffectiveOwnership, ErrorCode, ErrorResponse, Liveness, MemoryBudgets,
+    Netstats, NodeInfo, NodeStatus, Response, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
 };
 
+use super::proxy::replication_factor;
 use super::{node_error, Coordinator};
 use crate::cluster::gossip::Status;
 use crate::cluster::service::MemberStatus;
@@ -68,17 +69,7 @@ impl Coordinator {
         let shards = stats.len() as u32;
         let memtable_bytes = stats.iter().map(|s| s.memtable_bytes as u64).sum();
         Ok(match command {
-            AdminRequest::Status => AdminResult::Status(match self.cluster() {
-                Some(cluster) => {
-                    let mut nodes: Vec<NodeStatus> = cluster.status().iter().filter_map(member_status).collect();
-                    // Peers' load is what they gossiped last; this node's is current.
-                    for node in nodes.iter_mut().filter(|n| n.host_id == cluster.local()) {
-                        node.load_bytes = load(&stats);
-                    }
-                    nodes
-                }
-                None => vec![self.local_status(&stats)],
-            }),
+            AdminRequest::Status => AdminResult::Status(self.status(&stats)),
             AdminRequest::Info => AdminResult::Info(self.info(&stats)),
             AdminRequest::Netstats => AdminResult::Netstats(self.netstats()),
             AdminRequest::TableStats { .. } => AdminResult::TableStats(self.table_stats(&stats, table)),
@@ -148,6 +139,33 @@ impl Coordinator {
         }
     }
 
+    /// Every node of the cluster as `status` lists it, with its effective ownership when the
+    /// user tables share one replication factor.
+    fn status(&self, stats: &[ShardStats]) -> Vec<NodeStatus> {
+        let rf = common_replication_factor(&self.node.tables());
+        let Some(cluster) = self.cluster() else {
+            let mut local = self.local_status(stats);
+            // A single node holds a replica of every token.
+            local.effective = rf.map(|rf| EffectiveOwnership { replication_factor: rf as u32, owns: 1.0 });
+            return vec![local];
+        };
+        let view = self.proxy.view();
+        let effective = rf.map(|rf| (rf, view.ring().replica_ownership(rf, |(host, _)| *host)));
+        let mut nodes: Vec<NodeStatus> = cluster.status().iter().filter_map(member_status).collect();
+        for node in &mut nodes {
+            // Peers' load is what they gossiped last; this node's is current.
+            if node.host_id == cluster.local() {
+                node.load_bytes = load(stats);
+            }
+            node.effective = effective.as_ref().map(|(rf, shares)| EffectiveOwnership {
+                replication_factor: *rf as u32,
+                // A share computed in floating point may pass 1 by a rounding error.
+                owns: shares.get(&node.host_id).copied().unwrap_or(0.0).clamp(0.0, 1.0),
+            });
+        }
+        nodes
+    }
+
     fn local_status(&self, stats: &[ShardStats]) -> NodeStatus {
         NodeStatus {
             address: self.node_name(),
@@ -159,6 +177,7 @@ impl Coordinator {
             // A single node owns every token of its ring; the cluster layer computes shares.
             owns: 1.0,
             host_id: self.node.host_id(),
+            effective: None,
         }
     }
 
@@ -298,7 +317,16 @@ fn member_status(m: &MemberStatus) -> Option<NodeStatus> {
         // Summed floating-point shares may pass 1 by a rounding error.
         owns: m.owns.clamp(0.0, 1.0),
         host_id: m.host,
+        effective: None,
     })
+}
+
+/// The replication factor every user table has, if they share one (Cassandra shows effective
+/// ownership only when the keyspaces agree on their replication); None without user tables.
+fn common_replication_factor(tables: &[std::sync::Arc<wire::schema::TableSchema>]) -> Option<usize> {
+    let mut rfs = tables.iter().filter(|t| !shards::catalog::is_local_table(&t.name)).map(|t| replication_factor(t));
+    let first = rfs.next()?;
+    rfs.all(|rf| rf == first).then_some(first)
 }
 
 #[cfg(test)]

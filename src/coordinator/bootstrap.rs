@@ -22,6 +22,7 @@ use wire::schema::TableSchema;
 use super::proxy::replication_factor;
 use super::stream::{count_page, End, Page, Streamer};
 use crate::cluster::bootstrap::{check_movement, plan, BootstrapRecord, BootstrapState, Phase, StreamRange};
+use crate::cluster::gossip::Status;
 use crate::cluster::pending::Movement;
 use crate::cluster::replace;
 use crate::cluster::schema::SchemaBody;
@@ -159,6 +160,13 @@ async fn run(
         .store(node.data_dir())
         .map_err(|e| format!("recording the bootstrap done: {e}"))?;
     cluster.announce_normal().map_err(|e| e.to_string())?;
+    if let Some(dead) = settings.replaces {
+        // Once the live peers know this node NORMAL (which takes the dead node out of their
+        // rings), the dead node's state says REMOVED, so that it expires from gossip and the
+        // dead node is refused if it comes back.
+        cluster.gossip_with_live_peers().await;
+        cluster.set_status_of(dead, Status::Removed { expires_at_ms: cluster.gone_expiry_ms() });
+    }
     let progress = cluster.progress();
     let seconds = started.elapsed().as_secs_f64();
     cluster.update_progress(|p| {

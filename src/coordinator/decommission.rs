@@ -22,10 +22,10 @@ use super::proxy::replication_factor;
 use super::repair::REPAIR_PAGE_PARTITIONS;
 use super::stream::{count_page, End, Page, Streamer};
 use super::Coordinator;
-use crate::cluster::bootstrap::{BootstrapRecord, BootstrapState, Phase};
+use crate::cluster::bootstrap::{BootstrapRecord, BootstrapState, BootstrapStateError, Phase};
 use crate::cluster::gossip::Status;
 use crate::cluster::leave::{check_leave, plan, LeaveStream};
-use crate::cluster::service::{gone_expiry_ms, Cluster};
+use crate::cluster::service::Cluster;
 use crate::cluster::HostId;
 
 /// How long every live peer has to learn of a leave before it fails.
@@ -145,12 +145,22 @@ impl Coordinator {
         }
         let tables = tables(&self.node);
         begin(&cluster, &tables, cluster.local(), Phase::LeaveRingDelay, settings, "cannot decommission")?;
+        // Recorded before LEAVING is announced: a node stopped from here on knows at its next
+        // start that its decommission did not finish (`recover_interrupted_decommission`).
+        let dir = self.node.data_dir();
+        let recorded = record_or_completed(dir).and_then(|before| {
+            BootstrapRecord { state: BootstrapState::Leaving, ..before }.store(dir).map(|()| before)
+        });
+        let before = recorded.map_err(|e| failed(&cluster, Phase::LeaveFailed, "decommission", e.to_string()))?;
         cluster.announce_leaving().map_err(|e| refused(e.to_string()))?;
         tracing::info!(ring_delay = ?settings.ring_delay, tables = tables.len(), "LEAVING: decommissioning");
         match self.leave(&cluster, settings, &tables).await {
             Ok(done) => Ok(AdminResult::Decommissioned(done)),
             Err(why) => {
                 tracing::error!(error = %why, "decommission failed: NORMAL again");
+                if let Err(e) = before.store(dir) {
+                    tracing::error!(error = %e, "recording the failed decommission (the next start says it was interrupted)");
+                }
                 let _ = cluster.announce_normal();
                 Err(failed(&cluster, Phase::LeaveFailed, "decommission", why))
             }
@@ -271,7 +281,7 @@ impl Coordinator {
                 run.copy(table, stream, &stream.sources, target).await?;
             }
         }
-        cluster.set_status_of(host, Status::Removed { expires_at_ms: gone_expiry_ms() });
+        cluster.set_status_of(host, Status::Removed { expires_at_ms: cluster.gone_expiry_ms() });
         let told = cluster.gossip_with_live_peers().await;
         let done = run.done(host, 0);
         cluster.update_progress(|p| {
@@ -288,6 +298,37 @@ impl Coordinator {
             "removenode completed: the node is REMOVED from the ring"
         );
         Ok(done)
+    }
+}
+
+/// What `bootstrap.state` in `dir` records, or "completed" for a directory without one (a
+/// node that never bootstrapped starts NORMAL either way).
+fn record_or_completed(dir: &std::path::Path) -> Result<BootstrapRecord, BootstrapStateError> {
+    Ok(BootstrapRecord::load(dir)?.unwrap_or(BootstrapRecord { state: BootstrapState::Completed, replaces: None }))
+}
+
+/// At the start of a node (its cluster service running): when `bootstrap.state` says a
+/// decommission was running, the node was stopped while LEAVING (killed, or the machine went
+/// down). Nothing left it: its ranges are still its own, and its new gossip generation
+/// announces it NORMAL, which ends the leave on every peer (the nodes that were to take its
+/// ranges keep what they got; `admin cleanup` drops it). This records it NORMAL again, says
+/// so in the log and in `admin netstats`, and `admin decommission` runs it again
+/// (Cassandra's node also comes back NORMAL from an interrupted decommission).
+pub fn recover_interrupted_decommission(node: &shards::node::Node, cluster: &Cluster) {
+    let dir = node.data_dir();
+    match BootstrapRecord::load(dir) {
+        Ok(Some(record)) if record.state == BootstrapState::Leaving => {
+            tracing::warn!(
+                "this node was stopped during its decommission (it was LEAVING): it is NORMAL again and keeps its \
+                 ranges; run `enigmadb admin decommission` again to take it out of the ring"
+            );
+            if let Err(e) = (BootstrapRecord { state: BootstrapState::Completed, ..record }).store(dir) {
+                tracing::error!(error = %e, "recording that the interrupted decommission ended");
+            }
+            cluster.update_progress(|p| p.phase = Phase::LeaveInterrupted);
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "reading the bootstrap state"),
     }
 }
 

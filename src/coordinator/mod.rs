@@ -49,6 +49,7 @@ use crate::hints::HintStore;
 pub use auth::{create_auth_tables, required};
 pub use batchlog::{Batchlog, BatchlogError};
 pub use bootstrap::{bootstrap, BootstrapSettings};
+pub use decommission::recover_interrupted_decommission;
 pub use paging::{PagingError, PagingState};
 pub use proxy::{HintSink, StorageProxy, Timeouts, WriteGroup, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use repair::repair_every;

@@ -1,18 +1,25 @@
 //! A node's first boot into a cluster: before the data directory gets its identity, the
 //! shadow round with the seeds (`cluster::shadow`) on an executor of its own, then the rule
-//! that refuses to start a new identity at the address of a member of the cluster.
+//! that refuses to start a new identity at the address of a member of the cluster. A restart
+//! (a directory with its identity) asks the seeds once whether the node left the cluster, and
+//! is refused if it did.
 
-use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use shards::node_meta::NodeMeta;
 use wire::protocol::display_host_id;
 
 use crate::cluster::replace::ReplaceTarget;
-use crate::cluster::shadow::{self, FirstBoot, SHADOW_RETRY_INTERVAL};
+use crate::cluster::shadow::{self, FirstBoot, RejoinRefused, ShadowOutcome, SHADOW_RETRY_INTERVAL};
 use crate::cluster::transport::{Transport, TransportConfig};
 use crate::config::ServerConfig;
 
-/// Checks a first boot: nothing to do for a directory with its `node.meta` or a node without
-/// seeds (other than itself); otherwise the shadow round, and an error naming the address, the
-/// member that has it and the way out when the start is refused.
+/// Checks a start: nothing to do for a node without seeds (other than itself); a restart (a
+/// directory with its `node.meta`) is [`check_restart`]; a first boot runs the shadow round,
+/// and an error names the address, the member that has it and the way out when the start is
+/// refused.
 pub fn check(config: &ServerConfig) -> Result<()> {
     let (dir, peer) = (&config.data_dir, config.peer_listen);
     let seeds: Vec<_> = config.seeds.iter().copied().filter(|s| *s != peer).collect();
@@ -20,25 +27,10 @@ pub fn check(config: &ServerConfig) -> Result<()> {
         return Ok(());
     }
     if !shards::node::needs_new_identity(dir).with_context(|| format!("opening {}", dir.display()))? {
-        return Ok(());
+        return check_restart(config, seeds);
     }
     tracing::info!(?seeds, %peer, "first boot: asking the seeds whether this node's address is a member's");
-    let timeout = config.shadow_round_timeout();
-    let mut transport_config = TransportConfig::new(peer);
-    transport_config.cluster_name = config.cluster_name.clone();
-    transport_config.max_frame_bytes = config.max_frame_bytes.0;
-    transport_config.backoff_min = SHADOW_RETRY_INTERVAL;
-    transport_config.backoff_max = SHADOW_RETRY_INTERVAL;
-    let round_seeds = seeds.clone();
-    let outcome = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .name("shadow-round")
-        .spawn(move || async move {
-            let transport = Transport::new(transport_config);
-            shadow::shadow_round(&transport, &round_seeds, timeout).await
-        })
-        .map_err(|e| anyhow::anyhow!("starting the shadow round's executor: {e}"))?
-        .join()
-        .map_err(|e| anyhow::anyhow!("the shadow round failed: {e}"))?;
+    let outcome = shadow_round(config, seeds.clone(), config.shadow_round_timeout())?;
     let replacing = match &config.replace {
         Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
         None => None,
@@ -64,4 +56,48 @@ pub fn check(config: &ServerConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long a restart asks its seeds whether this node still belongs to the cluster: one
+/// attempt, so a restart never waits for seeds that are down (its peers ignore the state of a
+/// node that left or was removed anyway, `gossip::merge`; it would stay alone).
+const RESTART_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The restart of a node with an identity: refused when a seed says it left the cluster
+/// (decommissioned, removed, or replaced) and its state has not expired yet.
+fn check_restart(config: &ServerConfig, seeds: Vec<SocketAddr>) -> Result<()> {
+    let dir = &config.data_dir;
+    let Some(meta) = NodeMeta::existing(dir).with_context(|| format!("opening {}", dir.display()))? else {
+        return Ok(());
+    };
+    match shadow_round(config, seeds, RESTART_CHECK_TIMEOUT)? {
+        ShadowOutcome::Answered { seeds, state } => match shadow::departure(meta.host_id, &state) {
+            Some(departure) => {
+                bail!(RejoinRefused { host: meta.host_id, departure, told_by: seeds, data_dir: dir.clone() })
+            }
+            None => Ok(()),
+        },
+        ShadowOutcome::NoAnswer { waited, .. } => {
+            tracing::info!(?waited, "no seed answered at the restart; starting (peers refuse a node that left)");
+            Ok(())
+        }
+    }
+}
+
+/// A shadow round with `seeds` (bounded by `timeout`) on an executor of its own.
+fn shadow_round(config: &ServerConfig, seeds: Vec<SocketAddr>, timeout: Duration) -> Result<ShadowOutcome> {
+    let mut transport_config = TransportConfig::new(config.peer_listen);
+    transport_config.cluster_name = config.cluster_name.clone();
+    transport_config.max_frame_bytes = config.max_frame_bytes.0;
+    transport_config.backoff_min = SHADOW_RETRY_INTERVAL;
+    transport_config.backoff_max = SHADOW_RETRY_INTERVAL;
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("shadow-round")
+        .spawn(move || async move {
+            let transport = Transport::new(transport_config);
+            shadow::shadow_round(&transport, &seeds, timeout).await
+        })
+        .map_err(|e| anyhow::anyhow!("starting the shadow round's executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("the shadow round failed: {e}"))
 }

@@ -108,6 +108,10 @@ pub struct Args {
     /// Bootstrap streaming rate bound, MB/s; 0 = unthrottled [default: 24].
     #[arg(long)]
     stream_throughput_mb_per_s: Option<u64>,
+    /// How long the gossip state of a node that left or was removed is kept (its host id
+    /// cannot rejoin meanwhile), ms [default: 259200000, 3 days].
+    #[arg(long)]
+    left_state_retention_ms: Option<u64>,
     /// The replication factor a joining node balances its tokens for [default: 3].
     #[arg(long)]
     allocate_tokens_for_local_replication_factor: Option<usize>,
@@ -278,6 +282,9 @@ impl Args {
         }
         if let Some(v) = self.stream_throughput_mb_per_s {
             c.stream_throughput_mb_per_s = v;
+        }
+        if let Some(v) = self.left_state_retention_ms {
+            c.left_state_retention_ms = v;
         }
         if let Some(v) = self.allocate_tokens_for_local_replication_factor {
             c.allocate_tokens_for_local_replication_factor = v;
@@ -503,6 +510,12 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
             dir.display()
         );
     }
+    // A decommission stopped mid-way left the node in the ring: it starts as a completed
+    // bootstrap does (the cluster service then logs it, `recover_interrupted_decommission`).
+    let record = record.map(|r| match r.state {
+        BootstrapState::Leaving => BootstrapRecord { state: BootstrapState::Completed, ..r },
+        _ => r,
+    });
     let target = match &config.replace {
         Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
         None => None,

@@ -350,6 +350,7 @@ async fn coordinator_shard(
         })
         .detach();
     }
+    crate::coordinator::recover_interrupted_decommission(&node, &cluster);
     let left = (cluster.left_signal(), events.clone());
     glommio::spawn_local(async move {
         if left.0.recv_async().await.is_ok() {

@@ -284,6 +284,8 @@ pub enum NodeState {
     Running,
     Paused,
     Killed,
+    /// No member in this slot: never joined, or decommissioned.
+    Gone,
 }
 
 impl fmt::Display for NodeState {
@@ -292,16 +294,20 @@ impl fmt::Display for NodeState {
             NodeState::Running => "running",
             NodeState::Paused => "paused",
             NodeState::Killed => "killed",
+            NodeState::Gone => "no member",
         })
     }
 }
 
-/// `n` one-shard nodes in a [`Network`], node 1 the seed. Dropping it kills every process
-/// (SIGKILL also ends a paused one), then the network goes.
+/// One-shard nodes in the slots of a [`Network`] (one namespace each), node 1 the seed. A slot
+/// may be empty (a spare for a join, or a node that decommissioned). Dropping it kills every
+/// process (SIGKILL also ends a paused one), then the network goes.
 pub struct NetCluster {
     // Field order is drop order: processes before the namespaces they live in.
     nodes: Vec<Option<Server>>,
     paused: BTreeSet<usize>,
+    /// Slots without a member.
+    gone: BTreeSet<usize>,
     pub net: Network,
     pub dir: PathBuf,
     /// Flags of each node (index i - 1), after the cluster's own.
@@ -311,19 +317,70 @@ pub struct NetCluster {
 impl NetCluster {
     /// Starts every node (node i with `extra[i - 1]`) and waits until each sees all up.
     pub fn start(name: &str, net: Network, extra: Vec<Vec<String>>) -> NetCluster {
+        let members = net.nodes();
+        NetCluster::start_members(name, net, extra, members)
+    }
+
+    /// Starts nodes 1 to `members` (node i with `extra[i - 1]`), the other slots left empty
+    /// for joins, and waits until each sees all up.
+    pub fn start_members(name: &str, net: Network, extra: Vec<Vec<String>>, members: usize) -> NetCluster {
         assert_eq!(extra.len(), net.nodes(), "flags for every node");
+        assert!((1..=net.nodes()).contains(&members), "1 to {} members", net.nodes());
         let dir = common::scratch_dir(name);
-        let mut cluster = NetCluster { nodes: Vec::new(), paused: BTreeSet::new(), net, dir, extra };
+        let gone = (members + 1..=net.nodes()).collect();
+        let mut cluster = NetCluster { nodes: Vec::new(), paused: BTreeSet::new(), gone, net, dir, extra };
         for i in 1..=cluster.net.nodes() {
-            let server = cluster.launch(i);
-            cluster.nodes.push(Some(server));
+            let server = (i <= members).then(|| cluster.launch(i));
+            cluster.nodes.push(server);
         }
         cluster.await_all_up();
         cluster
     }
 
+    /// Slots, members or not.
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The slots with a member (running, paused or killed), in order.
+    pub fn members(&self) -> Vec<usize> {
+        (1..=self.len()).filter(|i| !self.gone.contains(i)).collect()
+    }
+
+    /// A new node joins in the empty slot `i` (a fresh directory: a node that left there
+    /// never starts again on its own) and bootstraps; Err when it is not UN on every member
+    /// within `timeout`.
+    pub fn join(&mut self, i: usize, timeout: Duration) -> Result<(), String> {
+        assert!(self.gone.contains(&i), "slot {i} has a member");
+        let dir = self.node_dir(i);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+        }
+        self.nodes[i - 1] = Some(self.launch(i));
+        self.gone.remove(&i);
+        match self.all_up_within(timeout) {
+            true => Ok(()),
+            false => Err(format!("node {i} is not UN on every member within {timeout:?}")),
+        }
+    }
+
+    /// `enigmadb admin decommission` on member `i`; once it succeeded the process exits and
+    /// the slot is empty. Err (the node stays a member) when the decommission failed.
+    pub fn decommission(&mut self, i: usize) -> Result<(), String> {
+        let out = common::enigmadb()
+            .args(["admin", "decommission", "--host", &self.addr(i).to_string()])
+            .output()
+            .map_err(|e| format!("running admin decommission: {e}"))?;
+        if !out.status.success() {
+            return Err(common::text(&out.stderr));
+        }
+        let mut server = self.nodes[i - 1].take().expect("a decommissioned member was running");
+        let (status, _) = server.wait_exit("its decommission");
+        self.gone.insert(i);
+        match status.success() {
+            true => Ok(()),
+            false => Err(format!("node {i} exited with {status} after its decommission")),
+        }
     }
 
     pub fn node_dir(&self, i: usize) -> PathBuf {
@@ -360,6 +417,9 @@ impl NetCluster {
     }
 
     pub fn state(&self, i: usize) -> NodeState {
+        if self.gone.contains(&i) {
+            return NodeState::Gone;
+        }
         match (&self.nodes[i - 1], self.paused.contains(&i)) {
             (None, _) => NodeState::Killed,
             (Some(_), true) => NodeState::Paused,
@@ -411,10 +471,10 @@ impl NetCluster {
         }
     }
 
-    /// Waits until every running node reports every node up (UN).
+    /// Waits until every running member reports every member up (UN).
     pub fn await_all_up(&self) {
-        let n = self.len();
-        for i in (1..=n).filter(|&i| self.state(i) == NodeState::Running) {
+        let n = self.members().len();
+        for i in (1..=self.len()).filter(|&i| self.state(i) == NodeState::Running) {
             let addr = self.addr(i);
             await_until(&format!("node {i} sees {n} nodes up"), || common::cluster::count_up(addr) == n);
         }
@@ -423,9 +483,9 @@ impl NetCluster {
     /// Like [`NetCluster::await_all_up`], false instead of a panic after `timeout`.
     pub fn all_up_within(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        let n = self.len();
+        let members = self.members();
         loop {
-            let up = (1..=n).all(|i| common::cluster::count_up(self.addr(i)) == n);
+            let up = members.iter().all(|&i| common::cluster::count_up(self.addr(i)) == members.len());
             if up {
                 return true;
             }

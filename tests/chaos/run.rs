@@ -1,7 +1,8 @@
 //! One chaos run: a seeded workload of unique-valued writes (QUORUM and ONE) and QUORUM reads
-//! against an RF=3 cluster in network namespaces, faults injected on a seeded schedule, then
-//! heal, convergence (repair where the build has it, reads at ALL), a stop, and the checker
-//! over the history and every node's copy. It records and reports; the verdict is the
+//! against an RF=3 cluster in network namespaces, faults injected on a seeded schedule (network
+//! faults, kills, pauses, and membership changes: a node joining into a spare slot, a node
+//! decommissioning), then heal, convergence (repair where the build has it, reads at ALL), a
+//! stop, and the checker over the history and every member's copy. It records and reports; the verdict is the
 //! checker's, and the caller decides what fails.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,10 @@ const CONVERGE_ATTEMPTS: u32 = 60;
 const CONVERGE_RETRY: Duration = Duration::from_millis(500);
 /// Longest wait for every node to see every other one up after the heal.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a joining node to be UN on every member.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(90);
+/// Attempts at the decommission that brings the cluster back to its size before the checks.
+const FINAL_DECOMMISSION_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -63,16 +68,22 @@ pub enum FaultKind {
     Slow,
     Kill,
     Pause,
+    /// A new node joins (bootstraps) into the spare slot.
+    Join,
+    /// A member (never node 1, the seed) decommissions.
+    Decommission,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 6] = [
+    const ALL: [FaultKind; 8] = [
         FaultKind::Partition,
         FaultKind::OneWayDrop,
         FaultKind::Isolate,
         FaultKind::Slow,
         FaultKind::Kill,
         FaultKind::Pause,
+        FaultKind::Join,
+        FaultKind::Decommission,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +94,8 @@ impl FaultKind {
             FaultKind::Slow => "slow link",
             FaultKind::Kill => "SIGKILL + restart",
             FaultKind::Pause => "SIGSTOP + SIGCONT",
+            FaultKind::Join => "join",
+            FaultKind::Decommission => "decommission",
         }
     }
 }
@@ -95,6 +108,8 @@ pub struct Report {
     pub reads: usize,
     pub reads_answered: usize,
     pub faults: BTreeMap<FaultKind, usize>,
+    /// Decommissions that failed (the node stayed a member), with why.
+    pub failed_decommissions: Vec<String>,
     /// From the heal until every key was read at ALL twice with the same answers.
     pub convergence: Duration,
     /// Which anti-entropy steps ran ("admin repair", "read at ALL").
@@ -123,6 +138,9 @@ impl Report {
         );
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
         println!("  faults injected:     {} ({})", self.faults.values().sum::<usize>(), faults.join(", "));
+        for why in &self.failed_decommissions {
+            println!("  failed decommission: {why}");
+        }
         if self.faults.contains_key(&FaultKind::Slow) {
             println!("  slow links:          peer messages held {} ms each way", SLOW_DELAY.as_millis());
         }
@@ -147,14 +165,18 @@ impl Report {
 /// Creates the network and the cluster, runs the workload and the faults, heals, converges,
 /// checks. Panics only on a harness failure (the network, a node that cannot start).
 pub fn run(config: ChaosConfig) -> Report {
-    let net = Network::create(config.nodes).unwrap_or_else(|e| panic!("creating the chaos network: {e}"));
+    // One spare slot: a join takes it, or the slot of a node that decommissioned.
+    let slots = config.nodes + 1;
+    let net = Network::create(slots).unwrap_or_else(|e| panic!("creating the chaos network: {e}"));
     let flags = node_flags();
-    let mut cluster = NetCluster::start(&format!("chaos-{}", config.seed), net, vec![flags; config.nodes]);
+    let mut cluster =
+        NetCluster::start_members(&format!("chaos-{}", config.seed), net, vec![flags; slots], config.nodes);
     create_table(&cluster);
 
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let addrs: Vec<SocketAddr> = (1..=config.nodes).map(|i| cluster.addr(i)).collect();
+    // Clients pick any slot; an empty one refuses the connection (nothing is sent).
+    let addrs: Vec<SocketAddr> = (1..=slots).map(|i| cluster.addr(i)).collect();
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
             let (config, addrs, stop) = (config.clone(), addrs.clone(), stop.clone());
@@ -164,14 +186,40 @@ pub fn run(config: ChaosConfig) -> Report {
 
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0xfa17);
     let mut faults = BTreeMap::new();
+    let mut failed_decommissions = Vec::new();
     let end = epoch + config.duration;
     // Leave the last seconds fault-free so that the heal starts from a quiet cluster.
     while Instant::now() + Duration::from_secs(6) < end {
         std::thread::sleep(Duration::from_millis(rng.gen_range(500..2_000)));
-        let kind = FaultKind::ALL[rng.gen_range(0..FaultKind::ALL.len())];
+        let mut kind = FaultKind::ALL[rng.gen_range(0..FaultKind::ALL.len())];
+        if matches!(kind, FaultKind::Join | FaultKind::Decommission) {
+            // The one a membership change can be now: a join into the spare slot, or a
+            // decommission back to the cluster's size (never fewer nodes than RF).
+            kind = match cluster.members().len() == config.nodes {
+                true => FaultKind::Join,
+                false => FaultKind::Decommission,
+            };
+        }
         let hold = Duration::from_millis(rng.gen_range(2_000..5_000));
-        inject(&mut cluster, &mut rng, kind, hold);
+        if let Err(why) = inject(&mut cluster, &mut rng, kind, hold) {
+            failed_decommissions.push(why);
+        }
         *faults.entry(kind).or_insert(0) += 1;
+    }
+    // Back to the cluster's size under the workload, so that every member replicates every
+    // key at the checks (the checker counts exactly RF copies among the members).
+    let mut attempts = 0;
+    while cluster.members().len() > config.nodes {
+        attempts += 1;
+        assert!(
+            attempts <= FINAL_DECOMMISSION_ATTEMPTS,
+            "no decommission succeeded (seed {}): {failed_decommissions:?}",
+            config.seed
+        );
+        match inject(&mut cluster, &mut rng, FaultKind::Decommission, Duration::ZERO) {
+            Ok(()) => *faults.entry(FaultKind::Decommission).or_insert(0) += 1,
+            Err(why) => failed_decommissions.push(why),
+        }
     }
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
     stop.store(true, Ordering::Relaxed);
@@ -183,13 +231,15 @@ pub fn run(config: ChaosConfig) -> Report {
     // Heal: nothing is left broken by inject, but check every node is running and up.
     let heal = Instant::now();
     cluster.net.heal().unwrap_or_else(|e| panic!("healing the network: {e}"));
-    for i in 1..=config.nodes {
+    for i in 1..=slots {
         match cluster.state(i) {
-            NodeState::Running => {}
+            NodeState::Running | NodeState::Gone => {}
             NodeState::Paused => cluster.resume(i),
             NodeState::Killed => cluster.restart(i),
         }
     }
+    let members = cluster.members();
+    let addrs: Vec<SocketAddr> = members.iter().map(|&i| cluster.addr(i)).collect();
     assert!(
         cluster.all_up_within(HEAL_TIMEOUT),
         "nodes do not all see each other up {HEAL_TIMEOUT:?} after the heal (seed {})",
@@ -227,10 +277,23 @@ pub fn run(config: ChaosConfig) -> Report {
     repair_steps.push("every key read at ALL (read repair), twice");
     let convergence = heal.elapsed();
     fin.all = all;
+    if faults.contains_key(&FaultKind::Join) || faults.contains_key(&FaultKind::Decommission) {
+        // Ranges moved: a node keeps the copies of ranges it no longer replicates until a
+        // cleanup drops them (as in Cassandra), and the checker counts copies on every member.
+        for addr in &addrs {
+            let out = common::enigmadb()
+                .args(["admin", "cleanup", "--host", &addr.to_string()])
+                .output()
+                .expect("running admin cleanup");
+            assert!(out.status.success(), "admin cleanup on {addr}: {}", common::text(&out.stderr));
+        }
+        repair_steps.push("admin cleanup on every member (ranges moved)");
+    }
 
     cluster.stop_all();
-    fin.replicas = (1..=config.nodes)
-        .map(|i| {
+    fin.replicas = members
+        .iter()
+        .map(|&i| {
             common::dump_key_value_table(&cluster.node_dir(i), 1, TABLE)
                 .into_iter()
                 .map(|(k, v)| (parse_key(&k), v))
@@ -251,6 +314,7 @@ pub fn run(config: ChaosConfig) -> Report {
         reads: history.reads.len(),
         reads_answered: history.reads.iter().filter(|r| r.result.is_some()).count(),
         faults,
+        failed_decommissions,
         convergence,
         repair_steps,
         verdict,
@@ -261,6 +325,8 @@ pub fn run(config: ChaosConfig) -> Report {
 /// Every node's flags: short request timeouts, and hinted handoff when this build has it.
 fn node_flags() -> Vec<String> {
     let mut flags = vec!["--write-request-timeout-ms".to_owned(), REQUEST_TIMEOUT_MS.into()];
+    // Joins and decommissions announce themselves this long before they stream.
+    flags.extend(["--ring-delay-ms".to_owned(), "2000".into()]);
     flags.extend(["--read-request-timeout-ms".to_owned(), REQUEST_TIMEOUT_MS.into()]);
     let help = common::enigmadb().args(["server", "--help"]).output().expect("enigmadb server --help");
     let help = common::text(&help.stdout);
@@ -282,7 +348,7 @@ fn admin_has_repair() -> bool {
 fn create_table(cluster: &NetCluster) {
     let ddl = format!("CREATE TABLE {TABLE} (k text PRIMARY KEY, v text) WITH replication_factor = {RF}");
     common::run_ok(cluster.addr(1), &ddl);
-    for i in 1..=cluster.len() {
+    for i in cluster.members() {
         let mut client = common::connect(cluster.addr(i));
         let probe = format!("SELECT v FROM {TABLE} WHERE k = 'absent'");
         common::cluster::await_until(&format!("node {i} knows table {TABLE}"), || {
@@ -406,11 +472,16 @@ fn read_every_key(addrs: &[SocketAddr], keys: u32, level: Consistency, seed: u64
     out
 }
 
-/// Applies one fault of `kind` to nodes the seeded `rng` picks, holds it, and ends it.
-fn inject(cluster: &mut NetCluster, rng: &mut StdRng, kind: FaultKind, hold: Duration) {
-    let n = cluster.len();
-    let a = rng.gen_range(1..=n);
-    let b = (a + rng.gen_range(1..n) - 1) % n + 1;
+/// Applies one fault of `kind` to members the seeded `rng` picks, holds it, and ends it. A
+/// join happens in the empty slot and lasts until the new node is UN everywhere; a
+/// decommission (of a member other than node 1, the seed) lasts until the node left, and is
+/// Err, saying why, when it failed (the node stays a member: Cassandra's node goes back to
+/// NORMAL too).
+fn inject(cluster: &mut NetCluster, rng: &mut StdRng, kind: FaultKind, hold: Duration) -> Result<(), String> {
+    let members = cluster.members();
+    let n = members.len();
+    let at = rng.gen_range(0..n);
+    let (a, b) = (members[at], members[(at + rng.gen_range(1..n)) % n]);
     let started = Instant::now();
     match kind {
         FaultKind::Partition | FaultKind::OneWayDrop | FaultKind::Isolate | FaultKind::Slow => {
@@ -437,5 +508,21 @@ fn inject(cluster: &mut NetCluster, rng: &mut StdRng, kind: FaultKind, hold: Dur
             cluster.resume(a);
             println!("chaos: node {a} paused for {:.1} s", started.elapsed().as_secs_f64());
         }
+        FaultKind::Join => {
+            let slot = (1..=cluster.len()).find(|&i| cluster.state(i) == NodeState::Gone).expect("a spare slot");
+            cluster.join(slot, JOIN_TIMEOUT).unwrap_or_else(|why| panic!("the join of node {slot} failed: {why}"));
+            println!("chaos: node {slot} joined in {:.1} s", started.elapsed().as_secs_f64());
+        }
+        FaultKind::Decommission => {
+            let leaving = members[1 + rng.gen_range(0..n - 1)];
+            match cluster.decommission(leaving) {
+                Ok(()) => println!("chaos: node {leaving} decommissioned in {:.1} s", started.elapsed().as_secs_f64()),
+                Err(why) => {
+                    println!("chaos: the decommission of node {leaving} failed: {why}");
+                    return Err(format!("node {leaving}: {why}"));
+                }
+            }
+        }
     }
+    Ok(())
 }

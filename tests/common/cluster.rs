@@ -455,3 +455,63 @@ pub fn sstable_tokens(dir: &std::path::Path) -> Vec<i64> {
     }
     tokens
 }
+
+/// Rows of ~1 KiB values in table `wide`, so that a stream throttled at 1 MB/s lasts a few
+/// seconds.
+pub const WIDE_ROWS: usize = 4_000;
+
+/// Flags that make streams last a few seconds over [`WIDE_ROWS`]: a short ring delay, 1 MB/s.
+pub const THROTTLED: [&str; 4] = ["--ring-delay-ms", "1000", "--stream-throughput-mb-per-s", "1"];
+
+/// Creates table `wide (k text PRIMARY KEY, v text)` at RF 3, waits until nodes 1 to 3 know
+/// it, and loads [`WIDE_ROWS`] rows at QUORUM through node 1; returns them.
+pub fn load_wide(cluster: &TestCluster) -> BTreeMap<String, String> {
+    let mut first = connect(cluster.addr(1));
+    super::query_at(
+        &mut first,
+        "CREATE TABLE wide (k text PRIMARY KEY, v text) WITH replication_factor = 3",
+        Consistency::One,
+    )
+    .expect("CREATE TABLE wide");
+    for i in 1..=3 {
+        let mut client = connect(cluster.addr(i));
+        await_until(&format!("node {i} knows table wide"), || {
+            super::query_at(&mut client, "SELECT v FROM wide WHERE k = 'absent'", Consistency::One).is_ok()
+        });
+    }
+    let insert = first.prepare("INSERT INTO wide (k, v) VALUES (?, ?)").expect("prepare");
+    let rows: BTreeMap<String, String> =
+        (0..WIDE_ROWS).map(|n| (format!("k{n}"), format!("{n}-{}", "v".repeat(1000)))).collect();
+    for (k, v) in &rows {
+        let values = [Some(Value::Text(k.clone())), Some(Value::Text(v.clone()))];
+        first.execute(&insert, &values, at(Consistency::Quorum)).expect("loading wide");
+    }
+    rows
+}
+
+/// Keys of `rows` that do not read back from table `wide` with their value at `consistency`
+/// through `addr`.
+pub fn wrong_wide(addr: SocketAddr, rows: &BTreeMap<String, String>, consistency: Consistency) -> Vec<String> {
+    let mut client = connect(addr);
+    let select = client.prepare("SELECT v FROM wide WHERE k = ?").expect("prepare");
+    rows.iter()
+        .filter(|(k, v)| {
+            let got = client.execute(&select, &[Some(Value::Text((*k).clone()))], at(consistency));
+            !matches!(got, Ok(QueryResult::Rows(r)) if r.rows.first().and_then(|row| row[0].clone()) == Some(Value::Text((*v).clone())))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Waits until the node at `addr` streams in `mode` (`JOINING: streaming`, `LEAVING:
+/// streaming`): some bytes moved, not every range done. Returns its netstats then.
+pub fn await_streaming(addr: SocketAddr, mode: &str) -> serde_json::Value {
+    let mut seen = serde_json::Value::Null;
+    await_until(&format!("the node at {addr} is streaming ({mode})"), || {
+        seen = netstats(addr);
+        let moved: u64 =
+            seen["receiving"].as_array().map_or(0, |a| a.iter().map(|p| p["bytes"].as_u64().unwrap_or(0)).sum());
+        seen["mode"] == mode && moved > 0 && seen["ranges_done"] != seen["ranges_total"]
+    });
+    seen
+}

@@ -548,3 +548,15 @@ pub fn key_values(addr: SocketAddr, table: &str) -> HashMap<String, String> {
         })
         .collect()
 }
+
+/// `GET /metrics` of the metrics endpoint at `addr`, parsed.
+pub fn scrape(addr: SocketAddr) -> enigmadb::metrics::text::Scrape {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).expect("read timeout");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n").expect("sending the scrape");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("reading the scrape");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    enigmadb::metrics::text::parse(body).unwrap_or_else(|e| panic!("scrape does not parse: {e}\n{body}"))
+}

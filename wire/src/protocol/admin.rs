@@ -150,12 +150,30 @@ pub struct NodeStatus {
     pub load_bytes: u64,
     /// Vnode tokens the node owns.
     pub tokens: u32,
-    /// Fraction of the token ring the node owns, in 0..=1.
+    /// Fraction of the token ring whose first replica the node is, in 0..=1 (they add up to 1).
     pub owns: f64,
     pub host_id: u128,
+    /// Its effective ownership (protocol version 3): the share of the token ring it holds a
+    /// replica of at the replication factor of the tables (they add up to RF, or to the node
+    /// count when smaller). `None` when the tables do not share one replication factor (or
+    /// there is none).
+    pub effective: Option<EffectiveOwnership>,
+}
+
+/// nodetool's "Owns (effective)": a node's replicated share at a replication factor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectiveOwnership {
+    pub replication_factor: u32,
+    /// In 0..=1.
+    pub owns: f64,
 }
 
 impl NodeStatus {
+    /// What `status` prints as "Owns": the effective ownership when it is known, else the
+    /// first-replica share.
+    pub fn shown_owns(&self) -> f64 {
+        self.effective.map_or(self.owns, |e| e.owns)
+    }
     /// nodetool's two letters: `U`/`D`, then `N`/`J`/`L`/`M`.
     pub fn code(&self) -> String {
         state_code(self.liveness, self.state)
@@ -497,7 +515,7 @@ const RESULT_REMOVED: u8 = 11;
 const RESULT_CLEANED: u8 = 12;
 
 /// Smallest encodings, which bound a list's count by the input left (`Reader::count`).
-const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16;
+const MIN_NODE_STATUS_BYTES: usize = 4 + 1 + 1 + 8 + 4 + 8 + 16 + 1;
 const MIN_SHARD_INFO_BYTES: usize = 2 + 8 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 1 + 8 + 8 + 8 + 8 + 1 + 1;
 const MIN_TABLE_STATS_BYTES: usize = 4 + 4 + 8 * 14;
 const MIN_RING_ENTRY_BYTES: usize = 8 + 4 + 1 + 1 + 2 + 8 + 8 + 16;
@@ -572,6 +590,14 @@ impl NodeStatus {
         write_liveness_and_state(w, self.liveness, self.state);
         w.u64(self.load_bytes).u32(self.tokens).u64(self.owns.to_bits());
         write_host_id(w, self.host_id);
+        match self.effective {
+            None => {
+                w.u8(0);
+            }
+            Some(e) => {
+                w.u8(1).u32(e.replication_factor).u64(e.owns.to_bits());
+            }
+        }
     }
 
     fn read(r: &mut Reader<'_>) -> Result<NodeStatus, DecodeError> {
@@ -579,7 +605,12 @@ impl NodeStatus {
         let (liveness, state) = read_liveness_and_state(r)?;
         let (load_bytes, tokens) = (r.u64()?, r.u32()?);
         let owns = read_fraction(r)?;
-        Ok(NodeStatus { address, liveness, state, load_bytes, tokens, owns, host_id: read_host_id(r)? })
+        let host_id = read_host_id(r)?;
+        let effective = match read_bool(r, "effective ownership present")? {
+            false => None,
+            true => Some(EffectiveOwnership { replication_factor: r.u32()?, owns: read_fraction(r)? }),
+        };
+        Ok(NodeStatus { address, liveness, state, load_bytes, tokens, owns, host_id, effective })
     }
 }
 
@@ -846,8 +877,12 @@ pub(crate) mod tests {
             Just(RingState::Leaving),
             Just(RingState::Moving)
         ];
-        ("[0-9.:]{0,21}", liveness, state, any::<u64>(), any::<u32>(), 0.0..=1.0f64, any::<u128>()).prop_map(
-            |(address, liveness, state, load_bytes, tokens, owns, host_id)| NodeStatus {
+        let effective = proptest::option::of(
+            (1..=16u32, 0.0..=1.0f64)
+                .prop_map(|(replication_factor, owns)| EffectiveOwnership { replication_factor, owns }),
+        );
+        ("[0-9.:]{0,21}", liveness, state, any::<u64>(), any::<u32>(), 0.0..=1.0f64, any::<u128>(), effective).prop_map(
+            |(address, liveness, state, load_bytes, tokens, owns, host_id, effective)| NodeStatus {
                 address,
                 liveness,
                 state,
@@ -855,6 +890,7 @@ pub(crate) mod tests {
                 tokens,
                 owns,
                 host_id,
+                effective,
             },
         )
     }
@@ -1040,6 +1076,7 @@ pub(crate) mod tests {
             tokens: 8,
             owns: 1.0,
             host_id: 7,
+            effective: None,
         };
         assert_eq!(node.code(), "UN");
         node.liveness = Liveness::Down;
@@ -1057,6 +1094,7 @@ pub(crate) mod tests {
             tokens: 1,
             owns: 0.5,
             host_id: 1,
+            effective: Some(EffectiveOwnership { replication_factor: 3, owns: 0.75 }),
         };
         let mut w = Writer::new();
         node.write(&mut w);

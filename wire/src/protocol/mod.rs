@@ -10,8 +10,9 @@ mod response;
 mod topology;
 
 pub use admin::{
-    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, LeaveDone, Liveness, MemoryBudgets, Netstats,
-    NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, StreamPeer, TableStats, MAX_ADMIN_ITEMS,
+    display_host_id, AdminDone, AdminRequest, AdminResult, CleanedTable, EffectiveOwnership, LeaveDone, Liveness,
+    MemoryBudgets, Netstats, NodeInfo, NodeStatus, RingEntry, RingState, ShardInfo, StreamPeer, TableStats,
+    MAX_ADMIN_ITEMS,
 };
 pub use auth::{PlainCredentials, SaslError, MAX_AUTH_TOKEN_BYTES, MAX_PASSWORD_BYTES, PASSWORD_AUTHENTICATOR};
 pub use repair::{RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult};
