@@ -367,6 +367,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     logging::init(config.log_format, &config.log_level)?;
     memory::configure_allocator();
+    tracing::debug!(purge_delay_ms = memory::purge_delay_ms(), "allocator returns freed memory after");
     if config.clock_offset_ms != 0 {
         // Test-only fault injection, set before any executor reads the clock.
         shards::hlc::set_wall_clock_offset(config.clock_offset_ms.saturating_mul(1000));
