@@ -343,6 +343,21 @@ struct Immutable {
     flushed_through: Lsn,
 }
 
+/// Frees a flushed generation's MemTables a chunk of rows at a time, letting other tasks run
+/// between chunks (dropping a full MemTable at once stalled the shard for tens of ms). A
+/// generation a reader still holds is freed by that reader, at once.
+async fn release_gradually(generation: Rc<Generation>) {
+    /// Rows freed between two chances for other tasks to run.
+    const ROWS_PER_CHUNK: usize = 4096;
+    let Ok(generation) = Rc::try_unwrap(generation) else { return };
+    for (_, memtable) in generation.tables.into_inner() {
+        let Ok(mut memtable) = Rc::try_unwrap(memtable) else { continue };
+        while !memtable.release_some(ROWS_PER_CHUNK) {
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
 fn merge_found(into: &mut Option<Partition>, found: Partition) {
     match into {
         Some(p) => p.merge(found),
@@ -826,7 +841,9 @@ impl Shard {
                 sstables.entry(entry.table).or_default().insert(0, sst);
             }
             *self.manifest.borrow_mut() = next;
-            self.immutables.borrow_mut().pop_front();
+            if let Some(flushed) = self.immutables.borrow_mut().pop_front() {
+                glommio::spawn_local(release_gradually(flushed.generation)).detach();
+            }
             self.flushes.set(self.flushes.get() + 1);
         }
         self.flush_state.notify_all();
@@ -847,7 +864,15 @@ impl Shard {
         /// Partitions written between two chances for other tasks to run.
         const CHUNK: usize = 256;
         let Some(memtable) = generation.tables.borrow().get(&table).cloned() else { return Ok(None) };
-        let partitions = memtable.partitions();
+        // Counted here rather than with `MemTable::partitions`, with room for other tasks: a walk
+        // over a full MemTable's keys takes milliseconds.
+        let mut partitions = 0;
+        for _ in memtable.sorted_partitions() {
+            partitions += 1;
+            if partitions % (16 * CHUNK) == 0 {
+                glommio::yield_if_needed().await;
+            }
+        }
         if partitions == 0 {
             return Ok(None);
         }
