@@ -51,6 +51,21 @@ impl TokenRange {
         self.offset(token) < self.width()
     }
 
+    /// This range cut after each of `points` it holds (its end excepted), in ring order.
+    pub fn split_at(&self, points: impl IntoIterator<Item = Token>) -> Vec<TokenRange> {
+        let mut cuts: Vec<u128> =
+            points.into_iter().filter(|&p| p != self.end && self.contains(p)).map(|p| self.offset(p) + 1).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut pieces = Vec::with_capacity(cuts.len() + 1);
+        let mut from = 0;
+        for to in cuts.into_iter().chain(std::iter::once(self.width())) {
+            pieces.push(self.sub_range(from, to));
+            from = to;
+        }
+        pieces
+    }
+
     /// The tokens at offsets `from..to` (0 <= from < to <= width).
     fn sub_range(&self, from: u128, to: u128) -> TokenRange {
         debug_assert!(from < to && to <= self.width());
@@ -406,6 +421,24 @@ mod tests {
             Just(TokenRange::new(i64::MIN, i64::MAX)),
             (any::<i64>(), any::<i64>()).prop_map(|(s, e)| TokenRange::new(s, e)),
         ]
+    }
+
+    #[test]
+    fn a_range_split_at_its_points_tiles_it_in_ring_order() {
+        // Wrapping: (MAX - 10, MIN + 10].
+        let r = TokenRange::new(Token::MAX - 10, Token::MIN + 10);
+        let pieces = r.split_at([Token::MIN + 10, 0, Token::MIN + 2, Token::MAX - 3, Token::MAX - 3]);
+        assert_eq!(
+            pieces,
+            vec![
+                TokenRange::new(Token::MAX - 10, Token::MAX - 3),
+                TokenRange::new(Token::MAX - 3, Token::MIN + 2),
+                TokenRange::new(Token::MIN + 2, Token::MIN + 10),
+            ],
+            "points outside the range or at its end make no cut; duplicates count once"
+        );
+        assert_eq!(pieces.iter().map(TokenRange::width).sum::<u128>(), r.width());
+        assert_eq!(r.split_at([]), vec![r]);
     }
 
     #[test]

@@ -218,6 +218,17 @@ impl ClusterView {
         ranges.ranges().iter().any(|r| r.natural.iter().chain(&r.pending).any(|(h, _)| *h == host))
     }
 
+    /// The tokens where the pending replicas at `rf` change (the last token before each range
+    /// with pending replicas, and its last token): a range cut at them has one set of pending
+    /// replicas throughout. Empty when nothing moves.
+    pub fn pending_boundaries(&self, rf: usize) -> Vec<Token> {
+        if self.movements.is_empty() || rf == 0 || rf > MAX_RF {
+            return Vec::new();
+        }
+        let ranges = self.pending[rf - 1].get_or_init(|| self.pending_ranges(rf));
+        ranges.ranges().iter().flat_map(|r| [r.first.wrapping_sub(1), r.last]).collect()
+    }
+
     fn pending_ranges(&self, rf: usize) -> PendingRanges {
         let mut moves = RangeMovements::new(self.ring.clone(), rf);
         for movement in &self.movements {

@@ -206,10 +206,12 @@ impl MetricsSource for RepairMetrics {
 }
 
 /// The vnode ranges of the ring whose replicas at `rf` are this node and at least one other
-/// (only those this node is the first replica of when `primary_only`), in ring order. Every
-/// token of a vnode's range has the vnode's replicas.
+/// (only those this node is the first replica of when `primary_only`), in ring order, each cut
+/// where its pending replicas change while ranges move. Every token of a returned range has
+/// the same natural and pending replicas ([`replicas_to_repair`]).
 pub fn ranges_to_repair(view: &ClusterView, rf: usize, primary_only: bool) -> Vec<TokenRange> {
     let vnodes = view.ring().vnodes();
+    let boundaries = view.pending_boundaries(rf);
     // A ring is never empty.
     let mut previous = vnodes[vnodes.len() - 1].0;
     let mut ranges = Vec::new();
@@ -217,16 +219,32 @@ pub fn ranges_to_repair(view: &ClusterView, rf: usize, primary_only: bool) -> Ve
         let range = TokenRange::new(previous, token);
         previous = token;
         let replicas = view.replicas(token, rf);
+        let natural_shared = replicas.len() > 1;
         let keep = match replicas.iter().position(|r| r.local) {
-            Some(0) => replicas.len() > 1,
+            Some(0) => true,
             Some(_) => !primary_only,
             None => false,
         };
-        if keep {
-            ranges.push(range);
+        if !keep {
+            continue;
+        }
+        for piece in range.split_at(boundaries.iter().copied()) {
+            // A range this node alone replicates is still repaired towards a future replica.
+            if natural_shared || !view.pending_replicas(piece.end, rf).is_empty() {
+                ranges.push(piece);
+            }
         }
     }
     ranges
+}
+
+/// The replicas a repair of `range` (one of [`ranges_to_repair`]) compares: the natural ones
+/// and, while ranges move, the pending ones (Cassandra repairs pending ranges too, so that a
+/// joining node does not miss what its streams missed).
+pub fn replicas_to_repair(view: &ClusterView, range: TokenRange, rf: usize) -> Vec<Replica> {
+    let mut replicas = view.replicas(range.end, rf);
+    replicas.extend(view.pending_replicas(range.end, rf));
+    replicas
 }
 
 /// The tree of this node's partitions of `request.table` in `request.range` (the MERKLE_TREE
@@ -316,7 +334,7 @@ impl Coordinator {
         let schema = (self.schemas())(&request.table).ok_or_else(|| unknown_table(&request.table))?;
         let range = TokenRange::new(request.start, request.end);
         let view = self.proxy.view();
-        let replicas = view.replicas(range.end, replication_factor(&schema));
+        let replicas = replicas_to_repair(&view, range, replication_factor(&schema));
         if !replicas.iter().any(|r| r.local) {
             return Err(ErrorResponse::new(
                 ErrorCode::Invalid,
@@ -602,6 +620,47 @@ mod tests {
         // Nothing shared: RF 1, or a node alone.
         assert!(ranges_to_repair(&view(1, 3), 1, false).is_empty());
         assert!(ranges_to_repair(&view(1, 1), 3, false).is_empty());
+    }
+
+    #[test]
+    fn ranges_moving_to_a_joining_node_are_cut_where_pending_replicas_change_and_include_them() {
+        let mut members = view(1, 3).members().to_vec();
+        members.push(Member {
+            host: 4,
+            peer: SocketAddr::from(([127, 0, 0, 4], 7470)),
+            client: SocketAddr::from(([127, 0, 0, 4], 9470)),
+            // Inside node 1's first ranges: it takes part of ranges the others hold.
+            tokens: vec![vec![15, 2015]],
+            shard_aware: None,
+            alive: true,
+            generation: 1,
+            joining: true,
+            replaces: None,
+            leaving: false,
+        });
+        let joining = ClusterView::new(1, members).unwrap();
+        let before = ranges_to_repair(&view(1, 3), 2, false);
+        let ranges = ranges_to_repair(&joining, 2, false);
+        assert!(ranges.len() > before.len(), "cut at the pending boundaries: {ranges:?}");
+        assert_eq!(
+            ranges.iter().map(TokenRange::width).sum::<u128>(),
+            before.iter().map(TokenRange::width).sum::<u128>(),
+            "the same tokens, cut"
+        );
+        let mut with_pending = 0;
+        for r in &ranges {
+            let first = r.start.wrapping_add(1);
+            let pending = joining.pending_replicas(r.end, 2);
+            let hosts = |v: Vec<Replica>| v.iter().map(|r| r.host).collect::<Vec<_>>();
+            assert_eq!(hosts(joining.pending_replicas(first, 2)), hosts(pending.clone()), "one set over {r:?}");
+            let replicas = replicas_to_repair(&joining, *r, 2);
+            assert!(replicas.iter().any(|r| r.local));
+            if !pending.is_empty() {
+                with_pending += 1;
+                assert!(replicas.iter().any(|r| r.host == 4), "the joining node is repaired too: {r:?}");
+            }
+        }
+        assert!(with_pending > 0, "some of node 1's ranges move to node 4");
     }
 
     #[test]
