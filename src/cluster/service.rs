@@ -55,6 +55,8 @@ pub struct ClusterConfig {
     /// The dead node this one replaces or replaced (`enigmadb server --replace`), gossiped
     /// from the start (as `Replaces`) for the life of the node.
     pub replaces: Option<HostId>,
+    /// Mutual TLS on every peer connection, in and out (`internode_tls_*`); `None`: plaintext.
+    pub peer_tls: Option<crate::tls::PeerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,7 @@ impl PeerPort {
         let mut transport_config = TransportConfig::new(addr);
         transport_config.max_frame_bytes = config.max_frame_bytes;
         transport_config.cluster_name = config.cluster_name.clone();
+        transport_config.tls = config.peer_tls.clone();
         Ok(PeerPort { listener, addr, transport: Transport::new(transport_config), doors })
     }
 

@@ -7,13 +7,14 @@ use wire::protocol::display_host_id;
 
 use crate::cluster::replace::ReplaceTarget;
 use crate::cluster::shadow::{self, FirstBoot, SHADOW_RETRY_INTERVAL};
-use crate::cluster::transport::{Transport, TransportConfig};
+use crate::cluster::transport::Transport;
 use crate::config::ServerConfig;
+use crate::tls::PeerTls;
 
 /// Checks a first boot: nothing to do for a directory with its `node.meta` or a node without
 /// seeds (other than itself); otherwise the shadow round, and an error naming the address, the
 /// member that has it and the way out when the start is refused.
-pub fn check(config: &ServerConfig) -> Result<()> {
+pub fn check(config: &ServerConfig, peer_tls: &Option<PeerTls>) -> Result<()> {
     let (dir, peer) = (&config.data_dir, config.peer_listen);
     let seeds: Vec<_> = config.seeds.iter().copied().filter(|s| *s != peer).collect();
     if seeds.is_empty() {
@@ -24,9 +25,7 @@ pub fn check(config: &ServerConfig) -> Result<()> {
     }
     tracing::info!(?seeds, %peer, "first boot: asking the seeds whether this node's address is a member's");
     let timeout = config.shadow_round_timeout();
-    let mut transport_config = TransportConfig::new(peer);
-    transport_config.cluster_name = config.cluster_name.clone();
-    transport_config.max_frame_bytes = config.max_frame_bytes.0;
+    let mut transport_config = super::peer_transport(config, peer_tls);
     transport_config.backoff_min = SHADOW_RETRY_INTERVAL;
     transport_config.backoff_max = SHADOW_RETRY_INTERVAL;
     let round_seeds = seeds.clone();
