@@ -79,6 +79,7 @@ pub struct Wiring {
 }
 
 impl Wiring {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shards: usize,
         config: ServerConfig,
