@@ -37,6 +37,8 @@ pub struct Args {
     /// A superuser's credentials, on a node with authentication on.
     #[command(flatten)]
     credentials: crate::credentials::CredentialArgs,
+    #[command(flatten)]
+    tls: crate::credentials::TlsArgs,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -145,6 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         // Names the admin tool, which may take a place reserved for it on a full node.
         client_name: format!("{}/{}", wire::protocol::ADMIN_CLIENT_PREFIX, env!("CARGO_PKG_VERSION")),
         credentials: args.credentials.resolve()?,
+        tls: args.tls.resolve()?.map(|tls| tls.for_host(&args.host)),
         ..ClientOptions::default()
     };
     // The client error already names its cause (its source would repeat it in the report).

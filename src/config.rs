@@ -380,6 +380,36 @@ pub struct ServerConfig {
     /// ENIGMADB_INITIAL_PASSWORD), read at the start that creates it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_password_file: Option<PathBuf>,
+    /// PEM certificate chain of the client port (the ordinary and the shard-aware port): with
+    /// its key, the port speaks TLS, and plaintext too unless `client_tls_required`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_cert: Option<PathBuf>,
+    /// PEM private key of `client_tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): every TLS client must present a certificate signed by one
+    /// (mutual TLS). Unset: clients are not asked for certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_ca: Option<PathBuf>,
+    /// Refuse plaintext clients: only TLS connections are served on the client port.
+    pub client_tls_required: bool,
+    /// PEM certificate chain of this node on the peer port; with `internode_tls_key` and
+    /// `internode_tls_ca`, every peer connection, in and out, is mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internode_tls_cert: Option<PathBuf>,
+    /// PEM private key of `internode_tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internode_tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster CA: a peer whose certificate it did not sign is refused
+    /// before its HELLO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internode_tls_ca: Option<PathBuf>,
+    /// Serve the metrics endpoint over TLS (HTTPS), with the client port's certificate.
+    pub metrics_tls: bool,
+    /// A file holding `user:password` (one line): the metrics endpoint then answers only
+    /// requests with that HTTP basic authentication, others get 401.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_basic_auth_file: Option<PathBuf>,
     /// Pin shard i to CPU i (a production node); leave off when nodes share cores.
     pub pin_shards: bool,
     /// Microseconds an idle executor spins before parking (cross-core wake-up latency,
@@ -454,6 +484,15 @@ impl Default for ServerConfig {
             roles_validity_ms: 2000,
             permissions_validity_ms: 2000,
             initial_password_file: None,
+            client_tls_cert: None,
+            client_tls_key: None,
+            client_tls_ca: None,
+            client_tls_required: false,
+            internode_tls_cert: None,
+            internode_tls_key: None,
+            internode_tls_ca: None,
+            metrics_tls: false,
+            metrics_basic_auth_file: None,
             pin_shards: true,
             spin_before_park_us: 50,
             task_quota_us: shards::node::DEFAULT_TASK_QUOTA.as_micros() as u64,
@@ -603,11 +642,42 @@ impl ServerConfig {
                 return invalid("shard_aware_listen", "must differ from listen and metrics_listen");
             }
         }
+        self.validate_tls()?;
         if self.metrics_timeout_ms == 0 {
             return invalid("metrics_timeout_ms", "must be positive");
         }
         if let Err(e) = logging::parse_level(&self.log_level) {
             return invalid("log_level", &e.to_string());
+        }
+        Ok(())
+    }
+
+    /// TLS settings that only make sense together (the files themselves are read when the
+    /// node starts, `tls::NodeTls::load`).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let client_tls = self.client_tls_cert.is_some();
+        if client_tls != self.client_tls_key.is_some() {
+            return invalid("client_tls_key", "client_tls_cert and client_tls_key go together");
+        }
+        if self.client_tls_required && !client_tls {
+            return invalid("client_tls_required", "needs client_tls_cert and client_tls_key");
+        }
+        if self.client_tls_ca.is_some() && !client_tls {
+            return invalid("client_tls_ca", "needs client_tls_cert and client_tls_key");
+        }
+        if self.metrics_tls && !client_tls {
+            return invalid(
+                "metrics_tls",
+                "serves the client port's certificate: set client_tls_cert and client_tls_key",
+            );
+        }
+        let internode = [&self.internode_tls_cert, &self.internode_tls_key, &self.internode_tls_ca];
+        if internode.iter().any(|s| s.is_some()) && !internode.iter().all(|s| s.is_some()) {
+            return invalid(
+                "internode_tls_cert",
+                "internode TLS needs all of internode_tls_cert, internode_tls_key and internode_tls_ca",
+            );
         }
         Ok(())
     }
@@ -627,6 +697,7 @@ impl ServerConfig {
             max_frame_bytes: self.max_frame_bytes.0,
             replaces: None,
             left_state_retention: Duration::from_millis(self.left_state_retention_ms),
+            peer_tls: None,
         }
     }
 
@@ -813,6 +884,39 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("'log_level'"));
         let c = ServerConfig { wal_segment_bytes: Size(5000), ..ServerConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("'wal_segment_bytes'"));
+    }
+
+    #[test]
+    fn tls_settings_that_do_not_go_together_name_the_key() {
+        let file = |name: &str| Some(PathBuf::from(name));
+        let cases = [
+            (ServerConfig { client_tls_cert: file("c"), ..ServerConfig::default() }, "'client_tls_key'"),
+            (ServerConfig { client_tls_required: true, ..ServerConfig::default() }, "'client_tls_required'"),
+            (ServerConfig { client_tls_ca: file("ca"), ..ServerConfig::default() }, "'client_tls_ca'"),
+            (ServerConfig { metrics_tls: true, ..ServerConfig::default() }, "'metrics_tls'"),
+            (
+                ServerConfig { internode_tls_cert: file("c"), internode_tls_key: file("k"), ..ServerConfig::default() },
+                "internode_tls_ca",
+            ),
+        ];
+        for (config, names) in cases {
+            let err = config.validate().expect_err(names).to_string();
+            assert!(err.contains(names), "{err}");
+        }
+        let whole = ServerConfig {
+            client_tls_cert: file("c"),
+            client_tls_key: file("k"),
+            client_tls_ca: file("ca"),
+            client_tls_required: true,
+            metrics_tls: true,
+            internode_tls_cert: file("c"),
+            internode_tls_key: file("k"),
+            internode_tls_ca: file("ca"),
+            ..ServerConfig::default()
+        };
+        assert!(whole.validate().is_ok());
+        let back = ServerConfig::parse(&whole.to_toml().unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{whole:?}"));
     }
 
     #[test]

@@ -9,11 +9,15 @@
 //! ```
 //!
 //! Flags win over the file. The password is never printed.
+//!
+//! Also the tools' TLS (`--tls-ca`, and `--tls-cert`/`--tls-key` for mutual TLS): whom they
+//! trust, and the certificate they show a node that asks for one.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use wire::protocol::PlainCredentials;
+use wire::tls::ClientTls;
 
 /// The section of the credentials file that holds them (cqlsh's).
 const SECTION: &str = "PlainTextAuthProvider";
@@ -54,6 +58,33 @@ impl CredentialArgs {
             (Some(u), None) => bail!("no password for {u}: give -p/--password or a credentials file"),
             (None, Some(_)) => bail!("a password without a user name: give -u/--username"),
         }
+    }
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct TlsArgs {
+    /// Connect with TLS, trusting node certificates signed by the CA in this PEM file.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for a node that asks for one (mutual TLS; with --tls-key).
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS to connect with; `None` (plaintext) without --tls-ca.
+    pub fn resolve(&self) -> Result<Option<ClientTls>> {
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_cert.is_some() {
+                bail!("--tls-cert needs --tls-ca (the CA that signed the node's certificate)");
+            }
+            return Ok(None);
+        };
+        let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        Ok(Some(ClientTls::from_files(ca, identity)?))
     }
 }
 

@@ -18,3 +18,4 @@ pub mod server;
 pub mod shell;
 pub mod sstable_tool;
 pub mod stress;
+pub mod tls;

@@ -58,6 +58,8 @@ pub struct ClusterConfig {
     /// How long the state of a node that left or was removed is kept once this node announces
     /// it (`left_state_retention_ms`).
     pub left_state_retention: Duration,
+    /// Mutual TLS on every peer connection, in and out (`internode_tls_*`); `None`: plaintext.
+    pub peer_tls: Option<crate::tls::PeerTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,7 @@ impl PeerPort {
         let mut transport_config = TransportConfig::new(addr);
         transport_config.max_frame_bytes = config.max_frame_bytes;
         transport_config.cluster_name = config.cluster_name.clone();
+        transport_config.tls = config.peer_tls.clone();
         Ok(PeerPort { listener, addr, transport: Transport::new(transport_config), doors })
     }
 

@@ -47,6 +47,7 @@ use super::messages::MessageError;
 use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
 pub use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
 use crate::frame_io::{accept_loop, incoming, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
+use crate::tls::{Opening, PeerTls, Stream};
 use streams::{Completion, Streams};
 
 /// A peer's answer on its way.
@@ -128,6 +129,9 @@ pub struct TransportConfig {
     /// Accepted connections served at once; more are answered PEER_ERROR `OVERLOADED`.
     pub max_connections: usize,
     pub max_requests_per_connection: usize,
+    /// Mutual TLS on every connection, called and accepted; `None`: plaintext. A TLS node
+    /// refuses plaintext peers and a plaintext node TLS ones, each with a log line.
+    pub tls: Option<PeerTls>,
 }
 
 impl TransportConfig {
@@ -144,6 +148,7 @@ impl TransportConfig {
             backoff_max: BACKOFF_MAX,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            tls: None,
         }
     }
 }
@@ -515,11 +520,20 @@ async fn run_connection(config: TransportConfig, link: Rc<Link>, conn: Rc<Conn>)
 
 /// Connects to `peer` and exchanges HELLO / HELLO_OK, within the connect timeout. Returns the
 /// stream and whatever bytes arrived after HELLO_OK.
-async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result<(TcpStream, ReadBuf), PeerError> {
+async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result<(Stream, ReadBuf), PeerError> {
     let unreachable = |reason: String| PeerError::Unreachable { peer, reason };
     let attempt = async {
-        let mut stream = TcpStream::connect(peer).await.map_err(|e| unreachable(format!("connecting: {e}")))?;
+        let stream = TcpStream::connect(peer).await.map_err(|e| unreachable(format!("connecting: {e}")))?;
         let _ = stream.set_nodelay(true);
+        let mut stream = match &config.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(peer.ip(), stream).await.map_err(|e| PeerError::Incompatible {
+                peer,
+                reason: format!(
+                    "internode TLS handshake failed: {e} (does the peer have internode TLS with this cluster's CA?)"
+                ),
+            })?,
+        };
         let hello = Hello::new(config.local_addr, &config.cluster_name, shard);
         let mut bytes = Vec::new();
         wire::frame::encode_peer_frame(&PeerFrame { opcode: PEER_HELLO, stream: 0, body: hello.encode() }, &mut bytes);
@@ -528,7 +542,15 @@ async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result
         let frame = read_frame(&mut stream, &mut FrameDecoder::new(config.max_frame_bytes), &mut read_buf)
             .await
             .map_err(|e| PeerError::Protocol { peer, reason: e.to_string() })?
-            .ok_or_else(|| unreachable("closed before answering HELLO".into()))?;
+            .ok_or_else(|| match config.tls {
+                None => unreachable("closed before answering HELLO".into()),
+                // Under TLS 1.3 the peer checks this node's certificate after the handshake
+                // looked done here: a refusal shows as the connection closing.
+                Some(_) => PeerError::Incompatible {
+                    peer,
+                    reason: "closed before answering HELLO: did it refuse this node's certificate (another CA)?".into(),
+                },
+            })?;
         match (frame.opcode, frame.stream) {
             (PEER_HELLO_OK, 0) => match hello::decode_hello_ok(&frame.body) {
                 Ok(version) if SUPPORTED_PEER_VERSIONS.contains(&version) => Ok((stream, read_buf)),
@@ -541,7 +563,7 @@ async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result
                 Err(e) => Err(PeerError::Protocol { peer, reason: format!("malformed HELLO_OK: {e}") }),
             },
             (PEER_ERROR, 0) => match RemoteError::decode(&frame.body) {
-                Ok(e) if e.code == codes::VERSION || e.code == codes::CLUSTER => {
+                Ok(e) if [codes::VERSION, codes::CLUSTER, codes::TLS].contains(&e.code) => {
                     Err(PeerError::Incompatible { peer, reason: e.message })
                 }
                 Ok(e) if e.code == codes::OVERLOADED => Err(PeerError::Overloaded { peer, reason: e.message }),
@@ -630,11 +652,11 @@ pub struct HandedPeer {
 
 impl HandedPeer {
     /// The connection as a stream of the calling executor, with the bytes already received.
-    fn into_stream(self) -> (TcpStream, ReadBuf, SocketAddr, u8) {
+    fn into_stream(self) -> (Stream, ReadBuf, SocketAddr, u8) {
         // SAFETY: the descriptor is an open TCP socket this value owns, and ownership passes to
         // the stream.
         let stream = unsafe { TcpStream::from_raw_fd(self.socket.into_raw_fd()) };
-        (stream, ReadBuf::from_bytes(self.pending), self.from, self.version)
+        (Stream::Plain(stream), ReadBuf::from_bytes(self.pending), self.from, self.version)
     }
 }
 
@@ -699,16 +721,18 @@ fn error_frame(stream: u16, error: &RemoteError) -> PeerFrame {
     PeerFrame { opcode: PEER_ERROR, stream, body: error.encode() }
 }
 
-async fn refuse(mut stream: TcpStream, error: RemoteError) {
+async fn refuse(mut stream: impl futures_lite::AsyncWrite + Unpin, error: RemoteError) {
     let mut bytes = Vec::new();
     wire::frame::encode_peer_frame(&error_frame(0, &error), &mut bytes);
     let _ = stream.write_all(&bytes).await;
     let _ = stream.close().await;
 }
 
-/// One accepted connection: its HELLO, then served here or handed to the shard it asks for.
+/// One accepted connection: its TLS handshake when the node has internode TLS, its HELLO, then
+/// served here or handed to the shard it asks for (a plaintext connection: a TLS session
+/// cannot move to another shard, so a TLS connection is served where it was accepted).
 async fn accept_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     handler: Rc<dyn FrameHandler>,
     config: TransportConfig,
     doors: Rc<PeerDoors>,
@@ -716,6 +740,33 @@ async fn accept_connection(
 ) {
     let caller = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let mut stream = match (crate::tls::opening(&stream, config.connect_timeout).await, &config.tls) {
+        // Closed (the answer goes nowhere), or silent: as silent as a connection without HELLO.
+        (Opening::Nothing, _) => {
+            let why = "no HELLO within the connect timeout";
+            return refuse(stream, RemoteError::new(codes::PROTOCOL, why.to_owned())).await;
+        }
+        (Opening::Plain, None) => Stream::Plain(stream),
+        (Opening::Tls, Some(tls)) => match crate::tls::accept(&tls.acceptor, stream, config.connect_timeout).await {
+            Ok(stream) => stream,
+            Err(reason) => {
+                tracing::warn!(?caller, %reason, "refusing a peer connection: internode TLS handshake failed");
+                return;
+            }
+        },
+        (Opening::Plain, Some(_)) => {
+            let why = "this node requires internode TLS: a plaintext peer is refused";
+            tracing::warn!(?caller, "refusing a peer connection: {why}");
+            return refuse(stream, RemoteError::new(codes::TLS, why.to_owned())).await;
+        }
+        (Opening::Tls, None) => {
+            tracing::warn!(
+                ?caller,
+                "refusing a peer connection: it opened TLS, and this node has no internode TLS settings"
+            );
+            return;
+        }
+    };
     let mut decoder = FrameDecoder::new(config.max_frame_bytes);
     let mut read_buf = ReadBuf::default();
     let hello =
@@ -732,12 +783,13 @@ async fn accept_connection(
         }
     };
     let (from, version) = (hello.from, hello.version);
-    let Some(door) = doors.get(usize::from(hello.shard)).and_then(Option::as_ref) else {
+    let (Some(door), Stream::Plain(plain)) = (doors.get(usize::from(hello.shard)).and_then(Option::as_ref), &stream)
+    else {
         return serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
     };
     // The other shard gets its own descriptor of the socket; this one closes with `stream`.
     // SAFETY: `stream` owns the descriptor and outlives this borrow.
-    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(plain.as_raw_fd()) }.try_clone_to_owned();
     let socket = match socket {
         Ok(socket) => socket,
         Err(e) => {
@@ -757,7 +809,7 @@ async fn accept_connection(
 /// One connection after its HELLO: HELLO_OK, then requests until the caller closes, a bad
 /// frame, a failed write, or the node stops.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Stream,
     mut read_buf: ReadBuf,
     from: SocketAddr,
     version: u8,

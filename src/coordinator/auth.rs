@@ -115,7 +115,7 @@ impl Coordinator {
     /// Checks the credentials of an AUTH_RESPONSE token: the role logged in, or a
     /// `BadCredentials` error (the connection then closes). Reads the roles table, never the
     /// cache, so a dropped role or a changed password counts at once. The verification runs
-    /// here, without an await: a shard checks one login at a time.
+    /// on a verifier thread (`password::verify_off_shard`); the shard serves meanwhile.
     pub async fn login(&self, token: &[u8]) -> Result<Caller, ErrorResponse> {
         let credentials = PlainCredentials::decode(token).map_err(|e| bad_credentials(e.to_string()))?;
         let role = self
@@ -124,12 +124,8 @@ impl Coordinator {
             .map_err(|e| bad_credentials(format!("cannot check the credentials now: {}", e.message)))?;
         let stored = role.as_ref().and_then(|r| r.salted_hash.clone());
         let PlainCredentials { password, .. } = credentials;
-        // On the shard itself: tens of milliseconds of CPU, one verification at a time (it
-        // does not await), during which the shard's other requests wait.
-        let matches = password::verify(&password, stored.as_deref());
-        // The shard's preemption timer fired during the verification: yield now, so that the
-        // answer's tasks run before the executor looks for I/O.
-        glommio::yield_if_needed().await;
+        // Tens of milliseconds of CPU, off the shard: its other requests go on meanwhile.
+        let matches = password::verify_off_shard(password, stored).await;
         match role {
             Some(role) if matches && role.can_login => Ok(Caller::Role(role.name.clone())),
             Some(role) if matches => Err(bad_credentials(format!("{} is not permitted to log in", role.name))),

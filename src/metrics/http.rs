@@ -35,6 +35,8 @@ pub struct RequestHead {
     pub method: String,
     /// The path, without its query string.
     pub path: String,
+    /// The value of the `Authorization` header, if the request has one.
+    pub authorization: Option<String>,
 }
 
 /// Reads a request head from the bytes received so far: `Ok(None)` while its end (an empty
@@ -71,22 +73,27 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(HttpError::Version);
     }
+    let mut authorization = None;
     for header in lines {
-        let Some((name, _)) = header.split_once(':') else {
+        let Some((name, value)) = header.split_once(':') else {
             return Err(HttpError::Malformed("header without ':'"));
         };
         if name.is_empty() || name.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"-_!#$%&'*+.^`|~".contains(&b))) {
             return Err(HttpError::Malformed("bad header name"));
         }
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value.trim().to_owned());
+        }
     }
     let path = target.split('?').next().unwrap_or_default();
-    Ok(Some(RequestHead { method: method.to_owned(), path: path.to_owned() }))
+    Ok(Some(RequestHead { method: method.to_owned(), path: path.to_owned(), authorization }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Ok,
     BadRequest,
+    Unauthorized,
     NotFound,
     MethodNotAllowed,
     HeaderTooLarge,
@@ -99,6 +106,7 @@ impl Status {
         match self {
             Status::Ok => 200,
             Status::BadRequest => 400,
+            Status::Unauthorized => 401,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::HeaderTooLarge => 431,
@@ -111,6 +119,7 @@ impl Status {
         match self {
             Status::Ok => "OK",
             Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::HeaderTooLarge => "Request Header Fields Too Large",
@@ -130,7 +139,41 @@ pub enum Route {
     Refuse(Status),
 }
 
-pub fn route(head: &RequestHead) -> Route {
+/// The HTTP basic authentication a scraper must send (`metrics_basic_auth_file`).
+#[derive(Clone)]
+pub struct BasicAuth {
+    /// The whole expected header value, `Basic <base64 of user:password>`.
+    expected: String,
+}
+
+impl BasicAuth {
+    /// Authentication as `user:password` (the password may hold ':'; the user may not).
+    pub fn new(user_password: &str) -> Result<BasicAuth, &'static str> {
+        match user_password.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                use base64ct::Encoding;
+                Ok(BasicAuth {
+                    expected: format!("Basic {}", base64ct::Base64::encode_string(user_password.as_bytes())),
+                })
+            }
+            _ => Err("expected one line user:password, neither empty"),
+        }
+    }
+
+    /// Whether an `Authorization` header value carries the expected user and password; the
+    /// comparison takes the same time wherever the first difference is.
+    pub fn allows(&self, authorization: Option<&str>) -> bool {
+        let Some(given) = authorization else { return false };
+        let (given, expected) = (given.as_bytes(), self.expected.as_bytes());
+        given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// What to answer `head`; with `auth`, a request without its credentials is refused 401.
+pub fn route(head: &RequestHead, auth: Option<&BasicAuth>) -> Route {
+    if auth.is_some_and(|auth| !auth.allows(head.authorization.as_deref())) {
+        return Route::Refuse(Status::Unauthorized);
+    }
     match (head.path.as_str(), head.method.as_str()) {
         (METRICS_PATH, "GET") => Route::Metrics { head_only: false },
         (METRICS_PATH, "HEAD") => Route::Metrics { head_only: true },
@@ -147,8 +190,10 @@ pub fn response(status: Status, content_type: &str, body: &[u8], head_only: bool
         status.reason(),
         body.len()
     );
-    if status == Status::MethodNotAllowed {
-        out.push_str("Allow: GET, HEAD\r\n");
+    match status {
+        Status::MethodNotAllowed => out.push_str("Allow: GET, HEAD\r\n"),
+        Status::Unauthorized => out.push_str("WWW-Authenticate: Basic realm=\"enigmadb metrics\"\r\n"),
+        _ => {}
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
@@ -175,13 +220,27 @@ mod tests {
     #[test]
     fn scrape_requests_route_to_the_metrics() {
         let h = head("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/plain\r\n\r\n").unwrap().unwrap();
-        assert_eq!(route(&h), Route::Metrics { head_only: false });
+        assert_eq!(route(&h, None), Route::Metrics { head_only: false });
         let h = head("HEAD /metrics HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert_eq!(route(&h), Route::Metrics { head_only: true });
+        assert_eq!(route(&h, None), Route::Metrics { head_only: true });
         let h = head("POST /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(route(&h), Route::Refuse(Status::MethodNotAllowed));
+        assert_eq!(route(&h, None), Route::Refuse(Status::MethodNotAllowed));
         let h = head("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap();
-        assert_eq!(route(&h), Route::Refuse(Status::NotFound));
+        assert_eq!(route(&h, None), Route::Refuse(Status::NotFound));
+    }
+
+    #[test]
+    fn with_basic_auth_only_the_right_user_and_password_scrape() {
+        let auth = BasicAuth::new("prom:s3:cret").unwrap();
+        // base64("prom:s3:cret") = cHJvbTpzMzpjcmV0
+        let good = head("GET /metrics HTTP/1.1\r\nauthorization:  Basic cHJvbTpzMzpjcmV0\r\n\r\n").unwrap().unwrap();
+        assert_eq!(route(&good, Some(&auth)), Route::Metrics { head_only: false });
+        let wrong = head("GET /metrics HTTP/1.1\r\nAuthorization: Basic cHJvbTp3cm9uZw==\r\n\r\n").unwrap().unwrap();
+        assert_eq!(route(&wrong, Some(&auth)), Route::Refuse(Status::Unauthorized));
+        let none = head("GET /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(route(&none, Some(&auth)), Route::Refuse(Status::Unauthorized));
+        assert!(String::from_utf8(refusal(Status::Unauthorized, "no")).unwrap().contains("WWW-Authenticate: Basic"));
+        assert!(BasicAuth::new("nocolon").is_err() && BasicAuth::new(":pw").is_err() && BasicAuth::new("u:").is_err());
     }
 
     #[test]

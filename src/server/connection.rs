@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncWriteExt, FutureExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use shards::signal::Signal;
@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::coordinator::Coordinator;
 use crate::frame_io::{accept_loop, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
 use crate::metrics::{Metrics, RequestLabels, StatementKind};
+use crate::tls::{ClientPortTls, Opening, Stream};
 
 /// Bytes of answers a connection may have in progress (estimated: requests running times the
 /// size of its recent answers), beyond the [`MAX_OUTBOX_BYTES`] waiting for its socket: the
@@ -56,6 +57,7 @@ pub async fn serve(
     coordinator: Rc<Coordinator>,
     metrics: Rc<Metrics>,
     config: &ServerConfig,
+    tls: Option<ClientPortTls>,
 ) {
     // One budget for every connection this shard serves: answers being built, in bytes.
     let answer_budget = Rc::new(Semaphore::new(config.max_answer_bytes_per_shard.0 as u64));
@@ -73,8 +75,20 @@ pub async fn serve(
         futures_lite::future::pending(),
         |handoff: Handoff, stopping| {
             let (coordinator, metrics, answer_budget) = (coordinator.clone(), metrics.clone(), answer_budget.clone());
+            let tls = tls.clone();
             async move {
                 let stream = handoff.stream.bind_to_executor();
+                let _ = stream.set_nodelay(true);
+                let stream = match &tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => match secure(stream, tls, limits.handshake_timeout).await {
+                        Some(stream) => stream,
+                        None => {
+                            metrics.connection_refused();
+                            return;
+                        }
+                    },
+                };
                 metrics.connection_opened();
                 let reserved = handoff.slot.reserved().cloned();
                 let shared = Shared { coordinator, metrics: metrics.clone(), answer_budget };
@@ -94,6 +108,45 @@ pub async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let answer = error_frame(0, ErrorCode::Overloaded, refusal.to_string());
     let _ = stream.write_all(&answer).await;
     let _ = stream.close().await;
+}
+
+/// The stream a client connection is served over, on a port with TLS: a connection opening
+/// with a TLS handshake gets one; a plaintext one is served as it is, or, when TLS is
+/// required, answered with an error on stream 0 and closed. `None`: nothing to serve (closed,
+/// silent, or a failed handshake, which the client sees as its own error).
+async fn secure(stream: TcpStream, tls: &ClientPortTls, wait: Duration) -> Option<Stream> {
+    let peer = stream.peer_addr().ok();
+    match crate::tls::opening(&stream, wait).await {
+        Opening::Nothing => None,
+        Opening::Tls => match crate::tls::accept(&tls.acceptor, stream, wait).await {
+            Ok(stream) => Some(stream),
+            Err(reason) => {
+                tracing::debug!(?peer, %reason, "client TLS handshake failed");
+                None
+            }
+        },
+        Opening::Plain if !tls.required => Some(Stream::Plain(stream)),
+        Opening::Plain => {
+            tracing::debug!(?peer, "refusing a plaintext client: client_tls_required");
+            let why = "this node requires TLS on its client port (client_tls_required): connect with TLS (--tls-ca)";
+            close_with(stream, &error_frame(0, ErrorCode::Protocol, why.to_owned()), wait).await;
+            None
+        }
+    }
+}
+
+/// Writes `answer` and closes `stream` once the client has closed its end (or after `wait`):
+/// closing with the client's request still unread would reset the connection, and the client
+/// could lose the answer.
+async fn close_with(mut stream: TcpStream, answer: &[u8], wait: Duration) {
+    if stream.write_all(answer).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let mut sink = [0u8; 4096];
+    // Bounded by `wait`; whatever the client sent is discarded.
+    let drained = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    futures_lite::future::or(drained, glommio::timer::sleep(wait)).await;
 }
 
 /// What every connection of a shard shares.
@@ -148,14 +201,13 @@ struct Connection {
 
 impl Connection {
     async fn serve(
-        stream: TcpStream,
+        stream: Stream,
         Shared { coordinator, metrics, answer_budget }: Shared,
         limits: Limits,
         reserved: Option<Refusal>,
         stopping: Rc<Stopping>,
     ) {
         let accepted = Instant::now();
-        let _ = stream.set_nodelay(true);
         let (mut reader, writer) = futures_lite::io::split(stream);
         let outbox = Rc::new(Outbox::default());
         let writer = glommio::spawn_local(write_loop(writer, outbox.clone()));

@@ -13,24 +13,25 @@ use wire::protocol::display_host_id;
 
 use crate::cluster::replace::ReplaceTarget;
 use crate::cluster::shadow::{self, FirstBoot, RejoinRefused, ShadowOutcome, SHADOW_RETRY_INTERVAL};
-use crate::cluster::transport::{Transport, TransportConfig};
+use crate::cluster::transport::Transport;
 use crate::config::ServerConfig;
+use crate::tls::PeerTls;
 
 /// Checks a start: nothing to do for a node without seeds (other than itself); a restart (a
 /// directory with its `node.meta`) is [`check_restart`]; a first boot runs the shadow round,
 /// and an error names the address, the member that has it and the way out when the start is
 /// refused.
-pub fn check(config: &ServerConfig) -> Result<()> {
+pub fn check(config: &ServerConfig, peer_tls: &Option<PeerTls>) -> Result<()> {
     let (dir, peer) = (&config.data_dir, config.peer_listen);
     let seeds: Vec<_> = config.seeds.iter().copied().filter(|s| *s != peer).collect();
     if seeds.is_empty() {
         return Ok(());
     }
     if !shards::node::needs_new_identity(dir).with_context(|| format!("opening {}", dir.display()))? {
-        return check_restart(config, seeds);
+        return check_restart(config, peer_tls, seeds);
     }
     tracing::info!(?seeds, %peer, "first boot: asking the seeds whether this node's address is a member's");
-    let outcome = shadow_round(config, seeds.clone(), config.shadow_round_timeout())?;
+    let outcome = shadow_round(config, peer_tls, seeds.clone(), config.shadow_round_timeout())?;
     let replacing = match &config.replace {
         Some(text) => Some(text.parse::<ReplaceTarget>().map_err(|e| anyhow::anyhow!("--replace: {e}"))?),
         None => None,
@@ -65,12 +66,12 @@ const RESTART_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The restart of a node with an identity: refused when a seed says it left the cluster
 /// (decommissioned, removed, or replaced) and its state has not expired yet.
-fn check_restart(config: &ServerConfig, seeds: Vec<SocketAddr>) -> Result<()> {
+fn check_restart(config: &ServerConfig, peer_tls: &Option<PeerTls>, seeds: Vec<SocketAddr>) -> Result<()> {
     let dir = &config.data_dir;
     let Some(meta) = NodeMeta::existing(dir).with_context(|| format!("opening {}", dir.display()))? else {
         return Ok(());
     };
-    match shadow_round(config, seeds, RESTART_CHECK_TIMEOUT)? {
+    match shadow_round(config, peer_tls, seeds, RESTART_CHECK_TIMEOUT)? {
         ShadowOutcome::Answered { seeds, state } => match shadow::departure(meta.host_id, &state) {
             Some(departure) => {
                 bail!(RejoinRefused { host: meta.host_id, departure, told_by: seeds, data_dir: dir.clone() })
@@ -85,10 +86,13 @@ fn check_restart(config: &ServerConfig, seeds: Vec<SocketAddr>) -> Result<()> {
 }
 
 /// A shadow round with `seeds` (bounded by `timeout`) on an executor of its own.
-fn shadow_round(config: &ServerConfig, seeds: Vec<SocketAddr>, timeout: Duration) -> Result<ShadowOutcome> {
-    let mut transport_config = TransportConfig::new(config.peer_listen);
-    transport_config.cluster_name = config.cluster_name.clone();
-    transport_config.max_frame_bytes = config.max_frame_bytes.0;
+fn shadow_round(
+    config: &ServerConfig,
+    peer_tls: &Option<PeerTls>,
+    seeds: Vec<SocketAddr>,
+    timeout: Duration,
+) -> Result<ShadowOutcome> {
+    let mut transport_config = super::peer_transport(config, peer_tls);
     transport_config.backoff_min = SHADOW_RETRY_INTERVAL;
     transport_config.backoff_max = SHADOW_RETRY_INTERVAL;
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)

@@ -24,6 +24,7 @@ use crate::config::{
     DEFAULT_SHARD_AWARE_PORT,
 };
 use crate::logging::{self, LogFormat};
+use crate::tls::PeerTls;
 use services::{JoinPlan, ServiceEvent, Wiring};
 
 /// Flags of `enigmadb server`; each overrides the same setting of `--config`.
@@ -178,6 +179,36 @@ pub struct Args {
     /// permissions; the first start needs ENIGMADB_INITIAL_PASSWORD) [default: allow_all].
     #[arg(long, value_enum)]
     authenticator: Option<crate::auth::Authenticator>,
+    /// PEM certificate chain of the client port: with --client-tls-key, clients may connect
+    /// with TLS [default: none, plaintext only].
+    #[arg(long, value_name = "FILE")]
+    client_tls_cert: Option<PathBuf>,
+    /// PEM private key of --client-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    client_tls_key: Option<PathBuf>,
+    /// Refuse plaintext clients on the client port (needs --client-tls-cert).
+    #[arg(long)]
+    client_tls_required: bool,
+    /// PEM CA certificate(s): TLS clients must present a certificate signed by it.
+    #[arg(long, value_name = "FILE")]
+    client_tls_ca: Option<PathBuf>,
+    /// PEM certificate chain of this node for mutual TLS with its peers (with
+    /// --internode-tls-key and --internode-tls-ca).
+    #[arg(long, value_name = "FILE")]
+    internode_tls_cert: Option<PathBuf>,
+    /// PEM private key of --internode-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    internode_tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster CA: peers must present a certificate it signed.
+    #[arg(long, value_name = "FILE")]
+    internode_tls_ca: Option<PathBuf>,
+    /// Serve the metrics endpoint over TLS with the client port's certificate.
+    #[arg(long)]
+    metrics_tls: bool,
+    /// File holding user:password: the metrics endpoint requires that HTTP basic
+    /// authentication.
+    #[arg(long, value_name = "FILE")]
+    metrics_basic_auth_file: Option<PathBuf>,
     /// Quarantine SSTables that fail their checksums at start instead of refusing to start.
     #[arg(long)]
     quarantine_corrupt_sstables: bool,
@@ -346,6 +377,22 @@ impl Args {
         if let Some(v) = self.authenticator {
             c.authenticator = v;
         }
+        let files = [
+            (&self.client_tls_cert, &mut c.client_tls_cert),
+            (&self.client_tls_key, &mut c.client_tls_key),
+            (&self.client_tls_ca, &mut c.client_tls_ca),
+            (&self.internode_tls_cert, &mut c.internode_tls_cert),
+            (&self.internode_tls_key, &mut c.internode_tls_key),
+            (&self.internode_tls_ca, &mut c.internode_tls_ca),
+            (&self.metrics_basic_auth_file, &mut c.metrics_basic_auth_file),
+        ];
+        for (flag, setting) in files {
+            if let Some(v) = flag {
+                *setting = Some(v.clone());
+            }
+        }
+        c.client_tls_required |= self.client_tls_required;
+        c.metrics_tls |= self.metrics_tls;
         c.quarantine_corrupt_sstables |= self.quarantine_corrupt_sstables;
         c.wal_truncate_corrupt |= self.wal_truncate_corrupt;
         c.rebuild_missing_manifest |= self.rebuild_missing_manifest;
@@ -382,8 +429,10 @@ pub fn run(args: Args) -> Result<()> {
     tracing::info!(memory = %config.memory_plan().why, "memory budgets");
     // Read once (a file or the environment); never logged.
     let auth = config.auth_settings()?;
+    // Every certificate, key and CA the settings name, read once.
+    let tls = crate::tls::NodeTls::load(&config)?;
     // A first boot into a cluster asks the seeds before the data directory gets an identity.
-    first_boot::check(&config)?;
+    first_boot::check(&config, &tls.peer)?;
     // Block the termination signals in every thread (executors inherit this mask) so that the
     // main thread alone receives them, with sigtimedwait.
     let signals = TerminationSignals::block()?;
@@ -391,13 +440,14 @@ pub fn run(args: Args) -> Result<()> {
     let (stop_tx, stop_rx) = flume::bounded::<()>(1);
     // The shards' channels are made once the shard count is known (the data directory fixes
     // it), at the first shard's turn.
-    let mut join = prepare_join(&config)?;
+    let mut join = prepare_join(&config, &tls.peer)?;
     // A replacement (completed or not) gossips the node it replaces for its whole life.
     let replaces = crate::cluster::bootstrap::BootstrapRecord::load(&config.data_dir)?.and_then(|r| r.replaces);
     let mut wiring: Option<Wiring> = None;
     let mut services = |shard: u16, shards: usize| -> Option<LocalService> {
         let wiring = wiring.get_or_insert_with(|| {
-            Wiring::new(shards, config.clone(), auth.clone(), events_tx.clone(), stop_rx.clone(), join.take(), replaces)
+            let (config, auth, tls) = (config.clone(), auth.clone(), tls.clone());
+            Wiring::new(shards, config, auth, tls, events_tx.clone(), stop_rx.clone(), join.take(), replaces)
         });
         Some(wiring.service(shard))
     };
@@ -496,7 +546,7 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(10);
 /// directory records a bootstrap in progress first (so a crash from here on bootstraps again)
 /// and the node bootstraps. A directory whose bootstrap did not finish bootstraps again with
 /// its tokens.
-fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
+fn prepare_join(config: &ServerConfig, peer_tls: &Option<PeerTls>) -> Result<Option<JoinPlan>> {
     use crate::cluster::allocation::{allocate_tokens, Joining};
     use crate::cluster::bootstrap::{BootstrapRecord, BootstrapState};
     use crate::cluster::replace::ReplaceTarget;
@@ -522,7 +572,14 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
         None => None,
     };
     if target.is_some() || record.is_some_and(|r| r.replaces.is_some()) {
-        return replace::prepare(config, peer_transport(config), target, record, is_new_dir(dir), DISCOVERY_WAIT);
+        return replace::prepare(
+            config,
+            peer_transport(config, peer_tls),
+            target,
+            record,
+            is_new_dir(dir),
+            DISCOVERY_WAIT,
+        );
     }
     let state = record.map(|r| r.state);
     let has_identity = NodeMeta::existing_shard_count(dir)?.is_some();
@@ -544,7 +601,7 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
         return Ok(None);
     }
     let found = match crate::cluster::discovery::discover(
-        peer_transport(config),
+        peer_transport(config, peer_tls),
         &config.seeds,
         config.peer_listen,
         DISCOVERY_WAIT,
@@ -593,10 +650,11 @@ fn prepare_join(config: &ServerConfig) -> Result<Option<JoinPlan>> {
 }
 
 /// How this node calls its peers before it opens (discovery, the checks of a replacement).
-fn peer_transport(config: &ServerConfig) -> crate::cluster::transport::TransportConfig {
+fn peer_transport(config: &ServerConfig, peer_tls: &Option<PeerTls>) -> crate::cluster::transport::TransportConfig {
     let mut transport = crate::cluster::transport::TransportConfig::new(config.peer_listen);
     transport.cluster_name = config.cluster_name.clone();
     transport.max_frame_bytes = config.max_frame_bytes.0;
+    transport.tls = peer_tls.clone();
     transport
 }
 

@@ -33,6 +33,7 @@ use crate::coordinator::{create_auth_tables, Batchlog, Coordinator, ReplicaHandl
 use crate::frame_io::Stopping;
 use crate::hints::HintStore;
 use crate::metrics::{self, Metrics};
+use crate::tls::NodeTls;
 
 /// What the shards' services tell the main thread.
 pub enum ServiceEvent {
@@ -66,6 +67,7 @@ pub struct Wiring {
     config: ServerConfig,
     /// Authentication; the initial password goes to the coordinator shard only.
     auth: AuthSettings,
+    tls: NodeTls,
     events: flume::Sender<ServiceEvent>,
     stop: flume::Receiver<()>,
     home: (flume::Sender<HomeRequest>, flume::Receiver<HomeRequest>),
@@ -77,10 +79,12 @@ pub struct Wiring {
 }
 
 impl Wiring {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shards: usize,
         config: ServerConfig,
         auth: AuthSettings,
+        tls: NodeTls,
         events: flume::Sender<ServiceEvent>,
         stop: flume::Receiver<()>,
         join: Option<JoinPlan>,
@@ -100,6 +104,7 @@ impl Wiring {
             done: flume::bounded(shards),
             config,
             auth,
+            tls,
             events,
             stop,
         }
@@ -127,8 +132,8 @@ impl Wiring {
                 };
                 let (config, events, join) = (self.config.clone(), self.events.clone(), self.join.take());
                 let replaces = self.replaces;
-                let auth = self.auth.clone();
-                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, auth, events, join, replaces)))
+                let (auth, tls) = (self.auth.clone(), self.tls.clone());
+                Box::new(move |node| Box::pin(coordinator_shard(node, ends, config, auth, tls, events, join, replaces)))
             }
             shard => {
                 let ends = DoorEnds {
@@ -142,7 +147,8 @@ impl Wiring {
                 };
                 let (config, events) = (self.config.clone(), self.events.clone());
                 let auth = AuthSettings { initial_password: None, ..self.auth.clone() };
-                Box::new(move |node| Box::pin(front_door(node, ends, config, auth, events)))
+                let tls = self.tls.clone();
+                Box::new(move |node| Box::pin(front_door(node, ends, config, auth, tls, events)))
             }
         }
     }
@@ -173,11 +179,13 @@ struct DoorEnds {
 }
 
 /// Shard 0: the node-wide services, the accept tasks, and its own front door.
+#[allow(clippy::too_many_arguments)]
 async fn coordinator_shard(
     node: Node,
     ends: CoordinatorShardEnds,
     config: ServerConfig,
     auth: AuthSettings,
+    tls: NodeTls,
     events: flume::Sender<ServiceEvent>,
     join: Option<JoinPlan>,
     replaces: Option<HostId>,
@@ -221,6 +229,7 @@ async fn coordinator_shard(
     let shard_aware_port = shard_aware_addr.map_or(0, |a| a.port());
     let mut cluster_config = config.cluster_config(client_addr, shard_aware_addr);
     cluster_config.replaces = replaces;
+    cluster_config.peer_tls = tls.peer.clone();
     let peer_port = match PeerPort::bind(&cluster_config, ends.peer_doors) {
         Ok(port) => port,
         Err(e) => return fail(e.to_string()),
@@ -296,7 +305,14 @@ async fn coordinator_shard(
             Ok(l) => {
                 let bound = l.local_addr().unwrap_or(at);
                 let node = coordinator.node().clone();
-                let serve = metrics::listener::serve(l, metrics.clone(), node, config.metrics_timeout());
+                let serve = metrics::listener::serve(
+                    l,
+                    metrics.clone(),
+                    node,
+                    config.metrics_timeout(),
+                    tls.metrics.clone(),
+                    tls.metrics_auth.clone(),
+                );
                 (Some(bound), Some(glommio::spawn_local(serve)))
             }
             Err(e) => return fail(e),
@@ -362,7 +378,7 @@ async fn coordinator_shard(
     // Returns the memory this shard frees (answers, rows) until its connections have finished.
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard: 0, shards: shards as u16, shard_aware_port };
-    connection::serve(ends.incoming, door, coordinator.clone(), metrics, &config).await;
+    connection::serve(ends.incoming, door, coordinator.clone(), metrics, &config, tls.client).await;
     // The other doors may still be finishing requests that need the peers or the hints.
     for _ in 1..shards {
         let _ = ends.done.recv_async().await;
@@ -379,6 +395,7 @@ async fn front_door(
     ends: DoorEnds,
     config: ServerConfig,
     auth: AuthSettings,
+    tls: NodeTls,
     events: flume::Sender<ServiceEvent>,
 ) {
     let DoorEnds { shard, shards, home, incoming, peers, control, done } = ends;
@@ -423,6 +440,6 @@ async fn front_door(
     glommio::spawn_local(link::serve_door_control(control, coordinator.clone(), metrics.clone(), transport)).detach();
     let _memory = glommio::spawn_local(memory::return_freed_memory());
     let door = Door { shard, shards, shard_aware_port };
-    connection::serve(incoming, door, coordinator, metrics, &config).await;
+    connection::serve(incoming, door, coordinator, metrics, &config, tls.client).await;
     let _ = done.send(());
 }

@@ -46,10 +46,16 @@ pub struct Args {
     file: Option<PathBuf>,
     #[command(flatten)]
     credentials: crate::credentials::CredentialArgs,
+    #[command(flatten)]
+    tls: crate::credentials::TlsArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let options = ClientOptions { credentials: args.credentials.resolve()?, ..ClientOptions::default() };
+    let options = ClientOptions {
+        credentials: args.credentials.resolve()?,
+        tls: args.tls.resolve()?.map(|tls| tls.for_host(&args.host)),
+        ..ClientOptions::default()
+    };
     let connection = Connection::open(&args.host, options).with_context(|| format!("connecting to {}", args.host))?;
     let stdin = std::io::stdin();
     let interactive = args.execute.is_none() && args.file.is_none() && stdin.is_terminal();

@@ -531,6 +531,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             shard_aware,
             credentials: None,
+            tls: None,
         };
         let workload = Workload::new(KeyShape::new(1000, 1).unwrap(), Distribution::Uniform, 50, 8, 1).unwrap();
         EnigmaConnection::open(&target, &topology.nodes[0].client.to_string(), workload).unwrap()

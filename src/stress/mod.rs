@@ -68,6 +68,9 @@ struct CommonArgs {
     /// EnigmaDB: the role to run as, on a node with authentication on.
     #[command(flatten)]
     credentials: crate::credentials::CredentialArgs,
+    /// EnigmaDB: TLS to the nodes.
+    #[command(flatten)]
+    tls: crate::credentials::TlsArgs,
     /// Server address(es), HOST[:PORT] (port default: 9470 EnigmaDB, 6379 Redis); connections
     /// are spread over them in turn.
     #[arg(long, num_args = 1.., value_delimiter = ',', default_value = "127.0.0.1")]
@@ -256,6 +259,7 @@ impl Run {
             timeout: c.timeout,
             shard_aware: c.shard_aware,
             credentials: c.credentials.resolve()?,
+            tls: c.tls.resolve()?,
         };
         Ok(Run { command, common, workload, plan, operations, target })
     }

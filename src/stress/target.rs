@@ -97,6 +97,8 @@ pub struct Target {
     pub shard_aware: bool,
     /// EnigmaDB: sent when the node asks for credentials.
     pub credentials: Option<wire::protocol::PlainCredentials>,
+    /// EnigmaDB: connect with TLS (`--tls-ca`).
+    pub tls: Option<wire::tls::ClientTls>,
 }
 
 impl Target {
@@ -147,7 +149,9 @@ impl Target {
     }
 
     pub fn client(&self, address: &str) -> anyhow::Result<Client> {
-        Client::connect_with(address, self.client_options()).with_context(|| format!("connecting to {address}"))
+        let mut options = self.client_options();
+        options.tls = options.tls.map(|tls| tls.for_host(address));
+        Client::connect_with(address, options).with_context(|| format!("connecting to {address}"))
     }
 
     pub fn client_options(&self) -> ClientOptions {
@@ -155,6 +159,7 @@ impl Target {
             timeout: Some(self.timeout),
             client_name: concat!("enigmadb-stress/", env!("CARGO_PKG_VERSION")).into(),
             credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
             ..ClientOptions::default()
         }
     }

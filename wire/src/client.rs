@@ -29,6 +29,7 @@ use crate::protocol::{
     AdminRequest, AdminResult, BatchRequest, ColumnSpec, ErrorCode, ErrorResponse, PlainCredentials, PreparedId,
     ProtocolError, QueryParams, QueryResult, Request, Response, Rows, TopologyAnswer,
 };
+use crate::tls::{tls_failure, ClientStream, ClientTls};
 use crate::value::Value;
 
 /// Most requests one connection keeps in flight (sent, not yet answered). Requests abandoned
@@ -71,6 +72,9 @@ pub struct ClientOptions {
     /// The user name and password sent when the server asks for them (AUTHENTICATE); `None`
     /// connects only to a node that does not ask.
     pub credentials: Option<PlainCredentials>,
+    /// Connect with TLS, checking the server's certificate (and presenting the client's, for
+    /// mutual TLS); `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +84,7 @@ impl Default for ClientOptions {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             client_name: concat!("enigmadb-wire/", env!("CARGO_PKG_VERSION")).to_owned(),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -124,6 +129,11 @@ pub enum ClientError {
     /// none; the connection is closed.
     #[error("the server requires authentication ({authenticator}): give a user name and password")]
     CredentialsRequired { authenticator: String },
+    /// The TLS handshake failed: the server's certificate is not signed by the CA given, is
+    /// not for the address connected to, the server refused the client's certificate, or the
+    /// server does not speak TLS on that port.
+    #[error("TLS handshake with the server failed: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -164,7 +174,7 @@ pub struct Prepared {
 
 /// One connection to an EnigmaDB server.
 pub struct Client {
-    socket: TcpStream,
+    socket: ClientStream,
     decoder: FrameDecoder,
     /// Received bytes; `read_buf[read_start..]` are not decoded yet. Bounded by one frame plus
     /// one read chunk, because the decoder refuses frames over the limit.
@@ -236,6 +246,20 @@ impl Client {
     /// STARTUP on a connected socket: what every way of connecting shares.
     fn start(socket: TcpStream, options: ClientOptions) -> Result<Client, ClientError> {
         socket.set_nodelay(true)?;
+        let timeout = options.timeout.filter(|t| !t.is_zero());
+        socket.set_read_timeout(timeout)?;
+        socket.set_write_timeout(timeout)?;
+        let socket = match &options.tls {
+            None => ClientStream::Plain(socket),
+            Some(tls) => ClientStream::handshake(socket, tls).map_err(|e| match io_error(e) {
+                ClientError::Io(e) if e.kind() == io::ErrorKind::InvalidInput => ClientError::Tls(e.to_string()),
+                // A server that closes on a ClientHello does not speak TLS there.
+                ClientError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    ClientError::Tls("the server closed the connection during the handshake".into())
+                }
+                other => other,
+            })?,
+        };
         let mut client = Client {
             socket,
             decoder: FrameDecoder::new(options.max_frame_bytes),
@@ -286,19 +310,19 @@ impl Client {
 
     /// The server's address, as connected to.
     pub fn peer_addr(&self) -> Result<SocketAddr, ClientError> {
-        Ok(self.socket.peer_addr()?)
+        Ok(self.socket.tcp().peer_addr()?)
     }
 
     /// This end's address: its port decides the shard on a shard-aware port.
     pub fn local_addr(&self) -> Result<SocketAddr, ClientError> {
-        Ok(self.socket.local_addr()?)
+        Ok(self.socket.tcp().local_addr()?)
     }
 
     /// Bounds every later wait for the server (each socket read or write); `None` waits forever.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
         let timeout = timeout.filter(|t| !t.is_zero());
-        self.socket.set_read_timeout(timeout)?;
-        self.socket.set_write_timeout(timeout)?;
+        self.socket.tcp().set_read_timeout(timeout)?;
+        self.socket.tcp().set_write_timeout(timeout)?;
         Ok(())
     }
 
@@ -424,7 +448,7 @@ impl Client {
         if self.write_buf.is_empty() {
             return Ok(());
         }
-        let written = self.socket.write_all(&self.write_buf);
+        let written = self.socket.write_all(&self.write_buf).and_then(|()| self.socket.flush());
         self.write_buf.clear();
         // A partly written frame would desynchronize the stream: the connection is done.
         written.map_err(|e| self.fail(io_error(e)))
@@ -453,7 +477,7 @@ impl Client {
     /// a deadline at once (`poll`), finer than socket timeouts, which the kernel rounds up to its
     /// timer tick (the stress tool's open loop).
     pub fn has_buffered_input(&self) -> bool {
-        !self.ready.is_empty() || self.read_start < self.read_buf.len()
+        !self.ready.is_empty() || self.read_start < self.read_buf.len() || self.socket.has_buffered_input()
     }
 
     /// Sends one request and waits for its answer, keeping answers to other streams for `recv`.
@@ -561,7 +585,7 @@ impl Client {
 
     fn fail(&mut self, error: ClientError) -> ClientError {
         self.broken = true;
-        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        let _ = self.socket.tcp().shutdown(std::net::Shutdown::Both);
         error
     }
 }
@@ -630,6 +654,11 @@ fn shard_ports(range: RangeInclusive<u16>, shard: u16, shards: u16, start: u16) 
 }
 
 fn io_error(e: io::Error) -> ClientError {
+    // A TLS alert or failure (under TLS 1.3 a server refuses the client's certificate only
+    // after the client's side of the handshake is done: the first read gets the alert).
+    if let Some(failure) = tls_failure(&e) {
+        return ClientError::Tls(failure.to_string());
+    }
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
         _ => ClientError::Io(e),
@@ -652,7 +681,7 @@ fn result_of(response: Response) -> Result<QueryResult, ClientError> {
 
 impl AsRawFd for Client {
     fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.socket.tcp().as_raw_fd()
     }
 }
 

@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod ring;
 pub mod routing;
 pub mod schema;
+pub mod tls;
 pub mod token;
 pub mod value;
 

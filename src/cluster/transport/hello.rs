@@ -39,6 +39,8 @@ pub mod codes {
     pub const VERSION: u16 = 0x000B;
     /// The HELLO named another cluster: two clusters never merge by mistake.
     pub const CLUSTER: u16 = 0x000C;
+    /// The node requires internode TLS and the connection is plaintext.
+    pub const TLS: u16 = 0x000D;
     /// The node refused the connection or request to protect itself.
     pub const OVERLOADED: u16 = 0x1001;
     /// The request decoded but cannot be served (e.g. an unknown table).
