@@ -921,7 +921,7 @@ impl Shard {
 
     /// [`Shard::read_limited`] that also stops once its rows hold `max_bytes` stored bytes
     /// (`scan::row_bytes`, at least one row), and says whether it stopped at a bound.
-    async fn read_bounded(
+    pub(crate) async fn read_bounded(
         &self,
         table: TableId,
         key: &PartitionKey,
@@ -1769,7 +1769,7 @@ mod tests {
                 let page = shard.read_limited(1, &key, &slice, limit).await.unwrap();
                 let Some(page) = page else { break };
                 seen.extend(page.rows.iter().filter(|(_, r)| r.is_live(page.deletion, now)).map(|(k, _)| k.clone()));
-                match crate::row::limited_cut(Some(&page), Some(13)) {
+                match crate::row::limited_cut(Some(&page), Some(crate::row::SliceLimit::rows(13))) {
                     Some(after) => slice = ClusteringSlice { start: Bound::Excluded(after), end: Bound::Unbounded },
                     None => break,
                 }

@@ -185,7 +185,7 @@ pub fn chunk_of(
 mod tests {
     use super::*;
     use crate::cell::Cell;
-    use crate::row::{limited_cut, Row};
+    use crate::row::{limited_cut, Row, SliceLimit};
     use proptest::prelude::*;
 
     fn ck(i: u8) -> ClusteringKey {
@@ -203,7 +203,17 @@ mod tests {
     }
 
     fn read(sources: &[Partition], slice: &ClusteringSlice, limit: RowLimit) -> (Option<Partition>, usize) {
-        let mut bounded = BoundedRead::new(slice, limit);
+        read_within(sources, slice, limit, usize::MAX)
+    }
+
+    /// [`read`] that also stops at `max_bytes` stored bytes.
+    fn read_within(
+        sources: &[Partition],
+        slice: &ClusteringSlice,
+        limit: RowLimit,
+        max_bytes: usize,
+    ) -> (Option<Partition>, usize) {
+        let mut bounded = BoundedRead::new(slice, limit).with_max_bytes(max_bytes);
         let mut rounds = 0;
         while let Some(s) = bounded.next_slice() {
             let n = bounded.chunk_rows();
@@ -301,17 +311,19 @@ mod tests {
                 }
             }
             // A read that does not say it may have stopped early holds the whole slice.
-            if limited_cut(got.as_ref(), Some(limit.live_rows)).is_none() {
+            if limited_cut(got.as_ref(), Some(SliceLimit::rows(limit.live_rows))).is_none() {
                 prop_assert_eq!(want.len(), full.rows.len());
             }
         }
 
-        /// Paging a slice with bounded reads, each starting after the last row of the one
-        /// before, visits every live row of the full read exactly once, in order.
+        /// Paging a slice with bounded reads (in rows, and in bytes or not), each starting
+        /// after the last row of the one before where `limited_cut` says it may have stopped,
+        /// visits every live row of the full read exactly once, in order.
         #[test]
         fn bounded_reads_page_through_every_live_row_once(
             sources in proptest::collection::vec(any_source(), 1..5),
             limit in 1usize..7,
+            bytes in prop_oneof![Just(usize::MAX), 1usize..400],
         ) {
             let now = 1;
             let all = merged(&sources);
@@ -320,10 +332,10 @@ mod tests {
             let mut got = Vec::new();
             let mut slice = ClusteringSlice::ALL;
             loop {
-                let (page, _) = read(&sources, &slice, RowLimit { live_rows: limit, now_secs: now });
+                let (page, _) = read_within(&sources, &slice, RowLimit { live_rows: limit, now_secs: now }, bytes);
                 let Some(page) = page else { break };
                 got.extend(page.rows.iter().filter(|(_, r)| r.is_live(page.deletion, now)).map(|(k, _)| k.clone()));
-                match limited_cut(Some(&page), Some(limit)) {
+                match limited_cut(Some(&page), Some(SliceLimit { rows: limit, bytes })) {
                     Some(after) => slice = ClusteringSlice { start: Bound::Excluded(after), end: Bound::Unbounded },
                     None => break,
                 }
@@ -362,6 +374,6 @@ mod tests {
         let (got, _) = read(std::slice::from_ref(&source), &ClusteringSlice::ALL, limit);
         let got = got.unwrap();
         assert_eq!(got.rows.len(), 10 + MAX_DEAD_ROWS);
-        assert!(limited_cut(Some(&got), Some(10)).is_some(), "it says it may have stopped early");
+        assert!(limited_cut(Some(&got), Some(SliceLimit::rows(10))).is_some(), "it says it may have stopped early");
     }
 }
