@@ -1,17 +1,18 @@
 //! No peer message outgrows a frame, with real processes and a frame limit of 8 MiB on every
 //! node: a partition of 1 MiB rows read through a coordinator that is not its replica comes
-//! back whole, a page at a time (each replica READ answer bounded in bytes as well as rows).
-//! Before, a replica answered a page's READ with up to 5001 rows: a 24 MiB frame, refused, so
-//! the read failed.
+//! back whole, a page at a time (each replica READ answer bounded in bytes as well as rows),
+//! and removenode streams such a partition, and a wide one of small rows, in bounded pieces.
+//! Before, a replica answered a page's READ with up to 5001 rows, and a stream's SCAN with
+//! whole partitions: 24 MiB frames, refused, so the read and the removenode failed.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use common::cluster::{await_until, replicas_of, ring, TestCluster};
-use common::{connect, query_at};
+use common::cluster::{await_until, netstats, replicas_of, ring, state_of, TestCluster};
+use common::{batch_ok, connect, query_at};
 use wire::client::{Client, ClientOptions};
-use wire::protocol::{QueryParams, QueryResult};
+use wire::protocol::{BatchKind, BatchRequest, BatchStatement, QueryParams, QueryResult};
 use wire::token::{serialize_partition_key, token_of};
 use wire::{Consistency, Value};
 
@@ -20,6 +21,8 @@ const MIB: usize = 1 << 20;
 const FRAME: usize = 8 * MIB;
 /// Rows of 1 MiB in the partition of large rows: 24 MiB, three frames.
 const LARGE_ROWS: i32 = 24;
+/// Rows in the wide partition: more than a stream page holds (16,384 rows).
+const WIDE_ROWS: i32 = 40_000;
 
 /// A blob of `len` bytes that says which row it belongs to.
 fn blob(ck: i32, len: usize) -> Vec<u8> {
@@ -122,4 +125,56 @@ fn partitions_of(cluster: &TestCluster, hosts: &[String], rf: usize, n: usize) -
         })
         .take(n)
         .collect()
+}
+
+#[test]
+fn removenode_streams_large_rows_and_a_wide_partition_in_bounded_pieces() {
+    let frame = FRAME.to_string();
+    let flags = ["--max-frame-bytes", frame.as_str(), "--sync-mode", "periodic", "--ring-delay-ms", "1000"];
+    let mut cluster = TestCluster::start_with("peer-stream-large-rows", 3, &flags);
+    create_big(&cluster, 3, 2);
+    // Two partitions held by nodes 2 and 3 only: once node 3 is removed, node 1 gets its copy
+    // of them streamed from node 2 (SCAN pages from node 2, applied on node 1).
+    let [large, wide] = partitions_of(&cluster, &[cluster.host_id(2), cluster.host_id(3)], 2, 2)[..] else {
+        panic!("two partitions of nodes 2 and 3")
+    };
+    let mut client = connect(cluster.addr(2));
+    write_large_rows(&mut client, large);
+    let insert = client.prepare("INSERT INTO big (pk, ck, v) VALUES (?, ?, ?)").expect("prepare");
+    for first in (0..WIDE_ROWS).step_by(1000) {
+        let statements = (first..first + 1000)
+            .map(|ck| {
+                let values = vec![Some(Value::Int(wide)), Some(Value::Int(ck)), Some(Value::Blob(blob(ck, 8)))];
+                BatchStatement::Prepared(insert.id, values)
+            })
+            .collect();
+        let batch =
+            BatchRequest { kind: BatchKind::Unlogged, statements, consistency: Consistency::All, timestamp: None };
+        batch_ok(&mut client, batch);
+    }
+
+    let dead = cluster.addr(3);
+    let dead_id = cluster.host_id(3);
+    cluster.kill(3);
+    await_until("node 1 sees node 3 down", || state_of(cluster.addr(1), dead).as_deref() == Some("DN"));
+    let out = common::enigmadb()
+        .args(["admin", "removenode", &dead_id, "--host", &cluster.addr(1).to_string()])
+        .output()
+        .expect("enigmadb admin removenode");
+    assert!(out.status.success(), "admin removenode: {}", common::text(&out.stderr));
+    let stats = netstats(cluster.addr(1));
+    assert_eq!(stats["mode"], "NORMAL: removenode completed", "{stats}");
+    let moved =
+        |what: &str| -> u64 { stats["receiving"].as_array().unwrap().iter().map(|p| p[what].as_u64().unwrap()).sum() };
+    assert_eq!(moved("rows"), (LARGE_ROWS + WIDE_ROWS) as u64, "{stats}");
+    assert_eq!(moved("partitions"), 2, "a partition streamed in pieces counts once: {stats}");
+    eprintln!("netstats after the removenode: {stats}");
+
+    // Two nodes at RF 2: node 1 answers reads at ONE from its own copy (a replica reads in
+    // place), which the stream brought whole.
+    let mut client = reader(cluster.addr(1));
+    let (seen, _) = page_through(&mut client, &format!("SELECT ck, v FROM big WHERE pk = {large}"));
+    assert_eq!(seen, (0..LARGE_ROWS).map(|ck| (ck, MIB)).collect::<BTreeMap<_, _>>());
+    let (seen, _) = page_through(&mut client, &format!("SELECT ck, v FROM big WHERE pk = {wide}"));
+    assert_eq!(seen, (0..WIDE_ROWS).map(|ck| (ck, 8)).collect::<BTreeMap<_, _>>());
 }

@@ -359,6 +359,16 @@ pub fn encode_scan_result(page: &ScanPage) -> Vec<u8> {
     w.into_bytes()
 }
 
+/// Where an answer to a SCAN for `asked` partitions stopped, and the next one resumes: where
+/// it says it did, or, from a node before bounds (or to a SCAN without one), after its last
+/// partition when it holds all it was asked. None: the scanned range is done.
+pub fn scan_answer_cover(page: &ScanPage, asked: usize) -> Option<ScanResume> {
+    let full = page.partitions.len() >= asked;
+    page.resume.clone().or_else(|| {
+        full.then(|| page.partitions.last().map(|(k, _)| k.clone())).flatten().map(ScanResume::after_partition)
+    })
+}
+
 /// A SCAN_RESULT body; `resume` is None when the body has none (the range is exhausted, or an
 /// older node sent it: then it stopped at `limit` partitions if it sent that many).
 pub fn decode_scan_result(body: &[u8]) -> Result<ScanPage, MessageError> {
