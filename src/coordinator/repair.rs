@@ -501,7 +501,7 @@ impl RangeRepair<'_> {
     ) -> Result<(), StreamError> {
         let mut pager = RangePager::new(range, REPAIR_PAGE_PARTITIONS);
         while let Some((start, end, resume)) = pager.next_scan() {
-            let page = local_page(&self.node, self.tree.table, start, end, resume, pager.page_size());
+            let page = local_page(self.node, self.tree.table, start, end, resume, pager.page_size());
             let page = page.await.map_err(StreamError::Node)?;
             pager.advance(&page);
             let (updates, rows) = updates(self.tree.table, page.partitions);

@@ -145,9 +145,9 @@ impl Streamer<'_> {
                 }
             };
             pager.advance(&page);
-            let goes_on = page.partitions.first().is_some_and(|(k, _)| Some(k) == continued.as_ref());
+            let goes_on = page.partitions.first().is_some_and(|(k, p)| Some(k) == continued.as_ref() && !p.is_empty());
             let (updates, rows) = updates(table, page.partitions);
-            let partitions = updates.len() as u64 - u64::from(goes_on && !updates.is_empty());
+            let partitions = updates.len() as u64 - u64::from(goes_on);
             if !updates.is_empty() {
                 match to {
                     End::Local => {
