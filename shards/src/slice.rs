@@ -7,6 +7,9 @@
 //! slice from the current start. A source that returned that many may hold more after its last
 //! row; the merge of the round is exact only up to the smallest such last row (the round's
 //! cover), so rows after it are dropped and read again next round, starting after the cover.
+//! The sources of a round are read one after another, each only up to the cover so far (rows
+//! past it would be dropped): a partition spread over many SSTables, each holding another
+//! part of it, costs about one chunk per round, not one per source.
 //! Rows are counted live after the merge, under the merged partition deletion, so a row
 //! deletion, a cell tombstone or a partition deletion in any source shadows correctly whatever
 //! the start and the limit.
@@ -60,6 +63,16 @@ pub struct BoundedRead {
     out: Partition,
     found: bool,
     live: usize,
+    /// The sources' chunks of the round in progress.
+    round: Round,
+}
+
+/// The chunks of one round merged so far, and its cover: the smallest last row of a chunk
+/// that may have stopped before the round's end (past it the merge is not exact).
+#[derive(Debug, Clone, Default)]
+struct Round {
+    merged: Option<Partition>,
+    cover: Option<ClusteringKey>,
 }
 
 impl BoundedRead {
@@ -76,6 +89,7 @@ impl BoundedRead {
             out: Partition::default(),
             found: false,
             live: 0,
+            round: Round::default(),
         }
     }
 
@@ -108,27 +122,47 @@ impl BoundedRead {
         by_rows.min(by_bytes).max(1)
     }
 
-    /// Adds one round: the answers of every source to [`BoundedRead::next_slice`].
-    pub fn push(&mut self, chunks: Vec<SourceChunk>) {
+    /// The slice the next source of the current round reads: from the round's start up to
+    /// the round's cover so far (the last row of a source that may hold more), since rows
+    /// past it are dropped this round whatever the other sources hold. Reading the sources
+    /// one by one with it, a source whose rows lie past another's chunk returns none of them.
+    /// None once the read is done.
+    pub fn source_slice(&self) -> Option<ClusteringSlice> {
+        let start = self.next_start.clone()?;
+        let end = match &self.round.cover {
+            Some(cover) => Bound::Included(cover.clone()),
+            None => self.end.clone(),
+        };
+        Some(ClusteringSlice { start, end })
+    }
+
+    /// Adds one source's answer to [`BoundedRead::source_slice`] to the current round.
+    pub fn add(&mut self, chunk: SourceChunk) {
         if self.next_start.is_none() {
             return;
         }
-        let mut merged: Option<Partition> = None;
-        let mut cover: Option<ClusteringKey> = None;
-        for chunk in chunks {
-            let Some(partition) = chunk.partition else { continue };
-            if chunk.truncated {
-                if let Some(last) = partition.rows.keys().next_back() {
-                    if cover.as_ref().is_none_or(|c| last < c) {
-                        cover = Some(last.clone());
-                    }
+        let Some(partition) = chunk.partition else { return };
+        let round = &mut self.round;
+        if chunk.truncated {
+            if let Some(last) = partition.rows.keys().next_back() {
+                if round.cover.as_ref().is_none_or(|c| last < c) {
+                    round.cover = Some(last.clone());
                 }
             }
-            match &mut merged {
-                Some(m) => m.merge(partition),
-                None => merged = Some(partition),
-            }
         }
+        match &mut round.merged {
+            Some(m) => m.merge(partition),
+            None => round.merged = Some(partition),
+        }
+    }
+
+    /// Ends the current round: its merge is exact up to its cover, so the rows after it are
+    /// dropped (and read again next round, from just after it).
+    pub fn end_round(&mut self) {
+        if self.next_start.is_none() {
+            return;
+        }
+        let Round { merged, cover } = std::mem::take(&mut self.round);
         self.next_start = None;
         let Some(mut merged) = merged else { return };
         self.found = true;
@@ -217,7 +251,13 @@ mod tests {
         let mut rounds = 0;
         while let Some(s) = bounded.next_slice() {
             let n = bounded.chunk_rows();
-            bounded.push(sources.iter().map(|p| chunk(p, &s, n)).collect());
+            // As the shard reads: source by source, each up to the round's cover so far.
+            for source in sources {
+                let narrowed = bounded.source_slice().expect("a round in progress");
+                assert_eq!(narrowed.start, s.start, "every source of a round starts where it does");
+                bounded.add(chunk(source, &narrowed, n));
+            }
+            bounded.end_round();
             rounds += 1;
             assert!(rounds < 10_000, "a bounded read always progresses");
         }
