@@ -29,7 +29,7 @@ use crate::key::{ClusteringKey, KeyError, PartitionKey};
 use crate::mutation::{PartitionUpdate, UpdateError, Write, WriteError};
 use crate::node_meta::{NodeMeta, NodeMetaError};
 use crate::read::{now_secs, visible_rows, ResultRow};
-use crate::row::{ClusteringSlice, Partition};
+use crate::row::{ClusteringSlice, Partition, SliceLimit};
 use crate::scan::{merge_disjoint, ScanBound, ScanPage, ScanResume};
 use crate::shard::{self, Shard, ShardConfig, ShardError, ShardStats};
 use crate::slice::RowLimit;
@@ -206,8 +206,9 @@ enum Request {
         table: TableId,
         key: PartitionKey,
         slice: ClusteringSlice,
-        /// Stop after this many live rows (`Shard::read_limited`); None: the whole slice.
-        limit: Option<usize>,
+        /// Stop after this many live rows or stored bytes (`Shard::read_limited`); None: the
+        /// whole slice.
+        limit: Option<SliceLimit>,
         reply: flume::Sender<Result<Option<Partition>, ShardError>>,
     },
     Scan {
@@ -786,14 +787,15 @@ impl Node {
         self.read_partition_limited(table, key, slice, None).await
     }
 
-    /// [`Node::read_partition`] from the slice's start up to the `limit`-th row live now
-    /// (`Shard::read_limited`; dead rows on the way included), or the whole slice without one.
+    /// [`Node::read_partition`] from the slice's start up to the `limit.rows`-th row live now
+    /// or `limit.bytes` stored bytes (`Shard::read_limited`; dead rows on the way included;
+    /// `row::limited_cut` says where it may have stopped), or the whole slice without one.
     pub async fn read_partition_limited(
         &self,
         table: TableId,
         key: PartitionKey,
         slice: ClusteringSlice,
-        limit: Option<usize>,
+        limit: Option<SliceLimit>,
     ) -> Result<Option<Partition>, NodeError> {
         let shard = self.shard_of(key.token());
         self.call(shard, |reply| Request::Read { table, key, slice, limit, reply })
@@ -1209,9 +1211,10 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::Read { table, key, slice, limit: None, reply } => {
             let _ = reply.send(shard.read(table, &key, &slice).await);
         }
-        Request::Read { table, key, slice, limit: Some(live_rows), reply } => {
-            let limit = RowLimit { live_rows, now_secs: now_secs() };
-            let _ = reply.send(shard.read_limited(table, &key, &slice, limit).await);
+        Request::Read { table, key, slice, limit: Some(SliceLimit { rows, bytes }), reply } => {
+            let limit = RowLimit { live_rows: rows, now_secs: now_secs() };
+            let read = shard.read_bounded(table, &key, &slice, limit, bytes).await;
+            let _ = reply.send(read.map(|(found, _)| found));
         }
         Request::Scan { table, start, end, resume, limit, bound, reply } => {
             let _ = reply.send(shard.scan(table, start, end, resume, limit, bound).await);

@@ -221,14 +221,35 @@ impl Partition {
     }
 }
 
-/// Where a read of at most `limit` live rows may have stopped before its slice's end: after its
-/// last row, when it holds `limit` rows or more (a bounded read stops after `limit` live rows,
-/// or after more rows than that when many are dead, never before). None when the read holds
-/// every row of its slice, or had no limit. The same rule serves the replica that answers and
-/// the coordinator that compares answers, so no answer needs to say where it stopped.
-pub fn limited_cut(partition: Option<&Partition>, limit: Option<usize>) -> Option<ClusteringKey> {
+/// How much of a slice a bounded read returns: the stored rows from the slice's start up to
+/// the `rows`-th row live now, and no more once the stored bytes of its rows
+/// ([`crate::scan::row_bytes`], summed) reach `bytes` (it stops after the row that reaches
+/// them; `usize::MAX`: no byte bound). At least one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceLimit {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl SliceLimit {
+    /// Up to the `rows`-th live row, whatever their size.
+    pub fn rows(rows: usize) -> SliceLimit {
+        SliceLimit { rows, bytes: usize::MAX }
+    }
+}
+
+/// Where a read bounded by `limit` may have stopped before its slice's end: after its last
+/// row, when it holds `limit.rows` rows or more (a bounded read stops after that many live
+/// rows, or after more rows than that when many are dead, never before), or when its rows
+/// hold `limit.bytes` stored bytes or more (it stops after the row that reaches them, never
+/// before). None when the read holds every row of its slice, or had no limit. The same rule
+/// serves the replica that answers and the coordinator that compares answers, so no answer
+/// needs to say where it stopped.
+pub fn limited_cut(partition: Option<&Partition>, limit: Option<SliceLimit>) -> Option<ClusteringKey> {
     let (partition, limit) = (partition?, limit?);
-    (partition.rows.len() >= limit).then(|| partition.rows.keys().next_back().cloned()).flatten()
+    let stopped = partition.rows.len() >= limit.rows
+        || (limit.bytes != usize::MAX && crate::scan::partition_bytes(partition) >= limit.bytes);
+    stopped.then(|| partition.rows.keys().next_back().cloned()).flatten()
 }
 
 /// A range of clustering keys. Bounds may be prefixes: `Included(p)` as an end includes every

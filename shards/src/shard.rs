@@ -48,7 +48,7 @@ use crate::read::now_secs;
 use crate::row::{ClusteringSlice, Partition};
 use crate::scan::{PageBudget, ScanBound, ScanPage, ScanResume};
 use crate::signal::Signal;
-use crate::slice::{BoundedRead, RowLimit, SourceChunk};
+use crate::slice::{BoundedRead, RowLimit};
 use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter};
 use crate::wal::{Lsn, ReplayReport, Wal, WalConfig, WalError, WalStats};
 
@@ -946,7 +946,7 @@ impl Shard {
 
     /// [`Shard::read_limited`] that also stops once its rows hold `max_bytes` stored bytes
     /// (`scan::row_bytes`, at least one row), and says whether it stopped at a bound.
-    async fn read_bounded(
+    pub(crate) async fn read_bounded(
         &self,
         table: TableId,
         key: &PartitionKey,
@@ -959,24 +959,29 @@ impl Shard {
         }
         let started = Instant::now();
         let mut bounded = BoundedRead::new(slice, limit).with_max_bytes(max_bytes);
-        while let Some(round) = bounded.next_slice() {
+        while bounded.next_slice().is_some() {
             let rows = bounded.chunk_rows();
-            // The MemTables and SSTables of one instant (nothing awaits in between): a flush
-            // between two rounds moves rows from the one to the other, never out of sight.
-            let mut chunks: Vec<SourceChunk> = Vec::new();
+            // The MemTables (read first, with nothing awaited in between) and SSTables of one
+            // instant: a flush during the round moves rows from the one to the other, never
+            // out of sight.
             let generations: Vec<Rc<Generation>> = std::iter::once(self.active.borrow().clone())
                 .chain(self.immutables.borrow().iter().map(|i| i.generation.clone()))
                 .collect();
             for g in &generations {
-                if let Some(memtable) = g.tables.borrow().get(&table) {
-                    chunks.push(memtable.get_chunk(key, &round, rows));
+                if let (Some(memtable), Some(round)) = (g.tables.borrow().get(&table), bounded.source_slice()) {
+                    bounded.add(memtable.get_chunk(key, &round, rows));
                 }
             }
             let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
             for sst in &sstables {
-                chunks.push(sst.read_chunk(key, &round, rows).await?);
+                // Each source reads up to the round's cover so far; a partition spread over
+                // many SSTables costs a chunk of each per round, so the shard's other tasks
+                // run between them.
+                let Some(round) = bounded.source_slice() else { break };
+                bounded.add(sst.read_chunk(key, &round, rows).await?);
+                glommio::yield_if_needed().await;
             }
-            bounded.push(chunks);
+            bounded.end_round();
             if !bounded.is_done() {
                 glommio::yield_if_needed().await;
             }
@@ -1794,7 +1799,7 @@ mod tests {
                 let page = shard.read_limited(1, &key, &slice, limit).await.unwrap();
                 let Some(page) = page else { break };
                 seen.extend(page.rows.iter().filter(|(_, r)| r.is_live(page.deletion, now)).map(|(k, _)| k.clone()));
-                match crate::row::limited_cut(Some(&page), Some(13)) {
+                match crate::row::limited_cut(Some(&page), Some(crate::row::SliceLimit::rows(13))) {
                     Some(after) => slice = ClusteringSlice { start: Bound::Excluded(after), end: Bound::Unbounded },
                     None => break,
                 }

@@ -7,6 +7,9 @@
 //! slice from the current start. A source that returned that many may hold more after its last
 //! row; the merge of the round is exact only up to the smallest such last row (the round's
 //! cover), so rows after it are dropped and read again next round, starting after the cover.
+//! The sources of a round are read one after another, each only up to the cover so far (rows
+//! past it would be dropped): a partition spread over many SSTables, each holding another
+//! part of it, costs about one chunk per round, not one per source.
 //! Rows are counted live after the merge, under the merged partition deletion, so a row
 //! deletion, a cell tombstone or a partition deletion in any source shadows correctly whatever
 //! the start and the limit.
@@ -60,6 +63,16 @@ pub struct BoundedRead {
     out: Partition,
     found: bool,
     live: usize,
+    /// The sources' chunks of the round in progress.
+    round: Round,
+}
+
+/// The chunks of one round merged so far, and its cover: the smallest last row of a chunk
+/// that may have stopped before the round's end (past it the merge is not exact).
+#[derive(Debug, Clone, Default)]
+struct Round {
+    merged: Option<Partition>,
+    cover: Option<ClusteringKey>,
 }
 
 impl BoundedRead {
@@ -76,6 +89,7 @@ impl BoundedRead {
             out: Partition::default(),
             found: false,
             live: 0,
+            round: Round::default(),
         }
     }
 
@@ -108,27 +122,47 @@ impl BoundedRead {
         by_rows.min(by_bytes).max(1)
     }
 
-    /// Adds one round: the answers of every source to [`BoundedRead::next_slice`].
-    pub fn push(&mut self, chunks: Vec<SourceChunk>) {
+    /// The slice the next source of the current round reads: from the round's start up to
+    /// the round's cover so far (the last row of a source that may hold more), since rows
+    /// past it are dropped this round whatever the other sources hold. Reading the sources
+    /// one by one with it, a source whose rows lie past another's chunk returns none of them.
+    /// None once the read is done.
+    pub fn source_slice(&self) -> Option<ClusteringSlice> {
+        let start = self.next_start.clone()?;
+        let end = match &self.round.cover {
+            Some(cover) => Bound::Included(cover.clone()),
+            None => self.end.clone(),
+        };
+        Some(ClusteringSlice { start, end })
+    }
+
+    /// Adds one source's answer to [`BoundedRead::source_slice`] to the current round.
+    pub fn add(&mut self, chunk: SourceChunk) {
         if self.next_start.is_none() {
             return;
         }
-        let mut merged: Option<Partition> = None;
-        let mut cover: Option<ClusteringKey> = None;
-        for chunk in chunks {
-            let Some(partition) = chunk.partition else { continue };
-            if chunk.truncated {
-                if let Some(last) = partition.rows.keys().next_back() {
-                    if cover.as_ref().is_none_or(|c| last < c) {
-                        cover = Some(last.clone());
-                    }
+        let Some(partition) = chunk.partition else { return };
+        let round = &mut self.round;
+        if chunk.truncated {
+            if let Some(last) = partition.rows.keys().next_back() {
+                if round.cover.as_ref().is_none_or(|c| last < c) {
+                    round.cover = Some(last.clone());
                 }
             }
-            match &mut merged {
-                Some(m) => m.merge(partition),
-                None => merged = Some(partition),
-            }
         }
+        match &mut round.merged {
+            Some(m) => m.merge(partition),
+            None => round.merged = Some(partition),
+        }
+    }
+
+    /// Ends the current round: its merge is exact up to its cover, so the rows after it are
+    /// dropped (and read again next round, from just after it).
+    pub fn end_round(&mut self) {
+        if self.next_start.is_none() {
+            return;
+        }
+        let Round { merged, cover } = std::mem::take(&mut self.round);
         self.next_start = None;
         let Some(mut merged) = merged else { return };
         self.found = true;
@@ -185,7 +219,7 @@ pub fn chunk_of(
 mod tests {
     use super::*;
     use crate::cell::Cell;
-    use crate::row::{limited_cut, Row};
+    use crate::row::{limited_cut, Row, SliceLimit};
     use proptest::prelude::*;
 
     fn ck(i: u8) -> ClusteringKey {
@@ -203,11 +237,27 @@ mod tests {
     }
 
     fn read(sources: &[Partition], slice: &ClusteringSlice, limit: RowLimit) -> (Option<Partition>, usize) {
-        let mut bounded = BoundedRead::new(slice, limit);
+        read_within(sources, slice, limit, usize::MAX)
+    }
+
+    /// [`read`] that also stops at `max_bytes` stored bytes.
+    fn read_within(
+        sources: &[Partition],
+        slice: &ClusteringSlice,
+        limit: RowLimit,
+        max_bytes: usize,
+    ) -> (Option<Partition>, usize) {
+        let mut bounded = BoundedRead::new(slice, limit).with_max_bytes(max_bytes);
         let mut rounds = 0;
         while let Some(s) = bounded.next_slice() {
             let n = bounded.chunk_rows();
-            bounded.push(sources.iter().map(|p| chunk(p, &s, n)).collect());
+            // As the shard reads: source by source, each up to the round's cover so far.
+            for source in sources {
+                let narrowed = bounded.source_slice().expect("a round in progress");
+                assert_eq!(narrowed.start, s.start, "every source of a round starts where it does");
+                bounded.add(chunk(source, &narrowed, n));
+            }
+            bounded.end_round();
             rounds += 1;
             assert!(rounds < 10_000, "a bounded read always progresses");
         }
@@ -301,17 +351,19 @@ mod tests {
                 }
             }
             // A read that does not say it may have stopped early holds the whole slice.
-            if limited_cut(got.as_ref(), Some(limit.live_rows)).is_none() {
+            if limited_cut(got.as_ref(), Some(SliceLimit::rows(limit.live_rows))).is_none() {
                 prop_assert_eq!(want.len(), full.rows.len());
             }
         }
 
-        /// Paging a slice with bounded reads, each starting after the last row of the one
-        /// before, visits every live row of the full read exactly once, in order.
+        /// Paging a slice with bounded reads (in rows, and in bytes or not), each starting
+        /// after the last row of the one before where `limited_cut` says it may have stopped,
+        /// visits every live row of the full read exactly once, in order.
         #[test]
         fn bounded_reads_page_through_every_live_row_once(
             sources in proptest::collection::vec(any_source(), 1..5),
             limit in 1usize..7,
+            bytes in prop_oneof![Just(usize::MAX), 1usize..400],
         ) {
             let now = 1;
             let all = merged(&sources);
@@ -320,10 +372,10 @@ mod tests {
             let mut got = Vec::new();
             let mut slice = ClusteringSlice::ALL;
             loop {
-                let (page, _) = read(&sources, &slice, RowLimit { live_rows: limit, now_secs: now });
+                let (page, _) = read_within(&sources, &slice, RowLimit { live_rows: limit, now_secs: now }, bytes);
                 let Some(page) = page else { break };
                 got.extend(page.rows.iter().filter(|(_, r)| r.is_live(page.deletion, now)).map(|(k, _)| k.clone()));
-                match limited_cut(Some(&page), Some(limit)) {
+                match limited_cut(Some(&page), Some(SliceLimit { rows: limit, bytes })) {
                     Some(after) => slice = ClusteringSlice { start: Bound::Excluded(after), end: Bound::Unbounded },
                     None => break,
                 }
@@ -362,6 +414,6 @@ mod tests {
         let (got, _) = read(std::slice::from_ref(&source), &ClusteringSlice::ALL, limit);
         let got = got.unwrap();
         assert_eq!(got.rows.len(), 10 + MAX_DEAD_ROWS);
-        assert!(limited_cut(Some(&got), Some(10)).is_some(), "it says it may have stopped early");
+        assert!(limited_cut(Some(&got), Some(SliceLimit::rows(10))).is_some(), "it says it may have stopped early");
     }
 }

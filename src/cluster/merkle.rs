@@ -6,12 +6,13 @@
 
 use shards::key::PartitionKey;
 use shards::row::Partition;
+use shards::scan::{ScanPage, ScanResume};
 use wire::codec::{DecodeError, Reader, Writer};
 use wire::schema::TableId;
 use wire::token::murmur3_x64_128_cassandra;
 use wire::Token;
 
-use super::messages::{check_version, digest, MessageError, DATA_MESSAGE_VERSION};
+use super::messages::{check_version, digest, scan_answer_cover, MessageError, DATA_MESSAGE_VERSION};
 
 /// Depth asked for when the operator does not say: 2^15 leaves at most, Cassandra's cap on
 /// the leaves of one tree. A tree is only as deep as its partition count needs.
@@ -338,13 +339,14 @@ impl TreeRequest {
     }
 }
 
-/// Walks a token range page by page for `Node::scan` or SCAN: each of its non-wrapping pieces
-/// in turn, each page after the last key of the previous one.
+/// Walks a token range page by page for `Node::scan_bounded` or SCAN: each of its
+/// non-wrapping pieces in turn, each page from where the previous one stopped (after its last
+/// partition, or inside it when a bound cut it there).
 #[derive(Debug, Clone)]
 pub struct RangePager {
     pieces: Vec<(Token, Token)>,
     piece: usize,
-    after: Option<PartitionKey>,
+    after: Option<ScanResume>,
     page: usize,
 }
 
@@ -354,8 +356,8 @@ impl RangePager {
         RangePager { pieces: range.pieces(), piece: 0, after: None, page: page.max(1) }
     }
 
-    /// The next scan to run: (start, end, after), or None when the range is done.
-    pub fn next_scan(&self) -> Option<(Token, Token, Option<PartitionKey>)> {
+    /// The next scan to run: (start, end, where it resumes), or None when the range is done.
+    pub fn next_scan(&self) -> Option<(Token, Token, Option<ScanResume>)> {
         let (start, end) = *self.pieces.get(self.piece)?;
         Some((start, end, self.after.clone()))
     }
@@ -364,12 +366,13 @@ impl RangePager {
         self.page
     }
 
-    /// Moves past `page`, the answer to the last [`RangePager::next_scan`]: a short page ends
+    /// Moves past `page`, the answer to the last [`RangePager::next_scan`]: the next page
+    /// resumes where it stopped (`messages::scan_answer_cover`); one that stopped nowhere ends
     /// its piece.
-    pub fn advance(&mut self, page: &[(PartitionKey, Partition)]) {
-        match page.last() {
-            Some((last, _)) if page.len() >= self.page => self.after = Some(last.clone()),
-            _ => {
+    pub fn advance(&mut self, page: &ScanPage) {
+        match scan_answer_cover(page, self.page) {
+            Some(resume) => self.after = Some(resume),
+            None => {
                 self.piece += 1;
                 self.after = None;
             }
@@ -510,15 +513,21 @@ mod tests {
     }
 
     #[test]
-    fn pages_walk_every_piece_after_the_last_key() {
+    fn pages_walk_every_piece_from_where_the_last_page_stopped() {
         let mut pager = RangePager::new(TokenRange::new(10, 5), 2);
         assert_eq!(pager.next_scan(), Some((10, i64::MAX, None)));
-        let page = vec![(key(1), partition(1)), (key(2), partition(2))];
-        pager.advance(&page);
-        assert_eq!(pager.next_scan(), Some((10, i64::MAX, Some(key(2)))));
-        pager.advance(&page[..1]);
+        // A full page without a resume point (a node before bounds): after its last key.
+        let full = ScanPage { partitions: vec![(key(1), partition(1)), (key(2), partition(2))], resume: None };
+        pager.advance(&full);
+        assert_eq!(pager.next_scan(), Some((10, i64::MAX, Some(ScanResume::after_partition(key(2))))));
+        // A bounded page cut inside a partition resumes after its last row.
+        let inside = ScanResume { key: key(3), after: Some(ClusteringKey::default()) };
+        pager.advance(&ScanPage { partitions: vec![(key(3), partition(3))], resume: Some(inside.clone()) });
+        assert_eq!(pager.next_scan(), Some((10, i64::MAX, Some(inside))));
+        // A short page with no resume point ends the piece.
+        pager.advance(&ScanPage { partitions: vec![(key(4), partition(4))], resume: None });
         assert_eq!(pager.next_scan(), Some((i64::MIN, 5, None)));
-        pager.advance(&[]);
+        pager.advance(&ScanPage::default());
         assert_eq!(pager.next_scan(), None);
     }
 

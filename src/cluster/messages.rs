@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use shards::key::{ClusteringKey, PartitionKey};
 use shards::mutation::{decode_batch, encode_batch, PartitionUpdate};
-use shards::row::{ClusteringSlice, Partition};
+use shards::row::{ClusteringSlice, Partition, SliceLimit};
 use shards::row_codec::{decode_deletion, decode_row, encode_deletion, encode_row};
 use shards::scan::{ScanBound, ScanPage, ScanResume};
 use wire::codec::{DecodeError, Reader, Writer};
@@ -57,6 +57,22 @@ pub struct ReadRequest {
     /// Rows from the slice's start up to this many live ones (a page), not the whole slice;
     /// at least 1. None: the whole slice (what a node before the limit existed always reads).
     pub limit: Option<u32>,
+    /// Stored bytes (`shards::scan::row_bytes`) after which the answer ends, at least one row
+    /// in; at most [`MAX_READ_ANSWER_BYTES`], so no answer outgrows a peer frame. None: no
+    /// byte bound (what a node before byte bounds always reads).
+    pub max_bytes: Option<u32>,
+}
+
+impl ReadRequest {
+    /// How much of the slice the replica reads (`row::limited_cut` of the answer says where
+    /// it may have stopped); None: all of it.
+    pub fn slice_limit(&self) -> Option<SliceLimit> {
+        if self.limit.is_none() && self.max_bytes.is_none() {
+            return None;
+        }
+        let rows = self.limit.map_or(usize::MAX, |n| n as usize);
+        Some(SliceLimit { rows, bytes: self.max_bytes.map_or(usize::MAX, |n| n as usize) })
+    }
 }
 
 /// READ_RESULT: the partition as stored (None: nothing stored), or its digest.
@@ -85,6 +101,8 @@ pub struct ScanRequest {
 /// Bytes a bounded SCAN_RESULT holds at most, whatever the request asks: a quarter of the
 /// default peer frame limit, so that an answer never outgrows a peer frame.
 pub const MAX_SCAN_ANSWER_BYTES: usize = wire::frame::DEFAULT_MAX_FRAME_BYTES / 4;
+/// The same bound for a READ_RESULT of a READ with a byte bound.
+pub const MAX_READ_ANSWER_BYTES: usize = MAX_SCAN_ANSWER_BYTES;
 /// SCAN extension flags: a bound (rows u32, bytes u32) follows.
 const SCAN_BOUNDED: u8 = 1;
 /// SCAN extension flags: a row (clustering key bytes) to resume after follows.
@@ -113,20 +131,27 @@ pub fn decode_mutate(body: &[u8]) -> Result<Vec<PartitionUpdate>, MessageError> 
 const READ_DIGEST_ONLY: u8 = 1;
 /// READ flags: a u32 row limit follows the flags.
 const READ_LIMITED: u8 = 2;
+/// READ flags: a u32 byte bound follows the flags (and the row limit, if any).
+const READ_BYTE_BOUNDED: u8 = 4;
 
 impl ReadRequest {
     /// version | table u32 | key bytes | start bound | end bound | flags u8 (1 = digest only,
-    /// 2 = a row limit follows) [| limit u32]. A request without a limit is encoded exactly as
-    /// before limits existed, so nodes of the release before read it.
+    /// 2 = a row limit follows, 4 = a byte bound follows) [| limit u32] [| bytes u32]. A
+    /// request without a limit or a bound is encoded exactly as before they existed, and one
+    /// without a bound as before bounds, so nodes of those releases read it.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(DATA_MESSAGE_VERSION).u32(self.table).bytes(self.key.bytes());
         encode_bound(&mut w, &self.slice.start);
         encode_bound(&mut w, &self.slice.end);
         let limited = if self.limit.is_some() { READ_LIMITED } else { 0 };
-        w.u8(u8::from(self.digest_only) | limited);
+        let bounded = if self.max_bytes.is_some() { READ_BYTE_BOUNDED } else { 0 };
+        w.u8(u8::from(self.digest_only) | limited | bounded);
         if let Some(limit) = self.limit {
             w.u32(limit);
+        }
+        if let Some(bytes) = self.max_bytes {
+            w.u32(bytes);
         }
         w.into_bytes()
     }
@@ -141,7 +166,7 @@ impl ReadRequest {
             let start = decode_bound(r)?;
             let end = decode_bound(r)?;
             let flags = r.u8()?;
-            if flags & !(READ_DIGEST_ONLY | READ_LIMITED) != 0 {
+            if flags & !(READ_DIGEST_ONLY | READ_LIMITED | READ_BYTE_BOUNDED) != 0 {
                 return Err(r.invalid("READ flags", format!("unknown flags {flags:#04x}")));
             }
             let limit = match flags & READ_LIMITED {
@@ -151,9 +176,18 @@ impl ReadRequest {
                     n => Some(n),
                 },
             };
+            let max_bytes = match flags & READ_BYTE_BOUNDED {
+                0 => None,
+                // Lowered to what a peer frame holds, whatever the request says.
+                _ => match r.u32()? {
+                    0 => return Err(r.invalid("READ byte bound", "a byte bound of 0".to_owned())),
+                    n => Some(n.min(MAX_READ_ANSWER_BYTES as u32)),
+                },
+            };
             r.finish()?;
             let digest_only = flags & READ_DIGEST_ONLY != 0;
-            Ok(ReadRequest { table, key, slice: ClusteringSlice { start, end }, digest_only, limit })
+            let slice = ClusteringSlice { start, end };
+            Ok(ReadRequest { table, key, slice, digest_only, limit, max_bytes })
         };
         decode(&mut r).map_err(|source| MessageError::Malformed { message: MESSAGE, source })
     }
@@ -323,6 +357,16 @@ pub fn encode_scan_result(page: &ScanPage) -> Vec<u8> {
         }
     }
     w.into_bytes()
+}
+
+/// Where an answer to a SCAN for `asked` partitions stopped, and the next one resumes: where
+/// it says it did, or, from a node before bounds (or to a SCAN without one), after its last
+/// partition when it holds all it was asked. None: the scanned range is done.
+pub fn scan_answer_cover(page: &ScanPage, asked: usize) -> Option<ScanResume> {
+    let full = page.partitions.len() >= asked;
+    page.resume.clone().or_else(|| {
+        full.then(|| page.partitions.last().map(|(k, _)| k.clone())).flatten().map(ScanResume::after_partition)
+    })
 }
 
 /// A SCAN_RESULT body; `resume` is None when the body has none (the range is exhausted, or an
@@ -495,13 +539,15 @@ mod tests {
 
     fn any_read_request() -> impl Strategy<Value = ReadRequest> {
         let limit = proptest::option::of(1u32..);
-        (any::<u32>(), any_partition_key(), any_bound(), any_bound(), any::<bool>(), limit).prop_map(
-            |(table, key, start, end, digest_only, limit)| ReadRequest {
+        let max_bytes = proptest::option::of(1u32..=MAX_READ_ANSWER_BYTES as u32);
+        (any::<u32>(), any_partition_key(), any_bound(), any_bound(), any::<bool>(), limit, max_bytes).prop_map(
+            |(table, key, start, end, digest_only, limit, max_bytes)| ReadRequest {
                 table,
                 key,
                 slice: ClusteringSlice { start, end },
                 digest_only,
                 limit,
+                max_bytes,
             },
         )
     }
@@ -660,7 +706,8 @@ mod tests {
     #[test]
     fn a_read_without_a_limit_keeps_the_layout_of_the_release_before() {
         let key = PartitionKey::from_serialized(vec![1, 2]);
-        let mut request = ReadRequest { table: 7, key, slice: ClusteringSlice::ALL, digest_only: true, limit: None };
+        let mut request =
+            ReadRequest { table: 7, key, slice: ClusteringSlice::ALL, digest_only: true, limit: None, max_bytes: None };
         // version, table, key (u32 length and bytes), two unbounded bounds, flags 1.
         let before = [1, 7, 0, 0, 0, 2, 0, 0, 0, 1, 2, 0, 0, 1];
         assert_eq!(request.encode(), before);
@@ -672,9 +719,28 @@ mod tests {
         let mut zero = limited.clone();
         zero[14] = 0;
         assert!(matches!(ReadRequest::decode(&zero), Err(MessageError::Malformed { message: "READ", .. })));
-        let mut unknown = limited;
-        unknown[13] = 7;
+        let mut unknown = limited.clone();
+        unknown[13] = 9;
         assert!(matches!(ReadRequest::decode(&unknown), Err(MessageError::Malformed { message: "READ", .. })));
+        // A byte bound follows the limit under flag 4; without it the request is what the
+        // release before sent.
+        request.max_bytes = Some(1 << 20);
+        let bounded = request.encode();
+        assert_eq!(bounded[..13], before[..13]);
+        assert_eq!(bounded[13..], [7, 100, 0, 0, 0, 0, 0, 16, 0], "flags 1 | 2 | 4, the limit, the bound");
+        assert_eq!(ReadRequest::decode(&bounded).unwrap(), request);
+        assert_eq!(request.slice_limit(), Some(SliceLimit { rows: 100, bytes: 1 << 20 }));
+        // The bound is lowered to what a peer frame holds; 0 is refused.
+        request.max_bytes = Some(u32::MAX);
+        let capped = ReadRequest::decode(&request.encode()).unwrap();
+        assert_eq!(capped.max_bytes, Some(MAX_READ_ANSWER_BYTES as u32));
+        let mut zero = bounded;
+        zero[18..22].copy_from_slice(&[0; 4]);
+        assert!(matches!(ReadRequest::decode(&zero), Err(MessageError::Malformed { message: "READ", .. })));
+        // No limit and no bound: the whole slice.
+        request.limit = None;
+        request.max_bytes = None;
+        assert_eq!(request.slice_limit(), None);
     }
 
     #[test]
@@ -708,6 +774,7 @@ mod tests {
             slice: ClusteringSlice::ALL,
             digest_only: false,
             limit: None,
+            max_bytes: None,
         };
         let mut body = request.encode();
         body[0] = 9;

@@ -5,7 +5,7 @@
 //! arrive; nothing here sends, waits or reads a clock.
 
 use shards::key::ClusteringKey;
-use shards::row::{limited_cut, Partition};
+use shards::row::{limited_cut, Partition, SliceLimit};
 use wire::protocol::Consistency;
 
 use super::messages::Digest;
@@ -145,8 +145,8 @@ pub struct ResolvedRead<R> {
 #[derive(Debug, Clone)]
 pub struct ReadResolver<R> {
     required: usize,
-    /// The read's row limit, which every replica applied to its answer.
-    limit: Option<usize>,
+    /// The read's row limit and byte bound, which every replica applied to its answer.
+    limit: Option<SliceLimit>,
     /// Full answers, each with its digest.
     data: Vec<(R, Option<Partition>, Digest)>,
     digests: Vec<(R, Digest)>,
@@ -160,8 +160,8 @@ impl<R: Copy + Eq> ReadResolver<R> {
     }
 
     /// A resolver of a read whose replicas each answered with the rows of the slice up to the
-    /// `limit`-th live one (see [`resolve_limited`]).
-    pub fn with_limit(required: usize, limit: Option<usize>) -> ReadResolver<R> {
+    /// `limit.rows`-th live one or the one that reaches `limit.bytes` (see [`resolve_limited`]).
+    pub fn with_limit(required: usize, limit: Option<SliceLimit>) -> ReadResolver<R> {
         assert!(required >= 1, "a read needs at least one replica");
         ReadResolver { required, limit, data: Vec::new(), digests: Vec::new(), fetching: None }
     }
@@ -254,7 +254,7 @@ pub fn resolve_versions<R: Copy>(versions: Vec<(R, Option<Partition>)>) -> Resol
 /// the first such point (the result's `cut`) before they are merged and compared, so a row
 /// beyond it neither appears in the result nor makes a replica stale. The reader resumes after
 /// `cut` for more rows.
-pub fn resolve_limited<R: Copy>(versions: Vec<(R, Option<Partition>)>, limit: Option<usize>) -> ResolvedRead<R> {
+pub fn resolve_limited<R: Copy>(versions: Vec<(R, Option<Partition>)>, limit: Option<SliceLimit>) -> ResolvedRead<R> {
     let cut = versions.iter().filter_map(|(_, v)| limited_cut(v.as_ref(), limit)).min();
     // An empty partition and no partition read the same (as their digests do).
     let versions: Vec<(R, Option<Partition>)> = versions
@@ -470,18 +470,26 @@ mod tests {
         // Limit 3. Replica 1 holds rows 1..=5 and answers 1, 2, 3; replica 2 missed row 2 and
         // holds 1, 3, 4, 5, 6, answering 1, 3, 4. Past row 3 replica 1 said nothing.
         let (one, two) = (rows(&[1, 2, 3], 10), rows(&[1, 3, 4], 10));
-        let resolved = resolve_limited(vec![(1u8, one.clone()), (2, two)], Some(3));
+        let resolved = resolve_limited(vec![(1u8, one.clone()), (2, two)], Some(SliceLimit::rows(3)));
         assert_eq!(resolved.partition, one, "row 4 lies past where replica 1 stopped");
         assert_eq!(resolved.stale, vec![2], "replica 2 lacks row 2; replica 1 is not stale for row 4");
         assert_eq!(resolved.cut, Some(ClusteringKey::from_encoded(vec![3])), "the reader resumes after row 3");
         // A replica that answered fewer rows than the limit holds the whole slice: no cut.
-        let short = resolve_limited(vec![(1u8, rows(&[1, 2], 10)), (2, rows(&[1], 10))], Some(3));
+        let short = resolve_limited(vec![(1u8, rows(&[1, 2], 10)), (2, rows(&[1], 10))], Some(SliceLimit::rows(3)));
         assert_eq!((short.partition, short.stale, short.cut), (rows(&[1, 2], 10), vec![2], None));
         // Digests of equal limited answers agree, and the answer carries its cut.
-        let mut r = ReadResolver::with_limit(2, Some(3));
+        let mut r = ReadResolver::with_limit(2, Some(SliceLimit::rows(3)));
         data(&mut r, 1, one.clone());
         let ReadStep::Resolved(agreed) = r.on_digest(2, digest(one.as_ref())) else { panic!("digests agree") };
         assert_eq!(agreed.cut, Some(ClusteringKey::from_encoded(vec![3])));
+        // A byte bound: replica 1 stopped after row 2, whose bytes reach it, with fewer rows
+        // than the limit; replica 2 (a node before byte bounds) sent rows 1 to 4. Both are
+        // cut after row 2, and neither is stale.
+        let (bounded, longer) = (rows(&[1, 2], 10), rows(&[1, 2, 3, 4], 10));
+        let bytes = shards::scan::partition_bytes(bounded.as_ref().unwrap());
+        let resolved = resolve_limited(vec![(1u8, bounded.clone()), (2, longer)], Some(SliceLimit { rows: 3, bytes }));
+        assert_eq!((resolved.partition, resolved.stale), (bounded, vec![]));
+        assert_eq!(resolved.cut, Some(ClusteringKey::from_encoded(vec![2])), "the reader resumes after row 2");
     }
 
     #[test]

@@ -17,12 +17,12 @@ use shards::key::{ClusteringKey, PartitionKey};
 use shards::mutation::{PartitionUpdate, Write};
 use shards::node::Node;
 use shards::read::now_secs;
-use shards::row::{limited_cut, ClusteringSlice, Partition};
+use shards::row::{limited_cut, ClusteringSlice, Partition, SliceLimit};
 use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ReadRepair, TableId, TableSchema};
 
 use super::{node_error, trace};
-use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult};
+use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult, MAX_READ_ANSWER_BYTES};
 use crate::cluster::replication::{
     required_replicas, required_with_pending, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
@@ -321,23 +321,28 @@ impl StorageProxy {
     /// replica that fails is replaced by another live one. Stale replicas get the merged
     /// result as the table's `read_repair` option says ([`StorageProxy::read_repair`]).
     ///
-    /// With a `limit`, each replica reads the slice from its start up to the `limit`-th live
-    /// row only (a page; its digest covers that same limited slice), and the answer says where
-    /// it stopped ([`SliceRead::cut`]): the caller reads on after that key for more rows.
+    /// With a `limit`, each replica reads the slice from its start up to the `limit.rows`-th
+    /// live row or the row that brings it to `limit.bytes` stored bytes (a page; its digest
+    /// covers that same limited slice; the bytes at most `MAX_READ_ANSWER_BYTES`, so no answer
+    /// outgrows a peer frame), and the answer says where it stopped ([`SliceRead::cut`]): the
+    /// caller reads on after that key for more rows.
     pub async fn read(
         &self,
         schema: &TableSchema,
         key: PartitionKey,
         slice: ClusteringSlice,
         consistency: Consistency,
-        limit: Option<usize>,
+        limit: Option<SliceLimit>,
     ) -> Result<SliceRead, ErrorResponse> {
-        // The limit travels as a u32 (READ): one that does not fit is just as many rows.
-        let wire_limit = limit.map(|n| u32::try_from(n.max(1)).unwrap_or(u32::MAX));
-        let limit = wire_limit.map(|n| n as usize);
+        // The limit and the bound travel as u32s (READ): a limit that does not fit is just as
+        // many rows; the bound is lowered to what a replica answers at most.
+        let wire_limit = limit.map(|l| u32::try_from(l.rows.max(1)).unwrap_or(u32::MAX));
+        let max_bytes = limit.filter(|l| l.bytes != usize::MAX).map(|l| l.bytes.clamp(1, MAX_READ_ANSWER_BYTES) as u32);
+        let request = ReadRequest { table: schema.id, key, slice, digest_only: false, limit: wire_limit, max_bytes };
+        let limit = request.slice_limit();
         let view = self.view();
         let rf = replication_factor(schema);
-        let replicas = view.replicas(key.token(), rf);
+        let replicas = view.replicas(request.key.token(), rf);
         let required =
             required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, schema, rf, u))?;
         // Live replicas, this node first: its data costs no message.
@@ -346,7 +351,7 @@ impl StorageProxy {
         // `required_replicas` vouched for at least `required` (>= 1) live candidates.
         if required == 1 && candidates[0].local {
             trace::event(|| format!("Reading the partition on this node, a replica ({consistency}: no other asked)"));
-            let read = self.node.read_partition_limited(schema.id, key, slice, limit);
+            let read = self.node.read_partition_limited(schema.id, request.key, request.slice, limit);
             let partition = read.await.map_err(node_error)?;
             trace::event(|| format!("Read {} row(s) on this node", rows(partition.as_ref())));
             let cut = limited_cut(partition.as_ref(), limit);
@@ -354,7 +359,6 @@ impl StorageProxy {
         }
         let timeout = self.timeouts.read;
         let deadline = Instant::now() + timeout;
-        let request = ReadRequest { table: schema.id, key, slice, digest_only: false, limit: wire_limit };
         // Each candidate is asked at most twice (a digest or data, then data after a mismatch).
         let (tx, rx) = flume::bounded::<ReadAnswer>(2 * candidates.len());
         let send = |index: usize, digest_only: bool| -> Result<(), ErrorResponse> {
@@ -524,7 +528,7 @@ impl StorageProxy {
         if replica.local {
             let node = self.node.clone();
             let (table, key, slice) = (request.table, request.key.clone(), request.slice.clone());
-            let limit = request.limit.map(|n| n as usize);
+            let limit = request.slice_limit();
             glommio::spawn_local(async move {
                 // As on a remote replica: an empty partition reads as none (one digest for both).
                 let read = node.read_partition_limited(table, key, slice, limit).await;
@@ -543,15 +547,18 @@ impl StorageProxy {
         let (peer, shard) = (replica.peer, replica.shard);
         let deadline = Instant::now() + timeout;
         glommio::spawn_local(async move {
-            let limited = read.limit.is_some();
+            let mut read = read;
             let mut answer = peers.call_shard(peer, shard, PeerRequest::Read(read.clone()), timeout).await;
-            if limited && matches!(&answer, Err(PeerError::Remote { code, .. }) if *code == codes::PROTOCOL) {
-                // A node of the release before row limits refuses the limit's flag: it is asked
-                // for the whole slice, as it always was. Its answer is a longer slice, which the
-                // resolver cuts like any other (`replication::resolve_limited`).
-                let whole = PeerRequest::Read(ReadRequest { limit: None, ..read });
+            while matches!(&answer, Err(PeerError::Remote { code, .. }) if *code == codes::PROTOCOL) {
+                // A node of an earlier release refuses a flag it does not know: the byte bound
+                // (the release before it), then the row limit (the one before that). It is
+                // asked again without it, as it always was. Its answer is a longer slice, which
+                // the resolver cuts like any other (`replication::resolve_limited`).
+                if read.max_bytes.take().is_none() && read.limit.take().is_none() {
+                    break;
+                }
                 let left = deadline.saturating_duration_since(Instant::now());
-                answer = peers.call_shard(peer, shard, whole, left).await;
+                answer = peers.call_shard(peer, shard, PeerRequest::Read(read.clone()), left).await;
             }
             let result = match answer {
                 Ok(PeerAnswer::ReadResult(result)) => Ok(result),

@@ -17,7 +17,7 @@ use shards::key::PartitionKey;
 use shards::mutation::Write;
 use shards::node::{Node, NodeConfig};
 use shards::read::{now_secs, visible_rows};
-use shards::row::ClusteringSlice;
+use shards::row::{ClusteringSlice, SliceLimit};
 use wire::protocol::{Consistency, ErrorCode, ErrorResponse};
 use wire::schema::{ColumnDef, TableOptions, TableSchema};
 use wire::{ColumnType, Value};
@@ -41,6 +41,8 @@ enum Fault {
     Silent,
     /// A node of the release before READ row limits: it refuses a READ with one as malformed.
     RefusesLimits,
+    /// A node of the release before READ byte bounds: it refuses a READ with one as malformed.
+    RefusesByteBounds,
 }
 
 struct Target {
@@ -64,7 +66,7 @@ impl Peers for LocalPeers {
             let Some(target) = target else {
                 return Err(PeerError::Unreachable { peer, reason: "no such test node".into() });
             };
-            if !matches!(target.fault.get(), Fault::None | Fault::RefusesLimits) {
+            if !matches!(target.fault.get(), Fault::None | Fault::RefusesLimits | Fault::RefusesByteBounds) {
                 target.faulted_calls.set(target.faulted_calls.get() + 1);
             }
             match target.fault.get() {
@@ -77,7 +79,11 @@ impl Peers for LocalPeers {
                     let message = "malformed READ body: unknown flags 0x02".into();
                     Err(PeerError::Remote { peer, code: codes::PROTOCOL, message })
                 }
-                Fault::None | Fault::RefusesLimits => {
+                Fault::RefusesByteBounds if matches!(&request, PeerRequest::Read(r) if r.max_bytes.is_some()) => {
+                    let message = "malformed READ body: unknown flags 0x06".into();
+                    Err(PeerError::Remote { peer, code: codes::PROTOCOL, message })
+                }
+                Fault::None | Fault::RefusesLimits | Fault::RefusesByteBounds => {
                     let opcode = request.opcode();
                     handle_data(&target.node, &target.clock, request).await.check(peer, opcode)
                 }
@@ -520,9 +526,9 @@ async fn put_row(c: &TestCluster, table: &TableSchema, node: usize, ck: i32, v: 
     c.nodes[node].apply_stamped(vec![update]).await.expect("apply on one node");
 }
 
-/// Pages through partition 1 of `table` with bounded reads of `limit` rows coordinated by
-/// `via` at ALL, each after where the last stopped; the (c, v) of every visible row.
-async fn page_through(c: &TestCluster, table: &TableSchema, via: usize, limit: usize) -> Vec<(i32, String)> {
+/// Pages through partition 1 of `table` with reads bounded by `limit` coordinated by `via` at
+/// ALL, each after where the last stopped; the (c, v) of every visible row.
+async fn page_through(c: &TestCluster, table: &TableSchema, via: usize, limit: SliceLimit) -> Vec<(i32, String)> {
     let key = PartitionKey::from_values(table, &[Value::Int(1)]).expect("a valid key");
     let mut slice = ClusteringSlice::ALL;
     let mut seen = Vec::new();
@@ -550,7 +556,8 @@ async fn page_through(c: &TestCluster, table: &TableSchema, via: usize, limit: u
 /// Replicas that differ row by row: paging with a row limit at ALL compares digests of the
 /// same limited slice, merges the limited answers (no row twice, none lost, deletions
 /// honoured), and read-repairs each stale replica for the rows the pages covered; the same
-/// with one replica of the release before limits (it is asked for the whole slice).
+/// with byte bounds, and with one replica of the release before limits (it is asked for the
+/// whole slice) or before byte bounds (asked for the rows only).
 #[test]
 fn paging_with_a_row_limit_merges_and_repairs_replicas_that_differ() {
     with_cluster(3, 3, |c| async move {
@@ -578,11 +585,19 @@ fn paging_with_a_row_limit_merges_and_repairs_replicas_that_differ() {
             })
             .chain([(50, "v50".to_owned())])
             .collect();
+        // A row here is about 110 stored bytes (`scan::row_bytes`): bounds of 1 to 9 rows.
+        let bounded = |rows, bytes| SliceLimit { rows, bytes };
         c.set_fault(1, Fault::RefusesLimits);
-        assert_eq!(page_through(&c, &table, 2, 4).await, want, "with a replica of the release before");
+        let limit = bounded(4, 300);
+        assert_eq!(page_through(&c, &table, 2, limit).await, want, "with a replica of the release before limits");
+        c.set_fault(1, Fault::RefusesByteBounds);
+        assert_eq!(page_through(&c, &table, 2, limit).await, want, "with a replica of the release before bounds");
         c.set_fault(1, Fault::None);
-        for limit in [1, 3, 4, 7, 100] {
-            assert_eq!(page_through(&c, &table, 2, limit).await, want, "limit {limit}");
+        for rows in [1, 3, 4, 7, 100] {
+            assert_eq!(page_through(&c, &table, 2, SliceLimit::rows(rows)).await, want, "limit {rows}");
+        }
+        for bytes in [1, 150, 300, 1000] {
+            assert_eq!(page_through(&c, &table, 2, bounded(100, bytes)).await, want, "byte bound {bytes}");
         }
         // Read repair wrote what the pages covered (all of it) to every replica.
         let key = PartitionKey::from_values(&table, &[Value::Int(1)]).expect("a valid key");

@@ -20,9 +20,9 @@ use super::proxy::{
     read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
 };
 use super::{node_error, trace};
-use crate::cluster::messages::{ScanRequest, MAX_SCAN_ANSWER_BYTES, MAX_SCAN_PARTITIONS};
+use crate::cluster::messages::{scan_answer_cover, ScanRequest, MAX_SCAN_ANSWER_BYTES, MAX_SCAN_PARTITIONS};
 use crate::cluster::replication::{required_replicas, resolve_versions};
-use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest};
+use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest, Peers};
 use crate::cluster::view::{ClusterView, Replica};
 use crate::cql::plan::TokenRange;
 
@@ -186,22 +186,13 @@ pub struct MergedRound<R> {
     pub covered_to: Option<ScanResume>,
 }
 
-/// Where a replica's answer to a SCAN for `asked` partitions stopped: where it says it did,
-/// or, from a node before bounds, after its last partition when it sent all it was asked.
-fn answer_cover(page: &ScanPage, asked: usize) -> Option<ScanResume> {
-    let full = page.partitions.len() >= asked;
-    page.resume.clone().or_else(|| {
-        full.then(|| page.partitions.last().map(|(k, _)| k.clone())).flatten().map(ScanResume::after_partition)
-    })
-}
-
 /// Merges the answers of the replicas of one range to a SCAN for `asked` partitions, keeping
 /// at most `limit`. A replica that stopped early (at `asked` partitions or at its bound) may
 /// hold more after where it stopped, so the result only reaches the earliest such place:
 /// beyond it a partition (or row) one replica sent may be missing from another's answer only
 /// because that one stopped early. A partition cut there is cut in every version alike.
 pub fn merge_round<R: Copy + Eq>(answers: Vec<(R, ScanPage)>, asked: usize, limit: usize) -> MergedRound<R> {
-    let cutoff = answers.iter().filter_map(|(_, page)| answer_cover(page, asked)).min_by(|a, b| a.cmp_position(b));
+    let cutoff = answers.iter().filter_map(|(_, page)| scan_answer_cover(page, asked)).min_by(|a, b| a.cmp_position(b));
     let replicas: Vec<R> = answers.iter().map(|(r, _)| *r).collect();
     // Every key up to the cutoff, with the version of each replica that has it.
     let mut keys: std::collections::BTreeMap<PartitionKey, Vec<(R, Partition)>> = Default::default();
@@ -367,34 +358,45 @@ impl RangeRead<'_> {
             .detach();
             return Ok(());
         }
-        let peers: Rc<dyn crate::cluster::transport::Peers> = self.proxy.peers();
-        let (peer, shard, scan) = (replica.peer, replica.shard, PeerRequest::Scan(request.clone()));
+        let peers: Rc<dyn Peers> = self.proxy.peers();
+        let (peer, shard, request) = (replica.peer, replica.shard, request.clone());
         let timeout = self.proxy.timeouts().read;
-        let deadline = Instant::now() + timeout;
         glommio::spawn_local(async move {
-            let mut answer = peers.call_shard(peer, shard, scan.clone(), timeout).await;
-            if let (PeerRequest::Scan(request), Err(PeerError::Remote { code: codes::PROTOCOL, .. })) = (&scan, &answer)
-            {
-                if request.bound.is_some() && request.after_row.is_none() {
-                    // A node of the release before bounds refuses them: it is asked for whole
-                    // partitions, as it always was (its answer is cut like any other).
-                    let whole = PeerRequest::Scan(ScanRequest { bound: None, ..request.clone() });
-                    answer =
-                        peers.call_shard(peer, shard, whole, deadline.saturating_duration_since(Instant::now())).await;
-                }
-            }
-            let page = match answer {
-                Ok(PeerAnswer::ScanResult(page)) if page.partitions.len() <= limit => Ok(page),
-                Ok(PeerAnswer::ScanResult(page)) => {
-                    Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.partitions.len()))
-                }
-                Ok(_) => unreachable!("a call answers with the request's kind"),
+            let page = match scan_peer(&*peers, peer, shard, request, timeout).await {
+                Ok(page) if page.partitions.len() <= limit => Ok(page),
+                Ok(page) => Err(format!("{peer}: sent {} partitions for a SCAN of {limit}", page.partitions.len())),
                 Err(e) => Err(e.to_string()),
             };
             let _ = tx.send_async((index, page)).await;
         })
         .detach();
         Ok(())
+    }
+}
+
+/// Sends SCAN `request` to shard `shard` of the node at `peer`. A node of the release before
+/// bounds refuses a bound (PEER_ERROR `PROTOCOL`): it is asked again for whole partitions, as
+/// it always was (its answer ends where `messages::scan_answer_cover` says, and is cut like
+/// any other).
+pub(super) async fn scan_peer(
+    peers: &dyn Peers,
+    peer: std::net::SocketAddr,
+    shard: u16,
+    request: ScanRequest,
+    timeout: std::time::Duration,
+) -> Result<ScanPage, PeerError> {
+    let deadline = Instant::now() + timeout;
+    let mut answer = peers.call_shard(peer, shard, PeerRequest::Scan(request.clone()), timeout).await;
+    if let Err(PeerError::Remote { code: codes::PROTOCOL, .. }) = &answer {
+        // A resume point inside a partition comes only from a node that knows bounds.
+        if request.bound.is_some() && request.after_row.is_none() {
+            let whole = PeerRequest::Scan(ScanRequest { bound: None, ..request });
+            answer = peers.call_shard(peer, shard, whole, deadline.saturating_duration_since(Instant::now())).await;
+        }
+    }
+    match answer? {
+        PeerAnswer::ScanResult(page) => Ok(page),
+        _ => unreachable!("a call answers with the request's kind"),
     }
 }
 

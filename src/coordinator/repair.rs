@@ -14,15 +14,17 @@ use shards::key::PartitionKey;
 use shards::mutation::PartitionUpdate;
 use shards::node::{Node, NodeError};
 use shards::row::Partition;
+use shards::scan::ScanBound;
 use wire::protocol::{
     ErrorCode, ErrorResponse, RangeRepaired, RangeRequest, RepairRange, RepairRequest, RepairResult, MAX_ADMIN_ITEMS,
 };
 use wire::schema::TableId;
 
 use super::proxy::replication_factor;
+use super::stream::{local_page, peer_page, STREAM_TIMEOUT};
 use super::{node_error, Coordinator};
 use crate::cluster::merkle::{MerkleTree, RangePager, TokenRange, TreeBuilder, TreeRequest, DEFAULT_TREE_DEPTH};
-use crate::cluster::messages::{self, ScanRequest};
+use crate::cluster::messages;
 use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
 use crate::cluster::verbs::MutateBody;
 use crate::cluster::view::{ClusterView, Replica};
@@ -33,8 +35,6 @@ use crate::metrics::{Exposition, Kind, MetricsSource};
 pub const REPAIR_PAGE_PARTITIONS: usize = 64;
 /// How long a replica may take to build and send its tree of one range.
 const TREE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one page of a stream (a SCAN, or a MUTATE) may take.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Sessions whose totals are kept until their last range; past it the oldest is forgotten
 /// (a client that gave up halfway), and its end is not logged.
 const MAX_OPEN_SESSIONS: usize = 16;
@@ -252,10 +252,12 @@ pub fn replicas_to_repair(view: &ClusterView, range: TokenRange, rf: usize) -> V
 pub async fn build_tree(node: &Node, request: &TreeRequest) -> Result<MerkleTree, NodeError> {
     let mut builder = TreeBuilder::new(request.range, request.max_depth);
     let mut pager = RangePager::new(request.range, REPAIR_PAGE_PARTITIONS);
-    while let Some((start, end, after)) = pager.next_scan() {
-        let page = node.scan(request.table, start, end, after, pager.page_size()).await?;
+    while let Some((start, end, resume)) = pager.next_scan() {
+        // Whole partitions: a leaf hashes a partition's digest, which needs all of it.
+        let scan = node.scan_bounded(request.table, start, end, resume, pager.page_size(), ScanBound::WHOLE);
+        let page = scan.await?;
         pager.advance(&page);
-        for (key, partition) in &page {
+        for (key, partition) in &page.partitions {
             builder.add(key, partition);
         }
     }
@@ -485,30 +487,15 @@ impl RangeRepair<'_> {
         done: &mut RangeRepaired,
     ) -> Result<(), StreamError> {
         let mut pager = RangePager::new(range, REPAIR_PAGE_PARTITIONS);
-        while let Some((start, end, after)) = pager.next_scan() {
-            let limit = pager.page_size() as u32;
-            let scan = PeerRequest::Scan(ScanRequest {
-                table: self.tree.table,
-                start,
-                end,
-                after,
-                after_row: None,
-                limit,
-                bound: None,
-            });
-            let page = match peers.call(peer, scan, STREAM_TIMEOUT).await {
-                Ok(PeerAnswer::ScanResult(page)) => {
-                    if !page.partitions.is_empty() {
-                        // The answer arrives decoded; its size on the wire is measured again.
-                        done.bytes_received += messages::encode_scan_result(&page).len() as u64;
-                    }
-                    page.partitions
-                }
-                Ok(_) => unreachable!("a call answers with the request's kind"),
-                Err(e) => return Err(peer_error(peer, e)),
-            };
+        while let Some((start, end, resume)) = pager.next_scan() {
+            let page = peer_page(peers, peer, self.tree.table, (start, end), resume, pager.page_size());
+            let page = page.await.map_err(|e| peer_error(peer, e))?;
+            if !page.partitions.is_empty() {
+                // The answer arrives decoded; its size on the wire is measured again.
+                done.bytes_received += messages::encode_scan_result(&page).len() as u64;
+            }
             pager.advance(&page);
-            let (updates, rows) = updates(self.tree.table, page);
+            let (updates, rows) = updates(self.tree.table, page.partitions);
             if let Some(ts) = updates.iter().filter_map(PartitionUpdate::max_timestamp).max() {
                 // A timestamp too far ahead is refused by the shard below, with its reason.
                 let _ = self.clock.borrow_mut().observe(ts);
@@ -531,14 +518,11 @@ impl RangeRepair<'_> {
         done: &mut RangeRepaired,
     ) -> Result<(), StreamError> {
         let mut pager = RangePager::new(range, REPAIR_PAGE_PARTITIONS);
-        while let Some((start, end, after)) = pager.next_scan() {
-            let page = self
-                .node
-                .scan(self.tree.table, start, end, after, pager.page_size())
-                .await
-                .map_err(StreamError::Node)?;
+        while let Some((start, end, resume)) = pager.next_scan() {
+            let page = local_page(self.node, self.tree.table, start, end, resume, pager.page_size());
+            let page = page.await.map_err(StreamError::Node)?;
             pager.advance(&page);
-            let (updates, rows) = updates(self.tree.table, page);
+            let (updates, rows) = updates(self.tree.table, page.partitions);
             if updates.is_empty() {
                 continue;
             }

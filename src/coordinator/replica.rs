@@ -71,9 +71,10 @@ async fn serve(node: &Node, clock: &RefCell<Hlc>, request: PeerRequest) -> Resul
         }
         PeerRequest::Read(request) => {
             peer_table(node, request.table)?;
-            // With a limit: the rows up to the limit-th live one, as every replica of the read
-            // cuts them, so that equal data still digests alike.
-            let limit = request.limit.map(|n| n as usize);
+            // With a limit or a byte bound: the rows up to the limit-th live one or the row
+            // that reaches the bound, as every replica of the read cuts them, so that equal
+            // data still digests alike (`row::limited_cut` tells where an answer may stop).
+            let limit = request.slice_limit();
             let stored = node.read_partition_limited(request.table, request.key, request.slice, limit);
             let stored = stored.await.map_err(storage)?;
             // An empty partition and no partition read the same: one digest for both.

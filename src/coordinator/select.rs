@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use shards::key::{ClusteringKey, PartitionKey};
 use shards::read::{now_secs, visible_rows_skipping, ResultRow};
-use shards::row::{ClusteringSlice, Partition};
+use shards::row::{ClusteringSlice, Partition, SliceLimit};
 use shards::scan::{partition_bytes, ScanBound, ScanResume};
 use wire::protocol::{
     value_wire_len, ColumnSpec, Consistency, ErrorCode, ErrorResponse, QueryParams, QueryResult, Rows,
@@ -309,7 +309,11 @@ impl Cursor {
                 let mut slice: ClusteringSlice = $slice;
                 let mut resumed: Option<ClusteringKey> = None;
                 loop {
-                    let want = page.rows_left + 1;
+                    // The rows the page has room for and one more, and about the bytes it has
+                    // room for (stored bytes: at least the values), so that a partition of
+                    // large rows is read a page at a time too.
+                    let bytes = limits.page_bytes.saturating_sub(page.value_bytes).max(1);
+                    let want = SliceLimit { rows: page.rows_left + 1, bytes };
                     let read = proxy.read(schema, key.clone(), slice.clone(), consistency, Some(want)).await?;
                     let fed = match &read.partition {
                         Some(partition) => feed(key, partition, &mut page, read.cut.as_ref(), resumed.as_ref())?,

@@ -11,20 +11,61 @@ use std::time::{Duration, Instant};
 
 use shards::hlc::Hlc;
 use shards::mutation::PartitionUpdate;
-use shards::node::Node;
+use shards::node::{Node, NodeError};
+use shards::scan::{ScanBound, ScanPage, ScanResume};
 use wire::schema::TableId;
+use wire::Token;
 
+use super::range::scan_peer;
 use super::repair::updates;
 use crate::cluster::bootstrap::throttle_delay;
 use crate::cluster::merkle::{RangePager, TokenRange};
-use crate::cluster::messages::{self, ScanRequest};
+use crate::cluster::messages::{self, ScanRequest, MAX_SCAN_ANSWER_BYTES};
 use crate::cluster::service::Cluster;
-use crate::cluster::transport::{PeerAnswer, PeerRequest, Peers};
+use crate::cluster::transport::{PeerError, PeerRequest, Peers, COORDINATOR_SHARD};
 use crate::cluster::verbs::MutateBody;
 use crate::cluster::HostId;
 
 /// How long one page of a stream (a SCAN, or a MUTATE) may take.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one page of a stream holds at most (a SCAN, or `Node::scan_bounded` here): stored rows
+/// and bytes, at least one row. A wide partition or a partition of large rows travels in
+/// pieces of about this size, so every SCAN_RESULT and MUTATE of a stream stays well inside a
+/// peer frame (a row alone larger than a frame cannot travel).
+pub(super) const STREAM_PAGE_BOUND: ScanBound = ScanBound { rows: 16_384, bytes: MAX_SCAN_ANSWER_BYTES };
+
+/// This node's next page of `table` in (start, end] from `resume` on: at most `limit`
+/// partitions, within [`STREAM_PAGE_BOUND`].
+pub(super) async fn local_page(
+    node: &Node,
+    table: TableId,
+    start: Token,
+    end: Token,
+    resume: Option<ScanResume>,
+    limit: usize,
+) -> Result<ScanPage, NodeError> {
+    node.scan_bounded(table, start, end, resume, limit, STREAM_PAGE_BOUND).await
+}
+
+/// [`local_page`] of the node at `peer`, through a bounded SCAN (a node of the release before
+/// bounds answers whole partitions instead).
+pub(super) async fn peer_page(
+    peers: &dyn Peers,
+    peer: SocketAddr,
+    table: TableId,
+    (start, end): (Token, Token),
+    resume: Option<ScanResume>,
+    limit: usize,
+) -> Result<ScanPage, PeerError> {
+    let (after, after_row) = match resume {
+        Some(ScanResume { key, after }) => (Some(key), after),
+        None => (None, None),
+    };
+    let bound = Some(STREAM_PAGE_BOUND);
+    let request = ScanRequest { table, start, end, after, after_row, limit: limit as u32, bound };
+    scan_peer(peers, peer, COORDINATOR_SHARD, request, STREAM_TIMEOUT).await
+}
 
 /// One end of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,41 +123,31 @@ impl Streamer<'_> {
         on_page: &mut dyn FnMut(Page),
     ) -> Result<(), String> {
         let mut pager = RangePager::new(range, page_partitions);
-        while let Some((start, end, after)) = pager.next_scan() {
+        while let Some((start, end, resume)) = pager.next_scan() {
             let limit = pager.page_size();
+            // A page that resumes inside a partition goes on with it: counted once.
+            let continued = resume.as_ref().and_then(|r| r.after.is_some().then(|| r.key.clone()));
             let (page, mut bytes) = match from {
                 End::Local => {
-                    let page = self
-                        .node
-                        .scan(table, start, end, after, limit)
+                    let page = local_page(self.node, table, start, end, resume, limit)
                         .await
                         .map_err(|e| format!("scanning this node: {e}"))?;
                     (page, 0)
                 }
                 End::Peer(peer) => {
-                    let scan = PeerRequest::Scan(ScanRequest {
-                        table,
-                        start,
-                        end,
-                        after,
-                        after_row: None,
-                        limit: limit as u32,
-                        bound: None,
-                    });
-                    let page = match self.peers.call(peer, scan, STREAM_TIMEOUT).await {
-                        Ok(PeerAnswer::ScanResult(page)) => page,
-                        Ok(_) => unreachable!("a call answers with the request's kind"),
-                        Err(e) => return Err(format!("{peer}: {e}")),
-                    };
+                    let page = peer_page(self.peers, peer, table, (start, end), resume, limit)
+                        .await
+                        .map_err(|e| format!("{peer}: {e}"))?;
                     // The answer arrives decoded; its size on the wire is measured again.
                     let bytes =
                         if page.partitions.is_empty() { 0 } else { messages::encode_scan_result(&page).len() as u64 };
-                    (page.partitions, bytes)
+                    (page, bytes)
                 }
             };
             pager.advance(&page);
-            let (updates, rows) = updates(table, page);
-            let partitions = updates.len() as u64;
+            let goes_on = page.partitions.first().is_some_and(|(k, p)| Some(k) == continued.as_ref() && !p.is_empty());
+            let (updates, rows) = updates(table, page.partitions);
+            let partitions = updates.len() as u64 - u64::from(goes_on);
             if !updates.is_empty() {
                 match to {
                     End::Local => {

@@ -38,6 +38,10 @@ struct Args {
     /// Deep pages measured (each a first page and its resumed successor); 0 skips them.
     #[arg(long, default_value_t = 5)]
     pages: u32,
+    /// The server's `memtable_budget`: a small one spreads the partition over many SSTables,
+    /// flushed and compacted while it loads (and maybe while it is read).
+    #[arg(long, default_value = "auto")]
+    memtable_budget: String,
 }
 
 fn rows_of(result: QueryResult) -> Result<wire::protocol::Rows> {
@@ -103,6 +107,8 @@ fn main() -> Result<()> {
         "127.0.0.1:0",
         "--peer-listen",
         "127.0.0.1:0",
+        "--memtable-budget",
+        &args.memtable_budget,
     ]
     .iter()
     .map(|s| s.to_string())

@@ -177,8 +177,14 @@ async fn purge_yielding(
             glommio::yield_if_needed().await;
         }
     }
-    // In order: the map is built from the sorted rows in one pass.
-    partition.rows = kept.into_iter().collect();
+    // In order, a chunk at a time: building the map of a million rows in one go (a sort
+    // check and a bulk build) held every read of the shard for 0.1 to 0.7 s.
+    for (n, (key, row)) in kept.into_iter().enumerate() {
+        partition.rows.insert(key, row);
+        if n % MERGE_CHUNK_ROWS == MERGE_CHUNK_ROWS - 1 {
+            glommio::yield_if_needed().await;
+        }
+    }
     purger.finish(partition, oldest_outside, counts)
 }
 

@@ -8,9 +8,9 @@ use wire::schema::TableId;
 use wire::Token;
 
 use super::format::{verify_crc, Damage, CRC_LEN, MAX_KEY_LEN, SECTION_METADATA};
-use crate::cell::{Cell, DeletionTime};
+use crate::cell::{Cell, Deletion, DeletionTime};
 use crate::key::PartitionKey;
-use crate::row::PartitionRows;
+use crate::row::{PartitionRows, Row};
 
 /// Version of the [`SstableMeta`] encoding (its first byte).
 pub const META_ENCODING_VERSION: u8 = 1;
@@ -208,24 +208,33 @@ impl PartitionStats {
     }
 
     pub fn add(&mut self, partition: &impl PartitionRows) {
+        self.add_partition(partition.deletion());
+        for (_, row) in partition.rows() {
+            self.add_row(row);
+        }
+    }
+
+    /// A partition's header: counted, with its deletion (its rows go through `add_row`).
+    pub fn add_partition(&mut self, deletion: Option<Deletion>) {
         self.partitions += 1;
-        if let Some(d) = partition.deletion() {
+        if let Some(d) = deletion {
             self.tombstones += 1;
             self.timestamp(d.ts);
             self.deletion_time(d.deleted_at);
         }
-        for (_, row) in partition.rows() {
-            self.rows += 1;
-            if let Some(marker) = &row.marker {
-                self.cell(marker);
-            }
-            if let Some(d) = row.deletion {
-                self.tombstones += 1;
-                self.timestamp(d.ts);
-                self.deletion_time(d.deleted_at);
-            }
-            row.cells.iter().for_each(|(_, c)| self.cell(c));
+    }
+
+    pub fn add_row(&mut self, row: &Row) {
+        self.rows += 1;
+        if let Some(marker) = &row.marker {
+            self.cell(marker);
         }
+        if let Some(d) = row.deletion {
+            self.tombstones += 1;
+            self.timestamp(d.ts);
+            self.deletion_time(d.deleted_at);
+        }
+        row.cells.iter().for_each(|(_, c)| self.cell(c));
     }
 }
 

@@ -136,7 +136,7 @@ impl SstableWriter {
         let Some(inner) = self.inner.as_mut() else {
             return Err(SstableError::WriterFailed { path: self.path.clone() });
         };
-        inner.check_partition(key, partition)?;
+        inner.check_partition(key)?;
         let result = inner.append(key, partition).await;
         if result.is_err() {
             inner.failed = true;
@@ -215,7 +215,7 @@ fn remove_partial(path: &Path) {
 impl Inner {
     /// Everything that can be refused before a byte is encoded, so a refusal leaves the writer
     /// usable.
-    fn check_partition(&self, key: &PartitionKey, partition: &impl PartitionRows) -> Result<(), SstableError> {
+    fn check_partition(&self, key: &PartitionKey) -> Result<(), SstableError> {
         if self.failed {
             return Err(SstableError::WriterFailed { path: self.path.clone() });
         }
@@ -240,15 +240,14 @@ impl Inner {
         if key.bytes().len() > MAX_KEY_LEN {
             return Err(too_large("partition key", key.bytes().len()));
         }
-        if let Some((ck, _)) = partition.rows().find(|(ck, _)| ck.as_bytes().len() > MAX_KEY_LEN) {
-            return Err(too_large("clustering key", ck.as_bytes().len()));
-        }
+        // Clustering keys are checked as their rows are appended: a pass over a partition of
+        // a million rows here held the shard (`append` yields at every block).
         Ok(())
     }
 
     async fn append(&mut self, key: &PartitionKey, partition: &impl PartitionRows) -> Result<(), SstableError> {
         self.bloom.insert(key.bytes());
-        self.stats.add(partition);
+        self.stats.add_partition(partition.deletion());
         if self.first_key.is_none() {
             self.first_key = Some(key.clone());
         }
@@ -265,6 +264,15 @@ impl Inner {
         self.block.push_partition_header(key, partition.deletion());
         self.close_block_if_full().await?;
         for (clustering, row) in partition.rows() {
+            if clustering.as_bytes().len() > MAX_KEY_LEN {
+                return Err(SstableError::TooLarge {
+                    path: self.path.clone(),
+                    what: "clustering key",
+                    size: clustering.as_bytes().len() as u64,
+                    limit: MAX_KEY_LEN as u64,
+                });
+            }
+            self.stats.add_row(row);
             self.block.push_row(key, clustering, row);
             self.close_block_if_full().await?;
         }
