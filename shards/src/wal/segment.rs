@@ -27,6 +27,10 @@ pub const WRITEBACK_EVERY: u64 = 1 << 20;
 /// whole).
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 
+/// How long opening a segment waits for a previous owner's open file to be released (see
+/// [`lock_segment`]) before it gives up with an error.
+pub const SEGMENT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// File name extension of segments.
 const SEGMENT_EXTENSION: &str = ".wal";
 
@@ -94,10 +98,96 @@ pub(crate) fn io_error(op: &'static str, path: &Path, err: impl Into<std::io::Er
     WalError::Io(PathIoError::new(op, path, err.into()))
 }
 
-/// Reads a whole segment file, in reads of at most [`MAX_IO_SIZE`].
+/// Takes an exclusive `flock` on `file`, waiting (polling, up to [`SEGMENT_LOCK_WAIT`]) while
+/// another open file of the segment holds it.
+///
+/// Why: a process killed with a write in flight does not wait for it. Its direct writes were
+/// handed to io_uring and may reach the file after the process is gone (the kernel completes
+/// them asynchronously, and `wait(2)` on the killed process returns before). A restart that
+/// read the segment before such a write lands, and then rewrote its last block, would leave
+/// a hole in the log. Every writer of a segment holds this lock on the descriptor it writes
+/// through; a lock lives as long as its open file, and an in-flight io_uring request keeps the
+/// open file alive until it completes. So replay, which takes the lock before it reads, sees
+/// every write of the previous owner or waits for it.
+pub async fn lock_segment(file: &impl AsRawFd, path: &Path) -> Result<SegmentLock, WalError> {
+    lock_segment_within(file, path, SEGMENT_LOCK_WAIT).await
+}
+
+/// The lock [`lock_segment`] took. Closing its file ends it; dropping it first (a segment
+/// dropped without `close`, whose file glommio closes later, maybe never once its executor is
+/// gone) releases it at once, so that this process can open the segment again.
+#[must_use = "dropping it releases the lock"]
+#[derive(Debug)]
+pub struct SegmentLock {
+    fd: Option<std::os::unix::io::RawFd>,
+}
+
+impl SegmentLock {
+    /// Leaves the lock to the file's close (the descriptor may be reused after it: never
+    /// unlock through it then).
+    fn disarm(mut self) {
+        self.fd = None;
+    }
+}
+
+impl Drop for SegmentLock {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // SAFETY: a plain syscall; the descriptor is still open (its file is dropped after
+            // this lock, and `disarm` ran before any explicit close).
+            unsafe { libc::flock(fd, libc::LOCK_UN) };
+        }
+    }
+}
+
+/// [`lock_segment`], giving up after `wait`.
+pub(crate) async fn lock_segment_within(
+    file: &impl AsRawFd,
+    path: &Path,
+    wait: std::time::Duration,
+) -> Result<SegmentLock, WalError> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut waited = false;
+    loop {
+        // SAFETY: a plain syscall on a descriptor the caller owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            if waited {
+                tracing::warn!(segment = %path.display(), "WAL segment released by its previous owner's last write");
+            }
+            return Ok(SegmentLock { fd: Some(file.as_raw_fd()) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_error("lock", path, err));
+        }
+        if std::time::Instant::now() >= deadline {
+            let busy = std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!(
+                    "another open file of the segment still holds its lock after {:?} (a process still \
+                     writing it, or a killed one's writes still in flight)",
+                    wait
+                ),
+            );
+            return Err(io_error("lock", path, busy));
+        }
+        waited = true;
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Reads a whole segment file, in reads of at most [`MAX_IO_SIZE`], once no other open file of
+/// it holds its lock ([`lock_segment`]).
 pub async fn read_segment(path: &Path) -> Result<Vec<u8>, WalError> {
     let file = OpenOptions::new().read(true).dma_open(path).await.map_err(|e| io_error("open", path, e))?;
-    let result = read_all(&file, path).await;
+    let result = match lock_segment(&file, path).await {
+        Ok(lock) => {
+            let bytes = read_all(&file, path).await;
+            lock.disarm();
+            bytes
+        }
+        Err(e) => Err(e),
+    };
     let closed = file.close().await.map_err(|e| io_error("close", path, e));
     let bytes = result?;
     closed?;
@@ -148,6 +238,8 @@ fn bump(cell: &Cell<u64>, by: u64) {
 /// Invariant: `tail` holds exactly the bytes `[align_down(write_end), write_end)` as they are on
 /// disk (or about to be), so the next write can rewrite that block with them unchanged.
 pub struct ActiveSegment {
+    /// Declared before `file`: released before the file's (deferred) close when dropped.
+    lock: SegmentLock,
     file: DmaFile,
     /// Without durable writes (Periodic mode), appends go through the page cache on this
     /// second descriptor of the same file (`pwrite`, in place: microseconds, unless the kernel
@@ -203,7 +295,10 @@ impl ActiveSegment {
             .dma_open(&staging)
             .await
             .map_err(|e| io_error("create", &staging, e))?;
+        // A new file: nobody else holds it.
+        let lock = lock_segment(&file, &staging).await?;
         let mut segment = ActiveSegment {
+            lock,
             file,
             page_cache: None,
             writeback_from: 0,
@@ -251,10 +346,12 @@ impl ActiveSegment {
             .dma_open(path)
             .await
             .map_err(|e| io_error("open", path, e))?;
+        let lock = lock_segment(&file, path).await?;
         let page_cache = open_page_cache(path, durable_writes)?;
         let path = path.to_path_buf();
         let writeback_from = align_down(write_end, BLOCK_SIZE as u64);
-        let mut segment = ActiveSegment { file, page_cache, writeback_from, id, path, write_end, tail, durable_writes };
+        let mut segment =
+            ActiveSegment { lock, file, page_cache, writeback_from, id, path, write_end, tail, durable_writes };
         segment.prepare(segment_size).await?;
         Ok(segment)
     }
@@ -391,6 +488,8 @@ impl ActiveSegment {
 
     pub async fn close(self) -> Result<(), WalError> {
         drop(self.page_cache);
+        // No write is in flight (each is awaited), and closing ends the lock with the file.
+        self.lock.disarm();
         self.file.close().await.map_err(|e| io_error("close", &self.path, e))
     }
 }

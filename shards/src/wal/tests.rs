@@ -65,8 +65,23 @@ where
         let (wal, _, _) = open(&dir, cfg).await.unwrap();
         body(wal).await
     });
+    close_descriptors_under(dir.path());
     assert_replays(dir.path(), config, &acked);
     acked
+}
+
+/// Closes this process's descriptors still open on files under `dir`, as the exit of a process
+/// would: a WAL forgotten (a simulated kill -9) keeps its segment's descriptor, and its lock.
+fn close_descriptors_under(dir: &Path) {
+    let dir = dir.canonicalize().expect("canonical dir");
+    for entry in std::fs::read_dir("/proc/self/fd").expect("list descriptors").flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if target.starts_with(&dir) {
+            // SAFETY: the descriptor belongs to a WAL whose executor is gone; nothing uses it.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// Appends `payloads` one after another (each acknowledged before the next), returns them with
@@ -322,7 +337,8 @@ fn periodic_mode_acknowledges_after_the_write_and_records_survive_a_killed_proce
     acked_then_replayed(config, move |wal| async move {
         let acked = append_all(&wal, payloads).await;
         assert_eq!(wal.stats().syncs, 0, "periodic mode acknowledges without fdatasync");
-        // Like kill -9: no close, no sync; the executor (the "process") goes away.
+        // Like kill -9: no close, no sync; the executor (the "process") goes away, and with
+        // the process its descriptors.
         std::mem::forget(wal);
         acked
     });
@@ -860,4 +876,76 @@ fn apply_error_from_replay_propagates() {
         .await;
         assert!(matches!(result, Err(WalError::Apply(m)) if m == "shard refused"));
     });
+}
+
+/// Takes an exclusive flock on `path` through a new open file, as a segment's writer holds it.
+fn hold_segment_lock(path: &Path) -> std::fs::File {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open");
+    // SAFETY: a plain syscall on a descriptor this function owns.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0, "lock");
+    file
+}
+
+#[test]
+fn a_segment_locked_by_another_open_file_is_not_taken_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = Seed::from_env("WAL_TEST_SEED");
+    let (_, segment) = write_one_segment(dir.path(), ten_payloads(&seed));
+    let holder = hold_segment_lock(&segment);
+    let path = segment.clone();
+    let (refused, taken) = on_executor(dir.path(), move |_| async move {
+        use super::segment::lock_segment_within;
+        let file = glommio::io::OpenOptions::new().read(true).dma_open(&path).await.expect("open");
+        let refused = lock_segment_within(&file, &path, Duration::from_millis(20)).await.map(drop);
+        drop(holder);
+        // Dropped (unlocked) before the file is closed.
+        let taken = lock_segment_within(&file, &path, Duration::from_millis(20)).await.map(drop);
+        file.close().await.expect("close");
+        (refused, taken)
+    });
+    let err = refused.expect_err("the lock is held by another open file").to_string();
+    assert!(err.contains("still holds its lock"), "{err}");
+    taken.expect("taken once the other open file is closed");
+}
+
+/// A killed process's last write can land after the process is gone (io_uring completes it
+/// asynchronously). Replay waits for the open file that holds the segment's lock, so it reads
+/// that write instead of a hole it would then overwrite.
+#[test]
+fn replay_waits_for_a_write_still_in_flight_from_a_previous_owner() {
+    let seed = Seed::from_env("WAL_TEST_SEED");
+    let dir = tempfile::tempdir().unwrap();
+    let payloads = ten_payloads(&seed);
+    let lens: Vec<usize> = payloads.iter().map(|p| p.len()).collect();
+    let (acked, segment) = write_one_segment(dir.path(), payloads);
+    // The last record is "in flight": not on disk yet, and its writer's file holds the lock.
+    let last = *record_offsets(&lens).last().unwrap();
+    let end = last + framed_len(lens[9]) as u64;
+    let landing = {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; (end - last) as usize];
+        std::fs::File::open(&segment).unwrap().read_exact_at(&mut bytes, last).unwrap();
+        bytes
+    };
+    patch_file(&segment, last, &vec![0u8; landing.len()]);
+    let holder = hold_segment_lock(&segment);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let replay = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            on_executor(&dir, move |dir| async move {
+                started_tx.send(()).expect("signal");
+                let (wal, _, replayed) = open(&dir, test_config()).await.expect("open");
+                wal.close().await.expect("close");
+                replayed
+            })
+        })
+    };
+    started_rx.recv().expect("replay started");
+    // The write lands, then its file is released.
+    patch_file(&segment, last, &landing);
+    drop(holder);
+    let replayed = replay.join().expect("replay thread");
+    assert_eq!(replayed, acked, "replay saw the late write");
 }
