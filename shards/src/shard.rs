@@ -49,7 +49,9 @@ use crate::row::{ClusteringSlice, Partition};
 use crate::scan::{PageBudget, ScanBound, ScanPage, ScanResume};
 use crate::signal::Signal;
 use crate::slice::{BoundedRead, RowLimit};
-use crate::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter};
+use crate::sstable::{
+    BlockCache, BloomHash, CacheStats, Sstable, SstableConfig, SstableError, SstableReadStats, SstableWriter,
+};
 use crate::wal::{Lsn, ReplayReport, Wal, WalConfig, WalError, WalStats};
 
 /// A shard's settings.
@@ -913,9 +915,11 @@ impl Shard {
             imm.generation.merge_into(table, key, slice, &mut found);
         }
         let sstables: Vec<Rc<Sstable>> = self.sstables.borrow().get(&table).cloned().unwrap_or_default();
-        // read_partition checks the token range and the bloom filter first (and counts both).
+        // read_partition checks the token range and the bloom filter first (and counts both);
+        // the key is hashed once for all of them.
+        let hash = BloomHash::of(key.bytes());
         for sst in &sstables {
-            if let Some(p) = sst.read_partition(key, slice).await? {
+            if let Some(p) = sst.read_partition(key, hash, slice).await? {
                 merge_found(&mut found, p);
             }
         }
@@ -959,6 +963,7 @@ impl Shard {
         }
         let started = Instant::now();
         let mut bounded = BoundedRead::new(slice, limit).with_max_bytes(max_bytes);
+        let hash = BloomHash::of(key.bytes());
         while bounded.next_slice().is_some() {
             let rows = bounded.chunk_rows();
             // The MemTables (read first, with nothing awaited in between) and SSTables of one
@@ -978,7 +983,7 @@ impl Shard {
                 // many SSTables costs a chunk of each per round, so the shard's other tasks
                 // run between them.
                 let Some(round) = bounded.source_slice() else { break };
-                bounded.add(sst.read_chunk(key, &round, rows).await?);
+                bounded.add(sst.read_chunk(key, hash, &round, rows).await?);
                 glommio::yield_if_needed().await;
             }
             bounded.end_round();
@@ -1275,8 +1280,9 @@ impl Shard {
     fn oldest_outside(&self, table: TableId, key: &PartitionKey, compacting: &[u64]) -> Timestamp {
         let mut oldest = i64::MAX;
         if let Some(list) = self.sstables.borrow().get(&table) {
+            let hash = BloomHash::of(key.bytes());
             for sst in list.iter().filter(|s| !compacting.contains(&s.meta().generation)) {
-                if sst.may_contain(key) {
+                if sst.may_contain(key, hash) {
                     oldest = oldest.min(sst.meta().min_timestamp);
                 }
             }

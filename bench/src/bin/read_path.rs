@@ -35,7 +35,9 @@ use shards::read::now_secs;
 use shards::row::{ClusteringSlice, Partition};
 use shards::scan::{ScanBound, ScanResume};
 use shards::shard::{Shard, ShardConfig};
-use shards::sstable::{BlockCache, CacheStats, Sstable, SstableConfig, SstableReadStats, CACHE_ENTRY_OVERHEAD};
+use shards::sstable::{
+    BlockCache, BloomHash, CacheStats, Sstable, SstableConfig, SstableReadStats, CACHE_ENTRY_OVERHEAD,
+};
 use shards::wal::{SyncMode, WalConfig};
 use wire::TableSchema;
 
@@ -644,6 +646,7 @@ fn bloom_tally(ssts: &[Sstable], keys: &[ReadKey], present: bool) -> BloomTally 
     let mut range_rejects = 0;
     for k in keys {
         let token = k.key.token();
+        let hash = BloomHash::of(k.key.bytes());
         let mut n = 0usize;
         for (i, sst) in ssts.iter().enumerate() {
             if !(sst.meta().min_token..=sst.meta().max_token).contains(&token) {
@@ -651,7 +654,7 @@ fn bloom_tally(ssts: &[Sstable], keys: &[ReadKey], present: bool) -> BloomTally 
                 continue;
             }
             checks[i] += 1;
-            if sst.may_contain(&k.key) {
+            if sst.may_contain(&k.key, hash) {
                 positives[i] += 1;
                 n += 1;
             }

@@ -24,6 +24,21 @@ pub const MAX_BLOOM_SECTION_LEN: usize = 4 + 8 + (MAX_BLOOM_BITS / 8) as usize +
 /// Fixed part of the section before the words.
 const BLOOM_HEADER_LEN: usize = 12;
 
+/// The two 64-bit halves of a key's MurmurHash3 that every filter probes with: computed once
+/// per lookup, however many SSTables the key is looked up in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BloomHash {
+    h1: u64,
+    h2: u64,
+}
+
+impl BloomHash {
+    pub fn of(key: &[u8]) -> BloomHash {
+        let (h1, h2) = murmur3_x64_128_cassandra(key, 0);
+        BloomHash { h1, h2 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BloomFilter {
     /// Bit i is bit (i % 64) of word i / 64.
@@ -58,20 +73,25 @@ impl BloomFilter {
         self.hashes
     }
 
-    /// The bit positions of `key`: h1 + i * h2 (mod m), i in 0..k (Kirsch and Mitzenmacher).
-    fn positions(key: &[u8], hashes: u32, bits: u64) -> impl Iterator<Item = u64> {
-        let (h1, h2) = murmur3_x64_128_cassandra(key, 0);
+    /// The bit positions of a key: h1 + i * h2 (mod m), i in 0..k (Kirsch and Mitzenmacher).
+    fn positions(hash: BloomHash, hashes: u32, bits: u64) -> impl Iterator<Item = u64> {
+        let BloomHash { h1, h2 } = hash;
         (0..u64::from(hashes)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
     }
 
     pub fn insert(&mut self, key: &[u8]) {
-        for bit in Self::positions(key, self.hashes, self.bit_count()) {
+        for bit in Self::positions(BloomHash::of(key), self.hashes, self.bit_count()) {
             self.words[(bit / 64) as usize] |= 1 << (bit % 64);
         }
     }
 
     pub fn may_contain(&self, key: &[u8]) -> bool {
-        Self::positions(key, self.hashes, self.bit_count())
+        self.may_contain_hash(BloomHash::of(key))
+    }
+
+    /// [`BloomFilter::may_contain`] for a key whose hash the caller computed once.
+    pub fn may_contain_hash(&self, hash: BloomHash) -> bool {
+        Self::positions(hash, self.hashes, self.bit_count())
             .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 
@@ -148,6 +168,7 @@ mod tests {
             prop_assert_eq!(&decoded, &f);
             for k in &keys {
                 prop_assert!(decoded.may_contain(k));
+                prop_assert!(decoded.may_contain_hash(BloomHash::of(k)), "a hash computed once probes the same bits");
             }
         }
 

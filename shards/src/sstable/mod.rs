@@ -23,7 +23,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use bloom::{BloomFilter, MAX_BLOOM_BITS, MAX_BLOOM_HASHES};
+pub use bloom::{BloomFilter, BloomHash, MAX_BLOOM_BITS, MAX_BLOOM_HASHES};
 pub use cache::{BlockCache, CacheStats, CACHE_ENTRY_OVERHEAD};
 pub use format::{MAX_DATA_BLOCK_LEN, MAX_KEY_LEN};
 pub use meta::{SstableMeta, META_ENCODING_VERSION};

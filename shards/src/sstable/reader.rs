@@ -15,7 +15,7 @@ use std::rc::Rc;
 use glommio::io::{DmaFile, OpenOptions};
 use wire::Token;
 
-use super::bloom::BloomFilter;
+use super::bloom::{BloomFilter, BloomHash};
 use super::cache::BlockCache;
 use super::format::{
     align_down, align_up, block_for_header, decode_index, DataBlock, Entry, EntryPosition, Footer, FooterError,
@@ -142,21 +142,24 @@ impl Sstable {
     }
 
     /// False when the partition is certainly not in this file (token outside the file's range,
-    /// or the bloom filter says so).
-    pub fn may_contain(&self, key: &PartitionKey) -> bool {
-        self.in_token_range(key) && self.bloom.may_contain(key.bytes())
+    /// or the bloom filter says so). `hash` is `BloomHash::of(key.bytes())`, computed once by
+    /// a caller that looks the key up in several files.
+    pub fn may_contain(&self, key: &PartitionKey, hash: BloomHash) -> bool {
+        self.in_token_range(key) && self.bloom.may_contain_hash(hash)
     }
 
     /// The stored versions of one partition's rows inside `slice` (tombstones and expired cells
     /// included, for merging), with its partition deletion; `None` when the file does not hold
     /// the partition. Reads the block that holds the partition's header and, for a partition that
-    /// spans blocks, the blocks the slice needs, from the first that can hold its start.
+    /// spans blocks, the blocks the slice needs, from the first that can hold its start. `hash`
+    /// as for [`Sstable::may_contain`].
     pub async fn read_partition(
         &self,
         key: &PartitionKey,
+        hash: BloomHash,
         slice: &ClusteringSlice,
     ) -> Result<Option<Partition>, SstableError> {
-        Ok(self.read_bounded(key, slice, None).await?.map(|(partition, _)| partition))
+        Ok(self.read_bounded(key, hash, slice, None).await?.map(|(partition, _)| partition))
     }
 
     /// At most `max_rows` of the rows [`Sstable::read_partition`] returns, from the slice's
@@ -166,10 +169,11 @@ impl Sstable {
     pub async fn read_chunk(
         &self,
         key: &PartitionKey,
+        hash: BloomHash,
         slice: &ClusteringSlice,
         max_rows: usize,
     ) -> Result<SourceChunk, SstableError> {
-        Ok(match self.read_bounded(key, slice, Some(max_rows.max(1))).await? {
+        Ok(match self.read_bounded(key, hash, slice, Some(max_rows.max(1))).await? {
             Some((partition, truncated)) => SourceChunk { partition: Some(partition), truncated },
             None => SourceChunk::default(),
         })
@@ -179,6 +183,7 @@ impl Sstable {
     async fn read_bounded(
         &self,
         key: &PartitionKey,
+        hash: BloomHash,
         slice: &ClusteringSlice,
         max_rows: Option<usize>,
     ) -> Result<Option<(Partition, bool)>, SstableError> {
@@ -186,7 +191,7 @@ impl Sstable {
             self.bump(|s| s.range_rejects += 1);
             return Ok(None);
         }
-        if !self.bloom.may_contain(key.bytes()) {
+        if !self.bloom.may_contain_hash(hash) {
             self.bump(|s| s.bloom_negatives += 1);
             return Ok(None);
         }

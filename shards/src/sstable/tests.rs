@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use wire::Token;
 
-use super::bloom::BloomFilter;
+use super::bloom::{BloomFilter, BloomHash};
 use super::format::{block_for_header, decode_index, DataBlock, Footer, FooterError, FOOTER_LEN};
 use super::*;
 use crate::cell::{Cell, Deletion};
@@ -163,17 +163,24 @@ fn written_partitions_read_back_equal_with_slices_and_scans() {
         assert!(written.data_blocks > 100, "{} blocks", written.data_blocks);
 
         for (k, p) in &model {
-            assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.expect("read").as_ref(), Some(p), "{k:?}");
+            assert_eq!(
+                sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.expect("read").as_ref(),
+                Some(p),
+                "{k:?}"
+            );
             for _ in 0..3 {
                 let slice = random_slice(&mut rng);
-                let got = sst.read_partition(k, &slice).await.expect("read slice");
+                let got = sst.read_partition(k, BloomHash::of(k.bytes()), &slice).await.expect("read slice");
                 assert_eq!(got, Some(p.slice(&slice)), "{k:?} {slice:?}");
             }
         }
         for _ in 0..300 {
             let k = random_key(&mut rng);
             if !model.contains_key(&k) {
-                assert_eq!(sst.read_partition(&k, &ClusteringSlice::ALL).await.expect("read absent"), None);
+                assert_eq!(
+                    sst.read_partition(&k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.expect("read absent"),
+                    None
+                );
             }
         }
 
@@ -273,9 +280,9 @@ fn bloom_false_positive_rate_on_absent_keys_is_near_the_setting() {
         let path = dir.join("t.sst");
         write(&path, &model, &config).await;
         let sst = Sstable::open(&path, 1, BlockCache::new(1 << 20)).await.expect("open");
-        let positives = absent.iter().filter(|k| sst.may_contain(k)).count();
+        let positives = absent.iter().filter(|k| sst.may_contain(k, BloomHash::of(k.bytes()))).count();
         for k in absent.iter().take(2000) {
-            assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap(), None);
+            assert_eq!(sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap(), None);
         }
         (positives as f64 / absent.len() as f64, sst.stats())
     });
@@ -304,7 +311,10 @@ fn point_read_of_a_small_partition_touches_at_most_one_block() {
         let sst = Sstable::open(&path, 1, BlockCache::new(0)).await.expect("open");
         for (k, p) in &model {
             let before = sst.stats().blocks_read;
-            assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap().as_ref(), Some(p));
+            assert_eq!(
+                sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap().as_ref(),
+                Some(p)
+            );
             // The writer never splits a partition that fits in one block.
             assert_eq!(sst.stats().blocks_read - before, 1, "{k:?}");
         }
@@ -312,7 +322,10 @@ fn point_read_of_a_small_partition_touches_at_most_one_block() {
         for _ in 0..1000 {
             let k = random_key(&mut rng);
             if !model.contains_key(&k) {
-                assert_eq!(sst.read_partition(&k, &ClusteringSlice::ALL).await.unwrap(), None);
+                assert_eq!(
+                    sst.read_partition(&k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap(),
+                    None
+                );
             }
         }
         // Bloom false positives read one block each.
@@ -337,14 +350,14 @@ fn slices_of_a_wide_partition_read_only_the_blocks_they_need() {
         let sst = Sstable::open(&path, 1, BlockCache::new(0)).await.expect("open");
         let ck = |i: u32| ClusteringKey::from_encoded(i.to_be_bytes().to_vec());
         let slice = ClusteringSlice { start: Bound::Included(ck(1500)), end: Bound::Excluded(ck(1510)) };
-        let got = sst.read_partition(&key, &slice).await.unwrap().unwrap();
+        let got = sst.read_partition(&key, BloomHash::of(key.bytes()), &slice).await.unwrap().unwrap();
         assert_eq!(got, p.slice(&slice));
         assert_eq!(got.rows.len(), 10);
         // The header's block, then the one or two blocks holding rows 1500..1510.
         assert!(sst.stats().blocks_read <= 3, "{:?}", sst.stats());
         let before = sst.stats().blocks_read;
         let head = ClusteringSlice { start: Bound::Unbounded, end: Bound::Included(ck(3)) };
-        assert_eq!(sst.read_partition(&key, &head).await.unwrap().unwrap().rows.len(), 4);
+        assert_eq!(sst.read_partition(&key, BloomHash::of(key.bytes()), &head).await.unwrap().unwrap().rows.len(), 4);
         assert_eq!(sst.stats().blocks_read - before, 1);
         // Resuming a scan after the wide partition reads only its last block.
         let sst = Rc::new(sst);
@@ -371,14 +384,23 @@ fn second_read_is_a_cache_hit_and_the_budget_holds_under_eviction() {
         let cache = BlockCache::new(budget);
         let sst = Sstable::open(&path, 1, cache.clone()).await.expect("open");
         let (k, p) = model.iter().nth(500).unwrap();
-        assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap().as_ref(), Some(p));
+        assert_eq!(
+            sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap().as_ref(),
+            Some(p)
+        );
         let s1 = sst.stats();
-        assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap().as_ref(), Some(p));
+        assert_eq!(
+            sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap().as_ref(),
+            Some(p)
+        );
         let s2 = sst.stats();
         assert_eq!(s2.blocks_read, s1.blocks_read, "second read went to the device");
         assert!(s2.cache_hits > s1.cache_hits);
         for (k, p) in &model {
-            assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap().as_ref(), Some(p));
+            assert_eq!(
+                sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap().as_ref(),
+                Some(p)
+            );
             assert!(cache.stats().bytes <= budget, "{:?}", cache.stats());
         }
         let c = cache.stats();
@@ -404,7 +426,10 @@ fn a_block_larger_than_one_read_round_trips() {
         write(&path, &model, &SstableConfig::default()).await;
         let sst = Rc::new(Sstable::open(&path, 1, BlockCache::new(1 << 20)).await.expect("open"));
         for (k, p) in &model {
-            assert_eq!(sst.read_partition(k, &ClusteringSlice::ALL).await.unwrap().as_ref(), Some(p));
+            assert_eq!(
+                sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await.unwrap().as_ref(),
+                Some(p)
+            );
         }
         assert_eq!(scan_all(&sst, i64::MIN, i64::MAX, None).await, model_range(&model, i64::MIN, i64::MAX, None));
         // Larger than the whole cache budget: not cached.
@@ -550,7 +575,7 @@ fn a_corrupt_data_block_fails_only_the_reads_that_need_it() {
         let sst = Rc::new(Sstable::open(&path, 1, BlockCache::new(1 << 20)).await.expect("open still works"));
         let mut failed = 0;
         for (k, p) in &model {
-            match sst.read_partition(k, &ClusteringSlice::ALL).await {
+            match sst.read_partition(k, BloomHash::of(k.bytes()), &ClusteringSlice::ALL).await {
                 Ok(got) => {
                     assert!(!touches(k), "{k:?} read a corrupt block without error");
                     assert_eq!(got.as_ref(), Some(p));
