@@ -1,13 +1,14 @@
-//! Bootstrap with real processes: a 4th node joins a 3-node RF 3 cluster holding data while a
-//! writer keeps writing at QUORUM and a reader keeps reading acknowledged rows at QUORUM.
-//! Nothing acknowledged is ever missing, and once the node is UN everywhere every acknowledged
-//! row reads back at QUORUM and ALL, and at ONE through the new node (which answers from its
-//! own copy for the ranges it replicates: it streamed them).
+//! Bootstrap with real processes: a 4th and then a 5th node join a 3-node RF 3 cluster holding
+//! 100,000 rows while a writer keeps writing at QUORUM and a reader keeps reading acknowledged
+//! rows at QUORUM. Nothing acknowledged is ever missing, and once each new node is UN
+//! everywhere every acknowledged row reads back at QUORUM and ALL, and at ONE through the new
+//! node (which answers from its own copy for the ranges it replicates: it streamed them).
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::cluster::{
@@ -17,85 +18,149 @@ use common::cluster::{
 use common::connect;
 use wire::{Consistency, Value};
 
-/// Rows written before the join (a debug build writes them in a few seconds).
-const ROWS: usize = 20_000;
+/// Rows written at QUORUM before the joins.
+const ROWS: usize = 100_000;
+
+/// What the continuous QUORUM reader found so far.
+#[derive(Default)]
+struct ReaderLog {
+    reads: AtomicU64,
+    errors: AtomicU64,
+    /// Acknowledged rows a read did not give back, each with what it got.
+    missing: Mutex<Vec<String>>,
+}
+
+/// Reads at QUORUM through `addr` until `stop`, alternately a loaded key (spread over the
+/// ring) and one the writer had acknowledged before the read started; logs into `log`.
+fn continuous_reader(
+    addr: SocketAddr,
+    written: Arc<Mutex<Vec<(String, i32)>>>,
+    stop: Arc<AtomicBool>,
+    log: Arc<ReaderLog>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut client = connect(addr);
+        let select = client.prepare("SELECT v FROM kv WHERE k = ?").expect("prepare");
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let (key, value) = match i % 2 {
+                0 => (format!("k{}", (i * 7919) % ROWS), ((i * 7919) % ROWS) as i32),
+                _ => match written.lock().unwrap().iter().rev().nth(i % 50).cloned() {
+                    Some(acked) => acked,
+                    None => (format!("k{}", i % ROWS), (i % ROWS) as i32),
+                },
+            };
+            i += 1;
+            match read(&mut client, &select, &key, Consistency::Quorum) {
+                Ok(Some(v)) if v == value => {}
+                Ok(other) => log.missing.lock().unwrap().push(format!("{key}: {other:?}")),
+                Err(_) => {
+                    log.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            log.reads.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Starts the next node into `cluster`, which bootstraps: checks that the others list it UJ
+/// while it joins, that it turns UN everywhere with every stream completed, and that it
+/// received about its share of the rows. Returns its number.
+fn join_and_check_streams(cluster: &mut TestCluster) -> usize {
+    let joined = cluster.join();
+    let new = cluster.addr(joined);
+    // While it streams, the others list it as UJ (up, joining), as nodetool does.
+    await_until(&format!("node 1 lists node {joined} as UJ"), || {
+        admin_status(cluster.addr(1))
+            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UJ"))
+    });
+    cluster.await_up(joined);
+    let netstats = netstats(new);
+    assert_eq!(netstats["mode"], "NORMAL: bootstrap completed", "node {joined}: {netstats}");
+    let (total, done) = (netstats["ranges_total"].as_u64().unwrap(), netstats["ranges_done"].as_u64().unwrap());
+    assert!(total > 0 && done == total, "node {joined}: {netstats}");
+    let received: u64 = netstats["receiving"].as_array().unwrap().iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    // At RF 3 on n nodes a node replicates 3/n of the rows; allow a third less.
+    let share = 2 * ROWS as u64 / joined as u64;
+    assert!(
+        received > share,
+        "at RF 3 on {joined} nodes node {joined} replicates about 3/{joined} of the rows: {netstats}"
+    );
+    eprintln!("netstats of node {joined}: {netstats}");
+    joined
+}
 
 #[test]
-fn a_joining_node_streams_its_ranges_and_no_acknowledged_write_goes_missing() {
+fn a_4th_then_a_5th_node_join_under_load_and_no_acknowledged_write_goes_missing() {
+    let started = Instant::now();
     let mut cluster = TestCluster::start_with("bootstrap-join", 3, &["--ring-delay-ms", "3000"]);
     cluster.create_kv_table(3);
 
     // Load: ROWS keys at QUORUM through node 1.
     let loaded = Instant::now();
-    let mut acked = load_kv(cluster.addr(1), ROWS);
+    let acked = load_kv(cluster.addr(1), ROWS);
     eprintln!("loaded {ROWS} rows at QUORUM in {:?}", loaded.elapsed());
 
-    // A writer through node 2 and a reader through node 3, both at QUORUM, during the join.
+    // A writer through node 2 and a reader through node 3, both at QUORUM, through both joins.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = QuorumWriter::start(cluster.addr(2), stop.clone());
-    let written = writer.written.clone();
-    let reader = {
-        let (stop, written, addr) = (stop.clone(), written.clone(), cluster.addr(3));
-        std::thread::spawn(move || {
-            let mut client = connect(addr);
-            let select = client.prepare("SELECT v FROM kv WHERE k = ?").expect("prepare");
-            let (mut reads, mut missing, mut errors) = (0u64, Vec::new(), 0u64);
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                // Alternately a loaded key (spread over the ring) and one the writer had
-                // acknowledged before this read started.
-                let (key, value) = match i % 2 {
-                    0 => (format!("k{}", (i * 7919) % ROWS), ((i * 7919) % ROWS) as i32),
-                    _ => match written.lock().unwrap().iter().rev().nth(i % 50).cloned() {
-                        Some(acked) => acked,
-                        None => (format!("k{}", i % ROWS), (i % ROWS) as i32),
-                    },
-                };
-                i += 1;
-                match read(&mut client, &select, &key, Consistency::Quorum) {
-                    Ok(Some(v)) if v == value => {}
-                    Ok(other) => missing.push(format!("{key}: {other:?}")),
-                    Err(_) => errors += 1,
-                }
-                reads += 1;
-            }
-            (reads, missing, errors)
-        })
-    };
+    let mut writer = Some(QuorumWriter::start(cluster.addr(2), stop.clone()));
+    let written = writer.as_ref().unwrap().written.clone();
+    let log = Arc::new(ReaderLog::default());
+    let mut reader = Some(continuous_reader(cluster.addr(3), written.clone(), stop.clone(), log.clone()));
     await_until("the writer has acknowledged writes", || written.lock().unwrap().len() > 100);
 
-    let joined = cluster.join();
-    assert_eq!(joined, 4);
-    let new = cluster.addr(4);
-    // While it streams, the others list it as UJ (up, joining), as nodetool does.
-    await_until("node 1 lists the new node as UJ", || {
-        admin_status(cluster.addr(1))
-            .is_some_and(|s| rows(&s).iter().any(|r| r["address"] == new.to_string() && r["state"] == "UJ"))
-    });
-    cluster.await_up(4);
-    let netstats = netstats(new);
-    assert_eq!(netstats["mode"], "NORMAL: bootstrap completed", "{netstats}");
-    let (total, done) = (netstats["ranges_total"].as_u64().unwrap(), netstats["ranges_done"].as_u64().unwrap());
-    assert!(total > 0 && done == total, "{netstats}");
-    let received: u64 = netstats["receiving"].as_array().unwrap().iter().map(|p| p["rows"].as_u64().unwrap()).sum();
-    assert!(received > ROWS as u64 / 2, "at RF 3 on 4 nodes the new node replicates about 3/4 of the rows: {netstats}");
-    eprintln!("netstats of the new node: {netstats}");
-    // Keep going a little with the new node NORMAL everywhere.
-    let after = written.lock().unwrap().len();
-    await_until("the writer goes on after the join", || written.lock().unwrap().len() > after + 200);
-    stop.store(true, Ordering::Relaxed);
-    let (during, failed_writes) = writer.finish();
-    let (reads, missing, read_errors) = reader.join().expect("reader");
-    eprintln!(
-        "during the join: {} writes acknowledged ({failed_writes} failed), {reads} QUORUM reads ({read_errors} failed)",
-        during.len()
-    );
-    assert!(missing.is_empty(), "acknowledged rows missing at QUORUM during the join: {missing:?}");
-    acked.extend(during);
-
-    for (consistency, node) in [(Consistency::Quorum, 1), (Consistency::All, 2), (Consistency::One, 4)] {
-        assert_reads_back(cluster.addr(node), &acked, consistency, &format!("after the join, node {node}"));
+    // Through which node each check after a join reads, at which level.
+    let checks = [
+        [(Consistency::Quorum, 1), (Consistency::All, 2), (Consistency::One, 4)],
+        [(Consistency::Quorum, 3), (Consistency::All, 4), (Consistency::One, 5)],
+    ];
+    for (expected, checks) in [4, 5].into_iter().zip(checks) {
+        let join = Instant::now();
+        let (reads, writes) = (log.reads.load(Ordering::Relaxed), written.lock().unwrap().len());
+        let joined = join_and_check_streams(&mut cluster);
+        assert_eq!(joined, expected);
+        let (reads, writes) = (log.reads.load(Ordering::Relaxed) - reads, written.lock().unwrap().len() - writes);
+        eprintln!(
+            "node {joined} joined in {:?}: {writes} writes acknowledged, {reads} reads meanwhile",
+            join.elapsed()
+        );
+        assert!(reads > 0 && writes > 0, "the reader and the writer went on during the join of node {joined}");
+        {
+            let missing = log.missing.lock().unwrap();
+            assert!(missing.is_empty(), "acknowledged rows missing at QUORUM until node {joined} joined: {missing:?}");
+        }
+        // Keep going a little with the new node NORMAL everywhere.
+        let after = written.lock().unwrap().len();
+        await_until("the writer goes on after the join", || written.lock().unwrap().len() > after + 200);
+        // After the last join the writer and the reader stop, so that every acknowledged
+        // write is checked; after the others they go on through the checks and the next join.
+        let mut acked = acked.clone();
+        if joined == 5 {
+            stop.store(true, Ordering::Relaxed);
+            let (during, failed_writes) = writer.take().unwrap().finish();
+            reader.take().unwrap().join().expect("reader");
+            eprintln!(
+                "during the joins: {} writes acknowledged ({failed_writes} failed), {} QUORUM reads ({} failed)",
+                during.len(),
+                log.reads.load(Ordering::Relaxed),
+                log.errors.load(Ordering::Relaxed),
+            );
+            let missing = log.missing.lock().unwrap();
+            assert!(missing.is_empty(), "acknowledged rows missing at QUORUM during the joins: {missing:?}");
+        }
+        acked.extend(written.lock().unwrap().iter().cloned());
+        let checking = Instant::now();
+        for (consistency, node) in checks {
+            assert_reads_back(
+                cluster.addr(node),
+                &acked,
+                consistency,
+                &format!("after node {joined} joined, node {node}"),
+            );
+        }
+        eprintln!("checked {} acknowledged rows 3 times in {:?}", acked.len(), checking.elapsed());
     }
+    eprintln!("test took {:?}", started.elapsed());
 }
 
 #[test]
