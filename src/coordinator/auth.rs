@@ -263,7 +263,16 @@ impl Coordinator {
                         can_login: true,
                         is_superuser: true,
                     };
-                    self.internal(tables::INSERT_ROLE, role.values(), 1)
+                    // Below any later statement's timestamp, the earliest creation highest:
+                    // an ALTER or DROP of the role always wins over it, and so does the first
+                    // node's creation over one made by a node that started later without
+                    // seeing it (`tables::first_superuser_timestamp`).
+                    let now_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                    let mut values = role.values();
+                    values.push(Some(Value::BigInt(tables::first_superuser_timestamp(now_us))));
+                    self.internal(tables::INSERT_ROLE_AT, values, 1)
                         .await
                         .map_err(|e| format!("creating the superuser {INITIAL_SUPERUSER}: {}", e.message))?;
                     tracing::info!(role = INITIAL_SUPERUSER, "created the first superuser");

@@ -24,7 +24,7 @@ use wire::schema::{ReadRepair, TableId, TableSchema};
 use super::{node_error, trace};
 use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult, MAX_READ_ANSWER_BYTES};
 use crate::cluster::replication::{
-    required_replicas, required_with_pending, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
+    required_of_fewer, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
 use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest, Peers};
 use crate::cluster::verbs::MutateBody;
@@ -190,11 +190,8 @@ impl StorageProxy {
             let token = write.key.token();
             let mut replicas = view.replicas(token, rf);
             let pending = view.pending_replicas(token, rf);
-            let required = match pending.is_empty() {
-                true => required_replicas(consistency, rf, &replicas),
-                false => required_with_pending(consistency, rf, &replicas, &pending),
-            }
-            .map_err(|u| unavailable(consistency, &table, rf, u))?;
+            let required = required_of_fewer(consistency, rf, fewest_replicas(&table, rf), &replicas, &pending)
+                .map_err(|u| unavailable(consistency, &table, rf, u))?;
             replicas.extend(pending);
             let update = write.stamp(ts, now);
             match groups.iter_mut().find(|g| same_nodes(&g.replicas, &replicas)) {
@@ -343,12 +340,12 @@ impl StorageProxy {
         let view = self.view();
         let rf = replication_factor(schema);
         let replicas = view.replicas(request.key.token(), rf);
-        let required =
-            required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, schema, rf, u))?;
+        let required = required_of_fewer(consistency, rf, fewest_replicas(schema, rf), &replicas, &[])
+            .map_err(|u| unavailable(consistency, schema, rf, u))?;
         // Live replicas, this node first: its data costs no message.
         let mut candidates: Vec<Replica> = replicas.into_iter().filter(|r| r.alive).collect();
         candidates.sort_by_key(|r| !r.local);
-        // `required_replicas` vouched for at least `required` (>= 1) live candidates.
+        // `required_of_fewer` vouched for at least `required` (>= 1) live candidates.
         if required == 1 && candidates[0].local {
             trace::event(|| format!("Reading the partition on this node, a replica ({consistency}: no other asked)"));
             let read = self.node.read_partition_limited(schema.id, request.key, request.slice, limit);
@@ -643,7 +640,7 @@ impl StorageProxy {
         let rf = replication_factor(schema);
         let required = consistency.block_for(rf);
         let alive = view.live_members().min(rf);
-        if view.members().len() < rf || alive < required {
+        if view.members().len() < fewest_replicas(schema, rf) || alive < required {
             return Err(unavailable(consistency, schema, rf, Unavailable { required, alive }));
         }
         Ok(())
@@ -689,6 +686,17 @@ pub(super) async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) ->
 
 pub(super) fn replication_factor(schema: &TableSchema) -> usize {
     usize::from(schema.options.replication_factor.max(1))
+}
+
+/// The natural replicas a request on `schema` needs there to be (`replication::required_of_fewer`):
+/// its `rf` for a client table (a cluster with fewer nodes than a table's rf refuses it, never
+/// under-replicates silently); one for the auth tables, which every node of a cluster smaller
+/// than `auth_replication_factor` holds in full (the first node of a cluster alone).
+pub(super) fn fewest_replicas(schema: &TableSchema, rf: usize) -> usize {
+    match crate::auth::tables::is_auth_table(&schema.name) {
+        true => 1,
+        false => rf,
+    }
 }
 
 /// The same nodes, in any order.
