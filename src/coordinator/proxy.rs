@@ -206,7 +206,20 @@ impl StorageProxy {
     }
 
     /// Sends every group to its live replicas and answers once each group met its level.
-    pub async fn replicate(&self, mut groups: Vec<WriteGroup>, consistency: Consistency) -> Result<(), ErrorResponse> {
+    pub async fn replicate(&self, groups: Vec<WriteGroup>, consistency: Consistency) -> Result<(), ErrorResponse> {
+        self.replicate_with(groups, consistency, false).await
+    }
+
+    /// As [`replicate`](Self::replicate); with `here_too`, a group this node replicates is
+    /// done only once this node applied it as well (whichever replicas met the level), so that
+    /// a read at ONE here right after sees the write (the auth statements: a role created
+    /// then granted on one connection).
+    pub async fn replicate_with(
+        &self,
+        mut groups: Vec<WriteGroup>,
+        consistency: Consistency,
+        here_too: bool,
+    ) -> Result<(), ErrorResponse> {
         // This node alone holds every write (a single node, or RF 1 on the local node): apply
         // in place, as the node's own write path does, with no message, task or timer.
         if groups.iter().all(|g| matches!(g.replicas[..], [Replica { local: true, .. }])) {
@@ -230,10 +243,13 @@ impl StorageProxy {
         // Every send answers once: the channel never holds more.
         let (tx, rx) = flume::bounded::<(usize, Replica, Result<(), String>)>(sends);
         let mut trackers = Vec::with_capacity(groups.len());
+        // Per group: still waiting for this node's own apply (`here_too`).
+        let mut here = Vec::with_capacity(groups.len());
         let hints = self.hints();
         for (index, group) in groups.into_iter().enumerate() {
             let live: Vec<Replica> = group.replicas.iter().copied().filter(|r| r.alive).collect();
             trackers.push(WriteTracker::new(group.required, live.len()));
+            here.push(here_too && live.iter().any(|r| r.local));
             // Other nodes get the MUTATE body; so do the hints of the replicas that miss it.
             let hinted = hints.is_some() && live.len() < group.replicas.len();
             let body = match hinted || live.iter().any(|r| !r.local) {
@@ -283,7 +299,7 @@ impl StorageProxy {
         drop(tx);
         let mut first_failure: Option<String> = None;
         loop {
-            if trackers.iter().all(|t| t.progress() == WriteProgress::Met) {
+            if trackers.iter().all(|t| t.progress() == WriteProgress::Met) && !here.contains(&true) {
                 trace::event(|| format!("Consistency level {consistency} met"));
                 return Ok(());
             }
@@ -295,17 +311,28 @@ impl StorageProxy {
                 Some((index, replica, Ok(()))) => {
                     trace::event(|| format!("{} acknowledged", name(&replica)));
                     trackers[index].ack();
+                    if replica.local {
+                        here[index] = false;
+                    }
                 }
                 Some((index, replica, Err(why))) => {
                     trace::event(|| format!("{} failed the write: {why}", name(&replica)));
                     tracing::debug!(%why, "a replica failed a write");
+                    if replica.local && here[index] {
+                        return Err(write_timeout(
+                            consistency,
+                            &trackers[index],
+                            &format!("this node failed it ({why})"),
+                        ));
+                    }
                     first_failure.get_or_insert(why);
                     trackers[index].fail();
                 }
                 None => {
                     trace::event(|| format!("No answer within {timeout:?}"));
-                    let slowest = trackers.iter().find(|t| t.progress() != WriteProgress::Met);
-                    let Some(slowest) = slowest else { return Ok(()) };
+                    let mut waiting = trackers.iter().zip(&here);
+                    let slowest = waiting.find(|(t, here)| t.progress() != WriteProgress::Met || **here);
+                    let Some((slowest, _)) = slowest else { return Ok(()) };
                     return Err(write_timeout(consistency, slowest, &format!("no answer within {timeout:?}")));
                 }
             }
