@@ -368,7 +368,7 @@ pub struct ServerConfig {
     pub authenticator: Authenticator,
     /// Replicas of the roles and permissions tables (Cassandra's system_auth replication),
     /// fixed when the first node with authentication on creates them: give every node the
-    /// same value.
+    /// same value. It may exceed the node count: a smaller cluster keeps them on every node.
     pub auth_replication_factor: u8,
     /// How long a shard trusts its cached copy of a role (login right, superuser), ms
     /// (Cassandra's roles_validity).

@@ -73,6 +73,24 @@ pub const SELECT_ROLE: &str =
 pub const SELECT_ROLES: &str = "SELECT role, salted_hash, can_login, is_superuser FROM enigmadb_auth_roles";
 pub const INSERT_ROLE: &str =
     "INSERT INTO enigmadb_auth_roles (role, salted_hash, can_login, is_superuser) VALUES (?, ?, ?, ?)";
+/// [`INSERT_ROLE`] at a given write timestamp (the first superuser's, [`first_superuser_timestamp`]).
+pub const INSERT_ROLE_AT: &str =
+    "INSERT INTO enigmadb_auth_roles (role, salted_hash, can_login, is_superuser) VALUES (?, ?, ?, ?) USING TIMESTAMP ?";
+
+/// 2025-01-01T00:00:00Z in microseconds since the epoch: the pivot of
+/// [`first_superuser_timestamp`].
+const PIVOT_US: i64 = 1_735_689_600_000_000;
+
+/// The write timestamp of the first superuser created at `now_us` (microseconds since the
+/// epoch): the pivot mirrored, `2 * PIVOT_US - now_us`. Below every timestamp a statement gets
+/// from then on (any ALTER ROLE or DROP ROLE of it wins, as Cassandra's `USING TIMESTAMP 0` for
+/// its default role), and the earlier the creation the higher: when several nodes create it
+/// (each thought it was the cluster's first start), the first creation wins on every replica
+/// once they meet, never the newest. Never at or below [`CREATED_AT`], never above `now_us`
+/// (a clock set before the pivot).
+pub fn first_superuser_timestamp(now_us: i64) -> i64 {
+    (2 * PIVOT_US).saturating_sub(now_us).min(now_us.saturating_sub(1)).max(CREATED_AT + 1)
+}
 pub const DELETE_ROLE: &str = "DELETE FROM enigmadb_auth_roles WHERE role = ?";
 pub const SELECT_GRANTS: &str = "SELECT resource, permission FROM enigmadb_auth_permissions WHERE role = ?";
 pub const INSERT_GRANT: &str =
@@ -158,6 +176,20 @@ mod tests {
         }
         assert!(is_auth_table("ENIGMADB_AUTH_roles"));
         assert!(!is_auth_table("events"));
+    }
+
+    #[test]
+    fn the_first_superuser_is_written_below_any_later_statement_and_the_earliest_wins() {
+        let day = 86_400_000_000i64;
+        let now = PIVOT_US + 700 * day;
+        let ts = first_superuser_timestamp(now);
+        assert!(ts > CREATED_AT && ts < now, "{ts} below {now}");
+        assert!(ts < PIVOT_US, "below any statement made after the pivot");
+        assert!(first_superuser_timestamp(now + day) < ts, "a later creation loses to an earlier one");
+        // A clock before the pivot: still below its own time.
+        assert!(first_superuser_timestamp(PIVOT_US - day) < PIVOT_US - day);
+        assert_eq!(first_superuser_timestamp(0), CREATED_AT + 1);
+        assert_eq!(first_superuser_timestamp(i64::MAX), CREATED_AT + 1);
     }
 
     #[test]

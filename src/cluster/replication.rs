@@ -23,12 +23,7 @@ pub struct Unavailable {
 /// has fewer nodes than `rf` (an error, never a silent under-replication) or fewer replicas
 /// are alive than the level needs (TWO on RF 1 included).
 pub fn required_replicas(consistency: Consistency, rf: usize, replicas: &[Replica]) -> Result<usize, Unavailable> {
-    let required = consistency.block_for(rf);
-    let alive = replicas.iter().filter(|r| r.alive).count();
-    if replicas.len() < rf || alive < required {
-        return Err(Unavailable { required, alive });
-    }
-    Ok(required)
+    required_of_fewer(consistency, rf, rf, replicas, &[])
 }
 
 /// As [`required_replicas`] for a write whose token also has `pending` replicas (nodes that
@@ -43,9 +38,24 @@ pub fn required_with_pending(
     natural: &[Replica],
     pending: &[Replica],
 ) -> Result<usize, Unavailable> {
+    required_of_fewer(consistency, rf, rf, natural, pending)
+}
+
+/// As [`required_with_pending`] for a table whose rows may have fewer natural replicas than
+/// its `rf` while the cluster has fewer nodes: at least `fewest` (at most `rf`) must exist.
+/// The auth tables take 1 (Cassandra's system_auth at RF 3 on a smaller cluster): the first
+/// node of a cluster holds every role alone and each node that joins streams its copy, up to
+/// `rf`. The level still counts from `rf` (QUORUM at RF 3 wants two live replicas).
+pub fn required_of_fewer(
+    consistency: Consistency,
+    rf: usize,
+    fewest: usize,
+    natural: &[Replica],
+    pending: &[Replica],
+) -> Result<usize, Unavailable> {
     let required = consistency.block_for(rf) + pending.len();
     let alive = natural.iter().chain(pending).filter(|r| r.alive).count();
-    if natural.len() < rf || alive < required {
+    if natural.len() < fewest.min(rf) || alive < required {
         return Err(Unavailable { required, alive });
     }
     Ok(required)
@@ -354,6 +364,21 @@ mod tests {
         assert_eq!(required_replicas(Consistency::One, 3, &single), Err(Unavailable { required: 1, alive: 1 }));
         assert_eq!(required_replicas(Consistency::Two, 1, &single), Err(Unavailable { required: 2, alive: 1 }));
         assert_eq!(required_replicas(Consistency::All, 1, &single), Ok(1));
+    }
+
+    #[test]
+    fn a_table_that_grows_with_the_cluster_is_available_on_fewer_nodes_than_its_rf() {
+        let single = [replica(1, true)];
+        assert_eq!(required_of_fewer(Consistency::One, 3, 1, &single, &[]), Ok(1));
+        // The level still counts from the rf: QUORUM of 3 wants two live replicas.
+        assert_eq!(
+            required_of_fewer(Consistency::Quorum, 3, 1, &single, &[]),
+            Err(Unavailable { required: 2, alive: 1 })
+        );
+        let two = [replica(1, true), replica(2, true)];
+        assert_eq!(required_of_fewer(Consistency::Quorum, 3, 1, &two, &[]), Ok(2));
+        assert_eq!(required_of_fewer(Consistency::One, 3, 1, &single, &[replica(2, true)]), Ok(2));
+        assert_eq!(required_of_fewer(Consistency::One, 3, 1, &[], &[]), Err(Unavailable { required: 1, alive: 0 }));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::auth::{
     Resource, INITIAL_PASSWORD_ENV, INITIAL_SUPERUSER,
 };
 use crate::cql::ast::{AuthStatement, Name, ResourceName, RoleOptions};
+use crate::cql::plan::Plan;
 use crate::cql::{self, Statement};
 
 /// Roles (and grant lists) a shard keeps cached at most.
@@ -214,7 +215,8 @@ impl Coordinator {
     }
 
     /// Runs an internal statement on the auth tables at ONE; a SELECT's rows, at most `limit`
-    /// (more is an error, never a silent cut).
+    /// (more is an error, never a silent cut). A write also waits for this node's own copy
+    /// when it is a replica, so that what a statement wrote is read back here.
     async fn internal(&self, text: &str, values: Vec<Option<Value>>, limit: usize) -> Result<Rows, ErrorResponse> {
         let statement = cql::parse_one(text).map_err(cql_error)?;
         let schemas = |name: &str| self.node.table(name).ok();
@@ -223,6 +225,15 @@ impl Coordinator {
             page_size: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
             ..QueryParams::with_consistency(Consistency::One)
         };
+        if let Plan::Write(write) = plan {
+            // At ONE, and applied on this node too when it is a replica: the statement's
+            // next read here (at ONE, this node first) sees it, whichever replica answered
+            // first (CREATE ROLE then GRANT on one connection).
+            let ts = self.proxy.timestamp(write.timestamp)?;
+            let groups = self.proxy.place(write.writes, ts, Consistency::One)?;
+            self.proxy.replicate_with(groups, Consistency::One, true).await?;
+            return Ok(Rows { columns: Vec::new(), rows: Vec::new(), paging_state: None });
+        }
         match self.run_plan(plan, &params).await? {
             QueryResult::Rows(rows) if rows.paging_state.is_some() => {
                 Err(invalid(format!("more than {limit} rows in {}", statement_table(&statement))))
@@ -263,7 +274,16 @@ impl Coordinator {
                         can_login: true,
                         is_superuser: true,
                     };
-                    self.internal(tables::INSERT_ROLE, role.values(), 1)
+                    // Below any later statement's timestamp, the earliest creation highest:
+                    // an ALTER or DROP of the role always wins over it, and so does the first
+                    // node's creation over one made by a node that started later without
+                    // seeing it (`tables::first_superuser_timestamp`).
+                    let now_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                    let mut values = role.values();
+                    values.push(Some(Value::BigInt(tables::first_superuser_timestamp(now_us))));
+                    self.internal(tables::INSERT_ROLE_AT, values, 1)
                         .await
                         .map_err(|e| format!("creating the superuser {INITIAL_SUPERUSER}: {}", e.message))?;
                     tracing::info!(role = INITIAL_SUPERUSER, "created the first superuser");

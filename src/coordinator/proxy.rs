@@ -24,7 +24,7 @@ use wire::schema::{ReadRepair, TableId, TableSchema};
 use super::{node_error, trace};
 use crate::cluster::messages::{digest, Digest, ReadRequest, ReadResult, MAX_READ_ANSWER_BYTES};
 use crate::cluster::replication::{
-    required_replicas, required_with_pending, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
+    required_of_fewer, ReadResolver, ReadStep, Unavailable, WriteProgress, WriteTracker,
 };
 use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest, Peers};
 use crate::cluster::verbs::MutateBody;
@@ -190,11 +190,8 @@ impl StorageProxy {
             let token = write.key.token();
             let mut replicas = view.replicas(token, rf);
             let pending = view.pending_replicas(token, rf);
-            let required = match pending.is_empty() {
-                true => required_replicas(consistency, rf, &replicas),
-                false => required_with_pending(consistency, rf, &replicas, &pending),
-            }
-            .map_err(|u| unavailable(consistency, &table, rf, u))?;
+            let required = required_of_fewer(consistency, rf, fewest_replicas(&table, rf), &replicas, &pending)
+                .map_err(|u| unavailable(consistency, &table, rf, u))?;
             replicas.extend(pending);
             let update = write.stamp(ts, now);
             match groups.iter_mut().find(|g| same_nodes(&g.replicas, &replicas)) {
@@ -209,7 +206,20 @@ impl StorageProxy {
     }
 
     /// Sends every group to its live replicas and answers once each group met its level.
-    pub async fn replicate(&self, mut groups: Vec<WriteGroup>, consistency: Consistency) -> Result<(), ErrorResponse> {
+    pub async fn replicate(&self, groups: Vec<WriteGroup>, consistency: Consistency) -> Result<(), ErrorResponse> {
+        self.replicate_with(groups, consistency, false).await
+    }
+
+    /// As [`replicate`](Self::replicate); with `here_too`, a group this node replicates is
+    /// done only once this node applied it as well (whichever replicas met the level), so that
+    /// a read at ONE here right after sees the write (the auth statements: a role created
+    /// then granted on one connection).
+    pub async fn replicate_with(
+        &self,
+        mut groups: Vec<WriteGroup>,
+        consistency: Consistency,
+        here_too: bool,
+    ) -> Result<(), ErrorResponse> {
         // This node alone holds every write (a single node, or RF 1 on the local node): apply
         // in place, as the node's own write path does, with no message, task or timer.
         if groups.iter().all(|g| matches!(g.replicas[..], [Replica { local: true, .. }])) {
@@ -233,10 +243,13 @@ impl StorageProxy {
         // Every send answers once: the channel never holds more.
         let (tx, rx) = flume::bounded::<(usize, Replica, Result<(), String>)>(sends);
         let mut trackers = Vec::with_capacity(groups.len());
+        // Per group: still waiting for this node's own apply (`here_too`).
+        let mut here = Vec::with_capacity(groups.len());
         let hints = self.hints();
         for (index, group) in groups.into_iter().enumerate() {
             let live: Vec<Replica> = group.replicas.iter().copied().filter(|r| r.alive).collect();
             trackers.push(WriteTracker::new(group.required, live.len()));
+            here.push(here_too && live.iter().any(|r| r.local));
             // Other nodes get the MUTATE body; so do the hints of the replicas that miss it.
             let hinted = hints.is_some() && live.len() < group.replicas.len();
             let body = match hinted || live.iter().any(|r| !r.local) {
@@ -286,7 +299,7 @@ impl StorageProxy {
         drop(tx);
         let mut first_failure: Option<String> = None;
         loop {
-            if trackers.iter().all(|t| t.progress() == WriteProgress::Met) {
+            if trackers.iter().all(|t| t.progress() == WriteProgress::Met) && !here.contains(&true) {
                 trace::event(|| format!("Consistency level {consistency} met"));
                 return Ok(());
             }
@@ -298,17 +311,28 @@ impl StorageProxy {
                 Some((index, replica, Ok(()))) => {
                     trace::event(|| format!("{} acknowledged", name(&replica)));
                     trackers[index].ack();
+                    if replica.local {
+                        here[index] = false;
+                    }
                 }
                 Some((index, replica, Err(why))) => {
                     trace::event(|| format!("{} failed the write: {why}", name(&replica)));
                     tracing::debug!(%why, "a replica failed a write");
+                    if replica.local && here[index] {
+                        return Err(write_timeout(
+                            consistency,
+                            &trackers[index],
+                            &format!("this node failed it ({why})"),
+                        ));
+                    }
                     first_failure.get_or_insert(why);
                     trackers[index].fail();
                 }
                 None => {
                     trace::event(|| format!("No answer within {timeout:?}"));
-                    let slowest = trackers.iter().find(|t| t.progress() != WriteProgress::Met);
-                    let Some(slowest) = slowest else { return Ok(()) };
+                    let mut waiting = trackers.iter().zip(&here);
+                    let slowest = waiting.find(|(t, here)| t.progress() != WriteProgress::Met || **here);
+                    let Some((slowest, _)) = slowest else { return Ok(()) };
                     return Err(write_timeout(consistency, slowest, &format!("no answer within {timeout:?}")));
                 }
             }
@@ -343,12 +367,12 @@ impl StorageProxy {
         let view = self.view();
         let rf = replication_factor(schema);
         let replicas = view.replicas(request.key.token(), rf);
-        let required =
-            required_replicas(consistency, rf, &replicas).map_err(|u| unavailable(consistency, schema, rf, u))?;
+        let required = required_of_fewer(consistency, rf, fewest_replicas(schema, rf), &replicas, &[])
+            .map_err(|u| unavailable(consistency, schema, rf, u))?;
         // Live replicas, this node first: its data costs no message.
         let mut candidates: Vec<Replica> = replicas.into_iter().filter(|r| r.alive).collect();
         candidates.sort_by_key(|r| !r.local);
-        // `required_replicas` vouched for at least `required` (>= 1) live candidates.
+        // `required_of_fewer` vouched for at least `required` (>= 1) live candidates.
         if required == 1 && candidates[0].local {
             trace::event(|| format!("Reading the partition on this node, a replica ({consistency}: no other asked)"));
             let read = self.node.read_partition_limited(schema.id, request.key, request.slice, limit);
@@ -643,7 +667,7 @@ impl StorageProxy {
         let rf = replication_factor(schema);
         let required = consistency.block_for(rf);
         let alive = view.live_members().min(rf);
-        if view.members().len() < rf || alive < required {
+        if view.members().len() < fewest_replicas(schema, rf) || alive < required {
             return Err(unavailable(consistency, schema, rf, Unavailable { required, alive }));
         }
         Ok(())
@@ -689,6 +713,17 @@ pub(super) async fn recv_until<T>(rx: &flume::Receiver<T>, deadline: Instant) ->
 
 pub(super) fn replication_factor(schema: &TableSchema) -> usize {
     usize::from(schema.options.replication_factor.max(1))
+}
+
+/// The natural replicas a request on `schema` needs there to be (`replication::required_of_fewer`):
+/// its `rf` for a client table (a cluster with fewer nodes than a table's rf refuses it, never
+/// under-replicates silently); one for the auth tables, which every node of a cluster smaller
+/// than `auth_replication_factor` holds in full (the first node of a cluster alone).
+pub(super) fn fewest_replicas(schema: &TableSchema, rf: usize) -> usize {
+    match crate::auth::tables::is_auth_table(&schema.name) {
+        true => 1,
+        false => rf,
+    }
 }
 
 /// The same nodes, in any order.

@@ -17,11 +17,11 @@ use wire::schema::{ReadRepair, TableSchema};
 use wire::Token;
 
 use super::proxy::{
-    read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
+    fewest_replicas, read_timeout, recv_until, repair_update, replication_factor, same_nodes, unavailable, StorageProxy,
 };
 use super::{node_error, trace};
 use crate::cluster::messages::{scan_answer_cover, ScanRequest, MAX_SCAN_ANSWER_BYTES, MAX_SCAN_PARTITIONS};
-use crate::cluster::replication::{required_replicas, resolve_versions};
+use crate::cluster::replication::{required_of_fewer, resolve_versions};
 use crate::cluster::transport::{codes, PeerAnswer, PeerError, PeerRequest, Peers};
 use crate::cluster::view::{ClusterView, Replica};
 use crate::cql::plan::TokenRange;
@@ -78,8 +78,8 @@ pub async fn scan(
     let rf = replication_factor(schema);
     let mut segments = Vec::new();
     for group in plan_ranges(&view, rf, start, end) {
-        let required =
-            required_replicas(consistency, rf, &group.replicas).map_err(|u| unavailable(consistency, schema, rf, u))?;
+        let required = required_of_fewer(consistency, rf, fewest_replicas(schema, rf), &group.replicas, &[])
+            .map_err(|u| unavailable(consistency, schema, rf, u))?;
         let local = required == 1 && group.replicas.iter().any(|r| r.local);
         match segments.last_mut() {
             // Consecutive pieces this node can answer alone are one local scan.

@@ -309,11 +309,22 @@ impl Coordinator {
         }
     }
 
+    /// The tables a repair covers, by name: every replicated table, the clients' and the auth
+    /// tables (hidden from clients, but replicated like theirs and as much in need of repair:
+    /// a role written while a replica was away reaches it by hints, read repair or this);
+    /// never the node's own local tables.
+    fn repairable(&self) -> impl Fn(&str) -> Option<std::sync::Arc<wire::schema::TableSchema>> + '_ {
+        |name: &str| match shards::catalog::is_local_table(name) {
+            true => None,
+            false => self.node.table(name).ok(),
+        }
+    }
+
     /// The number of tables and the ranges a repair of `table` (else of every table) covers.
     fn ranges_of(&self, table: Option<&str>, primary_only: bool) -> Result<(usize, Vec<RepairRange>), ErrorResponse> {
         let mut tables = match table {
-            Some(name) => vec![(self.schemas())(name).ok_or_else(|| unknown_table(name))?],
-            None => self.node.tables().into_iter().filter(|t| (self.schemas())(&t.name).is_some()).collect(),
+            Some(name) => vec![(self.repairable())(name).ok_or_else(|| unknown_table(name))?],
+            None => self.node.tables().into_iter().filter(|t| (self.repairable())(&t.name).is_some()).collect(),
         };
         tables.sort_by(|a, b| a.name.cmp(&b.name));
         let view = self.proxy.view();
@@ -333,7 +344,7 @@ impl Coordinator {
     }
 
     async fn repair_range(&self, request: RangeRequest) -> Result<RangeRepaired, ErrorResponse> {
-        let schema = (self.schemas())(&request.table).ok_or_else(|| unknown_table(&request.table))?;
+        let schema = (self.repairable())(&request.table).ok_or_else(|| unknown_table(&request.table))?;
         let range = TokenRange::new(request.start, request.end);
         let view = self.proxy.view();
         let replicas = replicas_to_repair(&view, range, replication_factor(&schema));

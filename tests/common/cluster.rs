@@ -35,6 +35,28 @@ pub struct TestCluster {
     extra: Vec<String>,
     /// Shards of every node.
     shards: usize,
+    /// Environment variables of node i (index i - 1), at every start of it.
+    env: Vec<Vec<(String, String)>>,
+    /// Flags of the `enigmadb admin` commands the cluster runs (a superuser's credentials on
+    /// nodes with authentication on).
+    admin: Vec<String>,
+}
+
+/// How [`TestCluster::start_configured`] starts its nodes.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// Shards of every node (0: one).
+    pub shards: usize,
+    /// Flags every node starts with, after the cluster's own.
+    pub extra: &'a [&'a str],
+    /// Environment variables of node i, at every start of it.
+    pub env: Option<&'a dyn Fn(usize) -> Vec<(String, String)>>,
+    /// Flags of the `enigmadb admin` commands the cluster runs (`-u`, `-p`).
+    pub admin: &'a [&'a str],
+    /// Start each node once the ones before it all see it up (NORMAL): needed when the nodes
+    /// after the first bootstrap (the cluster has tables, the auth tables included), since
+    /// two joins at once are refused (one range movement at a time).
+    pub one_at_a_time: bool,
 }
 
 impl TestCluster {
@@ -50,15 +72,32 @@ impl TestCluster {
 
     /// As [`TestCluster::start_with`], with `shards` shards on every node.
     pub fn start_sharded(name: &str, n: usize, shards: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::start_configured(name, n, Setup { shards, extra, ..Setup::default() })
+    }
+
+    /// Starts `n` nodes as `setup` says and waits until every one sees all `n` up.
+    pub fn start_configured(name: &str, n: usize, setup: Setup) -> TestCluster {
         let dir = super::scratch_dir(name);
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut cluster = TestCluster { dir, nodes: Vec::new(), seed_text: String::new(), extra, shards };
+        let owned = |flags: &[&str]| flags.iter().map(|s| s.to_string()).collect();
+        let env = (1..=n).map(|i| setup.env.map(|env| env(i)).unwrap_or_default()).collect();
+        let mut cluster = TestCluster {
+            dir,
+            nodes: Vec::new(),
+            seed_text: String::new(),
+            extra: owned(setup.extra),
+            shards: setup.shards.max(1),
+            env,
+            admin: owned(setup.admin),
+        };
         for i in 1..=n {
             let server = cluster.launch(i);
             if i == 1 {
                 cluster.seed_text = server.peer.expect("the ready line names the peer address").to_string();
             }
             cluster.nodes.push(Some(server));
+            if setup.one_at_a_time {
+                cluster.await_up(i);
+            }
         }
         cluster.await_up(n);
         cluster
@@ -70,7 +109,10 @@ impl TestCluster {
 
     /// Starts node `i` (1-based) on its own address with node 1 as the seed.
     pub fn launch(&self, i: usize) -> Server {
-        Server::start_on(&node_host(i), &self.node_dir(i), self.shards, &self.flags(i, &[]))
+        let mut command = super::enigmadb();
+        command.envs(self.env.get(i - 1).into_iter().flatten().map(|(k, v)| (k, v)));
+        let (listen, peer_listen) = (format!("{}:0", node_host(i)), format!("{}:0", node_host(i)));
+        Server::start_command(command, &listen, &peer_listen, &self.node_dir(i), self.shards, &self.flags(i, &[]))
     }
 
     /// The flags node `i` starts with: the cluster's, node 1 as its seed (but for node 1), then
@@ -97,7 +139,7 @@ impl TestCluster {
 
     /// Node `i`'s host id as it lists itself in `admin status`.
     pub fn host_id(&self, i: usize) -> String {
-        let status = admin_status(self.addr(i)).expect("admin status");
+        let status = admin_status_as(self.addr(i), &self.admin).expect("admin status");
         let me = rows(&status).into_iter().find(|r| r["address"] == self.addr(i).to_string()).expect("itself");
         me["host_id"].as_str().expect("a host id").to_owned()
     }
@@ -141,7 +183,7 @@ impl TestCluster {
         for (j, node) in self.nodes.iter().enumerate() {
             let Some(node) = node else { continue };
             let what = format!("node {} sees the restarted node {i} up at {restarted}", j + 1);
-            await_until(&what, || sees_up(node.addr, restarted));
+            await_until(&what, || sees_up_as(node.addr, restarted, &self.admin));
         }
     }
 
@@ -181,7 +223,7 @@ impl TestCluster {
     pub fn await_up(&self, up: usize) {
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(node) = node else { continue };
-            await_until(&format!("node {} sees {up} nodes up", i + 1), || count_up(node.addr) == up);
+            await_until(&format!("node {} sees {up} nodes up", i + 1), || count_up_as(node.addr, &self.admin) == up);
         }
     }
 }
@@ -423,7 +465,14 @@ pub fn await_until(what: &str, mut done: impl FnMut() -> bool) {
 
 /// `enigmadb admin status --host ADDR --json`, parsed.
 pub fn admin_status(addr: SocketAddr) -> Option<serde_json::Value> {
-    let out = super::enigmadb().args(["admin", "status", "--host", &addr.to_string(), "--json"]).output().ok()?;
+    admin_status_as(addr, &[])
+}
+
+/// [`admin_status`] with more flags (`-u`, `-p` on a node with authentication on).
+pub fn admin_status_as(addr: SocketAddr, flags: &[String]) -> Option<serde_json::Value> {
+    let mut command = super::enigmadb();
+    command.args(["admin", "status", "--host", &addr.to_string(), "--json"]).args(flags);
+    let out = command.output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -432,12 +481,22 @@ pub fn admin_status(addr: SocketAddr) -> Option<serde_json::Value> {
 
 /// Whether `observer` lists the node whose client address is `node` as up (UN).
 pub fn sees_up(observer: SocketAddr, node: SocketAddr) -> bool {
-    let Some(status) = admin_status(observer) else { return false };
+    sees_up_as(observer, node, &[])
+}
+
+/// [`sees_up`] with more flags for `admin status`.
+pub fn sees_up_as(observer: SocketAddr, node: SocketAddr, flags: &[String]) -> bool {
+    let Some(status) = admin_status_as(observer, flags) else { return false };
     rows(&status).iter().any(|r| r["address"] == node.to_string() && r["state"] == "UN")
 }
 
 pub fn count_up(addr: SocketAddr) -> usize {
-    let Some(status) = admin_status(addr) else { return 0 };
+    count_up_as(addr, &[])
+}
+
+/// [`count_up`] with more flags for `admin status`.
+pub fn count_up_as(addr: SocketAddr, flags: &[String]) -> usize {
+    let Some(status) = admin_status_as(addr, flags) else { return 0 };
     rows(&status).iter().filter(|row| row["state"] == "UN").count()
 }
 
