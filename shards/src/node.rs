@@ -798,9 +798,13 @@ impl Node {
         limit: Option<SliceLimit>,
     ) -> Result<Option<Partition>, NodeError> {
         let shard = self.shard_of(key.token());
-        self.call(shard, |reply| Request::Read { table, key, slice, limit, reply })
-            .await?
-            .map_err(|source| NodeError::Shard { shard, source })
+        let read = match self.local_shard(shard) {
+            // On the owning shard's executor: read in place, without a reply channel (a read
+            // has no effect a dropped caller could leave half done, unlike a write).
+            Some(local) => read_on(&local, table, &key, &slice, limit).await,
+            None => self.call(shard, |reply| Request::Read { table, key, slice, limit, reply }).await?,
+        };
+        read.map_err(|source| NodeError::Shard { shard, source })
     }
 
     /// Up to `limit` partitions with tokens in (start, end] and keys after `after`, in storage
@@ -1042,6 +1046,23 @@ impl Request {
     }
 }
 
+/// A read of one partition on `shard`, whole or up to `limit` ([`Node::read_partition_limited`]).
+async fn read_on(
+    shard: &Shard,
+    table: TableId,
+    key: &PartitionKey,
+    slice: &ClusteringSlice,
+    limit: Option<SliceLimit>,
+) -> Result<Option<Partition>, ShardError> {
+    match limit {
+        None => shard.read(table, key, slice).await,
+        Some(SliceLimit { rows, bytes }) => {
+            let limit = RowLimit { live_rows: rows, now_secs: now_secs() };
+            Ok(shard.read_bounded(table, key, slice, limit, bytes).await?.0)
+        }
+    }
+}
+
 fn on_shard_executor() -> bool {
     LOCAL_SHARD.with(|local| local.borrow().is_some())
 }
@@ -1208,13 +1229,8 @@ async fn serve(shard: Rc<Shard>, request: Request) {
         Request::ApplyStamped { updates, encoded, reply } => {
             let _ = reply.send(shard.apply_stamped(updates, encoded).await);
         }
-        Request::Read { table, key, slice, limit: None, reply } => {
-            let _ = reply.send(shard.read(table, &key, &slice).await);
-        }
-        Request::Read { table, key, slice, limit: Some(SliceLimit { rows, bytes }), reply } => {
-            let limit = RowLimit { live_rows: rows, now_secs: now_secs() };
-            let read = shard.read_bounded(table, &key, &slice, limit, bytes).await;
-            let _ = reply.send(read.map(|(found, _)| found));
+        Request::Read { table, key, slice, limit, reply } => {
+            let _ = reply.send(read_on(&shard, table, &key, &slice, limit).await);
         }
         Request::Scan { table, start, end, resume, limit, bound, reply } => {
             let _ = reply.send(shard.scan(table, start, end, resume, limit, bound).await);

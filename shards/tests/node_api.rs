@@ -124,10 +124,16 @@ fn ttl_cells_expire_and_unknown_tables_and_bad_values_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let node = open(dir.path());
     block_on(node.create_table(events(), None)).unwrap();
-    block_on(node.insert("events", &[t("ttl")], &[Value::Int(1)], &[("body", Some(t("brief")))], 1)).unwrap();
-    assert_eq!(rows(&node, "ttl").len(), 1);
-    std::thread::sleep(Duration::from_millis(2100));
-    assert!(rows(&node, "ttl").is_empty(), "expired after its 1 s TTL");
+    // Expiry is kept in whole seconds: a 2 s TTL is live for at least one second after the
+    // write, and gone within three.
+    let written = std::time::Instant::now();
+    block_on(node.insert("events", &[t("ttl")], &[Value::Int(1)], &[("body", Some(t("brief")))], 2)).unwrap();
+    assert_eq!(rows(&node, "ttl").len(), 1, "live right after the write");
+    while !rows(&node, "ttl").is_empty() {
+        assert!(written.elapsed() < Duration::from_secs(4), "still live after its 2 s TTL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(written.elapsed() >= Duration::from_secs(1), "expired before its TTL: {:?}", written.elapsed());
 
     assert!(matches!(block_on(node.get("nope", &[t("x")], &[])), Err(NodeError::UnknownTable(_))));
     let wrong_type = block_on(node.insert("events", &[Value::Int(1)], &[Value::Int(1)], &[], 0));
