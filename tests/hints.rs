@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::cluster::{await_until, TestCluster};
 use common::{connect, enigmadb, query_at};
@@ -61,9 +60,11 @@ fn a_restarted_replica_gets_every_write_it_missed_from_the_hints() {
     }
     drop(second);
     await_until("node 2 keeps a hint per write", || hints_pending(cluster.addr(2)) == Some(ROWS as u64));
-    // Hints are written and synced right after their write is answered; give the writer a
-    // moment before the kill.
-    std::thread::sleep(Duration::from_secs(1));
+    // Hints are written and synced right after their write is answered: kill once they are.
+    let metrics = cluster.server(2).metrics.expect("node 2's metrics endpoint");
+    await_until("node 2 synced its hints", || {
+        common::scrape(metrics).sum("enigmadb_hints_stored_total", &[]) >= ROWS as f64
+    });
     cluster.restart(2);
     assert_eq!(hints_pending(cluster.addr(2)), Some(ROWS as u64), "node 2's hints survive its SIGKILL");
     cluster.restart(3);

@@ -566,7 +566,14 @@ fn clients_vanishing_mid_answer_leave_the_server_running() {
         // Closing with unread answers in the receive buffer resets the connection.
         drop(raw);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until the server has noticed every vanished client: only `client` is left.
+    let metrics = server.metrics.expect("the metrics endpoint");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while common::scrape(metrics).sum("enigmadb_client_connections", &[]) > 1.0 {
+        assert!(server.is_running(), "the server died after clients vanished mid-answer");
+        assert!(std::time::Instant::now() < deadline, "the vanished clients' connections are still served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(server.is_running(), "the server died after clients vanished mid-answer");
     let stored = common::key_values(server.addr, "kv");
     assert_eq!(stored.len(), ROWS, "every row still served");
