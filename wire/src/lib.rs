@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod cql;
 pub mod frame;
 pub mod protocol;
 pub mod ring;
