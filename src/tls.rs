@@ -2,14 +2,18 @@
 //! of the client, peer and metrics ports, made once at start from the settings' PEM files, and
 //! the stream a connection is served over, plaintext or TLS. A client port that serves both
 //! tells them apart by a connection's first byte (docs/PROTOCOL.md, "TLS"). Certificates and
-//! keys are never logged; a file that cannot be used stops the node naming the file.
+//! keys are never logged; a file that cannot be used stops the node naming the file. The peer
+//! port reads a ClientHello's server name before the handshake ([`sni`], [`peek_server_name`])
+//! to serve the connection on the shard it names.
+
+pub mod sni;
 
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use glommio::net::TcpStream;
@@ -127,9 +131,13 @@ impl PeerTls {
         Ok(PeerTls { acceptor, connector: TlsConnector::from(Arc::new(config)) })
     }
 
-    /// Opens TLS on a connection to the peer at `ip`.
-    pub async fn connect(&self, ip: std::net::IpAddr, stream: TcpStream) -> io::Result<Stream> {
-        let tls = self.connector.connect(ServerName::IpAddress(ip.into()), stream).await?;
+    /// Opens TLS on a connection to a peer, asking for the server name `name` (a DNS name the
+    /// peer steers the connection by, `transport::shard_server_name`; never checked against
+    /// the peer's certificate, see [`ClusterCa`]).
+    pub async fn connect(&self, name: &str, stream: TcpStream) -> io::Result<Stream> {
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {name:?}: {e}")))?;
+        let tls = self.connector.connect(name, stream).await?;
         Ok(Stream::Tls(Box::new(tls.into())))
     }
 }
@@ -137,7 +145,8 @@ impl PeerTls {
 /// Checks a peer node's certificate against the cluster CA only, not against a host name:
 /// the CA signs the cluster's nodes and nothing else (Cassandra's internode encryption
 /// without `require_endpoint_verification`), and nodes reach each other by address, which a
-/// node certificate need not name.
+/// node certificate need not name. The server name a node connects with names the callee's
+/// shard (`shard-1.peer.enigmadb`), which no certificate names either.
 #[derive(Debug)]
 struct ClusterCa(Arc<WebPkiServerVerifier>);
 
@@ -212,6 +221,46 @@ pub async fn opening(stream: &TcpStream, wait: Duration) -> Opening {
         Some(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => Opening::Tls,
         Some(Ok(1)) => Opening::Plain,
         _ => Opening::Nothing,
+    }
+}
+
+/// First pause before peeking again at a ClientHello that has not all arrived; doubled up to
+/// [`MAX_PEEK_PAUSE`]. (A peek answers at once while any byte is waiting: it cannot wait for
+/// more.) A client sends its whole ClientHello at once: it is rarely split.
+const FIRST_PEEK_PAUSE: Duration = Duration::from_millis(1);
+const MAX_PEEK_PAUSE: Duration = Duration::from_millis(32);
+
+/// The server name the ClientHello of an accepted connection asks for (see
+/// [`sni::server_name`]), peeked at, leaving every byte to be read by the handshake; waits at
+/// most `wait` for a whole ClientHello (`Err(Silent)`), reading at most
+/// [`sni::MAX_PEEK_BYTES`].
+pub async fn peek_server_name(stream: &TcpStream, wait: Duration) -> Result<Option<String>, sni::SniError> {
+    let deadline = Instant::now() + wait;
+    let mut bytes = vec![0u8; sni::MAX_PEEK_BYTES];
+    let mut pause = FIRST_PEEK_PAUSE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let peeked = futures_lite::future::or(async { Some(stream.peek(&mut bytes).await) }, async {
+            glommio::timer::sleep(left).await;
+            None
+        })
+        .await;
+        let n = match peeked {
+            None => return Err(sni::SniError::Silent),
+            Some(Ok(0) | Err(_)) => return Err(sni::SniError::Closed),
+            Some(Ok(n)) => n,
+        };
+        match sni::server_name(&bytes[..n]) {
+            Err(sni::SniError::Incomplete) => {
+                let nap = pause.min(deadline.saturating_duration_since(Instant::now()));
+                if nap.is_zero() {
+                    return Err(sni::SniError::Silent);
+                }
+                glommio::timer::sleep(nap).await;
+                pause = (pause * 2).min(MAX_PEEK_PAUSE);
+            }
+            answer => return answer,
+        }
     }
 }
 

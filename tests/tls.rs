@@ -4,7 +4,8 @@
 //! node's certificate, or shows none when asked, fails the handshake; a rogue without the
 //! cluster's certificate cannot send HELLO or MUTATE on the peer port (nothing is stored);
 //! nodes with another CA's certificate, or none, are refused; a cluster with mutual TLS
-//! between its nodes works at QUORUM.
+//! between its nodes works at QUORUM, and a replicated write sent to its owning shard crosses
+//! no core on any replica over TLS either (the TLS server name steers peer connections).
 
 mod common;
 
@@ -269,8 +270,7 @@ fn a_cluster_with_internode_tls_works_at_quorum_and_refuses_nodes_without_its_ce
     let ca = TestCa::new(&certs, "cluster");
     let node = ca.issue("node", &test_ips());
     let flags = internode_flags(&ca, &node);
-    // Two shards per node: a peer connection's HELLO names a shard, and TLS ones are served
-    // where they were accepted.
+    // Two shards per node: a peer connection's TLS server name and HELLO name a shard.
     let cluster = TestCluster::start_sharded("tls-peer-cluster", 3, 2, &flags);
     let acked = cluster.load_kv(3, 50);
     for i in 1..=3 {
@@ -293,6 +293,42 @@ fn a_cluster_with_internode_tls_works_at_quorum_and_refuses_nodes_without_its_ce
     let refused = refused_start(&cluster.dir.join("plaintext"), &base);
     assert!(refused.contains("requires internode TLS"), "{refused}");
     assert_eq!(count_up(cluster.addr(1)), 3, "nobody joined");
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// The sum over shards of `enigmadb_cross_shard_requests_total`.
+fn cross_shard_requests(server: &Server) -> f64 {
+    let scrape = common::scrape(server.metrics.expect("the ready line names the metrics address"));
+    assert!(scrape.select("enigmadb_cross_shard_requests_total", &[]).count() > 0, "no cross-shard counter");
+    scrape.sum("enigmadb_cross_shard_requests_total", &[])
+}
+
+#[test]
+fn a_replicated_write_to_the_owning_shard_crosses_no_core_on_any_replica_over_internode_tls() {
+    let certs = scratch_dir("tls-peer-shards-certs");
+    let ca = TestCa::new(&certs, "cluster");
+    // The certificate names the nodes' addresses only, not the server names that steer.
+    let node = ca.issue("node", &test_ips());
+    let cluster = TestCluster::start_sharded("tls-peer-shards", 2, 2, &internode_flags(&ca, &node));
+    let nodes = [1, 2];
+    let at_start: Vec<f64> = nodes.iter().map(|&i| cross_shard_requests(cluster.server(i))).collect();
+    let report = cluster.dir.join("replicated.json");
+    let out = enigmadb()
+        .args(["stress", "write", "-n", "4000", "--population", "4000", "--replication-factor", "2"])
+        .args(["--consistency", "ALL", "--concurrency", "16", "--connections", "2", "--seed", "5"])
+        .args(["--host", &cluster.addr(1).to_string(), "--report", report.to_str().expect("UTF-8")])
+        .output()
+        .expect("running enigmadb stress");
+    assert!(out.status.success(), "stress failed:\n{}\n{}", common::text(&out.stdout), common::text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("the report")).expect("JSON");
+    assert_eq!(report["summary"]["ok"], 4000, "{}", report["summary"]);
+    let routed = &report["summary"]["shard_aware"];
+    assert_eq!(routed["requests"], routed["to_owner"], "every write went to its owning shard: {routed}");
+    // At ALL both replicas applied each write before it was acknowledged: all are counted.
+    for (&i, before) in nodes.iter().zip(at_start) {
+        assert_eq!(cross_shard_requests(cluster.server(i)), before, "node {i}: a replica write crossed a core");
+    }
     let _ = std::fs::remove_dir_all(&certs);
 }
 

@@ -16,7 +16,11 @@
 //! `Closed`, and the next call reconnects. Serving side ([`serve`]): the coordinator shard
 //! accepts, reads the HELLO and hands a connection meant for another shard to it
 //! ([`HandedPeer`], served there by [`serve_handed`]); each request runs as its own task
-//! through [`FrameHandler::handle`]; answers go out in batches, in completion order.
+//! through [`FrameHandler::handle`]; answers go out in batches, in completion order. With
+//! internode TLS the HELLO is inside TLS and a TLS session cannot move between threads, so the
+//! caller also names the shard in its TLS server name ([`shard_server_name`]) and the
+//! coordinator shard hands the socket over by that name, read from the ClientHello before the
+//! handshake; the shard named does the handshake and reads the HELLO.
 
 mod hello;
 mod streams;
@@ -47,6 +51,7 @@ use super::messages::MessageError;
 use super::opcodes::{PEER_ERROR, PEER_HELLO, PEER_HELLO_OK};
 pub use super::verbs::{PeerAnswer, PeerHandler, PeerHandlers, PeerRequest};
 use crate::frame_io::{accept_loop, incoming, panic_message, write_loop, Outbox, ReadBuf, Stopping, MAX_OUTBOX_BYTES};
+use crate::tls::sni::SniError;
 use crate::tls::{Opening, PeerTls, Stream};
 use streams::{Completion, Streams};
 
@@ -76,6 +81,27 @@ impl Peers for Transport {
 
 /// The shard of a node that owns its node-wide duties (gossip, schema, hints, repair).
 pub const COORDINATOR_SHARD: u16 = 0;
+
+/// The DNS domain of the TLS server names callers ask for: `shard-<N>.peer.enigmadb` names
+/// the callee's shard N ([`shard_server_name`]). Not a real domain, and not in any certificate:
+/// peer certificates are checked against the cluster CA only (`tls::PeerTls`).
+pub const PEER_SERVER_NAME_DOMAIN: &str = "peer.enigmadb";
+
+/// The TLS server name a caller connects with to be served by the shard `shard` of a peer.
+pub fn shard_server_name(shard: u16) -> String {
+    format!("shard-{shard}.{PEER_SERVER_NAME_DOMAIN}")
+}
+
+/// The shard a TLS server name names (see [`shard_server_name`]; any case), or `None` for any
+/// other name.
+pub fn shard_named(name: &str) -> Option<u16> {
+    let name = name.to_ascii_lowercase();
+    let digits = name.strip_prefix("shard-")?.strip_suffix(PEER_SERVER_NAME_DOMAIN)?.strip_suffix('.')?;
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 /// Default bound on requests waiting for answers from one peer.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 1024;
@@ -527,7 +553,8 @@ async fn greet(config: &TransportConfig, peer: SocketAddr, shard: u16) -> Result
         let _ = stream.set_nodelay(true);
         let mut stream = match &config.tls {
             None => Stream::Plain(stream),
-            Some(tls) => tls.connect(peer.ip(), stream).await.map_err(|e| PeerError::Incompatible {
+            // The server name steers the connection to the shard before the handshake.
+            Some(tls) => tls.connect(&shard_server_name(shard), stream).await.map_err(|e| PeerError::Incompatible {
                 peer,
                 reason: format!(
                     "internode TLS handshake failed: {e} (does the peer have internode TLS with this cluster's CA?)"
@@ -640,24 +667,41 @@ async fn read_answers(
     }
 }
 
-/// A peer connection the coordinator shard accepted for another shard (its HELLO asked for
-/// that shard), on its way there: the socket and what its HELLO said.
+/// A peer connection the coordinator shard accepted for another shard, on its way there: the
+/// socket, and what its HELLO said (plaintext) or the shard its TLS server name named.
 pub struct HandedPeer {
     socket: OwnedFd,
-    from: SocketAddr,
-    version: u8,
-    /// Bytes that arrived after the HELLO (none from a caller that waits for HELLO_OK).
-    pending: Vec<u8>,
+    kind: Handed,
+}
+
+enum Handed {
+    /// Plaintext, its HELLO read by the accepting shard.
+    Greeted {
+        from: SocketAddr,
+        version: u8,
+        /// Bytes that arrived after the HELLO (none from a caller that waits for HELLO_OK).
+        pending: Vec<u8>,
+    },
+    /// TLS, handed over before the handshake: its ClientHello's server name named `shard` (the
+    /// shard receiving it). The shard receiving it does the handshake and reads the HELLO.
+    Tls { shard: u16 },
 }
 
 impl HandedPeer {
-    /// The connection as a stream of the calling executor, with the bytes already received.
-    fn into_stream(self) -> (Stream, ReadBuf, SocketAddr, u8) {
+    /// The socket as a stream of the calling executor, and what came with it.
+    fn into_parts(self) -> (TcpStream, Handed) {
         // SAFETY: the descriptor is an open TCP socket this value owns, and ownership passes to
         // the stream.
         let stream = unsafe { TcpStream::from_raw_fd(self.socket.into_raw_fd()) };
-        (Stream::Plain(stream), ReadBuf::from_bytes(self.pending), self.from, self.version)
+        (stream, self.kind)
     }
+}
+
+/// A descriptor of `stream`'s socket of its own, to hand to another shard (`stream` closes
+/// its own when dropped; the socket stays open).
+fn duplicate(stream: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: `stream` owns the descriptor and outlives this borrow.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()
 }
 
 /// Where the accepting shard sends the connections meant for the others: indexed by shard,
@@ -706,12 +750,34 @@ pub async fn serve_handed(
         limit,
         std::future::pending(),
         |handed, stopping| {
-            let (stream, read_buf, from, version) = handed.into_stream();
-            serve_connection(stream, read_buf, from, version, handler.clone(), config.clone(), stopping)
+            let (handler, config) = (handler.clone(), config.clone());
+            async move {
+                match handed.into_parts() {
+                    (stream, Handed::Greeted { from, version, pending }) => {
+                        let read_buf = ReadBuf::from_bytes(pending);
+                        serve_connection(Stream::Plain(stream), read_buf, from, version, handler, config, stopping)
+                            .await
+                    }
+                    (stream, Handed::Tls { shard }) => {
+                        let caller = stream.peer_addr().ok();
+                        open_and_serve(stream, Opening::Tls, caller, Some(shard), handler, config, &[], stopping).await
+                    }
+                }
+            }
         },
-        |handed| {
-            let refusal = RemoteError::new(codes::OVERLOADED, format!("too many peer connections (limit {limit})"));
-            refuse(handed.into_stream().0, refusal)
+        |handed| async move {
+            match handed.into_parts() {
+                (stream, Handed::Greeted { .. }) => {
+                    let refusal =
+                        RemoteError::new(codes::OVERLOADED, format!("too many peer connections (limit {limit})"));
+                    refuse(Stream::Plain(stream), refusal).await
+                }
+                // Before its handshake a frame would be garbage to the caller: it sees the close.
+                (stream, Handed::Tls { .. }) => {
+                    let caller = stream.peer_addr().ok();
+                    tracing::warn!(?caller, "closing a TLS peer connection: too many peer connections (limit {limit})");
+                }
+            }
         },
     )
     .await
@@ -728,9 +794,10 @@ async fn refuse(mut stream: impl futures_lite::AsyncWrite + Unpin, error: Remote
     let _ = stream.close().await;
 }
 
-/// One accepted connection: its TLS handshake when the node has internode TLS, its HELLO, then
-/// served here or handed to the shard it asks for (a plaintext connection: a TLS session
-/// cannot move to another shard, so a TLS connection is served where it was accepted).
+/// One accepted connection. With internode TLS, its ClientHello's server name first: naming
+/// another shard of this node ([`shard_named`]), the socket is handed to that shard before
+/// the handshake (a TLS session cannot move between threads); no name, another name or a shard
+/// the node does not have: served here. Then [`open_and_serve`].
 async fn accept_connection(
     stream: TcpStream,
     handler: Rc<dyn FrameHandler>,
@@ -740,7 +807,60 @@ async fn accept_connection(
 ) {
     let caller = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let mut stream = match (crate::tls::opening(&stream, config.connect_timeout).await, &config.tls) {
+    let opening = crate::tls::opening(&stream, config.connect_timeout).await;
+    let mut stream = stream;
+    let mut named = None;
+    if let (Opening::Tls, Some(_)) = (opening, &config.tls) {
+        let shard = match crate::tls::peek_server_name(&stream, config.connect_timeout).await {
+            Ok(name) => name.as_deref().and_then(shard_named),
+            Err(error @ (SniError::Silent | SniError::Closed)) => {
+                tracing::warn!(?caller, %error, "refusing a peer connection: internode TLS handshake failed");
+                return;
+            }
+            // The handshake refuses it, with the alert rustls chooses.
+            Err(error) => {
+                tracing::debug!(?caller, %error, "serving a TLS peer connection where it was accepted");
+                None
+            }
+        };
+        // A shard the node does not have is no shard: served here, as an unnamed one.
+        named = shard.filter(|&shard| usize::from(shard) < doors.len());
+        if let Some((shard, door)) = named.and_then(|s| Some((s, doors[usize::from(s)].as_ref()?))) {
+            match duplicate(&stream) {
+                Ok(socket) => {
+                    drop(stream);
+                    match door.send_async(HandedPeer { socket, kind: Handed::Tls { shard } }).await {
+                        Ok(()) => return,
+                        // The shard stopped serving peers (the node is stopping): served here.
+                        Err(flume::SendError(handed)) => (stream, named) = (handed.into_parts().0, None),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(?caller, shard, error = %e, "serving a peer connection here, not on its shard")
+                }
+            }
+        }
+    }
+    open_and_serve(stream, opening, caller, named, handler, config, &doors, stopping).await
+}
+
+/// A connection whose first byte said what it speaks (`opening`): its TLS handshake when the
+/// node has internode TLS, its HELLO, then served here, or handed to the shard its HELLO asks
+/// for through `doors` if plaintext. A TLS connection is served here: where its server name
+/// steered it (`named`, the shard it named: a HELLO naming another is served here all the
+/// same), or where it was accepted.
+#[allow(clippy::too_many_arguments)]
+async fn open_and_serve(
+    stream: TcpStream,
+    opening: Opening,
+    caller: Option<SocketAddr>,
+    named: Option<u16>,
+    handler: Rc<dyn FrameHandler>,
+    config: TransportConfig,
+    doors: &[Option<flume::Sender<HandedPeer>>],
+    stopping: Rc<Stopping>,
+) {
+    let mut stream = match (opening, &config.tls) {
         // Closed (the answer goes nowhere), or silent: as silent as a connection without HELLO.
         (Opening::Nothing, _) => {
             let why = "no HELLO within the connect timeout";
@@ -783,14 +903,15 @@ async fn accept_connection(
         }
     };
     let (from, version) = (hello.from, hello.version);
+    if let Some(named) = named.filter(|&named| named != hello.shard) {
+        tracing::debug!(%from, named, hello = hello.shard, "the HELLO names another shard than the TLS server name: serving it here");
+    }
     let (Some(door), Stream::Plain(plain)) = (doors.get(usize::from(hello.shard)).and_then(Option::as_ref), &stream)
     else {
         return serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
     };
     // The other shard gets its own descriptor of the socket; this one closes with `stream`.
-    // SAFETY: `stream` owns the descriptor and outlives this borrow.
-    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(plain.as_raw_fd()) }.try_clone_to_owned();
-    let socket = match socket {
+    let socket = match duplicate(plain) {
         Ok(socket) => socket,
         Err(e) => {
             tracing::warn!(%from, shard = hello.shard, error = %e, "serving a peer connection here, not on its shard");
@@ -798,11 +919,13 @@ async fn accept_connection(
         }
     };
     drop(stream);
-    let handed = HandedPeer { socket, from, version, pending: read_buf.pending().to_vec() };
+    let handed = HandedPeer { socket, kind: Handed::Greeted { from, version, pending: read_buf.pending().to_vec() } };
     if let Err(flume::SendError(handed)) = door.send_async(handed).await {
         // The shard stopped serving peers (the node is stopping): serve the connection here.
-        let (stream, read_buf, from, version) = handed.into_stream();
-        serve_connection(stream, read_buf, from, version, handler, config, stopping).await;
+        if let (stream, Handed::Greeted { from, version, pending }) = handed.into_parts() {
+            let read_buf = ReadBuf::from_bytes(pending);
+            serve_connection(Stream::Plain(stream), read_buf, from, version, handler, config, stopping).await;
+        }
     }
 }
 

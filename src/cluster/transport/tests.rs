@@ -604,3 +604,151 @@ fn a_connection_is_served_by_the_shard_its_hello_names() {
     // Shard 0 dropped its door: shard 1's serving ends too.
     shard1.join().expect("shard 1 stops once shard 0 does");
 }
+
+/// A certificate authority of a test's own (rcgen), its certificate a PEM file in `dir`.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    dir: std::path::PathBuf,
+    cert: std::path::PathBuf,
+}
+
+impl TestCa {
+    fn new(dir: &std::path::Path, name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, format!("transport test CA {name}"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a key")).expect("a CA");
+        let cert = dir.join(format!("{name}-ca.crt"));
+        std::fs::write(&cert, issuer.pem()).expect("writing the CA certificate");
+        TestCa { issuer, dir: dir.to_owned(), cert }
+    }
+
+    /// The TLS of a node with a certificate of this CA trusting the CA `trusted`. The
+    /// certificate names 127.0.0.1 and `localhost` only: never a shard's server name.
+    fn node_tls(&self, name: &str, trusted: &TestCa) -> PeerTls {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("certificate parameters");
+        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("an address")));
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().expect("a key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signing a certificate");
+        let (cert_path, key_path) = (self.dir.join(format!("{name}.crt")), self.dir.join(format!("{name}.key")));
+        std::fs::write(&cert_path, cert.pem()).expect("writing a certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("writing a key");
+        PeerTls::load(&cert_path, &key_path, &trusted.cert).expect("the test certificates load")
+    }
+}
+
+/// Opens TLS to `addr` asking for the server name `name` (an IP address sends none), sends a
+/// HELLO naming `hello_shard` and a READ, and returns the number of the shard that answered.
+async fn shard_serving(addr: SocketAddr, tls: &PeerTls, name: &str, hello_shard: u16) -> u8 {
+    let socket = TcpStream::connect(addr).await.expect("connect");
+    let mut stream = tls.connect(name, socket).await.expect("a TLS handshake");
+    let hello = Hello::new("127.0.0.1:7000".parse().expect("valid"), DEFAULT_CLUSTER_NAME, hello_shard).encode();
+    stream.write_all(&[peer_frame(PEER_HELLO, 0, hello), peer_frame(READ, 1, vec![])].concat()).await.expect("write");
+    stream.flush().await.expect("flush");
+    let (mut decoder, mut read_buf, mut frames) = (FrameDecoder::default(), ReadBuf::default(), Vec::new());
+    while frames.len() < 2 {
+        let frame = read_frame(&mut stream, &mut decoder, &mut read_buf).await.expect("valid frames");
+        frames.push(frame.expect("the peer answers before closing"));
+    }
+    assert_eq!(frames[0].opcode, PEER_HELLO_OK, "{:?}", frames[0]);
+    assert_eq!((frames[1].opcode, frames[1].stream), (READ_RESULT, 1), "{:?}", frames[1]);
+    frames[1].body[0]
+}
+
+#[test]
+fn a_tls_connection_is_handed_before_its_handshake_to_the_shard_its_server_name_names() {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let ca = TestCa::new(dir.path(), "cluster");
+    let tls = ca.node_tls("node", &ca);
+    let config = TransportConfig { tls: Some(tls.clone()), ..caller_config() };
+    let (doors, handed) = flume::bounded(HANDED_PEER_QUEUE);
+    let (bound, listening) = flume::bounded(1);
+    let (stop, stopped) = flume::bounded::<()>(1);
+    let shard1_config = config.clone();
+    let shard1 = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { serve_handed(handed, Rc::new(ShardNamer(1)), &shard1_config).await })
+        .expect("spawn shard 1");
+    let shard0_config = config.clone();
+    let shard0 = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let listener = TcpListener::bind(localhost()).expect("bind");
+            bound.send(listener.local_addr().expect("bound")).expect("the test waits");
+            let config = TransportConfig { local_addr: localhost(), ..shard0_config };
+            serve(listener, Rc::new(ShardNamer(0)), &config, vec![None, Some(doors)], async move {
+                let _ = stopped.recv_async().await;
+            })
+            .await
+        })
+        .expect("spawn shard 0");
+    let stranger = TestCa::new(dir.path(), "stranger");
+    let (other_cert, other_trust) = (stranger.node_tls("other", &ca), ca.node_tls("wary", &stranger));
+    run(move || async move {
+        let addr = listening.recv_async().await.expect("shard 0 listens");
+        // A transport names the shard in its server name: the shard named serves, though the
+        // node's certificate names no such name. A shard the node does not have: shard 0.
+        let transport = Transport::new(config.clone());
+        for (shard, served_by) in [(1, 1), (0, 0), (9, 0), (1, 1)] {
+            let answer = transport.call_raw(addr, shard, READ, vec![], PATIENCE).await;
+            assert_eq!(answer, Ok((READ_RESULT, vec![served_by])), "a call to shard {shard}");
+        }
+        assert_eq!(transport.peer_stats(addr, 1).map(|s| s.connect_attempts), Some(1), "one connection per shard");
+
+        // A caller of before (the address as server name: no SNI): served by shard 0, as then.
+        assert_eq!(shard_serving(addr, &tls, "127.0.0.1", 1).await, 0);
+        // The server name steers; a HELLO naming another shard is served where it was steered.
+        assert_eq!(shard_serving(addr, &tls, &shard_server_name(1), 0).await, 1);
+        assert_eq!(shard_serving(addr, &tls, &shard_server_name(0), 1).await, 0);
+        // Any other name, or a shard the node does not have: shard 0.
+        assert_eq!(shard_serving(addr, &tls, "db1.example.com", 1).await, 0);
+        assert_eq!(shard_serving(addr, &tls, &shard_server_name(7), 1).await, 0);
+        assert_eq!(shard_serving(addr, &tls, "SHARD-1.Peer.EnigmaDB", 1).await, 1);
+
+        // The server name is never a pass: a certificate of another CA is refused on any shard,
+        // and a caller not trusting the cluster CA refuses the node's certificate.
+        for tls in [other_cert, other_trust] {
+            let rogue = Transport::new(TransportConfig { tls: Some(tls), ..caller_config() });
+            for shard in [0, 1] {
+                match rogue.call_raw(addr, shard, READ, vec![], PATIENCE).await {
+                    Err(PeerError::Incompatible { reason, .. }) => {
+                        assert!(reason.contains("TLS") || reason.contains("certificate"), "{reason}")
+                    }
+                    other => panic!("a call to shard {shard} with another CA: {other:?}"),
+                }
+            }
+        }
+        drop(stop);
+    });
+    shard0.join().expect("shard 0 stops when told");
+    shard1.join().expect("shard 1 stops once shard 0 does");
+}
+
+#[test]
+fn shard_server_names_name_their_shard_and_nothing_else() {
+    for shard in [0, 1, 9, 4096, u16::MAX] {
+        assert_eq!(shard_named(&shard_server_name(shard)), Some(shard));
+        assert!(rustls::pki_types::ServerName::try_from(shard_server_name(shard)).is_ok(), "a DNS name");
+    }
+    assert_eq!(shard_named("Shard-2.PEER.enigmadb"), Some(2));
+    for other in [
+        "",
+        "peer.enigmadb",
+        "shard-.peer.enigmadb",
+        "shard-+1.peer.enigmadb",
+        "shard--1.peer.enigmadb",
+        "shard-65536.peer.enigmadb",
+        "shard-000001.peer.enigmadb",
+        "shard-1.peer.enigmadb.example",
+        "shard-1peer.enigmadb",
+        "shard-1.other.enigmadb",
+        "xshard-1.peer.enigmadb",
+        "127.0.0.1",
+    ] {
+        assert_eq!(shard_named(other), None, "{other:?}");
+    }
+}
