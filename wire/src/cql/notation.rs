@@ -350,19 +350,6 @@ impl Writer<'_> {
         debug_assert!(len <= i32::MAX as usize, "no frame holds {len} bytes");
         self.int(len as i32)
     }
-    /// Reads `n` items with `read`, into a vector reserved once (`n` was checked against the
-    /// bytes left, so the reservation is bounded by the input).
-    pub fn items<T>(
-        &mut self,
-        n: usize,
-        mut read: impl FnMut(&mut Self) -> Result<T, DecodeError>,
-    ) -> Result<Vec<T>, DecodeError> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(read(self)?);
-        }
-        Ok(out)
-    }
     /// [string list]
     pub fn string_list<S: AsRef<str>>(&mut self, v: &[S]) -> &mut Self {
         let n = self.short_len(v.len());
